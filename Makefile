@@ -1,0 +1,48 @@
+# PC2: see README.md. `make run` and `make test` install what they need.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+# Packages whose concurrency matters run under the race detector.
+RACE_PKGS := ./provisioning/... ./services/dht/records/ ./cmd/pc2/cli/ ./appliance/...
+
+.PHONY: all build test test-unit test-race lint run bench fuzz deps clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(GO) build -o bin/pc2 ./cmd/pc2
+
+lint: deps
+	@echo "==> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@echo "==> go vet"; $(GO) vet ./...
+
+# The whole suite: lint, unit + loopback tests (including the fuzz seed
+# corpora), the race detector where it matters, and the local-network smoke
+# test of `make run`.
+test: lint
+	@echo "==> go test (unit, in-process networks, real processes on loopback)"
+	$(GO) test -count=1 -timeout 20m ./...
+	@echo "==> go test -race"
+	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	@echo "==> make run smoke test"
+	PC2_RUN_CHECK=1 PC2_LOCALNET_DIR=$$(mktemp -d) scripts/localnet.sh
+
+run: deps
+	scripts/localnet.sh
+
+bench: deps
+	$(GO) test -run '^$$' -bench 'SimNetwork|Store' -benchtime 1x -timeout 30m ./services/dht/
+	$(GO) test -run '^$$' -bench . -cpu 1 ./services/dht/records/
+
+# Short fuzzing runs of every fuzz target (the seed corpora run in `make test`).
+fuzz: deps
+	$(GO) test -run '^$$' -fuzz FuzzParseDID -fuzztime 30s ./provisioning/identity/
+	$(GO) test -run '^$$' -fuzz FuzzValidate -fuzztime 30s ./services/dht/records/
+	$(GO) test -run '^$$' -fuzz FuzzParseClaim -fuzztime 30s ./services/dht/records/
+
+clean:
+	rm -rf bin run

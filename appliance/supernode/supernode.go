@@ -1,0 +1,128 @@
+package supernode
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+)
+
+// Options are what the caller injects besides the config.
+type Options struct {
+	Logger *slog.Logger
+	// Ready, if set, is called with the node's full multiaddrs once it
+	// listens.
+	Ready func(addrs []string)
+}
+
+// Run starts the supernode's services and blocks until ctx ends.
+func Run(ctx context.Context, cfg *Config, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	if err != nil {
+		return err
+	}
+	trust, err := cfg.Trust()
+	if err != nil {
+		return err
+	}
+	boot, err := dht.ParseAddrInfos(cfg.Bootstrap)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	node, err := dht.New(ctx, dht.Config{
+		Key:               key,
+		Mode:              dht.ModeServer,
+		ListenAddrs:       cfg.Listen,
+		Bootstrap:         boot,
+		DataDir:           filepath.Join(cfg.DataDir, "records"),
+		Trust:             trust,
+		RepublishInterval: time.Duration(cfg.RepublishInterval),
+		ReplicateInterval: time.Duration(cfg.ReplicateInterval),
+		Logger:            log.With("service", "dht"),
+	})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+
+	var addrs []string
+	for _, a := range node.Multiaddrs() {
+		addrs = append(addrs, a.String())
+	}
+	id, _ := node.ID()
+	log.Info("supernode up", "did", id.DID(), "addrs", addrs, "domains", len(trust))
+	if cfg.AddrsFile != "" {
+		if err := writeFileAtomic(cfg.AddrsFile, []byte(strings.Join(addrs, "\n")+"\n")); err != nil {
+			return fmt.Errorf("addrs file: %w", err)
+		}
+	}
+	if opts.Ready != nil {
+		opts.Ready(addrs)
+	}
+
+	// Other supernodes may start later than this one: keep trying to join
+	// until one answers, with capped exponential backoff.
+	if len(boot) > 0 {
+		go func() {
+			wait := 250 * time.Millisecond
+			for {
+				bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+				err := node.Bootstrap(bctx)
+				cancel()
+				if err == nil {
+					log.Info("joined the DHT", "peers", node.DHT().RoutingTable().Size())
+					return
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				log.Warn("bootstrap failed, retrying", "err", err, "in", wait)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				wait = min(wait*2, 30*time.Second)
+			}
+		}()
+	}
+	<-ctx.Done()
+	log.Info("supernode stopping")
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,107 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"flag"
+	"strings"
+	"time"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// multiFlag collects a repeatable flag; each value may also be a
+// comma-separated list.
+type multiFlag []string
+
+func (m *multiFlag) String() string { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*m = append(*m, s)
+		}
+	}
+	return nil
+}
+
+// clientFlags are the flags every command that talks to the DHT shares.
+type clientFlags struct {
+	bootstrap multiFlag
+	trust     multiFlag
+	timeout   time.Duration
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.Var(&c.bootstrap, "bootstrap", "supernode `multiaddr` with /p2p/<id> (repeatable)")
+	fs.Var(&c.trust, "trust", "pin a domain operator: `domain=did:boson:...` (repeatable)")
+	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "give up after this long")
+}
+
+// client starts a DHT client node with a throwaway key (its identity does
+// not matter: records carry their own signatures) and joins via the
+// bootstrap supernodes.
+func (c *clientFlags) client(ctx context.Context, env Env) (*dht.Node, error) {
+	if len(c.bootstrap) == 0 {
+		return nil, usageErr("--bootstrap is required (a supernode multiaddr)")
+	}
+	boot, err := dht.ParseAddrInfos(c.bootstrap)
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	trust := records.TrustMap{}
+	for _, t := range c.trust {
+		dom, did, ok := strings.Cut(t, "=")
+		if !ok {
+			return nil, usageErr("--trust %q: want domain=did:boson:...", t)
+		}
+		id, err := identity.ParseDID(did)
+		if err != nil {
+			return nil, usageErr("--trust %q: %v", t, err)
+		}
+		trust[dom] = id
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	node, err := dht.New(ctx, dht.Config{
+		Key:                 key,
+		Mode:                dht.ModeClient,
+		Bootstrap:           boot,
+		Trust:               trust,
+		AllowUnknownDomains: true,
+		Logger:              env.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := node.Bootstrap(ctx); err != nil {
+		node.Close()
+		return nil, err
+	}
+	return node, nil
+}
+
+// nextSeq returns a seq above both the current record's and the clock's
+// milliseconds, so a restored identity on a fresh device (which knows no
+// earlier seq) still publishes a winning record.
+func nextSeq(current uint64, now time.Time) uint64 {
+	return max(current+1, uint64(now.UnixMilli()))
+}
+
+func fmtTime(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
+
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// keyID is the ID of a private key.
+func keyID(key ed25519.PrivateKey) (identity.ID, error) {
+	return identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+}

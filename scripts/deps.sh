@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need on a Debian machine, if missing,
+# and says what it does. Usage: scripts/deps.sh [test|run]
+set -euo pipefail
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+export PATH=$PATH:/usr/local/go/bin
+if ! have go; then
+	echo "deps: Go is not installed. PC2 needs Go >= 1.24 (https://go.dev/dl); Debian's golang package is too old." >&2
+	exit 1
+fi
+gov=$(go env GOVERSION | sed 's/^go//')
+case $gov in
+1.2[4-9]* | 1.[3-9][0-9]* | [2-9].*) ;;
+*) echo "deps: Go $gov is too old; PC2 needs Go >= 1.24" >&2; exit 1 ;;
+esac
+# Later tiers add qemu, e2fsprogs, nftables, chromium, ... here.
+for pkg in git make; do
+	have "$pkg" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing ${need_apt[*]}; run as root or install them with apt-get" >&2
+		exit 1
+	fi
+	echo "deps: installing ${need_apt[*]} with apt-get"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+echo "deps: downloading Go modules"
+go mod download

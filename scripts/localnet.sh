@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Starts a local PC2 network on loopback: three supernodes, an operator
+# domain, and a published identity with a name. Prints what to try next and
+# runs until Ctrl-C. With PC2_RUN_CHECK=1 it resolves everything itself and
+# exits (make test runs it that way).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=${PC2_LOCALNET_DIR:-$root/run/localnet}
+bin=$root/bin/pc2
+domain=pc2.test
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+say "building pc2"
+mkdir -p "$(dirname "$bin")"
+go build -o "$bin" ./cmd/pc2
+
+rm -rf "$work/sn0/addrs" "$work/sn1/addrs" "$work/sn2/addrs"
+mkdir -p "$work"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+key() { # key FILE -> prints DID, creating the key once
+	if [ ! -f "$1" ]; then
+		"$bin" identity new --key "$1" >"$1.words" 2>/dev/null
+		chmod 600 "$1.words"
+	fi
+	"$bin" identity show --key "$1" | head -n1
+}
+
+op_did=$(key "$work/operator.key")
+boot=""
+for i in 0 1 2; do
+	d=$work/sn$i
+	mkdir -p "$d"
+	key "$d/node.key" >/dev/null
+	bootjson="[]"
+	[ -n "$boot" ] && bootjson="[\"$boot\"]"
+	cat >"$d/supernode.json" <<JSON
+{
+  "key_file": "$d/node.key",
+  "listen": ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"],
+  "bootstrap": $bootjson,
+  "data_dir": "$d/data",
+  "domains": [{"domain": "$domain", "operator": "$op_did"}],
+  "addrs_file": "$d/addrs"
+}
+JSON
+	say "starting supernode $i (log: $d/log)"
+	"$bin" supernode --config "$d/supernode.json" >"$d/log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 100); do [ -s "$d/addrs" ] && break; sleep 0.1; done
+	[ -s "$d/addrs" ] || { cat "$d/log"; echo "supernode $i did not start" >&2; exit 1; }
+	if [ -z "$boot" ]; then boot=$(grep /tcp/ "$d/addrs" | head -n1); fi
+done
+b1=$(grep /quic-v1/ "$work/sn1/addrs" | head -n1)
+b2=$(grep /tcp/ "$work/sn2/addrs" | head -n1)
+
+alice_did=$(key "$work/alice.key")
+say "publishing alice's identity $alice_did"
+"$bin" publish --key "$work/alice.key" --bootstrap "$boot" \
+	--direct /ip4/127.0.0.1/tcp/4200 --service cloud=http://127.0.0.1:4200 --name "alice.$domain"
+"$bin" publish domain --operator-key "$work/operator.key" --domain "$domain" --bootstrap "$b1"
+"$bin" publish name --operator-key "$work/operator.key" --key "$work/alice.key" --name "alice.$domain" --bootstrap "$b1"
+
+if [ "${PC2_RUN_CHECK:-}" = 1 ]; then
+	say "checking: resolve through supernode 2"
+	"$bin" resolve --bootstrap "$b2" "$alice_did" | grep -q "\"did\": \"$alice_did\""
+	"$bin" resolve --bootstrap "$b1" "alice.$domain" | grep -q '"status": "active"'
+	say "local network OK"
+	exit 0
+fi
+
+cat <<EOF_MSG
+
+A local PC2 network is running: three supernodes on loopback.
+  supernode 0: $boot
+  supernode 1: $b1
+  supernode 2: $b2
+  alice:       $alice_did  (name alice.$domain, words in $work/alice.key.words)
+
+Try:
+  $bin resolve --bootstrap $b2 $alice_did
+  $bin resolve --bootstrap $boot alice.$domain
+  $bin identity new --key /tmp/me.key && $bin publish --key /tmp/me.key --bootstrap $b1
+
+Logs are in $work/sn*/log. Press Ctrl-C to stop.
+EOF_MSG
+wait

@@ -1,0 +1,114 @@
+package dht
+
+import (
+	"context"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
+	recpb "github.com/libp2p/go-libp2p-record/pb"
+	"google.golang.org/protobuf/proto"
+)
+
+type storedRecord struct {
+	dsKey string
+	key   string
+	value []byte
+}
+
+// localRecords lists the value records in this node's store. kad-dht keeps
+// them as serialized libp2p Record protobufs; anything else is skipped.
+func (n *Node) localRecords(ctx context.Context) ([]storedRecord, error) {
+	res, err := n.store.Query(ctx, dsq.Query{})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	var out []storedRecord
+	for e := range res.Next() {
+		if e.Error != nil {
+			return out, e.Error
+		}
+		var rec recpb.Record
+		if proto.Unmarshal(e.Value, &rec) != nil || len(rec.GetKey()) == 0 {
+			continue
+		}
+		out = append(out, storedRecord{dsKey: e.Key, key: string(rec.GetKey()), value: rec.GetValue()})
+	}
+	return out, nil
+}
+
+// sleep waits d or until ctx ends; it reports whether to go on.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (n *Node) republishLoop(ctx context.Context) {
+	defer n.wg.Done()
+	for sleep(ctx, n.cfg.RepublishInterval) {
+		n.mu.Lock()
+		owned := make(map[string][]byte, len(n.owned))
+		for k, v := range n.owned {
+			owned[k] = v
+		}
+		n.mu.Unlock()
+		for k, v := range owned {
+			if _, err := n.validator.Parse(k, v); err != nil {
+				n.log.Warn("not republishing invalid record (re-sign it)", "key", k, "err", err)
+				continue
+			}
+			pctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if err := n.Put(pctx, k, v); err != nil {
+				n.log.Warn("republish failed", "key", k, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// replicateLoop re-puts every valid stored record so it reaches the nodes
+// now closest to its key (after joins and departures), and drops records
+// that have expired.
+func (n *Node) replicateLoop(ctx context.Context) {
+	defer n.wg.Done()
+	for sleep(ctx, n.cfg.ReplicateInterval) {
+		n.Replicate(ctx)
+	}
+}
+
+// Replicate runs one replication pass now and returns how many records it
+// re-put and how many expired or invalid ones it dropped.
+func (n *Node) Replicate(ctx context.Context) (put, dropped int) {
+	recs, err := n.localRecords(ctx)
+	if err != nil {
+		n.log.Warn("replicate: list store", "err", err)
+	}
+	for _, r := range recs {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := n.validator.Parse(r.key, r.value); err != nil {
+			n.log.Info("dropping stored record", "key", r.key, "err", err)
+			_ = n.store.Delete(ctx, dsKey(r.dsKey))
+			dropped++
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if err := n.Put(pctx, r.key, r.value); err != nil {
+			n.log.Debug("replicate put", "key", r.key, "err", err)
+		} else {
+			put++
+		}
+		cancel()
+	}
+	return
+}
+
+func dsKey(s string) ds.Key { return ds.RawKey(s) }

@@ -1,0 +1,448 @@
+// Package dht runs PC2's private Kademlia DHT on go-libp2p: one host per node
+// keyed by the node key, kad-dht with the /pc2 protocol prefix, the did, name
+// and domain validators from package records, a persistent record store, and
+// the loops that keep records alive (owner republishing and supernode
+// re-replication).
+package dht
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	leveldb "github.com/ipfs/go-ds-leveldb"
+	"github.com/libp2p/go-libp2p"
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// ProtocolPrefix keeps PC2's DHT apart from every other Kademlia network.
+const ProtocolPrefix = "/pc2"
+
+// Default listen ports of a supernode (DESIGN.md: "Boson DHT" and "Active
+// Proxy" ports).
+const (
+	DefaultQUICPort = 39001
+	DefaultTCPPort  = 8090
+)
+
+// DefaultListenAddrs are a supernode's listeners when Config.ListenAddrs is
+// empty.
+var DefaultListenAddrs = []string{
+	fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultQUICPort),
+	fmt.Sprintf("/ip6/::/udp/%d/quic-v1", DefaultQUICPort),
+	fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultTCPPort),
+	fmt.Sprintf("/ip6/::/tcp/%d", DefaultTCPPort),
+}
+
+// Errors.
+var (
+	ErrNotFound = errors.New("dht: record not found")
+	ErrNoKey    = errors.New("dht: config has no node key")
+	ErrClosed   = errors.New("dht: node closed")
+)
+
+// Mode selects server (supernode) or client (personal node) behaviour.
+type Mode int
+
+const (
+	ModeServer Mode = iota // answers queries and stores records
+	ModeClient             // only asks
+)
+
+// Config configures a Node. The zero value plus Key is a server with an
+// in-memory store on the default ports.
+type Config struct {
+	// Key is the node key; it is also the libp2p identity. Required unless
+	// Host is set.
+	Key ed25519.PrivateKey
+	// Mode is ModeServer (default) or ModeClient.
+	Mode Mode
+	// ListenAddrs are libp2p multiaddrs to listen on. Empty: DefaultListenAddrs
+	// for servers, none for clients. Tests use port 0.
+	ListenAddrs []string
+	// Bootstrap peers (full multiaddrs with /p2p/<peer id>).
+	Bootstrap []peer.AddrInfo
+	// DataDir holds the persistent record store (LevelDB). Empty keeps
+	// records in memory only. Ignored when Datastore is set.
+	DataDir string
+	// Datastore overrides DataDir, e.g. for tests.
+	Datastore ds.Batching
+	// Host, when set, is used instead of building one from Key and
+	// ListenAddrs (in-process networks and benchmarks use a mocknet host).
+	// The node does not close a host it was given.
+	Host host.Host
+	// Trust pins the operators of the domains this node serves; see
+	// records.Validator.
+	Trust records.Trust
+	// AllowUnknownDomains: see records.Validator. Only for clients.
+	AllowUnknownDomains bool
+	// RepublishInterval is how often records this node published are put
+	// again (default 1h).
+	RepublishInterval time.Duration
+	// ReplicateInterval is how often a server re-puts every valid record in
+	// its store so that records survive churn (default 1h; negative
+	// disables).
+	ReplicateInterval time.Duration
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// Logger (nil: discard).
+	Logger *slog.Logger
+	// GetQuorum is how many peers' answers a Get waits for before returning
+	// the best record; 0 completes the whole lookup (slower, never stale).
+	GetQuorum int
+	// DHTOptions are extra kad-dht options (benchmarks tune the bucket size
+	// and timeouts).
+	DHTOptions []kaddht.Option
+}
+
+// Node is a running DHT participant.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	host      host.Host
+	ownsHost  bool
+	dht       *kaddht.IpfsDHT
+	store     ds.Batching
+	ownsStore bool
+	validator *records.Validator
+
+	mu    sync.Mutex
+	owned map[string][]byte // records this node publishes and republishes
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed bool
+}
+
+func (c *Config) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// New starts a node. It does not block on bootstrapping: call Bootstrap.
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.RepublishInterval == 0 {
+		cfg.RepublishInterval = time.Hour
+	}
+	if cfg.ReplicateInterval == 0 {
+		cfg.ReplicateInterval = time.Hour
+	}
+	n := &Node{cfg: cfg, log: log, owned: map[string][]byte{}}
+	n.validator = &records.Validator{Now: cfg.Now, Trust: cfg.Trust, AllowUnknownDomains: cfg.AllowUnknownDomains}
+
+	var err error
+	switch {
+	case cfg.Datastore != nil:
+		n.store = cfg.Datastore
+	case cfg.DataDir != "":
+		// LevelDB: pure Go, crash-safe journal, small and frugal on a Pi.
+		st, err := leveldb.NewDatastore(cfg.DataDir, nil)
+		if err != nil {
+			return nil, fmt.Errorf("open record store %s: %w", cfg.DataDir, err)
+		}
+		n.store, n.ownsStore = st, true
+	default:
+		n.store, n.ownsStore = dssync.MutexWrap(ds.NewMapDatastore()), true
+	}
+
+	if cfg.Host != nil {
+		n.host = cfg.Host
+	} else {
+		if len(cfg.Key) != ed25519.PrivateKeySize {
+			n.closeStore()
+			return nil, ErrNoKey
+		}
+		h, err := newHost(cfg)
+		if err != nil {
+			n.closeStore()
+			return nil, err
+		}
+		n.host, n.ownsHost = h, true
+	}
+
+	mode := kaddht.ModeServer
+	if cfg.Mode == ModeClient {
+		mode = kaddht.ModeClient
+	}
+	opts := []kaddht.Option{
+		kaddht.ProtocolPrefix(ProtocolPrefix),
+		kaddht.Mode(mode),
+		kaddht.Validator(n.validator.Namespaced()),
+		kaddht.Datastore(n.store),
+		kaddht.DisableProviders(),
+		// Records carry their own signed expiry; keep them at least as long.
+		kaddht.MaxRecordAge(records.MaxNameLifetime),
+		kaddht.BootstrapPeers(cfg.Bootstrap...),
+	}
+	opts = append(opts, cfg.DHTOptions...)
+	n.dht, err = kaddht.New(n.host, opts...)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("start dht: %w", err)
+	}
+
+	loopCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(1)
+	go n.republishLoop(loopCtx)
+	if cfg.Mode == ModeServer && cfg.ReplicateInterval > 0 {
+		n.wg.Add(1)
+		go n.replicateLoop(loopCtx)
+	}
+	log.Info("dht node started", "peer", n.host.ID(), "mode", modeName(cfg.Mode), "addrs", n.host.Addrs())
+	return n, nil
+}
+
+func modeName(m Mode) string {
+	if m == ModeClient {
+		return "client"
+	}
+	return "server"
+}
+
+func newHost(cfg Config) (host.Host, error) {
+	sk, err := crypto.UnmarshalEd25519PrivateKey(cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("node key: %w", err)
+	}
+	listen := cfg.ListenAddrs
+	if len(listen) == 0 && cfg.Mode == ModeServer {
+		listen = DefaultListenAddrs
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(sk),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+	}
+	if len(listen) == 0 {
+		opts = append(opts, libp2p.NoListenAddrs)
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+// Host is the node's libp2p host (the relay and gateway add protocols to it).
+func (n *Node) Host() host.Host { return n.host }
+
+// DHT exposes the underlying kad-dht (for routing-table inspection).
+func (n *Node) DHT() *kaddht.IpfsDHT { return n.dht }
+
+// Validator is the record validator this node applies.
+func (n *Node) Validator() *records.Validator { return n.validator }
+
+// ID is the node's identity.
+func (n *Node) ID() (identity.ID, error) { return PeerToID(n.host.ID()) }
+
+// AddrInfo is how other nodes reach this one.
+func (n *Node) AddrInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
+}
+
+// Multiaddrs are the node's full addresses (with /p2p/<id>), for bootstrap
+// lists.
+func (n *Node) Multiaddrs() []ma.Multiaddr {
+	addrs, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	return addrs
+}
+
+// Bootstrap connects to the configured bootstrap peers (at least one must
+// answer when any are configured) and fills the routing table.
+func (n *Node) Bootstrap(ctx context.Context) error {
+	var errs []error
+	ok := 0
+	for _, p := range n.cfg.Bootstrap {
+		if p.ID == n.host.ID() {
+			continue
+		}
+		if err := n.host.Connect(ctx, p); err != nil {
+			errs = append(errs, fmt.Errorf("connect %s: %w", p.ID, err))
+			continue
+		}
+		ok++
+	}
+	if len(n.cfg.Bootstrap) > 0 && ok == 0 && len(errs) > 0 {
+		return fmt.Errorf("bootstrap: no peer reachable: %w", errors.Join(errs...))
+	}
+	for _, err := range errs {
+		n.log.Warn("bootstrap peer unreachable", "err", err)
+	}
+	if err := n.dht.Bootstrap(ctx); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	// Wait (bounded by ctx) until the routing table has a peer, so the
+	// first put or get does not fail on an empty table.
+	for n.dht.RoutingTable().Size() == 0 && ok > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bootstrap: routing table still empty: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Put validates value and stores it in the DHT under key (on this node and
+// the closest peers). It does not republish.
+func (n *Node) Put(ctx context.Context, key string, value []byte) error {
+	if err := n.dht.PutValue(ctx, key, value); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Publish puts value under key and keeps republishing it every
+// RepublishInterval until Unpublish or Close. The owner must re-sign records
+// (with a higher seq) before they expire and Publish them again.
+func (n *Node) Publish(ctx context.Context, key string, value []byte) (PutResult, error) {
+	res, err := n.PutVerified(ctx, key, value)
+	if err != nil {
+		return res, err
+	}
+	n.mu.Lock()
+	n.owned[key] = value
+	n.mu.Unlock()
+	return res, nil
+}
+
+// Unpublish stops republishing key.
+func (n *Node) Unpublish(key string) {
+	n.mu.Lock()
+	delete(n.owned, key)
+	n.mu.Unlock()
+}
+
+// Get returns the best valid value stored under key anywhere in the
+// network, or ErrNotFound.
+func (n *Node) Get(ctx context.Context, key string) ([]byte, error) {
+	var opts []routing.Option
+	if n.cfg.GetQuorum > 0 {
+		opts = append(opts, kaddht.Quorum(n.cfg.GetQuorum))
+	}
+	val, err := n.dht.GetValue(ctx, key, opts...)
+	if err != nil {
+		if errors.Is(err, routing.ErrNotFound) {
+			return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
+		}
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	return val, nil
+}
+
+// GetLocal returns the value this node itself stores under key, or
+// ErrNotFound.
+func (n *Node) GetLocal(ctx context.Context, key string) ([]byte, error) {
+	it, err := n.localRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range it {
+		if r.key == key {
+			return r.value, nil
+		}
+	}
+	return nil, fmt.Errorf("get local %s: %w", key, ErrNotFound)
+}
+
+// Close stops the loops, the DHT, and the host and store if the node made
+// them.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	if n.cancel != nil {
+		n.cancel()
+	}
+	n.wg.Wait()
+	var errs []error
+	if n.dht != nil {
+		errs = append(errs, n.dht.Close())
+	}
+	if n.ownsHost {
+		errs = append(errs, n.host.Close())
+	}
+	errs = append(errs, n.closeStore())
+	return errors.Join(errs...)
+}
+
+func (n *Node) closeStore() error {
+	if n.ownsStore && n.store != nil {
+		return n.store.Close()
+	}
+	return nil
+}
+
+// PeerToID maps a libp2p peer ID (an Ed25519 identity key) to a PC2 ID.
+func PeerToID(p peer.ID) (identity.ID, error) {
+	pk, err := p.ExtractPublicKey()
+	if err != nil {
+		return identity.ID{}, fmt.Errorf("peer %s: %w", p, err)
+	}
+	raw, err := pk.Raw()
+	if err != nil || pk.Type() != crypto.Ed25519 {
+		return identity.ID{}, fmt.Errorf("peer %s: not an Ed25519 key", p)
+	}
+	return identity.IDFromPublicKey(raw)
+}
+
+// IDToPeer maps a PC2 ID to its libp2p peer ID.
+func IDToPeer(id identity.ID) (peer.ID, error) {
+	pk, err := crypto.UnmarshalEd25519PublicKey(id[:])
+	if err != nil {
+		return "", err
+	}
+	return peer.IDFromPublicKey(pk)
+}
+
+// ParseAddrInfos parses full multiaddrs (with /p2p/<id>) into peers.
+func ParseAddrInfos(addrs []string) ([]peer.AddrInfo, error) {
+	var mas []ma.Multiaddr
+	for _, s := range addrs {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap address %q: %w", s, err)
+		}
+		mas = append(mas, m)
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap addresses: %w", err)
+	}
+	return infos, nil
+}

@@ -1,0 +1,246 @@
+package records
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/pc2/pc2/provisioning/identity"
+)
+
+// Version is the only record version this code writes and accepts.
+const Version = 1
+
+// Peer names a supernode or gateway: its node ID and libp2p multiaddrs.
+type Peer struct {
+	ID    identity.ID `cbor:"1,keyasint" json:"id"`
+	Addrs []string    `cbor:"2,keyasint,omitempty" json:"addrs,omitempty"`
+}
+
+// Service is an endpoint a node offers, such as its personal cloud.
+type Service struct {
+	Name     string `cbor:"1,keyasint" json:"name"`
+	Endpoint string `cbor:"2,keyasint" json:"endpoint"`
+}
+
+// DID is a node's self-signed record: how to reach it. It is stored under
+// DIDKey(ID) and signed by the key whose public half is ID.
+type DID struct {
+	Version    uint64      `cbor:"1,keyasint" json:"version"`
+	ID         identity.ID `cbor:"2,keyasint" json:"did"`
+	Seq        uint64      `cbor:"3,keyasint" json:"seq"`
+	IssuedAt   int64       `cbor:"4,keyasint" json:"issued_at"`
+	Expires    int64       `cbor:"5,keyasint" json:"expires"`
+	Direct     []string    `cbor:"6,keyasint,omitempty" json:"direct,omitempty"`
+	Supernodes []Peer      `cbor:"7,keyasint,omitempty" json:"supernodes,omitempty"`
+	Names      []string    `cbor:"8,keyasint,omitempty" json:"names,omitempty"`
+	Services   []Service   `cbor:"9,keyasint,omitempty" json:"services,omitempty"`
+}
+
+// Status is the state a name grant puts a name in.
+type Status uint8
+
+const (
+	StatusActive   Status = 0 // held by Grant.DID
+	StatusReleased Status = 1 // given up by its holder (a signed release claim)
+	StatusRevoked  Status = 2 // taken back by the operator
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusActive:
+		return "active"
+	case StatusReleased:
+		return "released"
+	case StatusRevoked:
+		return "revoked"
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// MarshalText makes Status readable in JSON output.
+func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Action is what a name claim asks the operator for.
+type Action uint8
+
+const (
+	ActionHold    Action = 0 // claim or renew the name
+	ActionRelease Action = 1 // give the name up
+)
+
+// MarshalText makes Action readable in JSON output.
+func (a Action) MarshalText() ([]byte, error) {
+	switch a {
+	case ActionHold:
+		return []byte("hold"), nil
+	case ActionRelease:
+		return []byte("release"), nil
+	}
+	return []byte(fmt.Sprintf("action(%d)", uint8(a))), nil
+}
+
+// Grant is the operator's signed decision binding Name to DID.
+type Grant struct {
+	Version   uint64      `cbor:"1,keyasint" json:"version"`
+	Name      string      `cbor:"2,keyasint" json:"name"`
+	DID       identity.ID `cbor:"3,keyasint" json:"did"`
+	Seq       uint64      `cbor:"4,keyasint" json:"seq"`
+	Status    Status      `cbor:"5,keyasint" json:"status"`
+	IssuedAt  int64       `cbor:"6,keyasint" json:"issued_at"`
+	Expires   int64       `cbor:"7,keyasint" json:"expires"`
+	Operator  identity.ID `cbor:"8,keyasint" json:"operator"`
+	ClaimHash []byte      `cbor:"9,keyasint,omitempty" json:"claim_hash,omitempty"`
+}
+
+// Claim is the holder's signed request for (or release of) a name: the proof
+// that the DID in the grant asked for it.
+type Claim struct {
+	Version  uint64      `cbor:"1,keyasint" json:"version"`
+	Name     string      `cbor:"2,keyasint" json:"name"`
+	DID      identity.ID `cbor:"3,keyasint" json:"did"`
+	Action   Action      `cbor:"4,keyasint" json:"action"`
+	IssuedAt int64       `cbor:"5,keyasint" json:"issued_at"`
+	Nonce    []byte      `cbor:"6,keyasint" json:"nonce"`
+}
+
+// Name is a decoded name record: the grant and, unless revoked, the claim.
+type Name struct {
+	Grant Grant  `json:"grant"`
+	Claim *Claim `json:"claim,omitempty"`
+}
+
+// Domain says which operator key governs a domain and which gateways serve
+// it. It is signed by Operator.
+type Domain struct {
+	Version  uint64      `cbor:"1,keyasint" json:"version"`
+	Domain   string      `cbor:"2,keyasint" json:"domain"`
+	Operator identity.ID `cbor:"3,keyasint" json:"operator"`
+	Seq      uint64      `cbor:"4,keyasint" json:"seq"`
+	IssuedAt int64       `cbor:"5,keyasint" json:"issued_at"`
+	Expires  int64       `cbor:"6,keyasint" json:"expires"`
+	Gateways []Peer      `cbor:"7,keyasint,omitempty" json:"gateways,omitempty"`
+}
+
+// DHT keys. The first path element is the validator namespace.
+const (
+	NamespaceDID    = "did"
+	NamespaceName   = "name"
+	NamespaceDomain = "domain"
+)
+
+// DIDKey is the DHT key of id's did record.
+func DIDKey(id identity.ID) string { return "/" + NamespaceDID + "/" + id.String() }
+
+// NameKey is the DHT key of a fully qualified name's record.
+func NameKey(fqdn string) string { return "/" + NamespaceName + "/" + fqdn }
+
+// DomainKey is the DHT key of a domain's record.
+func DomainKey(domain string) string { return "/" + NamespaceDomain + "/" + domain }
+
+func checkSigner(key ed25519.PrivateKey, want identity.ID, what string) error {
+	if len(key) != ed25519.PrivateKeySize {
+		return fmt.Errorf("sign %s: invalid private key", what)
+	}
+	got, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return fmt.Errorf("sign %s: %w", what, err)
+	}
+	if got != want {
+		return fmt.Errorf("sign %s: key %s does not match %s", what, got, want)
+	}
+	return nil
+}
+
+// SignDID encodes d and signs it with key, which must be d.ID's key. The
+// result is the DHT value to put under DIDKey(d.ID).
+func SignDID(key ed25519.PrivateKey, d *DID) ([]byte, error) {
+	if err := checkSigner(key, d.ID, "did record"); err != nil {
+		return nil, err
+	}
+	body, err := marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encode did record: %w", err)
+	}
+	return marshal(&envelope{Kind: KindDID, Body: body, Sig: sign(key, tagDID, body)})
+}
+
+// SignedClaim is a claim encoded and signed by its DID's key, ready to be
+// sent to an operator.
+type SignedClaim struct {
+	Body []byte `json:"body"`
+	Sig  []byte `json:"sig"`
+}
+
+// SignClaim encodes c and signs it with key, which must be c.DID's key.
+func SignClaim(key ed25519.PrivateKey, c *Claim) (SignedClaim, error) {
+	if err := checkSigner(key, c.DID, "name claim"); err != nil {
+		return SignedClaim{}, err
+	}
+	body, err := marshal(c)
+	if err != nil {
+		return SignedClaim{}, fmt.Errorf("encode name claim: %w", err)
+	}
+	return SignedClaim{Body: body, Sig: sign(key, tagClaim, body)}, nil
+}
+
+// ParseClaim decodes and verifies a signed claim on its own (as an operator
+// does before granting). It does not check times: that is policy.
+func ParseClaim(sc SignedClaim) (*Claim, error) {
+	if len(sc.Body) > MaxRecordSize {
+		return nil, fmt.Errorf("%w: claim of %d bytes", ErrOversize, len(sc.Body))
+	}
+	var c Claim
+	if err := unmarshalCanonical(sc.Body, &c); err != nil {
+		return nil, fmt.Errorf("name claim: %w", err)
+	}
+	if c.Version != Version {
+		return nil, fmt.Errorf("name claim: %w: %d", ErrVersion, c.Version)
+	}
+	if !verify(c.DID.PublicKey(), tagClaim, sc.Body, sc.Sig) {
+		return nil, fmt.Errorf("name claim for %s: %w (not signed by %s)", c.Name, ErrBadSignature, c.DID.DID())
+	}
+	if len(c.Nonce) < 8 || len(c.Nonce) > 64 {
+		return nil, fmt.Errorf("name claim: %w: nonce of %d bytes", ErrMalformed, len(c.Nonce))
+	}
+	if _, _, err := SplitName(c.Name); err != nil {
+		return nil, fmt.Errorf("name claim: %w", err)
+	}
+	return &c, nil
+}
+
+// SignGrant encodes g, binds it to claim (nil only for a revocation) and
+// signs it with the operator key, which must be g.Operator's key. The result
+// is the DHT value to put under NameKey(g.Name).
+func SignGrant(operator ed25519.PrivateKey, g *Grant, claim *SignedClaim) ([]byte, error) {
+	if err := checkSigner(operator, g.Operator, "name grant"); err != nil {
+		return nil, err
+	}
+	gg := *g
+	env := envelope{Kind: KindName}
+	if claim != nil {
+		h := sha256.Sum256(claim.Body)
+		gg.ClaimHash = h[:]
+		env.Claim, env.ClaimSig = claim.Body, claim.Sig
+	} else {
+		gg.ClaimHash = nil
+	}
+	body, err := marshal(&gg)
+	if err != nil {
+		return nil, fmt.Errorf("encode name grant: %w", err)
+	}
+	env.Body, env.Sig = body, sign(operator, tagGrant, body)
+	return marshal(&env)
+}
+
+// SignDomain encodes d and signs it with the operator key (d.Operator's).
+func SignDomain(operator ed25519.PrivateKey, d *Domain) ([]byte, error) {
+	if err := checkSigner(operator, d.Operator, "domain record"); err != nil {
+		return nil, err
+	}
+	body, err := marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encode domain record: %w", err)
+	}
+	return marshal(&envelope{Kind: KindDomain, Body: body, Sig: sign(operator, tagDomain, body)})
+}

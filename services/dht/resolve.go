@@ -1,0 +1,100 @@
+package dht
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// ErrOperatorMismatch means a name's grant was signed by a key other than
+// the one the domain record names.
+var ErrOperatorMismatch = errors.New("dht: name grant not signed by the domain's operator")
+
+// ResolveDID finds and verifies id's did record.
+func (n *Node) ResolveDID(ctx context.Context, id identity.ID) (*records.DID, error) {
+	key := records.DIDKey(id)
+	val, err := n.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", id.DID(), err)
+	}
+	d, err := n.validator.ParseDID(key, val)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", id.DID(), err)
+	}
+	return d, nil
+}
+
+// ResolveDomain finds and verifies a domain record.
+func (n *Node) ResolveDomain(ctx context.Context, domain string) (*records.Domain, error) {
+	if err := records.ValidDomain(domain); err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", domain, err)
+	}
+	key := records.DomainKey(domain)
+	val, err := n.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("resolve domain %s: %w", domain, err)
+	}
+	d, err := n.validator.ParseDomain(key, val)
+	if err != nil {
+		return nil, fmt.Errorf("resolve domain %s: %w", domain, err)
+	}
+	return d, nil
+}
+
+// NameResolution is a name resolved as far as it goes: the name record,
+// the domain record that vouches for its operator, and (when the name is
+// active and the holder has published one) the holder's did record.
+type NameResolution struct {
+	Name   *records.Name   `json:"name"`
+	Domain *records.Domain `json:"domain,omitempty"`
+	DID    *records.DID    `json:"did,omitempty"`
+	// DIDError says why DID is missing for an active name.
+	DIDError string `json:"did_error,omitempty"`
+}
+
+// ResolveName resolves a fully qualified name and checks that its grant is
+// signed by the operator the domain record (or this node's trust list)
+// names.
+func (n *Node) ResolveName(ctx context.Context, fqdn string) (*NameResolution, error) {
+	_, domain, err := records.SplitName(fqdn)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", fqdn, err)
+	}
+	key := records.NameKey(fqdn)
+	val, err := n.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", fqdn, err)
+	}
+	name, err := n.validator.ParseName(key, val)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", fqdn, err)
+	}
+	res := &NameResolution{Name: name}
+	dom, derr := n.ResolveDomain(ctx, domain)
+	pinned := false
+	if n.cfg.Trust != nil {
+		_, pinned = n.cfg.Trust.Operator(domain)
+	}
+	switch {
+	case derr == nil:
+		if dom.Operator != name.Grant.Operator {
+			return nil, fmt.Errorf("resolve %s: %w: grant by %s, domain governed by %s", fqdn, ErrOperatorMismatch, name.Grant.Operator.DID(), dom.Operator.DID())
+		}
+		res.Domain = dom
+	case !pinned:
+		// Without a pinned operator, only the domain record can vouch.
+		return nil, fmt.Errorf("resolve %s: cannot verify the operator: %w", fqdn, derr)
+	}
+	if name.Grant.Status == records.StatusActive {
+		d, err := n.ResolveDID(ctx, name.Grant.DID)
+		if err != nil {
+			res.DIDError = err.Error()
+		} else {
+			res.DID = d
+		}
+	}
+	return res, nil
+}
