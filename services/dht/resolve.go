@@ -98,3 +98,28 @@ func (n *Node) ResolveName(ctx context.Context, fqdn string) (*NameResolution, e
 	}
 	return res, nil
 }
+
+// CurrentSeq returns the seq of the best valid record stored under key, or
+// 0 when there is none.
+func (n *Node) CurrentSeq(ctx context.Context, key string) (uint64, error) {
+	val, err := n.Get(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	rec, err := n.validator.Parse(key, val)
+	if err != nil {
+		return 0, nil // nothing valid stored: start afresh
+	}
+	switch r := rec.(type) {
+	case *records.DID:
+		return r.Seq, nil
+	case *records.Name:
+		return r.Grant.Seq, nil
+	case *records.Domain:
+		return r.Seq, nil
+	}
+	return 0, fmt.Errorf("current seq of %s: %w", key, records.ErrUnknownKind)
+}

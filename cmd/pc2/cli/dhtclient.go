@@ -101,7 +101,44 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	return context.WithTimeout(ctx, d)
 }
 
-// keyID is the ID of a private key.
-func keyID(key ed25519.PrivateKey) (identity.ID, error) {
-	return identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+// parsePeer turns a full multiaddr (with /p2p/<id>) into a record peer.
+func parsePeer(flagName, s string) (records.Peer, error) {
+	infos, err := dht.ParseAddrInfos([]string{s})
+	if err != nil {
+		return records.Peer{}, usageErr("--%s: %v", flagName, err)
+	}
+	id, err := dht.PeerToID(infos[0].ID)
+	if err != nil {
+		return records.Peer{}, usageErr("--%s %s: %v", flagName, s, err)
+	}
+	p := records.Peer{ID: id}
+	for _, a := range infos[0].Addrs {
+		p.Addrs = append(p.Addrs, a.String())
+	}
+	return p, nil
+}
+
+// publishNext joins the DHT, reads the seq of the record now stored under
+// key (0 if none), and puts the record sign makes for the next seq, checking
+// that the supernodes kept it.
+func (c *clientFlags) publishNext(ctx context.Context, env Env, key string, sign func(seq uint64, now time.Time) ([]byte, error)) (uint64, dht.PutResult, error) {
+	ctx, cancel := withTimeout(ctx, c.timeout)
+	defer cancel()
+	node, err := c.client(ctx, env)
+	if err != nil {
+		return 0, dht.PutResult{}, err
+	}
+	defer node.Close()
+	cur, err := node.CurrentSeq(ctx, key)
+	if err != nil {
+		return 0, dht.PutResult{}, err
+	}
+	now := time.Now()
+	seq := nextSeq(cur, now)
+	val, err := sign(seq, now)
+	if err != nil {
+		return 0, dht.PutResult{}, err
+	}
+	res, err := node.PutVerified(ctx, key, val)
+	return seq, res, err
 }

@@ -86,18 +86,9 @@ func identityNew(env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	key, err := identity.NodeKeyFromMnemonic(words, passphrase)
-	if err != nil {
+	if err := writeKeyFromWords(env, f.key, words, passphrase); err != nil {
 		return err
 	}
-	if err := identity.WriteKeyFile(f.key, key); err != nil {
-		return err
-	}
-	id, err := idOf(key)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(env.Stdout, id.DID())
 	fmt.Fprintln(env.Stdout, "recovery phrase: "+words)
 	fmt.Fprintln(env.Stderr, "Write the 24 words down and keep them offline. They are the only way to restore this\n"+
 		"identity and its backups on a new device, and anyone who has them can act as this node.")
@@ -134,11 +125,17 @@ func identityRestore(env Env, args []string) error {
 	if len(input) > maxWordsInput {
 		return fmt.Errorf("identity restore: more than %d bytes on stdin; want the 24 recovery words", maxWordsInput)
 	}
-	key, err := identity.NodeKeyFromMnemonic(string(input), passphrase)
+	return writeKeyFromWords(env, f.key, string(input), passphrase)
+}
+
+// writeKeyFromWords derives the node key from the words, writes it to path
+// and prints the DID on its own line.
+func writeKeyFromWords(env Env, path, words, passphrase string) error {
+	key, err := identity.NodeKeyFromMnemonic(words, passphrase)
 	if err != nil {
 		return err
 	}
-	if err := identity.WriteKeyFile(f.key, key); err != nil {
+	if err := identity.WriteKeyFile(path, key); err != nil {
 		return err
 	}
 	id, err := idOf(key)

@@ -2,14 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/pc2/pc2/provisioning/identity"
-	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 )
 
@@ -38,6 +37,16 @@ func runPublish(ctx context.Context, env Env, args []string) error {
 	return usageErr("unknown record type %q\n%s", kind, publishUsage)
 }
 
+// loadKeyID loads a key file and returns the key with its ID.
+func loadKeyID(path string) (key ed25519.PrivateKey, id identity.ID, err error) {
+	k, err := identity.LoadKeyFile(path)
+	if err != nil {
+		return nil, id, err
+	}
+	id, err = idOf(k)
+	return k, id, err
+}
+
 func publishDID(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("publish did", env)
 	var cf clientFlags
@@ -56,27 +65,15 @@ func publishDID(ctx context.Context, env Env, args []string) error {
 	if len(rest) > 0 || *keyFile == "" {
 		return usageErr("%s", publishUsage)
 	}
-	key, err := identity.LoadKeyFile(*keyFile)
-	if err != nil {
-		return err
-	}
-	id, err := keyID(key)
+	key, id, err := loadKeyID(*keyFile)
 	if err != nil {
 		return err
 	}
 	rec := &records.DID{Version: records.Version, ID: id, Direct: direct, Names: names}
 	for _, s := range supernodes {
-		infos, err := dht.ParseAddrInfos([]string{s})
+		p, err := parsePeer("supernode", s)
 		if err != nil {
-			return usageErr("--supernode: %v", err)
-		}
-		sid, err := dht.PeerToID(infos[0].ID)
-		if err != nil {
-			return usageErr("--supernode %s: %v", s, err)
-		}
-		p := records.Peer{ID: sid}
-		for _, a := range infos[0].Addrs {
-			p.Addrs = append(p.Addrs, a.String())
+			return err
 		}
 		rec.Supernodes = append(rec.Supernodes, p)
 	}
@@ -87,32 +84,14 @@ func publishDID(ctx context.Context, env Env, args []string) error {
 		}
 		rec.Services = append(rec.Services, records.Service{Name: name, Endpoint: ep})
 	}
-
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
-	node, err := cf.client(ctx, env)
+	seq, res, err := cf.publishNext(ctx, env, records.DIDKey(id), func(seq uint64, now time.Time) ([]byte, error) {
+		rec.Seq, rec.IssuedAt, rec.Expires = seq, now.Unix(), now.Add(*ttl).Unix()
+		return records.SignDID(key, rec)
+	})
 	if err != nil {
 		return err
 	}
-	defer node.Close()
-	var cur uint64
-	if old, err := node.ResolveDID(ctx, id); err == nil {
-		cur = old.Seq
-	} else if !errors.Is(err, dht.ErrNotFound) {
-		return err
-	}
-	now := time.Now()
-	rec.Seq = nextSeq(cur, now)
-	rec.IssuedAt, rec.Expires = now.Unix(), now.Add(*ttl).Unix()
-	val, err := records.SignDID(key, rec)
-	if err != nil {
-		return err
-	}
-	res, err := node.PutVerified(ctx, records.DIDKey(id), val)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "published %s seq %d expires %s (stored on %d of %d peers)\n", id.DID(), rec.Seq, fmtTime(rec.Expires), res.Stored, res.Sent)
+	fmt.Fprintf(env.Stdout, "published %s seq %d expires %s (stored on %d of %d peers)\n", id.DID(), seq, fmtTime(rec.Expires), res.Stored, res.Sent)
 	return nil
 }
 
@@ -135,61 +114,32 @@ func publishDomain(ctx context.Context, env Env, args []string) error {
 	if err := records.ValidDomain(*domain); err != nil {
 		return usageErr("--domain: %v", err)
 	}
-	op, err := identity.LoadKeyFile(*opFile)
-	if err != nil {
-		return err
-	}
-	opID, err := keyID(op)
+	op, opID, err := loadKeyID(*opFile)
 	if err != nil {
 		return err
 	}
 	rec := &records.Domain{Version: records.Version, Domain: *domain, Operator: opID}
 	for _, g := range gateways {
-		infos, err := dht.ParseAddrInfos([]string{g})
+		p, err := parsePeer("gateway", g)
 		if err != nil {
-			return usageErr("--gateway: %v", err)
-		}
-		gid, err := dht.PeerToID(infos[0].ID)
-		if err != nil {
-			return usageErr("--gateway %s: %v", g, err)
-		}
-		p := records.Peer{ID: gid}
-		for _, a := range infos[0].Addrs {
-			p.Addrs = append(p.Addrs, a.String())
+			return err
 		}
 		rec.Gateways = append(rec.Gateways, p)
 	}
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
-	node, err := cf.client(ctx, env)
+	seq, res, err := cf.publishNext(ctx, env, records.DomainKey(*domain), func(seq uint64, now time.Time) ([]byte, error) {
+		rec.Seq, rec.IssuedAt, rec.Expires = seq, now.Unix(), now.Add(*ttl).Unix()
+		return records.SignDomain(op, rec)
+	})
 	if err != nil {
 		return err
 	}
-	defer node.Close()
-	var cur uint64
-	if old, err := node.ResolveDomain(ctx, *domain); err == nil {
-		cur = old.Seq
-	} else if !errors.Is(err, dht.ErrNotFound) {
-		return err
-	}
-	now := time.Now()
-	rec.Seq = nextSeq(cur, now)
-	rec.IssuedAt, rec.Expires = now.Unix(), now.Add(*ttl).Unix()
-	val, err := records.SignDomain(op, rec)
-	if err != nil {
-		return err
-	}
-	res, err := node.PutVerified(ctx, records.DomainKey(*domain), val)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "published domain %s operator %s seq %d (stored on %d of %d peers)\n", *domain, opID.DID(), rec.Seq, res.Stored, res.Sent)
+	fmt.Fprintf(env.Stdout, "published domain %s operator %s seq %d (stored on %d of %d peers)\n", *domain, opID.DID(), seq, res.Stored, res.Sent)
 	return nil
 }
 
 // publishName signs both halves of a name record locally: the holder's
 // claim and the operator's grant. It is the operator's tool (and the
-// tests'); holders claim names through a gateway's API instead.
+// tests'); holders will claim names through a gateway's API instead.
 func publishName(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("publish name", env)
 	var cf clientFlags
@@ -221,60 +171,33 @@ func publishName(ctx context.Context, env Env, args []string) error {
 	default:
 		return usageErr("--status %q: want active, released or revoked", *status)
 	}
-	op, err := identity.LoadKeyFile(*opFile)
+	op, opID, err := loadKeyID(*opFile)
 	if err != nil {
 		return err
 	}
-	holder, err := identity.LoadKeyFile(*keyFile)
+	holder, holderID, err := loadKeyID(*keyFile)
 	if err != nil {
 		return err
 	}
-	opID, err := keyID(op)
-	if err != nil {
-		return err
-	}
-	holderID, err := keyID(holder)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
-	node, err := cf.client(ctx, env)
-	if err != nil {
-		return err
-	}
-	defer node.Close()
-	var cur uint64
-	if old, err := node.Get(ctx, records.NameKey(*name)); err == nil {
-		if n, err := node.Validator().ParseName(records.NameKey(*name), old); err == nil {
-			cur = n.Grant.Seq
+	seq, res, err := cf.publishNext(ctx, env, records.NameKey(*name), func(seq uint64, now time.Time) ([]byte, error) {
+		var claim *records.SignedClaim
+		if st != records.StatusRevoked {
+			nonce := make([]byte, 16)
+			if _, err := rand.Read(nonce); err != nil {
+				return nil, err
+			}
+			sc, err := records.SignClaim(holder, &records.Claim{Version: records.Version, Name: *name, DID: holderID, Action: action, IssuedAt: now.Unix(), Nonce: nonce})
+			if err != nil {
+				return nil, err
+			}
+			claim = &sc
 		}
-	} else if !errors.Is(err, dht.ErrNotFound) {
-		return err
-	}
-	now := time.Now()
-	var claim *records.SignedClaim
-	if st != records.StatusRevoked {
-		nonce := make([]byte, 16)
-		if _, err := rand.Read(nonce); err != nil {
-			return err
-		}
-		sc, err := records.SignClaim(holder, &records.Claim{Version: records.Version, Name: *name, DID: holderID, Action: action, IssuedAt: now.Unix(), Nonce: nonce})
-		if err != nil {
-			return err
-		}
-		claim = &sc
-	}
-	g := &records.Grant{Version: records.Version, Name: *name, DID: holderID, Seq: nextSeq(cur, now), Status: st,
-		IssuedAt: now.Unix(), Expires: now.Add(*ttl).Unix(), Operator: opID}
-	val, err := records.SignGrant(op, g, claim)
+		return records.SignGrant(op, &records.Grant{Version: records.Version, Name: *name, DID: holderID, Seq: seq, Status: st,
+			IssuedAt: now.Unix(), Expires: now.Add(*ttl).Unix(), Operator: opID}, claim)
+	})
 	if err != nil {
 		return err
 	}
-	res, err := node.PutVerified(ctx, records.NameKey(*name), val)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "published name %s -> %s (%s) seq %d (stored on %d of %d peers)\n", *name, holderID.DID(), st, g.Seq, res.Stored, res.Sent)
+	fmt.Fprintf(env.Stdout, "published name %s -> %s (%s) seq %d (stored on %d of %d peers)\n", *name, holderID.DID(), st, seq, res.Stored, res.Sent)
 	return nil
 }

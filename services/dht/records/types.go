@@ -155,14 +155,21 @@ func checkSigner(key ed25519.PrivateKey, want identity.ID, what string) error {
 // SignDID encodes d and signs it with key, which must be d.ID's key. The
 // result is the DHT value to put under DIDKey(d.ID).
 func SignDID(key ed25519.PrivateKey, d *DID) ([]byte, error) {
-	if err := checkSigner(key, d.ID, "did record"); err != nil {
+	return signRecord(key, d.ID, KindDID, tagDID, d)
+}
+
+// signRecord encodes body, signs it with key (which must be signer's) and
+// wraps both in an envelope of the given kind.
+func signRecord(key ed25519.PrivateKey, signer identity.ID, kind Kind, tag string, body any) ([]byte, error) {
+	what := kind.String() + " record"
+	if err := checkSigner(key, signer, what); err != nil {
 		return nil, err
 	}
-	body, err := marshal(d)
+	b, err := marshal(body)
 	if err != nil {
-		return nil, fmt.Errorf("encode did record: %w", err)
+		return nil, fmt.Errorf("encode %s: %w", what, err)
 	}
-	return marshal(&envelope{Kind: KindDID, Body: body, Sig: sign(key, tagDID, body)})
+	return marshal(&envelope{Kind: kind, Body: b, Sig: sign(key, tag, b)})
 }
 
 // SignedClaim is a claim encoded and signed by its DID's key, ready to be
@@ -235,12 +242,5 @@ func SignGrant(operator ed25519.PrivateKey, g *Grant, claim *SignedClaim) ([]byt
 
 // SignDomain encodes d and signs it with the operator key (d.Operator's).
 func SignDomain(operator ed25519.PrivateKey, d *Domain) ([]byte, error) {
-	if err := checkSigner(operator, d.Operator, "domain record"); err != nil {
-		return nil, err
-	}
-	body, err := marshal(d)
-	if err != nil {
-		return nil, fmt.Errorf("encode domain record: %w", err)
-	}
-	return marshal(&envelope{Kind: KindDomain, Body: body, Sig: sign(operator, tagDomain, body)})
+	return signRecord(operator, d.Operator, KindDomain, tagDomain, d)
 }
