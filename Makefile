@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 # Packages whose concurrency matters run under the race detector.
-RACE_PKGS := ./provisioning/... ./services/dht/records/ ./cmd/pc2/cli/ ./appliance/...
+RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
 .PHONY: all build test test-unit test-race lint run bench fuzz deps clean
 

@@ -81,8 +81,10 @@ func (v *Validator) checkTimes(issued, expires int64, max time.Duration) error {
 	if expires <= issued {
 		return fmt.Errorf("%w: expires before it is issued", ErrMalformed)
 	}
-	if time.Duration(expires-issued)*time.Second > max {
-		return fmt.Errorf("%w: %s, limit %s", ErrLifetime, time.Duration(expires-issued)*time.Second, max)
+	// Unsigned difference: expires > issued, so it cannot wrap, and it is
+	// compared in seconds so no multiplication can overflow either.
+	if life := uint64(expires) - uint64(issued); life > uint64(max/time.Second) {
+		return fmt.Errorf("%w: %d s, limit %s", ErrLifetime, life, max)
 	}
 	if issued > now.Add(skew).Unix() {
 		return fmt.Errorf("%w: issued at %s", ErrFuture, time.Unix(issued, 0).UTC().Format(time.RFC3339))
@@ -380,6 +382,9 @@ type nsValidator struct {
 }
 
 func (n nsValidator) Validate(key string, value []byte) error {
+	if ns, _, err := splitKey(key); err != nil || ns != n.ns {
+		return fmt.Errorf("%w: key %q is not in namespace %s", ErrWrongKey, key, n.ns)
+	}
 	_, err := n.v.Parse(key, value)
 	return err
 }

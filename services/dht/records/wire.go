@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"reflect"
 
+	"filippo.io/edwards25519"
 	"github.com/fxamacker/cbor/v2"
 )
 
@@ -138,7 +139,22 @@ func verify(pub ed25519.PublicKey, tag string, body, sig []byte) bool {
 	if len(pub) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
 		return false
 	}
+	if smallOrder(pub) {
+		return false
+	}
 	return ed25519.Verify(pub, signedMessage(tag, body), sig)
+}
+
+// smallOrder reports whether pub is not a point or is of small order. For
+// such keys a fixed signature verifies every message (RFC 8032 verification
+// does not exclude them), so anyone could sign records for those IDs. No
+// key made from a seed is of small order.
+func smallOrder(pub []byte) bool {
+	p, err := new(edwards25519.Point).SetBytes(pub)
+	if err != nil {
+		return true
+	}
+	return new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1
 }
 
 func decodeEnvelope(value []byte) (*envelope, error) {
