@@ -54,18 +54,20 @@ func (n *Node) republishLoop(ctx context.Context) {
 	defer n.wg.Done()
 	for sleep(ctx, n.cfg.RepublishInterval) {
 		n.mu.Lock()
-		owned := make(map[string][]byte, len(n.owned))
-		for k, v := range n.owned {
-			owned[k] = v
+		keys := make(map[string]*owned, len(n.owned))
+		for k, o := range n.owned {
+			keys[k] = o
 		}
 		n.mu.Unlock()
-		for k, v := range owned {
-			if _, err := n.validator.Parse(k, v); err != nil {
-				n.log.Warn("not republishing invalid record (re-sign it)", "key", k, "err", err)
-				continue
+		for k, o := range keys {
+			if o.sign == nil {
+				if _, err := n.validator.Parse(k, o.value); err != nil {
+					n.log.Warn("not republishing invalid record (re-sign it)", "key", k, "err", err)
+					continue
+				}
 			}
 			pctx, cancel := context.WithTimeout(ctx, time.Minute)
-			if err := n.Put(pctx, k, v); err != nil {
+			if _, err := n.republish(pctx, k, o); err != nil {
 				n.log.Warn("republish failed", "key", k, "err", err)
 			}
 			cancel()

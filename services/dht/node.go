@@ -20,6 +20,7 @@ import (
 	leveldb "github.com/ipfs/go-ds-leveldb"
 	"github.com/libp2p/go-libp2p"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -126,7 +127,7 @@ type Node struct {
 	validator *records.Validator
 
 	mu    sync.Mutex
-	owned map[string][]byte // records this node publishes and republishes
+	owned map[string]*owned // records this node publishes and republishes
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -152,7 +153,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.ReplicateInterval == 0 {
 		cfg.ReplicateInterval = time.Hour
 	}
-	n := &Node{cfg: cfg, log: log, owned: map[string][]byte{}}
+	n := &Node{cfg: cfg, log: log, owned: map[string]*owned{}}
 	n.validator = &records.Validator{Now: cfg.Now, Trust: cfg.Trust, AllowUnknownDomains: cfg.AllowUnknownDomains}
 
 	var err error
@@ -317,24 +318,81 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 // Put validates value and stores it in the DHT under key (on this node and
 // the closest peers). It does not republish.
 func (n *Node) Put(ctx context.Context, key string, value []byte) error {
-	if err := n.dht.PutValue(ctx, key, value); err != nil {
+	if err := n.dht.PutValue(ctx, key, value); err != nil && !n.storedAlone(err) {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	return nil
 }
 
+// storedAlone reports whether a put failed only because a server has no
+// peers yet: kad-dht stored the record locally before looking for peers, and
+// replication spreads it once peers arrive.
+func (n *Node) storedAlone(err error) bool {
+	return n.cfg.Mode == ModeServer && errors.Is(err, kb.ErrLookupFailure)
+}
+
 // Publish puts value under key and keeps republishing it every
-// RepublishInterval until Unpublish or Close. The owner must re-sign records
-// (with a higher seq) before they expire and Publish them again.
+// RepublishInterval until Unpublish or Close, as long as it is valid. Use
+// KeepPublished for records that must outlive their expiry.
 func (n *Node) Publish(ctx context.Context, key string, value []byte) (PutResult, error) {
 	res, err := n.PutVerified(ctx, key, value)
 	if err != nil {
 		return res, err
 	}
 	n.mu.Lock()
-	n.owned[key] = value
+	n.owned[key] = &owned{value: value}
 	n.mu.Unlock()
 	return res, nil
+}
+
+// Signer makes the record to publish for seq at now.
+type Signer func(seq uint64, now time.Time) ([]byte, error)
+
+type owned struct {
+	value []byte
+	seq   uint64
+	sign  Signer // nil: republish value as is
+}
+
+// NextSeq is the seq a publisher uses after current: above it and at least
+// the clock's milliseconds, so a key restored on a fresh device (which knows
+// no earlier seq) still publishes a winning record.
+func NextSeq(current uint64, now time.Time) uint64 {
+	return max(current+1, uint64(now.UnixMilli()))
+}
+
+// KeepPublished publishes the record sign makes now (with a seq above the
+// one the network holds) and, every RepublishInterval until Unpublish or
+// Close, signs and publishes a fresh one, so the record never expires while
+// this node runs.
+func (n *Node) KeepPublished(ctx context.Context, key string, sign Signer) (PutResult, error) {
+	cur, err := n.CurrentSeq(ctx, key)
+	if err != nil {
+		return PutResult{}, err
+	}
+	o := &owned{seq: cur, sign: sign}
+	res, err := n.republish(ctx, key, o)
+	if err != nil {
+		return res, err
+	}
+	n.mu.Lock()
+	n.owned[key] = o
+	n.mu.Unlock()
+	return res, nil
+}
+
+// republish re-signs (when o has a Signer) and puts o's record.
+func (n *Node) republish(ctx context.Context, key string, o *owned) (PutResult, error) {
+	if o.sign != nil {
+		now := n.cfg.now()
+		seq := NextSeq(o.seq, now)
+		val, err := o.sign(seq, now)
+		if err != nil {
+			return PutResult{}, fmt.Errorf("sign %s: %w", key, err)
+		}
+		o.value, o.seq = val, seq
+	}
+	return n.PutVerified(ctx, key, o.value)
 }
 
 // Unpublish stops republishing key.

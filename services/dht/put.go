@@ -94,7 +94,7 @@ func (n *Node) PutVerified(ctx context.Context, key string, value []byte) (PutRe
 	err := n.dht.PutValue(evCtx, key, value)
 	cancelEv()
 	<-done
-	if err != nil {
+	if err != nil && !n.storedAlone(err) {
 		return res, fmt.Errorf("put %s: %w", key, err)
 	}
 	res.Sent = len(sent)

@@ -85,13 +85,6 @@ func (c *clientFlags) client(ctx context.Context, env Env) (*dht.Node, error) {
 	return node, nil
 }
 
-// nextSeq returns a seq above both the current record's and the clock's
-// milliseconds, so a restored identity on a fresh device (which knows no
-// earlier seq) still publishes a winning record.
-func nextSeq(current uint64, now time.Time) uint64 {
-	return max(current+1, uint64(now.UnixMilli()))
-}
-
 func fmtTime(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
 
 func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
@@ -134,7 +127,7 @@ func (c *clientFlags) publishNext(ctx context.Context, env Env, key string, sign
 		return 0, dht.PutResult{}, err
 	}
 	now := time.Now()
-	seq := nextSeq(cur, now)
+	seq := dht.NextSeq(cur, now)
 	val, err := sign(seq, now)
 	if err != nil {
 		return 0, dht.PutResult{}, err
