@@ -25,12 +25,22 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+first() { # first PATTERN FILE: the first line of FILE containing PATTERN
+	local line
+	while IFS= read -r line; do
+		case $line in *"$1"*) echo "$line"; return 0 ;; esac
+	done <"$2"
+	return 1
+}
+
 key() { # key FILE -> prints DID, creating the key once
 	if [ ! -f "$1" ]; then
 		"$bin" identity new --key "$1" >"$1.words" 2>/dev/null
 		chmod 600 "$1.words"
 	fi
-	"$bin" identity show --key "$1" | head -n1
+	local out
+	out=$("$bin" identity show --key "$1")
+	echo "${out%%$'\n'*}"
 }
 
 op_did=$(key "$work/operator.key")
@@ -56,10 +66,10 @@ JSON
 	pids+=($!)
 	for _ in $(seq 100); do [ -s "$d/addrs" ] && break; sleep 0.1; done
 	[ -s "$d/addrs" ] || { cat "$d/log"; echo "supernode $i did not start" >&2; exit 1; }
-	if [ -z "$boot" ]; then boot=$(grep /tcp/ "$d/addrs" | head -n1); fi
+	if [ -z "$boot" ]; then boot=$(first /tcp/ "$d/addrs"); fi
 done
-b1=$(grep /quic-v1/ "$work/sn1/addrs" | head -n1)
-b2=$(grep /tcp/ "$work/sn2/addrs" | head -n1)
+b1=$(first /quic-v1/ "$work/sn1/addrs")
+b2=$(first /tcp/ "$work/sn2/addrs")
 
 alice_did=$(key "$work/alice.key")
 say "publishing alice's identity $alice_did"
@@ -70,8 +80,10 @@ say "publishing alice's identity $alice_did"
 
 if [ "${PC2_RUN_CHECK:-}" = 1 ]; then
 	say "checking: resolve through supernode 2"
-	"$bin" resolve --bootstrap "$b2" "$alice_did" | grep -q "\"did\": \"$alice_did\""
-	"$bin" resolve --bootstrap "$b1" "alice.$domain" | grep -q '"status": "active"'
+	out=$("$bin" resolve --bootstrap "$b2" "$alice_did")
+	[[ $out == *"\"did\": \"$alice_did\""* ]] || { echo "$out"; echo "resolve $alice_did: wrong record" >&2; exit 1; }
+	out=$("$bin" resolve --bootstrap "$b1" "alice.$domain")
+	[[ $out == *'"status": "active"'* ]] || { echo "$out"; echo "resolve alice.$domain: not active" >&2; exit 1; }
 	say "local network OK"
 	exit 0
 fi
