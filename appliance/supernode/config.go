@@ -4,43 +4,17 @@
 package supernode
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"time"
+
+	"github.com/pc2/pc2/appliance/config"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht/records"
 )
 
-// ErrNotConfigured means there is no config file (gokrazy's contract: exit
-// 125 so the service is not restarted).
-var ErrNotConfigured = errors.New("supernode: not configured")
-
-// Duration is a time.Duration written as "1h30m" in JSON.
-type Duration time.Duration
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string like \"1h\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	if v < 0 {
-		return fmt.Errorf("duration %q is negative", s)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalJSON implements json.Marshaler.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+// ErrNotConfigured means there is no config file.
+var ErrNotConfigured = config.ErrNotConfigured
 
 // DomainTrust pins the operator key of a domain this supernode serves.
 type DomainTrust struct {
@@ -65,25 +39,15 @@ type Config struct {
 	// once it listens: scripts and tests use it with port 0.
 	AddrsFile string `json:"addrs_file,omitempty"`
 	// RepublishInterval and ReplicateInterval tune the record loops.
-	RepublishInterval Duration `json:"republish_interval,omitempty"`
-	ReplicateInterval Duration `json:"replicate_interval,omitempty"`
+	RepublishInterval config.Duration `json:"republish_interval,omitempty"`
+	ReplicateInterval config.Duration `json:"replicate_interval,omitempty"`
 }
 
-// LoadConfig reads and checks a config file. Unknown fields are errors, so
-// a typo does not silently fall back to a default.
+// LoadConfig reads and checks a config file.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s does not exist", ErrNotConfigured, path)
-		}
-		return nil, fmt.Errorf("read config %s: %w", path, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+	if err := config.Load(path, &c); err != nil {
+		return nil, err
 	}
 	if err := c.Check(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)

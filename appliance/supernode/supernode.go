@@ -49,8 +49,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		Bootstrap:         boot,
 		DataDir:           filepath.Join(cfg.DataDir, "records"),
 		Trust:             trust,
-		RepublishInterval: time.Duration(cfg.RepublishInterval),
-		ReplicateInterval: time.Duration(cfg.ReplicateInterval),
+		RepublishInterval: cfg.RepublishInterval.Or(0),
+		ReplicateInterval: cfg.ReplicateInterval.Or(0),
 		Logger:            log.With("service", "dht"),
 	})
 	if err != nil {

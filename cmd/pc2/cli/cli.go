@@ -147,3 +147,6 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 	}
 }
+
+// Version is set at build time (-ldflags "-X github.com/pc2/pc2/cmd/pc2/cli.Version=...").
+var Version = "dev"

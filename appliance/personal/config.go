@@ -1,0 +1,59 @@
+// Package personal runs a personal node's services from its JSON config:
+// its identity (created on first boot if absent), its did record kept
+// published through the configured supernodes, and the status page on port
+// 4200. Later issues add the tunnel client and the personal cloud here.
+package personal
+
+import (
+	"fmt"
+
+	"github.com/pc2/pc2/appliance/config"
+)
+
+// ErrNotConfigured means there is no config file.
+var ErrNotConfigured = config.ErrNotConfigured
+
+// DefaultListen is the personal cloud's port.
+const DefaultListen = ":4200"
+
+// Config is a personal node's JSON config file.
+type Config struct {
+	// KeyFile is the node key. Required.
+	KeyFile string `json:"key_file"`
+	// CreateKey makes a new identity on first start when KeyFile does not
+	// exist, writing its 24 words next to it (WordsFile) for the owner.
+	CreateKey bool `json:"create_key,omitempty"`
+	// Supernodes are full multiaddrs (with /p2p/<id>) of the supernodes to
+	// publish through. Required.
+	Supernodes []string `json:"supernodes"`
+	// Listen is the status page address (default ":4200").
+	Listen string `json:"listen,omitempty"`
+	// PublicURL, if set, is published as the node's "cloud" service
+	// endpoint (e.g. http://192.0.2.7:4200).
+	PublicURL string `json:"public_url,omitempty"`
+	// Direct are multiaddrs at which the node is directly reachable.
+	Direct []string `json:"direct,omitempty"`
+	// RecordTTL is the did record lifetime (default 24h, at most 7 days).
+	RecordTTL config.Duration `json:"record_ttl,omitempty"`
+	// RepublishInterval is how often the record is re-signed (default 1h).
+	RepublishInterval config.Duration `json:"republish_interval,omitempty"`
+}
+
+// WordsFile is where a key created on first boot leaves its 24 words (mode
+// 0600) until the owner has written them down.
+func (c *Config) WordsFile() string { return c.KeyFile + ".words" }
+
+// LoadConfig reads and checks a config file.
+func LoadConfig(path string) (*Config, error) {
+	var c Config
+	if err := config.Load(path, &c); err != nil {
+		return nil, err
+	}
+	if c.KeyFile == "" {
+		return nil, fmt.Errorf("config %s: key_file is required", path)
+	}
+	if len(c.Supernodes) == 0 {
+		return nil, fmt.Errorf("config %s: supernodes is required (at least one)", path)
+	}
+	return &c, nil
+}

@@ -1,0 +1,258 @@
+package personal
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// Options are what the caller injects besides the config.
+type Options struct {
+	Logger *slog.Logger
+	// Listener for the status page; nil listens on Config.Listen.
+	Listener net.Listener
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// Version is shown on the status page.
+	Version string
+}
+
+// Node is a running personal node.
+type Node struct {
+	cfg  *Config
+	opts Options
+	log  *slog.Logger
+	id   identity.ID
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status is what the status page and /api/status show.
+type Status struct {
+	DID        string    `json:"did"`
+	State      string    `json:"state"` // starting, connecting, online, error
+	Detail     string    `json:"detail,omitempty"`
+	Supernodes []string  `json:"supernodes"`
+	Peers      int       `json:"peers"`
+	Seq        uint64    `json:"seq,omitempty"`
+	Published  time.Time `json:"published,omitzero"`
+	StoredOn   int       `json:"stored_on"`
+	SentTo     int       `json:"sent_to"`
+	LastError  string    `json:"last_error,omitempty"`
+	Version    string    `json:"version,omitempty"`
+	Started    time.Time `json:"started"`
+	NewKey     bool      `json:"new_key,omitempty"` // created on this boot; words in WordsFile
+}
+
+func (n *Node) now() time.Time {
+	if n.opts.Now != nil {
+		return n.opts.Now()
+	}
+	return time.Now()
+}
+
+func (n *Node) update(f func(*Status)) {
+	n.mu.Lock()
+	f(&n.status)
+	n.mu.Unlock()
+}
+
+// Status returns a copy of the current status.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.status
+	s.Supernodes = append([]string(nil), s.Supernodes...)
+	return s
+}
+
+// loadOrCreateKey loads the node key, or on first boot (CreateKey) makes a
+// new identity and leaves its words for the owner.
+func loadOrCreateKey(cfg *Config, log *slog.Logger) (ed25519.PrivateKey, bool, error) {
+	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	if err == nil || !errors.Is(err, os.ErrNotExist) || !cfg.CreateKey {
+		return key, false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.KeyFile), 0o700); err != nil {
+		return nil, false, fmt.Errorf("create identity: %w", err)
+	}
+	words, err := identity.NewMnemonic(rand.Reader)
+	if err != nil {
+		return nil, false, fmt.Errorf("create identity: %w", err)
+	}
+	key, err = identity.NodeKeyFromMnemonic(words, "")
+	if err != nil {
+		return nil, false, fmt.Errorf("create identity: %w", err)
+	}
+	// Words first: a key without its words could never be restored.
+	if err := writePrivate(cfg.WordsFile(), []byte(words+"\n")); err != nil {
+		return nil, false, fmt.Errorf("create identity: save words: %w", err)
+	}
+	if err := identity.WriteKeyFile(cfg.KeyFile, key); err != nil {
+		return nil, false, fmt.Errorf("create identity: %w", err)
+	}
+	log.Info("created a new identity; its 24 words are in the words file until the owner saves them", "words_file", cfg.WordsFile())
+	return key, true, nil
+}
+
+func writePrivate(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-words-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// Run starts the personal node and blocks until ctx ends.
+func Run(ctx context.Context, cfg *Config, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, opts: opts, log: log}
+	key, created, err := loadOrCreateKey(cfg, log)
+	if err != nil {
+		return err
+	}
+	n.id, err = identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return err
+	}
+	boot, err := dht.ParseAddrInfos(cfg.Supernodes)
+	if err != nil {
+		return fmt.Errorf("supernodes: %w", err)
+	}
+	n.status = Status{DID: n.id.DID(), State: "starting", Supernodes: cfg.Supernodes, Version: opts.Version, Started: n.now(), NewKey: created}
+
+	ln := opts.Listener
+	if ln == nil {
+		addr := cfg.Listen
+		if addr == "" {
+			addr = DefaultListen
+		}
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("status page: %w", err)
+		}
+	}
+	srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("status page stopped", "err", err)
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(sctx)
+		cancel()
+		wg.Wait()
+	}()
+	log.Info("personal node up", "did", n.id.DID(), "status_page", ln.Addr().String())
+
+	node, err := dht.New(ctx, dht.Config{
+		Key:                 key,
+		Mode:                dht.ModeClient,
+		Bootstrap:           boot,
+		AllowUnknownDomains: true,
+		RepublishInterval:   cfg.RepublishInterval.Or(time.Hour),
+		Now:                 opts.Now,
+		Logger:              log.With("service", "dht"),
+	})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	n.publishUntilDone(ctx, node, key)
+	return nil
+}
+
+// publishUntilDone joins the DHT and publishes the did record, retrying
+// with capped backoff (the network or the supernodes may come up later than
+// this node), then keeps the status fresh until ctx ends.
+func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519.PrivateKey) {
+	ttl := n.cfg.RecordTTL.Or(24 * time.Hour)
+	sign := func(seq uint64, now time.Time) ([]byte, error) {
+		rec := &records.DID{Version: records.Version, ID: n.id, Seq: seq, IssuedAt: now.Unix(),
+			Expires: now.Add(ttl).Unix(), Direct: n.cfg.Direct}
+		if n.cfg.PublicURL != "" {
+			rec.Services = []records.Service{{Name: "cloud", Endpoint: n.cfg.PublicURL}}
+		}
+		// Supernodes the node is attached to join the record with the relay
+		// (issue 4); until then the node is reachable only directly.
+		return records.SignDID(key, rec)
+	}
+	wait := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		n.update(func(s *Status) { s.State, s.Detail = "connecting", fmt.Sprintf("attempt %d", attempt) })
+		err := func() error {
+			bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if err := node.Bootstrap(bctx); err != nil {
+				return err
+			}
+			res, err := node.KeepPublished(bctx, records.DIDKey(n.id), sign)
+			if err != nil {
+				return err
+			}
+			cur, _ := node.CurrentSeq(bctx, records.DIDKey(n.id))
+			n.update(func(s *Status) {
+				s.State, s.Detail, s.LastError = "online", "did record published", ""
+				s.Seq, s.Published, s.StoredOn, s.SentTo = cur, n.now(), res.Stored, res.Sent
+			})
+			n.log.Info("did record published", "did", n.id.DID(), "stored_on", res.Stored, "sent_to", res.Sent)
+			return nil
+		}()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("publish failed, retrying", "err", err, "in", wait)
+		n.update(func(s *Status) { s.LastError = err.Error() })
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		n.update(func(s *Status) { s.Peers = len(node.Host().Network().Peers()) })
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
