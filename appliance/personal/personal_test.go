@@ -20,7 +20,10 @@ import (
 
 type logWriter struct{ t testing.TB }
 
-func (w logWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func testSupernode(t *testing.T) *dht.Node {
 	t.Helper()
