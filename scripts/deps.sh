@@ -15,10 +15,21 @@ case $gov in
 1.2[4-9]* | 1.[3-9][0-9]* | [2-9].*) ;;
 *) echo "deps: Go $gov is too old; PC2 needs Go >= 1.24" >&2; exit 1 ;;
 esac
-# Later tiers add qemu, e2fsprogs, nftables, chromium, ... here.
-for pkg in git make; do
-	have "$pkg" || need_apt+=("$pkg")
+# command -> Debian package. Image building: mksquashfs, mkfs.ext4, the
+# systemd-boot EFI binary. QEMU tier: qemu and OVMF. fat16's tests check the
+# boot partition with fsck.fat and mtools.
+declare -A cmd_pkg=(
+	[git]=git [make]=make
+	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs
+	[qemu-system-x86_64]=qemu-system-x86
+	[fsck.fat]=dosfstools [mtype]=mtools
+)
+for c in "${!cmd_pkg[@]}"; do
+	have "$c" || need_apt+=("${cmd_pkg[$c]}")
 done
+file_pkg() { [ -e "$1" ] || need_apt+=("$2"); }
+file_pkg /usr/lib/systemd/boot/efi/systemd-bootx64.efi systemd-boot-efi
+file_pkg /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "deps: missing ${need_apt[*]}; run as root or install them with apt-get" >&2

@@ -1,0 +1,123 @@
+// Package boards describes the hardware the appliance image runs on: one
+// folder per board (x86, qemu, later rpi) holds that board's kernel and
+// firmware choice and its boot configuration as a Board value.
+//
+// Boards are plain data so that the image builder (package image) has no
+// per-board branches and a single test (boards_test.go) can check that
+// every board is complete and consistent.
+//
+// Kernel command line choices shared by all boards:
+//
+//   - root= is not part of Board.Cmdline: the image builder adds it because
+//     it depends on the disk's GUIDs (see package image).
+//   - rootwait instead of the kernel.amd64 module's rootdelay=10: rootdelay
+//     sleeps unconditionally, rootwait only until the root device appears.
+//   - init=/gokrazy/init, ro, panic=10, oops=panic: gokrazy's init is PID 1,
+//     the root is a read-only squashfs, and a kernel panic reboots the box
+//     (on an appliance, rebooting beats hanging).
+package boards
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// BootMethod is how the firmware finds and starts the kernel.
+type BootMethod string
+
+const (
+	// BootUEFISystemdBoot: the firmware loads systemd-boot from the removable
+	// media path EFI/BOOT/BOOTX64.EFI (so no NVRAM boot entry is needed) and
+	// systemd-boot starts the kernel's EFI stub with the command line from
+	// loader/entries/gokrazy.conf, the file gokrazy's init rewrites on an A/B
+	// switch.
+	BootUEFISystemdBoot BootMethod = "uefi-systemd-boot"
+)
+
+// Board is one target's kernel, firmware and boot configuration.
+type Board struct {
+	// Name is the board's short name, equal to its folder under boards/.
+	Name string
+	// GOARCH of every binary in the image.
+	GOARCH string
+	// KernelModule is the Go module holding the kernel image (and
+	// lib/modules, if any), e.g. github.com/gokrazy/kernel.amd64. The board
+	// package blank-imports it so that go.mod keeps requiring it.
+	KernelModule string
+	// KernelImage is the kernel's path inside KernelModule.
+	KernelImage string
+	// FirmwareModule is the Go module with boot firmware copied to the boot
+	// partition (Raspberry Pi); empty when the board has none.
+	FirmwareModule string
+	// Cmdline holds the kernel parameters except root=.
+	Cmdline []string
+	// Boot is how the board boots.
+	Boot BootMethod
+	// EFIBootloader is the host path of the UEFI boot loader placed at
+	// EFIRemovablePath on the boot partition (Debian package
+	// systemd-boot-efi).
+	EFIBootloader string
+	// EFIRemovablePath is where UEFI firmware looks for a boot loader on
+	// removable media, for this architecture.
+	EFIRemovablePath string
+}
+
+// ErrIncomplete is wrapped by Validate's errors.
+var ErrIncomplete = errors.New("boards: incomplete board")
+
+var archEFI = map[string]string{
+	"amd64": "EFI/BOOT/BOOTX64.EFI",
+	"arm64": "EFI/BOOT/BOOTAA64.EFI",
+}
+
+// Validate reports the first problem that would make an image of b
+// unbootable or slow to boot.
+func (b Board) Validate() error {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrIncomplete, b.Name, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case b.Name == "":
+		return fail("no name")
+	case b.GOARCH == "":
+		return fail("no GOARCH")
+	case b.KernelModule == "" || b.KernelImage == "":
+		return fail("no kernel")
+	}
+	for _, want := range []string{"init=/gokrazy/init", "rootwait", "ro"} {
+		if !b.HasParam(want) {
+			return fail("cmdline lacks %s", want)
+		}
+	}
+	for _, p := range b.Cmdline {
+		if strings.HasPrefix(p, "root=") {
+			return fail("cmdline sets %s; the image builder adds root=", p)
+		}
+		if strings.HasPrefix(p, "rootdelay=") {
+			return fail("cmdline sets %s; use rootwait", p)
+		}
+	}
+	switch b.Boot {
+	case BootUEFISystemdBoot:
+		if b.EFIBootloader == "" {
+			return fail("no EFI boot loader")
+		}
+		if want := archEFI[b.GOARCH]; b.EFIRemovablePath != want {
+			return fail("EFI path %q, want %q for %s", b.EFIRemovablePath, want, b.GOARCH)
+		}
+	default:
+		return fail("unknown boot method %q", b.Boot)
+	}
+	return nil
+}
+
+// HasParam reports whether the command line contains param verbatim.
+func (b Board) HasParam(param string) bool {
+	for _, p := range b.Cmdline {
+		if p == param {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,260 @@
+// Package qemutest boots appliance images in QEMU for tests.
+//
+// QEMU runs with TCG (-accel tcg,thread=multi) because KVM is not usable on
+// the build machines (nested virtualisation), under OVMF (UEFI) because the
+// image boots through systemd-boot. The disk is attached with snapshot=on,
+// so writes go to a temporary overlay and the built image is never modified.
+// The serial console is captured for assertions and logged when the test
+// fails. Guest ports are reached through user-mode networking's hostfwd on
+// free loopback ports.
+//
+// Set QEMUTEST_SERIAL_LOG=<file> to keep the console output of a run.
+//
+// Tests skip when QEMU, OVMF or root are missing, except with CI=true, where
+// a missing prerequisite is a failure: CI must not pass by skipping.
+package qemutest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Binary is the QEMU system emulator used.
+const Binary = "qemu-system-x86_64"
+
+// OVMF firmware pairs (code, variables template), preferred first; from
+// Debian's ovmf package.
+var ovmfPairs = [][2]string{
+	{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+	{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
+}
+
+// Options configure Boot; the zero value is usable.
+type Options struct {
+	// Forward lists guest TCP ports to forward from free host ports.
+	Forward []int
+	// MemoryMiB is the guest's memory; default 1024.
+	MemoryMiB int
+	// CPUs is the guest's CPU count; default 2.
+	CPUs int
+}
+
+// VM is a running QEMU guest.
+type VM struct {
+	// Started is when QEMU was started, for boot time measurements.
+	Started time.Time
+	ports   map[int]int
+	serial  *syncBuffer
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+}
+
+// Skip skips t, or fails it when CI=true, with a message saying what is
+// missing.
+func Skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true, cannot skip: %s", msg)
+	}
+	t.Skip(msg)
+}
+
+// Require checks that QEMU, OVMF and root privileges are available and
+// returns the OVMF code and variables template paths.
+func Require(t testing.TB) (code, vars string) {
+	t.Helper()
+	if _, err := exec.LookPath(Binary); err != nil {
+		Skip(t, "%s not installed (apt-get install qemu-system-x86)", Binary)
+	}
+	for _, p := range ovmfPairs {
+		if fileExists(p[0]) && fileExists(p[1]) {
+			code, vars = p[0], p[1]
+			break
+		}
+	}
+	if code == "" {
+		Skip(t, "OVMF firmware not found (apt-get install ovmf)")
+	}
+	if os.Geteuid() != 0 {
+		Skip(t, "QEMU tests run as root")
+	}
+	return code, vars
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Boot starts a guest from the raw disk image and stops it when the test
+// ends.
+func Boot(t testing.TB, image string, opts Options) *VM {
+	t.Helper()
+	code, varsTemplate := Require(t)
+	if opts.MemoryMiB == 0 {
+		opts.MemoryMiB = 1024
+	}
+	if opts.CPUs == 0 {
+		opts.CPUs = 2
+	}
+	dir := t.TempDir()
+	// OVMF writes its variables; each guest gets its own copy.
+	vars := filepath.Join(dir, "OVMF_VARS.fd")
+	b, err := os.ReadFile(varsTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vars, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	vm := &VM{ports: map[int]int{}, serial: &syncBuffer{}, done: make(chan struct{})}
+	netdev := "user,id=net0"
+	for _, guest := range opts.Forward {
+		host := freePort(t)
+		vm.ports[guest] = host
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", host, guest)
+	}
+	args := []string{
+		"-machine", "q35",
+		"-accel", "tcg,thread=multi",
+		"-smp", fmt.Sprint(opts.CPUs),
+		"-m", fmt.Sprint(opts.MemoryMiB),
+		"-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,file=" + vars,
+		"-drive", "if=virtio,format=raw,snapshot=on,file=" + image,
+		"-netdev", netdev,
+		"-device", "virtio-net-pci,netdev=net0",
+		"-nographic",
+		// A kernel panic (panic=10 reboots) ends QEMU instead of looping.
+		"-no-reboot",
+	}
+	vm.cmd = exec.Command(Binary, args...)
+	vm.cmd.Stdout = vm.serial
+	vm.cmd.Stderr = vm.serial
+	vm.Started = time.Now()
+	if err := vm.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", Binary, err)
+	}
+	go func() {
+		vm.waitErr = vm.cmd.Wait()
+		close(vm.done)
+	}()
+	t.Cleanup(func() {
+		_ = vm.cmd.Process.Kill()
+		<-vm.done
+		if t.Failed() {
+			t.Logf("serial console:\n%s", vm.Serial())
+		}
+		if p := os.Getenv("QEMUTEST_SERIAL_LOG"); p != "" {
+			_ = os.WriteFile(p, []byte(vm.Serial()), 0o644)
+		}
+	})
+	return vm
+}
+
+// HostPort returns the host port forwarded to guest port p.
+func (vm *VM) HostPort(p int) int { return vm.ports[p] }
+
+// Serial returns the console output so far.
+func (vm *VM) Serial() string { return vm.serial.String() }
+
+// WaitSerial waits until the console output contains s.
+func (vm *VM) WaitSerial(t testing.TB, s string, deadline time.Duration) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for !strings.Contains(vm.Serial(), s) {
+		if err := vm.exited(); err != nil {
+			t.Fatalf("waiting for %q on the console: %v", s, err)
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no %q on the console after %v", s, deadline)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (vm *VM) exited() error {
+	select {
+	case <-vm.done:
+		return fmt.Errorf("qemu exited: %v", vm.waitErr)
+	default:
+		return nil
+	}
+}
+
+// WaitHTTP polls url (user:password@ in it selects basic auth) until it
+// answers 200 OK and returns the body.
+func (vm *VM) WaitHTTP(t testing.TB, url string, deadline time.Duration) []byte {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	client := &http.Client{Timeout: 5 * time.Second}
+	var last string
+	for {
+		if err := vm.exited(); err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			cancel()
+			if resp.StatusCode == http.StatusOK {
+				return body
+			}
+			last = fmt.Sprintf("status %s", resp.Status)
+		} else {
+			cancel()
+			last = err.Error()
+		}
+		if time.Now().After(end) {
+			t.Fatalf("GET %s: no 200 after %v; last: %s", url, deadline, last)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago. QEMU cannot
+// be handed a listener, so there is a small window in which another process
+// could take it; QEMU then fails to start and the test reports it.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
