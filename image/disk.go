@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"os/exec"
 	"time"
 
@@ -132,25 +133,77 @@ func writeDisk(ctx context.Context, opts Options, g guids, boot []byte, rootPath
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := mkfsExt4(ctx, tmp, l.start[3], l.size[3], g, mtime); err != nil {
+	if err := mkfsExt4(ctx, tmp, l.start[3], l.size[3], g, mtime, opts.PermFiles); err != nil {
 		return err
 	}
 	return os.Rename(tmp, opts.Output)
 }
 
-// mkfsExt4 formats the perm partition inside the image file. The UUID, hash
-// seed and E2FSPROGS_FAKE_TIME make the result reproducible.
-func mkfsExt4(ctx context.Context, img string, offset, size int64, g guids, mtime time.Time) error {
+// mkfsExt4 formats the perm partition inside the image file, populated
+// with files (mkfs.ext4 -d from a staging directory). The UUID, hash seed,
+// E2FSPROGS_FAKE_TIME and fixed file times make the result reproducible.
+func mkfsExt4(ctx context.Context, img string, offset, size int64, g guids, mtime time.Time, files map[string]PermFile) error {
 	const blockSize = 4096
-	cmd := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F",
+	args := []string{"-q", "-F",
 		"-b", fmt.Sprint(blockSize),
 		"-L", "perm",
 		"-U", g.permUUID,
 		"-E", fmt.Sprintf("offset=%d,hash_seed=%s,root_owner=0:0", offset, g.permHash),
-		img, fmt.Sprint(size/blockSize))
+	}
+	if len(files) > 0 {
+		stage, err := os.MkdirTemp("", "pc2-perm-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(stage)
+		if err := stagePerm(stage, files, mtime); err != nil {
+			return fmt.Errorf("perm files: %w", err)
+		}
+		args = append(args, "-d", stage)
+	}
+	args = append(args, img, fmt.Sprint(size/blockSize))
+	cmd := exec.CommandContext(ctx, "mkfs.ext4", args...)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", mtime.Unix()))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("mkfs.ext4 (apt-get install e2fsprogs): %w\n%s", err, out)
+	}
+	return nil
+}
+
+// stagePerm writes files below dir with their modes and mtime; directories
+// are 0700 (perm holds keys).
+func stagePerm(dir string, files map[string]PermFile, mtime time.Time) error {
+	var dirs []string
+	for _, name := range sortedKeys(files) {
+		clean := filepath.Clean("/" + name)[1:]
+		if clean == "" || clean != name {
+			return fmt.Errorf("%q: want a clean relative path", name)
+		}
+		p := filepath.Join(dir, clean)
+		for d := filepath.Dir(p); d != dir; d = filepath.Dir(d) {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return err
+			}
+			dirs = append(dirs, d)
+		}
+		mode := files[name].Mode.Perm()
+		if mode == 0 {
+			mode = 0o600
+		}
+		if err := os.WriteFile(p, files[name].Data, mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, mode); err != nil { // umask must not widen or narrow it
+			return err
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			return err
+		}
+	}
+	for _, d := range append(dirs, dir) {
+		if err := os.Chtimes(d, mtime, mtime); err != nil {
+			return err
+		}
 	}
 	return nil
 }

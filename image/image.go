@@ -49,6 +49,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path"
@@ -95,6 +96,10 @@ type Options struct {
 	// e.g. /etc/gokr-pw.txt (the web interface password; without it gokrazy
 	// does not listen on TCP) or /etc/hostname (default "pc2").
 	ExtraFiles map[string][]byte
+	// PermFiles are written into the perm partition when it is formatted,
+	// keyed by path relative to /perm (e.g. "pc2/node.key" for a node key
+	// provisioned at build time). Modes are kept; owner is root.
+	PermFiles map[string]PermFile
 	// SourceDateEpoch is the timestamp, in seconds since 1970, used for
 	// every file and for the build timestamp (see SourceDateEpochFromEnv).
 	SourceDateEpoch int64
@@ -112,6 +117,12 @@ type Options struct {
 	ModuleDir string
 	// Logger receives progress messages; nil discards them.
 	Logger *slog.Logger
+}
+
+// PermFile is a file placed on the perm partition at build time.
+type PermFile struct {
+	Data []byte
+	Mode fs.FileMode // permission bits; 0 means 0600
 }
 
 // Result describes a built image.
@@ -200,6 +211,10 @@ func (o *Options) inputHash() [32]byte {
 	for _, k := range sortedKeys(o.ExtraFiles) {
 		sum := sha256.Sum256(o.ExtraFiles[k])
 		fmt.Fprintf(h, "file\x00%s\x00%s\x00", k, hex.EncodeToString(sum[:]))
+	}
+	for _, k := range sortedKeys(o.PermFiles) {
+		sum := sha256.Sum256(o.PermFiles[k].Data)
+		fmt.Fprintf(h, "perm\x00%s\x00%o\x00%s\x00", k, o.PermFiles[k].Mode, hex.EncodeToString(sum[:]))
 	}
 	var out [32]byte
 	copy(out[:], h.Sum(nil))

@@ -3,14 +3,11 @@ package personal
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -80,55 +77,6 @@ func (n *Node) Status() Status {
 	return s
 }
 
-// loadOrCreateKey loads the node key, or on first boot (CreateKey) makes a
-// new identity and leaves its words for the owner.
-func loadOrCreateKey(cfg *Config, log *slog.Logger) (ed25519.PrivateKey, bool, error) {
-	key, err := identity.LoadKeyFile(cfg.KeyFile)
-	if err == nil || !errors.Is(err, os.ErrNotExist) || !cfg.CreateKey {
-		return key, false, err
-	}
-	if err := os.MkdirAll(filepath.Dir(cfg.KeyFile), 0o700); err != nil {
-		return nil, false, fmt.Errorf("create identity: %w", err)
-	}
-	words, err := identity.NewMnemonic(rand.Reader)
-	if err != nil {
-		return nil, false, fmt.Errorf("create identity: %w", err)
-	}
-	key, err = identity.NodeKeyFromMnemonic(words, "")
-	if err != nil {
-		return nil, false, fmt.Errorf("create identity: %w", err)
-	}
-	// Words first: a key without its words could never be restored.
-	if err := writePrivate(cfg.WordsFile(), []byte(words+"\n")); err != nil {
-		return nil, false, fmt.Errorf("create identity: save words: %w", err)
-	}
-	if err := identity.WriteKeyFile(cfg.KeyFile, key); err != nil {
-		return nil, false, fmt.Errorf("create identity: %w", err)
-	}
-	log.Info("created a new identity; its 24 words are in the words file until the owner saves them", "words_file", cfg.WordsFile())
-	return key, true, nil
-}
-
-func writePrivate(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-words-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 // Run starts the personal node and blocks until ctx ends.
 func Run(ctx context.Context, cfg *Config, opts Options) error {
 	log := opts.Logger
@@ -136,9 +84,12 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, opts: opts, log: log}
-	key, created, err := loadOrCreateKey(cfg, log)
+	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.WordsFile(), cfg.CreateKey)
 	if err != nil {
 		return err
+	}
+	if created {
+		log.Info("created a new identity; its 24 words are in the words file until the owner saves them", "words_file", cfg.WordsFile())
 	}
 	n.id, err = identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
 	if err != nil {
