@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"os/exec"
+	"path/filepath"
 	"time"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
