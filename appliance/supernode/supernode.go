@@ -27,9 +27,12 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.KeyFile+".words", cfg.CreateKey)
 	if err != nil {
 		return err
+	}
+	if created {
+		log.Info("created a new supernode identity; write down its words and delete the file", "words_file", cfg.KeyFile+".words")
 	}
 	trust, err := cfg.Trust()
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 	"sort"
 
 	"github.com/gokrazy/gokrazy"
+
+	"github.com/pc2/pc2/appliance/svctable"
 )
 
 // buildTimestamp is shown on gokrazy's status page.
@@ -41,8 +43,25 @@ func run() error {
 		return fmt.Errorf("boot: %w", err)
 	}
 	var services []*gokrazy.Service
-	for _, dir := range []string{"/gokrazy", "/user"} {
-		progs, err := programs(dir)
+	progs, err := programs("/gokrazy")
+	if err != nil {
+		return err
+	}
+	for _, p := range progs {
+		services = append(services, gokrazy.NewService(exec.Command(p)))
+	}
+	// Our services run as the profile's table says (with arguments); without
+	// a table, every program under /user runs without arguments.
+	table, err := svctable.Read(svctable.Path)
+	if err != nil {
+		log.Printf("pc2-init: %v; falling back to running /user/* without arguments", err)
+	}
+	if len(table) > 0 {
+		for _, s := range table {
+			services = append(services, gokrazy.NewService(exec.Command(s.Path, s.Args...)))
+		}
+	} else {
+		progs, err := programs("/user")
 		if err != nil {
 			return err
 		}

@@ -48,6 +48,10 @@ type Options struct {
 	MemoryMiB int
 	// CPUs is the guest's CPU count; default 2.
 	CPUs int
+	// Writable attaches the image read-write, so what the guest writes
+	// (perm) is there at the next Boot. Pass a copy (CopyImage), never the
+	// built image.
+	Writable bool
 }
 
 // VM is a running QEMU guest.
@@ -128,6 +132,10 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 		vm.ports[guest] = host
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", host, guest)
 	}
+	snapshot := "snapshot=on,"
+	if opts.Writable {
+		snapshot = ""
+	}
 	args := []string{
 		"-machine", "q35",
 		"-accel", "tcg,thread=multi",
@@ -135,7 +143,7 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 		"-m", fmt.Sprint(opts.MemoryMiB),
 		"-drive", "if=pflash,format=raw,readonly=on,file=" + code,
 		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "if=virtio,format=raw,snapshot=on,file=" + image,
+		"-drive", "if=virtio,format=raw," + snapshot + "file=" + image,
 		"-netdev", netdev,
 		"-device", "virtio-net-pci,netdev=net0",
 		"-nographic",
@@ -164,6 +172,24 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 		}
 	})
 	return vm
+}
+
+// Stop kills the guest at once, like pulling the power cord, and waits
+// for QEMU to exit.
+func (vm *VM) Stop() {
+	_ = vm.cmd.Process.Kill()
+	<-vm.done
+}
+
+// CopyImage makes a sparse copy of image in a temporary directory, for
+// Writable boots.
+func CopyImage(t testing.TB, image string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(image))
+	if out, err := exec.Command("cp", "--sparse=always", image, dst).CombinedOutput(); err != nil {
+		t.Fatalf("copy %s: %v\n%s", image, err, out)
+	}
+	return dst
 }
 
 // HostPort returns the host port forwarded to guest port p.

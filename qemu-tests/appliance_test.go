@@ -1,0 +1,242 @@
+package qemutests
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/boards/qemu"
+	"github.com/pc2/pc2/image"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/qemu-tests/qemutest"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// The "abandon ... art" vector of docs/identity.md.
+const (
+	vectorWords = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon " +
+		"abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art"
+	vectorDID = "did:boson:6T4CWb3fo5ufzi8XoLa6GCF3mH65zNRy1E5wGNVGzdDG"
+)
+
+// hostSupernode runs a supernode on the host's loopback; guests reach it at
+// 10.0.2.2 (QEMU user networking). It returns the node and its address as
+// the guest must dial it.
+func hostSupernode(t *testing.T) (*dht.Node, string) {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(nil)
+	sn, err := dht.New(context.Background(), dht.Config{
+		Key:         key,
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		Logger:      slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sn.Close() })
+	addr := sn.Multiaddrs()[0].String()
+	return sn, strings.Replace(addr, "/ip4/127.0.0.1/", "/ip4/10.0.2.2/", 1)
+}
+
+// keyPEM returns the key file contents of the words' node key.
+func keyPEM(t *testing.T, words string) []byte {
+	t.Helper()
+	key, err := identity.NodeKeyFromMnemonic(words, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "node.key")
+	if err := identity.WriteKeyFile(p, key); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// buildProfileImage builds the qemu board image for settings, with perm
+// files provisioned at build time.
+func buildProfileImage(t *testing.T, s profile.Settings, perm map[string]image.PermFile) string {
+	t.Helper()
+	qemutest.Require(t) // building needs the same host tools; skip early
+	p, err := profile.Build(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Files["/etc/gokr-pw.txt"] = []byte("pc2-test-password")
+	res, err := image.Build(context.Background(), image.Options{
+		Board:           qemu.Board,
+		Programs:        p.Programs,
+		ExtraFiles:      p.Files,
+		PermFiles:       perm,
+		SourceDateEpoch: 1700000000,
+		Output:          filepath.Join(t.TempDir(), "disk.img"),
+		RootSize:        128 * image.MiB,
+		PermSize:        64 * image.MiB,
+		Logger:          slog.New(slog.NewTextHandler(tWriter{t}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Image
+}
+
+// waitOnline polls the node's /api/status until it is online.
+func waitOnline(t *testing.T, vm *qemutest.VM, deadline time.Duration) personal.Status {
+	t.Helper()
+	url := fmt.Sprintf("http://127.0.0.1:%d/api/status", vm.HostPort(4200))
+	end := time.Now().Add(deadline)
+	var st personal.Status
+	for time.Now().Before(end) {
+		resp, err := http.Get(url)
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err == nil && st.State == "online" {
+				return st
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("node not online within %v; last status %+v", deadline, st)
+	return st
+}
+
+// TestPersonalImage: the booted personal image serves its status page on
+// 4200 with the provisioned DID, and the host resolves the did record the VM
+// published through the host's supernode.
+func TestPersonalImage(t *testing.T) {
+	sn, guestAddr := hostSupernode(t)
+	img := buildProfileImage(t, profile.Settings{Profile: profile.Personal, Hostname: "pc2-personal",
+		Supernodes: []string{guestAddr}, PublicURL: "http://alice.pc2.test"},
+		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
+
+	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}})
+	st := waitOnline(t, vm, 3*time.Minute)
+	t.Logf("QEMU start to node online: %v", time.Since(vm.Started).Round(100*time.Millisecond))
+	if st.DID != vectorDID {
+		t.Fatalf("node runs as %s, want the provisioned %s", st.DID, vectorDID)
+	}
+	if st.NewKey {
+		t.Fatalf("node created a key although one was provisioned")
+	}
+	id, _ := identity.ParseDID(vectorDID)
+	rec, err := sn.ResolveDID(context.Background(), id)
+	if err != nil {
+		t.Fatalf("host resolve: %v", err)
+	}
+	if len(rec.Services) != 1 || rec.Services[0].Endpoint != "http://alice.pc2.test" {
+		t.Fatalf("got services %+v, want the public URL from the settings", rec.Services)
+	}
+	body := vm.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", vm.HostPort(4200)), time.Minute)
+	if !strings.Contains(string(body), vectorDID) {
+		t.Fatalf("status page does not show the DID")
+	}
+}
+
+// TestIdentitySurvivesRestart: an identity created on first boot lives on
+// perm; after a power cut and a second boot the node has the same DID.
+func TestIdentitySurvivesRestart(t *testing.T) {
+	_, guestAddr := hostSupernode(t)
+	img := qemutest.CopyImage(t, buildProfileImage(t, profile.Settings{Profile: profile.Personal,
+		Supernodes: []string{guestAddr}}, nil))
+
+	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true})
+	first := waitOnline(t, vm, 3*time.Minute)
+	if !first.NewKey {
+		t.Fatalf("first boot: got new_key false, want an identity created on first boot")
+	}
+	vm.Stop()
+
+	vm = qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true})
+	second := waitOnline(t, vm, 3*time.Minute)
+	if second.DID != first.DID || second.NewKey {
+		t.Fatalf("after restart: DID %s (new key %v), want %s kept", second.DID, second.NewKey, first.DID)
+	}
+}
+
+// TestSupernodeImage: the host publishes a record through the booted
+// supernode image and resolves it back.
+func TestSupernodeImage(t *testing.T) {
+	img := buildProfileImage(t, profile.Settings{Profile: profile.Supernode, Hostname: "pc2-supernode",
+		Listen: []string{"/ip4/0.0.0.0/tcp/8090"}},
+		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
+	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{8090}})
+
+	id, _ := identity.ParseDID(vectorDID)
+	pid, err := dht.IDToPeer(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := dht.ParseAddrInfos([]string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", vm.HostPort(8090), pid)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(nil)
+	client, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Bootstrap: boot,
+		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	waitBootstrap(t, client, boot, 3*time.Minute)
+	t.Logf("QEMU start to supernode answering: %v", time.Since(vm.Started).Round(100*time.Millisecond))
+
+	_, bob, _ := ed25519.GenerateKey(nil)
+	bobID, _ := identity.IDFromPublicKey(bob.Public().(ed25519.PublicKey))
+	now := time.Now()
+	val, err := records.SignDID(bob, &records.DID{Version: 1, ID: bobID, Seq: 1, IssuedAt: now.Unix(), Expires: now.Add(time.Hour).Unix(),
+		Direct: []string{"/ip4/192.0.2.9/tcp/4200"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := client.PutVerified(ctx, records.DIDKey(bobID), val)
+	if err != nil || res.Stored != 1 {
+		t.Fatalf("publish through the VM: %+v, %v; want stored on 1", res, err)
+	}
+	// A fresh client resolves it from the VM.
+	_, key2, _ := ed25519.GenerateKey(nil)
+	reader, err := dht.New(context.Background(), dht.Config{Key: key2, Mode: dht.ModeClient, Bootstrap: boot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	waitBootstrap(t, reader, boot, time.Minute)
+	got, err := reader.ResolveDID(ctx, bobID)
+	if err != nil || got.Direct[0] != "/ip4/192.0.2.9/tcp/4200" {
+		t.Fatalf("resolve through the VM: %+v, %v", got, err)
+	}
+}
+
+func waitBootstrap(t *testing.T, n *dht.Node, boot []peer.AddrInfo, deadline time.Duration) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	var err error
+	for time.Now().Before(end) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = n.Bootstrap(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("supernode in the VM not reachable within %v: %v", deadline, err)
+}
