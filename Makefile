@@ -5,7 +5,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test test-unit test-race lint run bench fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 bench fuzz deps clean
 
 all: build
 
@@ -28,11 +28,20 @@ test: lint
 	$(GO) test -count=1 -timeout 20m ./...
 	@echo "==> go test -race"
 	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
-	@echo "==> make run smoke test"
+	@echo "==> make run smoke tests (local network; appliance image in QEMU)"
 	PC2_RUN_CHECK=1 PC2_LOCALNET_DIR=$$(mktemp -d) scripts/localnet.sh
+	PC2_RUN_CHECK=1 PC2_RUN_DIR=$$(mktemp -d) scripts/run-image.sh
 
+# Build the x86 personal image, boot it in QEMU with a supernode on the host.
 run: deps
+	scripts/run-image.sh
+
+# Three supernodes and a published identity on loopback, no VM.
+run-localnet: deps
 	scripts/localnet.sh
+
+image-x86: build
+	bin/pc2 image build --board x86 --profile $${PROFILE:-personal} $${SETTINGS:+--settings $$SETTINGS} -o out/pc2-x86.img
 
 bench: deps
 	$(GO) test -run '^$$' -bench 'SimNetwork|Store' -benchtime 1x -timeout 30m ./services/dht/
@@ -45,4 +54,4 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzParseClaim -fuzztime 30s ./services/dht/records/
 
 clean:
-	rm -rf bin run
+	rm -rf bin run out

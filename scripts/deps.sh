@@ -19,7 +19,7 @@ esac
 # systemd-boot EFI binary. QEMU tier: qemu and OVMF. fat16's tests check the
 # boot partition with fsck.fat and mtools.
 declare -A cmd_pkg=(
-	[git]=git [make]=make
+	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs
 	[qemu-system-x86_64]=qemu-system-x86
 	[fsck.fat]=dosfstools [mtype]=mtools

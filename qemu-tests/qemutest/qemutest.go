@@ -19,7 +19,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,17 +27,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	qvm "github.com/pc2/pc2/image/vm"
 )
-
-// Binary is the QEMU system emulator used.
-const Binary = "qemu-system-x86_64"
-
-// OVMF firmware pairs (code, variables template), preferred first; from
-// Debian's ovmf package.
-var ovmfPairs = [][2]string{
-	{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
-	{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
-}
 
 // Options configure Boot; the zero value is usable.
 type Options struct {
@@ -76,86 +67,37 @@ func Skip(t testing.TB, format string, args ...any) {
 	t.Skip(msg)
 }
 
-// Require checks that QEMU, OVMF and root privileges are available and
-// returns the OVMF code and variables template paths.
-func Require(t testing.TB) (code, vars string) {
+// Require checks that QEMU, OVMF and root privileges are available.
+func Require(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath(Binary); err != nil {
-		Skip(t, "%s not installed (apt-get install qemu-system-x86)", Binary)
-	}
-	for _, p := range ovmfPairs {
-		if fileExists(p[0]) && fileExists(p[1]) {
-			code, vars = p[0], p[1]
-			break
-		}
-	}
-	if code == "" {
-		Skip(t, "OVMF firmware not found (apt-get install ovmf)")
+	if _, _, err := qvm.Firmware(); err != nil {
+		Skip(t, "%v", err)
 	}
 	if os.Geteuid() != 0 {
 		Skip(t, "QEMU tests run as root")
 	}
-	return code, vars
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // Boot starts a guest from the raw disk image and stops it when the test
 // ends.
 func Boot(t testing.TB, image string, opts Options) *VM {
 	t.Helper()
-	code, varsTemplate := Require(t)
-	if opts.MemoryMiB == 0 {
-		opts.MemoryMiB = 1024
+	Require(t)
+	fwd := map[int]int{}
+	for _, p := range opts.Forward {
+		fwd[p] = 0
 	}
-	if opts.CPUs == 0 {
-		opts.CPUs = 2
-	}
-	dir := t.TempDir()
-	// OVMF writes its variables; each guest gets its own copy.
-	vars := filepath.Join(dir, "OVMF_VARS.fd")
-	b, err := os.ReadFile(varsTemplate)
+	cmd, ports, err := qvm.Command(image, qvm.Options{Forward: fwd, MemoryMiB: opts.MemoryMiB, CPUs: opts.CPUs,
+		Writable: opts.Writable, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(vars, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	vm := &VM{ports: map[int]int{}, serial: &syncBuffer{}, done: make(chan struct{})}
-	netdev := "user,id=net0"
-	for _, guest := range opts.Forward {
-		host := freePort(t)
-		vm.ports[guest] = host
-		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", host, guest)
-	}
-	snapshot := "snapshot=on,"
-	if opts.Writable {
-		snapshot = ""
-	}
-	args := []string{
-		"-machine", "q35",
-		"-accel", "tcg,thread=multi",
-		"-smp", fmt.Sprint(opts.CPUs),
-		"-m", fmt.Sprint(opts.MemoryMiB),
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "if=virtio,format=raw," + snapshot + "file=" + image,
-		"-netdev", netdev,
-		"-device", "virtio-net-pci,netdev=net0",
-		"-nographic",
-		// A kernel panic (panic=10 reboots) ends QEMU instead of looping.
-		"-no-reboot",
-	}
-	vm.cmd = exec.Command(Binary, args...)
+	vm := &VM{ports: ports, serial: &syncBuffer{}, done: make(chan struct{}), cmd: cmd}
 	vm.cmd.Stdout = vm.serial
 	vm.cmd.Stderr = vm.serial
 	vm.Started = time.Now()
 	if err := vm.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", Binary, err)
+		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
 	go func() {
 		vm.waitErr = vm.cmd.Wait()
@@ -253,19 +195,6 @@ func (vm *VM) WaitHTTP(t testing.TB, url string, deadline time.Duration) []byte 
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-// freePort returns a loopback port that was free a moment ago. QEMU cannot
-// be handed a listener, so there is a small window in which another process
-// could take it; QEMU then fails to start and the test reports it.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 type syncBuffer struct {

@@ -1,0 +1,184 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/boards"
+	"github.com/pc2/pc2/boards/qemu"
+	"github.com/pc2/pc2/boards/x86"
+	"github.com/pc2/pc2/image"
+	"github.com/pc2/pc2/image/vm"
+)
+
+func init() {
+	register("image", "build an appliance image or run one in QEMU", runImage)
+}
+
+// knownBoards are the boards images can be built for.
+var knownBoards = map[string]boards.Board{"x86": x86.Board, "qemu": qemu.Board}
+
+const imageUsage = `usage:
+  pc2 image build --board x86|qemu --profile personal|supernode [--settings FILE] [--key FILE] -o pc2.img
+  pc2 image run --image pc2.img [--forward GUEST:HOST]... [--writable]`
+
+func runImage(ctx context.Context, env Env, args []string) error {
+	if len(args) == 0 {
+		return usageErr("%s", imageUsage)
+	}
+	switch args[0] {
+	case "build":
+		return imageBuild(ctx, env, args[1:])
+	case "run":
+		return imageRun(ctx, env, args[1:])
+	}
+	return usageErr("unknown image command %q\n%s", args[0], imageUsage)
+}
+
+func imageBuild(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet("image build", env)
+	board := fs.String("board", "", "target board: x86 or qemu (rpi: not yet)")
+	prof := fs.String("profile", "", "personal or supernode (overrides the settings file)")
+	settingsFile := fs.String("settings", "", "device settings `file` (JSON)")
+	keyFile := fs.String("key", "", "provision this node key `file` on perm (default: the device makes one on first boot)")
+	gokrPW := fs.String("gokrazy-password-file", "", "password `file` for gokrazy's web interface (port 80; none: it does not listen)")
+	out := fs.String("o", "", "output image `file`")
+	moduleDir := fs.String("module-dir", ".", "PC2 source tree to build the programs from")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 || *board == "" || *out == "" {
+		return usageErr("%s", imageUsage)
+	}
+	b, ok := knownBoards[*board]
+	if !ok {
+		names := make([]string, 0, len(knownBoards))
+		for n := range knownBoards {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return usageErr("board %q is not supported (have: %s)", *board, strings.Join(names, ", "))
+	}
+	var s profile.Settings
+	if *settingsFile != "" {
+		if err := config.Load(*settingsFile, &s); err != nil {
+			return err
+		}
+	}
+	if *prof != "" {
+		s.Profile = *prof
+	}
+	p, err := profile.Build(s)
+	if err != nil {
+		return err
+	}
+	perm := map[string]image.PermFile{}
+	if *keyFile != "" {
+		data, err := readKeyFileBytes(*keyFile)
+		if err != nil {
+			return err
+		}
+		perm[strings.TrimPrefix(profile.KeyFile, "/perm/")] = image.PermFile{Data: data, Mode: 0o600}
+	}
+	if *gokrPW != "" {
+		pw, err := os.ReadFile(*gokrPW)
+		if err != nil {
+			return fmt.Errorf("gokrazy password: %w", err)
+		}
+		p.Files["/etc/gokr-pw.txt"] = []byte(strings.TrimSpace(string(pw)))
+	}
+	epoch, err := image.SourceDateEpochFromEnv(time.Now().Unix())
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := image.Build(ctx, image.Options{
+		Board: b, Programs: p.Programs, ExtraFiles: p.Files, PermFiles: perm,
+		SourceDateEpoch: epoch, Output: *out, ModuleDir: *moduleDir, Logger: env.logger(),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "image %s (board %s, profile %s) built in %s\nupdate artifacts: %s %s\n",
+		res.Image, b.Name, s.Profile, time.Since(start).Round(time.Second), res.Root, res.Boot)
+	return nil
+}
+
+// readKeyFileBytes reads a key file after checking it is a valid, private key.
+func readKeyFileBytes(path string) ([]byte, error) {
+	if _, _, err := loadKeyID(path); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
+}
+
+func imageRun(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet("image run", env)
+	img := fs.String("image", "", "disk image `file`")
+	writable := fs.Bool("writable", false, "write to the image (default: changes are discarded)")
+	var fwd multiFlag
+	fs.Var(&fwd, "forward", "forward host loopback port to a guest port: `GUEST[:HOST]` (repeatable)")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 || *img == "" {
+		return usageErr("%s", imageUsage)
+	}
+	forward := map[int]int{}
+	for _, f := range fwd {
+		g, h, _ := strings.Cut(f, ":")
+		gp, err := strconv.Atoi(g)
+		if err != nil {
+			return usageErr("--forward %q: %v", f, err)
+		}
+		hp := 0
+		if h != "" {
+			if hp, err = strconv.Atoi(h); err != nil {
+				return usageErr("--forward %q: %v", f, err)
+			}
+		}
+		forward[gp] = hp
+	}
+	state, err := os.MkdirTemp("", "pc2-vm-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(state)
+	cmd, ports, err := vm.Command(filepath.Clean(*img), vm.Options{Forward: forward, Writable: *writable, StateDir: state})
+	if err != nil {
+		return err
+	}
+	for g, h := range ports {
+		fmt.Fprintf(env.Stderr, "guest port %d -> 127.0.0.1:%d\n", g, h)
+	}
+	cmd.Stdout, cmd.Stderr = env.Stdout, env.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", vm.Binary, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("%s exited: %w", vm.Binary, err)
+		}
+		return err
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-done
+		return nil
+	}
+}

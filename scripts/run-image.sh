@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# make run: builds the x86 personal appliance image, starts a local
+# supernode on the host, boots the image in QEMU (TCG, UEFI) and prints what
+# to open. Runs until Ctrl-C. With PC2_RUN_CHECK=1 it checks that the node
+# came online and published its DID through the host's supernode, then
+# exits (make test runs it that way).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=${PC2_RUN_DIR:-$root/run/image}
+bin=$root/bin/pc2
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ "$(id -u)" != 0 ] && [ ! -w /dev/kvm ] && ! command -v qemu-system-x86_64 >/dev/null; then
+	echo "make run needs qemu-system-x86 and ovmf (run as root on Debian to install them)" >&2
+	exit 1
+fi
+
+say "building pc2"
+mkdir -p "$work" "$(dirname "$bin")"
+go build -o "$bin" ./cmd/pc2
+
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+first() { # first PATTERN FILE
+	local line
+	while IFS= read -r line; do
+		case $line in *"$1"*) echo "$line"; return 0 ;; esac
+	done <"$2"
+	return 1
+}
+
+sn=$work/supernode
+mkdir -p "$sn"
+[ -f "$sn/node.key" ] || "$bin" identity new --key "$sn/node.key" >"$sn/node.key.words" 2>/dev/null
+cat >"$sn/supernode.json" <<JSON
+{"key_file": "$sn/node.key", "listen": ["/ip4/127.0.0.1/tcp/0"], "data_dir": "$sn/data", "addrs_file": "$sn/addrs"}
+JSON
+rm -f "$sn/addrs"
+say "starting a supernode on the host (log: $sn/log)"
+"$bin" supernode --config "$sn/supernode.json" >"$sn/log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$sn/addrs" ] && break; sleep 0.1; done
+host_addr=$(first /tcp/ "$sn/addrs") || { cat "$sn/log"; exit 1; }
+guest_addr=${host_addr/\/ip4\/127.0.0.1\//\/ip4\/10.0.2.2\/}
+
+cat >"$work/settings.json" <<JSON
+{"profile": "personal", "hostname": "pc2", "supernodes": ["$guest_addr"]}
+JSON
+say "building the x86 personal image (first build compiles for a minute)"
+"$bin" image build --board x86 --settings "$work/settings.json" -o "$work/pc2.img"
+
+port=${PC2_RUN_PORT:-4200}
+if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then port=$((20000 + RANDOM % 20000)); fi
+say "booting it in QEMU (serial console: $work/serial.log)"
+"$bin" image run --image "$work/pc2.img" --forward "4200:$port" >"$work/serial.log" 2>&1 &
+pids+=($!)
+
+url=http://127.0.0.1:$port
+status=""
+for _ in $(seq 900); do
+	status=$(curl -fsS "$url/api/status" 2>/dev/null || true)
+	[[ $status == *'"state":"online"'* ]] && break
+	kill -0 "${pids[1]}" 2>/dev/null || { tail -50 "$work/serial.log"; echo "QEMU exited" >&2; exit 1; }
+	sleep 0.2
+done
+[[ $status == *'"state":"online"'* ]] || { tail -50 "$work/serial.log"; echo "node did not come online: $status" >&2; exit 1; }
+did=${status#*\"did\":\"}; did=${did%%\"*}
+
+if [ "${PC2_RUN_CHECK:-}" = 1 ]; then
+	say "checking: the host resolves $did"
+	out=$("$bin" resolve --bootstrap "$host_addr" "$did")
+	[[ $out == *"\"did\": \"$did\""* ]] || { echo "$out"; echo "resolve failed" >&2; exit 1; }
+	say "appliance image OK"
+	exit 0
+fi
+
+cat <<MSG
+
+The PC2 appliance is running in QEMU.
+  node page:  $url   (status as JSON: $url/api/status)
+  node DID:   $did
+  supernode:  $host_addr
+
+Try:
+  $bin resolve --bootstrap $host_addr $did
+
+Serial console: $work/serial.log. Press Ctrl-C to stop.
+(make run-localnet starts a three-supernode network on loopback instead.)
+MSG
+wait
