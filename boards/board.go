@@ -1,5 +1,5 @@
 // Package boards describes the hardware the appliance image runs on: one
-// folder per board (x86, qemu, later rpi) holds that board's kernel and
+// folder per board (x86, qemu, qemuarm64, rpi) holds that board's kernel and
 // firmware choice and its boot configuration as a Board value.
 //
 // Boards are plain data so that the image builder (package image) has no
@@ -33,6 +33,20 @@ const (
 	// loader/entries/gokrazy.conf, the file gokrazy's init rewrites on an A/B
 	// switch.
 	BootUEFISystemdBoot BootMethod = "uefi-systemd-boot"
+
+	// BootDirectKernel: the boot partition holds only the kernel and
+	// cmdline.txt, and something outside the disk loads both: QEMU's
+	// -kernel and -append, which image/vm reads from the partition at every
+	// start. gokrazy's init still edits cmdline.txt on an A/B switch, so
+	// the next start boots the other root, as on the other boards.
+	BootDirectKernel BootMethod = "direct-kernel"
+
+	// BootRPiFirmware: the Raspberry Pi's GPU firmware (bootcode.bin and
+	// start*.elf on the Pi 3 family, start4.elf on the Pi 4, the EEPROM
+	// on the Pi 5) reads config.txt, the device tree for the model and
+	// the kernel from the boot partition, and passes cmdline.txt to the
+	// kernel. gokrazy's init edits cmdline.txt on an A/B switch.
+	BootRPiFirmware BootMethod = "rpi-firmware"
 )
 
 // Board is one target's kernel, firmware and boot configuration.
@@ -61,6 +75,18 @@ type Board struct {
 	// EFIRemovablePath is where UEFI firmware looks for a boot loader on
 	// removable media, for this architecture.
 	EFIRemovablePath string
+	// MBR selects an MBR (DOS) partition table instead of GPT; the Pi 3
+	// family's boot ROM reads only MBR. root= then takes the MBR form
+	// PARTUUID=<disk signature>-02.
+	MBR bool
+	// FirmwareFiles are copied from FirmwareModule to the boot
+	// partition's root.
+	FirmwareFiles []string
+	// DeviceTrees are copied from KernelModule to the boot partition's
+	// root, where the Pi firmware looks for the model's .dtb.
+	DeviceTrees []string
+	// ConfigTxt is the boot partition's config.txt (Pi firmware).
+	ConfigTxt string
 }
 
 // ErrIncomplete is wrapped by Validate's errors.
@@ -105,6 +131,24 @@ func (b Board) Validate() error {
 		}
 		if want := archEFI[b.GOARCH]; b.EFIRemovablePath != want {
 			return fail("EFI path %q, want %q for %s", b.EFIRemovablePath, want, b.GOARCH)
+		}
+	case BootDirectKernel:
+		if b.EFIBootloader != "" || b.EFIRemovablePath != "" {
+			return fail("direct kernel boot takes no EFI boot loader")
+		}
+	case BootRPiFirmware:
+		switch {
+		case b.FirmwareModule == "" || len(b.FirmwareFiles) == 0:
+			return fail("no Pi firmware")
+		case len(b.DeviceTrees) == 0:
+			return fail("no device trees")
+		case !b.MBR:
+			return fail("the Pi 3 family boots only from an MBR disk")
+		}
+		for _, want := range []string{"arm_64bit=1", "kernel=" + b.KernelImage} {
+			if !strings.Contains("\n"+b.ConfigTxt+"\n", "\n"+want+"\n") {
+				return fail("config.txt lacks %s", want)
+			}
 		}
 	default:
 		return fail("unknown boot method %q", b.Boot)

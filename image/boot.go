@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/image/fat16"
 )
 
@@ -17,15 +18,12 @@ import (
 // writes past the recorded length.
 const cmdlineFileSize = 512
 
-// bootFiles returns the boot partition's files.
-func bootFiles(opts Options, kernelDir, cmdline string) (map[string][]byte, error) {
+// bootFiles returns the boot partition's files. firmwareDir is the board's
+// FirmwareModule directory ("" when it has none).
+func bootFiles(opts Options, kernelDir, firmwareDir, cmdline string) (map[string][]byte, error) {
 	kernel, err := os.ReadFile(filepath.Join(kernelDir, opts.Board.KernelImage))
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
-	}
-	loader, err := os.ReadFile(opts.Board.EFIBootloader)
-	if err != nil {
-		return nil, fmt.Errorf("EFI boot loader (apt-get install systemd-boot-efi): %w", err)
 	}
 	pad := func(s string) ([]byte, error) {
 		if len(s) > cmdlineFileSize-64 {
@@ -37,25 +35,57 @@ func bootFiles(opts Options, kernelDir, cmdline string) (map[string][]byte, erro
 	if err != nil {
 		return nil, err
 	}
+	files := map[string][]byte{
+		"/" + opts.Board.KernelImage: kernel,
+		"/cmdline.txt":               cmdlineTxt,
+	}
+	switch opts.Board.Boot {
+	case boards.BootDirectKernel:
+		// The loader (image/vm) reads the kernel and cmdline.txt.
+		return files, nil
+	case boards.BootRPiFirmware:
+		copyIn := func(dir string, names []string) error {
+			for _, n := range names {
+				b, err := os.ReadFile(filepath.Join(dir, n))
+				if err != nil {
+					return err
+				}
+				files["/"+n] = b
+			}
+			return nil
+		}
+		if err := copyIn(firmwareDir, opts.Board.FirmwareFiles); err != nil {
+			return nil, fmt.Errorf("firmware: %w", err)
+		}
+		if err := copyIn(kernelDir, opts.Board.DeviceTrees); err != nil {
+			return nil, fmt.Errorf("device tree: %w", err)
+		}
+		files["/config.txt"] = []byte(opts.Board.ConfigTxt)
+		return files, nil
+	case boards.BootUEFISystemdBoot:
+	default:
+		return nil, fmt.Errorf("image: boot method %q not supported", opts.Board.Boot)
+	}
+	loader, err := os.ReadFile(opts.Board.EFIBootloader)
+	if err != nil {
+		return nil, fmt.Errorf("EFI boot loader (apt-get install systemd-boot-efi): %w", err)
+	}
 	// '\r' ends the lines before options: see the package comment.
 	entry, err := pad("title PC2\rlinux /" + opts.Board.KernelImage + "\roptions " + cmdline + "\n")
 	if err != nil {
 		return nil, err
 	}
-	return map[string][]byte{
-		"/" + opts.Board.KernelImage:      kernel,
-		"/cmdline.txt":                    cmdlineTxt,
-		"/" + opts.Board.EFIRemovablePath: loader,
-		// editor no: nobody at the console may change the command line
-		// (init=/bin/sh would bypass the appliance's password).
-		"/loader/loader.conf":          []byte("default gokrazy.conf\ntimeout 0\neditor no\n"),
-		"/loader/entries/gokrazy.conf": entry,
-	}, nil
+	files["/"+opts.Board.EFIRemovablePath] = loader
+	// editor no: nobody at the console may change the command line
+	// (init=/bin/sh would bypass the appliance's password).
+	files["/loader/loader.conf"] = []byte("default gokrazy.conf\ntimeout 0\neditor no\n")
+	files["/loader/entries/gokrazy.conf"] = entry
+	return files, nil
 }
 
 // bootPartition returns the boot partition image.
-func bootPartition(opts Options, kernelDir, cmdline string, mtime time.Time, g guids) ([]byte, error) {
-	files, err := bootFiles(opts, kernelDir, cmdline)
+func bootPartition(opts Options, kernelDir, firmwareDir, cmdline string, mtime time.Time, g guids) ([]byte, error) {
+	files, err := bootFiles(opts, kernelDir, firmwareDir, cmdline)
 	if err != nil {
 		return nil, err
 	}

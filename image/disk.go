@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
@@ -56,6 +58,12 @@ func newGUIDs(seed [32]byte) guids {
 	return g
 }
 
+// mbrID is the MBR disk signature as the kernel prints it in PARTUUIDs
+// (8 lower-case hex digits), derived from the disk GUID.
+func (g guids) mbrID() string {
+	return strings.ToLower(strings.ReplaceAll(g.disk, "-", "")[:8])
+}
+
 // layout is the partitions' byte offsets and sizes.
 type layout struct {
 	start, size [4]int64
@@ -88,27 +96,16 @@ func writeDisk(ctx context.Context, opts Options, g guids, boot []byte, rootPath
 		return err
 	}
 
-	types := []gpt.Type{gpt.EFISystemPartition, gpt.LinuxFilesystem, gpt.LinuxFilesystem, gpt.LinuxFilesystem}
-	names := []string{"boot", "root A", "root B", "perm"}
-	table := &gpt.Table{
-		LogicalSectorSize:  512,
-		PhysicalSectorSize: 512,
-		GUID:               g.disk,
-		ProtectiveMBR:      true,
-	}
-	for i := range 4 {
-		table.Partitions = append(table.Partitions, &gpt.Partition{
-			Index: i + 1,
-			Start: uint64(l.start[i] / 512),
-			End:   uint64((l.start[i]+l.size[i])/512 - 1),
-			Size:  uint64(l.size[i]),
-			Type:  types[i],
-			Name:  names[i],
-			GUID:  g.parts[i],
-		})
-	}
-	if err := table.Write(f, l.total); err != nil {
-		return fmt.Errorf("gpt: %w", err)
+	if opts.Board.MBR {
+		sig, err := strconv.ParseUint(g.mbrID(), 16, 32)
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(mbrSector(uint32(sig), l), 0); err != nil {
+			return fmt.Errorf("mbr: %w", err)
+		}
+	} else if err := writeGPT(f, g, l); err != nil {
+		return err
 	}
 
 	if int64(len(boot)) != l.size[0] {
@@ -137,6 +134,56 @@ func writeDisk(ctx context.Context, opts Options, g guids, boot []byte, rootPath
 		return err
 	}
 	return os.Rename(tmp, opts.Output)
+}
+
+// writeGPT writes the GPT (with protective MBR) for l.
+func writeGPT(f *os.File, g guids, l layout) error {
+	types := []gpt.Type{gpt.EFISystemPartition, gpt.LinuxFilesystem, gpt.LinuxFilesystem, gpt.LinuxFilesystem}
+	names := []string{"boot", "root A", "root B", "perm"}
+	table := &gpt.Table{
+		LogicalSectorSize:  512,
+		PhysicalSectorSize: 512,
+		GUID:               g.disk,
+		ProtectiveMBR:      true,
+	}
+	for i := range 4 {
+		table.Partitions = append(table.Partitions, &gpt.Partition{
+			Index: i + 1,
+			Start: uint64(l.start[i] / 512),
+			End:   uint64((l.start[i]+l.size[i])/512 - 1),
+			Size:  uint64(l.size[i]),
+			Type:  types[i],
+			Name:  names[i],
+			GUID:  g.parts[i],
+		})
+	}
+	if err := table.Write(f, l.total); err != nil {
+		return fmt.Errorf("gpt: %w", err)
+	}
+	return nil
+}
+
+// mbrSector is an MBR (DOS) partition table for l with disk signature sig.
+// go-diskfs' MBR writer cannot set the signature, which root=PARTUUID=
+// names, and the format is one sector: entries at 446, 16 bytes each,
+// CHS fields set to the "use LBA" values, boot signature 0x55aa.
+func mbrSector(sig uint32, l layout) []byte {
+	b := make([]byte, 512)
+	binary.LittleEndian.PutUint32(b[440:], sig) // 444-445 stay zero, as gokrazy's rootdev expects
+	types := []byte{0x0e, 0x83, 0x83, 0x83}     // FAT16 LBA, Linux
+	for i := range 4 {
+		e := b[446+16*i:]
+		if i == 0 {
+			e[0] = 0x80 // active
+		}
+		copy(e[1:4], []byte{0xfe, 0xff, 0xff})
+		e[4] = types[i]
+		copy(e[5:8], []byte{0xfe, 0xff, 0xff})
+		binary.LittleEndian.PutUint32(e[8:], uint32(l.start[i]/512))
+		binary.LittleEndian.PutUint32(e[12:], uint32(l.size[i]/512))
+	}
+	b[510], b[511] = 0x55, 0xaa
+	return b
 }
 
 // mkfsExt4 formats the perm partition inside the image file, populated

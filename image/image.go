@@ -3,8 +3,10 @@
 //
 // Build cross-compiles the init (cmd/pc2-init), gokrazy's dhcp, ntp and
 // randomd and the caller's programs, packs them into a squashfs root file
-// system, writes a FAT16 boot partition with the kernel and systemd-boot, and
-// assembles a GPT disk:
+// system, writes a FAT16 boot partition with what the board's boot method
+// needs (systemd-boot, or the kernel alone for direct kernel boot, or the
+// Pi firmware, device trees and config.txt), and assembles a GPT (or, on
+// the Pi, MBR) disk; for the x86 board:
 //
 //	p1  boot    FAT16, EFI system partition: vmlinuz, cmdline.txt,
 //	            EFI/BOOT/BOOTX64.EFI, loader/loader.conf,
@@ -15,6 +17,12 @@
 //
 // Decisions, and why:
 //
+//   - Partition table: GPT, except for boards that set Board.MBR (the
+//     Raspberry Pi: the Pi 3 family's boot ROM reads only MBR). The MBR has
+//     the same four partitions (boot type 0x0e FAT16 LBA, the others 0x83)
+//     and a disk signature derived like the GUIDs; root= is then
+//     root=PARTUUID=<signature>-02, the MBR form of the kernel and
+//     gokrazy's init.
 //   - Root selection: root=PARTUUID=<GUID of p1>/PARTNROFF=1. On a GPT disk
 //     the kernel's PARTUUID is the partition's GUID, so the MBR-style
 //     PARTUUID=<disk signature>-02 form cannot match; the PARTNROFF form is
@@ -128,10 +136,12 @@ type PermFile struct {
 // Result describes a built image.
 type Result struct {
 	Image, Root, Boot string // paths
-	DiskGUID          string
-	PartGUIDs         [4]string
-	Cmdline           string // kernel command line, without padding
-	RootBytes         int64  // size of the squashfs
+	// DiskGUID and PartGUIDs are the GPT GUIDs; on an MBR disk, the disk
+	// signature (8 hex digits) and the kernel's PARTUUIDs (<signature>-0N).
+	DiskGUID  string
+	PartGUIDs [4]string
+	Cmdline   string // kernel command line, without padding
+	RootBytes int64  // size of the squashfs
 }
 
 // ErrInvalidOptions is wrapped by Build's option errors.
@@ -249,7 +259,13 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	guids := newGUIDs(opts.inputHash())
 	res.DiskGUID = guids.disk
 	res.PartGUIDs = guids.parts
-	res.Cmdline = kernelCmdline(opts.Board, guids.parts[0])
+	if opts.Board.MBR {
+		res.DiskGUID = guids.mbrID()
+		for i := range res.PartGUIDs {
+			res.PartGUIDs[i] = fmt.Sprintf("%s-%02x", res.DiskGUID, i+1)
+		}
+	}
+	res.Cmdline = kernelCmdline(opts.Board, res.PartGUIDs[0])
 
 	work, err := os.MkdirTemp("", "pc2-image-")
 	if err != nil {
@@ -279,7 +295,13 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	log.Info("root", "path", res.Root, "bytes", res.RootBytes)
 
-	bootImg, err := bootPartition(opts, kernelDir, res.Cmdline, epoch, guids)
+	var firmwareDir string
+	if opts.Board.FirmwareModule != "" {
+		if firmwareDir, err = moduleDir(ctx, opts.ModuleDir, opts.Board.FirmwareModule); err != nil {
+			return nil, err
+		}
+	}
+	bootImg, err := bootPartition(opts, kernelDir, firmwareDir, res.Cmdline, epoch, guids)
 	if err != nil {
 		return nil, err
 	}
@@ -294,9 +316,15 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	return res, nil
 }
 
-// kernelCmdline is the command line without padding.
-func kernelCmdline(b boards.Board, bootPartGUID string) string {
-	return strings.Join(append([]string{
-		"root=PARTUUID=" + strings.ToLower(bootPartGUID) + "/PARTNROFF=1",
-	}, b.Cmdline...), " ")
+// kernelCmdline is the command line without padding. bootPartID is p1's
+// GUID on GPT, "<disk signature>-01" on MBR.
+func kernelCmdline(b boards.Board, bootPartID string) string {
+	root := "root=PARTUUID=" + strings.ToLower(bootPartID) + "/PARTNROFF=1"
+	if b.MBR {
+		// The kernel names MBR partitions <signature>-<nn>; gokrazy's init
+		// rewrites -02 to -03 on an A/B switch.
+		sig, _, _ := strings.Cut(bootPartID, "-")
+		root = "root=PARTUUID=" + strings.ToLower(sig) + "-02"
+	}
+	return strings.Join(append([]string{root}, b.Cmdline...), " ")
 }

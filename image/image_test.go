@@ -4,16 +4,22 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/pc2/pc2/boards/qemu"
+	"github.com/pc2/pc2/boards/qemuarm64"
+	"github.com/pc2/pc2/boards/rpi"
+	"github.com/pc2/pc2/image/vm"
 	"golang.org/x/sys/unix"
 )
 
@@ -104,24 +110,10 @@ func checkImage(t *testing.T, res *Result, opts Options) {
 		t.Errorf("image size %d, want %d", st.Size(), l.total)
 	}
 
-	// GPT entries at LBA 2, as gokrazy's rootdev reads them: p1's GUID is
-	// what root=PARTUUID= names.
-	ents := make([]byte, 4*128)
-	if _, err := img.ReadAt(ents, 1024); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 4 {
-		got := guidFromBytes(ents[i*128+16 : i*128+32])
-		if got != res.PartGUIDs[i] {
-			t.Errorf("p%d GUID %s, want %s", i+1, got, res.PartGUIDs[i])
-		}
-		first := binary.LittleEndian.Uint64(ents[i*128+32:])
-		if int64(first)*512 != l.start[i] {
-			t.Errorf("p%d starts at LBA %d, want %d", i+1, first, l.start[i]/512)
-		}
-	}
-	if want := "root=PARTUUID=" + strings.ToLower(res.PartGUIDs[0]) + "/PARTNROFF=1"; !strings.HasPrefix(res.Cmdline, want) {
-		t.Errorf("cmdline %q, want prefix %q", res.Cmdline, want)
+	if opts.Board.MBR {
+		checkMBR(t, img, res, l)
+	} else {
+		checkGPT(t, img, res, l)
 	}
 
 	// Root A holds the squashfs; the superblock time is the epoch.
@@ -158,6 +150,62 @@ func checkImage(t *testing.T, res *Result, opts Options) {
 		t.Error("p1 differs from boot.img")
 	}
 	checkRootWithUnsquashfs(t, res.Root)
+}
+
+// checkGPT checks the GPT entries at LBA 2, as gokrazy's rootdev reads
+// them: p1's GUID is what root=PARTUUID= names.
+func checkGPT(t *testing.T, img *os.File, res *Result, l layout) {
+	t.Helper()
+	ents := make([]byte, 4*128)
+	if _, err := img.ReadAt(ents, 1024); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		got := guidFromBytes(ents[i*128+16 : i*128+32])
+		if got != res.PartGUIDs[i] {
+			t.Errorf("p%d GUID %s, want %s", i+1, got, res.PartGUIDs[i])
+		}
+		first := binary.LittleEndian.Uint64(ents[i*128+32:])
+		if int64(first)*512 != l.start[i] {
+			t.Errorf("p%d starts at LBA %d, want %d", i+1, first, l.start[i]/512)
+		}
+	}
+	if want := "root=PARTUUID=" + strings.ToLower(res.PartGUIDs[0]) + "/PARTNROFF=1"; !strings.HasPrefix(res.Cmdline, want) {
+		t.Errorf("cmdline %q, want prefix %q", res.Cmdline, want)
+	}
+}
+
+// checkMBR checks the MBR as the Pi boot ROM, the kernel and gokrazy's
+// rootdev read it: signature at 440 (followed by two zero bytes), four
+// primary partitions, root=PARTUUID=<signature>-02.
+func checkMBR(t *testing.T, img *os.File, res *Result, l layout) {
+	t.Helper()
+	b := make([]byte, 512)
+	if _, err := img.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if b[510] != 0x55 || b[511] != 0xaa {
+		t.Fatalf("no MBR boot signature")
+	}
+	sig := fmt.Sprintf("%08x", binary.LittleEndian.Uint32(b[440:]))
+	if sig != res.DiskGUID || b[444] != 0 || b[445] != 0 {
+		t.Errorf("disk signature %s (trailer %x), want %s", sig, b[444:446], res.DiskGUID)
+	}
+	for i, typ := range []byte{0x0e, 0x83, 0x83, 0x83} {
+		e := b[446+16*i:]
+		if e[4] != typ {
+			t.Errorf("p%d type %#x, want %#x", i+1, e[4], typ)
+		}
+		if got := int64(binary.LittleEndian.Uint32(e[8:])) * 512; got != l.start[i] {
+			t.Errorf("p%d starts at %d, want %d", i+1, got, l.start[i])
+		}
+		if got := int64(binary.LittleEndian.Uint32(e[12:])) * 512; got != l.size[i] {
+			t.Errorf("p%d size %d, want %d", i+1, got, l.size[i])
+		}
+	}
+	if want := "root=PARTUUID=" + sig + "-02 "; !strings.HasPrefix(res.Cmdline, want) {
+		t.Errorf("cmdline %q, want prefix %q", res.Cmdline, want)
+	}
 }
 
 // checkRootWithUnsquashfs lists the root with the reference tool, when
@@ -220,5 +268,126 @@ func TestGUIDsDeterministic(t *testing.T) {
 		if !strings.HasSuffix(p, fmt.Sprintf("%04X", i+1)) {
 			t.Errorf("p%d GUID %s does not end in its number", i+1, p)
 		}
+	}
+}
+
+// TestBuildArm64 builds the qemuarm64 image: arm64 programs, the same GPT
+// layout, and a boot partition with only the kernel and cmdline.txt
+// (direct kernel boot, no EFI boot loader).
+func TestBuildArm64(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 missing (apt-get install e2fsprogs)")
+	}
+	if testing.Short() {
+		t.Skip("cross-compiles an image")
+	}
+	dir := t.TempDir()
+	opts := testOptions(dir)
+	opts.Board = qemuarm64.Board
+	res, err := Build(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkImage(t, res, opts)
+
+	files, err := bootFiles(opts, kernelDirFor(t, opts.Board.KernelModule), "", res.Cmdline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for p := range files {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	if want := []string{"/cmdline.txt", "/vmlinuz"}; !slices.Equal(names, want) {
+		t.Errorf("boot files %v, want %v", names, want)
+	}
+	if !strings.Contains(res.Cmdline, "console=ttyAMA0") {
+		t.Errorf("cmdline %q lacks the PL011 console", res.Cmdline)
+	}
+
+	// The init in the root is an arm64 executable.
+	if _, err := exec.LookPath("unsquashfs"); err != nil {
+		t.Log("unsquashfs not installed; not checking the init's architecture")
+		return
+	}
+	x := filepath.Join(dir, "x")
+	if out, err := exec.Command("unsquashfs", "-d", x, res.Root, "gokrazy/init").CombinedOutput(); err != nil {
+		t.Fatalf("unsquashfs: %v\n%s", err, out)
+	}
+	f, err := elf.Open(filepath.Join(x, "gokrazy/init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_AARCH64 {
+		t.Errorf("/gokrazy/init is %v, want EM_AARCH64", f.Machine)
+	}
+}
+
+func kernelDirFor(t *testing.T, module string) string {
+	t.Helper()
+	dir, err := moduleDir(context.Background(), ".", module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestBuildRPi builds the rpi image and reads its boot partition the way
+// the Pi firmware does: MBR, FAT16, config.txt, cmdline.txt, the kernel,
+// the firmware and one device tree per supported model.
+func TestBuildRPi(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 missing (apt-get install e2fsprogs)")
+	}
+	if testing.Short() {
+		t.Skip("cross-compiles an image")
+	}
+	dir := t.TempDir()
+	opts := testOptions(dir)
+	opts.Board = rpi.Board
+	res, err := Build(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkImage(t, res, opts)
+	img, err := os.Open(res.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	read := func(name string) []byte {
+		t.Helper()
+		b, err := vm.ReadBootFile(img, name)
+		if err != nil {
+			t.Fatalf("boot partition: %v", err)
+		}
+		return b
+	}
+	cfg := string(read("config.txt"))
+	for _, want := range []string{"arm_64bit=1", "enable_uart=1", "kernel=vmlinuz"} {
+		if !strings.Contains(cfg, want+"\n") {
+			t.Errorf("config.txt lacks %s:\n%s", want, cfg)
+		}
+	}
+	cmdline, _, _ := strings.Cut(string(read("cmdline.txt")), "\n")
+	if cmdline != res.Cmdline || !strings.Contains(cmdline, "console=serial0,115200") {
+		t.Errorf("cmdline.txt %q, want %q with console=serial0,115200", cmdline, res.Cmdline)
+	}
+	if k := read("vmlinuz"); len(k) < 1<<20 || string(k[56:60]) != "ARM\x64" {
+		t.Errorf("vmlinuz (%d bytes) is not an arm64 Image", len(k))
+	}
+	for model, dt := range rpi.Models {
+		if len(read(dt)) == 0 {
+			t.Errorf("%s: %s is empty", model, dt)
+		}
+	}
+	for _, f := range rpi.Board.FirmwareFiles {
+		read(f)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(res.Boot, &st); err == nil {
+		t.Logf("boot.img %d bytes, %d allocated; root.squashfs %d bytes", st.Size, st.Blocks*512, res.RootBytes)
 	}
 }

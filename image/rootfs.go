@@ -134,6 +134,13 @@ func writeSquashfs(ctx context.Context, dst string, tree map[string]entry, mtime
 		"-comp", "gzip", // CONFIG_SQUASHFS_ZLIB in kernel.amd64
 		"-reproducible", "-all-root", "-no-xattrs",
 		"-mkfs-time", epoch, "-all-time", epoch)
+	// mksquashfs refuses -mkfs-time/-all-time when SOURCE_DATE_EPOCH is
+	// set (pc2 image build reads it too); the flags carry the same time.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SOURCE_DATE_EPOCH=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("mksquashfs (apt-get install squashfs-tools): %w\n%s", err, out)
 	}

@@ -17,7 +17,9 @@ import (
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
+	"github.com/pc2/pc2/boards/qemuarm64"
 	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
@@ -73,14 +75,21 @@ func keyPEM(t *testing.T, words string) []byte {
 // files provisioned at build time.
 func buildProfileImage(t *testing.T, s profile.Settings, perm map[string]image.PermFile) string {
 	t.Helper()
-	qemutest.Require(t) // building needs the same host tools; skip early
+	return buildBoardImage(t, qemu.Board, s, perm)
+}
+
+// buildBoardImage builds board's image for settings, with perm files
+// provisioned at build time.
+func buildBoardImage(t *testing.T, board boards.Board, s profile.Settings, perm map[string]image.PermFile) string {
+	t.Helper()
+	qemutest.RequireArch(t, board.GOARCH) // building needs the same host tools; skip early
 	p, err := profile.Build(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Files["/etc/gokr-pw.txt"] = []byte("pc2-test-password")
 	res, err := image.Build(context.Background(), image.Options{
-		Board:           qemu.Board,
+		Board:           board,
 		Programs:        p.Programs,
 		ExtraFiles:      p.Files,
 		PermFiles:       perm,
@@ -117,18 +126,37 @@ func waitOnline(t *testing.T, vm *qemutest.VM, deadline time.Duration) personal.
 	return st
 }
 
-// TestPersonalImage: the booted personal image serves its status page on
+// TestPersonalImage: the booted x86 personal image serves its status page on
 // 4200 with the provisioned DID, and the host resolves the did record the VM
 // published through the host's supernode.
 func TestPersonalImage(t *testing.T) {
+	testPersonalImage(t, qemu.Board)
+}
+
+// TestPersonalImageArm64 is TestPersonalImage for the arm64 userland (the
+// programs a Raspberry Pi runs) on QEMU's virt machine.
+func TestPersonalImageArm64(t *testing.T) {
+	vm := testPersonalImage(t, qemuarm64.Board)
+	serial := vm.Serial()
+	// gokrazy's init must read cmdline.txt from the FAT16 boot partition
+	// (A/B switches edit it) and mount perm.
+	if !strings.Contains(serial, "cmdline: root=PARTUUID=") {
+		t.Errorf("serial console lacks gokrazy's cmdline.txt read")
+	}
+	if strings.Contains(serial, "Could not mount permanent storage") {
+		t.Error("perm (ext4) was not mounted")
+	}
+}
+
+func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	sn, guestAddr := hostSupernode(t)
-	img := buildProfileImage(t, profile.Settings{Profile: profile.Personal, Hostname: "pc2-personal",
+	img := buildBoardImage(t, board, profile.Settings{Profile: profile.Personal, Hostname: "pc2-personal",
 		Supernodes: []string{guestAddr}, PublicURL: "http://alice.pc2.test"},
 		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
 
-	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}})
+	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, GOARCH: board.GOARCH})
 	st := waitOnline(t, vm, 3*time.Minute)
-	t.Logf("QEMU start to node online: %v", time.Since(vm.Started).Round(100*time.Millisecond))
+	t.Logf("%s: QEMU start to node online: %v", board.Name, time.Since(vm.Started).Round(100*time.Millisecond))
 	if st.DID != vectorDID {
 		t.Fatalf("node runs as %s, want the provisioned %s", st.DID, vectorDID)
 	}
@@ -147,6 +175,7 @@ func TestPersonalImage(t *testing.T) {
 	if !strings.Contains(string(body), vectorDID) {
 		t.Fatalf("status page does not show the DID")
 	}
+	return vm
 }
 
 // TestIdentitySurvivesRestart: an identity created on first boot lives on

@@ -16,12 +16,12 @@ case $gov in
 *) echo "deps: Go $gov is too old; PC2 needs Go >= 1.24" >&2; exit 1 ;;
 esac
 # command -> Debian package. Image building: mksquashfs, mkfs.ext4, the
-# systemd-boot EFI binary. QEMU tier: qemu and OVMF. fat16's tests check the
+# systemd-boot EFI binary. QEMU tier: qemu (x86 and arm64) and OVMF. fat16's tests check the
 # boot partition with fsck.fat and mtools.
 declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs
-	[qemu-system-x86_64]=qemu-system-x86
+	[qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm
 	[fsck.fat]=dosfstools [mtype]=mtools
 )
 for c in "${!cmd_pkg[@]}"; do

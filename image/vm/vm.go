@@ -3,10 +3,17 @@
 // so both boot images the same way.
 //
 // QEMU runs with TCG (-accel tcg,thread=multi) because KVM is not usable on
-// the build machines (nested virtualisation), under OVMF (UEFI) because the
-// image boots through systemd-boot. Guest ports are reached through
-// user-mode networking's hostfwd on loopback; the guest reaches the host's
-// loopback at 10.0.2.2.
+// the build machines (nested virtualisation). Guest ports are reached
+// through user-mode networking's hostfwd on loopback; the guest reaches the
+// host's loopback at 10.0.2.2. Per architecture (Options.GOARCH):
+//
+//   - amd64 (boards x86, qemu): qemu-system-x86_64 -machine q35 under OVMF
+//     (UEFI), because the image boots through systemd-boot.
+//   - arm64 (board qemuarm64): qemu-system-aarch64 -M virt -cpu cortex-a72
+//     with direct kernel boot: Command reads the kernel and cmdline.txt from
+//     the image's boot partition (see ReadBootFile) and passes them as
+//     -kernel and -append. cortex-a72 rather than max: max enables pointer
+//     authentication, which TCG emulates slowly.
 package vm
 
 import (
@@ -16,10 +23,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
-// Binary is the QEMU system emulator used.
+// Binary is the QEMU system emulator for amd64 guests.
 const Binary = "qemu-system-x86_64"
+
+// BinaryArm64 is the QEMU system emulator for arm64 guests.
+const BinaryArm64 = "qemu-system-aarch64"
+
+// DirectKernel is the kernel's file name on the boot partition of a
+// direct-kernel-boot image (boards.BootDirectKernel).
+const DirectKernel = "vmlinuz"
 
 // HostAddr is the host's loopback as the guest sees it.
 const HostAddr = "10.0.2.2"
@@ -45,8 +60,12 @@ type Options struct {
 	// Writable attaches the image read-write; otherwise writes go to a
 	// temporary overlay (snapshot=on) and the image is never modified.
 	Writable bool
-	// StateDir holds the VM's copy of the OVMF variables (required).
+	// StateDir holds the VM's copy of the OVMF variables or the kernel
+	// read from the image (required).
 	StateDir string
+	// GOARCH is the guest's architecture, the board's GOARCH: "amd64"
+	// (default) or "arm64".
+	GOARCH string
 }
 
 // Firmware returns the OVMF code and variables template paths.
@@ -62,6 +81,23 @@ func Firmware() (code, vars string, err error) {
 	return "", "", fmt.Errorf("%w: OVMF firmware not found (apt-get install ovmf)", ErrMissing)
 }
 
+// Check reports whether QEMU (and firmware, where needed) for goarch is
+// installed; "" means amd64.
+func Check(goarch string) error {
+	switch goarch {
+	case "", "amd64":
+		_, _, err := Firmware()
+		return err
+	case "arm64":
+		if _, err := exec.LookPath(BinaryArm64); err != nil {
+			return fmt.Errorf("%w: %s not installed (apt-get install qemu-system-arm)", ErrMissing, BinaryArm64)
+		}
+		return nil
+	default:
+		return fmt.Errorf("vm: no QEMU machine for GOARCH %q", goarch)
+	}
+}
+
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
@@ -72,8 +108,7 @@ func fileExists(p string) bool {
 // handed a listener, so a port picked free may be taken before QEMU binds
 // it; QEMU then fails to start with a clear message.
 func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
-	code, varsTemplate, err := Firmware()
-	if err != nil {
+	if err := Check(opts.GOARCH); err != nil {
 		return nil, nil, err
 	}
 	if opts.StateDir == "" {
@@ -85,6 +120,43 @@ func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
 	if opts.CPUs == 0 {
 		opts.CPUs = 2
 	}
+	netdev, ports, err := userNet(opts.Forward)
+	if err != nil {
+		return nil, nil, err
+	}
+	snapshot := "snapshot=on,"
+	if opts.Writable {
+		snapshot = ""
+	}
+	common := []string{
+		"-accel", "tcg,thread=multi",
+		"-smp", fmt.Sprint(opts.CPUs),
+		"-m", fmt.Sprint(opts.MemoryMiB),
+		"-drive", "if=virtio,format=raw," + snapshot + "file=" + image,
+		"-netdev", netdev,
+		"-device", "virtio-net-pci,netdev=net0",
+		"-nographic",
+		// A kernel panic (panic=10 reboots) or a reboot request ends QEMU
+		// instead of looping.
+		"-no-reboot",
+	}
+	if opts.GOARCH == "arm64" {
+		kernel, cmdline, err := directBoot(image, opts.StateDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		args := append([]string{
+			"-machine", "virt",
+			"-cpu", "cortex-a72",
+			"-kernel", kernel,
+			"-append", cmdline,
+		}, common...)
+		return exec.Command(BinaryArm64, args...), ports, nil
+	}
+	code, varsTemplate, err := Firmware()
+	if err != nil {
+		return nil, nil, err
+	}
 	// OVMF writes its variables; each guest gets its own copy.
 	vars := filepath.Join(opts.StateDir, "OVMF_VARS.fd")
 	b, err := os.ReadFile(varsTemplate)
@@ -94,36 +166,58 @@ func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
 	if err := os.WriteFile(vars, b, 0o644); err != nil {
 		return nil, nil, err
 	}
+	args := append([]string{
+		"-machine", "q35",
+		"-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,file=" + vars,
+	}, common...)
+	return exec.Command(Binary, args...), ports, nil
+}
+
+// directBoot copies the kernel from image's boot partition to dir and
+// returns its path and the command line from cmdline.txt (its first line;
+// the rest of the file is padding).
+func directBoot(image, dir string) (kernel, cmdline string, err error) {
+	f, err := os.Open(image)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	k, err := ReadBootFile(f, DirectKernel)
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %w", image, err)
+	}
+	c, err := ReadBootFile(f, "cmdline.txt")
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %w", image, err)
+	}
+	line, _, _ := strings.Cut(string(c), "\n")
+	if cmdline = strings.TrimSpace(line); cmdline == "" {
+		return "", "", fmt.Errorf("vm: %s: empty cmdline.txt", image)
+	}
+	kernel = filepath.Join(dir, DirectKernel)
+	if err := os.WriteFile(kernel, k, 0o644); err != nil {
+		return "", "", err
+	}
+	return kernel, cmdline, nil
+}
+
+// userNet returns the -netdev value for user-mode networking with
+// forwards, and the host ports chosen.
+func userNet(forward map[int]int) (string, map[int]int, error) {
 	ports := map[int]int{}
 	netdev := "user,id=net0"
-	for guest, host := range opts.Forward {
+	for guest, host := range forward {
 		if host == 0 {
+			var err error
 			if host, err = freePort(); err != nil {
-				return nil, nil, err
+				return "", nil, err
 			}
 		}
 		ports[guest] = host
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", host, guest)
 	}
-	snapshot := "snapshot=on,"
-	if opts.Writable {
-		snapshot = ""
-	}
-	args := []string{
-		"-machine", "q35",
-		"-accel", "tcg,thread=multi",
-		"-smp", fmt.Sprint(opts.CPUs),
-		"-m", fmt.Sprint(opts.MemoryMiB),
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "if=virtio,format=raw," + snapshot + "file=" + image,
-		"-netdev", netdev,
-		"-device", "virtio-net-pci,netdev=net0",
-		"-nographic",
-		// A kernel panic (panic=10 reboots) ends QEMU instead of looping.
-		"-no-reboot",
-	}
-	return exec.Command(Binary, args...), ports, nil
+	return netdev, ports, nil
 }
 
 func freePort() (int, error) {

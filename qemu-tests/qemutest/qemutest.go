@@ -1,8 +1,10 @@
 // Package qemutest boots appliance images in QEMU for tests.
 //
 // QEMU runs with TCG (-accel tcg,thread=multi) because KVM is not usable on
-// the build machines (nested virtualisation), under OVMF (UEFI) because the
-// image boots through systemd-boot. The disk is attached with snapshot=on,
+// the build machines (nested virtualisation); amd64 guests boot under OVMF
+// (UEFI) through systemd-boot, arm64 guests (-M virt) by direct kernel boot
+// from the image's boot partition (package image/vm has the command lines).
+// The disk is attached with snapshot=on,
 // so writes go to a temporary overlay and the built image is never modified.
 // The serial console is captured for assertions and logged when the test
 // fails. Guest ports are reached through user-mode networking's hostfwd on
@@ -43,6 +45,8 @@ type Options struct {
 	// (perm) is there at the next Boot. Pass a copy (CopyImage), never the
 	// built image.
 	Writable bool
+	// GOARCH is the image's board's GOARCH; default amd64.
+	GOARCH string
 }
 
 // VM is a running QEMU guest.
@@ -67,10 +71,18 @@ func Skip(t testing.TB, format string, args ...any) {
 	t.Skip(msg)
 }
 
-// Require checks that QEMU, OVMF and root privileges are available.
+// Require checks that QEMU, OVMF and root privileges are available for
+// amd64 guests.
 func Require(t testing.TB) {
 	t.Helper()
-	if _, _, err := qvm.Firmware(); err != nil {
+	RequireArch(t, "amd64")
+}
+
+// RequireArch checks that QEMU (and firmware, where needed) for goarch and
+// root privileges are available.
+func RequireArch(t testing.TB, goarch string) {
+	t.Helper()
+	if err := qvm.Check(goarch); err != nil {
 		Skip(t, "%v", err)
 	}
 	if os.Geteuid() != 0 {
@@ -82,13 +94,13 @@ func Require(t testing.TB) {
 // ends.
 func Boot(t testing.TB, image string, opts Options) *VM {
 	t.Helper()
-	Require(t)
+	RequireArch(t, opts.GOARCH)
 	fwd := map[int]int{}
 	for _, p := range opts.Forward {
 		fwd[p] = 0
 	}
 	cmd, ports, err := qvm.Command(image, qvm.Options{Forward: fwd, MemoryMiB: opts.MemoryMiB, CPUs: opts.CPUs,
-		Writable: opts.Writable, StateDir: t.TempDir()})
+		Writable: opts.Writable, StateDir: t.TempDir(), GOARCH: opts.GOARCH})
 	if err != nil {
 		t.Fatal(err)
 	}

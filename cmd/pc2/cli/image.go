@@ -16,6 +16,8 @@ import (
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
+	"github.com/pc2/pc2/boards/qemuarm64"
+	"github.com/pc2/pc2/boards/rpi"
 	"github.com/pc2/pc2/boards/x86"
 	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/image/vm"
@@ -26,11 +28,11 @@ func init() {
 }
 
 // knownBoards are the boards images can be built for.
-var knownBoards = map[string]boards.Board{"x86": x86.Board, "qemu": qemu.Board}
+var knownBoards = map[string]boards.Board{"x86": x86.Board, "qemu": qemu.Board, "qemuarm64": qemuarm64.Board, "rpi": rpi.Board}
 
 const imageUsage = `usage:
-  pc2 image build --board x86|qemu --profile personal|supernode [--settings FILE] [--key FILE] -o pc2.img
-  pc2 image run --image pc2.img [--forward GUEST:HOST]... [--writable]`
+  pc2 image build --board x86|qemu|qemuarm64|rpi --profile personal|supernode [--settings FILE] [--key FILE] -o pc2.img
+  pc2 image run --image pc2.img [--arch amd64|arm64] [--forward GUEST:HOST]... [--writable]`
 
 func runImage(ctx context.Context, env Env, args []string) error {
 	if len(args) == 0 {
@@ -47,7 +49,7 @@ func runImage(ctx context.Context, env Env, args []string) error {
 
 func imageBuild(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("image build", env)
-	board := fs.String("board", "", "target board: x86 or qemu (rpi: not yet)")
+	board := fs.String("board", "", "target board: x86, qemu, qemuarm64 or rpi")
 	prof := fs.String("profile", "", "personal or supernode (overrides the settings file)")
 	settingsFile := fs.String("settings", "", "device settings `file` (JSON)")
 	keyFile := fs.String("key", "", "provision this node key `file` on perm (default: the device makes one on first boot)")
@@ -127,6 +129,7 @@ func imageRun(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("image run", env)
 	img := fs.String("image", "", "disk image `file`")
 	writable := fs.Bool("writable", false, "write to the image (default: changes are discarded)")
+	arch := fs.String("arch", "amd64", "the image's architecture: amd64 (UEFI) or arm64 (-M virt)")
 	var fwd multiFlag
 	fs.Var(&fwd, "forward", "forward host loopback port to a guest port: `GUEST[:HOST]` (repeatable)")
 	rest, err := parseFlags(fs, args)
@@ -156,7 +159,7 @@ func imageRun(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(state)
-	cmd, ports, err := vm.Command(filepath.Clean(*img), vm.Options{Forward: forward, Writable: *writable, StateDir: state})
+	cmd, ports, err := vm.Command(filepath.Clean(*img), vm.Options{Forward: forward, Writable: *writable, StateDir: state, GOARCH: *arch})
 	if err != nil {
 		return err
 	}
@@ -165,7 +168,7 @@ func imageRun(ctx context.Context, env Env, args []string) error {
 	}
 	cmd.Stdout, cmd.Stderr = env.Stdout, env.Stderr
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", vm.Binary, err)
+		return fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -173,7 +176,7 @@ func imageRun(ctx context.Context, env Env, args []string) error {
 	case err := <-done:
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return fmt.Errorf("%s exited: %w", vm.Binary, err)
+			return fmt.Errorf("%s exited: %w", cmd.Path, err)
 		}
 		return err
 	case <-ctx.Done():
