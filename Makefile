@@ -5,7 +5,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test lint run run-localnet image-x86 bench fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 image-rpi bench fuzz deps clean
 
 all: build
 
@@ -42,6 +42,9 @@ run-localnet: deps
 
 image-x86: build
 	bin/pc2 image build --board x86 --profile $${PROFILE:-personal} $${SETTINGS:+--settings $$SETTINGS} -o out/pc2-x86.img
+
+image-rpi: build
+	bin/pc2 image build --board rpi --profile $${PROFILE:-personal} $${SETTINGS:+--settings $$SETTINGS} -o out/pc2-rpi.img
 
 bench: deps
 	$(GO) test -run '^$$' -bench 'SimNetwork|Store' -benchtime 1x -timeout 30m ./services/dht/

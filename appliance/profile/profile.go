@@ -28,6 +28,12 @@ const (
 	PC2Package   = "github.com/pc2/pc2/cmd/pc2"
 )
 
+// gokrazy's web interface ports on a supernode, away from the gateway's.
+const (
+	GokrazySupernodeHTTPPort  = 8080
+	GokrazySupernodeHTTPSPort = 8443
+)
+
 // Profiles.
 const (
 	Personal  = "personal"
@@ -106,6 +112,10 @@ func Build(s Settings) (*Image, error) {
 			return nil, err
 		}
 		services = append(services, svctable.Service{Name: "supernode", Path: PC2Binary, Args: []string{"supernode", "--config", SNConfig}})
+		// 80 and 443 belong to the web gateway: move gokrazy's web
+		// interface (read from /etc/http-port.txt and https-port.txt).
+		img.Files["/etc/http-port.txt"] = []byte(fmt.Sprint(GokrazySupernodeHTTPPort))
+		img.Files["/etc/https-port.txt"] = []byte(fmt.Sprint(GokrazySupernodeHTTPSPort))
 	}
 	if err := addJSON(img, ServicesFile, services); err != nil {
 		return nil, err
