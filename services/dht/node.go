@@ -54,6 +54,12 @@ var DefaultListenAddrs = []string{
 	fmt.Sprintf("/ip6/::/tcp/%d", DefaultTCPPort),
 }
 
+// Get quorums (see Config.GetQuorum).
+const (
+	DefaultGetQuorum = 3
+	FullLookup       = -1
+)
+
 // Errors.
 var (
 	ErrNotFound = errors.New("dht: record not found")
@@ -107,8 +113,11 @@ type Config struct {
 	Now func() time.Time
 	// Logger (nil: discard).
 	Logger *slog.Logger
-	// GetQuorum is how many peers' answers a Get waits for before returning
-	// the best record; 0 completes the whole lookup (slower, never stale).
+	// GetQuorum is kad-dht's quorum for Get: it returns the best record once
+	// it holds more than this many valid copies (a copy in the node's own
+	// store counts). 0 means DefaultGetQuorum; FullLookup completes the
+	// lookup over the closest peers, which is slower but never stale and
+	// repairs stale copies (docs/benchmarks.md has the figures).
 	GetQuorum int
 	// DHTOptions are extra kad-dht options (benchmarks tune the bucket size
 	// and timeouts).
@@ -152,6 +161,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.ReplicateInterval == 0 {
 		cfg.ReplicateInterval = time.Hour
+	}
+	if cfg.GetQuorum == 0 {
+		cfg.GetQuorum = DefaultGetQuorum
 	}
 	n := &Node{cfg: cfg, log: log, owned: map[string]*owned{}}
 	n.validator = &records.Validator{Now: cfg.Now, Trust: cfg.Trust, AllowUnknownDomains: cfg.AllowUnknownDomains}
@@ -403,11 +415,25 @@ func (n *Node) Unpublish(key string) {
 }
 
 // Get returns the best valid value stored under key anywhere in the
-// network, or ErrNotFound.
+// network, or ErrNotFound, waiting for GetQuorum copies.
 func (n *Node) Get(ctx context.Context, key string) ([]byte, error) {
+	return n.get(ctx, key, n.cfg.GetQuorum)
+}
+
+// GetNewest is Get with a full lookup: for publishers, which must know the
+// highest seq in the network.
+func (n *Node) GetNewest(ctx context.Context, key string) ([]byte, error) {
+	return n.get(ctx, key, FullLookup)
+}
+
+func (n *Node) get(ctx context.Context, key string, quorum int) ([]byte, error) {
+	// A quorum ends the get before kad-dht's queries in flight return;
+	// cancelling releases them (they would otherwise wait for ctx).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var opts []routing.Option
-	if n.cfg.GetQuorum > 0 {
-		opts = append(opts, kaddht.Quorum(n.cfg.GetQuorum))
+	if quorum > 0 {
+		opts = append(opts, kaddht.Quorum(quorum))
 	}
 	val, err := n.dht.GetValue(ctx, key, opts...)
 	if err != nil {

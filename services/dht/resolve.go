@@ -102,7 +102,7 @@ func (n *Node) ResolveName(ctx context.Context, fqdn string) (*NameResolution, e
 // CurrentSeq returns the seq of the best valid record stored under key, or
 // 0 when there is none.
 func (n *Node) CurrentSeq(ctx context.Context, key string) (uint64, error) {
-	val, err := n.Get(ctx, key)
+	val, err := n.GetNewest(ctx, key)
 	if errors.Is(err, ErrNotFound) {
 		return 0, nil
 	}
