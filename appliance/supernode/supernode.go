@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pc2/pc2/appliance/atomicfile"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 )
@@ -68,7 +69,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	id, _ := node.ID()
 	log.Info("supernode up", "did", id.DID(), "addrs", addrs, "domains", len(trust))
 	if cfg.AddrsFile != "" {
-		if err := writeFileAtomic(cfg.AddrsFile, []byte(strings.Join(addrs, "\n")+"\n")); err != nil {
+		if err := atomicfile.Write(cfg.AddrsFile, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
 			return fmt.Errorf("addrs file: %w", err)
 		}
 	}
@@ -105,27 +106,4 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	<-ctx.Done()
 	log.Info("supernode stopping")
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/pc2/pc2/appliance/atomicfile"
 )
 
 // LoadOrCreateKeyFile loads the key at path or, when it does not exist and
@@ -30,35 +32,11 @@ func LoadOrCreateKeyFile(path, wordsPath string, create bool) (key ed25519.Priva
 	if err != nil {
 		return nil, false, fmt.Errorf("create identity: %w", err)
 	}
-	if err := writePrivateFile(wordsPath, []byte(words+"\n")); err != nil {
+	if err := atomicfile.Write(wordsPath, []byte(words+"\n"), 0o600); err != nil {
 		return nil, false, fmt.Errorf("create identity: save words: %w", err)
 	}
 	if err := WriteKeyFile(path, key); err != nil {
 		return nil, false, fmt.Errorf("create identity: %w", err)
 	}
 	return key, true, nil
-}
-
-// writePrivateFile replaces path atomically with a 0600 file.
-func writePrivateFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }

@@ -11,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/pc2/pc2/appliance/atomicfile"
 )
 
 // Key file errors.
@@ -85,19 +87,10 @@ func WriteKeyFile(path string, key ed25519.PrivateKey) (err error) {
 	if err := os.Remove(tmp); err != nil {
 		return fmt.Errorf("identity: write key %s: %w", path, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("identity: write key %s: sync directory: %w", path, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // LoadKeyFile reads a key written by WriteKeyFile. It refuses a file that

@@ -10,12 +10,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/pc2/pc2/appliance/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -407,7 +408,7 @@ func (a *applier) resolvConf(p plan) error {
 	if bytes.Equal(cur, want) {
 		return nil
 	}
-	if err := writeFileAtomic(path, want, 0o644); err != nil {
+	if err := atomicfile.Write(path, want, 0o644); err != nil {
 		return fmt.Errorf("netconf: write %s: %w", path, err)
 	}
 	a.changed(ChangeResolvConf, "", path)
@@ -612,46 +613,8 @@ func (m *Manager) saveState() error {
 	if cur, err := os.ReadFile(m.statePath); err == nil && bytes.Equal(cur, b) {
 		return nil
 	}
-	if err := writeFileAtomic(m.statePath, b, 0o644); err != nil {
+	if err := atomicfile.Write(m.statePath, b, 0o644); err != nil {
 		return fmt.Errorf("netconf: write state %s: %w", m.statePath, err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data: readers see the old or the new
-// file, never a partial one, also across a power cut (temp file, fsync,
-// rename, fsync of the directory). If path is a symlink, the link itself is
-// replaced, as gokrazy's DHCP client does with /tmp/resolv.conf.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
