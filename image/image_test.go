@@ -27,12 +27,21 @@ func needTools(t *testing.T) {
 	t.Helper()
 	for _, p := range []string{qemu.Board.EFIBootloader} {
 		if _, err := os.Stat(p); err != nil {
-			t.Skipf("%s missing (apt-get install systemd-boot-efi)", p)
+			skipOrFail(t, "%s missing (apt-get install systemd-boot-efi)", p)
 		}
 	}
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 missing (apt-get install e2fsprogs)")
+		skipOrFail(t, "mkfs.ext4 missing (apt-get install e2fsprogs)")
 	}
+}
+
+// skipOrFail skips, or fails under CI=true: CI must not pass by skipping.
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true, cannot skip: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
 
 func testOptions(dir string) Options {
@@ -276,7 +285,7 @@ func TestGUIDsDeterministic(t *testing.T) {
 // (direct kernel boot, no EFI boot loader).
 func TestBuildArm64(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 missing (apt-get install e2fsprogs)")
+		skipOrFail(t, "mkfs.ext4 missing (apt-get install e2fsprogs)")
 	}
 	if testing.Short() {
 		t.Skip("cross-compiles an image")
@@ -339,7 +348,7 @@ func kernelDirFor(t *testing.T, module string) string {
 // the firmware and one device tree per supported model.
 func TestBuildRPi(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("mkfs.ext4 missing (apt-get install e2fsprogs)")
+		skipOrFail(t, "mkfs.ext4 missing (apt-get install e2fsprogs)")
 	}
 	if testing.Short() {
 		t.Skip("cross-compiles an image")
