@@ -173,10 +173,9 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 			if err != nil {
 				return err
 			}
-			cur, _ := node.CurrentSeq(bctx, records.DIDKey(n.id))
 			n.update(func(s *Status) {
 				s.State, s.Detail, s.LastError = "online", "did record published", ""
-				s.Seq, s.Published, s.StoredOn, s.SentTo = cur, n.now(), res.Stored, res.Sent
+				s.Seq, s.Published, s.StoredOn, s.SentTo = res.Seq, n.now(), res.Stored, res.Sent
 			})
 			n.log.Info("did record published", "did", n.id.DID(), "stored_on", res.Stored, "sent_to", res.Sent)
 			return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -115,6 +116,9 @@ func TestFirstBootCreatesIdentityAndPublishes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rec.Seq != st.Seq {
+		t.Fatalf("status shows seq %d, supernode has %d", st.Seq, rec.Seq)
+	}
 	if len(rec.Services) != 1 || rec.Services[0].Endpoint != cfg.PublicURL {
 		t.Fatalf("got services %+v, want the public URL", rec.Services)
 	}
@@ -125,9 +129,8 @@ func TestFirstBootCreatesIdentityAndPublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	buf := make([]byte, 1<<16)
-	nr, _ := resp.Body.Read(buf)
-	if !strings.Contains(string(buf[:nr]), st.DID) {
+	page, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(page), st.DID) {
 		t.Fatalf("status page does not show the DID")
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 type storedRecord struct {
-	dsKey string
+	dsKey ds.Key
 	key   string
 	value []byte
 }
@@ -33,7 +33,7 @@ func (n *Node) localRecords(ctx context.Context) ([]storedRecord, error) {
 		if proto.Unmarshal(e.Value, &rec) != nil || len(rec.GetKey()) == 0 {
 			continue
 		}
-		out = append(out, storedRecord{dsKey: e.Key, key: string(rec.GetKey()), value: rec.GetValue()})
+		out = append(out, storedRecord{dsKey: ds.RawKey(e.Key), key: string(rec.GetKey()), value: rec.GetValue()})
 	}
 	return out, nil
 }
@@ -98,7 +98,7 @@ func (n *Node) Replicate(ctx context.Context) (put, dropped int) {
 		}
 		if _, err := n.validator.Parse(r.key, r.value); err != nil {
 			n.log.Info("dropping stored record", "key", r.key, "err", err)
-			_ = n.store.Delete(ctx, dsKey(r.dsKey))
+			_ = n.store.Delete(ctx, r.dsKey)
 			dropped++
 			continue
 		}
@@ -112,5 +112,3 @@ func (n *Node) Replicate(ctx context.Context) (put, dropped int) {
 	}
 	return
 }
-
-func dsKey(s string) ds.Key { return ds.RawKey(s) }

@@ -383,7 +383,7 @@ func testBadInputs(t *testing.T, net *testNetwork, alice ed25519.PrivateKey, now
 			// The rogue node's local store takes anything; the network must not.
 			_ = rogue.Put(ctxT(t, 20*time.Second), c.key, c.value)
 			for i, nd := range net.nodes {
-				got, err := nd.GetLocal(ctxT(t, 10*time.Second), c.key)
+				got, err := getLocal(nd, ctxT(t, 10*time.Second), c.key)
 				if err != nil && !errors.Is(err, ErrNotFound) {
 					t.Fatalf("node %d: %v", i, err)
 				}
@@ -402,7 +402,7 @@ func testBadInputs(t *testing.T, net *testNetwork, alice ed25519.PrivateKey, now
 	}
 	stored := 0
 	for _, nd := range net.nodes {
-		if got, err := nd.GetLocal(ctxT(t, 10*time.Second), carolKey); err == nil && string(got) == string(carolVal) {
+		if got, err := getLocal(nd, ctxT(t, 10*time.Second), carolKey); err == nil && string(got) == string(carolVal) {
 			stored++
 		}
 	}

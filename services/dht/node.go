@@ -404,7 +404,9 @@ func (n *Node) republish(ctx context.Context, key string, o *owned) (PutResult, 
 		}
 		o.value, o.seq = val, seq
 	}
-	return n.PutVerified(ctx, key, o.value)
+	res, err := n.PutVerified(ctx, key, o.value)
+	res.Seq = o.seq
+	return res, err
 }
 
 // Unpublish stops republishing key.
@@ -443,21 +445,6 @@ func (n *Node) get(ctx context.Context, key string, quorum int) ([]byte, error) 
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
 	return val, nil
-}
-
-// GetLocal returns the value this node itself stores under key, or
-// ErrNotFound.
-func (n *Node) GetLocal(ctx context.Context, key string) ([]byte, error) {
-	it, err := n.localRecords(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range it {
-		if r.key == key {
-			return r.value, nil
-		}
-	}
-	return nil, fmt.Errorf("get local %s: %w", key, ErrNotFound)
 }
 
 // Close stops the loops, the DHT, and the host and store if the node made

@@ -25,6 +25,8 @@ type PutResult struct {
 	Stored int // of those, how many now serve exactly this record
 	// Superseded counts peers that serve a better record (higher seq).
 	Superseded int
+	// Seq is the seq of the record KeepPublished signed (0 for Put).
+	Seq uint64
 }
 
 // kadProtocol is the DHT wire protocol under PC2's prefix.

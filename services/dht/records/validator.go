@@ -73,10 +73,6 @@ func (v *Validator) now() time.Time {
 }
 
 func (v *Validator) checkTimes(issued, expires int64, max time.Duration) error {
-	skew := v.ClockSkew
-	if skew == 0 {
-		skew = DefaultClockSkew
-	}
 	now := v.now()
 	if expires <= issued {
 		return fmt.Errorf("%w: expires before it is issued", ErrMalformed)
@@ -86,7 +82,7 @@ func (v *Validator) checkTimes(issued, expires int64, max time.Duration) error {
 	if life := uint64(expires) - uint64(issued); life > uint64(max/time.Second) {
 		return fmt.Errorf("%w: %d s, limit %s", ErrLifetime, life, max)
 	}
-	if issued > now.Add(skew).Unix() {
+	if issued > now.Add(v.skew()).Unix() {
 		return fmt.Errorf("%w: issued at %s", ErrFuture, time.Unix(issued, 0).UTC().Format(time.RFC3339))
 	}
 	if expires <= now.Unix() {
