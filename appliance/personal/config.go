@@ -21,7 +21,8 @@ type Config struct {
 	// KeyFile is the node key. Required.
 	KeyFile string `json:"key_file"`
 	// CreateKey makes a new identity on first start when KeyFile does not
-	// exist, writing its 24 words next to it (WordsFile) for the owner.
+	// exist, writing its 24 words next to it (identity.WordsFile) for the
+	// owner.
 	CreateKey bool `json:"create_key,omitempty"`
 	// Supernodes are full multiaddrs (with /p2p/<id>) of the supernodes to
 	// publish through. Required.
@@ -38,10 +39,6 @@ type Config struct {
 	// RepublishInterval is how often the record is re-signed (default 1h).
 	RepublishInterval config.Duration `json:"republish_interval,omitempty"`
 }
-
-// WordsFile is where a key created on first boot leaves its 24 words (mode
-// 0600) until the owner has written them down.
-func (c *Config) WordsFile() string { return c.KeyFile + ".words" }
 
 // LoadConfig reads and checks a config file.
 func LoadConfig(path string) (*Config, error) {

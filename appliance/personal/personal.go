@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 )
@@ -84,12 +85,12 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, opts: opts, log: log}
-	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.WordsFile(), cfg.CreateKey)
+	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.CreateKey)
 	if err != nil {
 		return err
 	}
 	if created {
-		log.Info("created a new identity; its 24 words are in the words file until the owner saves them", "words_file", cfg.WordsFile())
+		log.Info("created a new identity; its 24 words are in the words file until the owner saves them", "words_file", identity.WordsFile(cfg.KeyFile))
 	}
 	n.id, err = identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
 	if err != nil {
@@ -160,40 +161,29 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 		// (issue 4); until then the node is reachable only directly.
 		return records.SignDID(key, rec)
 	}
-	wait := 500 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	err := backoff.Retry(ctx, backoff.Policy{Initial: 500 * time.Millisecond}, func(ctx context.Context, attempt int) error {
 		n.update(func(s *Status) { s.State, s.Detail = "connecting", fmt.Sprintf("attempt %d", attempt) })
-		err := func() error {
-			bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			if err := node.Bootstrap(bctx); err != nil {
-				return err
-			}
-			res, err := node.KeepPublished(bctx, records.DIDKey(n.id), sign)
-			if err != nil {
-				return err
-			}
-			n.update(func(s *Status) {
-				s.State, s.Detail, s.LastError = "online", "did record published", ""
-				s.Seq, s.Published, s.StoredOn, s.SentTo = res.Seq, n.now(), res.Stored, res.Sent
-			})
-			n.log.Info("did record published", "did", n.id.DID(), "stored_on", res.Stored, "sent_to", res.Sent)
-			return nil
-		}()
-		if err == nil {
-			break
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := node.Bootstrap(bctx); err != nil {
+			return err
 		}
-		if ctx.Err() != nil {
-			return
+		res, err := node.KeepPublished(bctx, records.DIDKey(n.id), sign)
+		if err != nil {
+			return err
 		}
+		n.update(func(s *Status) {
+			s.State, s.Detail, s.LastError = "online", "did record published", ""
+			s.Seq, s.Published, s.StoredOn, s.SentTo = res.Seq, n.now(), res.Stored, res.Sent
+		})
+		n.log.Info("did record published", "did", n.id.DID(), "stored_on", res.Stored, "sent_to", res.Sent)
+		return nil
+	}, func(_ int, err error, wait time.Duration) {
 		n.log.Warn("publish failed, retrying", "err", err, "in", wait)
 		n.update(func(s *Status) { s.LastError = err.Error() })
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 30*time.Second)
+	})
+	if err != nil {
+		return // ctx ended
 	}
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()

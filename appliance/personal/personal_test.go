@@ -94,14 +94,14 @@ func TestFirstBootCreatesIdentityAndPublishes(t *testing.T) {
 	}
 
 	// The words left for the owner restore the same identity.
-	fi, err := os.Stat(cfg.WordsFile())
+	fi, err := os.Stat(identity.WordsFile(cfg.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("words file mode %v, want 0600", fi.Mode().Perm())
 	}
-	words, _ := os.ReadFile(cfg.WordsFile())
+	words, _ := os.ReadFile(identity.WordsFile(cfg.KeyFile))
 	key, err := identity.NodeKeyFromMnemonic(string(words), "")
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ type Config struct {
 	// KeyFile is the node key (PKCS#8 PEM, mode 0600). Required.
 	KeyFile string `json:"key_file"`
 	// CreateKey makes a new identity on first start when KeyFile does not
-	// exist, leaving its 24 words next to it (KeyFile + ".words").
+	// exist, leaving its 24 words next to it (identity.WordsFile).
 	CreateKey bool `json:"create_key,omitempty"`
 	// Listen are libp2p multiaddrs; empty: UDP 39001 QUIC and TCP 8090.
 	Listen []string `json:"listen,omitempty"`

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/atomicfile"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/dht"
 )
 
@@ -28,12 +29,12 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.KeyFile+".words", cfg.CreateKey)
+	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.CreateKey)
 	if err != nil {
 		return err
 	}
 	if created {
-		log.Info("created a new supernode identity; write down its words and delete the file", "words_file", cfg.KeyFile+".words")
+		log.Info("created a new supernode identity; write down its words and delete the file", "words_file", identity.WordsFile(cfg.KeyFile))
 	}
 	trust, err := cfg.Trust()
 	if err != nil {
@@ -53,8 +54,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		Bootstrap:         boot,
 		DataDir:           filepath.Join(cfg.DataDir, "records"),
 		Trust:             trust,
-		RepublishInterval: cfg.RepublishInterval.Or(0),
-		ReplicateInterval: cfg.ReplicateInterval.Or(0),
+		RepublishInterval: time.Duration(cfg.RepublishInterval),
+		ReplicateInterval: time.Duration(cfg.ReplicateInterval),
 		Logger:            log.With("service", "dht"),
 	})
 	if err != nil {
@@ -81,25 +82,15 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	// until one answers, with capped exponential backoff.
 	if len(boot) > 0 {
 		go func() {
-			wait := 250 * time.Millisecond
-			for {
+			err := backoff.Retry(ctx, backoff.Policy{}, func(ctx context.Context, _ int) error {
 				bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-				err := node.Bootstrap(bctx)
-				cancel()
-				if err == nil {
-					log.Info("joined the DHT", "peers", node.DHT().RoutingTable().Size())
-					return
-				}
-				if ctx.Err() != nil {
-					return
-				}
+				defer cancel()
+				return node.Bootstrap(bctx)
+			}, func(_ int, err error, wait time.Duration) {
 				log.Warn("bootstrap failed, retrying", "err", err, "in", wait)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-				wait = min(wait*2, 30*time.Second)
+			})
+			if err == nil {
+				log.Info("joined the DHT", "peers", node.DHT().RoutingTable().Size())
 			}
 		}()
 	}

@@ -11,12 +11,16 @@ import (
 	"github.com/pc2/pc2/appliance/atomicfile"
 )
 
+// WordsFile is where LoadOrCreateKeyFile leaves the words of the key at
+// keyPath.
+func WordsFile(keyPath string) string { return keyPath + ".words" }
+
 // LoadOrCreateKeyFile loads the key at path or, when it does not exist and
 // create is set, makes a new identity (first boot of an appliance): it
-// writes the 24 words to wordsPath (mode 0600, for the owner to write down
-// and then delete) before the key itself, so there is never a key whose
-// words are lost. created reports whether a new key was made.
-func LoadOrCreateKeyFile(path, wordsPath string, create bool) (key ed25519.PrivateKey, created bool, err error) {
+// writes the 24 words to WordsFile(path) (mode 0600, for the owner to write
+// down and then delete) before the key itself, so there is never a key
+// whose words are lost. created reports whether a new key was made.
+func LoadOrCreateKeyFile(path string, create bool) (key ed25519.PrivateKey, created bool, err error) {
 	key, err = LoadKeyFile(path)
 	if err == nil || !errors.Is(err, os.ErrNotExist) || !create {
 		return key, false, err
@@ -32,7 +36,7 @@ func LoadOrCreateKeyFile(path, wordsPath string, create bool) (key ed25519.Priva
 	if err != nil {
 		return nil, false, fmt.Errorf("create identity: %w", err)
 	}
-	if err := atomicfile.Write(wordsPath, []byte(words+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(WordsFile(path), []byte(words+"\n"), 0o600); err != nil {
 		return nil, false, fmt.Errorf("create identity: save words: %w", err)
 	}
 	if err := WriteKeyFile(path, key); err != nil {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"sort"
-	"strings"
 )
 
 // Env is what a command may touch of the outside world.
@@ -115,8 +114,9 @@ func newFlagSet(name string, env Env) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args, turning flag errors into usage errors. Flags may
-// follow positional arguments ("pc2 resolve NAME --bootstrap X").
+// parseFlags parses args, turning flag errors into usage errors, and
+// returns the positional arguments. Flags may follow positional arguments
+// ("pc2 resolve NAME --bootstrap X").
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
@@ -126,25 +126,11 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 			}
 			return nil, usageErr("%s: %v", fs.Name(), err)
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		if fs.NArg() == 0 {
 			return pos, nil
 		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-		if len(args) == 0 || !strings.HasPrefix(args[0], "-") {
-			// keep scanning: positional args may be interleaved with flags
-			for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-				pos = append(pos, args[0])
-				args = args[1:]
-			}
-			if len(args) == 0 {
-				return pos, nil
-			}
-		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 }
 

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 
 	"github.com/pc2/pc2/appliance/personal"
 )
@@ -12,21 +11,13 @@ func init() {
 }
 
 func runNode(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet("node", env)
-	cfgPath := fs.String("config", "", "personal node config `file` (JSON)")
-	rest, err := parseFlags(fs, args)
+	path, err := configFlag(env, "node", args)
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 || *cfgPath == "" {
-		return usageErr("usage: pc2 node --config FILE")
-	}
-	cfg, err := personal.LoadConfig(*cfgPath)
+	cfg, err := personal.LoadConfig(path)
 	if err != nil {
-		if errors.Is(err, personal.ErrNotConfigured) {
-			return &ExitError{Code: 125, Err: err}
-		}
-		return err
+		return notConfigured(err)
 	}
 	return personal.Run(ctx, cfg, personal.Options{Logger: env.logger(), Version: Version})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/supernode"
 )
 
@@ -13,21 +14,13 @@ func init() {
 }
 
 func runSupernode(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet("supernode", env)
-	cfgPath := fs.String("config", "", "supernode config `file` (JSON)")
-	rest, err := parseFlags(fs, args)
+	path, err := configFlag(env, "supernode", args)
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 || *cfgPath == "" {
-		return usageErr("usage: pc2 supernode --config FILE")
-	}
-	cfg, err := supernode.LoadConfig(*cfgPath)
+	cfg, err := supernode.LoadConfig(path)
 	if err != nil {
-		if errors.Is(err, supernode.ErrNotConfigured) {
-			return &ExitError{Code: 125, Err: err}
-		}
-		return err
+		return notConfigured(err)
 	}
 	return supernode.Run(ctx, cfg, supernode.Options{
 		Logger: env.logger(),
@@ -37,4 +30,27 @@ func runSupernode(ctx context.Context, env Env, args []string) error {
 			}
 		},
 	})
+}
+
+// configFlag parses the --config flag of a service command.
+func configFlag(env Env, name string, args []string) (string, error) {
+	fs := newFlagSet(name, env)
+	path := fs.String("config", "", "config `file` (JSON)")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(rest) > 0 || *path == "" {
+		return "", usageErr("usage: pc2 %s --config FILE", name)
+	}
+	return *path, nil
+}
+
+// notConfigured gives a missing config file gokrazy's exit status 125, so
+// the supervisor does not restart a service that has nothing to do.
+func notConfigured(err error) error {
+	if errors.Is(err, config.ErrNotConfigured) {
+		return &ExitError{Code: 125, Err: err}
+	}
+	return err
 }
