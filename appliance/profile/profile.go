@@ -117,9 +117,11 @@ func Build(s Settings) (*Image, error) {
 		img.Files["/etc/http-port.txt"] = []byte(fmt.Sprint(GokrazySupernodeHTTPPort))
 		img.Files["/etc/https-port.txt"] = []byte(fmt.Sprint(GokrazySupernodeHTTPSPort))
 	}
-	if err := addJSON(img, ServicesFile, services); err != nil {
+	table, err := svctable.Encode(services)
+	if err != nil {
 		return nil, err
 	}
+	img.Files[ServicesFile] = table
 	return img, nil
 }
 
