@@ -163,3 +163,29 @@ func TestGokrazyLookup(t *testing.T) {
 		}
 	}
 }
+
+// TestReadFile reads every root-directory file back from a written volume,
+// by long and by 8.3 name.
+func TestReadFile(t *testing.T) {
+	fs, files := testFS(t)
+	img, _, err := fs.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := bytes.NewReader(img)
+	for p, want := range files {
+		if strings.Count(p, "/") > 1 {
+			continue // ReadFile reads the root directory only
+		}
+		got, err := ReadFile(vol, strings.ToUpper(p[1:]))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: got %d bytes, %v; want %d bytes", p, len(got), err, len(want))
+		}
+	}
+	if _, err := ReadFile(vol, "missing.txt"); err == nil {
+		t.Error("missing file: no error")
+	}
+	if _, err := ReadFile(bytes.NewReader(make([]byte, 4096)), "cmdline.txt"); err == nil {
+		t.Error("not a FAT16 volume: no error")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -315,46 +316,38 @@ func (bt *blockTree) disk(name string) string {
 // stack returns name, its partitions and, transitively, everything built
 // on them (device-mapper, md).
 func (bt *blockTree) stack(name string) []string {
-	seen := map[string]bool{}
-	var out []string
-	var walk func(string)
-	walk = func(n string) {
-		if seen[n] {
-			return
-		}
-		seen[n] = true
-		out = append(out, n)
-		for _, c := range bt.children[n] {
-			walk(c)
-		}
-		for _, h := range bt.holders[n] {
-			walk(h)
-		}
-	}
-	walk(name)
-	return out
+	return walk(name, func(n string) []string { return slices.Concat(bt.children[n], bt.holders[n]) })
 }
 
 // disksUnder returns the disks name is ultimately stored on, following
 // slaves down from device-mapper/md devices.
 func (bt *blockTree) disksUnder(name string) []string {
+	var out []string
+	for _, n := range walk(name, func(n string) []string { return bt.slaves[n] }) {
+		if len(bt.slaves[n]) == 0 {
+			out = append(out, bt.disk(n))
+		}
+	}
+	return out
+}
+
+// walk lists the devices reachable from name through next, depth first,
+// each once.
+func walk(name string, next func(string) []string) []string {
 	seen := map[string]bool{}
 	var out []string
-	var walk func(string)
-	walk = func(n string) {
+	var visit func(string)
+	visit = func(n string) {
 		if seen[n] {
 			return
 		}
 		seen[n] = true
-		if len(bt.slaves[n]) == 0 {
-			out = append(out, bt.disk(n))
-			return
-		}
-		for _, sl := range bt.slaves[n] {
-			walk(sl)
+		out = append(out, n)
+		for _, m := range next(n) {
+			visit(m)
 		}
 	}
-	walk(name)
+	visit(name)
 	return out
 }
 

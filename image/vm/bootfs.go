@@ -1,19 +1,17 @@
 package vm
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
-	"unicode/utf16"
+
+	"github.com/pc2/pc2/image/fat16"
 )
 
 // ReadBootFile returns a file from the root directory of the disk's first
-// partition, a FAT16 file system as image.Build writes it, by its long or
-// 8.3 name (case-insensitive). This is what
+// partition, a FAT16 file system as image.Build writes it (fat16.ReadFile),
+// by its long or 8.3 name (case-insensitive). This is what
 // a boot loader does for direct kernel boot: QEMU's -kernel and -append
 // then get what is on the disk now, including gokrazy's edits of
 // cmdline.txt after an A/B switch.
@@ -26,80 +24,11 @@ func ReadBootFile(disk io.ReaderAt, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	bs := make([]byte, 512)
-	if _, err := disk.ReadAt(bs, part); err != nil {
-		return nil, fmt.Errorf("boot sector: %w", err)
+	b, err := fat16.ReadFile(io.NewSectionReader(disk, part, 1<<62), name)
+	if err != nil {
+		return nil, fmt.Errorf("vm: boot partition: %w", err)
 	}
-	le16 := func(b []byte) int64 { return int64(binary.LittleEndian.Uint16(b)) }
-	bps, spc := le16(bs[11:]), int64(bs[13])
-	reserved, fats, rootEntries, fatSectors := le16(bs[14:]), int64(bs[16]), le16(bs[17:]), le16(bs[22:])
-	if bps != 512 || spc == 0 || fats == 0 || fatSectors == 0 || string(bs[54:59]) != "FAT16" {
-		return nil, errors.New("vm: boot partition is not FAT16")
-	}
-	fatOff := part + reserved*bps
-	rootOff := fatOff + fats*fatSectors*bps
-	dataOff := rootOff + rootEntries*32
-	root := make([]byte, rootEntries*32)
-	if _, err := disk.ReadAt(root, rootOff); err != nil {
-		return nil, fmt.Errorf("root directory: %w", err)
-	}
-	want := shortName(name)
-	var long []uint16 // the long name collected from LFN entries
-	for e := root; len(e) >= 32; e = e[32:] {
-		if e[0] == 0 {
-			break
-		}
-		if e[0] == 0xe5 {
-			long = nil
-			continue
-		}
-		if e[11] == 0x0f { // LFN entries precede their 8.3 entry, last part first
-			var part []uint16
-			for _, r := range [][2]int{{1, 11}, {14, 26}, {28, 32}} {
-				for i := r[0]; i < r[1]; i += 2 {
-					part = append(part, binary.LittleEndian.Uint16(e[i:]))
-				}
-			}
-			long = append(part, long...)
-			continue
-		}
-		lfn := long
-		long = nil
-		if e[11]&0x18 != 0 { // volume label, directory
-			continue
-		}
-		if !bytes.Equal(e[:11], want[:]) && !strings.EqualFold(lfnString(lfn), name) {
-			continue
-		}
-		cluster, size := le16(e[26:]), int64(binary.LittleEndian.Uint32(e[28:]))
-		out := make([]byte, 0, size)
-		cb := spc * bps
-		fat := make([]byte, 2)
-		for int64(len(out)) < size {
-			if cluster < 2 || cluster >= 0xfff0 {
-				return nil, fmt.Errorf("vm: %s: broken cluster chain", name)
-			}
-			buf := make([]byte, min(cb, size-int64(len(out))))
-			if _, err := disk.ReadAt(buf, dataOff+(cluster-2)*cb); err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			out = append(out, buf...)
-			if _, err := disk.ReadAt(fat, fatOff+cluster*2); err != nil {
-				return nil, fmt.Errorf("%s: FAT: %w", name, err)
-			}
-			cluster = le16(fat)
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("vm: no %s on the boot partition", name)
-}
-
-// lfnString decodes a long name up to its NUL terminator.
-func lfnString(u []uint16) string {
-	if i := slices.Index(u, 0); i >= 0 {
-		u = u[:i]
-	}
-	return string(utf16.Decode(u))
+	return b, nil
 }
 
 // firstPartition returns the byte offset of partition 1 (GPT, else MBR).
@@ -120,17 +49,4 @@ func firstPartition(disk io.ReaderAt) (int64, error) {
 		return 0, errors.New("vm: no partition table")
 	}
 	return int64(binary.LittleEndian.Uint32(b[446+8:])) * 512, nil
-}
-
-// shortName is name's 8.3 directory entry form ("cmdline.txt" ->
-// "CMDLINE TXT").
-func shortName(name string) [11]byte {
-	var s [11]byte
-	for i := range s {
-		s[i] = ' '
-	}
-	base, ext, _ := strings.Cut(strings.ToUpper(name), ".")
-	copy(s[:8], base)
-	copy(s[8:], ext)
-	return s
 }
