@@ -6,14 +6,16 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 
 export PATH=$PATH:/usr/local/go/bin
+# go.mod asks for Go 1.26; any Go >= 1.21 fetches that toolchain itself
+# through the module proxy (GOTOOLCHAIN=auto).
 if ! have go; then
-	echo "deps: Go is not installed. PC2 needs Go >= 1.24 (https://go.dev/dl); Debian's golang package is too old." >&2
+	echo "deps: Go is not installed. PC2 needs Go 1.26 (https://go.dev/dl), or any Go >= 1.21, which downloads it; Debian 12's golang package (1.19) is too old." >&2
 	exit 1
 fi
-gov=$(go env GOVERSION | sed 's/^go//')
+gov=$(GOTOOLCHAIN=local go env GOVERSION | sed 's/^go//')
 case $gov in
-1.2[4-9]* | 1.[3-9][0-9]* | [2-9].*) ;;
-*) echo "deps: Go $gov is too old; PC2 needs Go >= 1.24" >&2; exit 1 ;;
+1.2[1-9]* | 1.[3-9][0-9]* | [2-9].*) ;;
+*) echo "deps: Go $gov is too old; PC2 needs Go >= 1.21 (which fetches Go 1.26 itself)" >&2; exit 1 ;;
 esac
 # command -> Debian package. Image building: mksquashfs, mkfs.ext4, the
 # systemd-boot EFI binary. QEMU tier: qemu (x86 and arm64) and OVMF. fat16's tests check the

@@ -10,7 +10,7 @@ work=${PC2_LOCALNET_DIR:-$root/run/localnet}
 bin=$root/bin/pc2
 domain=pc2.test
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+. scripts/lib.sh
 
 say "building pc2"
 mkdir -p "$(dirname "$bin")"
@@ -18,20 +18,6 @@ go build -o "$bin" ./cmd/pc2
 
 rm -rf "$work/sn0/addrs" "$work/sn1/addrs" "$work/sn2/addrs"
 mkdir -p "$work"
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
-
-first() { # first PATTERN FILE: the first line of FILE containing PATTERN
-	local line
-	while IFS= read -r line; do
-		case $line in *"$1"*) echo "$line"; return 0 ;; esac
-	done <"$2"
-	return 1
-}
 
 key() { # key FILE -> prints DID, creating the key once
 	if [ ! -f "$1" ]; then
@@ -62,10 +48,8 @@ for i in 0 1 2; do
 }
 JSON
 	say "starting supernode $i (log: $d/log)"
-	"$bin" supernode --config "$d/supernode.json" >"$d/log" 2>&1 &
-	pids+=($!)
-	for _ in $(seq 100); do [ -s "$d/addrs" ] && break; sleep 0.1; done
-	[ -s "$d/addrs" ] || { cat "$d/log"; echo "supernode $i did not start" >&2; exit 1; }
+	bg_start "$bin" supernode --config "$d/supernode.json" >"$d/log" 2>&1
+	wait_file "$d/addrs" "$d/log"
 	if [ -z "$boot" ]; then boot=$(first /tcp/ "$d/addrs"); fi
 done
 b1=$(first /quic-v1/ "$work/sn1/addrs")

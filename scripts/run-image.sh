@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 root=$PWD
 work=${PC2_RUN_DIR:-$root/run/image}
 bin=$root/bin/pc2
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+. scripts/lib.sh
 
-if [ "$(id -u)" != 0 ] && [ ! -w /dev/kvm ] && ! command -v qemu-system-x86_64 >/dev/null; then
-	echo "make run needs qemu-system-x86 and ovmf (run as root on Debian to install them)" >&2
+if ! command -v qemu-system-x86_64 >/dev/null; then
+	echo "make run needs qemu-system-x86 and ovmf (as root on Debian, scripts/deps.sh installs them)" >&2
 	exit 1
 fi
 
@@ -20,20 +20,6 @@ say "building pc2"
 mkdir -p "$work" "$(dirname "$bin")"
 go build -o "$bin" ./cmd/pc2
 
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
-
-first() { # first PATTERN FILE
-	local line
-	while IFS= read -r line; do
-		case $line in *"$1"*) echo "$line"; return 0 ;; esac
-	done <"$2"
-	return 1
-}
 
 sn=$work/supernode
 mkdir -p "$sn"
@@ -43,10 +29,9 @@ cat >"$sn/supernode.json" <<JSON
 JSON
 rm -f "$sn/addrs"
 say "starting a supernode on the host (log: $sn/log)"
-"$bin" supernode --config "$sn/supernode.json" >"$sn/log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$sn/addrs" ] && break; sleep 0.1; done
-host_addr=$(first /tcp/ "$sn/addrs") || { cat "$sn/log"; exit 1; }
+bg_start "$bin" supernode --config "$sn/supernode.json" >"$sn/log" 2>&1
+wait_file "$sn/addrs" "$sn/log"
+host_addr=$(first /tcp/ "$sn/addrs")
 guest_addr=${host_addr/\/ip4\/127.0.0.1\//\/ip4\/10.0.2.2\/}
 
 cat >"$work/settings.json" <<JSON
@@ -58,8 +43,7 @@ say "building the x86 personal image (first build compiles for a minute)"
 port=${PC2_RUN_PORT:-4200}
 if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then port=$((20000 + RANDOM % 20000)); fi
 say "booting it in QEMU (serial console: $work/serial.log)"
-"$bin" image run --image "$work/pc2.img" --forward "4200:$port" >"$work/serial.log" 2>&1 &
-pids+=($!)
+bg_start "$bin" image run --image "$work/pc2.img" --forward "4200:$port" >"$work/serial.log" 2>&1
 
 url=http://127.0.0.1:$port
 status=""

@@ -29,7 +29,7 @@ func (n *Node) Handler() http.Handler {
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
-	"ago": func(t time.Time) string {
+	"when": func(t time.Time) string {
 		if t.IsZero() {
 			return "never"
 		}
@@ -49,10 +49,10 @@ code{word-break:break-all}dt{font-weight:600;margin-top:.6em}.online{color:#070}
 {{with .LastError}}<dt>Last error</dt><dd class="error">{{.}}</dd>{{end}}
 <dt>Supernodes</dt><dd>{{range .Supernodes}}<code>{{.}}</code><br>{{else}}none configured{{end}}</dd>
 <dt>Connected peers</dt><dd>{{.Peers}}</dd>
-<dt>DID record</dt><dd>{{if .Seq}}seq {{.Seq}}, published {{ago .Published}}, stored on {{.StoredOn}} of {{.SentTo}} supernodes{{else}}not published yet{{end}}</dd>
+<dt>DID record</dt><dd>{{if .Seq}}seq {{.Seq}}, published {{when .Published}}, stored on {{.StoredOn}} of {{.SentTo}} supernodes{{else}}not published yet{{end}}</dd>
 {{if .NewKey}}<dt>Recovery words</dt><dd>A new identity was created on this boot. Its 24 words are on the data partition; the setup wizard will show them.</dd>{{end}}
 <dt>Version</dt><dd>{{with .Version}}{{.}}{{else}}development{{end}}</dd>
-<dt>Running since</dt><dd>{{ago .Started}}</dd>
+<dt>Running since</dt><dd>{{when .Started}}</dd>
 </dl>
 </body></html>
 `))
