@@ -10,9 +10,6 @@ import (
 	"github.com/pc2/pc2/appliance/config"
 )
 
-// ErrNotConfigured means there is no config file.
-var ErrNotConfigured = config.ErrNotConfigured
-
 // DefaultListen is the personal cloud's port.
 const DefaultListen = ":4200"
 

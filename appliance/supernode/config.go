@@ -13,9 +13,6 @@ import (
 	"github.com/pc2/pc2/services/dht/records"
 )
 
-// ErrNotConfigured means there is no config file.
-var ErrNotConfigured = config.ErrNotConfigured
-
 // DomainTrust pins the operator key of a domain this supernode serves.
 type DomainTrust struct {
 	Domain   string `json:"domain"`

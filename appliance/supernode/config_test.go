@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pc2/pc2/appliance/config"
 )
 
 const opDID = "did:boson:6T4CWb3fo5ufzi8XoLa6GCF3mH65zNRy1E5wGNVGzdDG"
@@ -36,7 +38,7 @@ func TestLoadConfig(t *testing.T) {
 }
 
 func TestLoadConfigErrors(t *testing.T) {
-	if _, err := LoadConfig(filepath.Join(t.TempDir(), "missing.json")); !errors.Is(err, ErrNotConfigured) {
+	if _, err := LoadConfig(filepath.Join(t.TempDir(), "missing.json")); !errors.Is(err, config.ErrNotConfigured) {
 		t.Fatalf("missing file: got %v, want ErrNotConfigured", err)
 	}
 	cases := []struct{ name, body, want string }{
