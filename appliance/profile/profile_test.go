@@ -1,6 +1,8 @@
 package profile
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -8,8 +10,6 @@ import (
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/svctable"
-	"os"
-	"path/filepath"
 )
 
 const snAddr = "/ip4/10.0.2.2/tcp/4001/p2p/12D3KooWHHzSeKaY8xuZVzkLbKFfvNgPPeKhFBGrMbNzbm5akpqu"
@@ -18,11 +18,7 @@ const snAddr = "/ip4/10.0.2.2/tcp/4001/p2p/12D3KooWHHzSeKaY8xuZVzkLbKFfvNgPPeKhF
 // would, so the generated configs are checked by the real loaders.
 func loadFile(t *testing.T, img *Image, path string, v any) {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), filepath.Base(path))
-	if err := os.WriteFile(p, img.Files[path], 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := config.Load(p, v); err != nil {
+	if err := config.Load(writeTemp(t, img.Files[path]), v); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -71,8 +67,11 @@ func TestSupernode(t *testing.T) {
 }
 
 func writeTemp(t *testing.T, data []byte) string {
+	t.Helper()
 	p := filepath.Join(t.TempDir(), "c.json")
-	os.WriteFile(p, data, 0o644)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 
