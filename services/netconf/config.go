@@ -118,7 +118,6 @@ func (c Config) Validate() error {
 type plan struct {
 	ifaces []ifacePlan
 	dns    []netip.Addr
-	zones  []string // zone of each dns entry ("" if none)
 	search []string
 }
 
