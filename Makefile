@@ -19,6 +19,7 @@ lint: deps
 	@echo "==> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@echo "==> go vet"; $(GO) vet ./...
+	@echo "==> staticcheck"; $(GO) tool staticcheck ./...
 
 # The whole suite: lint, unit + loopback tests (including the fuzz seed
 # corpora), the race detector where it matters, and the local-network smoke
