@@ -39,7 +39,7 @@ type Options struct {
 	Forward []int
 	// MemoryMiB is the guest's memory; default 1024.
 	MemoryMiB int
-	// CPUs is the guest's CPU count; default 2.
+	// CPUs is the guest's CPU count; default as image/vm (1 on amd64, 2 on arm64).
 	CPUs int
 	// Writable attaches the image read-write, so what the guest writes
 	// (perm) is there at the next Boot. Pass a copy (CopyImage), never the
