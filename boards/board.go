@@ -75,6 +75,13 @@ type Board struct {
 	// EFIRemovablePath is where UEFI firmware looks for a boot loader on
 	// removable media, for this architecture.
 	EFIRemovablePath string
+	// BIOSBootCode, on an amd64 GPT board that boots by UEFI, makes the
+	// same disk boot under a legacy BIOS too: it is the host path of the
+	// GPT-aware MBR boot code (syslinux's gptmbr.bin, Debian package
+	// syslinux), which the image builder writes into the protective MBR;
+	// it marks the boot partition "legacy BIOS bootable" and installs
+	// SYSLINUX there with a syslinux.cfg. Empty: UEFI only.
+	BIOSBootCode string
 	// MBR selects an MBR (DOS) partition table instead of GPT; the Pi 3
 	// family's boot ROM reads only MBR. root= then takes the MBR form
 	// PARTUUID=<disk signature>-02.
@@ -122,6 +129,18 @@ func (b Board) Validate() error {
 		}
 		if strings.HasPrefix(p, "rootdelay=") {
 			return fail("cmdline sets %s; use rootwait", p)
+		}
+	}
+	if b.BIOSBootCode != "" {
+		// gptmbr.bin reads the GPT and starts SYSLINUX, an x86 loader that
+		// sits beside systemd-boot on the EFI system partition.
+		switch {
+		case b.GOARCH != "amd64":
+			return fail("BIOS boot on %s; it is for amd64", b.GOARCH)
+		case b.MBR:
+			return fail("BIOS boot code is GPT-aware; the board uses MBR")
+		case b.Boot != BootUEFISystemdBoot:
+			return fail("BIOS boot is an addition to %s, not to %s", BootUEFISystemdBoot, b.Boot)
 		}
 	}
 	switch b.Boot {

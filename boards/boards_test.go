@@ -130,6 +130,8 @@ func TestValidateRejects(t *testing.T) {
 		"rpi no fw":  func(b *boards.Board) { *b = rpi.Board; b.FirmwareFiles = nil },
 		"rpi gpt":    func(b *boards.Board) { *b = rpi.Board; b.MBR = false },
 		"rpi 32-bit": func(b *boards.Board) { *b = rpi.Board; b.ConfigTxt = "kernel=vmlinuz\n" },
+		"bios mbr":   func(b *boards.Board) { b.MBR = true },
+		"bios arm64": func(b *boards.Board) { *b = qemuarm64.Board; b.BIOSBootCode = x86.Board.BIOSBootCode },
 	} {
 		b := x86.Board
 		b.Cmdline = append([]string(nil), b.Cmdline...)

@@ -80,6 +80,11 @@ func bootFiles(opts Options, kernelDir, firmwareDir, cmdline string) (map[string
 	// (init=/bin/sh would bypass the appliance's password).
 	files["/loader/loader.conf"] = []byte("default gokrazy.conf\ntimeout 0\neditor no\n")
 	files["/loader/entries/gokrazy.conf"] = entry
+	if opts.Board.BIOSBootCode != "" { // see bios.go
+		if files[syslinuxCfg], err = pad(syslinuxConfig(opts.Board.KernelImage, cmdline)); err != nil {
+			return nil, err
+		}
+	}
 	return files, nil
 }
 
@@ -88,6 +93,12 @@ func bootPartition(opts Options, kernelDir, firmwareDir, cmdline string, mtime t
 	files, err := bootFiles(opts, kernelDir, firmwareDir, cmdline)
 	if err != nil {
 		return nil, err
+	}
+	for p, b := range opts.BootFiles {
+		if _, ok := files[p]; ok {
+			return nil, fmt.Errorf("%w: boot file %s would replace the boot method's own", ErrInvalidOptions, p)
+		}
+		files[p] = b
 	}
 	fs := fat16.New(fat16.Options{
 		Size:          opts.BootSize,
@@ -102,6 +113,9 @@ func bootPartition(opts Options, kernelDir, firmwareDir, cmdline string, mtime t
 	img, _, err := fs.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("boot partition: %w", err)
+	}
+	if opts.Board.BIOSBootCode != "" {
+		return installSyslinux(img, mtime)
 	}
 	return img, nil
 }

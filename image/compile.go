@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -19,10 +21,14 @@ type program struct {
 
 // compile cross-compiles the init, gokrazy's services and opts.Programs.
 //
-// Flags, for reproducibility: CGO_ENABLED=0 (static, no host C toolchain in
-// the output), -trimpath (no host paths), -buildvcs=false (a dirty work tree
-// or a new commit must not change the bytes when the sources did not), and
-// the build timestamp from SOURCE_DATE_EPOCH via -X.
+// One `go build -o dir/ pkg...` builds them all, so the go command compiles
+// and links in parallel (the programs share most packages). Flags, for
+// reproducibility: CGO_ENABLED=0 (static, no host C toolchain in the
+// output), -trimpath (no host paths), -buildvcs=false (a dirty work tree or
+// a new commit must not change the bytes when the sources did not), and the
+// build timestamp from SOURCE_DATE_EPOCH via -X. For size: -s -w (no
+// symbol table, no DWARF: a third of each binary; panics still print
+// function names and lines, which live in the pclntab).
 func compile(ctx context.Context, opts Options, dir string) ([]program, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -34,24 +40,36 @@ func compile(ctx context.Context, opts Options, dir string) ([]program, error) {
 	for _, name := range sortedKeys(opts.Programs) {
 		targets = append(targets, struct{ rootPath, pkg string }{"/user/" + name, opts.Programs[name]})
 	}
-	ts := time.Unix(opts.SourceDateEpoch, 0).UTC().Format(time.RFC3339)
-	var bins []program
-	for i, t := range targets {
-		out := filepath.Join(dir, fmt.Sprintf("%02d-%s", i, filepath.Base(t.rootPath)))
-		cmd := exec.CommandContext(ctx, "go", "build",
-			"-o", out, "-trimpath", "-buildvcs=false",
-			"-ldflags", "-X main.buildTimestamp="+ts,
-			t.pkg)
-		cmd.Dir = opts.ModuleDir
-		cmd.Env = append(os.Environ(),
-			"GOOS=linux", "GOARCH="+opts.Board.GOARCH, "CGO_ENABLED=0",
-			"SOURCE_DATE_EPOCH="+fmt.Sprint(opts.SourceDateEpoch))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("build %s: %w\n%s", t.pkg, err, stderr.Bytes())
+	// go build -o DIR/ names each binary after its package's last path
+	// element, so the same package serves two names with one build and
+	// two packages must not share a last element.
+	byBase := map[string]string{}
+	var pkgs []string
+	for _, t := range targets {
+		base := path.Base(t.pkg)
+		if other, ok := byBase[base]; ok && other != t.pkg {
+			return nil, fmt.Errorf("%w: packages %s and %s both build a binary named %s", ErrInvalidOptions, other, t.pkg, base)
+		} else if !ok {
+			byBase[base] = t.pkg
+			pkgs = append(pkgs, t.pkg)
 		}
-		bins = append(bins, program{rootPath: t.rootPath, file: out})
+	}
+	ts := time.Unix(opts.SourceDateEpoch, 0).UTC().Format(time.RFC3339)
+	args := append([]string{"build", "-o", dir + string(filepath.Separator), "-trimpath", "-buildvcs=false",
+		"-ldflags", "-s -w -X main.buildTimestamp=" + ts}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = opts.ModuleDir
+	cmd.Env = append(os.Environ(),
+		"GOOS=linux", "GOARCH="+opts.Board.GOARCH, "CGO_ENABLED=0",
+		"SOURCE_DATE_EPOCH="+fmt.Sprint(opts.SourceDateEpoch))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, stderr.Bytes())
+	}
+	var bins []program
+	for _, t := range targets {
+		bins = append(bins, program{rootPath: t.rootPath, file: filepath.Join(dir, path.Base(t.pkg))})
 	}
 	return bins, nil
 }

@@ -104,8 +104,16 @@ func writeDisk(ctx context.Context, opts Options, g guids, boot []byte, rootPath
 		if _, err := f.WriteAt(mbrSector(uint32(sig), l), 0); err != nil {
 			return fmt.Errorf("mbr: %w", err)
 		}
-	} else if err := writeGPT(f, g, l); err != nil {
-		return err
+	} else {
+		bios := opts.Board.BIOSBootCode != ""
+		if err := writeGPT(f, g, l, bios); err != nil {
+			return err
+		}
+		if bios {
+			if err := writeBIOSBootCode(f, opts.Board.BIOSBootCode); err != nil {
+				return err
+			}
+		}
 	}
 
 	if int64(len(boot)) != l.size[0] {
@@ -136,8 +144,9 @@ func writeDisk(ctx context.Context, opts Options, g guids, boot []byte, rootPath
 	return os.Rename(tmp, opts.Output)
 }
 
-// writeGPT writes the GPT (with protective MBR) for l.
-func writeGPT(f *os.File, g guids, l layout) error {
+// writeGPT writes the GPT (with protective MBR) for l; biosBoot marks p1
+// legacy BIOS bootable (see bios.go).
+func writeGPT(f *os.File, g guids, l layout, biosBoot bool) error {
 	types := []gpt.Type{gpt.EFISystemPartition, gpt.LinuxFilesystem, gpt.LinuxFilesystem, gpt.LinuxFilesystem}
 	names := []string{"boot", "root A", "root B", "perm"}
 	table := &gpt.Table{
@@ -147,14 +156,19 @@ func writeGPT(f *os.File, g guids, l layout) error {
 		ProtectiveMBR:      true,
 	}
 	for i := range 4 {
+		var attrs uint64
+		if biosBoot && i == 0 {
+			attrs = legacyBIOSBootable
+		}
 		table.Partitions = append(table.Partitions, &gpt.Partition{
-			Index: i + 1,
-			Start: uint64(l.start[i] / 512),
-			End:   uint64((l.start[i]+l.size[i])/512 - 1),
-			Size:  uint64(l.size[i]),
-			Type:  types[i],
-			Name:  names[i],
-			GUID:  g.parts[i],
+			Index:      i + 1,
+			Start:      uint64(l.start[i] / 512),
+			End:        uint64((l.start[i]+l.size[i])/512 - 1),
+			Size:       uint64(l.size[i]),
+			Type:       types[i],
+			Name:       names[i],
+			GUID:       g.parts[i],
+			Attributes: attrs,
 		})
 	}
 	if err := table.Write(f, l.total); err != nil {

@@ -10,7 +10,8 @@
 //
 //	p1  boot    FAT16, EFI system partition: vmlinuz, cmdline.txt,
 //	            EFI/BOOT/BOOTX64.EFI, loader/loader.conf,
-//	            loader/entries/gokrazy.conf
+//	            loader/entries/gokrazy.conf; for legacy BIOS boot
+//	            (bios.go) also syslinux.cfg, ldlinux.sys, ldlinux.c32
 //	p2  root A  squashfs (the built root)
 //	p3  root B  squashfs slot, left empty; gokrazy's updater fills it
 //	p4  perm    ext4, formatted at build time (gokrazy never formats it)
@@ -108,6 +109,10 @@ type Options struct {
 	// keyed by path relative to /perm (e.g. "pc2/node.key" for a node key
 	// provisioned at build time). Modes are kept; owner is root.
 	PermFiles map[string]PermFile
+	// BootFiles are added to the boot partition's root directory, keyed by
+	// absolute path (e.g. "/pc2-settings.json", the device settings). They
+	// cannot replace a file the board's boot method needs.
+	BootFiles map[string][]byte
 	// SourceDateEpoch is the timestamp, in seconds since 1970, used for
 	// every file and for the build timestamp (see SourceDateEpochFromEnv).
 	SourceDateEpoch int64
@@ -205,6 +210,11 @@ func (o *Options) setDefaults() error {
 			return fmt.Errorf("%w: extra file %q must be a clean absolute path outside /gokrazy and /user", ErrInvalidOptions, p)
 		}
 	}
+	for p := range o.BootFiles {
+		if !path.IsAbs(p) || path.Clean(p) != p || path.Dir(p) != "/" {
+			return fmt.Errorf("%w: boot file %q must be in the boot partition's root directory", ErrInvalidOptions, p)
+		}
+	}
 	return nil
 }
 
@@ -221,6 +231,10 @@ func (o *Options) inputHash() [32]byte {
 	for _, k := range sortedKeys(o.ExtraFiles) {
 		sum := sha256.Sum256(o.ExtraFiles[k])
 		fmt.Fprintf(h, "file\x00%s\x00%s\x00", k, hex.EncodeToString(sum[:]))
+	}
+	for _, k := range sortedKeys(o.BootFiles) {
+		sum := sha256.Sum256(o.BootFiles[k])
+		fmt.Fprintf(h, "boot\x00%s\x00%s\x00", k, hex.EncodeToString(sum[:]))
 	}
 	for _, k := range sortedKeys(o.PermFiles) {
 		sum := sha256.Sum256(o.PermFiles[k].Data)

@@ -20,6 +20,7 @@ import (
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
 	"github.com/pc2/pc2/boards/rpi"
+	"github.com/pc2/pc2/image/bootpart"
 	"github.com/pc2/pc2/image/vm"
 	"golang.org/x/sys/unix"
 )
@@ -34,6 +35,7 @@ func needTools(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		skipOrFail(t, "mkfs.ext4 missing (apt-get install e2fsprogs)")
 	}
+	needSyslinux(t) // the qemu board boots by BIOS too
 }
 
 // skipOrFail skips, or fails under CI=true: CI must not pass by skipping.
@@ -52,6 +54,7 @@ func testOptions(dir string) Options {
 			"/etc/gokr-pw.txt": []byte("secret"),
 			"/etc/hostname":    []byte("pc2-test"),
 		},
+		BootFiles:       map[string][]byte{"/pc2-settings.json": []byte("{}\n")},
 		SourceDateEpoch: 1700000000,
 		Output:          filepath.Join(dir, "disk.img"),
 		RootSize:        64 * MiB,
@@ -159,6 +162,11 @@ func checkImage(t *testing.T, res *Result, opts Options) {
 	if !bytes.Equal(boot, inImg) {
 		t.Error("p1 differs from boot.img")
 	}
+	for name, want := range opts.BootFiles {
+		if got, err := bootpart.ReadFile(img, name[1:]); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("boot file %s: %q, %v", name, got, err)
+		}
+	}
 	checkRootWithUnsquashfs(t, res.Root)
 }
 
@@ -249,12 +257,13 @@ func guidFromBytes(b []byte) string {
 
 func TestOptionsValidation(t *testing.T) {
 	for name, mutate := range map[string]func(*Options){
-		"no output":  func(o *Options) { o.Output = "" },
-		"small boot": func(o *Options) { o.BootSize = 32 * MiB },
-		"unaligned":  func(o *Options) { o.RootSize = MiB + 1 },
-		"bad prog":   func(o *Options) { o.Programs = map[string]string{"a/b": "x"} },
-		"bad file":   func(o *Options) { o.ExtraFiles = map[string][]byte{"etc/x": nil} },
-		"no board":   func(o *Options) { o.Board.Name = "" },
+		"no output":   func(o *Options) { o.Output = "" },
+		"small boot":  func(o *Options) { o.BootSize = 32 * MiB },
+		"unaligned":   func(o *Options) { o.RootSize = MiB + 1 },
+		"bad prog":    func(o *Options) { o.Programs = map[string]string{"a/b": "x"} },
+		"bad file":    func(o *Options) { o.ExtraFiles = map[string][]byte{"etc/x": nil} },
+		"boot subdir": func(o *Options) { o.BootFiles = map[string][]byte{"/a/b.txt": nil} },
+		"no board":    func(o *Options) { o.Board.Name = "" },
 	} {
 		o := testOptions(t.TempDir())
 		mutate(&o)

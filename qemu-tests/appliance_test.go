@@ -17,14 +17,18 @@ import (
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
 	"github.com/pc2/pc2/image"
+	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/netconf"
 )
 
 // The "abandon ... art" vector of docs/identity.md.
@@ -43,7 +47,7 @@ func hostSupernode(t *testing.T) (*dht.Node, string) {
 	sn, err := dht.New(context.Background(), dht.Config{
 		Key:         key,
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger:      slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:      slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -73,17 +77,17 @@ func keyPEM(t *testing.T, words string) []byte {
 
 // buildProfileImage builds the qemu board image for settings, with perm
 // files provisioned at build time.
-func buildProfileImage(t *testing.T, s profile.Settings, perm map[string]image.PermFile) string {
+func buildProfileImage(t *testing.T, s settings.Settings, perm map[string]image.PermFile) string {
 	t.Helper()
 	return buildBoardImage(t, qemu.Board, s, perm)
 }
 
 // buildBoardImage builds board's image for settings, with perm files
 // provisioned at build time.
-func buildBoardImage(t *testing.T, board boards.Board, s profile.Settings, perm map[string]image.PermFile) string {
+func buildBoardImage(t *testing.T, board boards.Board, s settings.Settings, perm map[string]image.PermFile) string {
 	t.Helper()
 	qemutest.RequireArch(t, board.GOARCH) // building needs the same host tools; skip early
-	p, err := profile.Build(s)
+	p, err := profile.Build(&s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,11 +97,12 @@ func buildBoardImage(t *testing.T, board boards.Board, s profile.Settings, perm 
 		Programs:        p.Programs,
 		ExtraFiles:      p.Files,
 		PermFiles:       perm,
+		BootFiles:       p.BootFiles,
 		SourceDateEpoch: 1700000000,
 		Output:          filepath.Join(t.TempDir(), "disk.img"),
 		RootSize:        128 * image.MiB,
 		PermSize:        64 * image.MiB,
-		Logger:          slog.New(slog.NewTextHandler(tWriter{t}, nil)),
+		Logger:          slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +155,7 @@ func TestPersonalImageArm64(t *testing.T) {
 
 func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	sn, guestAddr := hostSupernode(t)
-	img := buildBoardImage(t, board, profile.Settings{Profile: profile.Personal, Hostname: "pc2-personal",
+	img := buildBoardImage(t, board, settings.Settings{Profile: profile.Personal, Hostname: "pc2-personal",
 		Supernodes: []string{guestAddr}, PublicURL: "http://alice.pc2.test"},
 		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
 
@@ -178,31 +183,122 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	return vm
 }
 
-// TestIdentitySurvivesRestart: an identity created on first boot lives on
-// perm; after a power cut and a second boot the node has the same DID.
-func TestIdentitySurvivesRestart(t *testing.T) {
-	_, guestAddr := hostSupernode(t)
-	img := qemutest.CopyImage(t, buildProfileImage(t, profile.Settings{Profile: profile.Personal,
-		Supernodes: []string{guestAddr}}, nil))
+// TestRestartKeepsIdentityAndSettings: an identity created on first boot
+// lives on perm; the settings are then changed in the image in place (what
+// `pc2 image settings` does: a new public URL and host name, a static
+// address on eth0); after a power cut and a second boot the node has the
+// same DID, runs with the new settings, and gokrazy's DHCP client stays
+// off. The admin API needs the admin password from the settings.
+func TestRestartKeepsIdentityAndSettings(t *testing.T) {
+	sn, guestAddr := hostSupernode(t)
+	hash, err := password.Hash("admin password 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := settings.Settings{Profile: profile.Personal, Hostname: "first", Supernodes: []string{guestAddr},
+		PublicURL: "http://one.pc2.test", AdminPasswordHash: hash}
+	img := qemutest.CopyImage(t, buildProfileImage(t, s, nil))
 
 	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true})
 	first := waitOnline(t, vm, 3*time.Minute)
 	if !first.NewKey {
 		t.Fatalf("first boot: got new_key false, want an identity created on first boot")
 	}
+	admin := fmt.Sprintf("http://127.0.0.1:%d/api/device", vm.HostPort(4200))
+	for _, pw := range []string{"", "wrong password"} {
+		req, _ := http.NewRequest("GET", admin, nil)
+		if pw != "" {
+			req.SetBasicAuth("admin", pw)
+		}
+		if code := httpCode(t, req); code != http.StatusUnauthorized {
+			t.Fatalf("admin API with password %q: status %d, want 401", pw, code)
+		}
+	}
+	info := deviceInfo(t, admin, "admin password 1")
+	if info.Settings.Hostname != "first" || !strings.Contains(info.SettingsSource, settings.BootFile) {
+		t.Fatalf("first boot device info %+v", info)
+	}
 	vm.Stop()
+
+	s.Hostname, s.PublicURL = "second", "http://two.pc2.test"
+	s.Network = &netconf.Config{Interfaces: []netconf.Interface{{Mode: netconf.ModeStatic,
+		Addresses: []string{"10.0.2.15/24"}, Gateway4: "10.0.2.2", DNS: []string{"10.0.2.3"}}}}
+	if err := settings.WriteImage(img, &s); err != nil {
+		t.Fatal(err)
+	}
 
 	vm = qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true})
 	second := waitOnline(t, vm, 3*time.Minute)
 	if second.DID != first.DID || second.NewKey {
 		t.Fatalf("after restart: DID %s (new key %v), want %s kept", second.DID, second.NewKey, first.DID)
 	}
+	info = deviceInfo(t, fmt.Sprintf("http://127.0.0.1:%d/api/device", vm.HostPort(4200)), "admin password 1")
+	if info.Settings.Hostname != "second" || info.Settings.Network == nil || info.Settings.AdminPasswordHash != "(set)" {
+		t.Fatalf("second boot device info %+v", info)
+	}
+	if !strings.Contains(strings.Join(info.Network.Changes, "\n"), "10.0.2.15/24") {
+		t.Errorf("netconf did not add the static address: %+v", info.Network)
+	}
+	if !strings.Contains(vm.Serial(), "not starting /gokrazy/dhcp") {
+		t.Errorf("gokrazy's DHCP client ran although eth0 is static")
+	}
+	id, _ := identity.ParseDID(first.DID)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		rec, err := sn.ResolveDID(ctx, id)
+		if err == nil && len(rec.Services) == 1 && rec.Services[0].Endpoint == "http://two.pc2.test" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("did record with the new public URL not resolved: %+v, %v", rec, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// deviceInfoJSON is what the tests read of GET /api/device.
+type deviceInfoJSON struct {
+	Settings       settings.Settings `json:"settings"`
+	SettingsSource string            `json:"settings_source"`
+	Network        struct {
+		Changes []string `json:"changes"`
+	} `json:"network"`
+}
+
+func deviceInfo(t *testing.T, url, pw string) deviceInfoJSON {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.SetBasicAuth("admin", pw)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var info deviceInfoJSON
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin API: status %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+func httpCode(t *testing.T, req *http.Request) int {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // TestSupernodeImage: the host publishes a record through the booted
 // supernode image and resolves it back.
 func TestSupernodeImage(t *testing.T) {
-	img := buildProfileImage(t, profile.Settings{Profile: profile.Supernode, Hostname: "pc2-supernode",
+	img := buildProfileImage(t, settings.Settings{Profile: profile.Supernode, Hostname: "pc2-supernode",
 		Listen: []string{"/ip4/0.0.0.0/tcp/8090"}},
 		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
 	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{8090}})
@@ -218,7 +314,7 @@ func TestSupernodeImage(t *testing.T) {
 	}
 	_, key, _ := ed25519.GenerateKey(nil)
 	client, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Bootstrap: boot,
-		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/image"
+	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 )
 
@@ -33,7 +34,7 @@ func TestBootGokrazy(t *testing.T) {
 		Output:          filepath.Join(dir, "disk.img"),
 		RootSize:        128 * image.MiB,
 		PermSize:        64 * image.MiB,
-		Logger:          slog.New(slog.NewTextHandler(tWriter{t}, nil)),
+		Logger:          slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -59,11 +60,4 @@ func TestBootGokrazy(t *testing.T) {
 	if strings.Contains(serial, "Could not mount permanent storage partition /dev/vda4 as ext4") {
 		t.Error("perm (ext4) was not mounted")
 	}
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

@@ -18,11 +18,13 @@ case $gov in
 *) echo "deps: Go $gov is too old; PC2 needs Go >= 1.21 (which fetches Go 1.26 itself)" >&2; exit 1 ;;
 esac
 # command -> Debian package. Image building: mksquashfs, mkfs.ext4, the
-# systemd-boot EFI binary. QEMU tier: qemu (x86 and arm64) and OVMF. fat16's tests check the
-# boot partition with fsck.fat and mtools.
+# systemd-boot EFI binary, syslinux (installer and gptmbr.bin, for BIOS
+# boot of the x86 image; it pulls in mtools). QEMU tier: qemu (x86 and
+# arm64; SeaBIOS comes with qemu-system-x86) and OVMF. fat16's tests check
+# the boot partition with fsck.fat and mtools.
 declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
-	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs
+	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs [syslinux]=syslinux
 	[qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm
 	[fsck.fat]=dosfstools [mtype]=mtools
 )
@@ -31,6 +33,7 @@ for c in "${!cmd_pkg[@]}"; do
 done
 file_pkg() { [ -e "$1" ] || need_apt+=("$2"); }
 file_pkg /usr/lib/systemd/boot/efi/systemd-bootx64.efi systemd-boot-efi
+file_pkg /usr/lib/SYSLINUX/gptmbr.bin syslinux
 file_pkg /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then

@@ -26,13 +26,19 @@ func Load(path string, v any) error {
 		}
 		return fmt.Errorf("read config %s: %w", path, err)
 	}
+	return Decode(path, data, v)
+}
+
+// Decode decodes the JSON config data (named name in errors) into v,
+// refusing unknown fields and trailing data; trailing white space is fine.
+func Decode(name string, data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w", name, err)
 	}
 	if dec.More() {
-		return fmt.Errorf("config %s: trailing data after the JSON object", path)
+		return fmt.Errorf("config %s: trailing data after the JSON object", name)
 	}
 	return nil
 }

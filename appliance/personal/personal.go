@@ -26,6 +26,12 @@ type Options struct {
 	Now func() time.Time
 	// Version is shown on the status page.
 	Version string
+	// Routes, if set, adds handlers to the status page's mux (the
+	// appliance adds its admin API).
+	Routes func(*http.ServeMux)
+	// Started, if set, is called once the node runs, for callers that
+	// follow its Status (the appliance's status light).
+	Started func(*Node)
 }
 
 // Node is a running personal node.
@@ -128,6 +134,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		wg.Wait()
 	}()
 	log.Info("personal node up", "did", n.id.DID(), "status_page", ln.Addr().String())
+	if opts.Started != nil {
+		opts.Started(n)
+	}
 
 	node, err := dht.New(ctx, dht.Config{
 		Key:                 key,

@@ -15,16 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 )
-
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
 
 func testSupernode(t *testing.T) *dht.Node {
 	t.Helper()
@@ -32,7 +26,7 @@ func testSupernode(t *testing.T) *dht.Node {
 	sn, err := dht.New(context.Background(), dht.Config{
 		Key:         ed25519.NewKeyFromSeed(seed[:]),
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger:      slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:      slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +66,7 @@ func TestFirstBootCreatesIdentityAndPublishes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})
+		done <- Run(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil))})
 	}()
 	t.Cleanup(func() {
 		cancel()

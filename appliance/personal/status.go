@@ -25,6 +25,9 @@ func (n *Node) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		statusPage.Execute(w, n.Status())
 	})
+	if n.opts.Routes != nil {
+		n.opts.Routes(mux)
+	}
 	return mux
 }
 

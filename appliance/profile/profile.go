@@ -1,72 +1,63 @@
-// Package profile turns device settings into what an appliance image runs:
-// the programs under /user, the service table the init reads
-// (/etc/pc2/services.json) and each service's config file. The two
-// profiles are "personal" (personal node) and "supernode" (DHT server, later
-// relay, TURN and gateway).
+// Package profile turns device settings (package settings) into what an
+// appliance runs. At image-build time, Build gives the image builder the
+// programs under /user, the root file system's fixed files (the service
+// table the init reads, gokrazy's web interface ports) and the boot
+// partition's settings file. On the device, NodeConfig and SupernodeConfig
+// give `pc2 device` the config of the services its profile runs: the
+// settings can change after the image was built (`pc2 image settings`),
+// so nothing derived from them is baked into the root.
+//
+// The two profiles are "personal" (personal node) and "supernode" (DHT
+// server, later relay, TURN and gateway).
 package profile
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/svctable"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 )
 
-// Paths on the device.
+// Paths on the device. The service configs put their files under the perm
+// partition (PermDir on the device; tests pass another directory).
 const (
 	ServicesFile = svctable.Path
-	NodeConfig   = "/etc/pc2/node.json"
-	SNConfig     = "/etc/pc2/supernode.json"
-	KeyFile      = "/perm/pc2/node.key"
-	DataDir      = "/perm/pc2"
+	PermDir      = "/perm"
 	PC2Binary    = "/user/pc2"
 	PC2Package   = "github.com/pc2/pc2/cmd/pc2"
 )
 
-// gokrazy's web interface ports on a supernode, away from the gateway's.
+// KeyFile is the node key under perm, DataDir PC2's directory there.
+func KeyFile(perm string) string { return filepath.Join(perm, "pc2", "node.key") }
+func DataDir(perm string) string { return filepath.Join(perm, "pc2") }
+
+// gokrazy's web interface ports, away from the gateway's 80 and 443 (a
+// settings change can turn any device into a supernode).
 const (
-	GokrazySupernodeHTTPPort  = 8080
-	GokrazySupernodeHTTPSPort = 8443
+	GokrazyHTTPPort  = 8080
+	GokrazyHTTPSPort = 8443
 )
 
 // Profiles.
 const (
-	Personal  = "personal"
-	Supernode = "supernode"
+	Personal  = settings.Personal
+	Supernode = settings.Supernode
 )
 
-// Settings are a device's settings, given at image-build time.
-type Settings struct {
-	Hostname string `json:"hostname,omitempty"`
-	Profile  string `json:"profile"`
-	// Supernodes: full multiaddrs of the supernodes to use (personal) or to
-	// bootstrap from (supernode).
-	Supernodes []string `json:"supernodes,omitempty"`
-	// Domains a supernode trusts, with their operators.
-	Domains []supernode.DomainTrust `json:"domains,omitempty"`
-	// PublicURL of the personal node, published in its did record.
-	PublicURL string `json:"public_url,omitempty"`
-	// Listen overrides the supernode's libp2p listeners.
-	Listen []string `json:"listen,omitempty"`
-}
-
-// Check reports the first problem with s.
-func (s *Settings) Check() error {
-	switch s.Profile {
-	case Personal:
-		if len(s.Supernodes) == 0 {
-			return errors.New("profile personal needs at least one supernode")
-		}
-	case Supernode:
-	case "":
-		return errors.New("profile is required (personal or supernode)")
-	default:
-		return fmt.Errorf("unknown profile %q (want personal or supernode)", s.Profile)
+// Check reports the first problem with s, including the checks that need
+// the DHT's address parser.
+func Check(s *settings.Settings) error {
+	if err := s.Check(); err != nil {
+		return err
+	}
+	if s.Profile == Personal && len(s.Supernodes) == 0 {
+		return errors.New("profile personal needs at least one supernode")
 	}
 	if _, err := dht.ParseAddrInfos(s.Supernodes); err != nil {
 		return fmt.Errorf("supernodes: %w", err)
@@ -76,60 +67,56 @@ func (s *Settings) Check() error {
 			return fmt.Errorf("domains: %w", err)
 		}
 	}
+	if _, err := SupernodeConfig(s, PermDir).Trust(); err != nil {
+		return fmt.Errorf("domains: %w", err)
+	}
 	return nil
 }
 
 // Image is what the image builder needs from a profile.
 type Image struct {
-	Programs map[string]string // /user/<name> -> Go package
-	Files    map[string][]byte // root file system path -> contents
+	Programs  map[string]string // /user/<name> -> Go package
+	Files     map[string][]byte // root file system path -> contents
+	BootFiles map[string][]byte // boot partition path -> contents
 }
 
-// Build returns the programs and root files for s.
-func Build(s Settings) (*Image, error) {
-	if err := s.Check(); err != nil {
+// Build returns the programs and files of an image with settings s.
+func Build(s *settings.Settings) (*Image, error) {
+	if err := Check(s); err != nil {
 		return nil, fmt.Errorf("settings: %w", err)
 	}
-	img := &Image{
-		Programs: map[string]string{"pc2": PC2Package},
-		Files:    map[string][]byte{},
-	}
-	if s.Hostname != "" {
-		img.Files["/etc/hostname"] = []byte(s.Hostname + "\n")
-	}
-	var services []svctable.Service
-	switch s.Profile {
-	case Personal:
-		cfg := personal.Config{KeyFile: KeyFile, CreateKey: true, Supernodes: s.Supernodes, PublicURL: s.PublicURL}
-		if err := addJSON(img, NodeConfig, cfg); err != nil {
-			return nil, err
-		}
-		services = append(services, svctable.Service{Name: "node", Path: PC2Binary, Args: []string{"node", "--config", NodeConfig}})
-	case Supernode:
-		cfg := supernode.Config{KeyFile: KeyFile, CreateKey: true, DataDir: DataDir + "/supernode",
-			Bootstrap: s.Supernodes, Domains: s.Domains, Listen: s.Listen}
-		if err := addJSON(img, SNConfig, cfg); err != nil {
-			return nil, err
-		}
-		services = append(services, svctable.Service{Name: "supernode", Path: PC2Binary, Args: []string{"supernode", "--config", SNConfig}})
-		// 80 and 443 belong to the web gateway: move gokrazy's web
-		// interface (read from /etc/http-port.txt and https-port.txt).
-		img.Files["/etc/http-port.txt"] = []byte(fmt.Sprint(GokrazySupernodeHTTPPort))
-		img.Files["/etc/https-port.txt"] = []byte(fmt.Sprint(GokrazySupernodeHTTPSPort))
-	}
-	table, err := svctable.Encode(services)
+	boot, err := settings.Encode(s)
 	if err != nil {
 		return nil, err
 	}
-	img.Files[ServicesFile] = table
-	return img, nil
+	table, err := svctable.Encode([]svctable.Service{{Name: "device", Path: PC2Binary, Args: []string{"device"}}})
+	if err != nil {
+		return nil, err
+	}
+	return &Image{
+		Programs: map[string]string{"pc2": PC2Package},
+		Files: map[string][]byte{
+			ServicesFile:          table,
+			"/etc/http-port.txt":  []byte(fmt.Sprint(GokrazyHTTPPort)),
+			"/etc/https-port.txt": []byte(fmt.Sprint(GokrazyHTTPSPort)),
+		},
+		BootFiles: map[string][]byte{"/" + settings.BootFile: boot},
+	}, nil
 }
 
-func addJSON(img *Image, path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", path, err)
+// NodeConfig is the personal node's config for settings s, with its files
+// under perm.
+func NodeConfig(s *settings.Settings, perm string) *personal.Config {
+	return &personal.Config{KeyFile: KeyFile(perm), CreateKey: true, Supernodes: s.Supernodes, PublicURL: s.PublicURL}
+}
+
+// SupernodeConfig is the supernode's config for settings s, with its files
+// under perm.
+func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
+	c := &supernode.Config{KeyFile: KeyFile(perm), CreateKey: true, DataDir: filepath.Join(DataDir(perm), "supernode"),
+		Bootstrap: s.Supernodes, Listen: s.Listen}
+	for _, d := range s.Domains {
+		c.Domains = append(c.Domains, supernode.DomainTrust{Domain: d.Domain, Operator: d.Operator})
 	}
-	img.Files[path] = append(b, '\n')
-	return nil
+	return c
 }

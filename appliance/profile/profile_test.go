@@ -1,30 +1,23 @@
 package profile
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/pc2/pc2/appliance/config"
-	"github.com/pc2/pc2/appliance/personal"
-	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/svctable"
 )
 
 const snAddr = "/ip4/10.0.2.2/tcp/4001/p2p/12D3KooWHHzSeKaY8xuZVzkLbKFfvNgPPeKhFBGrMbNzbm5akpqu"
 
-// loadFile writes img's file at path to disk and loads it like the service
-// would, so the generated configs are checked by the real loaders.
-func loadFile(t *testing.T, img *Image, path string, v any) {
-	t.Helper()
-	if err := config.Load(writeTemp(t, img.Files[path]), v); err != nil {
-		t.Fatal(err)
-	}
-}
+const operator = "did:boson:6T4CWb3fo5ufzi8XoLa6GCF3mH65zNRy1E5wGNVGzdDG"
 
-func TestPersonal(t *testing.T) {
-	img, err := Build(Settings{Profile: Personal, Hostname: "box", Supernodes: []string{snAddr}, PublicURL: "https://alice.ela.city"})
+// TestBuild checks an image's files: one device service whatever the
+// profile, gokrazy's web interface off 80/443, and the settings on the boot
+// partition, padded and parsing back to what went in.
+func TestBuild(t *testing.T) {
+	s := &settings.Settings{Profile: Personal, Hostname: "box", Supernodes: []string{snAddr}, PublicURL: "https://alice.ela.city"}
+	img, err := Build(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,61 +25,57 @@ func TestPersonal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(svcs) != 1 || strings.Join(svcs[0].Args, " ") != "node --config "+NodeConfig {
-		t.Fatalf("got services %+v, want pc2 node", svcs)
-	}
-	var c personal.Config
-	loadFile(t, img, NodeConfig, &c)
-	if c.KeyFile != KeyFile || !c.CreateKey || c.Supernodes[0] != snAddr || c.PublicURL != "https://alice.ela.city" {
-		t.Fatalf("got node config %+v", c)
-	}
-	if string(img.Files["/etc/hostname"]) != "box\n" || img.Programs["pc2"] != PC2Package {
-		t.Fatalf("hostname or programs wrong: %q %v", img.Files["/etc/hostname"], img.Programs)
-	}
-	if _, ok := img.Files["/etc/http-port.txt"]; ok {
-		t.Fatalf("personal profile moved gokrazy's web interface")
-	}
-}
-
-func TestSupernode(t *testing.T) {
-	img, err := Build(Settings{Profile: Supernode, Supernodes: []string{snAddr},
-		Domains: []supernode.DomainTrust{{Domain: "ela.city", Operator: "did:boson:6T4CWb3fo5ufzi8XoLa6GCF3mH65zNRy1E5wGNVGzdDG"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := supernode.LoadConfig(writeTemp(t, img.Files[SNConfig]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.DataDir != DataDir+"/supernode" || c.Bootstrap[0] != snAddr || !c.CreateKey {
-		t.Fatalf("got supernode config %+v", c)
+	if len(svcs) != 1 || svcs[0].Path != PC2Binary || strings.Join(svcs[0].Args, " ") != "device" {
+		t.Fatalf("got services %+v, want pc2 device", svcs)
 	}
 	if string(img.Files["/etc/http-port.txt"]) != "8080" || string(img.Files["/etc/https-port.txt"]) != "8443" {
 		t.Fatalf("gokrazy's web interface not moved off 80/443")
 	}
+	boot := img.BootFiles["/"+settings.BootFile]
+	if len(boot) != settings.ReservedSize {
+		t.Fatalf("settings file is %d bytes, want padded to %d", len(boot), settings.ReservedSize)
+	}
+	back, err := settings.Parse(boot)
+	if err != nil || back.Hostname != "box" || back.Supernodes[0] != snAddr || back.PublicURL != s.PublicURL {
+		t.Fatalf("settings back: %+v, %v", back, err)
+	}
 }
 
-func writeTemp(t *testing.T, data []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "c.json")
-	if err := os.WriteFile(p, data, 0o644); err != nil {
+func TestConfigs(t *testing.T) {
+	s := &settings.Settings{Profile: Supernode, Supernodes: []string{snAddr}, PublicURL: "https://x.ela.city",
+		Domains: []settings.Domain{{Domain: "ela.city", Operator: operator}}}
+	if err := Check(s); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	n := NodeConfig(s, PermDir)
+	if n.KeyFile != "/perm/pc2/node.key" || !n.CreateKey || n.Supernodes[0] != snAddr || n.PublicURL != s.PublicURL {
+		t.Fatalf("node config %+v", n)
+	}
+	c := SupernodeConfig(s, PermDir)
+	if err := c.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/perm/pc2/supernode" || c.Bootstrap[0] != snAddr || !c.CreateKey || c.Domains[0].Operator != operator {
+		t.Fatalf("supernode config %+v", c)
+	}
 }
 
 func TestSettingsErrors(t *testing.T) {
 	for _, c := range []struct {
-		s    Settings
+		s    settings.Settings
 		want string
 	}{
-		{Settings{}, "profile is required"},
-		{Settings{Profile: "router"}, `unknown profile "router"`},
-		{Settings{Profile: Personal}, "at least one supernode"},
-		{Settings{Profile: Personal, Supernodes: []string{"/ip4/1.2.3.4/tcp/1"}}, "supernodes"},
-		{Settings{Profile: Supernode, Domains: []supernode.DomainTrust{{Domain: "Bad_Domain"}}}, "domains"},
+		{settings.Settings{}, "profile is required"},
+		{settings.Settings{Profile: "router"}, `unknown profile "router"`},
+		{settings.Settings{Profile: Personal}, "at least one supernode"},
+		{settings.Settings{Profile: Personal, Supernodes: []string{"/ip4/1.2.3.4/tcp/1"}}, "supernodes"},
+		{settings.Settings{Profile: Supernode, Domains: []settings.Domain{{Domain: "Bad_Domain"}}}, "domains"},
+		{settings.Settings{Profile: Supernode, Domains: []settings.Domain{{Domain: "ela.city", Operator: "did:boson:x"}}}, "domains"},
+		{settings.Settings{Profile: Supernode, Hostname: "-box"}, "hostname"},
+		{settings.Settings{Profile: Supernode, AdminPasswordHash: "secret"}, "admin_password_hash"},
+		{settings.Settings{Profile: Supernode, WiFi: &settings.WiFi{SSID: "home", Passphrase: "short"}}, "passphrase"},
 	} {
-		if _, err := Build(c.s); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Build(&c.s); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: got %v, want %q", c.s, err, c.want)
 		}
 	}

@@ -1,10 +1,15 @@
 // Package x86 is the board for PCs and x86-64 servers and VMs: the upstream
 // kernel from github.com/gokrazy/kernel.amd64, booted by UEFI firmware
-// through Debian's systemd-boot.
+// through Debian's systemd-boot, or by a legacy BIOS through SYSLINUX from
+// the same disk.
 //
-// Legacy BIOS boot is not supported yet: it needs an MBR boot loader, and
-// gokrazy's lives in a module that cannot be imported (see
-// /work/shared/ENVIRONMENT.md).
+// BIOS boot: the protective MBR holds syslinux's gptmbr.bin, which starts
+// the GPT partition marked "legacy BIOS bootable" (the boot partition);
+// its boot sector loads ldlinux.sys, which reads syslinux.cfg. SYSLINUX
+// because Debian packages it (gokrazy's own MBR loader lives in a module
+// that cannot be imported), its installer writes into a FAT image file
+// through mtools without mounting it, and it reads FAT16, so the one boot
+// partition serves both firmware kinds.
 package x86
 
 import (
@@ -30,4 +35,5 @@ var Board = boards.Board{
 	Boot:             boards.BootUEFISystemdBoot,
 	EFIBootloader:    "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
 	EFIRemovablePath: "EFI/BOOT/BOOTX64.EFI",
+	BIOSBootCode:     "/usr/lib/SYSLINUX/gptmbr.bin",
 }

@@ -3,10 +3,17 @@
 // It is deliberately thin: gokrazy.Boot mounts the file systems, sets the
 // hostname and the web interface password, and gokrazy.SuperviseServices runs
 // and restarts every program the image builder (package image) placed under
-// /gokrazy (gokrazy's own services: dhcp, ntp, randomd) and /user (ours). The
-// program set is read from the root file system at boot instead of being
-// compiled in, so the same init binary serves every profile and board and
-// the image builder stays the single place that decides what runs.
+// /gokrazy (gokrazy's own services: dhcp, ntp, randomd) and the services of
+// the table in /etc/pc2/services.json (ours: `pc2 device`). The program set
+// is read from the root file system at boot instead of being compiled in, so
+// the same init binary serves every profile and board and the image builder
+// stays the single place that decides what runs.
+//
+// Two device settings (package settings, on the boot partition) matter
+// before any service starts, so the init reads them: the hostname, set
+// before the DHCP client sends it; a static address on eth0, which leaves
+// gokrazy's DHCP client out (it would add a leased address next to the
+// static one); and a Wi-Fi network, which adds a DHCP client on wlan0. Unreadable settings are logged and change nothing.
 //
 // The image builder sets buildTimestamp with
 // -ldflags "-X main.buildTimestamp=..." from SOURCE_DATE_EPOCH so that the
@@ -22,7 +29,9 @@ import (
 	"sort"
 
 	"github.com/gokrazy/gokrazy"
+	"golang.org/x/sys/unix"
 
+	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/svctable"
 )
 
@@ -42,32 +51,43 @@ func run() error {
 	if err := gokrazy.Boot(buildTimestamp); err != nil {
 		return fmt.Errorf("boot: %w", err)
 	}
+	dhcp, wlan := true, false
+	if l, err := settings.Load(settings.Paths{}); err != nil {
+		log.Printf("pc2-init: device settings: %v", err)
+	} else {
+		if l.Hostname != "" {
+			if err := unix.Sethostname([]byte(l.Hostname)); err != nil {
+				log.Printf("pc2-init: set hostname %q: %v", l.Hostname, err)
+			}
+		}
+		dhcp = l.DHCPOnEth0()
+		wlan = l.WiFi != nil
+	}
 	var services []*gokrazy.Service
 	progs, err := programs("/gokrazy")
 	if err != nil {
 		return err
 	}
 	for _, p := range progs {
+		if p == "/gokrazy/dhcp" && !dhcp {
+			log.Printf("pc2-init: eth0 has a static address in the device settings; not starting %s", p)
+			continue
+		}
 		services = append(services, gokrazy.NewService(exec.Command(p)))
+		if p == "/gokrazy/dhcp" && wlan {
+			// pc2 device joins the Wi-Fi network; this leases its address.
+			services = append(services, gokrazy.NewService(exec.Command(p, "-interface=wlan0")))
+		}
 	}
-	// Our services run as the profile's table says (with arguments); without
-	// a table, every program under /user runs without arguments.
+	// Our services run as the table says. Without one (an image not made
+	// by package image) only gokrazy's services run: there is no way to
+	// know which arguments our programs need.
 	table, err := svctable.Read(svctable.Path)
 	if err != nil {
-		log.Printf("pc2-init: %v; falling back to running /user/* without arguments", err)
+		log.Printf("pc2-init: %v; running gokrazy's services only", err)
 	}
-	if len(table) > 0 {
-		for _, s := range table {
-			services = append(services, gokrazy.NewService(exec.Command(s.Path, s.Args...)))
-		}
-	} else {
-		progs, err := programs("/user")
-		if err != nil {
-			return err
-		}
-		for _, p := range progs {
-			services = append(services, gokrazy.NewService(exec.Command(p)))
-		}
+	for _, s := range table {
+		services = append(services, gokrazy.NewService(exec.Command(s.Path, s.Args...)))
 	}
 	return gokrazy.SuperviseServices(services)
 }

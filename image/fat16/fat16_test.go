@@ -2,6 +2,9 @@ package fat16
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	iofs "io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,5 +190,104 @@ func TestReadFile(t *testing.T) {
 	}
 	if _, err := ReadFile(bytes.NewReader(make([]byte, 4096)), "cmdline.txt"); err == nil {
 		t.Error("not a FAT16 volume: no error")
+	}
+}
+
+// memVol is a writable volume in memory.
+type memVol []byte
+
+func (m memVol) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(m).ReadAt(p, off)
+}
+
+func (m memVol) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m)) {
+		return 0, errors.New("write past the end")
+	}
+	return copy(m[off:], p), nil
+}
+
+// TestRewrite replaces a file in place with shorter, longer (within its
+// clusters) and too long contents, and checks the other files and, with
+// dosfstools installed, the whole volume stay intact.
+func TestRewrite(t *testing.T) {
+	fs, files := testFS(t)
+	fs.Add("/settings.json", bytes.Repeat([]byte(" "), 5000))
+	img, _, err := fs.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := memVol(img)
+	// 1 KiB clusters: the file starts with 5; shrinking frees clusters.
+	sizes := []int{5100, 4000, 3, 1024}
+	for i, n := range sizes {
+		want := bytes.Repeat([]byte{byte('a' + i)}, n)
+		if err := Rewrite(vol, "settings.json", want); err != nil {
+			t.Fatalf("rewrite %d bytes: %v", len(want), err)
+		}
+		got, err := ReadFile(vol, "SETTINGS.JSON")
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("after rewriting %d bytes: read %d bytes, %v", len(want), len(got), err)
+		}
+	}
+	before := bytes.Clone(img)
+	err = Rewrite(vol, "settings.json", make([]byte, 1025))
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("1025 bytes into one cluster: %v, want ErrTooLarge", err)
+	}
+	if !bytes.Equal(before, img) {
+		t.Fatal("a refused rewrite changed the volume")
+	}
+	if err := Rewrite(vol, "settings.json", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadFile(vol, "settings.json"); err != nil || len(got) != 0 {
+		t.Fatalf("emptied file: %q, %v", got, err)
+	}
+	if err := Rewrite(vol, "missing.json", nil); !errors.Is(err, iofs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	for p, want := range files {
+		if strings.Count(p, "/") > 1 {
+			continue
+		}
+		if got, err := ReadFile(vol, p[1:]); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s changed by rewriting another file: %v", p, err)
+		}
+	}
+	if _, err := exec.LookPath("fsck.fat"); err == nil {
+		p := filepath.Join(t.TempDir(), "fat.img")
+		if err := os.WriteFile(p, img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("fsck.fat", "-n", p).CombinedOutput(); err != nil {
+			t.Fatalf("fsck.fat after rewrites: %v\n%s", err, out)
+		}
+	}
+}
+
+// TestBrokenChain refuses a file whose cluster chain loops.
+func TestBrokenChain(t *testing.T) {
+	fs := New(Options{Size: 16 << 20, ModTime: time.Unix(1700000000, 0)})
+	fs.Add("/f.txt", bytes.Repeat([]byte("z"), 100000))
+	img, _, err := fs.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := openVolume(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := v.find("f.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Point the file's second cluster back at its first.
+	binary.LittleEndian.PutUint16(img[v.fatOff+(e.cluster+1)*2:], uint16(e.cluster))
+	if _, err := ReadFile(bytes.NewReader(img), "f.txt"); err == nil || !strings.Contains(err.Error(), "broken cluster chain") {
+		t.Fatalf("looping chain: %v", err)
+	}
+	if err := Rewrite(memVol(img), "f.txt", []byte("x")); err == nil {
+		t.Fatal("rewrite through a looping chain: no error")
 	}
 }

@@ -8,7 +8,9 @@
 // host's loopback at 10.0.2.2. Per architecture (Options.GOARCH):
 //
 //   - amd64 (boards x86, qemu): qemu-system-x86_64 -machine q35 under OVMF
-//     (UEFI), because the image boots through systemd-boot.
+//     (UEFI), because the image boots through systemd-boot; with
+//     Options.BIOS under QEMU's default firmware, SeaBIOS (legacy BIOS),
+//     which boots the same image through SYSLINUX (see package image).
 //   - arm64 (board qemuarm64): qemu-system-aarch64 -M virt -cpu cortex-a72
 //     with direct kernel boot: Command reads the kernel and cmdline.txt from
 //     the image's boot partition (see ReadBootFile) and passes them as
@@ -69,6 +71,9 @@ type Options struct {
 	// GOARCH is the guest's architecture, the board's GOARCH: "amd64"
 	// (default) or "arm64".
 	GOARCH string
+	// BIOS boots an amd64 guest with SeaBIOS instead of OVMF; the image
+	// must be of a board with BIOS boot (boards.Board.BIOSBootCode).
+	BIOS bool
 }
 
 // Firmware returns the OVMF code and variables template paths.
@@ -111,7 +116,15 @@ func fileExists(p string) bool {
 // handed a listener, so a port picked free may be taken before QEMU binds
 // it; QEMU then fails to start with a clear message.
 func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
-	if err := Check(opts.GOARCH); err != nil {
+	if opts.BIOS {
+		if opts.GOARCH != "" && opts.GOARCH != "amd64" {
+			return nil, nil, fmt.Errorf("vm: BIOS boot is for amd64 guests, not %s", opts.GOARCH)
+		}
+		// SeaBIOS comes with qemu-system-x86 (Debian's seabios); no OVMF.
+		if _, err := exec.LookPath(Binary); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s not installed (apt-get install qemu-system-x86)", ErrMissing, Binary)
+		}
+	} else if err := Check(opts.GOARCH); err != nil {
 		return nil, nil, err
 	}
 	if opts.StateDir == "" {
@@ -158,6 +171,11 @@ func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
 			"-append", cmdline,
 		}, common...)
 		return exec.Command(BinaryArm64, args...), ports, nil
+	}
+	if opts.BIOS {
+		// No -bios: QEMU's default firmware for q35 is SeaBIOS.
+		args := append([]string{"-machine", "q35"}, common...)
+		return exec.Command(Binary, args...), ports, nil
 	}
 	code, varsTemplate, err := Firmware()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -113,5 +114,39 @@ func TestCommandArm64(t *testing.T) {
 	}
 	if slices.Contains(args, "if=pflash") {
 		t.Error("arm64 direct boot uses no pflash firmware")
+	}
+}
+
+// TestCommandBIOS checks the amd64 command line with BIOS: q35 under
+// QEMU's default firmware (SeaBIOS), no OVMF flash, no copied variables.
+func TestCommandBIOS(t *testing.T) {
+	if _, err := exec.LookPath(Binary); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true, cannot skip: %v", err)
+		}
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	cmd, _, err := Command(filepath.Join(dir, "disk.img"), Options{BIOS: true, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(cmd.Path) != Binary {
+		t.Errorf("binary %s, want %s", cmd.Path, Binary)
+	}
+	args := strings.Join(cmd.Args[1:], " ")
+	if !strings.Contains(args, "-machine q35 ") {
+		t.Errorf("args %q lack -machine q35", args)
+	}
+	for _, bad := range []string{"pflash", "-bios", "-kernel"} {
+		if strings.Contains(args, bad) {
+			t.Errorf("args %q contain %s; BIOS boot is SeaBIOS from the disk", args, bad)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("state dir holds %d files, want none (no OVMF variables)", len(entries))
+	}
+	if _, _, err := Command(filepath.Join(dir, "disk.img"), Options{BIOS: true, GOARCH: "arm64", StateDir: dir}); err == nil {
+		t.Error("BIOS boot of an arm64 guest: got nil error")
 	}
 }

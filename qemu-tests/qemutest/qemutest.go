@@ -2,8 +2,9 @@
 //
 // QEMU runs with TCG (-accel tcg,thread=multi) because KVM is not usable on
 // the build machines (nested virtualisation); amd64 guests boot under OVMF
-// (UEFI) through systemd-boot, arm64 guests (-M virt) by direct kernel boot
-// from the image's boot partition (package image/vm has the command lines).
+// (UEFI) through systemd-boot, or with Options.BIOS under SeaBIOS through
+// SYSLINUX, arm64 guests (-M virt) by direct kernel boot from the image's
+// boot partition (package image/vm has the command lines).
 // The disk is attached with snapshot=on,
 // so writes go to a temporary overlay and the built image is never modified.
 // The serial console is captured for assertions and logged when the test
@@ -47,6 +48,9 @@ type Options struct {
 	Writable bool
 	// GOARCH is the image's board's GOARCH; default amd64.
 	GOARCH string
+	// BIOS boots an amd64 image with SeaBIOS (legacy BIOS) instead of
+	// OVMF (image/vm's Options.BIOS).
+	BIOS bool
 }
 
 // VM is a running QEMU guest.
@@ -100,7 +104,7 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 		fwd[p] = 0
 	}
 	cmd, ports, err := qvm.Command(image, qvm.Options{Forward: fwd, MemoryMiB: opts.MemoryMiB, CPUs: opts.CPUs,
-		Writable: opts.Writable, StateDir: t.TempDir(), GOARCH: opts.GOARCH})
+		Writable: opts.Writable, StateDir: t.TempDir(), GOARCH: opts.GOARCH, BIOS: opts.BIOS})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,12 +65,21 @@ func Retry(ctx context.Context, p Policy, op func(ctx context.Context, attempt i
 		if onErr != nil {
 			onErr(attempt, err, wait)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !Sleep(ctx, wait) {
 			return ctx.Err()
-		case <-t.C:
 		}
+	}
+}
+
+// Sleep waits d or until ctx ends; it reports whether d passed (false:
+// ctx ended first).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

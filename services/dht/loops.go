@@ -8,6 +8,8 @@ import (
 	dsq "github.com/ipfs/go-datastore/query"
 	recpb "github.com/libp2p/go-libp2p-record/pb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/pc2/pc2/services/backoff"
 )
 
 type storedRecord struct {
@@ -38,21 +40,9 @@ func (n *Node) localRecords(ctx context.Context) ([]storedRecord, error) {
 	return out, nil
 }
 
-// sleep waits d or until ctx ends; it reports whether to go on.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func (n *Node) republishLoop(ctx context.Context) {
 	defer n.wg.Done()
-	for sleep(ctx, n.cfg.RepublishInterval) {
+	for backoff.Sleep(ctx, n.cfg.RepublishInterval) {
 		n.mu.Lock()
 		keys := make(map[string]*owned, len(n.owned))
 		for k, o := range n.owned {
@@ -80,7 +70,7 @@ func (n *Node) republishLoop(ctx context.Context) {
 // that have expired.
 func (n *Node) replicateLoop(ctx context.Context) {
 	defer n.wg.Done()
-	for sleep(ctx, n.cfg.ReplicateInterval) {
+	for backoff.Sleep(ctx, n.cfg.ReplicateInterval) {
 		n.Replicate(ctx)
 	}
 }

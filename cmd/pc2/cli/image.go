@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
@@ -31,8 +31,9 @@ func init() {
 var knownBoards = map[string]boards.Board{"x86": x86.Board, "qemu": qemu.Board, "qemuarm64": qemuarm64.Board, "rpi": rpi.Board}
 
 const imageUsage = `usage:
-  pc2 image build --board x86|qemu|qemuarm64|rpi --profile personal|supernode [--settings FILE] [--key FILE] -o pc2.img
-  pc2 image run --image pc2.img [--arch amd64|arm64] [--forward GUEST:HOST]... [--writable]`
+  pc2 image build --board x86|qemu|qemuarm64|rpi --profile personal|supernode [--settings FILE] [SETTINGS FLAGS] [--key FILE] -o pc2.img
+  pc2 image settings --image pc2.img [--show] [SETTINGS FLAGS] (pc2 image settings -h lists them)
+  pc2 image run --image pc2.img [--arch amd64|arm64] [--bios] [--forward GUEST:HOST]... [--writable]`
 
 func runImage(ctx context.Context, env Env, args []string) error {
 	if len(args) == 0 {
@@ -43,6 +44,8 @@ func runImage(ctx context.Context, env Env, args []string) error {
 		return imageBuild(ctx, env, args[1:])
 	case "run":
 		return imageRun(ctx, env, args[1:])
+	case "settings":
+		return imageSettings(ctx, env, args[1:])
 	}
 	return usageErr("unknown image command %q\n%s", args[0], imageUsage)
 }
@@ -50,8 +53,7 @@ func runImage(ctx context.Context, env Env, args []string) error {
 func imageBuild(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("image build", env)
 	board := fs.String("board", "", "target board: x86, qemu, qemuarm64 or rpi")
-	prof := fs.String("profile", "", "personal or supernode (overrides the settings file)")
-	settingsFile := fs.String("settings", "", "device settings `file` (JSON)")
+	sf := addSettingsFlags(fs)
 	keyFile := fs.String("key", "", "provision this node key `file` on perm (default: the device makes one on first boot)")
 	gokrPW := fs.String("gokrazy-password-file", "", "password `file` for gokrazy's web interface (port 80; none: it does not listen)")
 	out := fs.String("o", "", "output image `file`")
@@ -72,16 +74,11 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 		sort.Strings(names)
 		return usageErr("board %q is not supported (have: %s)", *board, strings.Join(names, ", "))
 	}
-	var s profile.Settings
-	if *settingsFile != "" {
-		if err := config.Load(*settingsFile, &s); err != nil {
-			return err
-		}
+	var s settings.Settings
+	if err := sf.apply(&s); err != nil {
+		return err
 	}
-	if *prof != "" {
-		s.Profile = *prof
-	}
-	p, err := profile.Build(s)
+	p, err := profile.Build(&s)
 	if err != nil {
 		return err
 	}
@@ -91,7 +88,7 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		perm[strings.TrimPrefix(profile.KeyFile, "/perm/")] = image.PermFile{Data: data, Mode: 0o600}
+		perm[profile.KeyFile("")] = image.PermFile{Data: data, Mode: 0o600}
 	}
 	if *gokrPW != "" {
 		pw, err := os.ReadFile(*gokrPW)
@@ -106,7 +103,7 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 	}
 	start := time.Now()
 	res, err := image.Build(ctx, image.Options{
-		Board: b, Programs: p.Programs, ExtraFiles: p.Files, PermFiles: perm,
+		Board: b, Programs: p.Programs, ExtraFiles: p.Files, PermFiles: perm, BootFiles: p.BootFiles,
 		SourceDateEpoch: epoch, Output: *out, ModuleDir: *moduleDir, Logger: env.logger(),
 	})
 	if err != nil {
@@ -130,6 +127,7 @@ func imageRun(ctx context.Context, env Env, args []string) error {
 	img := fs.String("image", "", "disk image `file`")
 	writable := fs.Bool("writable", false, "write to the image (default: changes are discarded)")
 	arch := fs.String("arch", "amd64", "the image's architecture: amd64 (UEFI) or arm64 (-M virt)")
+	bios := fs.Bool("bios", false, "boot an amd64 image (board x86 or qemu) with the legacy BIOS, SeaBIOS, instead of UEFI")
 	var fwd multiFlag
 	fs.Var(&fwd, "forward", "forward host loopback port to a guest port: `GUEST[:HOST]` (repeatable)")
 	rest, err := parseFlags(fs, args)
@@ -159,7 +157,7 @@ func imageRun(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(state)
-	cmd, ports, err := vm.Command(filepath.Clean(*img), vm.Options{Forward: forward, Writable: *writable, StateDir: state, GOARCH: *arch})
+	cmd, ports, err := vm.Command(filepath.Clean(*img), vm.Options{Forward: forward, Writable: *writable, StateDir: state, GOARCH: *arch, BIOS: *bios})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,131 @@
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/pc2/pc2/appliance/hardware"
+	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/wifi"
+)
+
+// deviceInfo is GET /api/device.
+type deviceInfo struct {
+	Settings       *settings.Settings `json:"settings"`
+	SettingsSource string             `json:"settings_source"`
+	SettingsIssue  string             `json:"settings_problem,omitempty"`
+	Board          hardware.Board     `json:"board"`
+	Light          string             `json:"status_light"`
+	Network        NetworkStatus      `json:"network"`
+	WiFi           *wifi.Status       `json:"wifi,omitempty"`
+	Processes      []Process          `json:"processes"`
+	Version        string             `json:"version,omitempty"`
+}
+
+// routes adds the admin API to the personal node's mux.
+func (d *Device) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/device", d.admin(func(w http.ResponseWriter, r *http.Request) {
+		info := deviceInfo{
+			Settings:       d.loaded.Redacted(),
+			SettingsSource: d.loaded.Source,
+			Board:          d.board,
+			Light:          d.light.State().String(),
+			Network:        d.net.Status(),
+			Version:        d.opts.Version,
+			Processes:      processes("/proc"),
+		}
+		if d.loaded.WiFi != nil {
+			st := d.wifi.Status()
+			info.WiFi = &st
+		}
+		if d.loaded.Problem != nil {
+			info.SettingsIssue = d.loaded.Problem.Error()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(info)
+	}))
+	mux.HandleFunc("POST /api/device/reboot", d.admin(func(w http.ResponseWriter, r *http.Request) {
+		d.log.Warn("reboot requested through the admin API", "from", r.RemoteAddr)
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte("rebooting\n"))
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		go func() {
+			if err := d.opts.Reboot(); err != nil {
+				d.log.Error("reboot failed", "err", err)
+			}
+		}()
+	}))
+}
+
+// admin wraps h with the admin password check (basic auth, user "admin").
+func (d *Device) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		hash := d.loaded.AdminPasswordHash
+		if hash == "" {
+			http.Error(w, "no admin password is set on this device (pc2 image settings --admin-password-file)", http.StatusForbidden)
+			return
+		}
+		user, pw, ok := r.BasicAuth()
+		if ok && user == "admin" {
+			d.verify.Lock()
+			err := password.Verify(hash, pw)
+			d.verify.Unlock()
+			if err == nil {
+				h(w, r)
+				return
+			}
+			if !errors.Is(err, password.ErrMismatch) {
+				d.log.Error("admin password hash unusable", "err", err)
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="PC2 device admin", charset="UTF-8"`)
+		http.Error(w, "admin password required", http.StatusUnauthorized)
+	}
+}
+
+// serveSupernodeStatus serves the admin API and the supernode's status on
+// ln (nil: personal.DefaultListen), until the returned stop is called.
+func (d *Device) serveSupernodeStatus(ln net.Listener) (stop func(), err error) {
+	if ln == nil {
+		if ln, err = net.Listen("tcp", personal.DefaultListen); err != nil {
+			return nil, fmt.Errorf("status port: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	d.routes(mux)
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		st := struct {
+			Profile string   `json:"profile"`
+			State   string   `json:"state"`
+			Addrs   []string `json:"addrs,omitempty"`
+		}{Profile: "supernode", State: "starting"}
+		if a := d.snAddrs.Load(); a != nil {
+			st.State, st.Addrs = "online", *a
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(st)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("status port stopped", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}, nil
+}

@@ -1,0 +1,263 @@
+// Package device is the appliance's main service, `pc2 device`, which the
+// init starts from the service table on every image. It reads the device
+// settings (package settings: the boot partition, else the copy on perm),
+// configures the network (package netconf; package wifi when the settings
+// name a Wi-Fi network), drives the status light and
+// the factory-reset button (package hardware), and runs the services of
+// the settings' profile in this one process: the personal node, or the
+// supernode.
+//
+// One process instead of one per service: the services share a Go runtime
+// (one heap and one set of runtime threads, which matters on a 512 MB Pi
+// Zero 2 W), the status light follows the node's state without IPC, and
+// the settings are read once. gokrazy restarts the process when it exits;
+// exit 125 (no settings at all) stops the restarts.
+//
+// The admin API on port 4200 (the personal node's; on a supernode the
+// device serves it with a small /api/status of its own), guarded by the admin
+// password of the settings (HTTP basic auth, user "admin", argon2id):
+//
+//	GET  /api/device         settings (secrets redacted), where they came
+//	                         from, board, network and Wi-Fi state, every
+//	                         process's resident memory
+//	POST /api/device/reboot  reboots the device
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pc2/pc2/appliance/hardware"
+	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/services/netconf"
+	"github.com/pc2/pc2/services/wifi"
+)
+
+// Options are what the caller injects.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	// Paths are where the settings are read (zero: the real device).
+	Paths settings.Paths
+	// Listener for the personal node's port; nil: its config's.
+	Listener net.Listener
+	// Board; nil: hardware.Detect().
+	Board *hardware.Board
+	// Network configures and watches the network; nil: NetconfNetwork on
+	// this host's network namespace.
+	Network Network
+	// WiFiRadio opens the Wi-Fi hardware; nil: the kernel's nl80211.
+	WiFiRadio func() (wifi.Radio, error)
+	// PermDir is wiped by a factory reset (default "/perm").
+	PermDir string
+	// Reboot restarts the machine (default: sync and reboot(2)).
+	Reboot func() error
+	// SupernodeReady, if set, is called with the supernode's addresses.
+	SupernodeReady func(addrs []string)
+}
+
+// Network applies the network settings and keeps them applied.
+type Network interface {
+	// Run applies cfg (nil: DHCP on the first Ethernet interface), then
+	// re-applies it after link changes until ctx ends.
+	Run(ctx context.Context, cfg *netconf.Config) error
+	// Status describes the current state for the admin API.
+	Status() NetworkStatus
+}
+
+// NetworkStatus is the network part of GET /api/device.
+type NetworkStatus struct {
+	Applied   time.Time `json:"applied,omitzero"`
+	Changes   []string  `json:"changes,omitempty"` // of the last apply that changed something
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// Device is a running device service.
+type Device struct {
+	opts   Options
+	log    *slog.Logger
+	loaded *settings.Loaded
+	board  hardware.Board
+	light  *hardware.Light
+	net    Network
+	wifi   wifi.State
+	// snAddrs are the supernode's addresses once it listens.
+	snAddrs atomic.Pointer[[]string]
+
+	resetOnce sync.Once
+	// verify serialises admin password checks: each costs argon2id's
+	// memory, and a flood must not take the device's RAM.
+	verify sync.Mutex
+}
+
+// Run runs the device until ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	loaded, err := settings.Load(opts.Paths)
+	if err != nil {
+		return err
+	}
+	if loaded.Problem != nil {
+		log.Warn("settings: using the copy on perm", "problem", loaded.Problem, "source", loaded.Source)
+	}
+	s := loaded.Settings
+	if err := profile.Check(s); err != nil {
+		return fmt.Errorf("settings from %s: %w", loaded.Source, err)
+	}
+	log.Info("device starting", "profile", s.Profile, "settings", loaded.Source, "version", opts.Version)
+
+	d := &Device{opts: opts, log: log, loaded: loaded, net: opts.Network}
+	if opts.Board != nil {
+		d.board = *opts.Board
+	} else {
+		d.board = hardware.Detect()
+	}
+	if d.opts.PermDir == "" {
+		d.opts.PermDir = profile.PermDir
+	}
+	if d.opts.Reboot == nil {
+		d.opts.Reboot = reboot
+	}
+	if d.net == nil {
+		d.net = &NetconfNetwork{Logger: log.With("service", "netconf"), StatePath: filepath.Join(d.opts.PermDir, "pc2", "netconf-state.json")}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	goRun := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+
+	hwLog := log.With("service", "hardware")
+	d.light = hardware.NewLight(hardware.OpenLED(d.board, hardware.LEDConfig{Logger: hwLog}), hardware.LightConfig{Logger: hwLog})
+	goRun(func() { d.light.Run(ctx) })
+	button := hardware.OpenButton(d.board, hardware.ButtonConfig{Pin: s.ResetButton, Light: d.light, Logger: hwLog, OnReset: d.factoryReset})
+	goRun(func() { button.Run(ctx) })
+
+	goRun(func() {
+		if err := d.net.Run(ctx, s.Network); err != nil && ctx.Err() == nil {
+			log.Error("network configuration stopped", "err", err)
+		}
+	})
+	if s.WiFi != nil {
+		goRun(func() {
+			err := wifi.Run(ctx, *s.WiFi, wifi.Options{Logger: log.With("service", "wifi"), State: &d.wifi, Open: opts.WiFiRadio})
+			if err != nil && ctx.Err() == nil {
+				log.Error("wifi stopped", "err", err)
+			}
+		})
+	}
+
+	switch s.Profile {
+	case profile.Personal:
+		err = personal.Run(ctx, profile.NodeConfig(s, d.opts.PermDir), personal.Options{
+			Logger:   log.With("service", "node"),
+			Listener: opts.Listener,
+			Version:  opts.Version,
+			Routes:   d.routes,
+			Started:  func(n *personal.Node) { goRun(func() { d.follow(ctx, n) }) },
+		})
+	case profile.Supernode:
+		stop, serr := d.serveSupernodeStatus(opts.Listener)
+		if serr != nil {
+			return serr
+		}
+		defer stop()
+		err = supernode.Run(ctx, profile.SupernodeConfig(s, d.opts.PermDir), supernode.Options{
+			Logger: log.With("service", "supernode"),
+			Ready: func(addrs []string) {
+				d.snAddrs.Store(&addrs)
+				d.light.SetState(hardware.StateOnlineDirect)
+				if opts.SupernodeReady != nil {
+					opts.SupernodeReady(addrs)
+				}
+			},
+		})
+	}
+	if err != nil {
+		d.light.SetState(hardware.StateError)
+	}
+	return err
+}
+
+// follow shows the personal node's state on the status light.
+func (d *Device) follow(ctx context.Context, n *personal.Node) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		switch n.Status().State {
+		case "online":
+			// Issue 4's tunnel adds online-relayed.
+			d.light.SetState(hardware.StateOnlineDirect)
+		case "error":
+			d.light.SetState(hardware.StateError)
+		default:
+			d.light.SetState(hardware.StateBooting)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// factoryReset wipes the perm partition (identity, settings copy, data)
+// and reboots: the device comes back as flashed, with the settings of its
+// boot partition and a new identity unless the owner restores one.
+func (d *Device) factoryReset() {
+	d.resetOnce.Do(func() {
+		d.log.Warn("factory reset: wiping the perm partition and rebooting", "perm", d.opts.PermDir)
+		if err := wipe(d.opts.PermDir); err != nil {
+			d.log.Error("factory reset: wipe incomplete", "err", err)
+			d.light.SetState(hardware.StateError)
+			return
+		}
+		if err := d.opts.Reboot(); err != nil {
+			d.log.Error("factory reset: reboot failed", "err", err)
+		}
+	})
+}
+
+// wipe removes everything in dir but dir itself and ext4's lost+found.
+func wipe(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("wipe %s: %w", dir, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.Name() == "lost+found" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	unix.Sync()
+	return errors.Join(errs...)
+}
+
+func reboot() error {
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}

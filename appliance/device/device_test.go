@@ -1,0 +1,308 @@
+package device
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/appliance/hardware"
+	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/netconf"
+	"github.com/pc2/pc2/services/wifi"
+)
+
+// fakeNetwork records the network settings it was asked to apply.
+type fakeNetwork struct {
+	mu  sync.Mutex
+	got []*netconf.Config
+}
+
+func (f *fakeNetwork) Run(ctx context.Context, cfg *netconf.Config) error {
+	f.mu.Lock()
+	f.got = append(f.got, cfg)
+	f.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+func (f *fakeNetwork) Status() NetworkStatus {
+	return NetworkStatus{Changes: []string{"fake"}}
+}
+
+// device runs Run with settings s (from the perm copy: there is no boot
+// disk in a test) and returns the base URL of its port and the perm dir.
+func device(t *testing.T, s *settings.Settings, reboot func() error) (string, string, *fakeNetwork) {
+	t.Helper()
+	perm := t.TempDir()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	permFile := filepath.Join(perm, "pc2", "settings.json")
+	os.MkdirAll(filepath.Dir(permFile), 0o700)
+	if err := os.WriteFile(permFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := &fakeNetwork{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			Logger:   slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
+			Paths:    settings.Paths{Disk: filepath.Join(perm, "no-such-disk"), PermFile: permFile},
+			Listener: ln,
+			Board:    &hardware.Board{Kind: hardware.KindQEMU},
+			Network:  fn,
+			WiFiRadio: func() (wifi.Radio, error) {
+				return nil, fmt.Errorf("test: %w", wifi.ErrNoNL80211)
+			},
+			PermDir: perm,
+			Reboot:  reboot,
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String(), perm, fn
+}
+
+func testSupernode(t *testing.T) string {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(nil)
+	sn, err := dht.New(context.Background(), dht.Config{Key: key, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sn.Close() })
+	return sn.Multiaddrs()[0].String()
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if f() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestPersonalDevice runs the personal profile from settings: the node
+// comes online with a key under the perm dir, the network settings reach
+// the network, and the admin API works only with the admin password.
+func TestPersonalDevice(t *testing.T) {
+	hash, err := password.Hash("admin password 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebooted := make(chan struct{}, 1)
+	netcfg := &netconf.Config{Interfaces: []netconf.Interface{{Mode: netconf.ModeStatic, Addresses: []string{"192.0.2.10/24"}}}}
+	base, perm, fn := device(t, &settings.Settings{Profile: settings.Personal, Supernodes: []string{testSupernode(t)},
+		AdminPasswordHash: hash, Network: netcfg, WiFi: &settings.WiFi{SSID: "home", Passphrase: "secret passphrase"}},
+		func() error { rebooted <- struct{}{}; return nil })
+
+	waitFor(t, "node online", func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if _, err := os.Stat(filepath.Join(perm, "pc2", "node.key")); err != nil {
+		t.Fatalf("node key not under the perm dir: %v", err)
+	}
+	fn.mu.Lock()
+	if len(fn.got) != 1 || fn.got[0].Interfaces[0].Addresses[0] != "192.0.2.10/24" {
+		t.Errorf("network got %+v", fn.got)
+	}
+	fn.mu.Unlock()
+
+	do := func(method, path, pw string) *http.Response {
+		req, _ := http.NewRequest(method, base+path, nil)
+		if pw != "" {
+			req.SetBasicAuth("admin", pw)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	for _, pw := range []string{"", "admin password 2"} {
+		if resp := do("GET", "/api/device", pw); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("password %q: %s", pw, resp.Status)
+		}
+		if resp := do("POST", "/api/device/reboot", pw); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("reboot with password %q: %s", pw, resp.Status)
+		}
+	}
+	resp := do("GET", "/api/device", "admin password 1")
+	var info struct {
+		Settings settings.Settings `json:"settings"`
+		Problem  string            `json:"settings_problem"`
+		Light    string            `json:"status_light"`
+		WiFi     *wifi.Status      `json:"wifi"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Settings.WiFi.Passphrase != "(set)" || info.Settings.AdminPasswordHash != "(set)" || info.Problem == "" ||
+		info.WiFi == nil || info.WiFi.Phase != wifi.PhaseNoHardware {
+		t.Fatalf("device info %+v", info)
+	}
+	waitFor(t, "status light online", func() bool {
+		r := do("GET", "/api/device", "admin password 1")
+		var i struct {
+			Light string `json:"status_light"`
+		}
+		json.NewDecoder(r.Body).Decode(&i)
+		return i.Light == hardware.StateOnlineDirect.String()
+	})
+	select {
+	case <-rebooted:
+		t.Fatal("rebooted before asked")
+	default:
+	}
+	if resp := do("POST", "/api/device/reboot", "admin password 1"); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("reboot: %s", resp.Status)
+	}
+	select {
+	case <-rebooted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("reboot not called")
+	}
+}
+
+// TestNoAdminPassword: without an admin password in the settings the admin
+// API is closed, whatever is sent.
+func TestNoAdminPassword(t *testing.T) {
+	base, _, _ := device(t, &settings.Settings{Profile: settings.Personal, Supernodes: []string{testSupernode(t)}}, nil)
+	waitFor(t, "status page", func() bool {
+		resp, err := http.Get(base + "/api/status")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	req, _ := http.NewRequest("GET", base+"/api/device", nil)
+	req.SetBasicAuth("admin", "")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("got %s, want 403", resp.Status)
+	}
+}
+
+// TestNotConfigured: no settings anywhere is config.ErrNotConfigured (exit
+// 125 under gokrazy), and broken settings are an error that names them.
+func TestNotConfigured(t *testing.T) {
+	dir := t.TempDir()
+	err := Run(context.Background(), Options{Paths: settings.Paths{Disk: filepath.Join(dir, "none"), PermFile: filepath.Join(dir, "none.json")}})
+	if !errors.Is(err, config.ErrNotConfigured) {
+		t.Fatalf("got %v", err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"profile":"personal"}`), 0o600)
+	err = Run(context.Background(), Options{Paths: settings.Paths{Disk: filepath.Join(dir, "none"), PermFile: bad}})
+	if err == nil || !strings.Contains(err.Error(), "at least one supernode") {
+		t.Fatalf("settings without supernodes: %v", err)
+	}
+}
+
+// TestFactoryReset wipes perm (keeping lost+found) and reboots, once.
+func TestFactoryReset(t *testing.T) {
+	perm := t.TempDir()
+	for _, p := range []string{"pc2/node.key", "pc2/settings.json", "machine-id", "lost+found/x"} {
+		os.MkdirAll(filepath.Join(perm, filepath.Dir(p)), 0o700)
+		os.WriteFile(filepath.Join(perm, p), []byte("x"), 0o600)
+	}
+	reboots := 0
+	d := &Device{opts: Options{PermDir: perm, Reboot: func() error { reboots++; return nil }},
+		log: slog.New(slog.DiscardHandler), light: hardware.NewLight(nil, hardware.LightConfig{})}
+	d.factoryReset()
+	d.factoryReset()
+	entries, _ := os.ReadDir(perm)
+	if len(entries) != 1 || entries[0].Name() != "lost+found" || reboots != 1 {
+		t.Fatalf("after reset: %v entries, %d reboots", entries, reboots)
+	}
+}
+
+// TestProcesses finds this test process with its memory in /proc.
+func TestProcesses(t *testing.T) {
+	ps := processes("/proc")
+	for _, p := range ps {
+		if p.PID == os.Getpid() {
+			if p.RSSKiB <= 0 || p.Name == "" || p.Command == "" {
+				t.Fatalf("self: %+v", p)
+			}
+			return
+		}
+	}
+	t.Fatalf("this process (%d) not among %d processes", os.Getpid(), len(ps))
+}
+
+// TestSupernodeDevice runs the supernode profile: its status port shows
+// the addresses once the DHT listens, with the admin API beside it.
+func TestSupernodeDevice(t *testing.T) {
+	hash, err := password.Hash("admin password 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, perm, _ := device(t, &settings.Settings{Profile: settings.Supernode, Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+		AdminPasswordHash: hash}, nil)
+	var st struct {
+		State string   `json:"state"`
+		Addrs []string `json:"addrs"`
+	}
+	waitFor(t, "supernode online", func() bool {
+		resp, err := http.Get(base + "/api/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.State == "online"
+	})
+	if len(st.Addrs) == 0 || !strings.Contains(st.Addrs[0], "/p2p/") {
+		t.Fatalf("status %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(perm, "pc2", "supernode", "records")); err != nil {
+		t.Fatalf("record store not under perm: %v", err)
+	}
+	req, _ := http.NewRequest("GET", base+"/api/device", nil)
+	req.SetBasicAuth("admin", "admin password 1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin API on a supernode: %s", resp.Status)
+	}
+}

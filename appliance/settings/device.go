@@ -1,0 +1,162 @@
+package settings
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/image/bootpart"
+)
+
+// Loaded are settings read on the device and where they came from.
+type Loaded struct {
+	*Settings
+	// Source is the boot partition's disk or PermFile.
+	Source string
+	// Problem, if not nil, is why the boot partition's file was not used
+	// (missing or malformed) when the perm copy was.
+	Problem error
+}
+
+// Paths are where Load looks; the zero value means the real device.
+type Paths struct {
+	// Disk is the boot disk; empty: the disk the root file system is on.
+	Disk string
+	// PermFile is the perm copy; empty: PermFile.
+	PermFile string
+	// SysDevBlock and DevDir locate the root disk (default /sys/dev/block
+	// and /dev).
+	SysDevBlock, DevDir string
+}
+
+// Load reads the device's settings from the boot partition and keeps the
+// perm copy in step; when the boot partition has no usable file it falls
+// back on the perm copy and says why in Loaded.Problem. With neither, the
+// error wraps config.ErrNotConfigured (no file) or says what is wrong.
+func Load(p Paths) (*Loaded, error) {
+	if p.PermFile == "" {
+		p.PermFile = PermFile
+	}
+	disk := p.Disk
+	var bootErr error
+	if disk == "" {
+		disk, bootErr = RootDisk(p.SysDevBlock, p.DevDir)
+	}
+	var data []byte
+	if bootErr == nil {
+		data, bootErr = readBoot(disk)
+	}
+	if bootErr == nil {
+		s, err := Parse(data)
+		if err == nil {
+			if old, _ := os.ReadFile(p.PermFile); !bytes.Equal(bytes.TrimSpace(old), bytes.TrimSpace(data)) {
+				if err := os.MkdirAll(filepath.Dir(p.PermFile), 0o700); err != nil {
+					return &Loaded{Settings: s, Source: disk, Problem: fmt.Errorf("keep a copy on perm: %w", err)}, nil
+				}
+				if err := atomicfile.Write(p.PermFile, append(bytes.TrimSpace(data), '\n'), 0o600); err != nil {
+					return &Loaded{Settings: s, Source: disk, Problem: fmt.Errorf("keep a copy on perm: %w", err)}, nil
+				}
+			}
+			return &Loaded{Settings: s, Source: disk + ":" + BootFile}, nil
+		}
+		bootErr = fmt.Errorf("%s on %s: %w", BootFile, disk, err)
+	}
+	data, err := os.ReadFile(p.PermFile)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %v, and no copy at %s", config.ErrNotConfigured, bootErr, p.PermFile)
+		}
+		return nil, fmt.Errorf("settings: %v; copy: %w", bootErr, err)
+	}
+	s, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("settings: %v; copy %s: %w", bootErr, p.PermFile, err)
+	}
+	return &Loaded{Settings: s, Source: p.PermFile, Problem: bootErr}, nil
+}
+
+func readBoot(disk string) ([]byte, error) {
+	f, err := os.Open(disk)
+	if err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	defer f.Close()
+	b, err := bootpart.ReadFile(f, BootFile)
+	if err != nil {
+		return nil, fmt.Errorf("settings: %s: %w", disk, err)
+	}
+	return b, nil
+}
+
+// RootDisk returns the block device of the whole disk holding the root
+// file system (/dev/vda for root on /dev/vda2, /dev/mmcblk0 for
+// /dev/mmcblk0p2), found through sysfs: /sys/dev/block/<major:minor of
+// "/"> links to .../block/<disk>/<partition>.
+func RootDisk(sysDevBlock, devDir string) (string, error) {
+	if sysDevBlock == "" {
+		sysDevBlock = "/sys/dev/block"
+	}
+	if devDir == "" {
+		devDir = "/dev"
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/", &st); err != nil {
+		return "", fmt.Errorf("settings: stat /: %w", err)
+	}
+	return diskOf(sysDevBlock, devDir, unix.Major(st.Dev), unix.Minor(st.Dev))
+}
+
+func diskOf(sysDevBlock, devDir string, major, minor uint32) (string, error) {
+	link := filepath.Join(sysDevBlock, fmt.Sprintf("%d:%d", major, minor))
+	part, err := filepath.EvalSymlinks(link)
+	if err != nil {
+		return "", fmt.Errorf("settings: the root file system's device %d:%d: %w", major, minor, err)
+	}
+	if _, err := os.Stat(filepath.Join(part, "partition")); err != nil {
+		return "", fmt.Errorf("settings: root device %s is not a partition", filepath.Base(part))
+	}
+	disk := filepath.Base(filepath.Dir(part))
+	if disk == "" || strings.ContainsAny(disk, "/.") {
+		return "", fmt.Errorf("settings: no disk above %s", part)
+	}
+	return filepath.Join(devDir, disk), nil
+}
+
+// WriteImage replaces the settings in a disk image (or a flashed disk) in
+// place.
+func WriteImage(disk string, s *Settings) error {
+	data, err := Encode(s)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("settings: %w", err)
+	}
+	if err := bootpart.Rewrite(f, BootFile, data); err != nil {
+		f.Close()
+		return fmt.Errorf("settings: %s: %w", disk, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("settings: sync %s: %w", disk, err)
+	}
+	return f.Close()
+}
+
+// ReadImage returns the settings in a disk image.
+func ReadImage(disk string) (*Settings, error) {
+	data, err := readBoot(disk)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data)
+}

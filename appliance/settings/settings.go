@@ -1,0 +1,201 @@
+// Package settings is the appliance's device settings file: what it holds,
+// where it lives on the device, and how it is changed in an image.
+//
+// Where: the file pc2-settings.json in the root directory of the boot
+// partition (p1, FAT16), not the root file system. An update replaces the
+// root, so settings there would be lost; the boot partition is also what a
+// person can open on any computer after flashing a card, like the Pi's own
+// config.txt. On every boot the device reads it from the boot partition and
+// keeps a copy on perm (PermFile), which it falls back on when the boot
+// partition has none (for example after an update wrote a new boot
+// partition).
+//
+// How it is changed: image.Build writes the file padded with spaces to
+// ReservedSize, and `pc2 image settings` rewrites it in place within those
+// clusters (bootpart.Rewrite): no rebuild, no mounting, nothing else on
+// the disk moves.
+//
+// Secrets: the admin password is only ever stored as an argon2id hash
+// (package password). The Wi-Fi passphrase is stored as given: the Wi-Fi
+// chip needs the key itself, and the key derived from it (the PSK) is as
+// good as the passphrase to an attacker.
+package settings
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/netconf"
+	"github.com/pc2/pc2/services/wifi"
+)
+
+// Where the settings live.
+const (
+	// BootFile is the file's name in the boot partition's root directory.
+	BootFile = "pc2-settings.json"
+	// PermFile is the device's copy on the perm partition.
+	PermFile = "/perm/pc2/settings.json"
+	// ReservedSize is the room image.Build gives the file on the boot
+	// partition; settings must fit in it.
+	ReservedSize = 16 << 10
+)
+
+// Profiles.
+const (
+	Personal  = "personal"
+	Supernode = "supernode"
+)
+
+// Settings are a device's settings.
+type Settings struct {
+	// Hostname of the device (default: gokrazy's, from the image).
+	Hostname string `json:"hostname,omitempty"`
+	// Profile is "personal" or "supernode".
+	Profile string `json:"profile"`
+	// Supernodes: full multiaddrs of the supernodes to use (personal) or to
+	// bootstrap from (supernode).
+	Supernodes []string `json:"supernodes,omitempty"`
+	// Domains a supernode trusts, with their operators.
+	Domains []Domain `json:"domains,omitempty"`
+	// PublicURL of the personal node, published in its did record.
+	PublicURL string `json:"public_url,omitempty"`
+	// Listen overrides the supernode's libp2p listeners.
+	Listen []string `json:"listen,omitempty"`
+	// Network configures the wired network (nil: DHCP on the first
+	// Ethernet interface).
+	Network *netconf.Config `json:"network,omitempty"`
+	// WiFi joins a wireless network (devices with Wi-Fi only).
+	WiFi *WiFi `json:"wifi,omitempty"`
+	// AdminPasswordHash is the argon2id hash of the admin password, which
+	// guards the device's admin API (never the password itself).
+	AdminPasswordHash string `json:"admin_password_hash,omitempty"`
+	// ResetButton is the GPIO pin of a factory-reset button, e.g.
+	// "GPIO17" (Raspberry Pi only; empty: none).
+	ResetButton string `json:"reset_button,omitempty"`
+}
+
+// Domain pins the operator key of a domain a supernode serves.
+type Domain struct {
+	Domain   string `json:"domain"`
+	Operator string `json:"operator"` // did:boson:...
+}
+
+// WiFi are the wireless network settings: the SSID and the WPA2 passphrase
+// (or 64 hex digits of the PSK; empty for an open network).
+type WiFi = wifi.Config
+
+// Parse decodes and checks a settings file. Unknown fields are refused,
+// trailing white space (the padding) is fine.
+func Parse(data []byte) (*Settings, error) {
+	var s Settings
+	if err := config.Decode(BootFile, data, &s); err != nil {
+		return nil, err
+	}
+	if err := s.Check(); err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	return &s, nil
+}
+
+// Check reports the first problem with s that does not need the network
+// stack to see (profile.Check adds the supernode address checks).
+func (s *Settings) Check() error {
+	switch s.Profile {
+	case Personal, Supernode:
+	case "":
+		return errors.New("profile is required (personal or supernode)")
+	default:
+		return fmt.Errorf("unknown profile %q (want personal or supernode)", s.Profile)
+	}
+	if s.Hostname != "" {
+		if err := checkHostname(s.Hostname); err != nil {
+			return err
+		}
+	}
+	if s.Network != nil {
+		if err := s.Network.Validate(); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+	}
+	if s.WiFi != nil {
+		if err := s.WiFi.Validate(); err != nil {
+			return err
+		}
+	}
+	if s.AdminPasswordHash != "" {
+		if err := password.Check(s.AdminPasswordHash); err != nil {
+			return fmt.Errorf("admin_password_hash: %w", err)
+		}
+	}
+	if s.ResetButton != "" && !strings.HasPrefix(s.ResetButton, "GPIO") {
+		return fmt.Errorf("reset_button %q: want a GPIO pin name such as GPIO17", s.ResetButton)
+	}
+	return nil
+}
+
+// checkHostname accepts one RFC 1123 label.
+func checkHostname(h string) error {
+	if len(h) > 63 {
+		return fmt.Errorf("hostname %q is longer than 63 characters", h)
+	}
+	for i, c := range h {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(h)-1
+		if !ok {
+			return fmt.Errorf("hostname %q: letters, digits and inner hyphens only", h)
+		}
+	}
+	return nil
+}
+
+// Encode returns the file contents for s: indented JSON padded with spaces
+// to ReservedSize.
+func Encode(s *Settings) ([]byte, error) {
+	if err := s.Check(); err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("settings: encode: %w", err)
+	}
+	b = append(b, '\n')
+	if len(b) > ReservedSize {
+		return nil, fmt.Errorf("settings: %d bytes do not fit the %d reserved on the boot partition", len(b), ReservedSize)
+	}
+	return append(b, bytes.Repeat([]byte(" "), ReservedSize-len(b))...), nil
+}
+
+// Redacted returns a copy of s safe to show: secrets replaced by "(set)".
+func (s *Settings) Redacted() *Settings {
+	c := *s
+	if c.WiFi != nil {
+		w := *c.WiFi
+		if w.Passphrase != "" {
+			w.Passphrase = "(set)"
+		}
+		c.WiFi = &w
+	}
+	if c.AdminPasswordHash != "" {
+		c.AdminPasswordHash = "(set)"
+	}
+	return &c
+}
+
+// DHCPOnEth0 reports whether eth0 should get its address from gokrazy's
+// DHCP client: not when the network settings make it (or the first
+// Ethernet interface, which is eth0 on every board) static.
+func (s *Settings) DHCPOnEth0() bool {
+	if s.Network == nil {
+		return true
+	}
+	for _, i := range s.Network.Interfaces {
+		if i.Mode == netconf.ModeStatic && (i.Name == "" || i.Name == "eth0") {
+			return false
+		}
+	}
+	return true
+}

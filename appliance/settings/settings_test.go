@@ -1,0 +1,177 @@
+package settings
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/image/fat16"
+	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/netconf"
+)
+
+// testDisk writes an MBR disk whose partition 1 is a FAT16 volume holding
+// the given settings file contents (nil: no settings file).
+func testDisk(t *testing.T, settingsFile []byte) string {
+	t.Helper()
+	const start = 2048 * 512
+	fs := fat16.New(fat16.Options{Size: 16 << 20, ModTime: time.Unix(1700000000, 0)})
+	fs.Add("/cmdline.txt", []byte("root=x\n"))
+	if settingsFile != nil {
+		fs.Add("/"+BootFile, settingsFile)
+	}
+	vol, _, err := fs.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := make([]byte, start+len(vol))
+	copy(disk[start:], vol)
+	e := disk[446:]
+	e[4] = 0x0e
+	binary.LittleEndian.PutUint32(e[8:], start/512)
+	binary.LittleEndian.PutUint32(e[12:], uint32(len(vol)/512))
+	disk[510], disk[511] = 0x55, 0xaa
+	p := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(p, disk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func sample(t *testing.T) *Settings {
+	h, err := password.Hash("admin password 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Settings{Profile: Personal, Hostname: "box", Supernodes: []string{"/ip4/10.0.2.2/tcp/8090/p2p/x"},
+		WiFi: &WiFi{SSID: "home", Passphrase: "secret passphrase"}, AdminPasswordHash: h,
+		Network: &netconf.Config{Interfaces: []netconf.Interface{{Mode: netconf.ModeStatic, Addresses: []string{"192.168.1.10/24"}, Gateway4: "192.168.1.1"}}}}
+}
+
+func TestEncodeParse(t *testing.T) {
+	s := sample(t)
+	b, err := Encode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != ReservedSize {
+		t.Fatalf("encoded %d bytes, want %d", len(b), ReservedSize)
+	}
+	back, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Hostname != "box" || back.WiFi.Passphrase != "secret passphrase" || back.Network.Interfaces[0].Gateway4 != "192.168.1.1" {
+		t.Fatalf("round trip: %+v", back)
+	}
+	r := s.Redacted()
+	if r.WiFi.Passphrase != "(set)" || r.AdminPasswordHash != "(set)" || s.WiFi.Passphrase != "secret passphrase" {
+		t.Fatalf("redacted %+v, original %+v", r.WiFi, s.WiFi)
+	}
+	s.Supernodes = []string{strings.Repeat("x", ReservedSize)}
+	if _, err := Encode(s); err == nil || !strings.Contains(err.Error(), "do not fit") {
+		t.Fatalf("oversized settings: %v", err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`{"profile":"personal","colour":"red"}`, "unknown field"},
+		{`{"profile":"personal"} {}`, "trailing data"},
+		{`{"profile":"personal","wifi":{"ssid":""}}`, "ssid"},
+		{`{"profile":"personal","wifi":{"ssid":"a","passphrase":"` + strings.Repeat("z", 64) + `"}}`, "passphrase"},
+		{`{"profile":"personal","network":{"interfaces":[{"mode":"static","addresses":["10.0.0.1"]}]}}`, "network"},
+		{`{"profile":"personal","reset_button":"17"}`, "reset_button"},
+		{`not json`, "invalid character"},
+	} {
+		if _, err := Parse([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.in, err, c.want)
+		}
+	}
+	// A 64-hex-digit PSK is accepted.
+	if _, err := Parse([]byte(`{"profile":"personal","wifi":{"ssid":"a","passphrase":"` + strings.Repeat("ab", 32) + `"}}`)); err != nil {
+		t.Errorf("hex PSK: %v", err)
+	}
+}
+
+// TestWriteImage changes the settings of a disk image in place and reads
+// them back; the other boot files stay.
+func TestWriteImage(t *testing.T) {
+	first, err := Encode(&Settings{Profile: Personal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := testDisk(t, first)
+	s := sample(t)
+	if err := WriteImage(disk, s); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadImage(disk)
+	if err != nil || back.Hostname != "box" || back.AdminPasswordHash != s.AdminPasswordHash {
+		t.Fatalf("read back %+v, %v", back, err)
+	}
+	if err := WriteImage(testDisk(t, nil), s); err == nil {
+		t.Fatal("image without a settings file: no error")
+	}
+}
+
+// TestLoad covers the device's sources: the boot partition (and the perm
+// copy it leaves), the copy when the boot partition has none or a broken
+// one, and neither.
+func TestLoad(t *testing.T) {
+	good, _ := Encode(&Settings{Profile: Personal, Hostname: "fromboot"})
+	perm := filepath.Join(t.TempDir(), "pc2", "settings.json")
+	l, err := Load(Paths{Disk: testDisk(t, good), PermFile: perm})
+	if err != nil || l.Hostname != "fromboot" || l.Problem != nil {
+		t.Fatalf("from boot: %+v, %v", l, err)
+	}
+	if b, err := os.ReadFile(perm); err != nil || !bytes.Contains(b, []byte("fromboot")) || len(b) > 200 {
+		t.Fatalf("perm copy: %q, %v", b, err)
+	}
+	l, err = Load(Paths{Disk: testDisk(t, nil), PermFile: perm})
+	if err != nil || l.Hostname != "fromboot" || l.Source != perm || l.Problem == nil {
+		t.Fatalf("no boot file: %+v, %v", l, err)
+	}
+	l, err = Load(Paths{Disk: testDisk(t, []byte(`{"profile":"personal","hostname":"bad_name"}`)), PermFile: perm})
+	if err != nil || l.Hostname != "fromboot" || l.Problem == nil || !strings.Contains(l.Problem.Error(), "hostname") {
+		t.Fatalf("broken boot file: %+v, %v", l, err)
+	}
+	_, err = Load(Paths{Disk: testDisk(t, nil), PermFile: filepath.Join(t.TempDir(), "none.json")})
+	if !errors.Is(err, config.ErrNotConfigured) {
+		t.Fatalf("no settings anywhere: %v", err)
+	}
+}
+
+// TestDiskOf finds the disk above a partition in a sysfs-like tree.
+func TestDiskOf(t *testing.T) {
+	sys := t.TempDir()
+	part := filepath.Join(sys, "devices", "pci0", "block", "mmcblk0", "mmcblk0p2")
+	if err := os.MkdirAll(part, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(part, "partition"), []byte("2\n"), 0o644)
+	devBlock := filepath.Join(sys, "dev", "block")
+	os.MkdirAll(devBlock, 0o755)
+	if err := os.Symlink(part, filepath.Join(devBlock, "179:2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Dir(part), filepath.Join(devBlock, "179:0")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := diskOf(devBlock, "/dev", 179, 2)
+	if err != nil || got != "/dev/mmcblk0" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if _, err := diskOf(devBlock, "/dev", 179, 0); err == nil {
+		t.Fatal("whole disk as root: no error")
+	}
+	if _, err := diskOf(devBlock, "/dev", 8, 1); err == nil {
+		t.Fatal("unknown device: no error")
+	}
+}

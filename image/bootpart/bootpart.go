@@ -1,0 +1,71 @@
+// Package bootpart reads and changes files on the boot partition of an
+// appliance disk (an image file or a block device): partition 1, a FAT16
+// file system as image.Build writes it. It understands exactly those disks:
+// a GPT or MBR partition table with 512-byte sectors and files in the FAT's
+// root directory (package fat16).
+package bootpart
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/pc2/pc2/image/fat16"
+)
+
+// Offset returns the byte offset of partition 1 (GPT, else MBR).
+func Offset(disk io.ReaderAt) (int64, error) {
+	b := make([]byte, 1024)
+	if _, err := disk.ReadAt(b, 0); err != nil {
+		return 0, fmt.Errorf("partition table: %w", err)
+	}
+	if string(b[512:520]) == "EFI PART" {
+		entries := int64(binary.LittleEndian.Uint64(b[512+72:]))
+		e := make([]byte, 128)
+		if _, err := disk.ReadAt(e, entries*512); err != nil {
+			return 0, fmt.Errorf("GPT entries: %w", err)
+		}
+		return int64(binary.LittleEndian.Uint64(e[32:])) * 512, nil
+	}
+	if b[510] != 0x55 || b[511] != 0xaa {
+		return 0, errors.New("bootpart: no partition table")
+	}
+	return int64(binary.LittleEndian.Uint32(b[446+8:])) * 512, nil
+}
+
+// ReadFile returns a file from the boot partition's root directory, by its
+// long or 8.3 name (case-insensitive).
+func ReadFile(disk io.ReaderAt, name string) ([]byte, error) {
+	off, err := Offset(disk)
+	if err != nil {
+		return nil, err
+	}
+	b, err := fat16.ReadFile(io.NewSectionReader(disk, off, 1<<62), name)
+	if err != nil {
+		return nil, fmt.Errorf("boot partition: %w", err)
+	}
+	return b, nil
+}
+
+// Rewrite replaces an existing file in the boot partition's root directory
+// in place (fat16.Rewrite).
+func Rewrite(disk fat16.ReadWriterAt, name string, data []byte) error {
+	off, err := Offset(disk)
+	if err != nil {
+		return err
+	}
+	if err := fat16.Rewrite(offsetRW{disk, off}, name, data); err != nil {
+		return fmt.Errorf("boot partition: %w", err)
+	}
+	return nil
+}
+
+// offsetRW shifts reads and writes by off.
+type offsetRW struct {
+	rw  fat16.ReadWriterAt
+	off int64
+}
+
+func (o offsetRW) ReadAt(p []byte, off int64) (int, error)  { return o.rw.ReadAt(p, o.off+off) }
+func (o offsetRW) WriteAt(p []byte, off int64) (int, error) { return o.rw.WriteAt(p, o.off+off) }

@@ -1,0 +1,65 @@
+package password
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestHashVerify(t *testing.T) {
+	h, err := Hash("correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") || strings.Contains(h, "correct") {
+		t.Fatalf("hash %q", h)
+	}
+	if err := Verify(h, "correct horse battery"); err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	if err := Verify(h, "correct horse batterY"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	h2, _ := Hash("correct horse battery")
+	if h == h2 {
+		t.Fatal("two hashes of one password are equal: salt not random")
+	}
+	if _, err := Hash("short"); err == nil {
+		t.Fatal("short password accepted")
+	}
+}
+
+// TestKnownHash checks a hash made by another implementation (the argon2
+// command line tool of the reference implementation: echo -n password |
+// argon2 somesalt -id -t 2 -m 16 -p 4 -l 24 -e, Debian package argon2),
+// so the PHC reading is compatible.
+func TestKnownHash(t *testing.T) {
+	const h = "$argon2id$v=19$m=65536,t=2,p=4$c29tZXNhbHQ$F1jG2CV3/Nr+yRuIsPKw0J9r4s7cJHBU"
+	if err := Verify(h, "password"); err != nil {
+		t.Fatalf("reference hash: %v", err)
+	}
+	if err := Verify(h, "passwore"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("reference hash, wrong password: %v", err)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	for _, h := range []string{
+		"",
+		"password",
+		"$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8",
+		"$argon2id$v=16$m=19456,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8",
+		"$argon2id$v=19$m=99999999,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8",
+		"$argon2id$v=19$m=19456,t=0,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8",
+		"$argon2id$v=19$m=19456,t=2,p=1,x=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8",
+		"$argon2id$v=19$m=19456,t=2,p=1$!!$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8",
+		"$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$",
+	} {
+		if err := Check(h); err == nil {
+			t.Errorf("Check(%q): no error", h)
+		}
+		if err := Verify(h, "password"); err == nil || errors.Is(err, ErrMismatch) {
+			t.Errorf("Verify(%q): %v, want a format error", h, err)
+		}
+	}
+}
