@@ -5,8 +5,10 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/pc2/pc2/appliance/device"
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/settings"
@@ -29,6 +32,7 @@ import (
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/netconf"
+	"github.com/pc2/pc2/services/relay"
 )
 
 // The "abandon ... art" vector of docs/identity.md.
@@ -41,7 +45,7 @@ const (
 // hostSupernode runs a supernode on the host's loopback; guests reach it at
 // 10.0.2.2 (QEMU user networking). It returns the node and its address as
 // the guest must dial it.
-func hostSupernode(t *testing.T) (*dht.Node, string) {
+func hostSupernode(t testing.TB) (*dht.Node, string) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	sn, err := dht.New(context.Background(), dht.Config{
@@ -57,8 +61,38 @@ func hostSupernode(t *testing.T) (*dht.Node, string) {
 	return sn, strings.Replace(addr, "/ip4/127.0.0.1/", "/ip4/10.0.2.2/", 1)
 }
 
+// hostRelay runs the relay on the host supernode sn with its HTTP front on
+// loopback, and returns the front's address.
+func hostRelay(t *testing.T, sn *dht.Node) string {
+	t.Helper()
+	r, err := relay.New(relay.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000,
+		Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(r.Proxy(relay.HostResolver))
+	t.Cleanup(func() { front.Close(); r.Close() })
+	return front.Listener.Addr().String()
+}
+
+// getVia fetches path from the node id through the relay front.
+func getVia(t *testing.T, front string, id identity.ID, path string) (int, []byte) {
+	t.Helper()
+	req, err := relay.NewRequest("http://"+front, id, "GET", path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
 // keyPEM returns the key file contents of the words' node key.
-func keyPEM(t *testing.T, words string) []byte {
+func keyPEM(t testing.TB, words string) []byte {
 	t.Helper()
 	key, err := identity.NodeKeyFromMnemonic(words, "")
 	if err != nil {
@@ -84,7 +118,7 @@ func buildProfileImage(t *testing.T, s settings.Settings, perm map[string]image.
 
 // buildBoardImage builds board's image for settings, with perm files
 // provisioned at build time.
-func buildBoardImage(t *testing.T, board boards.Board, s settings.Settings, perm map[string]image.PermFile) string {
+func buildBoardImage(t testing.TB, board boards.Board, s settings.Settings, perm map[string]image.PermFile) string {
 	t.Helper()
 	qemutest.RequireArch(t, board.GOARCH) // building needs the same host tools; skip early
 	p, err := profile.Build(&s)
@@ -111,7 +145,7 @@ func buildBoardImage(t *testing.T, board boards.Board, s settings.Settings, perm
 }
 
 // waitOnline polls the node's /api/status until it is online.
-func waitOnline(t *testing.T, vm *qemutest.VM, deadline time.Duration) personal.Status {
+func waitOnline(t testing.TB, vm *qemutest.VM, deadline time.Duration) personal.Status {
 	t.Helper()
 	url := fmt.Sprintf("http://127.0.0.1:%d/api/status", vm.HostPort(4200))
 	end := time.Now().Add(deadline)
@@ -155,6 +189,7 @@ func TestPersonalImageArm64(t *testing.T) {
 
 func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	sn, guestAddr := hostSupernode(t)
+	front := hostRelay(t, sn)
 	img := buildBoardImage(t, board, settings.Settings{Profile: profile.Personal, Hostname: "pc2-personal",
 		Supernodes: []string{guestAddr}, PublicURL: "http://alice.pc2.test"},
 		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
@@ -179,6 +214,27 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	body := vm.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", vm.HostPort(4200)), time.Minute)
 	if !strings.Contains(string(body), vectorDID) {
 		t.Fatalf("status page does not show the DID")
+	}
+	// The VM sits behind QEMU's user-mode NAT: its status page through the
+	// host supernode's relay, and the did record lists that supernode.
+	for end := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		code, b := getVia(t, front, id, "/api/status")
+		if code == http.StatusOK && strings.Contains(string(b), `"mode":"relayed"`) {
+			t.Logf("%s: QEMU start to relayed status page: %v", board.Name, time.Since(vm.Started).Round(100*time.Millisecond))
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("status page not reached through the relay: %d %s", code, b)
+		}
+	}
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		rec, err := sn.ResolveDID(context.Background(), id)
+		if err == nil && len(rec.Supernodes) == 1 && rec.Supernodes[0].ID.String() == mustID(t, sn).String() {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("did record does not list the relay's supernode: %+v %v", rec, err)
+		}
 	}
 	return vm
 }
@@ -264,9 +320,10 @@ type deviceInfoJSON struct {
 	Network        struct {
 		Changes []string `json:"changes"`
 	} `json:"network"`
+	Processes []device.Process `json:"processes"`
 }
 
-func deviceInfo(t *testing.T, url, pw string) deviceInfoJSON {
+func deviceInfo(t testing.TB, url, pw string) deviceInfoJSON {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	req.SetBasicAuth("admin", pw)
@@ -364,4 +421,13 @@ func waitBootstrap(t *testing.T, n *dht.Node, boot []peer.AddrInfo, deadline tim
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Fatalf("supernode in the VM not reachable within %v: %v", deadline, err)
+}
+
+func mustID(t *testing.T, n *dht.Node) identity.ID {
+	t.Helper()
+	id, err := n.ID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

@@ -72,8 +72,9 @@ type Options struct {
 // Network applies the network settings and keeps them applied.
 type Network interface {
 	// Run applies cfg (nil: DHCP on the first Ethernet interface), then
-	// re-applies it after link changes until ctx ends.
-	Run(ctx context.Context, cfg *netconf.Config) error
+	// re-applies it after link changes until ctx ends, calling changed
+	// after each (the tunnel reattaches at once).
+	Run(ctx context.Context, cfg *netconf.Config, changed func()) error
 	// Status describes the current state for the admin API.
 	Status() NetworkStatus
 }
@@ -94,6 +95,8 @@ type Device struct {
 	light  *hardware.Light
 	net    Network
 	wifi   wifi.State
+	// node is the personal node once it runs.
+	node atomic.Pointer[personal.Node]
 	// snAddrs are the supernode's addresses once it listens.
 	snAddrs atomic.Pointer[[]string]
 
@@ -154,7 +157,7 @@ func Run(ctx context.Context, opts Options) error {
 	goRun(func() { button.Run(ctx) })
 
 	goRun(func() {
-		if err := d.net.Run(ctx, s.Network); err != nil && ctx.Err() == nil {
+		if err := d.net.Run(ctx, s.Network, d.networkChanged); err != nil && ctx.Err() == nil {
 			log.Error("network configuration stopped", "err", err)
 		}
 	})
@@ -174,7 +177,10 @@ func Run(ctx context.Context, opts Options) error {
 			Listener: opts.Listener,
 			Version:  opts.Version,
 			Routes:   d.routes,
-			Started:  func(n *personal.Node) { goRun(func() { d.follow(ctx, n) }) },
+			Started: func(n *personal.Node) {
+				d.node.Store(n)
+				goRun(func() { d.follow(ctx, n) })
+			},
 		})
 	case profile.Supernode:
 		stop, serr := d.serveSupernodeStatus(opts.Listener)
@@ -199,18 +205,28 @@ func Run(ctx context.Context, opts Options) error {
 	return err
 }
 
+// networkChanged makes the tunnel reattach at once.
+func (d *Device) networkChanged() {
+	if n := d.node.Load(); n != nil {
+		d.log.Info("network changed: reattaching the tunnel")
+		n.Reconnect()
+	}
+}
+
 // follow shows the personal node's state on the status light.
 func (d *Device) follow(ctx context.Context, n *personal.Node) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		switch n.Status().State {
-		case "online":
-			// Issue 4's tunnel adds online-relayed.
+		st := n.Status()
+		switch {
+		case st.State == "online" && st.Mode == "relayed":
+			d.light.SetState(hardware.StateOnlineRelayed)
+		case st.State == "online" && st.Mode == "direct":
 			d.light.SetState(hardware.StateOnlineDirect)
-		case "error":
+		case st.State == "error":
 			d.light.SetState(hardware.StateError)
-		default:
+		default: // starting, or published but not yet reachable
 			d.light.SetState(hardware.StateBooting)
 		}
 		select {

@@ -23,6 +23,7 @@ import (
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/netconf"
+	"github.com/pc2/pc2/services/relay"
 	"github.com/pc2/pc2/services/wifi"
 )
 
@@ -32,7 +33,7 @@ type fakeNetwork struct {
 	got []*netconf.Config
 }
 
-func (f *fakeNetwork) Run(ctx context.Context, cfg *netconf.Config) error {
+func (f *fakeNetwork) Run(ctx context.Context, cfg *netconf.Config, _ func()) error {
 	f.mu.Lock()
 	f.got = append(f.got, cfg)
 	f.mu.Unlock()
@@ -95,7 +96,11 @@ func testSupernode(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { sn.Close() })
+	r, err := relay.New(relay.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); sn.Close() })
 	return sn.Multiaddrs()[0].String()
 }
 
@@ -180,7 +185,7 @@ func TestPersonalDevice(t *testing.T) {
 			Light string `json:"status_light"`
 		}
 		json.NewDecoder(r.Body).Decode(&i)
-		return i.Light == hardware.StateOnlineDirect.String()
+		return i.Light == hardware.StateOnlineRelayed.String()
 	})
 	select {
 	case <-rebooted:

@@ -25,7 +25,7 @@ type NetconfNetwork struct {
 }
 
 // Run implements Network.
-func (n *NetconfNetwork) Run(ctx context.Context, cfg *netconf.Config) error {
+func (n *NetconfNetwork) Run(ctx context.Context, cfg *netconf.Config, changed func()) error {
 	var c netconf.Config
 	if cfg != nil {
 		c = *cfg
@@ -64,6 +64,9 @@ func (n *NetconfNetwork) Run(ctx context.Context, cfg *netconf.Config) error {
 		case _, ok := <-settled:
 			if !ok {
 				return nil
+			}
+			if changed != nil {
+				changed()
 			}
 		}
 	}

@@ -31,11 +31,23 @@ type Config struct {
 	PublicURL string `json:"public_url,omitempty"`
 	// Direct are multiaddrs at which the node is directly reachable.
 	Direct []string `json:"direct,omitempty"`
+	// Mode: "direct" (reachable at Direct, no relay) or "relayed" / empty
+	// (attach to the supernodes' relays).
+	Mode string `json:"mode,omitempty"`
+	// ExposeTCP maps service names to local addresses the relays may
+	// reach on a mapped public port ("ssh": "127.0.0.1:22").
+	ExposeTCP map[string]string `json:"expose_tcp,omitempty"`
 	// RecordTTL is the did record lifetime (default 24h, at most 7 days).
 	RecordTTL config.Duration `json:"record_ttl,omitempty"`
 	// RepublishInterval is how often the record is re-signed (default 1h).
 	RepublishInterval config.Duration `json:"republish_interval,omitempty"`
 }
+
+// Modes.
+const (
+	ModeDirect  = "direct"
+	ModeRelayed = "relayed"
+)
 
 // LoadConfig reads and checks a config file.
 func LoadConfig(path string) (*Config, error) {
@@ -48,6 +60,9 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if len(c.Supernodes) == 0 {
 		return nil, fmt.Errorf("config %s: supernodes is required (at least one)", path)
+	}
+	if c.Mode != "" && c.Mode != ModeDirect && c.Mode != ModeRelayed {
+		return nil, fmt.Errorf("config %s: mode %q (want direct or relayed)", path, c.Mode)
 	}
 	return &c, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/tunnel"
 )
 
 // Options are what the caller injects besides the config.
@@ -43,6 +44,7 @@ type Node struct {
 
 	mu     sync.Mutex
 	status Status
+	tunnel *tunnel.Client // nil in direct mode or before it starts
 }
 
 // Status is what the status page and /api/status show.
@@ -60,6 +62,10 @@ type Status struct {
 	Version    string    `json:"version,omitempty"`
 	Started    time.Time `json:"started"`
 	NewKey     bool      `json:"new_key,omitempty"` // created on this boot; words in WordsFile
+	// Mode is how the node is reached: "direct" (configured), "relayed"
+	// (attached to a supernode's relay) or "offline" (neither yet).
+	Mode   string         `json:"mode"`
+	Tunnel *tunnel.Status `json:"tunnel,omitempty"`
 }
 
 func (n *Node) now() time.Time {
@@ -81,6 +87,17 @@ func (n *Node) Status() Status {
 	defer n.mu.Unlock()
 	s := n.status
 	s.Supernodes = append([]string(nil), s.Supernodes...)
+	s.Mode = "offline"
+	if n.cfg.Mode == ModeDirect {
+		s.Mode = ModeDirect
+	}
+	if n.tunnel != nil {
+		ts := n.tunnel.Status()
+		s.Tunnel = &ts
+		if ts.Mode == "relayed" {
+			s.Mode = "relayed"
+		}
+	}
 	return s
 }
 
@@ -151,8 +168,37 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		return err
 	}
 	defer node.Close()
+
+	if cfg.Mode != ModeDirect {
+		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, TCP: cfg.ExposeTCP,
+			Logger: log.With("service", "tunnel")})
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		n.tunnel = tc
+		n.mu.Unlock()
+		wg.Add(2)
+		go func() { defer wg.Done(); tc.Run(ctx) }()
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(tc.Listener()); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				log.Error("relayed HTTP stopped", "err", err)
+			}
+		}()
+	}
 	n.publishUntilDone(ctx, node, key)
 	return nil
+}
+
+// Reconnect makes the tunnel attach again at once (the network changed).
+func (n *Node) Reconnect() {
+	n.mu.Lock()
+	tc := n.tunnel
+	n.mu.Unlock()
+	if tc != nil {
+		tc.Reconnect()
+	}
 }
 
 // publishUntilDone joins the DHT and publishes the did record, retrying
@@ -166,8 +212,11 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 		if n.cfg.PublicURL != "" {
 			rec.Services = []records.Service{{Name: "cloud", Endpoint: n.cfg.PublicURL}}
 		}
-		// Supernodes the node is attached to join the record with the relay
-		// (issue 4); until then the node is reachable only directly.
+		n.mu.Lock()
+		if n.tunnel != nil {
+			rec.Supernodes = n.tunnel.Attached()
+		}
+		n.mu.Unlock()
 		return records.SignDID(key, rec)
 	}
 	err := backoff.Retry(ctx, backoff.Policy{Initial: 500 * time.Millisecond}, func(ctx context.Context, attempt int) error {
@@ -194,6 +243,14 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 	if err != nil {
 		return // ctx ended
 	}
+	// The record lists the supernodes the node is attached to: publish a
+	// new one whenever they change.
+	var changed <-chan struct{}
+	n.mu.Lock()
+	if n.tunnel != nil {
+		changed = n.tunnel.Changed()
+	}
+	n.mu.Unlock()
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
@@ -202,6 +259,17 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-changed:
+			changed = n.tunnel.Changed()
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			res, err := node.KeepPublished(pctx, records.DIDKey(n.id), sign)
+			cancel()
+			if err != nil {
+				n.log.Warn("did record not republished after an attachment change", "err", err)
+				n.update(func(s *Status) { s.LastError = err.Error() })
+				continue
+			}
+			n.update(func(s *Status) { s.Seq, s.Published, s.StoredOn, s.SentTo = res.Seq, n.now(), res.Stored, res.Sent })
 		}
 	}
 }

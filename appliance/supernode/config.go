@@ -1,6 +1,7 @@
-// Package supernode wires a supernode's services from its JSON config: for
-// now the DHT server with its persistent store; later the relay, TURN and
-// the web gateway join it here.
+// Package supernode wires a supernode's services from its JSON config: the
+// DHT server with its persistent store and the relay (Active Proxy) on the
+// same libp2p host, with its HTTP front; later TURN and the web gateway
+// join it here.
 package supernode
 
 import (
@@ -38,6 +39,16 @@ type Config struct {
 	// AddrsFile, if set, receives the node's full multiaddrs (one per line)
 	// once it listens: scripts and tests use it with port 0.
 	AddrsFile string `json:"addrs_file,omitempty"`
+	// HTTPListen, if set, serves the relay's HTTP front: a request for
+	// <node host label>.<anything> goes to that attached node (the web
+	// gateway replaces this with names).
+	HTTPListen string `json:"http_listen,omitempty"`
+	// RelayListenIP is the address mapped TCP ports listen on (default all).
+	RelayListenIP string `json:"relay_listen_ip,omitempty"`
+	// RelayPortMin and RelayPortMax bound mapped TCP ports (default
+	// 20000-22000).
+	RelayPortMin int `json:"relay_port_min,omitempty"`
+	RelayPortMax int `json:"relay_port_max,omitempty"`
 	// RepublishInterval and ReplicateInterval tune the record loops.
 	RepublishInterval config.Duration `json:"republish_interval,omitempty"`
 	ReplicateInterval config.Duration `json:"replicate_interval,omitempty"`

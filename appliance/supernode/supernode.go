@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/relay"
 )
 
 // Options are what the caller injects besides the config.
@@ -21,6 +24,9 @@ type Options struct {
 	// Ready, if set, is called with the node's full multiaddrs once it
 	// listens.
 	Ready func(addrs []string)
+	// HTTPListener, if set, is the relay HTTP front's listener instead of
+	// Config.HTTPListen's.
+	HTTPListener net.Listener
 }
 
 // Run starts the supernode's services and blocks until ctx ends.
@@ -62,6 +68,27 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		return err
 	}
 	defer node.Close()
+
+	rel, err := relay.New(relay.Config{
+		Host: node.Host(), ListenIP: cfg.RelayListenIP, PortMin: cfg.RelayPortMin, PortMax: cfg.RelayPortMax,
+		PortsFile: filepath.Join(cfg.DataDir, "relay-ports.json"), Logger: log.With("service", "relay"),
+	})
+	if err != nil {
+		return err
+	}
+	defer rel.Close()
+	if cfg.HTTPListen != "" {
+		ln := opts.HTTPListener
+		if ln == nil {
+			if ln, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+				return fmt.Errorf("relay HTTP front: %w", err)
+			}
+		}
+		srv := &http.Server{Handler: rel.Proxy(relay.HostResolver), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		log.Info("relay HTTP front", "addr", ln.Addr().String())
+	}
 
 	var addrs []string
 	for _, a := range node.Multiaddrs() {

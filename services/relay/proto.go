@@ -1,0 +1,159 @@
+package relay
+
+import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Protocols.
+const (
+	// ProtocolAttach is the control stream a node opens to attach.
+	ProtocolAttach protocol.ID = "/pc2/attach/1"
+	// ProtocolHTTP carries one HTTP/1.1 connection (keep-alive, upgrades)
+	// from the supernode to the node.
+	ProtocolHTTP protocol.ID = "/pc2/http/1"
+	// ProtocolTCP carries one raw TCP connection from a mapped public port
+	// to the node; it starts with the exposed service's name and '\n'.
+	ProtocolTCP protocol.ID = "/pc2/tcp/1"
+)
+
+// Message types of the attach protocol.
+const (
+	TypeChallenge = "challenge" // relay -> node, first
+	TypeAttach    = "attach"    // node -> relay, the signed answer
+	TypeAttached  = "attached"  // relay -> node: accepted
+	TypeRefused   = "refused"   // relay -> node: refused, then closed
+	TypePing      = "ping"      // node -> relay, every KeepAlive
+	TypePong      = "pong"      // relay -> node, the answer
+	TypeDetached  = "detached"  // relay -> node: session ended (replaced, shutdown)
+)
+
+// MaxMessage bounds a control message.
+const MaxMessage = 4096
+
+// attachTag is the signature domain of an attach.
+const attachTag = "pc2 attach v1\x00"
+
+// Message is one control message; fields by type.
+type Message struct {
+	Type string `json:"type"`
+	// challenge
+	Nonce []byte `json:"nonce,omitempty"`
+	Relay string `json:"relay,omitempty"` // the relay's DID
+	// attach
+	DID  string   `json:"did,omitempty"`
+	Time int64    `json:"time,omitempty"`
+	TCP  []string `json:"tcp,omitempty"` // services the node exposes on mapped ports
+	Sig  []byte   `json:"sig,omitempty"`
+	// attached
+	Ports     map[string]int `json:"ports,omitempty"` // service -> public port
+	KeepAlive int64          `json:"keepalive_ms,omitempty"`
+	Limits    *Limits        `json:"limits,omitempty"`
+	// refused, detached
+	Error string `json:"error,omitempty"`
+}
+
+// Limits are what the relay allows one node.
+type Limits struct {
+	// Streams is the number of concurrent streams to the node.
+	Streams int `json:"streams"`
+	// BytesPerSecond bounds the node's relayed traffic (each direction).
+	BytesPerSecond int64 `json:"bytes_per_second"`
+	// Ports is the number of mapped TCP ports.
+	Ports int `json:"ports"`
+}
+
+// attachPayload is what an attach signs: the relay's DID and nonce bind it
+// to this relay and this stream, so a captured attach is useless anywhere
+// else.
+func attachPayload(relayDID string, nonce []byte, did string, t int64, tcp []string) []byte {
+	b := []byte(attachTag)
+	b = appendField(b, []byte(relayDID))
+	b = appendField(b, nonce)
+	b = appendField(b, []byte(did))
+	b = binary.BigEndian.AppendUint64(b, uint64(t))
+	b = appendField(b, []byte(strings.Join(tcp, "\x00")))
+	return b
+}
+
+func appendField(b, f []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+	return append(b, f...)
+}
+
+// SignAttach returns the attach message answering challenge c.
+func SignAttach(key ed25519.PrivateKey, c *Message, did string, now time.Time, tcp []string) *Message {
+	t := now.Unix()
+	return &Message{Type: TypeAttach, DID: did, Nonce: c.Nonce, Time: t, TCP: tcp,
+		Sig: ed25519.Sign(key, attachPayload(c.Relay, c.Nonce, did, t, tcp))}
+}
+
+// WriteMessage writes m as a length-prefixed JSON frame.
+func WriteMessage(w io.Writer, m *Message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxMessage {
+		return fmt.Errorf("relay: %s message of %d bytes is too large", m.Type, len(b))
+	}
+	frame := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(b)), uint16(len(b)))
+	_, err = w.Write(append(frame, b...))
+	return err
+}
+
+// ReadMessage reads one frame; oversized or malformed frames are errors.
+func ReadMessage(r io.Reader) (*Message, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr[:]))
+	if n == 0 || n > MaxMessage {
+		return nil, fmt.Errorf("relay: control frame of %d bytes (max %d)", n, MaxMessage)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("relay: malformed control message: %w", err)
+	}
+	if m.Type == "" {
+		return nil, errors.New("relay: control message without type")
+	}
+	return &m, nil
+}
+
+// StreamConn makes a stream a net.Conn (for http.Server and
+// http.Transport); the addresses name the peers.
+type StreamConn struct {
+	network.Stream
+}
+
+// LocalAddr implements net.Conn.
+func (c StreamConn) LocalAddr() net.Addr { return PeerAddr(c.Conn().LocalPeer()) }
+
+// RemoteAddr implements net.Conn.
+func (c StreamConn) RemoteAddr() net.Addr { return PeerAddr(c.Conn().RemotePeer()) }
+
+// PeerAddr is a libp2p peer as a net.Addr.
+type PeerAddr peer.ID
+
+// Network implements net.Addr.
+func (a PeerAddr) Network() string { return "libp2p" }
+
+// String implements net.Addr.
+func (a PeerAddr) String() string { return peer.ID(a).String() }

@@ -1,0 +1,392 @@
+// Package relay is the supernode side of the Active Proxy: personal nodes
+// behind NAT attach to it over their outbound libp2p connection, and the
+// supernode reaches them by opening streams back over that connection:
+// /pc2/http/1 (an HTTP/1.1 connection: keep-alive, WebSocket upgrades,
+// streamed bodies) and /pc2/tcp/1 (raw TCP from a public port mapped to
+// the node).
+//
+// # Attaching
+//
+// The libp2p handshake (Noise or TLS) already proves the node holds the key
+// of its peer ID, which is its DID (dht.PeerToID). On top of that the
+// attach is a challenge-response: the relay sends a fresh nonce and its own
+// DID, the node signs both with the DID key (SignAttach), and the relay
+// checks the signature, that the DID is the peer's, and that the time is
+// within ClockSkew. A captured attach cannot be replayed: its nonce is
+// only valid on the stream that issued it.
+//
+// A node attaching again (a reconnect after a network change, or a
+// replaced connection) replaces its old session at once: the old control
+// stream is told "detached: replaced" and closed. There is never an
+// "already attached" wait.
+//
+// The control stream stays open for the session: the node pings every
+// KeepAlive, the relay answers; a stream closed, reset or silent for
+// 3 x KeepAlive ends the session.
+//
+// # Limits
+//
+// Per node: concurrent streams to it (Limits.Streams; beyond that
+// OpenStream fails at once with ErrBusy), relayed bytes per second in each
+// direction (a token bucket on every stream), mapped ports. Per peer on the
+// control protocol: one attach in progress. Other inbound streams (a node
+// flooding the supernode) meet libp2p's resource manager. A misbehaving
+// node is refused with a message saying why; it never stops the others.
+//
+// # Mapped TCP ports
+//
+// A node lists the services it exposes (Message.TCP). Each (DID, service)
+// gets a public port in [PortMin, PortMax] derived from a hash of both,
+// probing upwards past ports in use; assignments are kept in the data dir,
+// so a node gets the same port back after a reconnect or a relay restart.
+package relay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"golang.org/x/time/rate"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+)
+
+// Errors of OpenStream.
+var (
+	ErrNotAttached = errors.New("relay: node not attached")
+	ErrBusy        = errors.New("relay: node's stream limit reached")
+)
+
+// Config configures a Relay.
+type Config struct {
+	// Host is the supernode's libp2p host (the DHT's).
+	Host host.Host
+	// Limits per node; zero fields take the defaults.
+	Limits Limits
+	// KeepAlive is the ping interval nodes are told to use (default 5 s).
+	KeepAlive time.Duration
+	// ClockSkew is the accepted difference of an attach's time (default 5 min).
+	ClockSkew time.Duration
+	// ListenIP is the address mapped ports listen on (default all).
+	ListenIP string
+	// PortMin and PortMax bound mapped ports (default 20000-22000).
+	PortMin, PortMax int
+	// PortsFile keeps port assignments across restarts ("" = memory only).
+	PortsFile string
+	// Listen opens a mapped port's listener (default net.Listen).
+	Listen func(network, addr string) (net.Listener, error)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Default limits.
+var DefaultLimits = Limits{Streams: 256, BytesPerSecond: 256 << 20, Ports: 4}
+
+// Relay is the relay service of a supernode.
+type Relay struct {
+	cfg   Config
+	log   *slog.Logger
+	did   string
+	ports *portTable
+
+	mu        sync.Mutex
+	sessions  map[peer.ID]*session
+	attaching map[peer.ID]bool
+	closed    bool
+}
+
+// session is one attached node.
+type session struct {
+	id      identity.ID
+	peer    peer.ID
+	since   time.Time
+	stream  network.Stream
+	streams chan struct{} // semaphore of Limits.Streams
+	limit   *rate.Limiter
+	ports   map[string]*mappedPort
+	done    chan struct{}
+	once    sync.Once
+}
+
+func (s *session) end() { s.once.Do(func() { close(s.done); s.stream.Reset() }) }
+
+// New starts the relay on cfg.Host.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Host == nil {
+		return nil, errors.New("relay: no host")
+	}
+	if cfg.Limits.Streams <= 0 {
+		cfg.Limits.Streams = DefaultLimits.Streams
+	}
+	if cfg.Limits.BytesPerSecond <= 0 {
+		cfg.Limits.BytesPerSecond = DefaultLimits.BytesPerSecond
+	}
+	if cfg.Limits.Ports <= 0 {
+		cfg.Limits.Ports = DefaultLimits.Ports
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 5 * time.Second
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 5 * time.Minute
+	}
+	if cfg.PortMin == 0 && cfg.PortMax == 0 {
+		cfg.PortMin, cfg.PortMax = 20000, 22000
+	}
+	if cfg.PortMin < 1 || cfg.PortMax > 65535 || cfg.PortMin > cfg.PortMax {
+		return nil, fmt.Errorf("relay: port range %d-%d", cfg.PortMin, cfg.PortMax)
+	}
+	if cfg.Listen == nil {
+		cfg.Listen = net.Listen
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	id, err := dht.PeerToID(cfg.Host.ID())
+	if err != nil {
+		return nil, fmt.Errorf("relay: host key: %w", err)
+	}
+	pt, err := loadPorts(cfg.PortsFile, cfg.PortMin, cfg.PortMax)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{cfg: cfg, log: cfg.Logger, did: id.DID(), ports: pt,
+		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}}
+	cfg.Host.SetStreamHandler(ProtocolAttach, r.handleAttach)
+	return r, nil
+}
+
+// Close detaches every node and stops the mapped ports.
+func (r *Relay) Close() error {
+	r.cfg.Host.RemoveStreamHandler(ProtocolAttach)
+	r.mu.Lock()
+	r.closed = true
+	ss := make([]*session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		ss = append(ss, s)
+	}
+	r.sessions = map[peer.ID]*session{}
+	r.mu.Unlock()
+	for _, s := range ss {
+		WriteMessage(s.stream, &Message{Type: TypeDetached, Error: "relay shutting down"})
+		r.endSession(s)
+	}
+	return nil
+}
+
+// SessionInfo describes an attached node.
+type SessionInfo struct {
+	DID   string         `json:"did"`
+	Peer  string         `json:"peer"`
+	Since time.Time      `json:"since"`
+	Ports map[string]int `json:"ports,omitempty"`
+}
+
+// Sessions lists the attached nodes.
+func (r *Relay) Sessions() []SessionInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]SessionInfo, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		si := SessionInfo{DID: s.id.DID(), Peer: s.peer.String(), Since: s.since, Ports: map[string]int{}}
+		for name, mp := range s.ports {
+			si.Ports[name] = mp.port
+		}
+		out = append(out, si)
+	}
+	return out
+}
+
+// Attached reports whether id is attached here.
+func (r *Relay) Attached(id identity.ID) bool {
+	_, err := r.session(id)
+	return err == nil
+}
+
+func (r *Relay) session(id identity.ID) (*session, error) {
+	p, err := dht.IDToPeer(id)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sessions[p]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotAttached, id.DID())
+	}
+	return s, nil
+}
+
+// OpenStream opens a stream of protocol proto to the attached node id over
+// its own connection (never dialling it: it may be behind NAT). The stream
+// counts against the node's limits until closed.
+func (r *Relay) OpenStream(ctx context.Context, id identity.ID, proto protocol.ID) (network.Stream, error) {
+	s, err := r.session(id)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case s.streams <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("%w (%d) for %s", ErrBusy, cap(s.streams), id.DID())
+	}
+	st, err := r.cfg.Host.NewStream(network.WithNoDial(ctx, "relay: the node dials us"), s.peer, proto)
+	if err != nil {
+		<-s.streams
+		return nil, fmt.Errorf("relay: stream to %s: %w", id.DID(), err)
+	}
+	return newLimitedStream(ctx, st, s.limit, func() { <-s.streams }), nil
+}
+
+// handleAttach runs one node's control stream.
+func (r *Relay) handleAttach(st network.Stream) {
+	p := st.Conn().RemotePeer()
+	log := r.log.With("peer", p.String())
+	r.mu.Lock()
+	if r.closed || r.attaching[p] {
+		r.mu.Unlock()
+		WriteMessage(st, &Message{Type: TypeRefused, Error: "an attach from this peer is already in progress"})
+		st.Reset()
+		return
+	}
+	r.attaching[p] = true
+	r.mu.Unlock()
+	s, err := r.attach(st, p)
+	r.mu.Lock()
+	delete(r.attaching, p)
+	r.mu.Unlock()
+	if err != nil {
+		log.Warn("attach refused", "err", err)
+		WriteMessage(st, &Message{Type: TypeRefused, Error: err.Error()})
+		st.Close()
+		return
+	}
+	log.Info("node attached", "did", s.id.DID())
+	r.serveSession(s, log)
+}
+
+func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
+	id, err := dht.PeerToID(p)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s has no Ed25519 DID key: %w", p, err)
+	}
+	nonce := make([]byte, 32)
+	rand.Read(nonce)
+	st.SetDeadline(r.cfg.Now().Add(10 * time.Second))
+	if err := WriteMessage(st, &Message{Type: TypeChallenge, Nonce: nonce, Relay: r.did}); err != nil {
+		return nil, fmt.Errorf("send challenge: %w", err)
+	}
+	m, err := ReadMessage(st)
+	if err != nil {
+		return nil, fmt.Errorf("read attach: %w", err)
+	}
+	st.SetDeadline(time.Time{})
+	if m.Type != TypeAttach {
+		return nil, fmt.Errorf("expected attach, got %q", m.Type)
+	}
+	if m.DID != id.DID() {
+		return nil, fmt.Errorf("attach as %s from the key of %s", m.DID, id.DID())
+	}
+	if string(m.Nonce) != string(nonce) {
+		return nil, errors.New("attach answers another challenge (replayed)")
+	}
+	if d := r.cfg.Now().Sub(time.Unix(m.Time, 0)); d > r.cfg.ClockSkew || d < -r.cfg.ClockSkew {
+		return nil, fmt.Errorf("attach time off by %v", d.Round(time.Second))
+	}
+	if !ed25519.Verify(ed25519.PublicKey(id[:]), attachPayload(r.did, nonce, m.DID, m.Time, m.TCP), m.Sig) {
+		return nil, errors.New("attach signature does not verify with the DID's key")
+	}
+	if len(m.TCP) > r.cfg.Limits.Ports {
+		return nil, fmt.Errorf("%d TCP services asked, the limit is %d", len(m.TCP), r.cfg.Limits.Ports)
+	}
+	s := &session{id: id, peer: p, since: r.cfg.Now(), stream: st,
+		streams: make(chan struct{}, r.cfg.Limits.Streams),
+		limit:   rate.NewLimiter(rate.Limit(r.cfg.Limits.BytesPerSecond), int(min(r.cfg.Limits.BytesPerSecond, 4<<20))),
+		ports:   map[string]*mappedPort{}, done: make(chan struct{})}
+	// Replace an older session of the same node at once.
+	r.mu.Lock()
+	old := r.sessions[p]
+	if r.closed {
+		r.mu.Unlock()
+		return nil, errors.New("relay shutting down")
+	}
+	r.sessions[p] = s
+	r.mu.Unlock()
+	if old != nil {
+		WriteMessage(old.stream, &Message{Type: TypeDetached, Error: "replaced by a newer attach"})
+		r.endSession(old)
+		r.log.Info("replaced stale session", "did", id.DID())
+	}
+	ports := map[string]int{}
+	for _, name := range m.TCP {
+		mp, err := r.mapPort(s, name)
+		if err != nil {
+			r.log.Warn("port mapping failed", "did", id.DID(), "service", name, "err", err)
+			continue
+		}
+		s.ports[name] = mp
+		ports[name] = mp.port
+	}
+	lim := r.cfg.Limits
+	if err := WriteMessage(st, &Message{Type: TypeAttached, Ports: ports, KeepAlive: r.cfg.KeepAlive.Milliseconds(), Limits: &lim}); err != nil {
+		r.dropSession(s)
+		return nil, fmt.Errorf("send attached: %w", err)
+	}
+	return s, nil
+}
+
+// serveSession answers pings until the stream ends or goes silent.
+func (r *Relay) serveSession(s *session, log *slog.Logger) {
+	defer r.dropSession(s)
+	for {
+		s.stream.SetReadDeadline(r.cfg.Now().Add(3 * r.cfg.KeepAlive))
+		m, err := ReadMessage(s.stream)
+		if err != nil {
+			select {
+			case <-s.done:
+			default:
+				log.Info("node detached", "did", s.id.DID(), "err", err)
+			}
+			return
+		}
+		if m.Type != TypePing {
+			log.Warn("unexpected control message, ending session", "did", s.id.DID(), "type", m.Type)
+			WriteMessage(s.stream, &Message{Type: TypeDetached, Error: "unexpected " + m.Type})
+			return
+		}
+		if err := WriteMessage(s.stream, &Message{Type: TypePong}); err != nil {
+			return
+		}
+	}
+}
+
+// dropSession removes s if it is still current, then ends it.
+func (r *Relay) dropSession(s *session) {
+	r.mu.Lock()
+	if r.sessions[s.peer] == s {
+		delete(r.sessions, s.peer)
+	}
+	r.mu.Unlock()
+	r.endSession(s)
+}
+
+func (r *Relay) endSession(s *session) {
+	s.end()
+	for _, mp := range s.ports {
+		mp.close()
+	}
+}

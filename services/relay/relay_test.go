@@ -1,0 +1,217 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+)
+
+func newHost(t *testing.T, mode dht.Mode, key ed25519.PrivateKey) *dht.Node {
+	t.Helper()
+	if key == nil {
+		_, key, _ = ed25519.GenerateKey(nil)
+	}
+	cfg := dht.Config{Key: key, Mode: mode, Logger: testlog.New(t, 8)}
+	if mode == dht.ModeServer {
+		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	}
+	n, err := dht.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func newRelay(t *testing.T) (*dht.Node, *Relay) {
+	t.Helper()
+	sn := newHost(t, dht.ModeServer, nil)
+	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, Logger: testlog.New(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return sn, r
+}
+
+// openAttach connects c to the relay and reads its challenge.
+func openAttach(t *testing.T, c, sn *dht.Node) (network.Stream, *Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Host().Connect(ctx, sn.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Host().NewStream(ctx, sn.Host().ID(), ProtocolAttach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := ReadMessage(st)
+	if err != nil || ch.Type != TypeChallenge {
+		t.Fatalf("challenge: %+v %v", ch, err)
+	}
+	return st, ch
+}
+
+func expectRefused(t *testing.T, st network.Stream, want string) {
+	t.Helper()
+	m, err := ReadMessage(st)
+	if err != nil || m.Type != TypeRefused || !strings.Contains(m.Error, want) {
+		t.Fatalf("got %+v %v, want refused: %q", m, err, want)
+	}
+}
+
+func didOf(k ed25519.PrivateKey) string {
+	id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
+	return id.DID()
+}
+
+// TestAttachRefusals: another key attaching as a node's DID, a signature
+// by the wrong key, a replayed attach, a stale time and malformed frames
+// are refused, and the node itself attaches afterwards.
+func TestAttachRefusals(t *testing.T) {
+	sn, r := newRelay(t)
+	_, victimKey, _ := ed25519.GenerateKey(nil)
+	_, attackerKey, _ := ed25519.GenerateKey(nil)
+	attacker := newHost(t, dht.ModeClient, attackerKey)
+	victim := newHost(t, dht.ModeClient, victimKey)
+	now := time.Now()
+
+	// The attacker claims the victim's DID, signing with its own key.
+	st, ch := openAttach(t, attacker, sn)
+	WriteMessage(st, SignAttach(attackerKey, ch, didOf(victimKey), now, nil))
+	expectRefused(t, st, "from the key of")
+
+	// The attacker's own DID but a signature by another key.
+	st, ch = openAttach(t, attacker, sn)
+	m := SignAttach(victimKey, ch, didOf(attackerKey), now, nil)
+	WriteMessage(st, m)
+	expectRefused(t, st, "signature does not verify")
+
+	// Replay: an attach the victim signed for one challenge, sent on a
+	// new stream (a new challenge).
+	st1, ch1 := openAttach(t, victim, sn)
+	captured := SignAttach(victimKey, ch1, didOf(victimKey), now, nil)
+	st1.Reset()
+	st2, _ := openAttach(t, victim, sn)
+	WriteMessage(st2, captured)
+	expectRefused(t, st2, "replayed")
+
+	// A time far off.
+	st, ch = openAttach(t, victim, sn)
+	WriteMessage(st, SignAttach(victimKey, ch, didOf(victimKey), now.Add(-time.Hour), nil))
+	expectRefused(t, st, "time off")
+
+	// Garbage frames.
+	for _, frame := range [][]byte{{0, 0}, {0xff, 0xff}, {0, 3, 'x', 'y', 'z'}, {0, 2, '{', '}'}} {
+		st, _ = openAttach(t, victim, sn)
+		st.Write(frame)
+		expectRefused(t, st, "")
+	}
+	if len(r.Sessions()) != 0 {
+		t.Fatalf("sessions after refusals: %+v", r.Sessions())
+	}
+
+	// The victim itself attaches.
+	st, ch = openAttach(t, victim, sn)
+	WriteMessage(st, SignAttach(victimKey, ch, didOf(victimKey), time.Now(), []string{"ssh"}))
+	ok, err := ReadMessage(st)
+	if err != nil || ok.Type != TypeAttached || ok.Ports["ssh"] < 40000 {
+		t.Fatalf("victim attach: %+v %v", ok, err)
+	}
+	if s := r.Sessions(); len(s) != 1 || s[0].DID != didOf(victimKey) {
+		t.Fatalf("sessions %+v", s)
+	}
+}
+
+// TestAttachFlood: a node opening hundreds of attach streams at once gets
+// one in progress and refusals for the rest; another node attaches
+// meanwhile.
+func TestAttachFlood(t *testing.T) {
+	sn, r := newRelay(t)
+	flooder := newHost(t, dht.ModeClient, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := flooder.Host().Connect(ctx, sn.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	refused := 0
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := flooder.Host().NewStream(ctx, sn.Host().ID(), ProtocolAttach)
+			if err != nil {
+				mu.Lock()
+				refused++ // the resource manager said no
+				mu.Unlock()
+				return
+			}
+			m, err := ReadMessage(st)
+			if err != nil || m.Type == TypeRefused {
+				mu.Lock()
+				refused++
+				mu.Unlock()
+			}
+			// A challenge: hold the stream without answering.
+		}()
+	}
+	_, key, _ := ed25519.GenerateKey(nil)
+	good := newHost(t, dht.ModeClient, key)
+	st, ch := openAttach(t, good, sn)
+	WriteMessage(st, SignAttach(key, ch, didOf(key), time.Now(), nil))
+	if m, err := ReadMessage(st); err != nil || m.Type != TypeAttached {
+		t.Fatalf("good node during the flood: %+v %v", m, err)
+	}
+	wg.Wait()
+	if refused < 190 {
+		t.Fatalf("only %d of 200 flood streams refused", refused)
+	}
+	id, _ := identity.ParseDID(didOf(key))
+	if !r.Attached(id) {
+		t.Fatal("good node not attached")
+	}
+}
+
+func TestMessageFraming(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteMessage(&b, &Message{Type: TypePing}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := ReadMessage(&b); err != nil || m.Type != TypePing {
+		t.Fatalf("%+v %v", m, err)
+	}
+	if err := WriteMessage(&b, &Message{Type: TypeAttach, TCP: []string{strings.Repeat("x", MaxMessage)}}); err == nil {
+		t.Fatal("oversized message written")
+	}
+}
+
+func TestHostLabel(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	l := HostLabel(id)
+	if len(l) > 63 || strings.ToLower(l) != l {
+		t.Fatalf("label %q", l)
+	}
+	back, err := ParseHostLabel(strings.ToUpper(l))
+	if err != nil || back != id {
+		t.Fatalf("round trip: %v", err)
+	}
+	for _, bad := range []string{"", "abc", "www", l[:51] + "1"} {
+		if _, err := ParseHostLabel(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}

@@ -1,0 +1,472 @@
+// Package tunnel is the personal node's side of the Active Proxy: it keeps
+// the node attached to one or more supernodes' relays (package relay) over
+// the node's own outbound libp2p connections, and serves what the relays
+// send back: /pc2/http/1 streams become connections of the node's HTTP
+// server (Listener), /pc2/tcp/1 streams are spliced to the local services
+// the node exposes.
+//
+// Attachment: one loop per supernode, up to MaxAttached at a time (the
+// rest wait as spares, tried when an attached one fails), so losing a
+// supernode leaves the node reachable through another at once. Each loop
+// connects, answers the relay's challenge with the node key, then pings
+// every KeepAlive; a failed ping, a closed stream or a "detached" message
+// ends the attachment and the loop retries with jittered exponential
+// backoff capped at MaxBackoff (default 1 s, so a supernode that comes back
+// is used again within a second). Reconnect (called on network changes)
+// drops every connection and attaches again at once.
+package tunnel
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/backoff"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/relay"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Host is the node's libp2p host (the DHT client's).
+	Host host.Host
+	// Key is the node key (the host's identity).
+	Key ed25519.PrivateKey
+	// Supernodes are the relays to attach to.
+	Supernodes []peer.AddrInfo
+	// MaxAttached is how many to stay attached to (default 2).
+	MaxAttached int
+	// TCP maps exposed service names to local addresses ("ssh" ->
+	// "127.0.0.1:22"); each gets a public port on every relay.
+	TCP map[string]string
+	// MaxBackoff caps the retry wait (default 1 s).
+	MaxBackoff time.Duration
+	// Dial opens local TCP connections (default net.Dialer).
+	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Client keeps a node attached.
+type Client struct {
+	cfg  Config
+	log  *slog.Logger
+	did  string
+	ln   *streamListener
+	kick chan struct{} // Reconnect
+
+	mu      sync.Mutex
+	links   map[peer.ID]*link
+	changed chan struct{} // closed and replaced on every attachment change
+	lastErr string
+}
+
+// link is the state of one supernode.
+type link struct {
+	info      peer.AddrInfo
+	accepting bool // an attach is sent or held: streams from it are taken
+	attached  bool
+	since     time.Time
+	ports     map[string]int
+	lastErr   string
+	cancel    context.CancelFunc // ends the current attachment
+}
+
+// New returns a Client; Run starts it.
+func New(cfg Config) (*Client, error) {
+	if cfg.Host == nil || cfg.Key == nil {
+		return nil, errors.New("tunnel: host and key are required")
+	}
+	if len(cfg.Supernodes) == 0 {
+		return nil, errors.New("tunnel: no supernodes")
+	}
+	if cfg.MaxAttached <= 0 {
+		cfg.MaxAttached = 2
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = time.Second
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{Timeout: 10 * time.Second}).DialContext
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	id, err := identity.IDFromPublicKey(cfg.Key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, did: id.DID(), ln: newStreamListener(cfg.Host.ID()),
+		kick: make(chan struct{}, 1), links: map[peer.ID]*link{}, changed: make(chan struct{})}
+	for _, ai := range cfg.Supernodes {
+		c.links[ai.ID] = &link{info: ai}
+	}
+	return c, nil
+}
+
+// Listener returns the listener of the HTTP connections relays open to the
+// node; serve the node's HTTP handler on it.
+func (c *Client) Listener() net.Listener { return c.ln }
+
+// Reconnect drops every attachment and attaches again at once (the network
+// changed).
+func (c *Client) Reconnect() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Changed returns a channel closed at the next change of the attachments.
+func (c *Client) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+func (c *Client) notify() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// Attached returns the supernodes the node is attached to now, for its did
+// record.
+func (c *Client) Attached() []records.Peer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []records.Peer
+	for _, l := range c.links {
+		if l.attached {
+			id, err := dht.PeerToID(l.info.ID)
+			if err != nil {
+				continue
+			}
+			p := records.Peer{ID: id}
+			for _, a := range l.info.Addrs {
+				p.Addrs = append(p.Addrs, a.String())
+			}
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID.String() < out[j].ID.String() })
+	return out
+}
+
+// Run attaches and keeps the node attached until ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	h := c.cfg.Host
+	h.SetStreamHandler(relay.ProtocolHTTP, c.handleHTTP)
+	h.SetStreamHandler(relay.ProtocolTCP, c.handleTCP)
+	defer h.RemoveStreamHandler(relay.ProtocolHTTP)
+	defer h.RemoveStreamHandler(relay.ProtocolTCP)
+	defer c.ln.Close()
+
+	slots := make(chan struct{}, c.cfg.MaxAttached)
+	var wg sync.WaitGroup
+	for _, ai := range c.cfg.Supernodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.loop(ctx, ai, slots) }()
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.kick:
+				c.log.Info("network changed: reattaching")
+				c.mu.Lock()
+				for _, l := range c.links {
+					if l.cancel != nil {
+						l.cancel()
+					}
+				}
+				c.mu.Unlock()
+				for _, ai := range c.cfg.Supernodes {
+					for _, conn := range h.Network().ConnsToPeer(ai.ID) {
+						conn.Close()
+					}
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	return nil
+}
+
+// loop keeps the node attached to one supernode while it holds a slot.
+func (c *Client) loop(ctx context.Context, ai peer.AddrInfo, slots chan struct{}) {
+	policy := backoff.Policy{Initial: 100 * time.Millisecond, Max: c.cfg.MaxBackoff}
+	failures := 0
+	for ctx.Err() == nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		actx, cancel := context.WithCancel(ctx)
+		c.mu.Lock()
+		c.links[ai.ID].cancel = cancel
+		c.mu.Unlock()
+		attachedFor, err := c.attachOnce(actx, ai)
+		cancel()
+		<-slots
+		if ctx.Err() != nil {
+			return
+		}
+		if attachedFor > 10*time.Second {
+			failures = 0
+		}
+		failures++
+		c.mu.Lock()
+		l := c.links[ai.ID]
+		if err != nil {
+			l.lastErr = err.Error()
+			c.lastErr = fmt.Sprintf("%s: %v", ai.ID, err)
+		}
+		c.mu.Unlock()
+		wait := policy.Wait(failures)
+		c.log.Info("not attached, retrying", "supernode", ai.ID, "err", err, "in", wait)
+		if !backoff.Sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// attachOnce connects, attaches and pings until the attachment ends; it
+// returns how long it was attached.
+func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duration, error) {
+	h := c.cfg.Host
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h.Connect(cctx, ai); err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	}
+	st, err := h.NewStream(cctx, ai.ID, relay.ProtocolAttach)
+	if err != nil {
+		return 0, fmt.Errorf("open attach stream: %w", err)
+	}
+	defer st.Reset()
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	ch, err := relay.ReadMessage(st)
+	if err != nil {
+		return 0, fmt.Errorf("read challenge: %w", err)
+	}
+	if ch.Type == relay.TypeRefused {
+		return 0, fmt.Errorf("refused: %s", ch.Error)
+	}
+	if ch.Type != relay.TypeChallenge || len(ch.Nonce) < 16 {
+		return 0, fmt.Errorf("expected a challenge, got %q", ch.Type)
+	}
+	names := make([]string, 0, len(c.cfg.TCP))
+	for n := range c.cfg.TCP {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	// The relay may open streams as soon as it has accepted, before its
+	// answer arrives here.
+	c.setAccepting(ai.ID, true)
+	defer c.setAccepting(ai.ID, false)
+	if err := relay.WriteMessage(st, relay.SignAttach(c.cfg.Key, ch, c.did, c.cfg.Now(), names)); err != nil {
+		return 0, fmt.Errorf("send attach: %w", err)
+	}
+	ok, err := relay.ReadMessage(st)
+	if err != nil {
+		return 0, fmt.Errorf("read answer: %w", err)
+	}
+	if ok.Type != relay.TypeAttached {
+		return 0, fmt.Errorf("refused: %s", ok.Error)
+	}
+	keep := time.Duration(ok.KeepAlive) * time.Millisecond
+	if keep <= 0 || keep > time.Minute {
+		keep = 5 * time.Second
+	}
+	since := c.cfg.Now()
+	c.setAttached(ai.ID, true, since, ok.Ports)
+	c.log.Info("attached", "supernode", ai.ID, "ports", ok.Ports)
+	defer c.setAttached(ai.ID, false, since, nil)
+
+	// Ping every keep; the relay answers each. Reads run in their own
+	// goroutine so ctx (Reconnect, shutdown) ends the attachment at once.
+	errc := make(chan error, 1)
+	pongs := make(chan struct{}, 1)
+	go func() {
+		for {
+			m, err := relay.ReadMessage(st)
+			if err != nil {
+				errc <- err
+				return
+			}
+			switch m.Type {
+			case relay.TypePong:
+				select {
+				case pongs <- struct{}{}:
+				default:
+				}
+			case relay.TypeDetached:
+				errc <- fmt.Errorf("detached: %s", m.Error)
+				return
+			}
+		}
+	}()
+	st.SetDeadline(time.Time{})
+	t := time.NewTicker(keep)
+	defer t.Stop()
+	lastPong := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return c.cfg.Now().Sub(since), ctx.Err()
+		case err := <-errc:
+			return c.cfg.Now().Sub(since), err
+		case <-pongs:
+			lastPong = time.Now()
+		case <-t.C:
+			if time.Since(lastPong) > 3*keep {
+				return c.cfg.Now().Sub(since), errors.New("keep-alive: no answer")
+			}
+			st.SetWriteDeadline(time.Now().Add(keep))
+			if err := relay.WriteMessage(st, &relay.Message{Type: relay.TypePing}); err != nil {
+				return c.cfg.Now().Sub(since), fmt.Errorf("ping: %w", err)
+			}
+		}
+	}
+}
+
+func (c *Client) setAttached(p peer.ID, on bool, since time.Time, ports map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.links[p]
+	if l.attached == on {
+		return
+	}
+	l.attached, l.since, l.ports = on, since, ports
+	if on {
+		l.lastErr = ""
+	}
+	c.notify()
+}
+
+func (c *Client) setAccepting(p peer.ID, on bool) {
+	c.mu.Lock()
+	c.links[p].accepting = on
+	c.mu.Unlock()
+}
+
+// attachedTo reports whether p is a supernode the node is attached to (or
+// attaching to): only those may open streams to it.
+func (c *Client) attachedTo(p peer.ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.links[p]
+	return ok && l.accepting
+}
+
+func (c *Client) handleHTTP(st network.Stream) {
+	if !c.attachedTo(st.Conn().RemotePeer()) {
+		st.Reset()
+		return
+	}
+	if !c.ln.deliver(relay.StreamConn{Stream: st}) {
+		st.Reset()
+	}
+}
+
+func (c *Client) handleTCP(st network.Stream) {
+	if !c.attachedTo(st.Conn().RemotePeer()) {
+		st.Reset()
+		return
+	}
+	defer st.Close()
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	name, err := readLine(st, 65)
+	if err != nil {
+		st.Reset()
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	addr, ok := c.cfg.TCP[name]
+	if !ok {
+		c.log.Warn("relay asked for a service this node does not expose", "service", name)
+		st.Reset()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	local, err := c.cfg.Dial(ctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		c.log.Warn("exposed service unreachable", "service", name, "addr", addr, "err", err)
+		st.Reset()
+		return
+	}
+	defer local.Close()
+	relay.Splice(local, st)
+}
+
+// readLine reads up to '\n' one byte at a time (nothing past it: the rest
+// of the stream is the spliced connection's).
+func readLine(r io.Reader, max int) (string, error) {
+	var b strings.Builder
+	buf := make([]byte, 1)
+	for b.Len() < max {
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return "", err
+		}
+		if buf[0] == '\n' {
+			return b.String(), nil
+		}
+		b.WriteByte(buf[0])
+	}
+	return "", errors.New("tunnel: service line too long")
+}
+
+// Status is the tunnel's state as JSON for the node's status page.
+type Status struct {
+	// Mode is "relayed" while attached to at least one supernode, else
+	// "offline".
+	Mode       string       `json:"mode"`
+	Supernodes []LinkStatus `json:"supernodes"`
+	LastError  string       `json:"last_error,omitempty"`
+}
+
+// LinkStatus is one supernode's attachment.
+type LinkStatus struct {
+	ID        string         `json:"id"`
+	Attached  bool           `json:"attached"`
+	Since     time.Time      `json:"since,omitzero"`
+	Ports     map[string]int `json:"ports,omitempty"`
+	LastError string         `json:"last_error,omitempty"`
+}
+
+// Status returns the current state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := Status{Mode: "offline", LastError: c.lastErr}
+	for _, ai := range c.cfg.Supernodes {
+		l := c.links[ai.ID]
+		ls := LinkStatus{ID: ai.ID.String(), Attached: l.attached, LastError: l.lastErr}
+		if l.attached {
+			ls.Since, ls.Ports = l.since, l.ports
+			st.Mode = "relayed"
+		}
+		st.Supernodes = append(st.Supernodes, ls)
+	}
+	return st
+}

@@ -1,0 +1,327 @@
+package tunnel
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/relay"
+)
+
+// supernode is a relay on a DHT server host with an HTTP front.
+type supernode struct {
+	node  *dht.Node
+	relay *relay.Relay
+	front *httptest.Server
+}
+
+func newSupernode(t *testing.T, limits relay.Limits) *supernode {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(nil)
+	n, err := dht.New(context.Background(), dht.Config{Key: key, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.New(relay.Config{Host: n.Host(), Limits: limits, KeepAlive: 500 * time.Millisecond,
+		ListenIP: "127.0.0.1", PortMin: 30000 + int(time.Now().UnixNano()%20000), PortMax: 65000,
+		Logger: testlog.New(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := &supernode{node: n, relay: r, front: httptest.NewServer(r.Proxy(relay.HostResolver))}
+	t.Cleanup(sn.stop)
+	return sn
+}
+
+func (s *supernode) stop() {
+	s.front.Close()
+	s.relay.Close()
+	s.node.Close()
+}
+
+// node is a personal node attached through a tunnel, serving test handlers.
+type node struct {
+	id     identity.ID
+	client *Client
+	cancel context.CancelFunc
+}
+
+func testHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello via %s for %s", r.Header.Get("X-Forwarded-Host"), r.Host)
+	})
+	mux.HandleFunc("POST /sum", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+	})
+	up := websocket.Upgrader{}
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			mt, b, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			c.WriteMessage(mt, b)
+		}
+	})
+	return mux
+}
+
+// echoServer is a local TCP echo service.
+func echoServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func newNode(t *testing.T, key ed25519.PrivateKey, sns ...*supernode) *node {
+	t.Helper()
+	if key == nil {
+		_, key, _ = ed25519.GenerateKey(nil)
+	}
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ais []peer.AddrInfo
+	for _, s := range sns {
+		ais = append(ais, s.node.AddrInfo())
+	}
+	c, err := New(Config{Host: n.Host(), Key: key, Supernodes: ais, TCP: map[string]string{"echo": echoServer(t)},
+		Logger: testlog.New(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &http.Server{Handler: testHandler()}
+	go srv.Serve(c.Listener())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	nd := &node{id: id, client: c, cancel: cancel}
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+		n.Close()
+	})
+	return nd
+}
+
+func waitAttached(t *testing.T, s *supernode, id identity.ID) {
+	t.Helper()
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if s.relay.Attached(id) {
+			return
+		}
+	}
+	t.Fatalf("%s not attached", id.DID())
+}
+
+// get fetches path from the node through supernode s's front.
+func get(t *testing.T, s *supernode, id identity.ID, method, path string, body io.Reader) (int, string) {
+	t.Helper()
+	req, err := relay.NewRequest(s.front.URL, id, method, path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestThroughRelay: GET, a 64 MB streamed POST checked end to end, a
+// WebSocket echo and a raw TCP echo through the mapped port.
+func TestThroughRelay(t *testing.T) {
+	sn := newSupernode(t, relay.Limits{})
+	nd := newNode(t, nil, sn)
+	waitAttached(t, sn, nd.id)
+
+	code, body := get(t, sn, nd.id, "GET", "/hello", nil)
+	if code != 200 || !strings.Contains(body, "for "+relay.HostLabel(nd.id)+".relay.invalid") {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+
+	const size = 64 << 20
+	h := sha256.New()
+	code, body = get(t, sn, nd.id, "POST", "/sum", io.TeeReader(io.LimitReader(rand.Reader, size), h))
+	if want := fmt.Sprintf("%d %x", size, h.Sum(nil)); code != 200 || body != want {
+		t.Fatalf("POST: %d %q, want %q", code, body, want)
+	}
+
+	d := websocket.Dialer{NetDial: func(_, _ string) (net.Conn, error) { return net.Dial("tcp", sn.front.Listener.Addr().String()) }}
+	ws, _, err := d.Dial("ws://"+relay.HostLabel(nd.id)+".relay.test/ws", nil)
+	if err != nil {
+		t.Fatalf("websocket: %v", err)
+	}
+	for i := range 3 {
+		msg := []byte(fmt.Sprintf("ping %d", i))
+		ws.WriteMessage(websocket.TextMessage, msg)
+		if _, got, err := ws.ReadMessage(); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("websocket echo: %q %v", got, err)
+		}
+	}
+	ws.Close()
+
+	port := nd.client.Status().Supernodes[0].Ports["echo"]
+	if port == 0 {
+		t.Fatalf("no mapped port: %+v", nd.client.Status())
+	}
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "raw tcp\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "raw tcp\n" {
+		t.Fatalf("tcp echo: %q %v", line, err)
+	}
+}
+
+// TestFailover: with two supernodes the node is attached to both; when one
+// dies the other still reaches it, and a node that reconnects gets the same
+// mapped port back.
+func TestFailover(t *testing.T) {
+	a, b := newSupernode(t, relay.Limits{}), newSupernode(t, relay.Limits{})
+	nd := newNode(t, nil, a, b)
+	waitAttached(t, a, nd.id)
+	waitAttached(t, b, nd.id)
+	for len(nd.client.Attached()) != 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	portB := nd.client.Status().Supernodes[1].Ports["echo"]
+	a.stop()
+	if code, body := get(t, b, nd.id, "GET", "/hello", nil); code != 200 {
+		t.Fatalf("through B after A died: %d %q", code, body)
+	}
+	for end := time.Now().Add(10 * time.Second); len(nd.client.Attached()) != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("attached %v after A died", nd.client.Attached())
+		}
+	}
+	// A network change: reattach at once, same port.
+	ch := nd.client.Changed()
+	nd.client.Reconnect()
+	<-ch
+	waitAttached(t, b, nd.id)
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st := nd.client.Status().Supernodes[1]
+		if st.Attached {
+			if st.Ports["echo"] != portB {
+				t.Fatalf("port after reconnect %d, want %d", st.Ports["echo"], portB)
+			}
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("not reattached")
+		}
+	}
+	if code, _ := get(t, b, nd.id, "GET", "/hello", nil); code != 200 {
+		t.Fatalf("after reconnect: %d", code)
+	}
+}
+
+// TestStaleSessionReplaced: the same key attaching from a new host (a
+// rebooted node whose old connection the relay still holds) replaces the
+// old session at once.
+func TestStaleSessionReplaced(t *testing.T) {
+	sn := newSupernode(t, relay.Limits{})
+	_, key, _ := ed25519.GenerateKey(nil)
+	first := newNode(t, key, sn)
+	waitAttached(t, sn, first.id)
+	start := time.Now()
+	second := newNode(t, key, sn)
+	for len(second.client.Attached()) == 0 {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("second attach waited for the stale session")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("replaced in %v", time.Since(start))
+	first.cancel()
+	if code, _ := get(t, sn, second.id, "GET", "/hello", nil); code != 200 {
+		t.Fatalf("through the new session: %d", code)
+	}
+}
+
+// TestRefusals: not attached is a quick 502; a node at its stream limit
+// gets 503; others keep working.
+func TestRefusals(t *testing.T) {
+	sn := newSupernode(t, relay.Limits{Streams: 1})
+	nd := newNode(t, nil, sn)
+	waitAttached(t, sn, nd.id)
+	_, other, _ := ed25519.GenerateKey(nil)
+	oid, _ := identity.IDFromPublicKey(other.Public().(ed25519.PublicKey))
+	start := time.Now()
+	if code, body := get(t, sn, oid, "GET", "/hello", nil); code != 502 || !strings.Contains(body, "not attached") {
+		t.Fatalf("unattached node: %d %q", code, body)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("502 took %v", time.Since(start))
+	}
+	// Hold the one stream with a websocket, then a second request is 503.
+	d := websocket.Dialer{NetDial: func(_, _ string) (net.Conn, error) { return net.Dial("tcp", sn.front.Listener.Addr().String()) }}
+	ws, _, err := d.Dial("ws://"+relay.HostLabel(nd.id)+".relay.test/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, sn, nd.id, "GET", "/hello", nil); code != 503 {
+		t.Fatalf("beyond the stream limit: %d %q", code, body)
+	}
+	ws.Close()
+	// The slot comes back once the websocket's stream is closed.
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if code, _ := get(t, sn, nd.id, "GET", "/hello", nil); code == 200 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("stream slot not released")
+		}
+	}
+}
