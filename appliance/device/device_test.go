@@ -185,7 +185,9 @@ func TestPersonalDevice(t *testing.T) {
 			Light string `json:"status_light"`
 		}
 		json.NewDecoder(r.Body).Decode(&i)
-		return i.Light == hardware.StateOnlineRelayed.String()
+		// Relayed, or direct when the relay's dial-back reached the node's
+		// port 8090 on this host.
+		return i.Light == hardware.StateOnlineRelayed.String() || i.Light == hardware.StateOnlineDirect.String()
 	})
 	select {
 	case <-rebooted:

@@ -13,6 +13,10 @@ import (
 // DefaultListen is the personal cloud's port.
 const DefaultListen = ":4200"
 
+// DefaultP2PListen is the node's libp2p listener for direct connections
+// (the Active Proxy port, as on supernodes).
+const DefaultP2PListen = "/ip4/0.0.0.0/tcp/8090"
+
 // Config is a personal node's JSON config file.
 type Config struct {
 	// KeyFile is the node key. Required.
@@ -31,9 +35,14 @@ type Config struct {
 	PublicURL string `json:"public_url,omitempty"`
 	// Direct are multiaddrs at which the node is directly reachable.
 	Direct []string `json:"direct,omitempty"`
-	// Mode: "direct" (reachable at Direct, no relay) or "relayed" / empty
-	// (attach to the supernodes' relays).
+	// Mode: "direct" (reachable at Direct, no relay), "relayed" (relay
+	// only, nothing listens), or empty: automatic, attach to the relays and
+	// listen on P2PListen; a node the relay reaches there by dial-back
+	// publishes that address and is direct.
 	Mode string `json:"mode,omitempty"`
+	// P2PListen are the node's libp2p listeners in automatic and direct
+	// mode (default /ip4/0.0.0.0/tcp/8090).
+	P2PListen []string `json:"p2p_listen,omitempty"`
 	// ExposeTCP maps service names to local addresses the relays may
 	// reach on a mapped public port ("ssh": "127.0.0.1:22").
 	ExposeTCP map[string]string `json:"expose_tcp,omitempty"`

@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
@@ -62,8 +65,9 @@ type Status struct {
 	Version    string    `json:"version,omitempty"`
 	Started    time.Time `json:"started"`
 	NewKey     bool      `json:"new_key,omitempty"` // created on this boot; words in WordsFile
-	// Mode is how the node is reached: "direct" (configured), "relayed"
-	// (attached to a supernode's relay) or "offline" (neither yet).
+	// Mode is how the node is reached: "direct" (configured, or found by
+	// a relay's dial-back), "relayed" (attached to a supernode's relay) or
+	// "offline" (neither yet).
 	Mode   string         `json:"mode"`
 	Tunnel *tunnel.Status `json:"tunnel,omitempty"`
 }
@@ -94,8 +98,8 @@ func (n *Node) Status() Status {
 	if n.tunnel != nil {
 		ts := n.tunnel.Status()
 		s.Tunnel = &ts
-		if ts.Mode == "relayed" {
-			s.Mode = "relayed"
+		if ts.Mode != "offline" {
+			s.Mode = ts.Mode
 		}
 	}
 	return s
@@ -155,7 +159,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		opts.Started(n)
 	}
 
-	node, err := dht.New(ctx, dht.Config{
+	dcfg := dht.Config{
 		Key:                 key,
 		Mode:                dht.ModeClient,
 		Bootstrap:           boot,
@@ -163,15 +167,34 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		RepublishInterval:   cfg.RepublishInterval.Or(time.Hour),
 		Now:                 opts.Now,
 		Logger:              log.With("service", "dht"),
-	})
+	}
+	if cfg.Mode != ModeRelayed {
+		dcfg.ListenAddrs = cfg.P2PListen
+		if len(dcfg.ListenAddrs) == 0 {
+			dcfg.ListenAddrs = []string{DefaultP2PListen}
+		}
+	}
+	node, err := dht.New(ctx, dcfg)
+	if err != nil && dcfg.ListenAddrs != nil && cfg.Mode == "" {
+		// Automatic mode still works relayed when the port is taken.
+		log.Warn("cannot listen for direct connections; relayed only", "listen", dcfg.ListenAddrs, "err", err)
+		dcfg.ListenAddrs = nil
+		node, err = dht.New(ctx, dcfg)
+	}
 	if err != nil {
 		return err
 	}
 	defer node.Close()
+	directPort := 0
+	for _, a := range node.Multiaddrs() {
+		if p, err := a.ValueForProtocol(ma.P_TCP); err == nil && directPort == 0 {
+			directPort, _ = strconv.Atoi(p)
+		}
+	}
 
 	if cfg.Mode != ModeDirect {
 		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, TCP: cfg.ExposeTCP,
-			Logger: log.With("service", "tunnel")})
+			DirectPort: directPort, Logger: log.With("service", "tunnel")})
 		if err != nil {
 			return err
 		}
@@ -215,6 +238,7 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 		n.mu.Lock()
 		if n.tunnel != nil {
 			rec.Supernodes = n.tunnel.Attached()
+			rec.Direct = append(append([]string(nil), rec.Direct...), n.tunnel.Direct()...)
 		}
 		n.mu.Unlock()
 		return records.SignDID(key, rec)

@@ -60,7 +60,11 @@ type Message struct {
 	Ports     map[string]int `json:"ports,omitempty"` // service -> public port
 	KeepAlive int64          `json:"keepalive_ms,omitempty"`
 	Limits    *Limits        `json:"limits,omitempty"`
-	// refused, detached
+	// dialback (Port) and its result (Addr, OK, Error)
+	Port int    `json:"port,omitempty"`
+	Addr string `json:"addr,omitempty"`
+	OK   bool   `json:"ok,omitempty"`
+	// refused, detached, dialback_result
 	Error string `json:"error,omitempty"`
 }
 

@@ -50,6 +50,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -117,6 +118,15 @@ type session struct {
 	ports   map[string]*mappedPort
 	done    chan struct{}
 	once    sync.Once
+	wmu     sync.Mutex  // serialises writes on stream
+	dialing atomic.Bool // a dial-back runs
+}
+
+// write sends one control message.
+func (s *session) write(m *Message) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return WriteMessage(s.stream, m)
 }
 
 func (s *session) end() { s.once.Do(func() { close(s.done); s.stream.Reset() }) }
@@ -182,7 +192,7 @@ func (r *Relay) Close() error {
 	r.sessions = map[peer.ID]*session{}
 	r.mu.Unlock()
 	for _, s := range ss {
-		WriteMessage(s.stream, &Message{Type: TypeDetached, Error: "relay shutting down"})
+		s.write(&Message{Type: TypeDetached, Error: "relay shutting down"})
 		r.endSession(s)
 	}
 	return nil
@@ -327,7 +337,7 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 	r.sessions[p] = s
 	r.mu.Unlock()
 	if old != nil {
-		WriteMessage(old.stream, &Message{Type: TypeDetached, Error: "replaced by a newer attach"})
+		old.write(&Message{Type: TypeDetached, Error: "replaced by a newer attach"})
 		r.endSession(old)
 		r.log.Info("replaced stale session", "did", id.DID())
 	}
@@ -363,12 +373,23 @@ func (r *Relay) serveSession(s *session, log *slog.Logger) {
 			}
 			return
 		}
-		if m.Type != TypePing {
+		switch m.Type {
+		case TypePing:
+			if err := s.write(&Message{Type: TypePong}); err != nil {
+				return
+			}
+		case TypeDialBack:
+			if !s.dialing.CompareAndSwap(false, true) {
+				s.write(&Message{Type: TypeDialBackResult, Error: "a dial-back is already running"})
+				continue
+			}
+			go func() {
+				defer s.dialing.Store(false)
+				s.write(r.dialBack(context.Background(), s, m.Port))
+			}()
+		default:
 			log.Warn("unexpected control message, ending session", "did", s.id.DID(), "type", m.Type)
-			WriteMessage(s.stream, &Message{Type: TypeDetached, Error: "unexpected " + m.Type})
-			return
-		}
-		if err := WriteMessage(s.stream, &Message{Type: TypePong}); err != nil {
+			s.write(&Message{Type: TypeDetached, Error: "unexpected " + m.Type})
 			return
 		}
 	}

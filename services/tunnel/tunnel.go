@@ -53,6 +53,10 @@ type Config struct {
 	// TCP maps exposed service names to local addresses ("ssh" ->
 	// "127.0.0.1:22"); each gets a public port on every relay.
 	TCP map[string]string
+	// DirectPort, if set, is the node's libp2p TCP port: after each attach
+	// the relay dials back to it at the address it sees the node at, and a
+	// node that answers is direct (Direct, Status.Mode).
+	DirectPort int
 	// MaxBackoff caps the retry wait (default 1 s).
 	MaxBackoff time.Duration
 	// Dial opens local TCP connections (default net.Dialer).
@@ -73,6 +77,9 @@ type Client struct {
 	links   map[peer.ID]*link
 	changed chan struct{} // closed and replaced on every attachment change
 	lastErr string
+	direct  string // the address a dial-back reached, "" if none
+	dbErr   string // why the last dial-back failed
+	dbDone  bool   // a dial-back has answered
 }
 
 // link is the state of one supernode.
@@ -322,9 +329,23 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 			case relay.TypeDetached:
 				errc <- fmt.Errorf("detached: %s", m.Error)
 				return
+			case relay.TypeDialBackResult:
+				c.dialBackResult(ai.ID, m)
 			}
 		}
 	}()
+	var wmu sync.Mutex
+	write := func(m *relay.Message) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		st.SetWriteDeadline(time.Now().Add(keep))
+		return relay.WriteMessage(st, m)
+	}
+	if c.cfg.DirectPort > 0 {
+		if err := write(&relay.Message{Type: relay.TypeDialBack, Port: c.cfg.DirectPort}); err != nil {
+			return 0, fmt.Errorf("ask for a dial-back: %w", err)
+		}
+	}
 	st.SetDeadline(time.Time{})
 	t := time.NewTicker(keep)
 	defer t.Stop()
@@ -341,8 +362,7 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 			if time.Since(lastPong) > 3*keep {
 				return c.cfg.Now().Sub(since), errors.New("keep-alive: no answer")
 			}
-			st.SetWriteDeadline(time.Now().Add(keep))
-			if err := relay.WriteMessage(st, &relay.Message{Type: relay.TypePing}); err != nil {
+			if err := write(&relay.Message{Type: relay.TypePing}); err != nil {
 				return c.cfg.Now().Sub(since), fmt.Errorf("ping: %w", err)
 			}
 		}
@@ -361,6 +381,32 @@ func (c *Client) setAttached(p peer.ID, on bool, since time.Time, ports map[stri
 		l.lastErr = ""
 	}
 	c.notify()
+}
+
+// dialBackResult records whether the relay reached the node directly.
+func (c *Client) dialBackResult(p peer.ID, m *relay.Message) {
+	direct := ""
+	if m.OK {
+		direct = m.Addr
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dbDone, c.dbErr = true, m.Error
+	if direct != c.direct {
+		c.log.Info("dial-back", "supernode", p, "direct", m.OK, "addr", m.Addr, "err", m.Error)
+		c.direct = direct
+		c.notify()
+	}
+}
+
+// Direct returns the node's direct addresses (empty: relayed only).
+func (c *Client) Direct() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.direct == "" {
+		return nil
+	}
+	return []string{c.direct}
 }
 
 func (c *Client) setAccepting(p peer.ID, on bool) {
@@ -438,9 +484,13 @@ func readLine(r io.Reader, max int) (string, error) {
 
 // Status is the tunnel's state as JSON for the node's status page.
 type Status struct {
-	// Mode is "relayed" while attached to at least one supernode, else
-	// "offline".
-	Mode       string       `json:"mode"`
+	// Mode is "direct" when a relay reached the node's own port,
+	// "relayed" while attached to at least one supernode, else "offline".
+	Mode   string `json:"mode"`
+	Direct string `json:"direct,omitempty"`
+	// DialBack is the last dial-back's outcome: "" (none yet), "ok" or
+	// why it failed.
+	DialBack   string       `json:"dial_back,omitempty"`
 	Supernodes []LinkStatus `json:"supernodes"`
 	LastError  string       `json:"last_error,omitempty"`
 }
@@ -458,7 +508,7 @@ type LinkStatus struct {
 func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{Mode: "offline", LastError: c.lastErr}
+	st := Status{Mode: "offline", LastError: c.lastErr, Direct: c.direct}
 	for _, ai := range c.cfg.Supernodes {
 		l := c.links[ai.ID]
 		ls := LinkStatus{ID: ai.ID.String(), Attached: l.attached, LastError: l.lastErr}
@@ -467,6 +517,15 @@ func (c *Client) Status() Status {
 			st.Mode = "relayed"
 		}
 		st.Supernodes = append(st.Supernodes, ls)
+	}
+	if c.direct != "" {
+		st.Mode = "direct"
+	}
+	if c.dbDone {
+		st.DialBack = "ok"
+		if c.dbErr != "" {
+			st.DialBack = c.dbErr
+		}
 	}
 	return st
 }

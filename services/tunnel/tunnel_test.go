@@ -12,12 +12,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -117,19 +119,33 @@ func echoServer(t *testing.T) string {
 
 func newNode(t *testing.T, key ed25519.PrivateKey, sns ...*supernode) *node {
 	t.Helper()
+	return newNodeOpts(t, key, nil, 0, sns...)
+}
+
+// newNodeOpts is newNode with libp2p listen addresses and a dial-back port
+// (-1: the port the node listens on).
+func newNodeOpts(t *testing.T, key ed25519.PrivateKey, listen []string, directPort int, sns ...*supernode) *node {
+	t.Helper()
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(nil)
 	}
-	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, ListenAddrs: listen, Logger: testlog.New(t, 8)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if directPort < 0 {
+		p, err := n.Multiaddrs()[0].ValueForProtocol(ma.P_TCP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		directPort, _ = strconv.Atoi(p)
 	}
 	var ais []peer.AddrInfo
 	for _, s := range sns {
 		ais = append(ais, s.node.AddrInfo())
 	}
 	c, err := New(Config{Host: n.Host(), Key: key, Supernodes: ais, TCP: map[string]string{"echo": echoServer(t)},
-		Logger: testlog.New(t, 0)})
+		DirectPort: directPort, Logger: testlog.New(t, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,5 +339,43 @@ func TestRefusals(t *testing.T) {
 		if time.Now().After(end) {
 			t.Fatal("stream slot not released")
 		}
+	}
+}
+
+// TestDialBack: a node listening on its libp2p port is found direct; one
+// whose port has nothing, or another node's listener, stays relayed.
+func TestDialBack(t *testing.T) {
+	sn := newSupernode(t, relay.Limits{})
+	direct := newNodeOpts(t, nil, []string{"/ip4/127.0.0.1/tcp/0"}, -1, sn)
+	waitMode := func(nd *node, want string) {
+		t.Helper()
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			st := nd.client.Status()
+			if st.Mode == want && st.DialBack != "" {
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("mode %q, want %q: %+v", st.Mode, want, st)
+			}
+		}
+	}
+	waitMode(direct, "direct")
+	if d := direct.client.Direct(); len(d) != 1 || !strings.HasPrefix(d[0], "/ip4/127.0.0.1/tcp/") {
+		t.Fatalf("direct addrs %v", d)
+	}
+	// Nothing on the port.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	free := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	closed := newNodeOpts(t, nil, nil, free, sn)
+	waitMode(closed, "relayed")
+	// Another node's libp2p listener on the port: the handshake proves
+	// the wrong key.
+	p, _ := direct.client.cfg.Host.Addrs()[0].ValueForProtocol(ma.P_TCP)
+	port, _ := strconv.Atoi(p)
+	impostor := newNodeOpts(t, nil, nil, port, sn)
+	waitMode(impostor, "relayed")
+	if st := impostor.client.Status(); !strings.Contains(st.DialBack, "handshake") {
+		t.Fatalf("impostor's dial-back: %q", st.DialBack)
 	}
 }
