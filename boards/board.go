@@ -20,6 +20,7 @@ package boards
 import (
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 )
 
@@ -94,6 +95,19 @@ type Board struct {
 	DeviceTrees []string
 	// ConfigTxt is the boot partition's config.txt (Pi firmware).
 	ConfigTxt string
+	// LinuxFirmware lists the files that the kernel's drivers load from
+	// /lib/firmware and the root file system ships, as paths relative to
+	// /lib/firmware (e.g. "brcm/brcmfmac43455-sdio.bin"). They come from
+	// the pinned Debian package that package image names
+	// (image.LinuxFirmwarePackage, fetched by scripts/deps.sh); a path that
+	// is a symbolic link in the package is shipped as a regular file with
+	// the bytes of the file it points to.
+	LinuxFirmware []string
+	// LinuxFirmwareLinks adds symbolic links under /lib/firmware for names
+	// a driver requests that the package lacks: link path (relative to
+	// /lib/firmware) -> target (relative to the link's directory, as in
+	// linux-firmware). Every target must be in LinuxFirmware.
+	LinuxFirmwareLinks map[string]string
 }
 
 // ErrIncomplete is wrapped by Validate's errors.
@@ -105,7 +119,7 @@ var archEFI = map[string]string{
 }
 
 // Validate reports the first problem that would make an image of b
-// unbootable or slow to boot.
+// unbootable or slow to boot, or ship firmware files that cannot be found.
 func (b Board) Validate() error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", ErrIncomplete, b.Name, fmt.Sprintf(format, args...))
@@ -143,6 +157,9 @@ func (b Board) Validate() error {
 			return fail("BIOS boot is an addition to %s, not to %s", BootUEFISystemdBoot, b.Boot)
 		}
 	}
+	if err := b.validateLinuxFirmware(); err != nil {
+		return fail("%v", err)
+	}
 	switch b.Boot {
 	case BootUEFISystemdBoot:
 		if b.EFIBootloader == "" {
@@ -171,6 +188,44 @@ func (b Board) Validate() error {
 		}
 	default:
 		return fail("unknown boot method %q", b.Boot)
+	}
+	return nil
+}
+
+// validateLinuxFirmware checks that every firmware path stays inside
+// /lib/firmware, is listed once, and that every link points to a shipped
+// file (a dangling link would make the driver fail as if nothing were
+// there).
+func (b Board) validateLinuxFirmware() error {
+	valid := func(p string) error {
+		if p == "" || path.IsAbs(p) || path.Clean(p) != p || p == "." || p == ".." || strings.HasPrefix(p, "../") {
+			return fmt.Errorf("firmware path %q is not a clean path inside /lib/firmware", p)
+		}
+		return nil
+	}
+	files := map[string]bool{}
+	for _, p := range b.LinuxFirmware {
+		if err := valid(p); err != nil {
+			return err
+		}
+		if files[p] {
+			return fmt.Errorf("firmware %s listed twice", p)
+		}
+		files[p] = true
+	}
+	for link, target := range b.LinuxFirmwareLinks {
+		if err := valid(link); err != nil {
+			return err
+		}
+		if files[link] {
+			return fmt.Errorf("firmware %s is both a file and a link", link)
+		}
+		if target == "" || path.IsAbs(target) {
+			return fmt.Errorf("firmware link %s -> %q: want a relative target", link, target)
+		}
+		if to := path.Join(path.Dir(link), target); !files[to] {
+			return fmt.Errorf("firmware link %s -> %s: %s is not in LinuxFirmware", link, target, to)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package boards_test
 
 import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,6 +122,115 @@ func TestRPiModels(t *testing.T) {
 	}
 }
 
+// TestRPiWiFiFirmware checks the Wi-Fi firmware names against what
+// brcmfmac requests on each model: the board type is the first root
+// compatible of the model's device tree (the driver's NVRAM suffix), and
+// the chip's base name must be one the driver in kernel.rpi knows. It also
+// checks that nothing else is shipped.
+func TestRPiWiFiFirmware(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", rpi.Board.KernelModule).Output()
+	if err != nil {
+		t.Fatalf("go list -m %s: %v", rpi.Board.KernelModule, err)
+	}
+	dir := strings.TrimSpace(string(out))
+	kos, _ := filepath.Glob(filepath.Join(dir, "lib/modules/*/kernel/drivers/net/wireless/broadcom/brcm80211/brcmfmac/brcmfmac.ko"))
+	if len(kos) != 1 {
+		t.Fatalf("brcmfmac.ko in %s: found %v, want one", dir, kos)
+	}
+	ko, err := os.ReadFile(kos[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped := map[string]bool{}
+	for _, f := range rpi.Board.LinuxFirmware {
+		shipped[f] = true
+	}
+	for l := range rpi.Board.LinuxFirmwareLinks {
+		shipped[l] = true
+	}
+	needed := map[string]bool{}
+	for model, base := range rpi.WiFiFirmware {
+		dtb, ok := rpi.Models[model]
+		if !ok {
+			t.Errorf("%s: not in rpi.Models", model)
+			continue
+		}
+		compat, err := rootCompatible(filepath.Join(dir, dtb))
+		if err != nil {
+			t.Fatalf("%s: %v", dtb, err)
+		}
+		want := []string{"brcm/" + base + ".bin", "brcm/" + base + "." + compat + ".txt"}
+		// The modinfo lists a .clm_blob only for chips the driver asks one for.
+		if bytes.Contains(ko, []byte("firmware=brcm/"+base+".clm_blob\x00")) {
+			want = append(want, "brcm/"+base+".clm_blob")
+		}
+		if !bytes.Contains(ko, []byte("firmware=brcm/"+base+".bin\x00")) {
+			t.Errorf("%s: brcmfmac.ko does not request brcm/%s.bin", model, base)
+		}
+		t.Logf("%s: board type %s, needs %v", model, compat, want)
+		for _, f := range want {
+			needed[f] = true
+			if !shipped[f] {
+				t.Errorf("%s (%s): %s not shipped", model, compat, f)
+			}
+		}
+	}
+	for f := range shipped {
+		if !needed[f] {
+			t.Errorf("%s shipped but no model requests it", f)
+		}
+	}
+}
+
+// rootCompatible returns the first string of the root node's compatible
+// property in a flattened device tree (devicetree specification, chapter
+// 5), which brcmfmac uses as the board type.
+func rootCompatible(dtbPath string) (string, error) {
+	b, err := os.ReadFile(dtbPath)
+	if err != nil {
+		return "", err
+	}
+	u32 := func(off int) uint32 {
+		if off < 0 || off+4 > len(b) {
+			return 9 // FDT_END
+		}
+		return binary.BigEndian.Uint32(b[off:])
+	}
+	if len(b) < 40 || u32(0) != 0xd00dfeed {
+		return "", fmt.Errorf("not a flattened device tree")
+	}
+	strs := int(u32(12))
+	cstr := func(off int) string {
+		if off < 0 || off >= len(b) {
+			return ""
+		}
+		s, _, _ := strings.Cut(string(b[off:]), "\x00")
+		return s
+	}
+	depth := 0
+	for p := int(u32(8)); ; {
+		tok := u32(p)
+		p += 4
+		switch tok {
+		case 1: // FDT_BEGIN_NODE, name padded to 4 bytes
+			p += (len(cstr(p)) + 4) &^ 3
+			depth++
+		case 2: // FDT_END_NODE
+			depth--
+		case 3: // FDT_PROP: len, nameoff, value padded to 4 bytes
+			n, name := int(u32(p)), cstr(strs+int(u32(p+4)))
+			if depth == 1 && name == "compatible" && p+8+n <= len(b) {
+				first, _, _ := strings.Cut(string(b[p+8:p+8+n]), "\x00")
+				return first, nil
+			}
+			p += 8 + (n+3)&^3
+		case 4: // FDT_NOP
+		default:
+			return "", fmt.Errorf("no root compatible")
+		}
+	}
+}
+
 func TestValidateRejects(t *testing.T) {
 	for name, mutate := range map[string]func(*boards.Board){
 		"rootdelay":  func(b *boards.Board) { b.Cmdline = append(b.Cmdline, "rootdelay=10") },
@@ -132,6 +244,22 @@ func TestValidateRejects(t *testing.T) {
 		"rpi 32-bit": func(b *boards.Board) { *b = rpi.Board; b.ConfigTxt = "kernel=vmlinuz\n" },
 		"bios mbr":   func(b *boards.Board) { b.MBR = true },
 		"bios arm64": func(b *boards.Board) { *b = qemuarm64.Board; b.BIOSBootCode = x86.Board.BIOSBootCode },
+		"fw abs":     func(b *boards.Board) { b.LinuxFirmware = []string{"/lib/firmware/brcm/x.bin"} },
+		"fw escape":  func(b *boards.Board) { b.LinuxFirmware = []string{"../x.bin"} },
+		"fw unclean": func(b *boards.Board) { b.LinuxFirmware = []string{"brcm//x.bin"} },
+		"fw twice":   func(b *boards.Board) { b.LinuxFirmware = []string{"brcm/x.bin", "brcm/x.bin"} },
+		"fw dangling link": func(b *boards.Board) {
+			*b = rpi.Board
+			b.LinuxFirmwareLinks = map[string]string{"brcm/a.txt": "b.txt"}
+		},
+		"fw link escapes": func(b *boards.Board) {
+			b.LinuxFirmware = []string{"x.txt"}
+			b.LinuxFirmwareLinks = map[string]string{"brcm/a.txt": "../../x.txt"}
+		},
+		"fw file and link": func(b *boards.Board) {
+			b.LinuxFirmware = []string{"brcm/a.txt", "brcm/b.txt"}
+			b.LinuxFirmwareLinks = map[string]string{"brcm/a.txt": "b.txt"}
+		},
 	} {
 		b := x86.Board
 		b.Cmdline = append([]string(nil), b.Cmdline...)

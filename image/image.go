@@ -50,6 +50,9 @@
 //     its format is where we least want surprises.
 //   - The image is written sparsely: all-zero 4 KiB blocks are skipped, so
 //     empty root B and unused space cost no disk.
+//   - /lib/firmware (firmware.go): only the files Board.LinuxFirmware
+//     names (the Pi's Wi-Fi firmware), read from one pinned Debian package
+//     whose SHA-256 Build checks, so the root stays small and reproducible.
 package image
 
 import (
@@ -128,6 +131,11 @@ type Options struct {
 	// ModuleDir is a directory inside the Go module that provides the
 	// programs and the kernel module version (go.mod); default ".".
 	ModuleDir string
+	// LinuxFirmwareDeb is the path of the Debian package that
+	// Board.LinuxFirmware comes from (LinuxFirmwarePackage, checked against
+	// LinuxFirmwareSHA256); default DefaultLinuxFirmwareDeb, where
+	// scripts/deps.sh puts it. Unused for boards without LinuxFirmware.
+	LinuxFirmwareDeb string
 	// Logger receives progress messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -196,6 +204,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.ModuleDir == "" {
 		o.ModuleDir = "."
+	}
+	if o.LinuxFirmwareDeb == "" {
+		o.LinuxFirmwareDeb = DefaultLinuxFirmwareDeb
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -288,6 +299,13 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	defer os.RemoveAll(work)
 
 	start := time.Now()
+	// Firmware first: a missing package fails the build before compiling.
+	var firmware map[string][]byte
+	if len(opts.Board.LinuxFirmware) > 0 {
+		if firmware, err = linuxFirmware(ctx, opts.LinuxFirmwareDeb, opts.Board.LinuxFirmware); err != nil {
+			return nil, err
+		}
+	}
 	bins, err := compile(ctx, opts, filepath.Join(work, "bin"))
 	if err != nil {
 		return nil, err
@@ -299,7 +317,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 
-	rootFiles, err := rootTree(opts, bins, kernelDir)
+	rootFiles, err := rootTree(opts, bins, kernelDir, firmware)
 	if err != nil {
 		return nil, err
 	}

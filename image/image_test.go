@@ -360,9 +360,22 @@ func kernelDirFor(t *testing.T, module string) string {
 
 // TestBuildRPi builds the rpi image and reads its boot partition the way
 // the Pi firmware does: MBR, FAT16, config.txt, cmdline.txt, the kernel,
-// the firmware and one device tree per supported model.
+// the firmware and one device tree per supported model; and the Wi-Fi
+// firmware in the root file system.
 func TestBuildRPi(t *testing.T) {
-	res, _ := buildFor(t, rpi.Board)
+	needFirmwareDeb(t)
+	res, opts := buildFor(t, rpi.Board)
+	checkRootFirmware(t, res, opts)
+	// The firmware files keep the build reproducible (the qemu board, in
+	// TestBuildReproducible, has none).
+	opts.Output = filepath.Join(t.TempDir(), "disk.img")
+	again, err := Build(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha(t, res.Root) != sha(t, again.Root) || sha(t, res.Image) != sha(t, again.Image) {
+		t.Error("two rpi builds differ")
+	}
 	img, err := os.Open(res.Image)
 	if err != nil {
 		t.Fatal(err)

@@ -32,8 +32,10 @@ var mountpoints = []string{"/dev", "/etc", "/mnt", "/perm", "/proc", "/run", "/s
 // over /etc, hiding /etc/hostname and /etc/gokr-pw.txt. It points to
 // /tmp/resolv.conf, which gokrazy's dhcp writes. /var points into /perm,
 // which gokrazy.Boot prepares. lib/ of the kernel module (kernel modules)
-// is copied when present.
-func rootTree(opts Options, bins []program, kernelDir string) (map[string]entry, error) {
+// is copied when present. firmware (Board.LinuxFirmware's contents) and
+// Board.LinuxFirmwareLinks go under /lib/firmware, where the kernel's
+// firmware loader looks.
+func rootTree(opts Options, bins []program, kernelDir string, firmware map[string][]byte) (map[string]entry, error) {
 	t := map[string]entry{}
 	for _, d := range mountpoints {
 		t[d] = entry{mode: fs.ModeDir | 0o755}
@@ -70,6 +72,12 @@ func rootTree(opts Options, bins []program, kernelDir string) (map[string]entry,
 		if err != nil {
 			return nil, fmt.Errorf("kernel lib: %w", err)
 		}
+	}
+	for p, data := range firmware {
+		t[path.Join("/lib/firmware", p)] = entry{mode: 0o644, data: data}
+	}
+	for link, target := range opts.Board.LinuxFirmwareLinks {
+		t[path.Join("/lib/firmware", link)] = entry{mode: fs.ModeSymlink | 0o777, target: target}
 	}
 	// Parents of everything.
 	for p := range t {

@@ -35,6 +35,7 @@ file_pkg() { [ -e "$1" ] || need_apt+=("$2"); }
 file_pkg /usr/lib/systemd/boot/efi/systemd-bootx64.efi systemd-boot-efi
 file_pkg /usr/lib/SYSLINUX/gptmbr.bin syslinux
 file_pkg /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
+file_pkg /usr/share/keyrings/debian-archive-keyring.gpg debian-archive-keyring
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "deps: missing ${need_apt[*]}; run as root or install them with apt-get" >&2
@@ -43,6 +44,40 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "deps: installing ${need_apt[*]} with apt-get"
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+# Wi-Fi firmware of the rpi image (boards/rpi LinuxFirmware), which package
+# image reads from $fw_deb and checks against the same SHA-256. Debian has
+# it in the non-free-firmware component, which the host's apt sources need
+# not list; adding it there would change what every apt-get on the host may
+# install, so apt fetches this one pinned .deb through a private sources
+# list, lists and cache (still checked against Debian's signed Release
+# file), and the SHA-256 pin keeps a changed mirror from slipping other
+# firmware in.
+fw_dir=/var/cache/pc2
+fw_deb=$fw_dir/firmware-brcm80211_20230210-5_all.deb
+fw_sha=602b8c2dd176edbb187fe8d0d2ad8fadbfb7885e5fc3425b579c2d36ec72aa19
+fw_ok() { echo "$fw_sha  $1" | sha256sum -c --status 2>/dev/null; }
+if fw_ok "$fw_deb"; then
+	:
+elif [ "$(id -u)" != 0 ]; then
+	echo "deps: $fw_deb missing, so rpi images will not build; run scripts/deps.sh as root" >&2
+else
+	echo "deps: downloading firmware-brcm80211 20230210-5 (Debian bookworm, non-free-firmware) to $fw_dir"
+	mkdir -p "$fw_dir"
+	fw_tmp=$(mktemp -d "$fw_dir/.fetch.XXXXXX")
+	trap 'rm -rf "$fw_tmp"' EXIT
+	mkdir -p "$fw_tmp/lists/partial" "$fw_tmp/cache/archives/partial"
+	chown _apt "$fw_tmp" 2>/dev/null || true # apt downloads as _apt
+	printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: non-free-firmware\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' >"$fw_tmp/nff.sources"
+	fw_apt=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$fw_tmp"
+		-o "Dir::State::Lists=$fw_tmp/lists" -o "Dir::Cache=$fw_tmp/cache")
+	apt-get "${fw_apt[@]}" -qq update
+	(cd "$fw_tmp" && apt-get "${fw_apt[@]}" -qq download firmware-brcm80211=20230210-5)
+	if ! fw_ok "$fw_tmp/${fw_deb##*/}"; then
+		echo "deps: the downloaded firmware-brcm80211 20230210-5 does not have SHA-256 $fw_sha" >&2
+		exit 1
+	fi
+	mv "$fw_tmp/${fw_deb##*/}" "$fw_deb"
 fi
 echo "deps: downloading Go modules"
 go mod download

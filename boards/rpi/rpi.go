@@ -14,6 +14,10 @@
 // per model (the firmware picks the model's file by name), config.txt and
 // cmdline.txt. Untested on hardware here: no Pi is attached to the build
 // machines and QEMU's raspi models are not a faithful test of the boot.
+//
+// Root file system: brcmfmac's Wi-Fi firmware under /lib/firmware/brcm for
+// the Pi 3B, 3B+, 4B and 5 (WiFiFirmware); Debian has none for the
+// Zero 2 W's chip.
 package rpi
 
 import (
@@ -34,6 +38,52 @@ var Models = map[string]string{
 	"Raspberry Pi 5 Model B":      "bcm2712-rpi-5-b.dtb",
 	// Pi 5 boards with the D0 stepping of the SoC.
 	"Raspberry Pi 5 Model B (D0)": "bcm2712d0-rpi-5-b.dtb",
+}
+
+// WiFiFirmware maps each model whose Wi-Fi the image supports to the
+// brcmfmac firmware base name its chip loads (the driver's chip table, in
+// kernel.rpi's brcmfmac.ko). For a model whose device tree's first root
+// compatible is C, the driver requests brcm/<base>.C.bin, falling back to
+// brcm/<base>.bin, then the NVRAM brcm/<base>.C.txt (falling back to
+// brcm/<base>.txt, which Debian does not ship; the NVRAM is required) and
+// the optional regulatory brcm/<base>.clm_blob. boards_test checks these
+// names against the device trees and the driver.
+//
+// The Raspberry Pi Zero 2 W is not here: its chip (a CYW43436, which
+// brcmfmac names brcmfmac43430b0-sdio; some boards have a CYW43436s)
+// needs firmware that Debian does not package (Raspberry Pi OS ships
+// Synaptics' 43436 files); without it brcmfmac fails to start the chip and
+// the Zero 2 W runs without Wi-Fi.
+var WiFiFirmware = map[string]string{
+	"Raspberry Pi 3 Model B":      "brcmfmac43430-sdio", // CYW43438
+	"Raspberry Pi 3 Model B Plus": "brcmfmac43455-sdio", // CYW43455
+	"Raspberry Pi 4 Model B":      "brcmfmac43455-sdio",
+	"Raspberry Pi 5 Model B":      "brcmfmac43455-sdio",
+	"Raspberry Pi 5 Model B (D0)": "brcmfmac43455-sdio",
+}
+
+// LinuxFirmware is the Wi-Fi firmware of WiFiFirmware's models, from
+// Debian bookworm's firmware-brcm80211 (about 1.1 MB; see
+// boards/README.md). The .bin and .clm_blob are links to cypress/ in the
+// package; the image holds them as files under these names.
+var LinuxFirmware = []string{
+	// Pi 3B.
+	"brcm/brcmfmac43430-sdio.bin",
+	"brcm/brcmfmac43430-sdio.clm_blob",
+	"brcm/brcmfmac43430-sdio.raspberrypi,3-model-b.txt",
+	// Pi 3B+, 4B and 5: the same chip and firmware, one NVRAM per board.
+	"brcm/brcmfmac43455-sdio.bin",
+	"brcm/brcmfmac43455-sdio.clm_blob",
+	"brcm/brcmfmac43455-sdio.raspberrypi,3-model-b-plus.txt",
+	"brcm/brcmfmac43455-sdio.raspberrypi,4-model-b.txt",
+}
+
+// LinuxFirmwareLinks: bookworm's package has no NVRAM for the Pi 5. Debian
+// trixie's firmware-brcm80211 (linux-firmware 20250410) links the Pi 5's
+// name to the Pi 4B's file, and the files above are byte-identical in both
+// releases, so a Pi 5 gets what trixie's package would give it.
+var LinuxFirmwareLinks = map[string]string{
+	"brcm/brcmfmac43455-sdio.raspberrypi,5-model-b.txt": "brcmfmac43455-sdio.raspberrypi,4-model-b.txt",
 }
 
 // ConfigTxt is the firmware configuration.
@@ -75,6 +125,8 @@ var Board = boards.Board{
 		"ro", "init=/gokrazy/init", "rootwait", "panic=10", "oops=panic",
 		"console=tty1", "console=serial0,115200",
 	},
-	Boot: boards.BootRPiFirmware,
-	MBR:  true,
+	Boot:               boards.BootRPiFirmware,
+	MBR:                true,
+	LinuxFirmware:      LinuxFirmware,
+	LinuxFirmwareLinks: LinuxFirmwareLinks,
 }

@@ -8,8 +8,10 @@
 // carries the PMK, the 32-byte key PBKDF2 derives from the passphrase, and
 // the driver's firmware runs the WPA 4-way handshake itself: nl80211's
 // "4-way handshake offload" (NL80211_EXT_FEATURE_4WAY_HANDSHAKE_STA_PSK),
-// which the brcmfmac chips of the Raspberry Pi 3B+, 4, 5 and Zero 2 W
-// offer. That is why the image needs no wpa_supplicant, and also why
+// which the brcmfmac chips of the Raspberry Pi 3B, 3B+, 4 and 5 offer (the
+// rpi image ships their firmware from Debian's firmware-brcm80211; the
+// Zero 2 W's chip firmware is not in Debian, so it has no Wi-Fi yet).
+// That is why the image needs no wpa_supplicant, and also why
 // drivers without the offload (most USB dongles) cannot join a WPA2
 // network this way: Run then reports ErrUnsupported.
 //
