@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"time"
@@ -412,4 +413,27 @@ func Debounce(ctx context.Context, events <-chan Event, quiet time.Duration) <-c
 		}
 	}()
 	return out
+}
+
+// OnChange calls changed after each settled burst of link and address
+// changes (Debounce with quiet) in the calling process's namespace, until
+// ctx ends. Without netlink it logs why and returns. The tunnel client
+// uses it to reattach at once instead of waiting for keep-alives to fail.
+func OnChange(ctx context.Context, log *slog.Logger, quiet time.Duration, changed func()) {
+	m, err := New(Options{Logger: log})
+	if err != nil {
+		log.Warn("not watching the network", "err", err)
+		return
+	}
+	defer m.Close()
+	w, err := m.Watch(ctx)
+	if err != nil {
+		log.Warn("not watching the network", "err", err)
+		return
+	}
+	events, stop := w.Subscribe()
+	defer stop()
+	for range Debounce(ctx, events, quiet) {
+		changed()
+	}
 }
