@@ -74,4 +74,3 @@ func (r *Relay) handshake(ctx context.Context, addr string, p peer.ID) error {
 	sc.Close()
 	return nil
 }
-
