@@ -22,13 +22,15 @@ esac
 # boot of the x86 image; it pulls in mtools). QEMU tier: qemu (x86 and
 # arm64; SeaBIOS comes with qemu-system-x86) and OVMF. fat16's tests check
 # the boot partition with fsck.fat and mtools. services/turn's interop test
-# runs coturn's TURN client, turnutils_uclient.
+# runs coturn's TURN client, turnutils_uclient. internal/nattest's NAT
+# routers masquerade with nft.
 declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs [syslinux]=syslinux
 	[qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm
 	[fsck.fat]=dosfstools [mtype]=mtools
 	[turnutils_uclient]=coturn
+	[nft]=nftables
 )
 for c in "${!cmd_pkg[@]}"; do
 	have "$c" || need_apt+=("${cmd_pkg[$c]}")
