@@ -71,12 +71,14 @@ func (h *Host) PublicAddr() netip.Addr { return h.public }
 func (h *Host) NetnsPath() string { return h.path }
 
 // Command returns a command that runs name in the host's namespace (through
-// nsenter; its filesystem, users and processes are the test's). Use it like
-// exec.CommandContext: set Stdout, Env and so on, then Start or Run. It is
-// killed when ctx ends or the topology is torn down, whichever comes first,
-// and by the kernel if the test binary dies (keep the Pdeathsig if you
-// replace SysProcAttr); anything it starts in the namespace is killed at
-// teardown too.
+// nsenter, which execs it: cmd.Process is the program; its filesystem,
+// users and processes are the test's). Use it like exec.CommandContext:
+// set Stdout, Env and so on, then Start or Run. It is killed when ctx ends
+// or the topology is torn down, whichever comes first; teardown also kills
+// anything else still running in the topology's namespaces. If the test
+// binary dies without tearing down, the kernel kills the program
+// (SysProcAttr.Pdeathsig: keep it if you replace SysProcAttr) but not
+// what the program started.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	ctx, cancel := context.WithCancel(ctx)
 	context.AfterFunc(h.topo.ctx, cancel)
@@ -287,6 +289,7 @@ func (h *Host) do(f func()) error {
 		}
 		defer orig.Close()
 		if err := h.enter(); err != nil {
+			runtime.UnlockOSThread() // a failed setns leaves the thread as it was
 			done <- err
 			return
 		}

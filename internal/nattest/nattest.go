@@ -120,10 +120,12 @@ const routerRules = `table ip nattest {
 }
 `
 
-// New builds the topology and tears it down in t.Cleanup: processes
-// still running in its namespaces are killed, listeners made by Listen
-// and ListenPacket are closed, and the namespaces are released. Setup
-// takes some tens of milliseconds.
+// New builds the topology and tears it down in t.Cleanup (after the
+// cleanups the test registers later): processes still running in its
+// namespaces are killed, listeners made by Listen and ListenPacket and
+// idle HTTPClient connections are closed, and the namespaces are released.
+// Connections from Dial are the caller's to close. Setup takes some tens
+// of milliseconds.
 func New(t testing.TB) *Topology {
 	t.Helper()
 	Require(t)
@@ -138,10 +140,12 @@ func New(t testing.TB) *Topology {
 	}
 	pid := os.Getpid()
 	for i, name := range names {
-		h := &Host{name: name, ns: nss[i], topo: tp, path: fmt.Sprintf("/proc/%d/fd/%d", pid, nss[i])}
-		tp.hosts = append(tp.hosts, h) // closed in tp.close, even if setup fails below
+		// Released by tp.close, even if setup fails below.
+		tp.hosts = append(tp.hosts, &Host{name: name, ns: nss[i], topo: tp, path: fmt.Sprintf("/proc/%d/fd/%d", pid, nss[i])})
+	}
+	for _, h := range tp.hosts {
 		if h.nl, err = netlink.NewHandleAt(h.ns, unix.NETLINK_ROUTE); err != nil {
-			t.Fatalf("nattest: netlink handle in %s: %v", name, err)
+			t.Fatalf("nattest: netlink handle in %s: %v", h.name, err)
 		}
 		tp.must(h.setUp("lo"))
 	}
@@ -222,7 +226,8 @@ func wrap(what string, err error) error {
 	return nil
 }
 
-// Hosts returns every host of the topology, routers included.
+// Hosts returns every host of the topology, routers included: the
+// public ones, then home1, node1, cgnat, home2, node2.
 func (tp *Topology) Hosts() []*Host { return tp.hosts }
 
 func (tp *Topology) String() string {

@@ -114,7 +114,7 @@ func observeUDP(ctx context.Context, from, to *Host, listen string) (netip.AddrP
 		if err == nil && bytes.Equal(buf[:n], pong) {
 			return <-seen, nil
 		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !isTimeout(err) {
+		if err != nil && !isTimeout(err) {
 			return netip.AddrPort{}, err
 		}
 		if ctx.Err() != nil {
