@@ -416,7 +416,7 @@ func Debounce(ctx context.Context, events <-chan Event, quiet time.Duration) <-c
 }
 
 // OnChange calls changed after each settled burst of link and address
-// changes (Debounce with quiet) in the calling process's namespace, until
+// changes other than link-local addresses (Debounce with quiet) in the calling process's namespace, until
 // ctx ends. Without netlink it logs why and returns. The tunnel client
 // uses it to reattach at once instead of waiting for keep-alives to fail.
 func OnChange(ctx context.Context, log *slog.Logger, quiet time.Duration, changed func()) {
@@ -433,7 +433,25 @@ func OnChange(ctx context.Context, log *slog.Logger, quiet time.Duration, change
 	}
 	events, stop := w.Subscribe()
 	defer stop()
-	for range Debounce(ctx, events, quiet) {
+	// Link-local addresses reach no supernode: their coming and going (an
+	// IPv6 link-local address turns usable a second after the link comes
+	// up, when duplicate address detection ends) must not tear down
+	// working connections.
+	relevant := make(chan Event)
+	go func() {
+		defer close(relevant)
+		for ev := range events {
+			if (ev.Kind == AddrAdded || ev.Kind == AddrRemoved) && ev.Addr.Addr().IsLinkLocalUnicast() {
+				continue
+			}
+			select {
+			case relevant <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for range Debounce(ctx, relevant, quiet) {
 		changed()
 	}
 }
