@@ -52,15 +52,23 @@ func openAttach(t *testing.T, c, sn *dht.Node) (network.Stream, *Message) {
 	if err := c.Host().Connect(ctx, sn.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
-	st, err := c.Host().NewStream(ctx, sn.Host().ID(), ProtocolAttach)
-	if err != nil {
-		t.Fatal(err)
+	// The relay takes one attach per peer at a time: until it has seen an
+	// earlier stream of this peer end, a new one is refused. Retry then.
+	for {
+		st, err := c.Host().NewStream(ctx, sn.Host().ID(), ProtocolAttach)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := ReadMessage(st)
+		if err == nil && ch.Type == TypeChallenge {
+			return st, ch
+		}
+		if ctx.Err() != nil || err == nil && !strings.Contains(ch.Error, "already in progress") {
+			t.Fatalf("challenge: %+v %v", ch, err)
+		}
+		st.Reset()
+		time.Sleep(10 * time.Millisecond)
 	}
-	ch, err := ReadMessage(st)
-	if err != nil || ch.Type != TypeChallenge {
-		t.Fatalf("challenge: %+v %v", ch, err)
-	}
-	return st, ch
 }
 
 func expectRefused(t *testing.T, st network.Stream, want string) {
