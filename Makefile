@@ -5,7 +5,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test lint run run-localnet image-x86 image-rpi bench fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance fuzz deps clean
 
 all: build
 
@@ -50,6 +50,13 @@ image-rpi: build
 bench: deps
 	$(GO) test -run '^$$' -bench 'SimNetwork|Store' -benchtime 1x -timeout 30m ./services/dht/
 	$(GO) test -run '^$$' -bench . -cpu 1 ./services/dht/records/
+	$(MAKE) bench-appliance
+
+# Issue 3's appliance figures (docs/benchmarks.md, "Appliance"): image sizes,
+# boot times and idle memory in QEMU (as root, one VM at a time), cold and
+# warm image builds. 15 to 25 minutes; run it on an otherwise idle machine.
+bench-appliance: deps
+	$(GO) test -run '^$$' -bench Appliance -benchtime 1x -timeout 90m -v ./qemu-tests/
 
 # Short fuzzing runs of every fuzz target (the seed corpora run in `make test`).
 fuzz: deps
