@@ -112,6 +112,17 @@ func TestReplicateReachesNewPeers(t *testing.T) {
 			t.Fatalf("peer has the record before replication")
 		}
 	}
+	// The pass puts to the peers the lone node's routing table knows: wait
+	// until both newcomers are in it (they join through each other).
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		rt := lone.DHT().RoutingTable()
+		if rt.Find(others[0].host.ID()) != "" && rt.Find(others[1].host.ID()) != "" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("newcomers not in the lone node's routing table: %v", rt.ListPeers())
+		}
+	}
 	put, dropped := lone.Replicate(ctxT(t, 30*time.Second))
 	if put != 1 || dropped != 1 {
 		t.Fatalf("got %d put, %d dropped; want 1 and 1", put, dropped)
