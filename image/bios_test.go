@@ -15,15 +15,16 @@ import (
 
 	"github.com/pc2/pc2/boards/x86"
 	"github.com/pc2/pc2/image/fat16"
+	"github.com/pc2/pc2/internal/testenv"
 )
 
 func needSyslinux(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath(syslinuxInstaller); err != nil {
-		skipOrFail(t, "%s missing (apt-get install syslinux)", syslinuxInstaller)
+		testenv.SkipOrFail(t, "%s missing (apt-get install syslinux)", syslinuxInstaller)
 	}
 	if _, err := os.Stat(x86.Board.BIOSBootCode); err != nil {
-		skipOrFail(t, "%s missing (apt-get install syslinux)", x86.Board.BIOSBootCode)
+		testenv.SkipOrFail(t, "%s missing (apt-get install syslinux)", x86.Board.BIOSBootCode)
 	}
 }
 

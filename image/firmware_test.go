@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/pc2/pc2/boards/rpi"
+	"github.com/pc2/pc2/internal/testenv"
 )
 
 // needFirmwareDeb skips (fails under CI=true) without the firmware
@@ -20,10 +21,10 @@ import (
 func needFirmwareDeb(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat(DefaultLinuxFirmwareDeb); err != nil {
-		skipOrFail(t, "%v (run scripts/deps.sh as root)", err)
+		testenv.SkipOrFail(t, "%v (run scripts/deps.sh as root)", err)
 	}
 	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		skipOrFail(t, "dpkg-deb missing (apt-get install dpkg)")
+		testenv.SkipOrFail(t, "dpkg-deb missing (apt-get install dpkg)")
 	}
 }
 
@@ -130,7 +131,7 @@ func TestFirmwareFromTar(t *testing.T) {
 func checkRootFirmware(t *testing.T, res *Result, opts Options) {
 	t.Helper()
 	if _, err := exec.LookPath("unsquashfs"); err != nil {
-		skipOrFail(t, "unsquashfs missing (apt-get install squashfs-tools)")
+		testenv.SkipOrFail(t, "unsquashfs missing (apt-get install squashfs-tools)")
 	}
 	x := filepath.Join(t.TempDir(), "x")
 	if out, err := exec.Command("unsquashfs", "-d", x, res.Root, "lib/firmware").CombinedOutput(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/pc2/pc2/boards/rpi"
 	"github.com/pc2/pc2/image/bootpart"
 	"github.com/pc2/pc2/image/vm"
+	"github.com/pc2/pc2/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,22 +30,13 @@ func needTools(t *testing.T) {
 	t.Helper()
 	for _, p := range []string{qemu.Board.EFIBootloader} {
 		if _, err := os.Stat(p); err != nil {
-			skipOrFail(t, "%s missing (apt-get install systemd-boot-efi)", p)
+			testenv.SkipOrFail(t, "%s missing (apt-get install systemd-boot-efi)", p)
 		}
 	}
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		skipOrFail(t, "mkfs.ext4 missing (apt-get install e2fsprogs)")
+		testenv.SkipOrFail(t, "mkfs.ext4 missing (apt-get install e2fsprogs)")
 	}
 	needSyslinux(t) // the qemu board boots by BIOS too
-}
-
-// skipOrFail skips, or fails under CI=true: CI must not pass by skipping.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true, cannot skip: "+format, args...)
-	}
-	t.Skipf(format, args...)
 }
 
 func testOptions(dir string) Options {
@@ -294,7 +286,7 @@ func TestGUIDsDeterministic(t *testing.T) {
 func buildFor(t *testing.T, board boards.Board) (*Result, Options) {
 	t.Helper()
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		skipOrFail(t, "mkfs.ext4 missing (apt-get install e2fsprogs)")
+		testenv.SkipOrFail(t, "mkfs.ext4 missing (apt-get install e2fsprogs)")
 	}
 	if testing.Short() {
 		t.Skip("cross-compiles an image")
@@ -333,7 +325,7 @@ func TestBuildArm64(t *testing.T) {
 
 	// The init in the root is an arm64 executable.
 	if _, err := exec.LookPath("unsquashfs"); err != nil {
-		skipOrFail(t, "unsquashfs missing (apt-get install squashfs-tools)")
+		testenv.SkipOrFail(t, "unsquashfs missing (apt-get install squashfs-tools)")
 	}
 	x := filepath.Join(t.TempDir(), "x")
 	if out, err := exec.Command("unsquashfs", "-d", x, res.Root, "gokrazy/init").CombinedOutput(); err != nil {

@@ -13,24 +13,16 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// skipOrFail skips, or fails when CI=true: CI must run the block device
-// tests.
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
+	"github.com/pc2/pc2/internal/testenv"
+)
 
 // loopDevice attaches a loop device to a new backing file of size bytes
 // filled with 0xaa (a card's previous life) and returns both paths.
 func loopDevice(t testing.TB, size int64) (dev, backing string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "loop device tests need root (losetup); running as uid %d", os.Geteuid())
+		testenv.SkipOrFail(t, "loop device tests need root (losetup); running as uid %d", os.Geteuid())
 	}
 	backing = filepath.Join(t.TempDir(), "card.bin")
 	if err := os.WriteFile(backing, bytes.Repeat([]byte{0xaa}, int(size)), 0o644); err != nil {
@@ -38,7 +30,7 @@ func loopDevice(t testing.TB, size int64) (dev, backing string) {
 	}
 	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
 	if err != nil {
-		skipOrFail(t, "losetup --find --show: %v: %s (apt-get install util-linux; needs /dev/loop-control)", err, out)
+		testenv.SkipOrFail(t, "losetup --find --show: %v: %s (apt-get install util-linux; needs /dev/loop-control)", err, out)
 	}
 	dev = strings.TrimSpace(string(out))
 	t.Cleanup(func() {

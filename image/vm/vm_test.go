@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/image/fat16"
+	"github.com/pc2/pc2/internal/testenv"
 )
 
 // testDisk returns a disk with a FAT16 boot partition at 1 MiB holding
@@ -73,10 +74,7 @@ func TestReadBootFile(t *testing.T) {
 // copied out of the image, and the command line from cmdline.txt.
 func TestCommandArm64(t *testing.T) {
 	if err := Check("arm64"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true, cannot skip: %v", err)
-		}
-		t.Skip(err)
+		testenv.SkipOrFail(t, "%v", err)
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
@@ -121,10 +119,7 @@ func TestCommandArm64(t *testing.T) {
 // QEMU's default firmware (SeaBIOS), no OVMF flash, no copied variables.
 func TestCommandBIOS(t *testing.T) {
 	if _, err := exec.LookPath(Binary); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true, cannot skip: %v", err)
-		}
-		t.Skip(err)
+		testenv.SkipOrFail(t, "%v", err)
 	}
 	dir := t.TempDir()
 	cmd, _, err := Command(filepath.Join(dir, "disk.img"), Options{BIOS: true, StateDir: dir})

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/pc2/pc2/internal/nattest"
+	"github.com/pc2/pc2/internal/testenv"
 	"github.com/pc2/pc2/internal/testlog"
 )
 
@@ -33,67 +34,28 @@ type testNetns struct {
 	peer netlink.Link // veth1
 }
 
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true, so this is a failure, not a skip)", msg)
-	}
-	t.Skipf("skipping network namespace test: %s", msg)
-}
-
 func newTestNetns(t testing.TB) *testNetns {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to create network namespaces")
+		testenv.SkipOrFail(t, "needs root to create network namespaces")
 	}
 
-	// netns.New switches the calling thread; do it on a locked thread in
-	// a goroutine of its own, so that if switching back fails the thread
-	// dies with the goroutine instead of running other code in the
-	// wrong namespace.
-	type result struct {
-		ns  netns.NsHandle
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			res <- result{err: fmt.Errorf("get current netns: %w", err)}
-			return // thread stays locked and is discarded
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			res <- result{err: fmt.Errorf("create netns: %w", err)}
-			return
-		}
-		if err := netns.Set(orig); err != nil {
-			ns.Close()
-			res <- result{err: fmt.Errorf("switch back to the original netns: %w", err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		res <- result{ns: ns}
-	}()
-	r := <-res
-	if r.err != nil {
-		skipOrFail(t, "%v", r.err)
-	}
-	t.Cleanup(func() { r.ns.Close() }) // the namespace goes with its last reference
-
-	h, err := netlink.NewHandleAt(r.ns)
+	ns, err := nattest.NewNamespace()
 	if err != nil {
-		skipOrFail(t, "netlink handle in the new netns: %v", err)
+		testenv.SkipOrFail(t, "%v", err)
+	}
+	t.Cleanup(func() { ns.Close() }) // the namespace goes with its last reference
+
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		testenv.SkipOrFail(t, "netlink handle in the new netns: %v", err)
 	}
 	t.Cleanup(h.Close)
 
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0"}, PeerName: "veth1"}); err != nil {
-		skipOrFail(t, "create veth pair: %v", err)
+		testenv.SkipOrFail(t, "create veth pair: %v", err)
 	}
-	tn := &testNetns{ns: r.ns, h: h}
+	tn := &testNetns{ns: ns, h: h}
 	tn.dev = tn.link(t, "veth0")
 	tn.peer = tn.link(t, "veth1")
 	if err := h.LinkSetUp(tn.peer); err != nil {

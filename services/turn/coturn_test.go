@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pc2/pc2/internal/testenv"
 )
 
 // uclientResult is what turnutils_uclient reports at the end of a run.
@@ -50,7 +52,7 @@ func runUclient(t *testing.T, args ...string) (uclientResult, error) {
 // UDP and TCP to the server, to an echo peer and client to client.
 func TestCoturnUclient(t *testing.T) {
 	if _, err := exec.LookPath("turnutils_uclient"); err != nil {
-		skipOrFail(t, "turnutils_uclient missing (apt-get install coturn, or scripts/deps.sh)")
+		testenv.SkipOrFail(t, "turnutils_uclient missing (apt-get install coturn, or scripts/deps.sh)")
 	}
 	const n = 20 // messages per client
 

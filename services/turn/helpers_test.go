@@ -17,15 +17,6 @@ import (
 	pionturn "github.com/pion/turn/v4"
 )
 
-// skipOrFail skips, or fails under CI=true: CI must not pass by skipping.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true, cannot skip: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // testTimeout bounds every network wait in these tests. It is generous:
 // loopback answers in microseconds, but CI machines are shared.
 const testTimeout = 20 * time.Second
