@@ -65,8 +65,6 @@ type Options struct {
 	PermDir string
 	// Reboot restarts the machine (default: sync and reboot(2)).
 	Reboot func() error
-	// SupernodeReady, if set, is called with the supernode's addresses.
-	SupernodeReady func(addrs []string)
 }
 
 // Network applies the network settings and keeps them applied.
@@ -118,6 +116,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if loaded.Problem != nil {
 		log.Warn("settings: using the copy on perm", "problem", loaded.Problem, "source", loaded.Source)
+	}
+	if err := loaded.KeepCopy(); err != nil {
+		log.Warn("settings read, but no copy kept for when the boot partition has none", "err", err)
 	}
 	s := loaded.Settings
 	if err := profile.Check(s); err != nil {
@@ -193,9 +194,6 @@ func Run(ctx context.Context, opts Options) error {
 			Ready: func(addrs []string) {
 				d.snAddrs.Store(&addrs)
 				d.light.SetState(hardware.StateOnlineDirect)
-				if opts.SupernodeReady != nil {
-					opts.SupernodeReady(addrs)
-				}
 			},
 		})
 	}

@@ -114,9 +114,6 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 // under perm.
 func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
 	c := &supernode.Config{KeyFile: KeyFile(perm), CreateKey: true, DataDir: filepath.Join(DataDir(perm), "supernode"),
-		Bootstrap: s.Supernodes, Listen: s.Listen}
-	for _, d := range s.Domains {
-		c.Domains = append(c.Domains, supernode.DomainTrust{Domain: d.Domain, Operator: d.Operator})
-	}
+		Bootstrap: s.Supernodes, Listen: s.Listen, Domains: s.Domains}
 	return c
 }

@@ -19,11 +19,14 @@ import (
 // Loaded are settings read on the device and where they came from.
 type Loaded struct {
 	*Settings
-	// Source is the boot partition's disk or PermFile.
+	// Source is the boot partition's disk and file, or the perm copy.
 	Source string
 	// Problem, if not nil, is why the boot partition's file was not used
 	// (missing or malformed) when the perm copy was.
 	Problem error
+
+	boot     []byte // the boot partition's file, when it was used
+	permFile string
 }
 
 // Paths are where Load looks; the zero value means the real device.
@@ -32,15 +35,13 @@ type Paths struct {
 	Disk string
 	// PermFile is the perm copy; empty: PermFile.
 	PermFile string
-	// SysDevBlock and DevDir locate the root disk (default /sys/dev/block
-	// and /dev).
-	SysDevBlock, DevDir string
 }
 
-// Load reads the device's settings from the boot partition and keeps the
-// perm copy in step; when the boot partition has no usable file it falls
-// back on the perm copy and says why in Loaded.Problem. With neither, the
-// error wraps config.ErrNotConfigured (no file) or says what is wrong.
+// Load reads the device's settings from the boot partition; when it has no
+// usable file it falls back on the perm copy and says why in
+// Loaded.Problem. With neither, the error wraps config.ErrNotConfigured
+// (no file) or says what is wrong. Load only reads: KeepCopy updates the
+// copy (the device service does, once per boot).
 func Load(p Paths) (*Loaded, error) {
 	if p.PermFile == "" {
 		p.PermFile = PermFile
@@ -48,7 +49,7 @@ func Load(p Paths) (*Loaded, error) {
 	disk := p.Disk
 	var bootErr error
 	if disk == "" {
-		disk, bootErr = RootDisk(p.SysDevBlock, p.DevDir)
+		disk, bootErr = RootDisk()
 	}
 	var data []byte
 	if bootErr == nil {
@@ -57,15 +58,7 @@ func Load(p Paths) (*Loaded, error) {
 	if bootErr == nil {
 		s, err := Parse(data)
 		if err == nil {
-			if old, _ := os.ReadFile(p.PermFile); !bytes.Equal(bytes.TrimSpace(old), bytes.TrimSpace(data)) {
-				if err := os.MkdirAll(filepath.Dir(p.PermFile), 0o700); err != nil {
-					return &Loaded{Settings: s, Source: disk, Problem: fmt.Errorf("keep a copy on perm: %w", err)}, nil
-				}
-				if err := atomicfile.Write(p.PermFile, append(bytes.TrimSpace(data), '\n'), 0o600); err != nil {
-					return &Loaded{Settings: s, Source: disk, Problem: fmt.Errorf("keep a copy on perm: %w", err)}, nil
-				}
-			}
-			return &Loaded{Settings: s, Source: disk + ":" + BootFile}, nil
+			return &Loaded{Settings: s, Source: disk + ":" + BootFile, boot: data, permFile: p.PermFile}, nil
 		}
 		bootErr = fmt.Errorf("%s on %s: %w", BootFile, disk, err)
 	}
@@ -80,7 +73,26 @@ func Load(p Paths) (*Loaded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("settings: %v; copy %s: %w", bootErr, p.PermFile, err)
 	}
-	return &Loaded{Settings: s, Source: p.PermFile, Problem: bootErr}, nil
+	return &Loaded{Settings: s, Source: p.PermFile, Problem: bootErr, permFile: p.PermFile}, nil
+}
+
+// KeepCopy writes settings read from the boot partition to the perm copy
+// when the copy differs; settings read from the copy need nothing.
+func (l *Loaded) KeepCopy() error {
+	if l.boot == nil {
+		return nil
+	}
+	data := append(bytes.TrimSpace(l.boot), '\n')
+	if old, err := os.ReadFile(l.permFile); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(l.permFile), 0o700); err != nil {
+		return fmt.Errorf("settings: keep a copy on perm: %w", err)
+	}
+	if err := atomicfile.Write(l.permFile, data, 0o600); err != nil {
+		return fmt.Errorf("settings: keep a copy on perm: %w", err)
+	}
+	return nil
 }
 
 func readBoot(disk string) ([]byte, error) {
@@ -100,18 +112,12 @@ func readBoot(disk string) ([]byte, error) {
 // file system (/dev/vda for root on /dev/vda2, /dev/mmcblk0 for
 // /dev/mmcblk0p2), found through sysfs: /sys/dev/block/<major:minor of
 // "/"> links to .../block/<disk>/<partition>.
-func RootDisk(sysDevBlock, devDir string) (string, error) {
-	if sysDevBlock == "" {
-		sysDevBlock = "/sys/dev/block"
-	}
-	if devDir == "" {
-		devDir = "/dev"
-	}
+func RootDisk() (string, error) {
 	var st unix.Stat_t
 	if err := unix.Stat("/", &st); err != nil {
 		return "", fmt.Errorf("settings: stat /: %w", err)
 	}
-	return diskOf(sysDevBlock, devDir, unix.Major(st.Dev), unix.Minor(st.Dev))
+	return diskOf("/sys/dev/block", "/dev", unix.Major(st.Dev), unix.Minor(st.Dev))
 }
 
 func diskOf(sysDevBlock, devDir string, major, minor uint32) (string, error) {

@@ -122,7 +122,7 @@ func TestWriteImage(t *testing.T) {
 }
 
 // TestLoad covers the device's sources: the boot partition (and the perm
-// copy it leaves), the copy when the boot partition has none or a broken
+// copy KeepCopy leaves), the copy when the boot partition has none or a broken
 // one, and neither.
 func TestLoad(t *testing.T) {
 	good, _ := Encode(&Settings{Profile: Personal, Hostname: "fromboot"})
@@ -130,6 +130,12 @@ func TestLoad(t *testing.T) {
 	l, err := Load(Paths{Disk: testDisk(t, good), PermFile: perm})
 	if err != nil || l.Hostname != "fromboot" || l.Problem != nil {
 		t.Fatalf("from boot: %+v, %v", l, err)
+	}
+	if _, err := os.Stat(perm); err == nil {
+		t.Fatal("Load wrote the perm copy; only KeepCopy may")
+	}
+	if err := l.KeepCopy(); err != nil {
+		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(perm); err != nil || !bytes.Contains(b, []byte("fromboot")) || len(b) > 200 {
 		t.Fatalf("perm copy: %q, %v", b, err)

@@ -9,16 +9,15 @@ import (
 	"fmt"
 
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/appliance/settings"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht/records"
 )
 
-// DomainTrust pins the operator key of a domain this supernode serves.
-type DomainTrust struct {
-	Domain   string `json:"domain"`
-	Operator string `json:"operator"` // did:boson:...
-}
+// DomainTrust pins the operator key of a domain this supernode serves; the
+// device settings' domains are the same entries.
+type DomainTrust = settings.Domain
 
 // Config is a supernode's JSON config file.
 type Config struct {
