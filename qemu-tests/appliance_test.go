@@ -150,8 +150,12 @@ func waitOnline(t testing.TB, vm *qemutest.VM, deadline time.Duration) personal.
 	url := fmt.Sprintf("http://127.0.0.1:%d/api/status", vm.HostPort(4200))
 	end := time.Now().Add(deadline)
 	var st personal.Status
+	// A short timeout per request: QEMU's user network holds connections
+	// made before the guest has its address, and waiting on such a one
+	// adds seconds to the boot time the tests log.
+	client := &http.Client{Timeout: time.Second}
 	for time.Now().Before(end) {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err == nil {
 			err = json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
