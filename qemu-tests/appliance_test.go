@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,6 +34,7 @@ import (
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/turn"
 )
 
 // The "abandon ... art" vector of docs/identity.md.
@@ -65,8 +67,24 @@ func hostSupernode(t testing.TB) (*dht.Node, string) {
 // loopback, and returns the front's address.
 func hostRelay(t *testing.T, sn *dht.Node) string {
 	t.Helper()
-	r, err := relay.New(relay.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000,
-		Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil))})
+	log := slog.New(slog.NewTextHandler(testlog.Writer(t), nil))
+	// STUN/TURN beside it, on loopback: the guest reaches the host's
+	// loopback at QEMU's host address, 10.0.2.2, which its URIs name.
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := turn.New(turn.Config{UDP: udp, TCP: tcp, RelayAddress: net.IPv4(10, 0, 2, 2), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ts.Close() })
+	r, err := relay.New(relay.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, Logger: log,
+		TURN: relay.TURNIssuer(ts, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,13 +207,27 @@ func TestPersonalImageArm64(t *testing.T) {
 	if strings.Contains(serial, "Could not mount permanent storage") {
 		t.Error("perm (ext4) was not mounted")
 	}
+	// The arm64 kernel defaults to transparent huge pages "always"; the
+	// init limits them before the services start (they would hold 2 MiB
+	// pages of heap each).
+	info := deviceInfo(t, fmt.Sprintf("http://127.0.0.1:%d/api/device", vm.HostPort(4200)), testAdminPassword)
+	if thp := info.Memory.TransparentHugePages; thp != "madvise" {
+		t.Errorf("transparent huge pages %q, want madvise", thp)
+	}
 }
+
+// testAdminPassword is the admin password of testPersonalImage's images.
+const testAdminPassword = "admin password 1"
 
 func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	sn, guestAddr := hostSupernode(t)
 	front := hostRelay(t, sn)
+	hash, err := password.Hash(testAdminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
 	img := buildBoardImage(t, board, settings.Settings{Profile: profile.Personal, Hostname: "pc2-personal",
-		Supernodes: []string{guestAddr}, PublicURL: "http://alice.pc2.test"},
+		Supernodes: []string{guestAddr}, PublicURL: "http://alice.pc2.test", AdminPasswordHash: hash},
 		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
 
 	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, GOARCH: board.GOARCH})
@@ -222,8 +254,10 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	// The VM sits behind QEMU's user-mode NAT: its status page through the
 	// host supernode's relay, and the did record lists that supernode.
 	for end := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		// Relayed, and its STUN check through the host's server saw QEMU's
+		// NAT (the host sees the guest's packets come from its loopback).
 		code, b := getVia(t, front, id, "/api/status")
-		if code == http.StatusOK && strings.Contains(string(b), `"mode":"relayed"`) {
+		if code == http.StatusOK && strings.Contains(string(b), `"mode":"relayed"`) && strings.Contains(string(b), `"behind_nat":true`) {
 			t.Logf("%s: QEMU start to relayed status page: %v", board.Name, time.Since(vm.Started).Round(100*time.Millisecond))
 			break
 		}
@@ -325,6 +359,7 @@ type deviceInfoJSON struct {
 		Changes []string `json:"changes"`
 	} `json:"network"`
 	Processes []device.Process `json:"processes"`
+	Memory    device.Memory    `json:"memory"`
 }
 
 func deviceInfo(t testing.TB, url, pw string) deviceInfoJSON {

@@ -473,14 +473,18 @@ func idleMemory(b *testing.B, board boards.Board, prof string, cpus int) {
 	after := gokrazyMemory(b, vm)
 	other := meter.otherCores()
 
-	total := 0
+	total, totalPSS := 0, 0
 	var lines []string
 	perName := map[string]int{}
 	for _, p := range info.Processes {
 		total += p.RSSKiB
+		totalPSS += p.PSSKiB
 		perName[p.Name] += p.RSSKiB
-		lines = append(lines, fmt.Sprintf("  pid %4d %-8s %7.1f MB  %s", p.PID, p.Name, kib(p.RSSKiB), p.Command))
+		lines = append(lines, fmt.Sprintf("  pid %4d %-8s RSS %5.1f MB (anon %5.1f, file %5.1f) PSS %5.1f MB  %s",
+			p.PID, p.Name, kib(p.RSSKiB), kib(p.AnonKiB), kib(p.FileKiB), kib(p.PSSKiB), p.Command))
 	}
+	lines = append(lines, fmt.Sprintf("  total PSS %.1f MB; box: %.1f MB total, %.1f MB available; transparent huge pages: %q",
+		kib(totalPSS), kib(info.Memory.TotalKiB), kib(info.Memory.AvailableKiB), info.Memory.TransparentHugePages))
 	pc2Idle := before.rss[profile.PC2Binary]
 	idleTotal := kib(total) - kib(perName["pc2"]) + pc2Idle
 	b.Logf("%s on %s (%s vCPUs): read 30 s after online; other processes used %.2f cores\n"+
@@ -490,6 +494,7 @@ func idleMemory(b *testing.B, board boards.Board, prof string, cpus int) {
 		prof, board.Name, vcpus(board, cpus), other, kib(total), len(info.Processes), strings.Join(lines, "\n"),
 		pc2Idle, after.rss[profile.PC2Binary], before.rss["init"], after.rss["init"], before.used, after.used, idleTotal)
 	b.ReportMetric(kib(total), "total-MB")
+	b.ReportMetric(kib(totalPSS), "total-PSS-MB")
 	b.ReportMetric(idleTotal, "idle-total-MB")
 	b.ReportMetric(pc2Idle, "pc2-idle-MB")
 	for _, name := range []string{"pc2", "init", "dhcp", "ntp", "randomd"} {

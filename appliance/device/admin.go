@@ -27,6 +27,7 @@ type deviceInfo struct {
 	Network        NetworkStatus      `json:"network"`
 	WiFi           *wifi.Status       `json:"wifi,omitempty"`
 	Processes      []Process          `json:"processes"`
+	Memory         Memory             `json:"memory"`
 	Version        string             `json:"version,omitempty"`
 }
 
@@ -41,6 +42,7 @@ func (d *Device) routes(mux *http.ServeMux) {
 			Network:        d.net.Status(),
 			Version:        d.opts.Version,
 			Processes:      processes("/proc"),
+			Memory:         memory("/proc", "/sys"),
 		}
 		if d.loaded.WiFi != nil {
 			st := d.wifi.Status()

@@ -54,6 +54,10 @@ type Options struct {
 	Paths settings.Paths
 	// Listener for the personal node's port; nil: its config's.
 	Listener net.Listener
+	// TURNPacketConn and TURNListener are the supernode profile's STUN/TURN
+	// listeners; nil: UDP and TCP 3478.
+	TURNPacketConn net.PacketConn
+	TURNListener   net.Listener
 	// Board; nil: hardware.Detect().
 	Board *hardware.Board
 	// Network configures and watches the network; nil: NetconfNetwork on
@@ -190,7 +194,9 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		defer stop()
 		err = supernode.Run(ctx, profile.SupernodeConfig(s, d.opts.PermDir), supernode.Options{
-			Logger: log.With("service", "supernode"),
+			Logger:         log.With("service", "supernode"),
+			TURNPacketConn: opts.TURNPacketConn,
+			TURNListener:   opts.TURNListener,
 			Ready: func(addrs []string) {
 				d.snAddrs.Store(&addrs)
 				d.light.SetState(hardware.StateOnlineDirect)

@@ -63,16 +63,28 @@ func device(t *testing.T, s *settings.Settings, reboot func() error) (string, st
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The supernode profile's STUN/TURN, on loopback instead of 3478.
+	turnUDP, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	turnTCP, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { turnUDP.Close(); turnTCP.Close() })
 	fn := &fakeNetwork{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{
-			Logger:   slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
-			Paths:    settings.Paths{Disk: filepath.Join(perm, "no-such-disk"), PermFile: permFile},
-			Listener: ln,
-			Board:    &hardware.Board{Kind: hardware.KindQEMU},
-			Network:  fn,
+			Logger:         slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
+			Paths:          settings.Paths{Disk: filepath.Join(perm, "no-such-disk"), PermFile: permFile},
+			Listener:       ln,
+			TURNPacketConn: turnUDP,
+			TURNListener:   turnTCP,
+			Board:          &hardware.Board{Kind: hardware.KindQEMU},
+			Network:        fn,
 			WiFiRadio: func() (wifi.Radio, error) {
 				return nil, fmt.Errorf("test: %w", wifi.ErrNoNL80211)
 			},
@@ -266,8 +278,13 @@ func TestProcesses(t *testing.T) {
 	ps := processes("/proc")
 	for _, p := range ps {
 		if p.PID == os.Getpid() {
-			if p.RSSKiB <= 0 || p.Name == "" || p.Command == "" {
+			if p.RSSKiB <= 0 || p.Name == "" || p.Command == "" || p.AnonKiB <= 0 || p.FileKiB <= 0 ||
+				p.AnonKiB+p.FileKiB > p.RSSKiB || p.PSSKiB <= 0 || p.PSSKiB > p.RSSKiB {
 				t.Fatalf("self: %+v", p)
+			}
+			m := memory("/proc", "/sys")
+			if m.TotalKiB <= 0 || m.AvailableKiB <= 0 || m.AvailableKiB > m.TotalKiB {
+				t.Fatalf("memory: %+v", m)
 			}
 			return
 		}

@@ -114,6 +114,9 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 // under perm.
 func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
 	c := &supernode.Config{KeyFile: KeyFile(perm), CreateKey: true, DataDir: filepath.Join(DataDir(perm), "supernode"),
-		Bootstrap: s.Supernodes, Listen: s.Listen, Domains: s.Domains}
+		Bootstrap: s.Supernodes, Listen: s.Listen, Domains: s.Domains,
+		// STUN/TURN on the standard port, relaying on the machine's own
+		// (public) address.
+		TURNListen: ":3478"}
 	return c
 }

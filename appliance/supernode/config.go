@@ -1,12 +1,14 @@
 // Package supernode wires a supernode's services from its JSON config: the
 // DHT server with its persistent store and the relay (Active Proxy) on the
-// same libp2p host, with its HTTP front; later TURN and the web gateway
-// join it here.
+// same libp2p host, with its HTTP front, and the STUN/TURN server whose
+// credentials the relay hands to attached nodes; later the web gateway
+// joins it here.
 package supernode
 
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/settings"
@@ -48,6 +50,23 @@ type Config struct {
 	// 20000-22000).
 	RelayPortMin int `json:"relay_port_min,omitempty"`
 	RelayPortMax int `json:"relay_port_max,omitempty"`
+	// TURNListen, if set, is the address of the STUN/TURN server, UDP and
+	// TCP (":3478" on a supernode); empty runs none.
+	TURNListen string `json:"turn_listen,omitempty"`
+	// TURNRelayIP is the public IPv4 address TURN relays on and that its
+	// URIs name; empty means TURNListen's address if it names one, else
+	// the first public IPv4 address of the machine's interfaces (else its
+	// first non-loopback one).
+	TURNRelayIP string `json:"turn_relay_ip,omitempty"`
+	// TURNPortMin and TURNPortMax bound TURN's relay ports (default any).
+	TURNPortMin int `json:"turn_port_min,omitempty"`
+	TURNPortMax int `json:"turn_port_max,omitempty"`
+	// TURNAllowPrivatePeers lets TURN relay to private, loopback and
+	// shared addresses (a supernode for a LAN, tests); by default only
+	// public peers can be reached through it.
+	TURNAllowPrivatePeers bool `json:"turn_allow_private_peers,omitempty"`
+	// TURNCredentialTTL is how long issued credentials last (default 1h).
+	TURNCredentialTTL config.Duration `json:"turn_credential_ttl,omitempty"`
 	// RepublishInterval and ReplicateInterval tune the record loops.
 	RepublishInterval config.Duration `json:"republish_interval,omitempty"`
 	ReplicateInterval config.Duration `json:"replicate_interval,omitempty"`
@@ -75,6 +94,19 @@ func (c *Config) Check() error {
 	}
 	if _, err := c.Trust(); err != nil {
 		return err
+	}
+	if c.TURNListen != "" {
+		if _, _, err := net.SplitHostPort(c.TURNListen); err != nil {
+			return fmt.Errorf("turn_listen %q: %w", c.TURNListen, err)
+		}
+	}
+	if c.TURNRelayIP != "" {
+		if ip := net.ParseIP(c.TURNRelayIP); ip == nil || ip.To4() == nil {
+			return fmt.Errorf("turn_relay_ip %q is not an IPv4 address", c.TURNRelayIP)
+		}
+	}
+	if c.TURNPortMin < 0 || c.TURNPortMax > 65535 || c.TURNPortMin > c.TURNPortMax {
+		return fmt.Errorf("turn_port_min/max %d-%d is not a port range", c.TURNPortMin, c.TURNPortMax)
 	}
 	return nil
 }

@@ -51,6 +51,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"DuplicateDomain", `{"key_file": "/k", "data_dir": "/d", "domains": [{"domain": "ela.city", "operator": "` + opDID + `"}, {"domain": "ela.city", "operator": "` + opDID + `"}]}`, "listed twice"},
 		{"BadDuration", `{"key_file": "/k", "data_dir": "/d", "republish_interval": "soon"}`, "invalid duration"},
 		{"NegativeDuration", `{"key_file": "/k", "data_dir": "/d", "republish_interval": "-1h"}`, "negative"},
+		{"BadTURNListen", `{"key_file": "/k", "data_dir": "/d", "turn_listen": "3478"}`, "turn_listen"},
+		{"BadTURNRelayIP", `{"key_file": "/k", "data_dir": "/d", "turn_relay_ip": "2001:db8::1"}`, "not an IPv4 address"},
+		{"BadTURNPorts", `{"key_file": "/k", "data_dir": "/d", "turn_port_min": 50000, "turn_port_max": 40000}`, "not a port range"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -27,6 +27,10 @@ type Options struct {
 	// HTTPListener, if set, is the relay HTTP front's listener instead of
 	// Config.HTTPListen's.
 	HTTPListener net.Listener
+	// TURNPacketConn and TURNListener, if set, are the STUN/TURN server's
+	// UDP and TCP listeners instead of Config.TURNListen's.
+	TURNPacketConn net.PacketConn
+	TURNListener   net.Listener
 }
 
 // Run starts the supernode's services and blocks until ctx ends.
@@ -69,10 +73,19 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	defer node.Close()
 
-	rel, err := relay.New(relay.Config{
+	turnSrv, err := startTURN(cfg, opts, log.With("service", "turn"))
+	if err != nil {
+		return err
+	}
+	rc := relay.Config{
 		Host: node.Host(), ListenIP: cfg.RelayListenIP, PortMin: cfg.RelayPortMin, PortMax: cfg.RelayPortMax,
 		PortsFile: filepath.Join(cfg.DataDir, "relay-ports.json"), Logger: log.With("service", "relay"),
-	})
+	}
+	if turnSrv != nil {
+		defer turnSrv.Close()
+		rc.TURN = relay.TURNIssuer(turnSrv, time.Duration(cfg.TURNCredentialTTL))
+	}
+	rel, err := relay.New(rc)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/turn"
 )
 
 // Protocols.
@@ -37,6 +40,9 @@ const (
 	TypePing      = "ping"      // node -> relay, every KeepAlive
 	TypePong      = "pong"      // relay -> node, the answer
 	TypeDetached  = "detached"  // relay -> node: session ended (replaced, shutdown)
+	// TypeTURN asks for fresh TURN credentials (node -> relay) and carries
+	// them (relay -> node: TURN, or Error when the relay has no TURN).
+	TypeTURN = "turn"
 )
 
 // MaxMessage bounds a control message.
@@ -60,6 +66,8 @@ type Message struct {
 	Ports     map[string]int `json:"ports,omitempty"` // service -> public port
 	KeepAlive int64          `json:"keepalive_ms,omitempty"`
 	Limits    *Limits        `json:"limits,omitempty"`
+	// attached and turn: credentials for the supernode's STUN/TURN server
+	TURN *TURNInfo `json:"turn,omitempty"`
 	// dialback (Port) and its result (Addr, OK, Error)
 	Port int    `json:"port,omitempty"`
 	Addr string `json:"addr,omitempty"`
@@ -76,6 +84,16 @@ type Limits struct {
 	BytesPerSecond int64 `json:"bytes_per_second"`
 	// Ports is the number of mapped TCP ports.
 	Ports int `json:"ports"`
+}
+
+// TURNInfo is a node's short-lived credentials for its supernode's
+// STUN/TURN server (package turn's Credentials on the wire). They travel
+// only over the node's authenticated attach stream.
+type TURNInfo struct {
+	Username string   `json:"username"`
+	Password string   `json:"password"`
+	Expires  int64    `json:"expires"` // Unix seconds
+	URIs     []string `json:"uris"`    // "stun:host:port", "turn:host:port?transport=udp", ...
 }
 
 // attachPayload is what an attach signs: the relay's DID and nonce bind it
@@ -161,3 +179,12 @@ func (a PeerAddr) Network() string { return "libp2p" }
 
 // String implements net.Addr.
 func (a PeerAddr) String() string { return peer.ID(a).String() }
+
+// TURNIssuer is a Config.TURN that hands out srv's credentials, valid for
+// ttl (<= 0: turn.DefaultCredentialTTL), with the node's DID as the user.
+func TURNIssuer(srv *turn.Server, ttl time.Duration) func(identity.ID) TURNInfo {
+	return func(id identity.ID) TURNInfo {
+		c := srv.Credentials(id.DID(), ttl)
+		return TURNInfo{Username: c.Username, Password: c.Password, Expires: c.Expires.Unix(), URIs: c.URIs}
+	}
+}

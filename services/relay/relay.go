@@ -85,6 +85,9 @@ type Config struct {
 	PortMin, PortMax int
 	// PortsFile keeps port assignments across restarts ("" = memory only).
 	PortsFile string
+	// TURN, if set, issues STUN/TURN credentials to an attached node; they
+	// go out with "attached" and again whenever the node asks ("turn").
+	TURN func(id identity.ID) TURNInfo
 	// Listen opens a mapped port's listener (default net.Listen).
 	Listen func(network, addr string) (net.Listener, error)
 	Logger *slog.Logger
@@ -352,7 +355,12 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 		ports[name] = mp.port
 	}
 	lim := r.cfg.Limits
-	if err := WriteMessage(st, &Message{Type: TypeAttached, Ports: ports, KeepAlive: r.cfg.KeepAlive.Milliseconds(), Limits: &lim}); err != nil {
+	ok := &Message{Type: TypeAttached, Ports: ports, KeepAlive: r.cfg.KeepAlive.Milliseconds(), Limits: &lim}
+	if r.cfg.TURN != nil {
+		t := r.cfg.TURN(id)
+		ok.TURN = &t
+	}
+	if err := WriteMessage(st, ok); err != nil {
 		r.dropSession(s)
 		return nil, fmt.Errorf("send attached: %w", err)
 	}
@@ -376,6 +384,15 @@ func (r *Relay) serveSession(s *session, log *slog.Logger) {
 		switch m.Type {
 		case TypePing:
 			if err := s.write(&Message{Type: TypePong}); err != nil {
+				return
+			}
+		case TypeTURN:
+			if r.cfg.TURN == nil {
+				s.write(&Message{Type: TypeTURN, Error: "this supernode runs no TURN server"})
+				continue
+			}
+			t := r.cfg.TURN(s.id)
+			if err := s.write(&Message{Type: TypeTURN, TURN: &t}); err != nil {
 				return
 			}
 		case TypeDialBack:

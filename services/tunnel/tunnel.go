@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ import (
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/turn"
 )
 
 // Config configures a Client.
@@ -60,9 +62,16 @@ type Config struct {
 	// MaxBackoff caps the retry wait (default 1 s).
 	MaxBackoff time.Duration
 	// Dial opens local TCP connections (default net.Dialer).
-	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
-	Logger *slog.Logger
-	Now    func() time.Time
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ListenPacket opens the UDP socket of a STUN check (default
+	// net.ListenPacket).
+	ListenPacket func(network, addr string) (net.PacketConn, error)
+	// LocalAddrs lists the node's own addresses, to tell a STUN answer
+	// that shows one of them (no NAT) from a NAT's (default: the
+	// interfaces' addresses).
+	LocalAddrs func() ([]netip.Addr, error)
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Client keeps a node attached.
@@ -80,6 +89,15 @@ type Client struct {
 	direct  string // the address a dial-back reached, "" if none
 	dbErr   string // why the last dial-back failed
 	dbDone  bool   // a dial-back has answered
+	stun    stunResult
+}
+
+// stunResult is the last STUN check's outcome.
+type stunResult struct {
+	server    string
+	reflexive netip.AddrPort // zero: none yet or failed
+	nat       bool           // reflexive is not one of the node's addresses
+	err       string
 }
 
 // link is the state of one supernode.
@@ -89,6 +107,7 @@ type link struct {
 	attached  bool
 	since     time.Time
 	ports     map[string]int
+	turn      *relay.TURNInfo // the supernode's STUN/TURN credentials
 	lastErr   string
 	cancel    context.CancelFunc // ends the current attachment
 }
@@ -115,6 +134,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ListenPacket == nil {
+		cfg.ListenPacket = net.ListenPacket
+	}
+	if cfg.LocalAddrs == nil {
+		cfg.LocalAddrs = interfaceAddrs
 	}
 	id, err := identity.IDFromPublicKey(cfg.Key.Public().(ed25519.PublicKey))
 	if err != nil {
@@ -306,13 +331,18 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 	}
 	since := c.cfg.Now()
 	c.setAttached(ai.ID, true, since, ok.Ports)
-	c.log.Info("attached", "supernode", ai.ID, "ports", ok.Ports)
+	c.log.Info("attached", "supernode", ai.ID, "ports", ok.Ports, "turn", ok.TURN != nil)
 	defer c.setAttached(ai.ID, false, since, nil)
+	refreshTURN := c.setTURN(ai.ID, ok.TURN)
+	if ok.TURN != nil {
+		go c.checkSTUN(ctx, ok.TURN.URIs)
+	}
 
 	// Ping every keep; the relay answers each. Reads run in their own
 	// goroutine so ctx (Reconnect, shutdown) ends the attachment at once.
 	errc := make(chan error, 1)
 	pongs := make(chan struct{}, 1)
+	turns := make(chan *relay.TURNInfo, 1)
 	go func() {
 		for {
 			m, err := relay.ReadMessage(st)
@@ -331,6 +361,15 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 				return
 			case relay.TypeDialBackResult:
 				c.dialBackResult(ai.ID, m)
+			case relay.TypeTURN:
+				if m.TURN == nil {
+					c.log.Warn("supernode gave no TURN credentials", "supernode", ai.ID, "err", m.Error)
+					continue
+				}
+				select {
+				case turns <- m.TURN:
+				default:
+				}
 			}
 		}
 	}()
@@ -358,12 +397,21 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 			return c.cfg.Now().Sub(since), err
 		case <-pongs:
 			lastPong = time.Now()
+		case ti := <-turns:
+			refreshTURN = c.setTURN(ai.ID, ti)
 		case <-t.C:
 			if time.Since(lastPong) > 3*keep {
 				return c.cfg.Now().Sub(since), errors.New("keep-alive: no answer")
 			}
 			if err := write(&relay.Message{Type: relay.TypePing}); err != nil {
 				return c.cfg.Now().Sub(since), fmt.Errorf("ping: %w", err)
+			}
+			if !refreshTURN.IsZero() && !c.cfg.Now().Before(refreshTURN) {
+				// Ask once per half-life; the answer sets the next time.
+				refreshTURN = c.cfg.Now().Add(time.Minute)
+				if err := write(&relay.Message{Type: relay.TypeTURN}); err != nil {
+					return c.cfg.Now().Sub(since), fmt.Errorf("ask for TURN credentials: %w", err)
+				}
 			}
 		}
 	}
@@ -381,6 +429,122 @@ func (c *Client) setAttached(p peer.ID, on bool, since time.Time, ports map[stri
 		l.lastErr = ""
 	}
 	c.notify()
+}
+
+// setTURN keeps a supernode's TURN credentials (nil: none) and returns
+// when to ask for fresh ones: halfway to their expiry (zero: never).
+func (c *Client) setTURN(p peer.ID, t *relay.TURNInfo) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.links[p].turn = t
+	if t == nil {
+		return time.Time{}
+	}
+	now := c.cfg.Now()
+	return now.Add(time.Unix(t.Expires, 0).Sub(now) / 2)
+}
+
+// TURN returns the unexpired STUN/TURN credentials of the supernodes the
+// node is attached to (for WebRTC and other UDP peers of the node).
+func (c *Client) TURN() []relay.TURNInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Now().Unix()
+	var out []relay.TURNInfo
+	for _, ai := range c.cfg.Supernodes {
+		if l := c.links[ai.ID]; l.attached && l.turn != nil && l.turn.Expires > now {
+			out = append(out, *l.turn)
+		}
+	}
+	return out
+}
+
+// checkSTUN asks the first STUN server in uris for the node's reflexive
+// address (the public address a NAT maps it to) and records whether the
+// node is behind a NAT: whether that address is one of its own.
+func (c *Client) checkSTUN(ctx context.Context, uris []string) {
+	server := stunServer(uris)
+	if server == "" {
+		return
+	}
+	res := stunResult{server: server}
+	addr, loopback, err := c.reflexive(ctx, server)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		res.err = err.Error()
+	} else {
+		res.reflexive = addr
+		res.nat = true
+		if own, err := c.cfg.LocalAddrs(); err == nil {
+			for _, a := range own {
+				// Loopback is the node's own address only towards a server
+				// on loopback; from elsewhere it is a NAT's (QEMU's user
+				// network forwards to the host's loopback).
+				if a.Unmap() == addr.Addr() && (loopback || !a.IsLoopback()) {
+					res.nat = false
+				}
+			}
+		}
+	}
+	c.mu.Lock()
+	changed := c.stun != res
+	c.stun = res
+	c.mu.Unlock()
+	if changed {
+		c.log.Info("STUN check", "server", server, "reflexive", res.reflexive, "behind_nat", res.nat, "err", res.err)
+	}
+}
+
+// reflexive runs one STUN check against server; loopback tells whether
+// the server is on loopback.
+func (c *Client) reflexive(ctx context.Context, server string) (addr netip.AddrPort, loopback bool, err error) {
+	ua, err := net.ResolveUDPAddr("udp", server)
+	if err != nil {
+		return addr, false, fmt.Errorf("STUN server %s: %w", server, err)
+	}
+	network := "udp4"
+	if ua.IP.To4() == nil {
+		network = "udp6"
+	}
+	conn, err := c.cfg.ListenPacket(network, ":0")
+	if err != nil {
+		return addr, false, fmt.Errorf("STUN socket: %w", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addr, err = turn.Reflexive(ctx, conn, ua)
+	return addr, ua.IP.IsLoopback(), err
+}
+
+// stunServer returns host:port of the first "stun:" URI ("" if none).
+func stunServer(uris []string) string {
+	for _, u := range uris {
+		if hp, ok := strings.CutPrefix(u, "stun:"); ok {
+			hp, _, _ = strings.Cut(hp, "?")
+			if _, _, err := net.SplitHostPort(hp); err == nil {
+				return hp
+			}
+		}
+	}
+	return ""
+}
+
+// interfaceAddrs is the default Config.LocalAddrs.
+func interfaceAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out, nil
 }
 
 // dialBackResult records whether the relay reached the node directly.
@@ -490,9 +654,21 @@ type Status struct {
 	Direct string `json:"direct,omitempty"`
 	// DialBack is the last dial-back's outcome: "" (none yet), "ok" or
 	// why it failed.
-	DialBack   string       `json:"dial_back,omitempty"`
+	DialBack string `json:"dial_back,omitempty"`
+	// STUN is the last STUN check through a supernode's server.
+	STUN       *STUNStatus  `json:"stun,omitempty"`
 	Supernodes []LinkStatus `json:"supernodes"`
 	LastError  string       `json:"last_error,omitempty"`
+}
+
+// STUNStatus is what a STUN check found.
+type STUNStatus struct {
+	Server string `json:"server"`
+	// Reflexive is the address the server saw the node's packets come
+	// from; BehindNAT says it is not one of the node's own addresses.
+	Reflexive string `json:"reflexive,omitempty"`
+	BehindNAT bool   `json:"behind_nat"`
+	Error     string `json:"error,omitempty"`
 }
 
 // LinkStatus is one supernode's attachment.
@@ -502,6 +678,15 @@ type LinkStatus struct {
 	Since     time.Time      `json:"since,omitzero"`
 	Ports     map[string]int `json:"ports,omitempty"`
 	LastError string         `json:"last_error,omitempty"`
+	// TURN is the supernode's STUN/TURN server and when the node's
+	// credentials for it expire (the password stays out of the status).
+	TURN *TURNStatus `json:"turn,omitempty"`
+}
+
+// TURNStatus describes a node's TURN credentials without the password.
+type TURNStatus struct {
+	URIs    []string  `json:"uris"`
+	Expires time.Time `json:"expires"`
 }
 
 // Status returns the current state.
@@ -515,11 +700,20 @@ func (c *Client) Status() Status {
 		if l.attached {
 			ls.Since, ls.Ports = l.since, l.ports
 			st.Mode = "relayed"
+			if l.turn != nil {
+				ls.TURN = &TURNStatus{URIs: l.turn.URIs, Expires: time.Unix(l.turn.Expires, 0).UTC()}
+			}
 		}
 		st.Supernodes = append(st.Supernodes, ls)
 	}
 	if c.direct != "" {
 		st.Mode = "direct"
+	}
+	if c.stun.server != "" {
+		st.STUN = &STUNStatus{Server: c.stun.server, BehindNAT: c.stun.nat, Error: c.stun.err}
+		if c.stun.reflexive.IsValid() {
+			st.STUN.Reflexive = c.stun.reflexive.String()
+		}
 	}
 	if c.dbDone {
 		st.DialBack = "ok"

@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,15 +38,23 @@ type supernode struct {
 
 func newSupernode(t *testing.T, limits relay.Limits) *supernode {
 	t.Helper()
+	return newSupernodeWith(t, func(c *relay.Config) { c.Limits = limits })
+}
+
+// newSupernodeWith is newSupernode with edit applied to the relay config.
+func newSupernodeWith(t *testing.T, edit func(*relay.Config)) *supernode {
+	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	n, err := dht.New(context.Background(), dht.Config{Key: key, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
 		Logger: testlog.New(t, 8)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := relay.New(relay.Config{Host: n.Host(), Limits: limits, KeepAlive: 500 * time.Millisecond,
+	rc := relay.Config{Host: n.Host(), KeepAlive: 500 * time.Millisecond,
 		ListenIP: "127.0.0.1", PortMin: 30000 + int(time.Now().UnixNano()%20000), PortMax: 65000,
-		Logger: testlog.New(t, 0)})
+		Logger: testlog.New(t, 0)}
+	edit(&rc)
+	r, err := relay.New(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,4 +388,38 @@ func TestDialBack(t *testing.T) {
 	if st := impostor.client.Status(); !strings.Contains(st.DialBack, "handshake") {
 		t.Fatalf("impostor's dial-back: %q", st.DialBack)
 	}
+}
+
+// TestTURNCredentialsRefreshed: the credentials that come with the attach
+// are asked for again halfway to their expiry, so TURN() never hands out
+// expired ones; the status shows the server but not the password.
+func TestTURNCredentialsRefreshed(t *testing.T) {
+	var issued atomic.Int32
+	sn := newSupernodeWith(t, func(c *relay.Config) {
+		c.TURN = func(id identity.ID) relay.TURNInfo {
+			n := issued.Add(1)
+			return relay.TURNInfo{Username: fmt.Sprintf("%d:%s", n, id.DID()), Password: fmt.Sprintf("secret %d", n),
+				Expires: time.Now().Add(2 * time.Second).Unix(), URIs: []string{"turn:192.0.2.1:3478?transport=udp"}}
+		}
+	})
+	nd := newNode(t, nil, sn)
+	waitAttached(t, sn, nd.id)
+	var first string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		creds := nd.client.TURN()
+		if len(creds) == 1 && first == "" {
+			first = creds[0].Username
+		}
+		if len(creds) == 1 && first != "" && creds[0].Username != first {
+			if !strings.HasSuffix(creds[0].Username, ":"+nd.id.DID()) || creds[0].Password == "" {
+				t.Fatalf("refreshed credentials %+v", creds[0])
+			}
+			st, _ := json.Marshal(nd.client.Status())
+			if strings.Contains(string(st), "secret") || !strings.Contains(string(st), "turn:192.0.2.1:3478") {
+				t.Fatalf("status shows the password or lacks the TURN server: %s", st)
+			}
+			return
+		}
+	}
+	t.Fatalf("credentials not refreshed: first %q, issued %d", first, issued.Load())
 }

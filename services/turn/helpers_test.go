@@ -215,45 +215,6 @@ func dialTCP(t testing.TB, addr *net.TCPAddr) net.PacketConn {
 	return pionturn.NewSTUNConn(c)
 }
 
-// echoPeer is a UDP peer that sends every datagram back and remembers
-// where datagrams came from.
-type echoPeer struct {
-	conn net.PacketConn
-	mu   sync.Mutex
-	from map[string]int
-}
-
-func newEchoPeer(t testing.TB) *echoPeer {
-	t.Helper()
-	p := &echoPeer{conn: listenUDP(t), from: make(map[string]int)}
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := p.conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.from[from.String()]++
-			p.mu.Unlock()
-			p.conn.WriteTo(buf[:n], from)
-		}
-	}()
-	return p
-}
-
-func (p *echoPeer) addr() *net.UDPAddr { return p.conn.LocalAddr().(*net.UDPAddr) }
-
-func (p *echoPeer) received() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, c := range p.from {
-		n += c
-	}
-	return n
-}
-
 // turnClient is a pion TURN client over conn.
 func turnClient(t testing.TB, conn net.PacketConn, server net.Addr, cred Credentials) *pionturn.Client {
 	t.Helper()

@@ -15,6 +15,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	pionturn "github.com/pion/turn/v4"
+
+	"github.com/pc2/pc2/internal/coturntest"
 )
 
 func TestNewConfigErrors(t *testing.T) {
@@ -141,7 +143,7 @@ func TestRelayUDP(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			s := newTestServer(t, nil)
-			peer := newEchoPeer(t)
+			peer := coturntest.NewEchoPeer(t)
 			var conn net.PacketConn
 			var server net.Addr
 			if transport == "udp" {
@@ -165,7 +167,7 @@ func TestRelayUDP(t *testing.T) {
 
 			for i := range 5 {
 				msg := fmt.Appendf(nil, "hello %d over %s", i, transport)
-				if _, err := relay.WriteTo(msg, peer.addr()); err != nil {
+				if _, err := relay.WriteTo(msg, peer.Addr()); err != nil {
 					t.Fatalf("WriteTo peer: %v", err)
 				}
 				relay.SetReadDeadline(time.Now().Add(testTimeout))
@@ -177,16 +179,14 @@ func TestRelayUDP(t *testing.T) {
 				if got := string(buf[:n]); got != string(msg) {
 					t.Errorf("echo: got %q, want %q", got, msg)
 				}
-				if from.String() != peer.addr().String() {
-					t.Errorf("echo from %v, want the peer %v", from, peer.addr())
+				if from.String() != peer.Addr().String() {
+					t.Errorf("echo from %v, want the peer %v", from, peer.Addr())
 				}
 			}
 			// The peer saw the relayed address, not the client.
-			peer.mu.Lock()
-			got := peer.from[relayed.String()]
-			peer.mu.Unlock()
-			if got != 5 {
-				t.Errorf("peer got %d datagrams from the relayed address %v, want 5 (all: %v)", got, relayed, peer.from)
+			from := peer.Senders()
+			if got := from[relayed.String()]; got != 5 {
+				t.Errorf("peer got %d datagrams from the relayed address %v, want 5 (all: %v)", got, relayed, from)
 			}
 		})
 	}
@@ -422,7 +422,7 @@ func TestPortRange(t *testing.T) {
 // By default (PublicPeer) the relay does not reach loopback peers.
 func TestPeerPolicy(t *testing.T) {
 	s := newTestServer(t, func(c *Config) { c.AllowPeer = nil })
-	peer := newEchoPeer(t)
+	peer := coturntest.NewEchoPeer(t)
 	client := turnClient(t, listenUDP(t), s.udpAddr, s.Credentials("alice", time.Hour))
 	relay, err := client.Allocate()
 	if err != nil {
@@ -430,10 +430,10 @@ func TestPeerPolicy(t *testing.T) {
 	}
 	defer relay.Close()
 	// (pion's client does not say which error code it got.)
-	if err := client.CreatePermission(peer.addr()); err == nil {
+	if err := client.CreatePermission(peer.Addr()); err == nil {
 		t.Error("CreatePermission for a loopback peer succeeded")
 	}
-	if _, err := relay.WriteTo([]byte("let me in"), peer.addr()); err == nil {
+	if _, err := relay.WriteTo([]byte("let me in"), peer.Addr()); err == nil {
 		t.Error("WriteTo a loopback peer succeeded")
 	}
 	if len(s.logs.find("peer refused", "127.0.0.1")) == 0 {
