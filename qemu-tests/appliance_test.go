@@ -1,6 +1,7 @@
 package qemutests
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -34,6 +35,7 @@ import (
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/tunnel"
 	"github.com/pc2/pc2/services/turn"
 )
 
@@ -392,12 +394,20 @@ func httpCode(t *testing.T, req *http.Request) int {
 }
 
 // TestSupernodeImage: the host publishes a record through the booted
-// supernode image and resolves it back.
+// supernode image and resolves it back, and a node on the host attaches to
+// the image's relay, gets its TURN credentials and is reached through a
+// mapped port.
 func TestSupernodeImage(t *testing.T) {
 	img := buildProfileImage(t, settings.Settings{Profile: profile.Supernode, Hostname: "pc2-supernode",
 		Listen: []string{"/ip4/0.0.0.0/tcp/8090"}},
 		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
-	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{8090}})
+	// A node on the host attaches to the VM's relay and exposes a TCP
+	// service; the relay maps it to the node's preferred port, which is
+	// forwarded from the host.
+	_, nodeKey, _ := ed25519.GenerateKey(nil)
+	nodeID, _ := identity.IDFromPublicKey(nodeKey.Public().(ed25519.PublicKey))
+	mapped := relay.PreferredPort(nodeID, "echo", 20000, 22000)
+	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{8090, mapped}})
 
 	id, _ := identity.ParseDID(vectorDID)
 	pid, err := dht.IDToPeer(id)
@@ -444,6 +454,71 @@ func TestSupernodeImage(t *testing.T) {
 	if err != nil || got.Direct[0] != "/ip4/192.0.2.9/tcp/4200" {
 		t.Fatalf("resolve through the VM: %+v, %v", got, err)
 	}
+
+	// The relay and TURN of the supernode profile: the host's node
+	// attaches, gets TURN credentials for the VM's server on 3478, and a
+	// TCP connection to the mapped port reaches its echo service.
+	echo := echoListener(t)
+	nodeHost, err := dht.New(context.Background(), dht.Config{Key: nodeKey, Mode: dht.ModeClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nodeHost.Close()
+	tc, err := tunnel.New(tunnel.Config{Host: nodeHost.Host(), Key: nodeKey, Supernodes: boot,
+		TCP: map[string]string{"echo": echo}, Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tctx, tcancel := context.WithCancel(context.Background())
+	defer tcancel()
+	go tc.Run(tctx)
+	var ls tunnel.LinkStatus
+	for end := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if st := tc.Status(); len(st.Supernodes) == 1 && st.Supernodes[0].Attached {
+			ls = st.Supernodes[0]
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("host node not attached to the VM's relay: %+v", tc.Status())
+		}
+	}
+	if ls.Ports["echo"] != mapped {
+		t.Fatalf("mapped port %d, want the preferred %d", ls.Ports["echo"], mapped)
+	}
+	if ls.TURN == nil || !strings.Contains(strings.Join(ls.TURN.URIs, " "), ":3478?transport=udp") {
+		t.Fatalf("TURN from the VM: %+v, want its server on 3478", ls.TURN)
+	}
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", vm.HostPort(mapped)), 10*time.Second)
+	if err != nil {
+		t.Fatalf("mapped port: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "through the VM's relay\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || line != "through the VM's relay\n" {
+		t.Fatalf("echo through the mapped port: %q %v", line, err)
+	}
+}
+
+// echoListener is a TCP echo service on loopback for the test's lifetime.
+func echoListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 func waitBootstrap(t *testing.T, n *dht.Node, boot []peer.AddrInfo, deadline time.Duration) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/provisioning/identity"
 )
 
 // portTable assigns public ports to (DID, service) pairs, stably.
@@ -58,17 +59,32 @@ func (t *portTable) candidates(key string) []int {
 	if p, ok := t.byKey[key]; ok {
 		return []int{p}
 	}
-	h := sha256.Sum256([]byte(key))
+	first := hashPort(key, t.min, t.max)
 	span := t.max - t.min + 1
-	start := int(binary.BigEndian.Uint64(h[:8]) % uint64(span))
 	var out []int
 	for i := 0; i < span; i++ {
-		p := t.min + (start+i)%span
+		p := t.min + (first-t.min+i)%span
 		if _, taken := t.byPort[p]; !taken {
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// portKey names a node's exposed service in the port table.
+func portKey(id identity.ID, service string) string { return id.DID() + "\x00" + service }
+
+// hashPort is the port in min-max that key's search starts at.
+func hashPort(key string, min, max int) int {
+	h := sha256.Sum256([]byte(key))
+	return min + int(binary.BigEndian.Uint64(h[:8])%uint64(max-min+1))
+}
+
+// PreferredPort is the public port a relay with ports min-max gives the
+// service of node id when that port is free and the node has none yet:
+// what an operator (or a test forwarding ports) can plan with.
+func PreferredPort(id identity.ID, service string, min, max int) int {
+	return hashPort(portKey(id, service), min, max)
 }
 
 // assign records key's port and saves the table.
@@ -101,7 +117,7 @@ func (r *Relay) mapPort(s *session, name string) (*mappedPort, error) {
 	if name == "" || len(name) > 64 {
 		return nil, fmt.Errorf("service name %q", name)
 	}
-	key := s.id.DID() + "\x00" + name
+	key := portKey(s.id, name)
 	var ln net.Listener
 	var port int
 	var lastErr error

@@ -134,7 +134,7 @@ func TestAttachRefusals(t *testing.T) {
 	st, ch = openAttach(t, victim, sn)
 	WriteMessage(st, SignAttach(victimKey, ch, didOf(victimKey), time.Now(), []string{"ssh"}))
 	ok, err := ReadMessage(st)
-	if err != nil || ok.Type != TypeAttached || ok.Ports["ssh"] < 40000 {
+	if err != nil || ok.Type != TypeAttached || ok.Ports["ssh"] < 40000 || ok.Ports["ssh"] > 60000 {
 		t.Fatalf("victim attach: %+v %v", ok, err)
 	}
 	if s := r.Sessions(); len(s) != 1 || s[0].DID != didOf(victimKey) {
@@ -221,5 +221,26 @@ func TestHostLabel(t *testing.T) {
 		if _, err := ParseHostLabel(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
+	}
+}
+
+// TestPreferredPort: a fresh table offers a service its preferred port
+// first; once another holds that port, the next ones.
+func TestPreferredPort(t *testing.T) {
+	pt, err := loadPorts("", 20000, 22000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(nil)
+	id, _ := identity.ParseDID(didOf(key))
+	want := PreferredPort(id, "echo", 20000, 22000)
+	if c := pt.candidates(portKey(id, "echo")); len(c) != 2001 || c[0] != want {
+		t.Fatalf("candidates start at %d of %d, want the preferred %d", c[0], len(c), want)
+	}
+	if err := pt.assign("someone else", want); err != nil {
+		t.Fatal(err)
+	}
+	if c := pt.candidates(portKey(id, "echo")); len(c) != 2000 || c[0] == want {
+		t.Fatalf("candidates after %d was taken: first %d of %d", want, c[0], len(c))
 	}
 }
