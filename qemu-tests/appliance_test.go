@@ -27,6 +27,7 @@ import (
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
 	"github.com/pc2/pc2/image"
+	"github.com/pc2/pc2/internal/echotest"
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/provisioning/password"
@@ -458,7 +459,7 @@ func TestSupernodeImage(t *testing.T) {
 	// The relay and TURN of the supernode profile: the host's node
 	// attaches, gets TURN credentials for the VM's server on 3478, and a
 	// TCP connection to the mapped port reaches its echo service.
-	echo := echoListener(t)
+	echo := echotest.Start(t)
 	nodeHost, err := dht.New(context.Background(), dht.Config{Key: nodeKey, Mode: dht.ModeClient})
 	if err != nil {
 		t.Fatal(err)
@@ -499,26 +500,6 @@ func TestSupernodeImage(t *testing.T) {
 	if err != nil || line != "through the VM's relay\n" {
 		t.Fatalf("echo through the mapped port: %q %v", line, err)
 	}
-}
-
-// echoListener is a TCP echo service on loopback for the test's lifetime.
-func echoListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 func waitBootstrap(t *testing.T, n *dht.Node, boot []peer.AddrInfo, deadline time.Duration) {

@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/pc2/pc2/internal/echotest"
 	"github.com/pc2/pc2/internal/nattest"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
@@ -93,15 +94,7 @@ func TestNATHelper(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go func() {
-			for {
-				c, err := echo.Accept()
-				if err != nil {
-					return
-				}
-				go func() { io.Copy(c, c); c.Close() }()
-			}
-		}()
+		go echotest.Serve(echo)
 		c, err := New(Config{Host: n.Host(), Key: key, Supernodes: sns, TCP: map[string]string{"echo": echo.Addr().String()},
 			DirectPort: p2pPort, Logger: log})
 		if err != nil {
