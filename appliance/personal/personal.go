@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 
 	if cfg.Mode != ModeDirect {
 		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, TCP: cfg.ExposeTCP,
-			DirectPort: directPort, Logger: log.With("service", "tunnel")})
+			DirectPort: directPort, AcceptDirect: directPort > 0, Logger: log.With("service", "tunnel")})
 		if err != nil {
 			return err
 		}
@@ -207,6 +207,18 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			defer wg.Done()
 			if err := srv.Serve(tc.Listener()); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				log.Error("relayed HTTP stopped", "err", err)
+			}
+		}()
+	} else {
+		// No tunnel: gateways that find the node direct open their HTTP
+		// streams to it themselves.
+		ln := tunnel.DirectListener(node.Host())
+		defer ln.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				log.Error("direct HTTP streams stopped", "err", err)
 			}
 		}()
 	}

@@ -61,13 +61,25 @@ func NewRequest(frontURL string, id identity.ID, method, path string, body io.Re
 // one connection pool per node follows from the host name.
 const internalSuffix = ".node.pc2.invalid"
 
-// Proxy returns a handler that forwards each request to the node resolve
-// names, over /pc2/http/1 streams: HTTP/1.1 with keep-alive (a pool of
-// streams per node), WebSocket and other upgrades, bodies streamed both
-// ways and responses flushed as they come. X-Forwarded-For/-Proto/-Host
-// are set; the node sees the original Host. A node that is not attached
-// gets 502, one at its stream limit 503, within the request's context.
-func (r *Relay) Proxy(resolve func(*http.Request) (identity.ID, error)) http.Handler {
+// NodeProxy forwards HTTP requests to nodes over /pc2/http/1 streams:
+// HTTP/1.1 with keep-alive (a pool of streams per node), WebSocket and
+// other upgrades, bodies streamed both ways and responses flushed as they
+// come. X-Forwarded-For/-Proto/-Host are set; the node sees the original
+// Host. The relay's HTTP front and the web gateway both use it; they
+// differ in how a stream to a node is opened (Dial).
+type NodeProxy struct {
+	rp *httputil.ReverseProxy
+}
+
+// DialNode opens a connection that carries HTTP/1.1 to node id.
+type DialNode func(ctx context.Context, id identity.ID) (net.Conn, error)
+
+// nodeKey carries the target node in a request's context.
+type nodeKey struct{}
+
+// NewNodeProxy returns a proxy that reaches nodes with dial; onError
+// answers requests whose node could not be reached (or broke off).
+func NewNodeProxy(dial DialNode, onError func(http.ResponseWriter, *http.Request, error)) *NodeProxy {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			host, _, _ := net.SplitHostPort(addr)
@@ -75,20 +87,15 @@ func (r *Relay) Proxy(resolve func(*http.Request) (identity.ID, error)) http.Han
 			if err != nil {
 				return nil, err
 			}
-			st, err := r.OpenStream(ctx, id, ProtocolHTTP)
-			if err != nil {
-				return nil, err
-			}
-			return StreamConn{st}, nil
+			return dial(ctx, id)
 		},
 		MaxIdleConnsPerHost: 32,
 		IdleConnTimeout:     60 * time.Second,
 		DisableCompression:  true,
 	}
-	type idKey struct{}
-	rp := &httputil.ReverseProxy{
+	return &NodeProxy{rp: &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			id := pr.In.Context().Value(idKey{}).(identity.ID)
+			id := pr.In.Context().Value(nodeKey{}).(identity.ID)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = HostLabel(id) + internalSuffix
 			pr.Out.Host = pr.In.Host
@@ -96,15 +103,34 @@ func (r *Relay) Proxy(resolve func(*http.Request) (identity.ID, error)) http.Han
 		},
 		Transport:     tr,
 		FlushInterval: -1,
-		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			code := http.StatusBadGateway
-			if errors.Is(err, ErrBusy) {
-				code = http.StatusServiceUnavailable
-			}
-			r.log.Info("proxy error", "host", req.Host, "err", err)
-			http.Error(w, "PC2 relay: "+err.Error(), code)
-		},
-	}
+		ErrorHandler:  onError,
+	}}
+}
+
+// ServeNode forwards req to node id.
+func (p *NodeProxy) ServeNode(w http.ResponseWriter, req *http.Request, id identity.ID) {
+	p.rp.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), nodeKey{}, id)))
+}
+
+// Proxy returns the relay's HTTP front: a handler that forwards each
+// request to the node resolve names, if it is attached here (NodeProxy). A
+// node that is not attached gets 502, one at its stream limit 503, within
+// the request's context.
+func (r *Relay) Proxy(resolve func(*http.Request) (identity.ID, error)) http.Handler {
+	np := NewNodeProxy(func(ctx context.Context, id identity.ID) (net.Conn, error) {
+		st, err := r.OpenStream(ctx, id, ProtocolHTTP)
+		if err != nil {
+			return nil, err
+		}
+		return StreamConn{st}, nil
+	}, func(w http.ResponseWriter, req *http.Request, err error) {
+		code := http.StatusBadGateway
+		if errors.Is(err, ErrBusy) {
+			code = http.StatusServiceUnavailable
+		}
+		r.log.Info("proxy error", "host", req.Host, "err", err)
+		http.Error(w, "PC2 relay: "+err.Error(), code)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		id, err := resolve(req)
 		if err != nil {
@@ -115,6 +141,6 @@ func (r *Relay) Proxy(resolve func(*http.Request) (identity.ID, error)) http.Han
 			http.Error(w, "PC2 relay: node "+id.DID()+" is not attached here", http.StatusBadGateway)
 			return
 		}
-		rp.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), idKey{}, id)))
+		np.ServeNode(w, req, id)
 	})
 }

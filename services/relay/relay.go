@@ -180,12 +180,14 @@ func New(cfg Config) (*Relay, error) {
 	r := &Relay{cfg: cfg, log: cfg.Logger, did: id.DID(), ports: pt,
 		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}}
 	cfg.Host.SetStreamHandler(ProtocolAttach, r.handleAttach)
+	cfg.Host.SetStreamHandler(ProtocolForward, r.handleForward)
 	return r, nil
 }
 
 // Close detaches every node and stops the mapped ports.
 func (r *Relay) Close() error {
 	r.cfg.Host.RemoveStreamHandler(ProtocolAttach)
+	r.cfg.Host.RemoveStreamHandler(ProtocolForward)
 	r.mu.Lock()
 	r.closed = true
 	ss := make([]*session, 0, len(r.sessions))

@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pc2/pc2/services/relay"
@@ -46,3 +48,26 @@ func (l *streamListener) Close() error {
 }
 
 func (l *streamListener) Addr() net.Addr { return l.addr }
+
+// DirectListener serves /pc2/http/1 streams from any peer on h without a
+// tunnel: a node in direct mode, which attaches nowhere, is reached by
+// gateways this way. Close removes the handler.
+func DirectListener(h host.Host) net.Listener {
+	l := newStreamListener(h.ID())
+	h.SetStreamHandler(relay.ProtocolHTTP, func(st network.Stream) {
+		if !l.deliver(relay.StreamConn{Stream: st}) {
+			st.Reset()
+		}
+	})
+	return &directListener{streamListener: l, h: h}
+}
+
+type directListener struct {
+	*streamListener
+	h host.Host
+}
+
+func (l *directListener) Close() error {
+	l.h.RemoveStreamHandler(relay.ProtocolHTTP)
+	return l.streamListener.Close()
+}

@@ -101,7 +101,7 @@ func TestNATHelper(t *testing.T) {
 			t.Fatal(err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/", testHandler())
+		mux.Handle("/", echotest.HTTP())
 		mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(c.Status()) })
 		srv := &http.Server{Handler: mux}
 		go srv.Serve(c.Listener())

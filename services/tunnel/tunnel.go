@@ -59,6 +59,11 @@ type Config struct {
 	// the relay dials back to it at the address it sees the node at, and a
 	// node that answers is direct (Direct, Status.Mode).
 	DirectPort int
+	// AcceptDirect takes /pc2/http/1 streams from any peer, not only from
+	// the supernodes the node is attached to: gateways that find the node
+	// direct connect to it themselves. It serves what the relays serve
+	// (the node's HTTP port), so it is on whenever the node listens.
+	AcceptDirect bool
 	// MaxBackoff caps the retry wait (default 1 s).
 	MaxBackoff time.Duration
 	// Dial opens local TCP connections (default net.Dialer).
@@ -589,7 +594,7 @@ func (c *Client) attachedTo(p peer.ID) bool {
 }
 
 func (c *Client) handleHTTP(st network.Stream) {
-	if !c.attachedTo(st.Conn().RemotePeer()) {
+	if !c.cfg.AcceptDirect && !c.attachedTo(st.Conn().RemotePeer()) {
 		st.Reset()
 		return
 	}

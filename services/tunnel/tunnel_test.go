@@ -77,38 +77,6 @@ type node struct {
 	cancel context.CancelFunc
 }
 
-func testHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello via %s for %s", r.Header.Get("X-Forwarded-Host"), r.Host)
-	})
-	mux.HandleFunc("POST /sum", func(w http.ResponseWriter, r *http.Request) {
-		h := sha256.New()
-		n, err := io.Copy(h, r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), 500)
-			return
-		}
-		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
-	})
-	up := websocket.Upgrader{}
-	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			mt, b, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			c.WriteMessage(mt, b)
-		}
-	})
-	return mux
-}
-
 // echoServer is a local TCP echo service.
 func echoServer(t *testing.T) string { return echotest.Start(t) }
 
@@ -145,7 +113,7 @@ func newNodeOpts(t *testing.T, key ed25519.PrivateKey, listen []string, directPo
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &http.Server{Handler: testHandler()}
+	srv := &http.Server{Handler: echotest.HTTP()}
 	go srv.Serve(c.Listener())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -194,7 +162,7 @@ func TestThroughRelay(t *testing.T) {
 	waitAttached(t, sn, nd.id)
 
 	code, body := get(t, sn, nd.id, "GET", "/hello", nil)
-	if code != 200 || !strings.Contains(body, "for "+relay.HostLabel(nd.id)+".relay.invalid") {
+	if code != 200 || !strings.Contains(body, "hello "+relay.HostLabel(nd.id)+".relay.invalid") {
 		t.Fatalf("GET: %d %q", code, body)
 	}
 

@@ -414,6 +414,17 @@ func TestKindAndStatusStrings(t *testing.T) {
 		if string(got) != want {
 			t.Errorf("Action(%d).MarshalText: got %q, want %q", a, got, want)
 		}
+		var back Action
+		if err := back.UnmarshalText(got); (err == nil) != (a <= ActionRelease) || (err == nil && back != a) {
+			t.Errorf("Action.UnmarshalText(%q): got %v, %v", got, back, err)
+		}
+	}
+	for _, s := range []Status{StatusActive, StatusReleased, StatusRevoked, Status(9)} {
+		text, _ := s.MarshalText()
+		var back Status
+		if err := back.UnmarshalText(text); (err == nil) != (s <= StatusRevoked) || (err == nil && back != s) {
+			t.Errorf("Status.UnmarshalText(%q): got %v, %v", text, back, err)
+		}
 	}
 }
 

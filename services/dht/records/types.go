@@ -61,6 +61,17 @@ func (s Status) String() string {
 // MarshalText makes Status readable in JSON output.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads the form MarshalText writes.
+func (s *Status) UnmarshalText(b []byte) error {
+	for _, v := range []Status{StatusActive, StatusReleased, StatusRevoked} {
+		if string(b) == v.String() {
+			*s = v
+			return nil
+		}
+	}
+	return fmt.Errorf("records: unknown name status %q", b)
+}
+
 // Action is what a name claim asks the operator for.
 type Action uint8
 
@@ -78,6 +89,19 @@ func (a Action) MarshalText() ([]byte, error) {
 		return []byte("release"), nil
 	}
 	return []byte(fmt.Sprintf("action(%d)", uint8(a))), nil
+}
+
+// UnmarshalText reads the form MarshalText writes.
+func (a *Action) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "hold":
+		*a = ActionHold
+	case "release":
+		*a = ActionRelease
+	default:
+		return fmt.Errorf("records: unknown claim action %q", b)
+	}
+	return nil
 }
 
 // Grant is the operator's signed decision binding Name to DID.

@@ -1,0 +1,513 @@
+// Package gateway is the supernode's web gateway: it maps
+// https://<name>.<domain> to the node holding the name, for every domain
+// the supernode serves.
+//
+// A request's Host is resolved name -> name record -> DID -> did record
+// (dht.Node.ResolveName, which checks the operator's grant), and the
+// request goes to the node over a /pc2/http/1 stream (relay.NodeProxy:
+// keep-alive, WebSocket, streamed bodies both ways, X-Forwarded-*). The
+// stream is opened by the first route that works, in this order:
+//
+//  1. this supernode's relay, when the node is attached here;
+//  2. the node's direct addresses from its did record (libp2p to the node
+//     itself: the node is publicly reachable);
+//  3. each supernode the did record lists, asked over
+//     relay.ProtocolForward to open the stream through its relay.
+//
+// Resolutions are cached (Config.CacheTTL). When every route of a cached
+// resolution fails, the name is resolved again at once and the new
+// record's routes are tried, so a node that moved to another supernode is
+// followed on the next request. All of it is bounded by Config.DialTimeout:
+// an offline node gets a 502 page within it, never a hang.
+//
+// The apex of each domain is Config.API (the names API). `?status` on a
+// name answers the routing state as JSON without proxying. Unknown names
+// get a 404 page, a malformed Host a 400, a client over its request rate
+// a 429.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/time/rate"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/relay"
+)
+
+// Resolver resolves names (dht.Node does).
+type Resolver interface {
+	ResolveName(ctx context.Context, fqdn string) (*dht.NameResolution, error)
+}
+
+// Defaults for zero Config fields.
+const (
+	DefaultCacheTTL    = 30 * time.Second
+	DefaultNegativeTTL = 5 * time.Second
+	DefaultDialTimeout = 2 * time.Second
+	DefaultRate        = 50 // requests per second per client IP
+	DefaultBurst       = 200
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// Host is the supernode's libp2p host: direct dials and forwarding.
+	Host host.Host
+	// Resolver resolves names (the supernode's DHT node).
+	Resolver Resolver
+	// Relay is this supernode's relay; nil if it runs none.
+	Relay *relay.Relay
+	// Domains are the domains served (lowercase, e.g. "ela.city").
+	Domains []string
+	// API serves each domain's apex (the names API); nil answers 404.
+	API http.Handler
+	// CacheTTL is how long a resolution is used without asking the DHT
+	// again; NegativeTTL the same for names that do not exist.
+	CacheTTL, NegativeTTL time.Duration
+	// DialTimeout bounds reaching a node, re-resolving included.
+	DialTimeout time.Duration
+	// Rate and Burst limit requests per client IP (<= 0: the defaults).
+	Rate  rate.Limit
+	Burst int
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Now is the clock of the cache and the limiter; nil: time.Now.
+	Now func() time.Time
+}
+
+// Gateway routes HTTP requests for names to nodes.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	self    peer.ID
+	proxy   *relay.NodeProxy
+	limiter *ipLimiter
+
+	mu    sync.Mutex
+	cache map[string]*entry
+}
+
+// entry is a cached resolution of one name.
+type entry struct {
+	name     string
+	res      *dht.NameResolution // nil when err is set
+	err      error               // the name does not resolve (errNoName)
+	resolved time.Time
+
+	mu        sync.Mutex
+	lastRoute string // how the node was last reached
+	lastErr   string // why it last was not
+}
+
+// Errors of resolution and routing.
+var (
+	errNoName  = errors.New("no such name")
+	errOffline = errors.New("node offline")
+)
+
+// New returns a Gateway; serve it with Server or as an http.Handler.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Host == nil || cfg.Resolver == nil {
+		return nil, errors.New("gateway: host and resolver are required")
+	}
+	if len(cfg.Domains) == 0 {
+		return nil, errors.New("gateway: no domains to serve")
+	}
+	for _, d := range cfg.Domains {
+		if err := records.ValidDomain(d); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = DefaultCacheTTL
+	}
+	if cfg.NegativeTTL <= 0 {
+		cfg.NegativeTTL = DefaultNegativeTTL
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, self: cfg.Host.ID(), cache: map[string]*entry{},
+		limiter: newIPLimiter(cfg.Rate, cfg.Burst, cfg.Now)}
+	g.proxy = relay.NewNodeProxy(g.dial, g.proxyError)
+	return g, nil
+}
+
+// Server returns an http.Server for g with limits against slow and idle
+// clients; the caller sets Addr or TLSConfig and serves it.
+func (g *Gateway) Server() *http.Server {
+	return &http.Server{
+		Handler:           g,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// ServeHTTP routes one request by its Host.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host, ok := canonicalHost(r.Host)
+	if !ok {
+		page(w, http.StatusBadRequest, "Bad request", "The Host of this request is not a valid host name.")
+		return
+	}
+	if !g.limiter.allow(clientIP(r)) {
+		w.Header().Set("Retry-After", "1")
+		page(w, http.StatusTooManyRequests, "Too many requests", "Slow down, and try again in a moment.")
+		return
+	}
+	label, domain, ok := g.split(host)
+	if !ok {
+		page(w, http.StatusNotFound, "Not served here", html.EscapeString(host)+" is not a domain this gateway serves.")
+		return
+	}
+	if label == "" {
+		if g.cfg.API == nil {
+			page(w, http.StatusNotFound, "Not found", "This gateway has no API for "+html.EscapeString(domain)+".")
+			return
+		}
+		g.cfg.API.ServeHTTP(w, r)
+		return
+	}
+	name := label + "." + domain
+	if err := records.ValidLabel(label); err != nil {
+		page(w, http.StatusNotFound, "No such name", html.EscapeString(name)+" is not a name anyone can hold.")
+		return
+	}
+	e, err := g.lookup(r.Context(), name, false)
+	if _, status := r.URL.Query()["status"]; status && r.Method == http.MethodGet {
+		g.serveStatus(w, r, name, e, err)
+		return
+	}
+	switch {
+	case errors.Is(err, errNoName):
+		page(w, http.StatusNotFound, "No such name", html.EscapeString(name)+" is not registered.")
+		return
+	case err != nil:
+		g.log.Warn("resolve failed", "name", name, "err", err)
+		page(w, http.StatusBadGateway, "Cannot resolve "+html.EscapeString(name), "The name could not be looked up right now. Try again in a moment.")
+		return
+	}
+	g.proxy.ServeNode(w, r.WithContext(context.WithValue(r.Context(), entryKey{}, e)), e.res.Name.Grant.DID)
+}
+
+// entryKey carries a request's resolution to dial.
+type entryKey struct{}
+
+// split returns the name label and domain of host, label "" for the apex;
+// false when host is not under a served domain or has more than one
+// label below it.
+func (g *Gateway) split(host string) (label, domain string, ok bool) {
+	for _, d := range g.cfg.Domains {
+		if host == d {
+			return "", d, true
+		}
+		if l, found := strings.CutSuffix(host, "."+d); found && !strings.Contains(l, ".") {
+			return l, d, true
+		}
+	}
+	return "", "", false
+}
+
+// lookup returns name's resolution, from the cache unless it is stale or
+// fresh is set.
+func (g *Gateway) lookup(ctx context.Context, name string, fresh bool) (*entry, error) {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	e := g.cache[name]
+	g.mu.Unlock()
+	if e != nil && !fresh {
+		ttl := g.cfg.CacheTTL
+		if e.err != nil {
+			ttl = g.cfg.NegativeTTL
+		}
+		if now.Sub(e.resolved) < ttl {
+			return e, e.err
+		}
+	}
+	res, err := g.cfg.Resolver.ResolveName(ctx, name)
+	ne := &entry{name: name, resolved: now}
+	switch {
+	case errors.Is(err, dht.ErrNotFound):
+		ne.err = errNoName
+	case err != nil:
+		return nil, err // not cached: the DHT may answer next time
+	case res.Name.Grant.Status != records.StatusActive:
+		ne.err = errNoName // revoked or released
+	default:
+		ne.res = res
+	}
+	if e != nil {
+		e.mu.Lock()
+		ne.lastRoute, ne.lastErr = e.lastRoute, e.lastErr
+		e.mu.Unlock()
+	}
+	g.mu.Lock()
+	g.cache[name] = ne
+	if len(g.cache) > maxCache {
+		g.evict(now)
+	}
+	g.mu.Unlock()
+	return ne, ne.err
+}
+
+// maxCache bounds the resolution cache.
+const maxCache = 100000
+
+// evict drops expired entries (g.mu held).
+func (g *Gateway) evict(now time.Time) {
+	for k, e := range g.cache {
+		if now.Sub(e.resolved) > g.cfg.CacheTTL {
+			delete(g.cache, k)
+		}
+	}
+}
+
+// Forget drops name from the cache (a record changed).
+func (g *Gateway) Forget(name string) {
+	g.mu.Lock()
+	delete(g.cache, name)
+	g.mu.Unlock()
+}
+
+// dial opens an HTTP connection to the node of the request's resolution:
+// through the routes of the cached record, then, if none works and the
+// record came from the cache, through those of a fresh one.
+func (g *Gateway) dial(ctx context.Context, id identity.ID) (net.Conn, error) {
+	e, _ := ctx.Value(entryKey{}).(*entry)
+	if e == nil {
+		return nil, errors.New("gateway: no resolution for this connection")
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
+	defer cancel()
+	conn, route, err := g.dialRoutes(ctx, id, e.res)
+	if err != nil && ctx.Err() == nil {
+		if fe, ferr := g.lookup(ctx, e.name, true); ferr == nil && fe.res.Name.Grant.DID == id {
+			e = fe // the cache holds the fresh entry now: record the outcome there
+			conn, route, err = g.dialRoutes(ctx, id, fe.res)
+		}
+	}
+	e.mu.Lock()
+	if err != nil {
+		e.lastErr = err.Error()
+	} else {
+		e.lastRoute, e.lastErr = route, ""
+	}
+	e.mu.Unlock()
+	return conn, err
+}
+
+// dialRoutes tries res's routes in order and returns the first connection
+// with the route's name.
+func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameResolution) (net.Conn, string, error) {
+	var errs []string
+	if g.cfg.Relay != nil && g.cfg.Relay.Attached(id) {
+		st, err := g.cfg.Relay.OpenStream(ctx, id, relay.ProtocolHTTP)
+		if err == nil {
+			return relay.StreamConn{Stream: st}, "relay", nil
+		}
+		if errors.Is(err, relay.ErrBusy) {
+			return nil, "", err // the limit holds for every route
+		}
+		errs = append(errs, "relay here: "+err.Error())
+	}
+	if res.DID == nil {
+		errs = append(errs, "no did record: "+res.DIDError)
+		return nil, "", fmt.Errorf("%w: %s", errOffline, strings.Join(errs, "; "))
+	}
+	if len(res.DID.Direct) > 0 {
+		conn, err := g.dialDirect(ctx, id, res.DID.Direct)
+		if err == nil {
+			return conn, "direct", nil
+		}
+		errs = append(errs, "direct: "+err.Error())
+	}
+	for _, sn := range res.DID.Supernodes {
+		pid, err := dht.IDToPeer(sn.ID)
+		if err != nil || pid == g.self {
+			continue
+		}
+		ai := peer.AddrInfo{ID: pid}
+		for _, a := range sn.Addrs {
+			if m, err := ma.NewMultiaddr(a); err == nil {
+				ai.Addrs = append(ai.Addrs, m)
+			}
+		}
+		conn, err := relay.Forward(ctx, g.cfg.Host, ai, id)
+		if err == nil {
+			return conn, "via " + pid.String(), nil
+		}
+		errs = append(errs, err.Error())
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, "the node is attached to no supernode and has no direct address")
+	}
+	return nil, "", fmt.Errorf("%w: %s", errOffline, strings.Join(errs, "; "))
+}
+
+// dialDirect connects to the node itself at its published addresses.
+func (g *Gateway) dialDirect(ctx context.Context, id identity.ID, addrs []string) (net.Conn, error) {
+	pid, err := dht.IDToPeer(id)
+	if err != nil {
+		return nil, err
+	}
+	ai := peer.AddrInfo{ID: pid}
+	for _, a := range addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			ai.Addrs = append(ai.Addrs, m)
+		}
+	}
+	if err := g.cfg.Host.Connect(ctx, ai); err != nil {
+		return nil, err
+	}
+	st, err := g.cfg.Host.NewStream(ctx, pid, relay.ProtocolHTTP)
+	if err != nil {
+		return nil, err
+	}
+	return relay.StreamConn{Stream: st}, nil
+}
+
+// proxyError answers a request whose node could not be reached.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	host, _ := canonicalHost(r.Host)
+	g.log.Info("node unreachable", "host", host, "err", err)
+	if errors.Is(err, relay.ErrBusy) {
+		w.Header().Set("Retry-After", "1")
+		page(w, http.StatusServiceUnavailable, "Busy", html.EscapeString(host)+" has too many open connections. Try again in a moment.")
+		return
+	}
+	page(w, http.StatusBadGateway, html.EscapeString(host)+" is offline",
+		"The personal cloud at "+html.EscapeString(host)+" cannot be reached right now: it may be switched off or have lost its connection. Try again later.")
+}
+
+// Status is the routing state of a name, for ?status.
+type Status struct {
+	Name       string          `json:"name"`
+	Registered bool            `json:"registered"`
+	DID        string          `json:"did,omitempty"`
+	Direct     []string        `json:"direct,omitempty"`
+	Supernodes []string        `json:"supernodes,omitempty"`
+	Attached   bool            `json:"attached_here"`
+	Resolved   time.Time       `json:"resolved,omitzero"`
+	LastRoute  string          `json:"last_route,omitempty"`
+	LastError  string          `json:"last_error,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	Record     *records.DID    `json:"did_record,omitempty"`
+	Grant      *records.Grant  `json:"grant,omitempty"`
+	Domain     *records.Domain `json:"domain_record,omitempty"`
+}
+
+func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request, name string, e *entry, err error) {
+	st := Status{Name: name}
+	code := http.StatusOK
+	switch {
+	case errors.Is(err, errNoName):
+		code = http.StatusNotFound
+		st.Error = err.Error()
+	case err != nil:
+		code = http.StatusBadGateway
+		st.Error = err.Error()
+	default:
+		st.Registered = true
+		st.DID = e.res.Name.Grant.DID.DID()
+		st.Grant = &e.res.Name.Grant
+		st.Domain = e.res.Domain
+		st.Resolved = e.resolved
+		if d := e.res.DID; d != nil {
+			st.Record = d
+			st.Direct = d.Direct
+			for _, p := range d.Supernodes {
+				st.Supernodes = append(st.Supernodes, p.ID.DID())
+			}
+		} else {
+			st.Error = e.res.DIDError
+		}
+		st.Attached = g.cfg.Relay != nil && g.cfg.Relay.Attached(e.res.Name.Grant.DID)
+		e.mu.Lock()
+		st.LastRoute, st.LastError = e.lastRoute, e.lastErr
+		e.mu.Unlock()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(st)
+}
+
+// canonicalHost lowercases host, drops a port and a trailing dot, and
+// checks that what is left is a DNS name.
+func canonicalHost(h string) (string, bool) {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "" || len(h) > 253 {
+		return "", false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return "", false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return "", false
+			}
+		}
+	}
+	return h, true
+}
+
+// clientIP is the request's peer address (never a header the client
+// wrote).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// page writes a small self-contained HTML page.
+func page(w http.ResponseWriter, code int, title, body string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">`+
+		`<title>%s</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}`+
+		`h1{font-size:1.4em}small{color:#777}</style></head><body><h1>%s</h1><p>%s</p><p><small>%d %s · PC2 gateway</small></p></body></html>`+"\n",
+		title, title, body, code, http.StatusText(code))
+}

@@ -1,0 +1,443 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/internal/echotest"
+	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/relay"
+)
+
+const testDomain = "pc2.test"
+
+// world is a small PC2 network on loopback: supernodes with relays, an
+// operator key pinned for testDomain, and personal nodes.
+type world struct {
+	t        *testing.T
+	operator ed25519.PrivateKey
+	opID     identity.ID
+	trust    records.TrustMap
+	sns      []*supernode
+}
+
+type supernode struct {
+	node   *dht.Node
+	relay  *relay.Relay
+	cancel context.CancelFunc
+}
+
+func newWorld(t *testing.T, supernodes int) *world {
+	t.Helper()
+	_, op, _ := ed25519.GenerateKey(nil)
+	opID, _ := identity.IDFromPublicKey(op.Public().(ed25519.PublicKey))
+	w := &world{t: t, operator: op, opID: opID, trust: records.TrustMap{testDomain: opID}}
+	for range supernodes {
+		w.addSupernode()
+	}
+	return w
+}
+
+func (w *world) addSupernode() *supernode {
+	t := w.t
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(nil)
+	var boot []peer.AddrInfo
+	for _, s := range w.sns {
+		boot = append(boot, s.node.AddrInfo())
+	}
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeServer, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		Bootstrap: boot, Trust: w.trust, Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.New(relay.Config{Host: n.Host(), KeepAlive: 500 * time.Millisecond, ListenIP: "127.0.0.1",
+		PortMin: 30000, PortMax: 60000, Logger: testlog.New(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(boot) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := n.Bootstrap(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &supernode{node: n, relay: r}
+	var once sync.Once
+	s.cancel = func() { once.Do(func() { r.Close(); n.Close() }) }
+	t.Cleanup(s.cancel)
+	w.sns = append(w.sns, s)
+	return s
+}
+
+// gateway runs a gateway on supernode s.
+func (w *world) gateway(s *supernode, edit func(*Config)) (*Gateway, *httptest.Server) {
+	t := w.t
+	t.Helper()
+	cfg := Config{Host: s.node.Host(), Resolver: s.node, Relay: s.relay, Domains: []string{testDomain},
+		API:    http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { fmt.Fprint(rw, "names API") }),
+		Logger: testlog.New(t, 0)}
+	if edit != nil {
+		edit(&cfg)
+	}
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(g)
+	srv.Config = g.Server()
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return g, srv
+}
+
+// grant publishes the operator's grant of name to id.
+func (w *world) grant(name string, key ed25519.PrivateKey) {
+	t := w.t
+	t.Helper()
+	id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	now := time.Now()
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	sc, err := records.SignClaim(key, &records.Claim{Version: records.Version, Name: name, DID: id, Action: records.ActionHold,
+		IssuedAt: now.Unix(), Nonce: nonce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err := records.SignGrant(w.operator, &records.Grant{Version: records.Version, Name: name, DID: id, Seq: 1,
+		Status: records.StatusActive, IssuedAt: now.Unix(), Expires: now.Add(24 * time.Hour).Unix(), Operator: w.opID}, &sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := w.sns[0].node.PutVerified(ctx, records.NameKey(name), val); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// node runs a personal node attached to sns (mode as personal.Config.Mode)
+// serving the test handlers; stop ends it.
+type node struct {
+	key  ed25519.PrivateKey
+	id   identity.ID
+	n    *personal.Node
+	stop func()
+}
+
+func (w *world) node(mode string, sns ...*supernode) *node {
+	w.t.Helper()
+	_, key, _ := ed25519.GenerateKey(nil)
+	return w.nodeWithKey(key, mode, sns...)
+}
+
+func (w *world) nodeWithKey(key ed25519.PrivateKey, mode string, sns ...*supernode) *node {
+	t := w.t
+	t.Helper()
+	dir := t.TempDir()
+	kf := filepath.Join(dir, "node.key")
+	if err := identity.WriteKeyFile(kf, key); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &personal.Config{KeyFile: kf, Mode: mode, P2PListen: []string{"/ip4/127.0.0.1/tcp/0"}}
+	for _, s := range sns {
+		for _, a := range s.node.Multiaddrs() {
+			cfg.Supernodes = append(cfg.Supernodes, a.String())
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *personal.Node, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- personal.Run(ctx, cfg, personal.Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
+			Routes: func(mux *http.ServeMux) { mux.Handle("/", echotest.HTTP()) }, Started: func(n *personal.Node) { started <- n }})
+	}()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	select {
+	case n := <-started:
+		return &node{key: key, id: id, n: n, stop: stop}
+	case err := <-done:
+		t.Fatalf("node: %v", err)
+	}
+	return nil
+}
+
+// waitRecord waits until the node's did record, as sn resolves it, has
+// what ok wants.
+func (w *world) waitRecord(sn *supernode, id identity.ID, ok func(*records.DID) bool) {
+	t := w.t
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := sn.node.ResolveDID(ctx, id)
+		cancel()
+		if err == nil && ok(d) {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("did record of %s: %+v %v", id.DID(), d, err)
+		}
+	}
+}
+
+func listsSupernode(s *supernode) func(*records.DID) bool {
+	return func(d *records.DID) bool {
+		for _, p := range d.Supernodes {
+			if pid, _ := dht.IDToPeer(p.ID); pid == s.node.Host().ID() {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// get fetches http://<host><path> from the gateway at srv.
+func get(t *testing.T, srv *httptest.Server, host, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", srv.URL+path, nil)
+	req.Host = host
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func status(t *testing.T, srv *httptest.Server, name string) Status {
+	t.Helper()
+	code, body := get(t, srv, name, "/?status")
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("?status: %d %s", code, body)
+	}
+	return st
+}
+
+// TestGatewayRoutes: alice is attached to supernode B only; gateway A
+// reaches her through B (forwarding), with GET, a streamed POST and a
+// WebSocket; once she is attached to A too, A uses its own relay; a node
+// the relay finds direct is reached directly; unknown names, bad hosts and
+// the apex get their answers.
+func TestGatewayRoutes(t *testing.T) {
+	w := newWorld(t, 2)
+	a, b := w.sns[0], w.sns[1]
+	_, srv := w.gateway(a, nil)
+	alice := w.node(personal.ModeRelayed, b)
+	w.grant("alice."+testDomain, alice.key)
+	w.waitRecord(a, alice.id, listsSupernode(b))
+
+	code, body := get(t, srv, "alice."+testDomain, "/hello")
+	if code != 200 || !strings.HasPrefix(body, "hello alice."+testDomain+" xff=127.0.0.1 xfh=alice."+testDomain+" xfp=http") {
+		t.Fatalf("GET through the gateway: %d %q", code, body)
+	}
+	if st := status(t, srv, "alice."+testDomain); !strings.HasPrefix(st.LastRoute, "via "+b.node.Host().ID().String()) ||
+		st.DID != alice.id.DID() || st.Attached {
+		t.Fatalf("status after a forwarded request: %+v", st)
+	}
+
+	// A 64 MB POST streamed through A -> B -> alice, checked end to end.
+	const size = 64 << 20
+	h := sha256.New()
+	req, _ := http.NewRequest("POST", srv.URL+"/sum", io.TeeReader(io.LimitReader(rand.Reader, size), h))
+	req.Host = "alice." + testDomain
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("%d %x", size, h.Sum(nil)); string(got) != want {
+		t.Fatalf("POST: %s %q, want %q", resp.Status, got, want)
+	}
+
+	// WebSocket.
+	d := websocket.Dialer{NetDial: func(_, _ string) (net.Conn, error) { return net.Dial("tcp", srv.Listener.Addr().String()) }}
+	ws, _, err := d.Dial("ws://alice."+testDomain+"/ws", nil)
+	if err != nil {
+		t.Fatalf("websocket: %v", err)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("hi alice"))
+	if _, m, err := ws.ReadMessage(); err != nil || string(m) != "hi alice" {
+		t.Fatalf("websocket echo %q %v", m, err)
+	}
+	ws.Close()
+
+	// Bob attaches to A: A's own relay.
+	bob := w.node(personal.ModeRelayed, a)
+	w.grant("bob."+testDomain, bob.key)
+	w.waitRecord(a, bob.id, listsSupernode(a))
+	if code, body := get(t, srv, "bob."+testDomain, "/hello"); code != 200 {
+		t.Fatalf("bob: %d %q", code, body)
+	}
+	if st := status(t, srv, "bob."+testDomain); st.LastRoute != "relay" || !st.Attached {
+		t.Fatalf("bob's status: %+v", st)
+	}
+
+	// Carol listens, and B's dial-back finds her direct.
+	carol := w.node("", b)
+	w.grant("carol."+testDomain, carol.key)
+	w.waitRecord(a, carol.id, func(d *records.DID) bool { return len(d.Direct) > 0 })
+	if code, body := get(t, srv, "carol."+testDomain, "/hello"); code != 200 {
+		t.Fatalf("carol: %d %q", code, body)
+	}
+	if st := status(t, srv, "carol."+testDomain); st.LastRoute != "direct" {
+		t.Fatalf("carol's status: %+v", st)
+	}
+
+	for _, c := range []struct {
+		host string
+		code int
+		want string
+	}{
+		{"nobody." + testDomain, 404, "not registered"},
+		{"x." + testDomain, 404, "not a name anyone can hold"},
+		{"a.b." + testDomain, 404, "not a domain this gateway serves"},
+		{"alice.example.org", 404, "not a domain this gateway serves"},
+		{"bad_host." + testDomain, 400, "not a valid host name"},
+		{"alice..pc2.test", 400, "not a valid host name"},
+		{testDomain, 200, "names API"},
+		{"ALICE.PC2.TEST.:80", 200, "hello alice.pc2.test"},
+	} {
+		code, body := get(t, srv, c.host, "/hello")
+		if code != c.code || !strings.Contains(strings.ToLower(body), strings.ToLower(c.want)) {
+			t.Errorf("Host %q: %d %q, want %d with %q", c.host, code, body, c.code, c.want)
+		}
+	}
+	if st := status(t, srv, "nobody."+testDomain); st.Registered || st.Error == "" {
+		t.Errorf("status of an unknown name: %+v", st)
+	}
+}
+
+// TestGatewayOfflineAndMove: an offline node gets a 502 page within the
+// dial timeout; a node whose supernode dies moves to another one, and the
+// gateway follows its new record.
+func TestGatewayOfflineAndMove(t *testing.T) {
+	w := newWorld(t, 3)
+	a, b, c := w.sns[0], w.sns[1], w.sns[2]
+	_, srv := w.gateway(a, func(cfg *Config) { cfg.CacheTTL = time.Hour })
+	alice := w.node(personal.ModeRelayed, b, c)
+	w.grant("alice."+testDomain, alice.key)
+	w.waitRecord(a, alice.id, func(d *records.DID) bool { return len(d.Supernodes) == 2 })
+	if code, body := get(t, srv, "alice."+testDomain, "/hello"); code != 200 {
+		t.Fatalf("alice: %d %q", code, body)
+	}
+
+	// B dies: the cached record still lists it first, and C works.
+	b.cancel()
+	start := time.Now()
+	code, body := get(t, srv, "alice."+testDomain, "/hello")
+	t.Logf("first request after B died: %d in %v", code, time.Since(start).Round(time.Millisecond))
+	if code != 200 {
+		t.Fatalf("after B died: %d %q", code, body)
+	}
+
+	// Alice goes offline: a clear 502, quickly.
+	alice.stop()
+	start = time.Now()
+	code, body = get(t, srv, "alice."+testDomain, "/hello")
+	took := time.Since(start)
+	t.Logf("offline node answered %d in %v (target 2 s)", code, took.Round(time.Millisecond))
+	if code != 502 || !strings.Contains(body, "is offline") {
+		t.Fatalf("offline node: %d %q", code, body)
+	}
+	if took > 10*time.Second {
+		t.Fatalf("offline node took %v", took)
+	}
+	if st := status(t, srv, "alice."+testDomain); st.LastError == "" {
+		t.Errorf("status lacks the last error: %+v", st)
+	}
+}
+
+// TestGatewayMoveFollowed: alice attached to B alone moves to C when B
+// dies; the gateway's cached record names only B, and the next request
+// re-resolves and reaches her through C.
+func TestGatewayMoveFollowed(t *testing.T) {
+	w := newWorld(t, 3)
+	a, b, c := w.sns[0], w.sns[1], w.sns[2]
+	_, srv := w.gateway(a, func(cfg *Config) { cfg.CacheTTL = time.Hour })
+	alice := w.node(personal.ModeRelayed, b)
+	w.grant("alice."+testDomain, alice.key)
+	w.waitRecord(a, alice.id, listsSupernode(b))
+	if code, body := get(t, srv, "alice."+testDomain, "/hello"); code != 200 {
+		t.Fatalf("alice: %d %q", code, body)
+	}
+	// She moves: a second node process with her key attached to C (her
+	// device's new supernode), and B goes away.
+	b.cancel()
+	alice.stop()
+	moved := w.nodeWithKey(alice.key, personal.ModeRelayed, c)
+	w.waitRecord(a, moved.id, listsSupernode(c))
+	start := time.Now()
+	code, body := get(t, srv, "alice."+testDomain, "/hello")
+	t.Logf("after the move: %d in %v", code, time.Since(start).Round(time.Millisecond))
+	if code != 200 {
+		t.Fatalf("after the move: %d %q", code, body)
+	}
+	if st := status(t, srv, "alice."+testDomain); !strings.HasPrefix(st.LastRoute, "via "+c.node.Host().ID().String()) {
+		t.Fatalf("route after the move: %+v", st)
+	}
+}
+
+// TestGatewayRateLimit: a client over its rate gets 429; another client
+// is not affected.
+func TestGatewayRateLimit(t *testing.T) {
+	w := newWorld(t, 1)
+	now := time.Unix(1_800_000_000, 0)
+	g, _ := w.gateway(w.sns[0], func(cfg *Config) {
+		cfg.Rate, cfg.Burst = 1, 5
+		cfg.Now = func() time.Time { return now }
+	})
+	do := func(ip string) int {
+		r := httptest.NewRequest("GET", "http://"+testDomain+"/", nil)
+		r.RemoteAddr = ip + ":1234"
+		rec := httptest.NewRecorder()
+		g.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	for i := range 5 {
+		if code := do("192.0.2.1"); code != 200 {
+			t.Fatalf("request %d: %d", i, code)
+		}
+	}
+	if code := do("192.0.2.1"); code != http.StatusTooManyRequests {
+		t.Fatalf("6th request: %d, want 429", code)
+	}
+	if code := do("192.0.2.2"); code != 200 {
+		t.Fatalf("other client: %d", code)
+	}
+	now = now.Add(2 * time.Second)
+	if code := do("192.0.2.1"); code != 200 {
+		t.Fatalf("after refill: %d", code)
+	}
+}
