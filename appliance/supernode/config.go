@@ -1,8 +1,8 @@
 // Package supernode wires a supernode's services from its JSON config: the
 // DHT server with its persistent store and the relay (Active Proxy) on the
 // same libp2p host, with its HTTP front, and the STUN/TURN server whose
-// credentials the relay hands to attached nodes; later the web gateway
-// joins it here.
+// credentials the relay hands to attached nodes, and the web gateway with
+// the names API for its domains.
 package supernode
 
 import (
@@ -67,6 +67,8 @@ type Config struct {
 	TURNAllowPrivatePeers bool `json:"turn_allow_private_peers,omitempty"`
 	// TURNCredentialTTL is how long issued credentials last (default 1h).
 	TURNCredentialTTL config.Duration `json:"turn_credential_ttl,omitempty"`
+	// Gateway, if set, runs the web gateway and the names API for Domains.
+	Gateway *GatewayConfig `json:"gateway,omitempty"`
 	// RepublishInterval and ReplicateInterval tune the record loops.
 	RepublishInterval config.Duration `json:"republish_interval,omitempty"`
 	ReplicateInterval config.Duration `json:"replicate_interval,omitempty"`
@@ -98,6 +100,11 @@ func (c *Config) Check() error {
 	if c.TURNListen != "" {
 		if _, _, err := net.SplitHostPort(c.TURNListen); err != nil {
 			return fmt.Errorf("turn_listen %q: %w", c.TURNListen, err)
+		}
+	}
+	if c.Gateway != nil {
+		if err := c.Gateway.check(c); err != nil {
+			return err
 		}
 	}
 	if c.TURNRelayIP != "" {

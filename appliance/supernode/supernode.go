@@ -31,6 +31,9 @@ type Options struct {
 	// UDP and TCP listeners instead of Config.TURNListen's.
 	TURNPacketConn net.PacketConn
 	TURNListener   net.Listener
+	// GatewayHTTPListener, if set, is the gateway's plain HTTP listener
+	// instead of Config.Gateway.HTTPListen's.
+	GatewayHTTPListener net.Listener
 }
 
 // Run starts the supernode's services and blocks until ctx ends.
@@ -101,6 +104,13 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		go srv.Serve(ln)
 		defer srv.Close()
 		log.Info("relay HTTP front", "addr", ln.Addr().String())
+	}
+	if cfg.Gateway != nil {
+		stop, err := startGateway(cfg, opts, node, rel, log.With("service", "gateway"))
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 
 	var addrs []string

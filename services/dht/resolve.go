@@ -123,3 +123,22 @@ func (n *Node) CurrentSeq(ctx context.Context, key string) (uint64, error) {
 	}
 	return 0, fmt.Errorf("current seq of %s: %w", key, records.ErrUnknownKind)
 }
+
+// CurrentName returns the newest valid name record of fqdn in the network
+// (a full lookup, like CurrentSeq), for the operator deciding on a claim.
+// It does not resolve the holder's did record.
+func (n *Node) CurrentName(ctx context.Context, fqdn string) (*records.Name, error) {
+	if _, _, err := records.SplitName(fqdn); err != nil {
+		return nil, fmt.Errorf("name %s: %w", fqdn, err)
+	}
+	key := records.NameKey(fqdn)
+	val, err := n.GetNewest(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("name %s: %w", fqdn, err)
+	}
+	name, err := n.validator.ParseName(key, val)
+	if err != nil {
+		return nil, fmt.Errorf("name %s: %w", fqdn, err)
+	}
+	return name, nil
+}

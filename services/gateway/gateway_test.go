@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -223,7 +224,13 @@ func listsSupernode(s *supernode) func(*records.DID) bool {
 // get fetches http://<host><path> from the gateway at srv.
 func get(t *testing.T, srv *httptest.Server, host, path string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", srv.URL+path, nil)
+	return request(t, srv, "GET", host, path, nil)
+}
+
+// request sends a request for http://<host><path> to the gateway at srv.
+func request(t *testing.T, srv *httptest.Server, method, host, path string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, bytes.NewReader(body))
 	req.Host = host
 	resp, err := srv.Client().Do(req)
 	if err != nil {

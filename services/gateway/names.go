@@ -1,0 +1,651 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// The names API, served on the apex of each domain:
+//
+//	GET    /api/health                  this gateway, its domains and what it grants
+//	GET    /api/names/{name}            the name's grant (404 when nobody holds it)
+//	GET    /api/names/{name}/available  whether a claim could succeed, and why not
+//	POST   /api/names                   claim or renew: {"claim": SignedClaim, "invite": "..."}
+//	DELETE /api/names/{name}            release: {"claim": SignedClaim with action release}
+//
+// {name} is a label ("alice") or a full name under the apex
+// ("alice.ela.city"). A claim is a records.Claim signed by the DID's key;
+// the grant this supernode signs with the domain's operator key binds the
+// claim in a name record, published in the DHT, so every supernode of the
+// domain serves it. Errors are JSON: {"error": "...", "code": "..."}.
+
+// NameStore is where names live (dht.Node).
+type NameStore interface {
+	// CurrentName is the newest valid record of fqdn, or an error
+	// wrapping dht.ErrNotFound.
+	CurrentName(ctx context.Context, fqdn string) (*records.Name, error)
+	// Publish stores a signed record and keeps it published.
+	Publish(ctx context.Context, key string, value []byte) (dht.PutResult, error)
+}
+
+// Name policies: who may claim a name that nobody holds.
+const (
+	PolicyOpen      = "open"      // anyone
+	PolicyInvite    = "invite"    // whoever brings an unused invite code
+	PolicyAllowlist = "allowlist" // the listed DIDs
+)
+
+// Policy is the operator's rule for new claims. Renewing or releasing a
+// name one holds is always allowed.
+type Policy struct {
+	Mode    string   `json:"mode,omitempty"`    // open (default), invite or allowlist
+	Invites []string `json:"invites,omitempty"` // codes, each good for one new name
+	Allow   []string `json:"allow,omitempty"`   // did:boson:... for the allowlist
+}
+
+// DefaultReserved are labels nobody can claim.
+var DefaultReserved = []string{
+	"www", "api", "admin", "administrator", "root", "mail", "email", "smtp", "imap", "pop", "pop3",
+	"ftp", "ns1", "ns2", "ns3", "dns", "mx", "www1", "support", "help", "status", "gateway",
+	"relay", "turn", "stun", "dht", "supernode", "node", "proxy", "login", "auth", "account",
+	"accounts", "billing", "security", "abuse", "postmaster", "hostmaster", "webmaster", "noc",
+	"blog", "cdn", "static", "assets", "docs", "autodiscover", "autoconfig", "localhost", "pc2",
+	"wpad", "isatap", "operator",
+}
+
+// Defaults of NamesConfig.
+const (
+	DefaultGrantTTL    = 365 * 24 * time.Hour
+	DefaultClaimWindow = 10 * time.Minute
+	// MaxAPIBody bounds a names API request body.
+	MaxAPIBody = 16 << 10
+)
+
+// NamesConfig configures the names API.
+type NamesConfig struct {
+	// Store reads and publishes name records. Required.
+	Store NameStore
+	// Operators are the operator keys of the domains this supernode grants
+	// names for. A served domain without one answers lookups; its claims
+	// get a 503 naming the reason.
+	Operators map[string]ed25519.PrivateKey
+	// Policy applies to new claims on every domain.
+	Policy Policy
+	// Reserved labels are refused on top of DefaultReserved.
+	Reserved []string
+	// GrantTTL is a grant's lifetime; holders renew by claiming again.
+	GrantTTL time.Duration
+	// ClaimWindow is how old (by its issued-at) a claim may be when it
+	// arrives; older ones are refused as replays.
+	ClaimWindow time.Duration
+	// StateFile keeps used invite codes across restarts (required with
+	// PolicyInvite).
+	StateFile string
+	// Changed is told a name's record changed (the gateway's cache).
+	Changed func(fqdn string)
+	// Self is this supernode's DID, shown by /api/health.
+	Self   identity.ID
+	Logger *slog.Logger
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Names serves the names API.
+type Names struct {
+	cfg      NamesConfig
+	log      *slog.Logger
+	reserved map[string]bool
+	allow    map[identity.ID]bool
+	invites  map[string]bool // hashed codes the operator issued
+
+	mu   sync.Mutex             // serialises decisions: one claim at a time
+	used map[string]string      // hashed invite code -> name it was used for
+	seen map[[32]byte]time.Time // recent claims, against replays within the window
+}
+
+// NewNames checks cfg and returns the API handler.
+func NewNames(cfg NamesConfig) (*Names, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("names: a store is required")
+	}
+	if cfg.GrantTTL <= 0 {
+		cfg.GrantTTL = DefaultGrantTTL
+	}
+	if cfg.GrantTTL > records.MaxNameLifetime {
+		return nil, fmt.Errorf("names: grant lifetime %v is above the %v records allow", cfg.GrantTTL, records.MaxNameLifetime)
+	}
+	if cfg.ClaimWindow <= 0 {
+		cfg.ClaimWindow = DefaultClaimWindow
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	for d, k := range cfg.Operators {
+		if err := records.ValidDomain(d); err != nil {
+			return nil, fmt.Errorf("names: %w", err)
+		}
+		if len(k) != ed25519.PrivateKeySize {
+			return nil, fmt.Errorf("names: operator key of %s is not an Ed25519 private key", d)
+		}
+	}
+	n := &Names{cfg: cfg, log: cfg.Logger, reserved: map[string]bool{}, allow: map[identity.ID]bool{},
+		invites: map[string]bool{}, used: map[string]string{}, seen: map[[32]byte]time.Time{}}
+	for _, l := range append(slices.Clone(DefaultReserved), cfg.Reserved...) {
+		n.reserved[strings.ToLower(l)] = true
+	}
+	switch cfg.Policy.Mode {
+	case "", PolicyOpen:
+	case PolicyInvite:
+		if len(cfg.Policy.Invites) == 0 {
+			return nil, errors.New("names: the invite policy needs invite codes")
+		}
+		if cfg.StateFile == "" {
+			return nil, errors.New("names: the invite policy needs a state file for used codes")
+		}
+		for _, c := range cfg.Policy.Invites {
+			if len(c) < 8 {
+				return nil, fmt.Errorf("names: invite code %q is shorter than 8 characters", c)
+			}
+			n.invites[hashCode(c)] = true
+		}
+	case PolicyAllowlist:
+		for _, d := range cfg.Policy.Allow {
+			id, err := identity.ParseDID(d)
+			if err != nil {
+				return nil, fmt.Errorf("names: allowlist: %w", err)
+			}
+			n.allow[id] = true
+		}
+	default:
+		return nil, fmt.Errorf("names: policy %q: want open, invite or allowlist", cfg.Policy.Mode)
+	}
+	if cfg.StateFile != "" {
+		if err := n.load(); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func hashCode(code string) string {
+	h := sha256.Sum256([]byte("pc2-invite\x00" + code))
+	return hex.EncodeToString(h[:])
+}
+
+// state is the StateFile's content.
+type namesState struct {
+	UsedInvites map[string]string `json:"used_invites"` // hashed code -> name
+}
+
+func (n *Names) load() error {
+	b, err := os.ReadFile(n.cfg.StateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("names: state: %w", err)
+	}
+	var st namesState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("names: state %s: %w", n.cfg.StateFile, err)
+	}
+	if st.UsedInvites != nil {
+		n.used = st.UsedInvites
+	}
+	return nil
+}
+
+func (n *Names) save() error {
+	b, err := json.MarshalIndent(namesState{UsedInvites: n.used}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(n.cfg.StateFile, append(b, '\n'), 0o600)
+}
+
+// apiError is an API refusal.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func refuse(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP routes an API request for the apex domain in r.Host.
+func (n *Names) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	domain, ok := canonicalHost(r.Host)
+	if !ok {
+		writeJSON(w, http.StatusBadRequest, errorBody(refuse(http.StatusBadRequest, "bad_host", "malformed Host")))
+		return
+	}
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	var v any
+	var err error
+	status := http.StatusOK
+	switch {
+	case path == "/api/health" && r.Method == http.MethodGet:
+		v = n.health(domain)
+	case path == "/api/names" && r.Method == http.MethodPost:
+		v, status, err = n.claim(r, domain)
+	case strings.HasPrefix(path, "/api/names/"):
+		rest := strings.TrimPrefix(path, "/api/names/")
+		name, sub, _ := strings.Cut(rest, "/")
+		switch {
+		case sub == "" && r.Method == http.MethodGet:
+			v, err = n.lookup(r.Context(), name, domain)
+		case sub == "available" && r.Method == http.MethodGet:
+			v, err = n.available(r.Context(), name, domain)
+		case sub == "" && r.Method == http.MethodDelete:
+			v, err = n.release(r, name, domain)
+		default:
+			err = refuse(http.StatusNotFound, "not_found", "no such API call: %s %s", r.Method, r.URL.Path)
+		}
+	case path == "" || path == "/":
+		page(w, http.StatusOK, domain, "This is a PC2 gateway. Names under "+domain+" reach their owners' personal clouds; the names API is at /api/.")
+		return
+	default:
+		err = refuse(http.StatusNotFound, "not_found", "no such API call: %s %s", r.Method, r.URL.Path)
+	}
+	if err != nil {
+		var ae *apiError
+		if !errors.As(err, &ae) {
+			n.log.Warn("names API failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			ae = refuse(http.StatusServiceUnavailable, "unavailable", "%v", err)
+		}
+		writeJSON(w, ae.status, errorBody(ae))
+		return
+	}
+	writeJSON(w, status, v)
+}
+
+func errorBody(e *apiError) map[string]string {
+	return map[string]string{"error": e.msg, "code": e.code}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// Health is GET /api/health.
+type Health struct {
+	Status  string    `json:"status"`
+	Domain  string    `json:"domain"`
+	Gateway string    `json:"gateway,omitempty"` // this supernode's DID
+	Grants  bool      `json:"grants"`            // this supernode grants names for Domain
+	Policy  string    `json:"policy,omitempty"`
+	Time    time.Time `json:"time"`
+}
+
+func (n *Names) health(domain string) Health {
+	h := Health{Status: "ok", Domain: domain, Time: n.cfg.Now().UTC()}
+	if n.cfg.Self != (identity.ID{}) {
+		h.Gateway = n.cfg.Self.DID()
+	}
+	if _, ok := n.cfg.Operators[domain]; ok {
+		h.Grants = true
+		h.Policy = n.cfg.Policy.Mode
+		if h.Policy == "" {
+			h.Policy = PolicyOpen
+		}
+	}
+	return h
+}
+
+// NameInfo is a name's state in API answers.
+type NameInfo struct {
+	Name     string         `json:"name"`
+	DID      string         `json:"did,omitempty"`
+	Status   records.Status `json:"status"`
+	Seq      uint64         `json:"seq"`
+	IssuedAt time.Time      `json:"issued_at"`
+	Expires  time.Time      `json:"expires"`
+	Operator string         `json:"operator"`
+	URL      string         `json:"url,omitempty"`
+}
+
+func info(g *records.Grant) *NameInfo {
+	ni := &NameInfo{Name: g.Name, DID: g.DID.DID(), Status: g.Status, Seq: g.Seq,
+		IssuedAt: time.Unix(g.IssuedAt, 0).UTC(), Expires: time.Unix(g.Expires, 0).UTC(), Operator: g.Operator.DID()}
+	if g.Status == records.StatusActive {
+		ni.URL = "https://" + g.Name
+	}
+	return ni
+}
+
+// fqdn turns the {name} of a path (label or full name) into a full name
+// under domain.
+func fqdn(name, domain string) (string, error) {
+	name = strings.ToLower(name)
+	full := name
+	if !strings.Contains(name, ".") {
+		full = name + "." + domain
+	}
+	_, d, err := records.SplitName(full)
+	if err != nil {
+		return "", refuse(http.StatusBadRequest, "invalid_name", "%v", err)
+	}
+	if d != domain {
+		return "", refuse(http.StatusNotFound, "other_domain", "%s is not under %s", full, domain)
+	}
+	return full, nil
+}
+
+// current is the name's newest record, nil when nobody holds or held it.
+func (n *Names) current(ctx context.Context, full string) (*records.Name, error) {
+	cur, err := n.cfg.Store.CurrentName(ctx, full)
+	switch {
+	case errors.Is(err, dht.ErrNotFound), errors.Is(err, records.ErrExpired):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("look up %s: %w", full, err)
+	}
+	return cur, nil
+}
+
+func (n *Names) lookup(ctx context.Context, name, domain string) (*NameInfo, error) {
+	full, err := fqdn(name, domain)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := n.current(ctx, full)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil {
+		return nil, refuse(http.StatusNotFound, "not_registered", "%s is not registered", full)
+	}
+	return info(&cur.Grant), nil
+}
+
+// Availability is GET /api/names/{name}/available.
+type Availability struct {
+	Name      string `json:"name"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func (n *Names) available(ctx context.Context, name, domain string) (*Availability, error) {
+	full, err := fqdn(name, domain)
+	if err != nil {
+		return nil, err
+	}
+	a := &Availability{Name: full}
+	if err := n.checkLabel(full); err != nil {
+		a.Reason = err.Error()
+		return a, nil
+	}
+	cur, err := n.current(ctx, full)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cur == nil, cur.Grant.Status == records.StatusReleased:
+		a.Available = true
+	case cur.Grant.Status == records.StatusRevoked:
+		a.Reason = full + " was revoked by the operator"
+	default:
+		a.Reason = full + " is held by " + cur.Grant.DID.DID()
+	}
+	return a, nil
+}
+
+// checkLabel refuses reserved names.
+func (n *Names) checkLabel(full string) error {
+	label, _, _ := strings.Cut(full, ".")
+	if n.reserved[label] {
+		return refuse(http.StatusForbidden, "reserved", "%s is reserved", full)
+	}
+	return nil
+}
+
+// ClaimRequest is the body of POST /api/names and DELETE /api/names/{name}.
+type ClaimRequest struct {
+	Claim  records.SignedClaim `json:"claim"`
+	Invite string              `json:"invite,omitempty"`
+}
+
+// readClaim decodes and verifies a request's signed claim.
+func (n *Names) readClaim(r *http.Request, domain string, want records.Action) (*ClaimRequest, *records.Claim, error) {
+	body := http.MaxBytesReader(nil, r.Body, MaxAPIBody)
+	var req ClaimRequest
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, nil, refuse(http.StatusRequestEntityTooLarge, "too_large", "request body over %d bytes", MaxAPIBody)
+		}
+		return nil, nil, refuse(http.StatusBadRequest, "bad_request", "request body: %v", err)
+	}
+	c, err := records.ParseClaim(req.Claim)
+	switch {
+	case errors.Is(err, records.ErrBadSignature):
+		return nil, nil, refuse(http.StatusUnauthorized, "bad_signature", "%v", err)
+	case errors.Is(err, records.ErrInvalidName):
+		return nil, nil, refuse(http.StatusBadRequest, "invalid_name", "%v", err)
+	case err != nil:
+		return nil, nil, refuse(http.StatusBadRequest, "bad_claim", "%v", err)
+	}
+	if c.Action != want {
+		return nil, nil, refuse(http.StatusBadRequest, "bad_claim", "the claim asks to %s, this call is for %s", actionText(c.Action), actionText(want))
+	}
+	if _, d, _ := records.SplitName(c.Name); d != domain {
+		return nil, nil, refuse(http.StatusBadRequest, "other_domain", "the claim is for %s, not under %s", c.Name, domain)
+	}
+	now := n.cfg.Now()
+	issued := time.Unix(c.IssuedAt, 0)
+	switch {
+	case issued.After(now.Add(records.DefaultClockSkew)):
+		return nil, nil, refuse(http.StatusBadRequest, "clock", "the claim is issued in the future (%s); check the clock", issued.UTC().Format(time.RFC3339))
+	case now.Sub(issued) > n.cfg.ClaimWindow:
+		return nil, nil, refuse(http.StatusConflict, "replayed", "the claim was issued at %s, more than %v ago: sign a new one", issued.UTC().Format(time.RFC3339), n.cfg.ClaimWindow)
+	}
+	return &req, c, nil
+}
+
+func actionText(a records.Action) string {
+	b, _ := a.MarshalText()
+	return string(b)
+}
+
+// fresh refuses a claim this API has seen before, or one older than the
+// claim behind the name's current record (n.mu held).
+func (n *Names) fresh(sc records.SignedClaim, c *records.Claim, cur *records.Name) error {
+	h := sha256.Sum256(sc.Body)
+	now := n.cfg.Now()
+	for k, t := range n.seen {
+		if now.Sub(t) > n.cfg.ClaimWindow+records.DefaultClockSkew {
+			delete(n.seen, k)
+		}
+	}
+	if _, dup := n.seen[h]; dup {
+		return refuse(http.StatusConflict, "replayed", "this signed claim was already used: sign a new one")
+	}
+	if cur != nil && cur.Claim != nil && cur.Grant.DID == c.DID {
+		if bytes.Equal(h[:], cur.Grant.ClaimHash) || c.IssuedAt < cur.Claim.IssuedAt {
+			return refuse(http.StatusConflict, "replayed", "the claim is older than the one behind %s's current record", c.Name)
+		}
+	}
+	return nil
+}
+
+// operator returns the key this supernode grants domain's names with.
+func (n *Names) operator(domain string) (ed25519.PrivateKey, identity.ID, error) {
+	key, ok := n.cfg.Operators[domain]
+	if !ok {
+		return nil, identity.ID{}, refuse(http.StatusServiceUnavailable, "not_granted_here",
+			"this gateway serves %s but does not grant its names: claim through a supernode of the domain's operator", domain)
+	}
+	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	return key, id, err
+}
+
+// claim is POST /api/names.
+func (n *Names) claim(r *http.Request, domain string) (*NameInfo, int, error) {
+	req, c, err := n.readClaim(r, domain, records.ActionHold)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := n.checkLabel(c.Name); err != nil {
+		return nil, 0, err
+	}
+	key, opID, err := n.operator(domain)
+	if err != nil {
+		return nil, 0, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	cur, err := n.current(r.Context(), c.Name)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := n.fresh(req.Claim, c, cur); err != nil {
+		return nil, 0, err
+	}
+	renewal := cur != nil && cur.Grant.Status == records.StatusActive
+	var invite string
+	switch {
+	case renewal && cur.Grant.DID != c.DID:
+		return nil, 0, refuse(http.StatusConflict, "taken", "%s is held by %s", c.Name, cur.Grant.DID.DID())
+	case cur != nil && cur.Grant.Status == records.StatusRevoked:
+		return nil, 0, refuse(http.StatusForbidden, "revoked", "%s was revoked by the operator", c.Name)
+	case !renewal:
+		if invite, err = n.admit(c, req.Invite); err != nil {
+			return nil, 0, err
+		}
+	}
+	var seq uint64
+	if cur != nil {
+		seq = cur.Grant.Seq
+	}
+	g, err := n.grant(r.Context(), key, opID, c, req.Claim, records.StatusActive, seq)
+	if err != nil {
+		return nil, 0, err
+	}
+	if invite != "" {
+		n.used[invite] = c.Name
+		if err := n.save(); err != nil {
+			// The name is granted; only the code's record is lost.
+			n.log.Error("names: invite code not recorded as used", "name", c.Name, "err", err)
+		}
+	}
+	status := http.StatusCreated
+	if renewal {
+		status = http.StatusOK
+	}
+	n.log.Info("name granted", "name", c.Name, "did", c.DID.DID(), "renewal", renewal, "seq", g.Seq)
+	return info(g), status, nil
+}
+
+// admit applies the policy to a new claim and returns the hashed invite
+// code it uses, if any.
+func (n *Names) admit(c *records.Claim, invite string) (string, error) {
+	switch n.cfg.Policy.Mode {
+	case PolicyInvite:
+		h := hashCode(invite)
+		switch {
+		case invite == "":
+			return "", refuse(http.StatusForbidden, "invite_required", "names under this domain need an invite code")
+		case !n.invites[h]:
+			return "", refuse(http.StatusForbidden, "invite_invalid", "unknown invite code")
+		case n.used[h] != "":
+			return "", refuse(http.StatusForbidden, "invite_used", "this invite code was already used")
+		}
+		return h, nil
+	case PolicyAllowlist:
+		if !n.allow[c.DID] {
+			return "", refuse(http.StatusForbidden, "not_allowed", "%s is not on this operator's allowlist", c.DID.DID())
+		}
+	}
+	return "", nil
+}
+
+// grant signs and publishes the operator's grant for claim (n.mu held).
+func (n *Names) grant(ctx context.Context, key ed25519.PrivateKey, opID identity.ID, c *records.Claim, sc records.SignedClaim, st records.Status, seq uint64) (*records.Grant, error) {
+	now := n.cfg.Now()
+	g := &records.Grant{Version: records.Version, Name: c.Name, DID: c.DID, Seq: dht.NextSeq(seq, now), Status: st,
+		IssuedAt: now.Unix(), Expires: now.Add(n.cfg.GrantTTL).Unix(), Operator: opID}
+	val, err := records.SignGrant(key, g, &sc)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.cfg.Store.Publish(ctx, records.NameKey(c.Name), val); err != nil {
+		return nil, fmt.Errorf("publish %s: %w", c.Name, err)
+	}
+	n.seen[sha256.Sum256(sc.Body)] = now
+	if n.cfg.Changed != nil {
+		n.cfg.Changed(c.Name)
+	}
+	return g, nil
+}
+
+// release is DELETE /api/names/{name}.
+func (n *Names) release(r *http.Request, name, domain string) (*NameInfo, error) {
+	full, err := fqdn(name, domain)
+	if err != nil {
+		return nil, err
+	}
+	req, c, err := n.readClaim(r, domain, records.ActionRelease)
+	if err != nil {
+		return nil, err
+	}
+	if c.Name != full {
+		return nil, refuse(http.StatusBadRequest, "bad_claim", "the claim releases %s, not %s", c.Name, full)
+	}
+	key, opID, err := n.operator(domain)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	cur, err := n.current(r.Context(), full)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil || cur.Grant.Status != records.StatusActive {
+		return nil, refuse(http.StatusNotFound, "not_registered", "%s is not held by anyone", full)
+	}
+	if cur.Grant.DID != c.DID {
+		return nil, refuse(http.StatusForbidden, "not_holder", "%s is held by %s, not %s", full, cur.Grant.DID.DID(), c.DID.DID())
+	}
+	if err := n.fresh(req.Claim, c, cur); err != nil {
+		return nil, err
+	}
+	g, err := n.grant(r.Context(), key, opID, c, req.Claim, records.StatusReleased, cur.Grant.Seq)
+	if err != nil {
+		return nil, err
+	}
+	n.log.Info("name released", "name", full, "did", c.DID.DID(), "seq", g.Seq)
+	return info(g), nil
+}

@@ -1,0 +1,330 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// namesGateway runs a gateway with the names API on s; grants says whether
+// s holds the operator key.
+func (w *world) namesGateway(s *supernode, grants bool, edit func(*NamesConfig)) (*Names, *Gateway, *httptest.Server) {
+	t := w.t
+	t.Helper()
+	var g *Gateway
+	cfg := NamesConfig{Store: s.node, Logger: testlog.New(t, 0), Changed: func(n string) { g.Forget(n) }}
+	if grants {
+		cfg.Operators = map[string]ed25519.PrivateKey{testDomain: w.operator}
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	names, err := NewNames(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, srv := w.gateway(s, func(c *Config) { c.API = names })
+	return names, g, srv
+}
+
+func newKey(t *testing.T) (ed25519.PrivateKey, identity.ID) {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(nil)
+	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, id
+}
+
+// wantAPIError checks that err is the API's refusal with code and status.
+func wantAPIError(t *testing.T, what string, err error, status int, code string) {
+	t.Helper()
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != status || ae.Code != code {
+		t.Fatalf("%s: got %v, want %d %s", what, err, status, code)
+	}
+	t.Logf("%s: refused: %v", what, err)
+}
+
+// post sends a raw body to the names API.
+func post(t *testing.T, srv *httptest.Server, method, path string, body []byte) (int, string) {
+	t.Helper()
+	return request(t, srv, method, testDomain, path, body)
+}
+
+// TestNamesClaimRelease: alice claims a name on gateway A (which holds the
+// operator key), reaches her node by it on A and on B (which does not),
+// renews it; bob can neither take nor release it; alice releases it and
+// bob claims it.
+func TestNamesClaimRelease(t *testing.T) {
+	w := newWorld(t, 2)
+	a, b := w.sns[0], w.sns[1]
+	_, _, srvA := w.namesGateway(a, true, nil)
+	_, _, srvB := w.namesGateway(b, false, nil)
+	ctx := context.Background()
+	cA, cB := &Client{API: srvA.URL}, &Client{API: srvB.URL}
+	alice := w.node(personal.ModeRelayed, b)
+	w.waitRecord(a, alice.id, listsSupernode(b))
+	bob, bobID := newKey(t)
+	name := "alice." + testDomain
+
+	if av, err := cA.Available(ctx, "alice."+testDomain); err != nil || !av.Available {
+		t.Fatalf("available before the claim: %+v %v", av, err)
+	}
+	if _, err := cB.Lookup(ctx, name); err == nil {
+		t.Fatal("lookup before the claim found something")
+	}
+	ni, err := cA.Claim(ctx, alice.key, name, "")
+	if err != nil || ni.DID != alice.id.DID() || ni.Status != records.StatusActive || ni.URL != "https://"+name {
+		t.Fatalf("claim: %+v %v", ni, err)
+	}
+	if code, body := get(t, srvA, name, "/hello"); code != 200 {
+		t.Fatalf("alice through A after her claim: %d %q", code, body)
+	}
+	// B serves it too (the grant is in the DHT) but grants nothing.
+	if got, err := cB.Lookup(ctx, name); err != nil || got.DID != alice.id.DID() {
+		t.Fatalf("lookup on B: %+v %v", got, err)
+	}
+	if code, body := get(t, srvB, name, "/hello"); code != 200 {
+		t.Fatalf("alice through B: %d %q", code, body)
+	}
+	_, err = cB.Claim(ctx, bob, "bob."+testDomain, "")
+	wantAPIError(t, "claim on a gateway without the operator key", err, 503, "not_granted_here")
+	code, body := get(t, srvB, testDomain, "/api/health")
+	if code != 200 || !strings.Contains(body, `"grants": false`) {
+		t.Fatalf("B health: %d %s", code, body)
+	}
+	code, body = get(t, srvA, testDomain, "/api/health")
+	if code != 200 || !strings.Contains(body, `"grants": true`) || !strings.Contains(body, `"policy": "open"`) {
+		t.Fatalf("A health: %d %s", code, body)
+	}
+
+	if av, err := cA.Available(ctx, name); err != nil || av.Available || !strings.Contains(av.Reason, alice.id.DID()) {
+		t.Fatalf("available while held: %+v %v", av, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // a later claim (issued-at has second resolution)
+	renewed, err := cA.Claim(ctx, alice.key, name, "")
+	if err != nil || renewed.Seq <= ni.Seq {
+		t.Fatalf("renewal: %+v %v (first seq %d)", renewed, err, ni.Seq)
+	}
+
+	_, err = cA.Claim(ctx, bob, name, "")
+	wantAPIError(t, "bob claims alice's name", err, 409, "taken")
+	_, err = cA.Release(ctx, bob, name)
+	wantAPIError(t, "bob releases alice's name", err, 403, "not_holder")
+
+	rel, err := cA.Release(ctx, alice.key, name)
+	if err != nil || rel.Status != records.StatusReleased {
+		t.Fatalf("release: %+v %v", rel, err)
+	}
+	if code, _ := get(t, srvA, name, "/hello"); code != 404 {
+		t.Fatalf("released name through A: %d, want 404", code)
+	}
+	if av, err := cA.Available(ctx, name); err != nil || !av.Available {
+		t.Fatalf("available after release: %+v %v", av, err)
+	}
+	if ni, err := cA.Claim(ctx, bob, name, ""); err != nil || ni.DID != bobID.DID() {
+		t.Fatalf("bob claims the released name: %+v %v", ni, err)
+	}
+}
+
+// TestNamesRefusals: replays, forged signatures, forged grants, bad names
+// and oversized or malformed requests are refused with clear errors, and
+// the name stays alice's.
+func TestNamesRefusals(t *testing.T) {
+	w := newWorld(t, 1)
+	a := w.sns[0]
+	names, _, srv := w.namesGateway(a, true, nil)
+	ctx := context.Background()
+	c := &Client{API: srv.URL}
+	alice, aliceID := newKey(t)
+	bob, _ := newKey(t)
+	name := "alice." + testDomain
+
+	sc, err := SignClaim(alice, name, records.ActionHold, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(ClaimRequest{Claim: sc})
+	if code, out := post(t, srv, "POST", "/api/names", body); code != 201 {
+		t.Fatalf("claim: %d %s", code, out)
+	}
+	// The same signed claim again: a replay.
+	if code, out := post(t, srv, "POST", "/api/names", body); code != 409 || !strings.Contains(out, `"replayed"`) {
+		t.Fatalf("replayed claim: %d %s", code, out)
+	}
+	// A new API instance (a restart, or another supernode of the
+	// operator) has not seen it, but the name's record has a claim at
+	// least as new.
+	fresh, err := NewNames(NamesConfig{Store: a.node, Operators: names.cfg.Operators})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/api/names", bytes.NewReader(body))
+	req.Host = testDomain
+	fresh.ServeHTTP(rec, req)
+	if rec.Code != 409 || !strings.Contains(rec.Body.String(), "older than the one behind") {
+		t.Fatalf("replay to a fresh API: %d %s", rec.Code, rec.Body)
+	}
+	// An old claim, signed an hour ago.
+	old, _ := SignClaim(alice, name, records.ActionRelease, time.Now().Add(-time.Hour))
+	ob, _ := json.Marshal(ClaimRequest{Claim: old})
+	if code, out := post(t, srv, "DELETE", "/api/names/alice", ob); code != 409 || !strings.Contains(out, "more than") {
+		t.Fatalf("old release claim: %d %s", code, out)
+	}
+	// A claim from the future.
+	fut, _ := SignClaim(bob, "bob."+testDomain, records.ActionHold, time.Now().Add(time.Hour))
+	fb, _ := json.Marshal(ClaimRequest{Claim: fut})
+	if code, out := post(t, srv, "POST", "/api/names", fb); code != 400 || !strings.Contains(out, `"clock"`) {
+		t.Fatalf("future claim: %d %s", code, out)
+	}
+
+	// Bob signs a release that says it comes from alice: the signature is
+	// not alice's.
+	forged, _ := SignClaim(alice, name, records.ActionRelease, time.Now())
+	forged.Sig = ed25519.Sign(bob, append([]byte("pc2/record/name-claim/v1\x00"), forged.Body...))
+	fb, _ = json.Marshal(ClaimRequest{Claim: forged})
+	if code, out := post(t, srv, "DELETE", "/api/names/alice", fb); code != 401 || !strings.Contains(out, "bad_signature") {
+		t.Fatalf("release signed by another key: %d %s", code, out)
+	}
+	// A claim whose body is alice's and whose signature is bob's own.
+	bsc, _ := SignClaim(bob, "bob."+testDomain, records.ActionHold, time.Now())
+	mixed, _ := SignClaim(alice, "alice2."+testDomain, records.ActionHold, time.Now())
+	mixed.Sig = bsc.Sig
+	mb, _ := json.Marshal(ClaimRequest{Claim: mixed})
+	if code, out := post(t, srv, "POST", "/api/names", mb); code != 401 {
+		t.Fatalf("claim with another key's signature: %d %s", code, out)
+	}
+
+	// A grant signed by a key that is not the operator's, taking alice's
+	// name for bob: the DHT refuses it, and the name is still alice's.
+	bobID, _ := identity.IDFromPublicKey(bob.Public().(ed25519.PublicKey))
+	bclaim, _ := SignClaim(bob, name, records.ActionHold, time.Now())
+	now := time.Now()
+	val, err := records.SignGrant(bob, &records.Grant{Version: records.Version, Name: name, DID: bobID, Seq: uint64(now.UnixMilli()) + 1000,
+		Status: records.StatusActive, IssuedAt: now.Unix(), Expires: now.Add(time.Hour).Unix(), Operator: bobID}, &bclaim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.node.PutVerified(ctx, records.NameKey(name), val); !errors.Is(err, records.ErrWrongOperator) {
+		t.Fatalf("forged grant: got %v, want ErrWrongOperator", err)
+	}
+	if ni, err := c.Lookup(ctx, name); err != nil || ni.DID != aliceID.DID() {
+		t.Fatalf("after the forged grant: %+v %v", ni, err)
+	}
+
+	// Names that break the rules.
+	for _, n := range []string{"ab", "-abc", "abc-", "a_b", "ab.c", strings.Repeat("a", 64)} {
+		_, err := c.Claim(ctx, bob, n+"."+testDomain, "")
+		if err == nil {
+			t.Errorf("claim of %q accepted", n)
+			continue
+		}
+		var ae *APIError
+		if errors.As(err, &ae) && ae.Code != "invalid_name" && ae.Code != "other_domain" {
+			t.Errorf("claim of %q: %v", n, err)
+		}
+	}
+	if code, out := get(t, srv, testDomain, "/api/names/a_b/available"); code != 400 || !strings.Contains(out, "invalid_name") {
+		t.Fatalf("available for a bad name: %d %s", code, out)
+	}
+	_, err = c.Claim(ctx, bob, "admin."+testDomain, "")
+	wantAPIError(t, "reserved name", err, 403, "reserved")
+	if av, err := c.Available(ctx, "www."+testDomain); err != nil || av.Available || !strings.Contains(av.Reason, "reserved") {
+		t.Fatalf("www available: %+v %v", av, err)
+	}
+	_, err = c.Claim(ctx, bob, "bob.other.test", "")
+	wantAPIError(t, "claim for another domain", err, 404, "")
+
+	// Oversized and malformed requests.
+	big := append([]byte(`{"claim":{"body":"`), bytes.Repeat([]byte("A"), MaxAPIBody)...)
+	big = append(big, `"}}`...)
+	if code, out := post(t, srv, "POST", "/api/names", big); code != 413 {
+		t.Fatalf("oversized claim: %d %s", code, out)
+	}
+	for _, b := range []string{`{`, `{"claim":{},"extra":1}`, `{"claim":{"body":"AAAA","sig":"AAAA"}}`, `[]`} {
+		if code, out := post(t, srv, "POST", "/api/names", []byte(b)); code != 400 {
+			t.Fatalf("malformed claim %s: %d %s", b, code, out)
+		}
+	}
+	if code, _ := post(t, srv, "PUT", "/api/names/alice", nil); code != 404 {
+		t.Fatalf("PUT: %d", code)
+	}
+	if ni, err := c.Lookup(ctx, name); err != nil || ni.DID != aliceID.DID() {
+		t.Fatalf("alice's name after all that: %+v %v", ni, err)
+	}
+}
+
+// TestNamesPolicy: invite codes are good for one new name each, across a
+// restart; holders renew without one; an allowlist admits only its DIDs.
+func TestNamesPolicy(t *testing.T) {
+	w := newWorld(t, 1)
+	a := w.sns[0]
+	state := filepath.Join(t.TempDir(), "names.json")
+	inviteCfg := func(c *NamesConfig) {
+		c.Policy = Policy{Mode: PolicyInvite, Invites: []string{"welcome-1234", "welcome-5678"}}
+		c.StateFile = state
+	}
+	_, _, srv := w.namesGateway(a, true, inviteCfg)
+	ctx := context.Background()
+	c := &Client{API: srv.URL}
+	alice, _ := newKey(t)
+	bob, _ := newKey(t)
+
+	_, err := c.Claim(ctx, alice, "alice."+testDomain, "")
+	wantAPIError(t, "claim without an invite", err, 403, "invite_required")
+	_, err = c.Claim(ctx, alice, "alice."+testDomain, "nope-nope-nope")
+	wantAPIError(t, "claim with a wrong invite", err, 403, "invite_invalid")
+	if _, err := c.Claim(ctx, alice, "alice."+testDomain, "welcome-1234"); err != nil {
+		t.Fatalf("claim with an invite: %v", err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := c.Claim(ctx, alice, "alice."+testDomain, ""); err != nil {
+		t.Fatalf("renewal needs no invite: %v", err)
+	}
+	_, err = c.Claim(ctx, bob, "bob."+testDomain, "welcome-1234")
+	wantAPIError(t, "a used invite", err, 403, "invite_used")
+
+	// After a restart the code is still used.
+	_, _, srv2 := w.namesGateway(a, true, inviteCfg)
+	c2 := &Client{API: srv2.URL}
+	_, err = c2.Claim(ctx, bob, "bob."+testDomain, "welcome-1234")
+	wantAPIError(t, "a used invite after a restart", err, 403, "invite_used")
+	if _, err := c2.Claim(ctx, bob, "bob."+testDomain, "welcome-5678"); err != nil {
+		t.Fatalf("second invite: %v", err)
+	}
+
+	// Allowlist.
+	carol, carolID := newKey(t)
+	_, _, srv3 := w.namesGateway(a, true, func(c *NamesConfig) {
+		c.Policy = Policy{Mode: PolicyAllowlist, Allow: []string{carolID.DID()}}
+	})
+	c3 := &Client{API: srv3.URL}
+	if _, err := c3.Claim(ctx, carol, "carol."+testDomain, ""); err != nil {
+		t.Fatalf("allowlisted claim: %v", err)
+	}
+	dave, _ := newKey(t)
+	_, err = c3.Claim(ctx, dave, "dave."+testDomain, "")
+	wantAPIError(t, "claim off the allowlist", err, 403, "not_allowed")
+
+	// Bad policies are refused at start.
+	for _, p := range []Policy{{Mode: "lottery"}, {Mode: PolicyInvite}, {Mode: PolicyAllowlist, Allow: []string{"did:nope"}}} {
+		if _, err := NewNames(NamesConfig{Store: a.node, Policy: p, StateFile: state}); err == nil {
+			t.Errorf("policy %+v accepted", p)
+		}
+	}
+}
