@@ -28,6 +28,9 @@ type Config struct {
 	// Supernodes are full multiaddrs (with /p2p/<id>) of the supernodes to
 	// publish through. Required.
 	Supernodes []string `json:"supernodes"`
+	// MaxAttached is how many of Supernodes to stay attached to at once,
+	// in their order; the others are the failover (default 2).
+	MaxAttached int `json:"max_attached,omitempty"`
 	// Listen is the status page address (default ":4200").
 	Listen string `json:"listen,omitempty"`
 	// PublicURL, if set, is published as the node's "cloud" service

@@ -193,7 +193,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 
 	if cfg.Mode != ModeDirect {
-		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, TCP: cfg.ExposeTCP,
+		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, MaxAttached: cfg.MaxAttached, TCP: cfg.ExposeTCP,
 			DirectPort: directPort, AcceptDirect: directPort > 0, Logger: log.With("service", "tunnel")})
 		if err != nil {
 			return err

@@ -13,8 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -222,51 +220,10 @@ func attack(ctx context.Context, key ed25519.PrivateKey, log *slog.Logger) attac
 }
 
 // natProc starts a helper process on h.
-func natProc(t *testing.T, h *nattest.Host, role, seed string, env ...string) *exec.Cmd {
+func natProc(t *testing.T, h *nattest.Host, role, seed string, env ...string) *nattest.Proc {
 	t.Helper()
-	cmd := h.Command(context.Background(), os.Args[0], "-test.run=^TestNATHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), append([]string{"PC2_NAT_ROLE=" + role, "PC2_NAT_SEED=" + seed}, env...)...)
-	logf, err := os.Create(filepath.Join(t.TempDir(), role+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("%s on %s log:\n%s", role, h, tail(string(b), 40))
-		}
-	})
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == "ready" {
-				ready <- true
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s on %s not ready", role, h)
-	}
-	return cmd
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return nattest.StartProc(t, h, role, []string{os.Args[0], "-test.run=^TestNATHelper$", "-test.v"},
+		append([]string{"PC2_NAT_ROLE=" + role, "PC2_NAT_SEED=" + seed}, env...)...)
 }
 
 func seedID(seed string) (identity.ID, peer.ID) {
@@ -376,7 +333,7 @@ func runAttacker(t *testing.T, h, snHost *nattest.Host, sn peer.ID, victimSeed s
 	out, err := cmd.Output()
 	var res attackResult
 	if line, _, _ := strings.Cut(string(out), "\n"); err != nil || json.Unmarshal([]byte(line), &res) != nil {
-		t.Fatalf("attacker: %v; output %q; log:\n%s", err, out, tail(stderr.String(), 40))
+		t.Fatalf("attacker: %v; output %q; log:\n%s", err, out, nattest.Tail(stderr.String(), 40))
 	}
 	return res
 }
@@ -530,7 +487,7 @@ func TestNATScenarios(t *testing.T) {
 	t.Logf("node1 reachable %v after its link came back (target 2 s)", back.Round(time.Millisecond))
 
 	// Supernode A dies: every node is reachable through B within 5 s.
-	procA.Process.Kill() // nsenter execs the helper: this is its process
+	procA.Kill() // nsenter execs the helper: this is its process
 	for _, id := range []identity.ID{id1, id2} {
 		took := c.waitOK(tp.SupernodeB, id, 15*time.Second)
 		t.Logf("%s through B %v after A died (target 5 s)", id.DID(), took.Round(time.Millisecond))
