@@ -62,6 +62,8 @@ const (
 	DefaultDialTimeout = 2 * time.Second
 	DefaultRate        = 50 // requests per second per client IP
 	DefaultBurst       = 200
+	DefaultHeaderTime  = 10 * time.Second
+	DefaultIdleTime    = 2 * time.Minute
 )
 
 // Config configures a Gateway.
@@ -81,6 +83,10 @@ type Config struct {
 	CacheTTL, NegativeTTL time.Duration
 	// DialTimeout bounds reaching a node, re-resolving included.
 	DialTimeout time.Duration
+	// HeaderTimeout bounds reading a request's headers and IdleTimeout a
+	// keep-alive connection's wait for the next request (slow or idle
+	// clients); 0: the defaults.
+	HeaderTimeout, IdleTimeout time.Duration
 	// Rate and Burst limit requests per client IP (<= 0: the defaults).
 	Rate  rate.Limit
 	Burst int
@@ -145,6 +151,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Rate <= 0 {
 		cfg.Rate = DefaultRate
 	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTime
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTime
+	}
 	if cfg.Burst <= 0 {
 		cfg.Burst = DefaultBurst
 	}
@@ -165,8 +177,8 @@ func New(cfg Config) (*Gateway, error) {
 func (g *Gateway) Server() *http.Server {
 	return &http.Server{
 		Handler:           g,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: g.cfg.HeaderTimeout,
+		IdleTimeout:       g.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}

@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/internal/echotest"
+	"github.com/pc2/pc2/internal/testenv"
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
@@ -446,5 +449,88 @@ func TestGatewayRateLimit(t *testing.T) {
 	now = now.Add(2 * time.Second)
 	if code := do("192.0.2.1"); code != 200 {
 		t.Fatalf("after refill: %d", code)
+	}
+}
+
+// TestGatewaySlowClients: a client that never finishes its headers, and
+// one that idles on a keep-alive connection, are disconnected.
+func TestGatewaySlowClients(t *testing.T) {
+	w := newWorld(t, 1)
+	_, srv := w.gateway(w.sns[0], func(cfg *Config) { cfg.HeaderTimeout, cfg.IdleTimeout = 300*time.Millisecond, 300*time.Millisecond })
+	for _, tc := range []struct{ name, send string }{
+		{"slow headers", "GET / HTTP/1.1\r\nHost: " + testDomain + "\r\nX-Slow: "},
+		{"idle keep-alive", "GET / HTTP/1.1\r\nHost: " + testDomain + "\r\n\r\n"},
+	} {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, tc.send)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		n, err := io.Copy(io.Discard, c) // until the server closes
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: not disconnected: %v", tc.name, err)
+		}
+		t.Logf("%s: disconnected after %v (%d bytes answered)", tc.name, time.Since(start).Round(time.Millisecond), n)
+	}
+}
+
+// TestGatewayLargeUpload: a 1 GB upload streams through gateway, relay
+// and node without being held in memory.
+func TestGatewayLargeUpload(t *testing.T) {
+	if testing.Short() || testenv.Race {
+		t.Skip("1 GB upload: not in -short or -race runs")
+	}
+	w := newWorld(t, 1)
+	a := w.sns[0]
+	_, srv := w.gateway(a, nil)
+	alice := w.node(personal.ModeRelayed, a)
+	w.grant("alice."+testDomain, alice.key)
+	w.waitRecord(a, alice.id, listsSupernode(a))
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+		}
+	}()
+	const size = 1 << 30
+	h := sha256.New()
+	req, _ := http.NewRequest("POST", srv.URL+"/sum", io.TeeReader(io.LimitReader(rand.Reader, size), h))
+	req.Host = "alice." + testDomain
+	start := time.Now()
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	close(stop)
+	<-sampled
+	if want := fmt.Sprintf("%d %x", size, h.Sum(nil)); string(got) != want {
+		t.Fatalf("1 GB POST: %s %q, want %q", resp.Status, got, want)
+	}
+	growth := int64(peak.Load()) - int64(before.HeapInuse)
+	t.Logf("1 GB POST in %v; heap in use grew by at most %d MB (client, gateway, relay and node in this process)",
+		time.Since(start).Round(time.Millisecond), growth>>20)
+	if growth > 256<<20 {
+		t.Fatalf("heap grew by %d MB during a 1 GB upload: the body is being held", growth>>20)
 	}
 }
