@@ -5,7 +5,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay fuzz deps clean
 
 all: build
 
@@ -51,12 +51,21 @@ bench: deps
 	$(GO) test -run '^$$' -bench 'SimNetwork|Store' -benchtime 1x -timeout 30m ./services/dht/
 	$(GO) test -run '^$$' -bench . -cpu 1 ./services/dht/records/
 	$(MAKE) bench-appliance
+	$(MAKE) bench-relay
 
 # Issue 3's appliance figures (docs/benchmarks.md, "Appliance"): image sizes,
 # boot times and idle memory in QEMU (as root, one VM at a time), cold and
 # warm image builds. 15 to 25 minutes; run it on an otherwise idle machine.
 bench-appliance: deps
 	$(GO) test -run '^$$' -bench Appliance -benchtime 1x -timeout 90m -v ./qemu-tests/
+
+# Issue 4's relay figures (docs/benchmarks.md, "Relay: 2,000 attached
+# nodes"): 2,000 tunnel clients attached to one supernode on loopback,
+# its memory per node and the latency of streams to the nodes. About 2
+# minutes; it needs RLIMIT_NOFILE of about 5,000 and an otherwise idle
+# machine.
+bench-relay: deps
+	$(GO) test -run '^$$' -bench RelayScale -benchtime 1x -timeout 30m -v ./services/tunnel/
 
 # Short fuzzing runs of every fuzz target (the seed corpora run in `make test`).
 fuzz: deps

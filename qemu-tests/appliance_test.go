@@ -2,8 +2,10 @@ package qemutests
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,17 +25,20 @@ import (
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
 	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/internal/echotest"
+	"github.com/pc2/pc2/internal/pebbletest"
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/gateway"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/relay"
 	"github.com/pc2/pc2/services/tunnel"
@@ -56,6 +61,7 @@ func hostSupernode(t testing.TB) (*dht.Node, string) {
 	sn, err := dht.New(context.Background(), dht.Config{
 		Key:         key,
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		Trust:       records.TrustMap{testDomain: testOperatorID()},
 		Logger:      slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -119,15 +125,7 @@ func keyPEM(t testing.TB, words string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "node.key")
-	if err := identity.WriteKeyFile(p, key); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return pemOf(t, key)
 }
 
 // buildProfileImage builds the qemu board image for settings, with perm
@@ -277,6 +275,30 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 			t.Fatalf("did record does not list the relay's supernode: %+v %v", rec, err)
 		}
 	}
+
+	// Its friendly URL: the node's owner claims alice.pc2.test on a
+	// gateway on the host (another supernode, which forwards to the one
+	// the VM is attached to), and a browser opens https://alice.pc2.test
+	// with a certificate from the test's CA, over HTTP/2.
+	browser := hostGateway(t, sn)
+	key, err := identity.NodeKeyFromMnemonic(vectorWords, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "alice." + testDomain
+	if ni, err := (&gateway.Client{API: "https://" + testDomain, HTTP: browser}).Claim(context.Background(), key, name, ""); err != nil || ni.DID != vectorDID {
+		t.Fatalf("claim %s: %+v %v", name, ni, err)
+	}
+	resp, err := browser.Get("https://" + name + "/")
+	if err != nil {
+		t.Fatalf("https://%s: %v", name, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), vectorDID) || resp.ProtoMajor != 2 {
+		t.Fatalf("https://%s: %s %s %.200q", name, resp.Proto, resp.Status, b)
+	}
+	t.Logf("%s: https://%s served over %s with a certificate for %v", board.Name, name, resp.Proto, resp.TLS.PeerCertificates[0].DNSNames)
 	return vm
 }
 
@@ -399,16 +421,21 @@ func httpCode(t *testing.T, req *http.Request) int {
 // the image's relay, gets its TURN credentials and is reached through a
 // mapped port.
 func TestSupernodeImage(t *testing.T) {
+	// The VM grants and serves names under pc2.test: its perm holds the
+	// operator key the settings pin.
+	_, opKey, _ := ed25519.GenerateKey(nil)
+	opID, _ := identity.IDFromPublicKey(opKey.Public().(ed25519.PublicKey))
 	img := buildProfileImage(t, settings.Settings{Profile: profile.Supernode, Hostname: "pc2-supernode",
-		Listen: []string{"/ip4/0.0.0.0/tcp/8090"}},
-		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
+		Listen: []string{"/ip4/0.0.0.0/tcp/8090"}, Domains: []settings.Domain{{Domain: testDomain, Operator: opID.DID()}}},
+		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600},
+			"pc2/operator.key": {Data: pemOf(t, opKey), Mode: 0o600}})
 	// A node on the host attaches to the VM's relay and exposes a TCP
 	// service; the relay maps it to the node's preferred port, which is
 	// forwarded from the host.
 	_, nodeKey, _ := ed25519.GenerateKey(nil)
 	nodeID, _ := identity.IDFromPublicKey(nodeKey.Public().(ed25519.PublicKey))
 	mapped := relay.PreferredPort(nodeID, "echo", 20000, 22000)
-	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{8090, mapped}})
+	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{8090, 80, mapped}})
 
 	id, _ := identity.ParseDID(vectorDID)
 	pid, err := dht.IDToPeer(id)
@@ -473,6 +500,10 @@ func TestSupernodeImage(t *testing.T) {
 	tctx, tcancel := context.WithCancel(context.Background())
 	defer tcancel()
 	go tc.Run(tctx)
+	// The node's web service, for its name on the VM's gateway.
+	web := &http.Server{Handler: echotest.HTTP()}
+	go web.Serve(tc.Listener())
+	defer web.Close()
 	var ls tunnel.LinkStatus
 	for end := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		if st := tc.Status(); len(st.Supernodes) == 1 && st.Supernodes[0].Attached {
@@ -500,6 +531,123 @@ func TestSupernodeImage(t *testing.T) {
 	if err != nil || line != "through the VM's relay\n" {
 		t.Fatalf("echo through the mapped port: %q %v", line, err)
 	}
+
+	// The VM's gateway: the host node claims bob.pc2.test through the
+	// names API on port 80, and the gateway serves it from the relay.
+	gw := fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(80))
+	name := "bob." + testDomain
+	if ni, err := (&gateway.Client{API: gw}).Claim(ctx, nodeKey, name, ""); err != nil || ni.DID != nodeID.DID() {
+		t.Fatalf("claim on the VM's gateway: %+v %v", ni, err)
+	}
+	req, _ := http.NewRequest("GET", gw+"/hello", nil)
+	req.Host = name
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s through the VM's gateway: %v", name, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(b), "hello "+name+" xff=10.0.2.2") {
+		t.Fatalf("%s through the VM's gateway: %s %q", name, resp.Status, b)
+	}
+}
+
+// testDomain is the domain the gateway scenarios serve; testOperator is
+// its operator key, which the host's supernodes pin.
+const testDomain = "pc2.test"
+
+var testOperator = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+
+func testOperatorID() identity.ID {
+	id, _ := identity.IDFromPublicKey(testOperator.Public().(ed25519.PublicKey))
+	return id
+}
+
+// hostGateway runs a second supernode on the host, joined to sn, with the web gateway for testDomain over
+// HTTPS: certificates on demand from a Pebble CA the test starts, the
+// operator key, an open name policy. It returns a client that resolves
+// every name to that gateway and trusts Pebble's roots, as a browser
+// would with wildcard DNS and a public CA.
+func hostGateway(t *testing.T, sn *dht.Node) *http.Client {
+	t.Helper()
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpLn.Addr().(*net.TCPAddr).Port, TLSPort: httpsLn.Addr().(*net.TCPAddr).Port})
+	dir := t.TempDir()
+	opFile := filepath.Join(dir, "operator.key")
+	if err := identity.WriteKeyFile(opFile, testOperator); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &supernode.Config{KeyFile: filepath.Join(dir, "gw.key"), CreateKey: true, DataDir: filepath.Join(dir, "gw"),
+		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []string{sn.Multiaddrs()[0].String()},
+		Domains: []supernode.DomainTrust{{Domain: testDomain, Operator: testOperatorID().DID()}},
+		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0",
+			OperatorKeys: map[string]string{testDomain: opFile},
+			ACME:         supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}}}
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- supernode.Run(ctx, cfg, supernode.Options{Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
+			GatewayHTTPListener: httpLn, GatewayHTTPSListener: httpsLn, Ready: func([]string) { close(ready) }})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("gateway supernode: %v", err)
+	}
+	// It joins sn's DHT in the background: wait for that.
+	for end := time.Now().Add(30 * time.Second); sn.DHT().RoutingTable().Size() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the gateway supernode did not join the host supernode's DHT")
+		}
+	}
+	roots, err := pb.IssuingRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CA's DNS and the browser's both point every name at the gateway.
+	for _, n := range []string{testDomain, "alice." + testDomain} {
+		if err := pb.AddA(n, "127.0.0.1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ln := httpsLn
+		if _, port, _ := net.SplitHostPort(addr); port == "80" {
+			ln = httpLn
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, ln.Addr().String())
+	}
+	c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: dial, ForceAttemptHTTP2: true,
+		TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+// pemOf is key as the contents of a key file.
+func pemOf(t testing.TB, key ed25519.PrivateKey) []byte {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "key")
+	if err := identity.WriteKeyFile(p, key); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func waitBootstrap(t *testing.T, n *dht.Node, boot []peer.AddrInfo, deadline time.Duration) {

@@ -12,6 +12,7 @@
 package profile
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -20,8 +21,10 @@ import (
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/svctable"
+	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/gateway"
 )
 
 // Paths on the device. The service configs put their files under the perm
@@ -118,5 +121,39 @@ func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
 		// STUN/TURN on the standard port, relaying on the machine's own
 		// (public) address.
 		TURNListen: ":3478"}
+	if len(s.Domains) > 0 {
+		c.Gateway = gatewayConfig(s, perm)
+	}
 	return c
+}
+
+// OperatorKeyFile is where a supernode keeps the operator key of the
+// domains it grants names for.
+func OperatorKeyFile(perm string) string { return filepath.Join(perm, "pc2", "operator.key") }
+
+// gatewayConfig is the web gateway's config for s: port 80, and 443 with
+// ACME when s asks for HTTPS; it grants the names of the domains whose
+// pinned operator is the key at OperatorKeyFile.
+func gatewayConfig(s *settings.Settings, perm string) *supernode.GatewayConfig {
+	g := &supernode.GatewayConfig{HTTPListen: ":80"}
+	if sg := s.Gateway; sg != nil {
+		g.Policy = gateway.Policy{Mode: sg.NamePolicy, Invites: sg.Invites, Allow: sg.Allow}
+		if sg.HTTPS {
+			g.HTTPSListen = ":443"
+			g.ACME = supernode.ACMEConfig{CA: sg.ACMECA, CARoot: sg.ACMECARoot, Email: sg.ACMEEmail}
+		}
+	}
+	if key, err := identity.LoadKeyFile(OperatorKeyFile(perm)); err == nil {
+		if id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey)); err == nil {
+			for _, d := range s.Domains {
+				if d.Operator == id.DID() {
+					if g.OperatorKeys == nil {
+						g.OperatorKeys = map[string]string{}
+					}
+					g.OperatorKeys[d.Domain] = OperatorKeyFile(perm)
+				}
+			}
+		}
+	}
+	return g
 }

@@ -1,11 +1,13 @@
 package profile
 
 import (
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/svctable"
+	"github.com/pc2/pc2/provisioning/identity"
 )
 
 const snAddr = "/ip4/10.0.2.2/tcp/4001/p2p/12D3KooWHHzSeKaY8xuZVzkLbKFfvNgPPeKhFBGrMbNzbm5akpqu"
@@ -57,6 +59,45 @@ func TestConfigs(t *testing.T) {
 	}
 	if c.DataDir != "/perm/pc2/supernode" || c.Bootstrap[0] != snAddr || !c.CreateKey || c.Domains[0].Operator != operator {
 		t.Fatalf("supernode config %+v", c)
+	}
+	if g := c.Gateway; g == nil || g.HTTPListen != ":80" || g.HTTPSListen != "" || len(g.OperatorKeys) != 0 {
+		t.Fatalf("gateway of a supernode with domains and no operator key: %+v", g)
+	}
+}
+
+// TestGatewayConfig: HTTPS and the name policy come from the settings;
+// the operator key on perm grants the names of the domains it governs.
+func TestGatewayConfig(t *testing.T) {
+	perm := t.TempDir()
+	key, err := identity.NodeKeyFromMnemonic("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon "+
+		"abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(DataDir(perm), 0o700)
+	if err := identity.WriteKeyFile(OperatorKeyFile(perm), key); err != nil {
+		t.Fatal(err)
+	}
+	s := &settings.Settings{Profile: Supernode, Domains: []settings.Domain{{Domain: "ela.city", Operator: operator},
+		{Domain: "other.city", Operator: "did:boson:HDqZVK6fLr8DZs6QguPrwkU2a9tGCv7CJEk71PNxqood"}},
+		Gateway: &settings.Gateway{HTTPS: true, ACMEEmail: "ops@ela.city", NamePolicy: "invite", Invites: []string{"welcome-1234"}}}
+	if err := Check(s); err != nil {
+		t.Fatal(err)
+	}
+	c := SupernodeConfig(s, perm)
+	if err := c.Check(); err != nil {
+		t.Fatal(err)
+	}
+	g := c.Gateway
+	if g.HTTPSListen != ":443" || g.ACME.Email != "ops@ela.city" || g.Policy.Mode != "invite" || len(g.Policy.Invites) != 1 {
+		t.Fatalf("gateway config %+v", g)
+	}
+	if len(g.OperatorKeys) != 1 || g.OperatorKeys["ela.city"] != OperatorKeyFile(perm) {
+		t.Fatalf("operator keys %v, want ela.city's only", g.OperatorKeys)
+	}
+	s.Gateway.NamePolicy = "lottery"
+	if err := Check(s); err == nil || !strings.Contains(err.Error(), "name_policy") {
+		t.Fatalf("bad name policy: %v", err)
 	}
 }
 

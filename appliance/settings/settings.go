@@ -74,9 +74,32 @@ type Settings struct {
 	// AdminPasswordHash is the argon2id hash of the admin password, which
 	// guards the device's admin API (never the password itself).
 	AdminPasswordHash string `json:"admin_password_hash,omitempty"`
+	// Gateway tunes a supernode's web gateway for Domains (the supernode
+	// profile serves them on port 80 whenever Domains is set).
+	Gateway *Gateway `json:"gateway,omitempty"`
 	// ResetButton is the GPIO pin of a factory-reset button, e.g.
 	// "GPIO17" (Raspberry Pi only; empty: none).
 	ResetButton string `json:"reset_button,omitempty"`
+}
+
+// Gateway is the supernode web gateway's part of the settings. When the
+// perm partition holds the operator key of a domain (pc2/operator.key),
+// the gateway grants its names.
+type Gateway struct {
+	// HTTPS serves port 443 with ACME certificates (port 80 then answers
+	// challenges and redirects); false: plain HTTP on port 80.
+	HTTPS bool `json:"https,omitempty"`
+	// ACMECA is the ACME directory URL (default Let's Encrypt),
+	// ACMECARoot PEM roots of a private CA's own HTTPS, ACMEEmail the
+	// ACME account's contact.
+	ACMECA     string `json:"acme_ca,omitempty"`
+	ACMECARoot string `json:"acme_ca_root,omitempty"`
+	ACMEEmail  string `json:"acme_email,omitempty"`
+	// NamePolicy is open (default), invite or allowlist; Invites are its
+	// codes and Allow its DIDs.
+	NamePolicy string   `json:"name_policy,omitempty"`
+	Invites    []string `json:"invites,omitempty"`
+	Allow      []string `json:"allow,omitempty"`
 }
 
 // Domain pins the operator key of a domain a supernode serves.
@@ -130,6 +153,16 @@ func (s *Settings) Check() error {
 	if s.AdminPasswordHash != "" {
 		if err := password.Check(s.AdminPasswordHash); err != nil {
 			return fmt.Errorf("admin_password_hash: %w", err)
+		}
+	}
+	if g := s.Gateway; g != nil {
+		switch g.NamePolicy {
+		case "", "open", "invite", "allowlist":
+		default:
+			return fmt.Errorf("gateway: name_policy %q: want open, invite or allowlist", g.NamePolicy)
+		}
+		if g.HTTPS && len(s.Domains) == 0 {
+			return errors.New("gateway: https needs domains to get certificates for")
 		}
 	}
 	if s.ResetButton != "" && !strings.HasPrefix(s.ResetButton, "GPIO") {

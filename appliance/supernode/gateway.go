@@ -1,12 +1,16 @@
 package supernode
 
 import (
+	"context"
 	"crypto/ed25519"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -38,6 +42,27 @@ type GatewayConfig struct {
 	// the gateway's defaults).
 	RateLimit float64 `json:"rate_limit,omitempty"`
 	Burst     int     `json:"burst,omitempty"`
+	// ACME gets the HTTPS certificates (with HTTPSListen).
+	ACME ACMEConfig `json:"acme,omitempty"`
+}
+
+// ACMEConfig says where the gateway's certificates come from. Without a
+// DNS provider each registered name (and each apex) gets its own
+// certificate on its first TLS handshake, by HTTP-01 on port 80 or
+// TLS-ALPN-01 on 443; with one, a wildcard certificate per domain comes
+// through DNS-01 at start.
+type ACMEConfig struct {
+	// CA is the ACME directory URL (default Let's Encrypt production).
+	CA string `json:"ca,omitempty"`
+	// CARootFile is a PEM file of roots for the CA's own HTTPS, for a
+	// private or test CA (default: the system's roots).
+	CARootFile string `json:"ca_root_file,omitempty"`
+	// CARoot is the same roots inline (PEM), e.g. from device settings.
+	CARoot string `json:"ca_root,omitempty"`
+	// Email is the ACME account's contact (recommended: expiry notices).
+	Email string `json:"email,omitempty"`
+	// DNS is the DNS provider for DNS-01 wildcard certificates.
+	DNS *gateway.DNSConfig `json:"dns,omitempty"`
 }
 
 // check reports the first problem with the gateway config.
@@ -55,6 +80,9 @@ func (g *GatewayConfig) check(c *Config) error {
 	}
 	if len(c.Domains) == 0 {
 		return errors.New("gateway: no domains to serve (add them to domains)")
+	}
+	if g.HTTPSListen != "" && g.HTTPListen == "" && g.ACME.DNS == nil {
+		return errors.New("gateway: https_listen without http_listen needs acme.dns (HTTP-01 challenges come on port 80)")
 	}
 	trust, err := c.Trust()
 	if err != nil {
@@ -120,14 +148,96 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel *relay.Relay, l
 	if err != nil {
 		return nil, err
 	}
-	ln, err := listen(opts.GatewayHTTPListener, gc.HTTPListen)
+	var stops []func()
+	stop := func() {
+		for _, f := range stops {
+			f()
+		}
+	}
+	var httpLn, httpsLn net.Listener
+	if gc.HTTPListen != "" {
+		if httpLn, err = listen(opts.GatewayHTTPListener, gc.HTTPListen); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		stops = append(stops, func() { httpLn.Close() })
+	}
+	if gc.HTTPSListen != "" {
+		if httpsLn, err = listen(opts.GatewayHTTPSListener, gc.HTTPSListen); err != nil {
+			stop()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		stops = append(stops, func() { httpsLn.Close() })
+	}
+	var certs *gateway.Certs
+	if httpsLn != nil {
+		if certs, err = newCerts(gc, cfg, g, httpLn, httpsLn, log); err != nil {
+			stop()
+			return nil, err
+		}
+		stops = append(stops, certs.Close)
+		srv := g.Server()
+		srv.TLSConfig = certs.TLSConfig()
+		go srv.ServeTLS(httpsLn, "", "")
+		stops = append(stops, func() { srv.Close() })
+		log.Info("web gateway (HTTPS)", "addr", httpsLn.Addr().String(), "wildcard", gc.ACME.DNS != nil)
+		if gc.ACME.DNS != nil {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+				defer cancel()
+				if err := certs.Manage(ctx, domains); err != nil {
+					log.Error("wildcard certificates not ready; retrying in the background", "err", err)
+				}
+			}()
+		}
+	}
+	if httpLn != nil {
+		srv := g.Server()
+		if certs != nil {
+			// Port 80: ACME challenges, and a redirect to HTTPS.
+			srv.Handler = certs.HTTPHandler(g)
+		}
+		go srv.Serve(httpLn)
+		stops = append(stops, func() { srv.Close() })
+		log.Info("web gateway (HTTP)", "addr", httpLn.Addr().String(), "redirects_to_https", certs != nil)
+	}
+	log.Info("web gateway up", "domains", domains, "grants_for", len(keys))
+	return stop, nil
+}
+
+// newCerts builds the certificate manager of gc, on demand for the names
+// g allows; the challenges are served on httpLn (nil: none) and httpsLn.
+func newCerts(gc *GatewayConfig, cfg *Config, g *gateway.Gateway, httpLn, httpsLn net.Listener, log *slog.Logger) (*gateway.Certs, error) {
+	cc := gateway.CertsConfig{CA: gc.ACME.CA, Email: gc.ACME.Email, Dir: filepath.Join(cfg.DataDir, "certs"),
+		Allow: g.Allowed, DNS: gc.ACME.DNS, TLSALPNPort: portOf(httpsLn), DisableHTTP01: httpLn == nil,
+		Logger: log.With("part", "certs")}
+	if httpLn != nil {
+		cc.HTTPPort = portOf(httpLn)
+	}
+	if pem := []byte(gc.ACME.CARoot); gc.ACME.CARootFile != "" || len(pem) > 0 {
+		if gc.ACME.CARootFile != "" {
+			var err error
+			if pem, err = os.ReadFile(gc.ACME.CARootFile); err != nil {
+				return nil, fmt.Errorf("gateway: acme ca_root_file: %w", err)
+			}
+		}
+		cc.CARoots = x509.NewCertPool()
+		if !cc.CARoots.AppendCertsFromPEM(pem) {
+			return nil, errors.New("gateway: the acme CA roots hold no PEM certificate")
+		}
+	}
+	certs, err := gateway.NewCerts(cc)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	srv := g.Server()
-	go srv.Serve(ln)
-	log.Info("web gateway", "http", ln.Addr().String(), "domains", domains, "grants_for", len(keys))
-	return func() { srv.Close() }, nil
+	return certs, nil
+}
+
+// portOf is the TCP port ln listens on.
+func portOf(ln net.Listener) int {
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
 }
 
 // listen returns ln if set, else a listener on addr.

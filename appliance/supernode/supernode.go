@@ -34,6 +34,9 @@ type Options struct {
 	// GatewayHTTPListener, if set, is the gateway's plain HTTP listener
 	// instead of Config.Gateway.HTTPListen's.
 	GatewayHTTPListener net.Listener
+	// GatewayHTTPSListener, if set, is the gateway's HTTPS listener
+	// instead of Config.Gateway.HTTPSListen's.
+	GatewayHTTPSListener net.Listener
 }
 
 // Run starts the supernode's services and blocks until ctx ends.

@@ -122,6 +122,10 @@ type Config struct {
 	// DHTOptions are extra kad-dht options (benchmarks tune the bucket size
 	// and timeouts).
 	DHTOptions []kaddht.Option
+	// Limits size the host's resource and connection managers (see
+	// Limits; the zero value: a server sized for DefaultServerPeers, a
+	// client with libp2p's defaults). Ignored when Host is set.
+	Limits Limits
 }
 
 // Node is a running DHT participant.
@@ -259,6 +263,13 @@ func newHost(cfg Config) (host.Host, error) {
 	}
 	if len(listen) == 0 {
 		opts = append(opts, libp2p.NoListenAddrs)
+	}
+	if lim, ok := cfg.Limits.withDefaults(cfg.Mode); ok {
+		sized, err := lim.hostOptions()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, sized...)
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {

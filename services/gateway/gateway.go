@@ -231,6 +231,30 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.proxy.ServeNode(w, r.WithContext(context.WithValue(r.Context(), entryKey{}, e)), e.res.Name.Grant.DID)
 }
 
+// Allowed says whether name may get a TLS certificate: nil for the apex
+// of a served domain and for a registered (active) name under one; the
+// on-demand certificate decision (Certs' CertsConfig.Allow). Lookups use
+// the resolution cache, so handshakes for unknown names cost the DHT
+// once per NegativeTTL.
+func (g *Gateway) Allowed(ctx context.Context, name string) error {
+	host, ok := canonicalHost(name)
+	if !ok {
+		return fmt.Errorf("gateway: %q is not a host name", name)
+	}
+	label, domain, ok := g.split(host)
+	switch {
+	case !ok:
+		return fmt.Errorf("gateway: %s is not under a domain served here", host)
+	case label == "":
+		return nil
+	}
+	if err := records.ValidLabel(label); err != nil {
+		return err
+	}
+	_, err := g.lookup(ctx, label+"."+domain, false)
+	return err
+}
+
 // entryKey carries a request's resolution to dial.
 type entryKey struct{}
 

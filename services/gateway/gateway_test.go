@@ -534,3 +534,21 @@ func TestGatewayLargeUpload(t *testing.T) {
 		t.Fatalf("heap grew by %d MB during a 1 GB upload: the body is being held", growth>>20)
 	}
 }
+
+// TestGatewayAllowed: certificates on demand only for the apex and for
+// registered names.
+func TestGatewayAllowed(t *testing.T) {
+	w := newWorld(t, 1)
+	g, _ := w.gateway(w.sns[0], nil)
+	_, key, _ := ed25519.GenerateKey(nil)
+	w.grant("alice."+testDomain, key)
+	ctx := context.Background()
+	for name, ok := range map[string]bool{
+		testDomain: true, "alice." + testDomain: true, "ALICE." + testDomain: true,
+		"bob." + testDomain: false, "a.b." + testDomain: false, "other.test": false, "x_y." + testDomain: false, "": false,
+	} {
+		if err := g.Allowed(ctx, name); (err == nil) != ok {
+			t.Errorf("Allowed(%q) = %v, want allowed %v", name, err, ok)
+		}
+	}
+}

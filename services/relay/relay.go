@@ -30,8 +30,11 @@
 // OpenStream fails at once with ErrBusy), relayed bytes per second in each
 // direction (a token bucket on every stream), mapped ports. Per peer on the
 // control protocol: one attach in progress. Other inbound streams (a node
-// flooding the supernode) meet libp2p's resource manager. A misbehaving
-// node is refused with a message saying why; it never stops the others.
+// flooding the supernode) meet libp2p's resource manager, which dht sizes
+// for thousands of attached nodes (dht.Limits). A misbehaving node is
+// refused with a message saying why; it never stops the others. An
+// attached node's connection is protected from libp2p's connection
+// manager, so trimming never detaches a node.
 //
 // # Mapped TCP ports
 //
@@ -191,8 +194,9 @@ func (r *Relay) Close() error {
 	r.mu.Lock()
 	r.closed = true
 	ss := make([]*session, 0, len(r.sessions))
-	for _, s := range r.sessions {
+	for p, s := range r.sessions {
 		ss = append(ss, s)
+		r.unprotect(p)
 	}
 	r.sessions = map[peer.ID]*session{}
 	r.mu.Unlock()
@@ -340,6 +344,7 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 		return nil, errors.New("relay shutting down")
 	}
 	r.sessions[p] = s
+	r.protect(p)
 	r.mu.Unlock()
 	if old != nil {
 		old.write(&Message{Type: TypeDetached, Error: "replaced by a newer attach"})
@@ -419,10 +424,24 @@ func (r *Relay) dropSession(s *session) {
 	r.mu.Lock()
 	if r.sessions[s.peer] == s {
 		delete(r.sessions, s.peer)
+		r.unprotect(s.peer)
 	}
 	r.mu.Unlock()
 	r.endSession(s)
 }
+
+// protectTag marks attached nodes' connections in the connection manager.
+const protectTag = "pc2-relay"
+
+// protect keeps the connection manager from trimming an attached node's
+// connection: the node cannot be reached without it, and its reconnect
+// would cost an attach. A node attaching again keeps the protection of
+// its replaced session. Called with r.mu held, so that a detach racing a
+// new attach of the same peer cannot leave it unprotected.
+func (r *Relay) protect(p peer.ID) { r.cfg.Host.ConnManager().Protect(p, protectTag) }
+
+// unprotect ends protect once p's current session ends (r.mu held).
+func (r *Relay) unprotect(p peer.ID) { r.cfg.Host.ConnManager().Unprotect(p, protectTag) }
 
 func (r *Relay) endSession(s *session) {
 	s.end()

@@ -142,6 +142,55 @@ func TestAttachRefusals(t *testing.T) {
 	}
 }
 
+// attachNode attaches c (with key) to the relay on a new control stream.
+func attachNode(t *testing.T, c, sn *dht.Node, key ed25519.PrivateKey) network.Stream {
+	t.Helper()
+	st, ch := openAttach(t, c, sn)
+	WriteMessage(st, SignAttach(key, ch, didOf(key), time.Now(), nil))
+	if m, err := ReadMessage(st); err != nil || m.Type != TypeAttached {
+		t.Fatalf("attach: got %+v %v, want attached", m, err)
+	}
+	return st
+}
+
+// TestAttachProtectsConnection: an attached node's connection is
+// protected from the connection manager's trimming while it is attached
+// (also across a re-attach that replaces its session), and no longer
+// once it detaches or the relay closes.
+func TestAttachProtectsConnection(t *testing.T) {
+	sn, r := newRelay(t)
+	cm := sn.Host().ConnManager()
+	_, key, _ := ed25519.GenerateKey(nil)
+	node := newHost(t, dht.ModeClient, key)
+	p := node.Host().ID()
+	if cm.IsProtected(p, protectTag) {
+		t.Fatal("protected before attaching")
+	}
+	attachNode(t, node, sn, key)
+	if !cm.IsProtected(p, protectTag) {
+		t.Fatal("attached node's connection not protected")
+	}
+	st := attachNode(t, node, sn, key) // replaces the first session
+	if !cm.IsProtected(p, protectTag) {
+		t.Fatal("not protected after a re-attach replaced the session")
+	}
+
+	st.Reset() // detach
+	for deadline := time.Now().Add(10 * time.Second); cm.IsProtected(p, protectTag) || len(r.Sessions()) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after detaching: protected %v, sessions %d; want unprotected, 0",
+				cm.IsProtected(p, protectTag), len(r.Sessions()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	attachNode(t, node, sn, key)
+	r.Close()
+	if cm.IsProtected(p, protectTag) {
+		t.Fatal("still protected after the relay closed")
+	}
+}
+
 // TestAttachFlood: a node opening hundreds of attach streams at once gets
 // one in progress and refusals for the rest; another node attaches
 // meanwhile.
