@@ -5,11 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +23,7 @@ import (
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/internal/nattest"
+	"github.com/pc2/pc2/internal/pebbletest"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/gateway"
@@ -41,8 +45,9 @@ func keyFile(t *testing.T, dir, name string) (string, identity.ID, string) {
 }
 
 // userClient is the user's browser on the client host: every name it
-// asks for resolves to gateway (as wildcard DNS pointing at it would).
-func userClient(h *nattest.Host, gateway string) *http.Client {
+// asks for resolves to gateway (as wildcard DNS pointing at it would),
+// and it trusts the CA's roots.
+func userClient(h *nattest.Host, gateway string, roots *x509.CertPool) *http.Client {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		_, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -50,15 +55,17 @@ func userClient(h *nattest.Host, gateway string) *http.Client {
 		}
 		return h.Dial(ctx, network, net.JoinHostPort(gateway, port))
 	}
-	return &http.Client{Transport: &http.Transport{DialContext: dial, ForceAttemptHTTP2: true}, Timeout: 5 * time.Minute}
+	return &http.Client{Transport: &http.Transport{DialContext: dial, ForceAttemptHTTP2: true,
+		TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 5 * time.Minute}
 }
 
 // TestGatewayNAT: alice's node sits behind NAT attached to supernode B
 // (A is its failover); she claims alice.pc2.test on gateway A, whose
 // supernode holds the operator key. The user's client, with the name
 // resolving to A, reaches her through A -> B -> node: GET, a 100 MB POST
-// checked end to end, a WebSocket. B dies: the same URL works again
-// through A.
+// checked end to end, a WebSocket, all over HTTPS with a certificate
+// gateway A got on demand from a Pebble CA on the public segment. B
+// dies: the same URL works again through A.
 func TestGatewayNAT(t *testing.T) {
 	tp := nattest.New(t)
 	dir := t.TempDir()
@@ -69,9 +76,23 @@ func TestGatewayNAT(t *testing.T) {
 	aAddr := fmt.Sprintf("/ip4/%s/tcp/8090/p2p/%s", tp.SupernodeA.Addr(), aPeer)
 	bAddr := fmt.Sprintf("/ip4/%s/tcp/8090/p2p/%s", tp.SupernodeB.Addr(), bPeer)
 	domains := []supernode.DomainTrust{{Domain: testDomain, Operator: opID.DID()}}
+	// The CA on the public segment (on the user's client host): its
+	// DNS sends every name to gateway A.
+	pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: 80, TLSPort: 443, Host: tp.Client.Addr().String(),
+		Command: func(name string, args ...string) *exec.Cmd {
+			return tp.Client.Command(context.Background(), name, args...)
+		},
+		Dial: tp.Client.Dial})
+	for _, n := range []string{testDomain, "alice." + testDomain} {
+		if err := pb.AddA(n, tp.SupernodeA.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acme := supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}
 	snConfig := func(key, peerAddr, name string) *supernode.Config {
 		return &supernode.Config{KeyFile: key, DataDir: filepath.Join(dir, name), Listen: []string{"/ip4/0.0.0.0/tcp/8090"},
-			Bootstrap: []string{peerAddr}, Domains: domains, Gateway: &supernode.GatewayConfig{HTTPListen: ":80"}}
+			Bootstrap: []string{peerAddr}, Domains: domains,
+			Gateway: &supernode.GatewayConfig{HTTPListen: ":80", HTTPSListen: ":443", ACME: acme}}
 	}
 	cfgA := snConfig(aKey, bAddr, "a")
 	cfgA.Gateway.OperatorKeys = map[string]string{testDomain: opFile}
@@ -81,7 +102,12 @@ func TestGatewayNAT(t *testing.T) {
 		P2PListen: []string{"/ip4/0.0.0.0/tcp/8090"}})
 
 	name := "alice." + testDomain
-	api := &gateway.Client{API: "http://" + tp.SupernodeA.Addr().String(), HTTP: tp.Client.HTTPClient()}
+	roots, err := pb.IssuingRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := userClient(tp.Client, tp.SupernodeA.Addr().String(), roots)
+	api := &gateway.Client{HTTP: user} // https://pc2.test
 	ctx := context.Background()
 	key, err := identity.LoadKeyFile(nodeKey)
 	if err != nil {
@@ -90,14 +116,21 @@ func TestGatewayNAT(t *testing.T) {
 	if ni, err := api.Claim(ctx, key, name, ""); err != nil || ni.DID != nodeID.DID() {
 		t.Fatalf("claim: %+v %v", ni, err)
 	}
-	user := userClient(tp.Client, tp.SupernodeA.Addr().String())
-	base := "http://" + name
+	base := "https://" + name
 	waitOK(t, user, base+"/hello", 30*time.Second)
+	// Plain HTTP redirects to HTTPS.
+	noFollow := *user
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if resp, err := noFollow.Get("http://" + name + "/hello?x=1"); err != nil || resp.StatusCode != http.StatusPermanentRedirect ||
+		resp.Header.Get("Location") != base+"/hello?x=1" {
+		t.Fatalf("http://%s: %v %+v", name, err, resp)
+	}
 	if st := routing(t, user, base); !strings.HasPrefix(st.LastRoute, "via "+bPeer) {
-		t.Fatalf("alice reached by %q, want via B (%s)", st.LastRoute, bPeer)
+		t.Fatalf("alice reached by %q, want via B (%s); A is %s; status %+v", st.LastRoute, bPeer, aPeer, st)
 	}
 	code, body := fetch(t, user, "GET", base+"/hello", nil)
-	if code != 200 || !strings.Contains(body, "hello "+name) || !strings.Contains(body, "xff="+tp.Client.Addr().String()) {
+	if code != 200 || !strings.Contains(body, "hello "+name) || !strings.Contains(body, "xff="+tp.Client.Addr().String()) ||
+		!strings.Contains(body, "xfp=https") {
 		t.Fatalf("GET: %d %q", code, body)
 	}
 
@@ -110,8 +143,11 @@ func TestGatewayNAT(t *testing.T) {
 	}
 	t.Logf("100 MB POST through A -> B -> alice in %v", time.Since(start).Round(time.Millisecond))
 
-	d := websocket.Dialer{NetDialContext: user.Transport.(*http.Transport).DialContext}
-	ws, _, err := d.Dial("ws://"+name+"/ws", nil)
+	tr := user.Transport.(*http.Transport)
+	wsTLS := tr.TLSClientConfig.Clone()
+	wsTLS.NextProtos = []string{"http/1.1"} // WebSocket upgrades are HTTP/1.1
+	d := websocket.Dialer{NetDialContext: tr.DialContext, TLSClientConfig: wsTLS}
+	ws, _, err := d.Dial("wss://"+name+"/ws", nil)
 	if err != nil {
 		t.Fatalf("websocket: %v", err)
 	}

@@ -50,6 +50,9 @@ type Config struct {
 	// 20000-22000).
 	RelayPortMin int `json:"relay_port_min,omitempty"`
 	RelayPortMax int `json:"relay_port_max,omitempty"`
+	// RelayBytesPerSecond bounds each attached node's relayed traffic,
+	// each direction (default relay.DefaultLimits: 1 GiB/s).
+	RelayBytesPerSecond int64 `json:"relay_bytes_per_second,omitempty"`
 	// TURNListen, if set, is the address of the STUN/TURN server, UDP and
 	// TCP (":3478" on a supernode); empty runs none.
 	TURNListen string `json:"turn_listen,omitempty"`
@@ -111,6 +114,9 @@ func (c *Config) Check() error {
 		if ip := net.ParseIP(c.TURNRelayIP); ip == nil || ip.To4() == nil {
 			return fmt.Errorf("turn_relay_ip %q is not an IPv4 address", c.TURNRelayIP)
 		}
+	}
+	if c.RelayBytesPerSecond < 0 {
+		return fmt.Errorf("relay_bytes_per_second %d is negative", c.RelayBytesPerSecond)
 	}
 	if c.TURNPortMin < 0 || c.TURNPortMax > 65535 || c.TURNPortMin > c.TURNPortMax {
 		return fmt.Errorf("turn_port_min/max %d-%d is not a port range", c.TURNPortMin, c.TURNPortMax)

@@ -86,6 +86,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	rc := relay.Config{
 		Host: node.Host(), ListenIP: cfg.RelayListenIP, PortMin: cfg.RelayPortMin, PortMax: cfg.RelayPortMax,
 		PortsFile: filepath.Join(cfg.DataDir, "relay-ports.json"), Logger: log.With("service", "relay"),
+		Limits: relay.Limits{BytesPerSecond: cfg.RelayBytesPerSecond},
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()

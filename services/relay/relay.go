@@ -98,7 +98,7 @@ type Config struct {
 }
 
 // Default limits.
-var DefaultLimits = Limits{Streams: 256, BytesPerSecond: 256 << 20, Ports: 4}
+var DefaultLimits = Limits{Streams: 256, BytesPerSecond: 1 << 30, Ports: 4}
 
 // Relay is the relay service of a supernode.
 type Relay struct {
@@ -120,7 +120,7 @@ type session struct {
 	since   time.Time
 	stream  network.Stream
 	streams chan struct{} // semaphore of Limits.Streams
-	limit   *rate.Limiter
+	in, out *rate.Limiter // the node's bandwidth, each direction
 	ports   map[string]*mappedPort
 	done    chan struct{}
 	once    sync.Once
@@ -268,7 +268,7 @@ func (r *Relay) OpenStream(ctx context.Context, id identity.ID, proto protocol.I
 		<-s.streams
 		return nil, fmt.Errorf("relay: stream to %s: %w", id.DID(), err)
 	}
-	return newLimitedStream(ctx, st, s.limit, func() { <-s.streams }), nil
+	return newLimitedStream(ctx, st, s.in, s.out, func() { <-s.streams }), nil
 }
 
 // handleAttach runs one node's control stream.
@@ -334,7 +334,8 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 	}
 	s := &session{id: id, peer: p, since: r.cfg.Now(), stream: st,
 		streams: make(chan struct{}, r.cfg.Limits.Streams),
-		limit:   rate.NewLimiter(rate.Limit(r.cfg.Limits.BytesPerSecond), int(min(r.cfg.Limits.BytesPerSecond, 4<<20))),
+		in:      newBandwidth(r.cfg.Limits.BytesPerSecond),
+		out:     newBandwidth(r.cfg.Limits.BytesPerSecond),
 		ports:   map[string]*mappedPort{}, done: make(chan struct{})}
 	// Replace an older session of the same node at once.
 	r.mu.Lock()

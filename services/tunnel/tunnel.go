@@ -6,7 +6,8 @@
 // the node exposes.
 //
 // Attachment: one loop per supernode, up to MaxAttached at a time (the
-// rest wait as spares, tried when an attached one fails), so losing a
+// first ones of the list at start; the rest wait as spares, tried when an
+// attached one fails), so losing a
 // supernode leaves the node reachable through another at once. Each loop
 // connects, answers the relay's challenge with the node key, then pings
 // every KeepAlive; a failed ping, a closed stream or a "detached" message
@@ -217,9 +218,21 @@ func (c *Client) Run(ctx context.Context) error {
 
 	slots := make(chan struct{}, c.cfg.MaxAttached)
 	var wg sync.WaitGroup
-	for _, ai := range c.cfg.Supernodes {
+	for i, ai := range c.cfg.Supernodes {
 		wg.Add(1)
-		go func() { defer wg.Done(); c.loop(ctx, ai, slots) }()
+		go func() {
+			defer wg.Done()
+			// The spares start a moment later, so the first MaxAttached
+			// supernodes of the list get the slots when they answer.
+			if i >= c.cfg.MaxAttached {
+				select {
+				case <-time.After(spareDelay):
+				case <-ctx.Done():
+					return
+				}
+			}
+			c.loop(ctx, ai, slots)
+		}()
 	}
 	go func() {
 		for {
@@ -246,6 +259,10 @@ func (c *Client) Run(ctx context.Context) error {
 	wg.Wait()
 	return nil
 }
+
+// spareDelay is how long the spare supernodes leave the preferred ones at
+// start.
+const spareDelay = 500 * time.Millisecond
 
 // loop keeps the node attached to one supernode while it holds a slot.
 func (c *Client) loop(ctx context.Context, ai peer.AddrInfo, slots chan struct{}) {

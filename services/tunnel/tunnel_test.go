@@ -376,3 +376,23 @@ func TestTURNCredentialsRefreshed(t *testing.T) {
 	}
 	t.Fatalf("credentials not refreshed: first %q, issued %d", first, issued.Load())
 }
+
+// TestBandwidthLimit: the relay holds a node's upload to its bandwidth
+// limit (a limiter that did nothing would pass 12 MiB in milliseconds).
+func TestBandwidthLimit(t *testing.T) {
+	const limit, size = 4 << 20, 12 << 20
+	sn := newSupernode(t, relay.Limits{BytesPerSecond: limit})
+	nd := newNode(t, nil, sn)
+	waitAttached(t, sn, nd.id)
+	start := time.Now()
+	code, body := get(t, sn, nd.id, "POST", "/sum", io.LimitReader(rand.Reader, size))
+	took := time.Since(start)
+	if code != 200 || !strings.HasPrefix(body, fmt.Sprint(size)+" ") {
+		t.Fatalf("POST: %d %q", code, body)
+	}
+	// The first 4 MiB are the bucket's burst, the other 8 take 2 s.
+	t.Logf("12 MiB at a limit of 4 MiB/s took %v", took.Round(time.Millisecond))
+	if took < 1500*time.Millisecond {
+		t.Fatalf("12 MiB through a 4 MiB/s limit took only %v", took)
+	}
+}
