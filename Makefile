@@ -5,7 +5,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput fuzz deps clean
 
 all: build
 
@@ -52,6 +52,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -cpu 1 ./services/dht/records/
 	$(MAKE) bench-appliance
 	$(MAKE) bench-relay
+	$(MAKE) bench-throughput
 
 # Issue 3's appliance figures (docs/benchmarks.md, "Appliance"): image sizes,
 # boot times and idle memory in QEMU (as root, one VM at a time), cold and
@@ -66,6 +67,14 @@ bench-appliance: deps
 # machine.
 bench-relay: deps
 	$(GO) test -run '^$$' -bench RelayScale -benchtime 1x -timeout 30m -v ./services/tunnel/
+
+# Issue 4's one-stream throughput (docs/benchmarks.md, "Relay: one-stream
+# throughput vs frp"): direct TCP, the relay's variants and frp (built once
+# from the Go module proxy into ~/.cache/pc2) on loopback, three transfers
+# of at least 1 GiB and 3 s per path. About 2 minutes; each transfer
+# waits until other processes leave the CPUs idle.
+bench-throughput: deps
+	$(GO) test -run '^$$' -bench RelayThroughput -benchtime 3x -timeout 30m ./services/tunnel/
 
 # Short fuzzing runs of every fuzz target (the seed corpora run in `make test`).
 fuzz: deps

@@ -1,0 +1,434 @@
+// Package frpbench runs frp (github.com/fatedier/frp), the reverse proxy
+// the relay's benchmarks are compared with, as real frps and frpc
+// processes on loopback for a test's lifetime.
+//
+// frp is a benchmark peer, not a dependency: it is not in go.mod. Binaries
+// builds the pinned Version from the Go module proxy once and keeps it in
+// the user's cache directory. Every proxy runs the way frp is usually
+// deployed across the internet: one TLS connection from frpc to frps
+// (transport.tls.enable, and frps forces it) carrying all work connections
+// multiplexed (transport.tcpMux).
+//
+// Without a Go toolchain or module proxy the tests skip, except under
+// CI=true (testenv.SkipOrFail).
+package frpbench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pc2/pc2/internal/testenv"
+)
+
+// Version is the frp release the benchmarks run.
+const Version = "v0.70.1"
+
+const module = "github.com/fatedier/frp"
+
+// Dir is where the built binaries are kept: $XDG_CACHE_HOME/pc2/frp-<Version>
+// (os.UserCacheDir).
+func Dir() (string, error) {
+	c, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("frpbench: cache dir: %w", err)
+	}
+	return filepath.Join(c, "pc2", "frp-"+Version), nil
+}
+
+var buildMu sync.Mutex
+
+// Binaries returns the paths of frps and frpc, building them with
+// -tags noweb (no dashboard assets) the first time.
+//
+// It cannot be `go install module/cmd/frps@version`: frp's go.mod has a
+// replace directive, which go install refuses. So the module is
+// downloaded and built as the main module in its module cache directory.
+func Binaries(tb testing.TB) (frps, frpc string) {
+	tb.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	dir, err := Dir()
+	if err != nil {
+		testenv.SkipOrFail(tb, "%v", err)
+	}
+	frps, frpc = filepath.Join(dir, "frps"), filepath.Join(dir, "frpc")
+	if executable(frps) && executable(frpc) {
+		return frps, frpc
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		testenv.SkipOrFail(tb, "frpbench: no Go toolchain to build frp %s: %v", Version, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		testenv.SkipOrFail(tb, "frpbench: %v", err)
+	}
+	src, err := download(goBin)
+	if err != nil {
+		testenv.SkipOrFail(tb, "frpbench: cannot fetch frp %s (toolchain or network): %v", Version, err)
+	}
+	for _, bin := range []string{frps, frpc} {
+		if err := build(goBin, src, bin); err != nil {
+			testenv.SkipOrFail(tb, "frpbench: cannot build frp %s: %v", Version, err)
+		}
+	}
+	return frps, frpc
+}
+
+func executable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// goEnv is the environment of the go commands: outside any workspace, and
+// not taking -mod=vendor or the like from the caller's GOFLAGS.
+func goEnv() []string {
+	return append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly -buildvcs=false")
+}
+
+// download fetches the frp module and returns its directory.
+func download(goBin string) (string, error) {
+	cmd := exec.Command(goBin, "mod", "download", "-json", module+"@"+Version)
+	cmd.Dir = os.TempDir() // not inside a module
+	cmd.Env = goEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var m struct{ Dir, Error string }
+	if jerr := json.Unmarshal(out, &m); jerr == nil && m.Error != "" {
+		return "", errors.New(m.Error)
+	}
+	if err != nil {
+		return "", fmt.Errorf("go mod download: %v: %s", err, tail(stderr.String(), 2000))
+	}
+	if m.Dir == "" {
+		return "", fmt.Errorf("go mod download printed no directory: %s", tail(string(out), 2000))
+	}
+	return m.Dir, nil
+}
+
+// build builds ./cmd/<base of bin> of src into bin, atomically (a test
+// binary of another package may build at the same time).
+func build(goBin, src, bin string) error {
+	tmp := fmt.Sprintf("%s.tmp%d", bin, os.Getpid())
+	cmd := exec.Command(goBin, "build", "-tags", "noweb", "-trimpath", "-o", tmp, "./cmd/"+filepath.Base(bin))
+	cmd.Dir = src
+	cmd.Env = goEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("go build %s: %v: %s", filepath.Base(bin), err, tail(string(out), 2000))
+	}
+	return os.Rename(tmp, bin)
+}
+
+// Config lists the proxies frpc registers.
+type Config struct {
+	TCP  []TCPProxy
+	HTTP []HTTPProxy
+	// SubdomainHost is frps's subDomainHost (default "frp.test").
+	SubdomainHost string
+}
+
+// TCPProxy is an frp "tcp" proxy: a port on frps that forwards to
+// LocalAddr on frpc's side.
+type TCPProxy struct {
+	Name      string
+	LocalAddr string // host:port
+}
+
+// HTTPProxy is an frp "http" proxy: requests to frps's vhost HTTP port
+// with Host <Subdomain>.<SubdomainHost> go to LocalAddr.
+type HTTPProxy struct {
+	Name      string
+	Subdomain string
+	LocalAddr string // host:port
+}
+
+// Tunnel is a running frps and frpc pair.
+type Tunnel struct {
+	// ServerAddr is frps's bind address, where frpc's one TLS connection goes.
+	ServerAddr string
+	// HTTPAddr is frps's vhost HTTP address ("" without HTTP proxies).
+	HTTPAddr string
+	// SubdomainHost is frps's subDomainHost.
+	SubdomainHost string
+
+	cfg   Config
+	tcp   map[string]string // proxy name -> frps's public address
+	procs []*process
+}
+
+// TCPAddr is the public address on frps of the TCP proxy name.
+func (t *Tunnel) TCPAddr(name string) string { return t.tcp[name] }
+
+// Host is the Host header that reaches the HTTP proxy name.
+func (t *Tunnel) Host(name string) string {
+	for _, p := range t.cfg.HTTP {
+		if p.Name == name {
+			return p.Subdomain + "." + t.SubdomainHost
+		}
+	}
+	return ""
+}
+
+// PIDs are the process IDs of frps and frpc (for CPU accounting).
+func (t *Tunnel) PIDs() []int {
+	var out []int
+	for _, p := range t.procs {
+		out = append(out, p.cmd.Process.Pid)
+	}
+	return out
+}
+
+// Start runs frps and frpc with cfg's proxies on loopback until the end of
+// the test, and returns once every proxy is up.
+func Start(tb testing.TB, cfg Config) *Tunnel {
+	tb.Helper()
+	if len(cfg.TCP)+len(cfg.HTTP) == 0 {
+		tb.Fatal("frpbench: no proxies")
+	}
+	if cfg.SubdomainHost == "" {
+		cfg.SubdomainHost = "frp.test"
+	}
+	frps, frpc := Binaries(tb)
+	dir := tb.TempDir()
+	token := make([]byte, 16)
+	rand.Read(token)
+	t := &Tunnel{ServerAddr: freeAddr(tb), SubdomainHost: cfg.SubdomainHost, cfg: cfg, tcp: map[string]string{}}
+	if len(cfg.HTTP) > 0 {
+		t.HTTPAddr = freeAddr(tb)
+	}
+	admin := freeAddr(tb)
+	tok := hex.EncodeToString(token)
+
+	var s strings.Builder
+	fmt.Fprintf(&s, "bindAddr = %q\nbindPort = %s\n", "127.0.0.1", port(t.ServerAddr))
+	fmt.Fprintf(&s, "auth.method = \"token\"\nauth.token = %q\n", tok)
+	s.WriteString("transport.tcpMux = true\ntransport.tls.force = true\n")
+	if t.HTTPAddr != "" {
+		fmt.Fprintf(&s, "vhostHTTPPort = %s\nsubDomainHost = %q\n", port(t.HTTPAddr), cfg.SubdomainHost)
+	}
+	s.WriteString("log.to = \"console\"\nlog.level = \"info\"\nlog.disablePrintColor = true\n")
+
+	var c strings.Builder
+	fmt.Fprintf(&c, "serverAddr = %q\nserverPort = %s\nloginFailExit = true\n", "127.0.0.1", port(t.ServerAddr))
+	fmt.Fprintf(&c, "auth.method = \"token\"\nauth.token = %q\n", tok)
+	c.WriteString("transport.tcpMux = true\ntransport.tls.enable = true\n")
+	fmt.Fprintf(&c, "webServer.addr = %q\nwebServer.port = %s\n", "127.0.0.1", port(admin))
+	c.WriteString("log.to = \"console\"\nlog.level = \"info\"\nlog.disablePrintColor = true\n")
+	for _, p := range cfg.TCP {
+		host, lport := splitAddr(tb, p.LocalAddr)
+		// remotePort 0: frps picks a free port, the status API names it.
+		fmt.Fprintf(&c, "\n[[proxies]]\nname = %q\ntype = \"tcp\"\nlocalIP = %q\nlocalPort = %s\nremotePort = 0\n", p.Name, host, lport)
+	}
+	for _, p := range cfg.HTTP {
+		host, lport := splitAddr(tb, p.LocalAddr)
+		fmt.Fprintf(&c, "\n[[proxies]]\nname = %q\ntype = \"http\"\nlocalIP = %q\nlocalPort = %s\nsubdomain = %q\n", p.Name, host, lport, p.Subdomain)
+	}
+
+	t.procs = append(t.procs, startProcess(tb, frps, filepath.Join(dir, "frps.toml"), s.String()))
+	waitListening(tb, t.ServerAddr, t.procs[0])
+	t.procs = append(t.procs, startProcess(tb, frpc, filepath.Join(dir, "frpc.toml"), c.String()))
+	t.waitReady(tb, "http://"+admin+"/api/status")
+	return t
+}
+
+// waitReady polls frpc's status API until every proxy is running.
+func (t *Tunnel) waitReady(tb testing.TB, url string) {
+	tb.Helper()
+	want := len(t.cfg.TCP) + len(t.cfg.HTTP)
+	var last string
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		for _, p := range t.procs {
+			if p.exited() {
+				tb.Fatalf("frpbench: %s exited before the proxies were up:\n%s", p.name, p.out.String())
+			}
+		}
+		st, err := proxyStatus(url)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		running := 0
+		for _, ps := range st {
+			if ps.Status != "running" {
+				last = fmt.Sprintf("proxy %s: %s %s", ps.Name, ps.Status, ps.Err)
+				continue
+			}
+			if ps.Type == "tcp" {
+				_, p, err := net.SplitHostPort(ps.RemoteAddr)
+				if err != nil {
+					last = fmt.Sprintf("proxy %s: remote address %q", ps.Name, ps.RemoteAddr)
+					continue
+				}
+				t.tcp[ps.Name] = net.JoinHostPort("127.0.0.1", p)
+			}
+			running++
+		}
+		if running == want {
+			return
+		}
+		last = fmt.Sprintf("%d of %d proxies running; %s", running, want, last)
+	}
+	tb.Fatalf("frpbench: proxies not up after 30 s: %s\nfrps:\n%s\nfrpc:\n%s", last, t.procs[0].out.String(), t.procs[1].out.String())
+}
+
+type proxyState struct {
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	Status     string `json:"status"`
+	Err        string `json:"err"`
+	RemoteAddr string `json:"remote_addr"`
+}
+
+// proxyStatus reads frpc's GET /api/status: proxies by type.
+func proxyStatus(url string) ([]proxyState, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	var byType map[string][]proxyState
+	if err := json.NewDecoder(resp.Body).Decode(&byType); err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	var out []proxyState
+	for _, ps := range byType {
+		out = append(out, ps...)
+	}
+	return out, nil
+}
+
+// process is frps or frpc, killed at the end of the test.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	out  *tailBuffer
+	done chan struct{}
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func startProcess(tb testing.TB, bin, config, text string) *process {
+	tb.Helper()
+	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	p := &process{name: filepath.Base(bin), out: &tailBuffer{max: 64 << 10}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, "-c", config)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = sysProcAttr()
+	if err := p.cmd.Start(); err != nil {
+		tb.Fatalf("frpbench: start %s: %v", p.name, err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	tb.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if tb.Failed() {
+			tb.Logf("%s output:\n%s", p.name, p.out.String())
+		}
+	})
+	return p
+}
+
+// waitListening waits until addr accepts connections.
+func waitListening(tb testing.TB, addr string, p *process) {
+	tb.Helper()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if p.exited() {
+			tb.Fatalf("frpbench: %s exited:\n%s", p.name, p.out.String())
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+	}
+	tb.Fatalf("frpbench: %s not listening on %s after 10 s:\n%s", p.name, addr, p.out.String())
+}
+
+// freeAddr is a loopback address with a port that was free a moment ago
+// (frps and frpc take their ports from their config files).
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+func splitAddr(tb testing.TB, addr string) (host, port string) {
+	tb.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		tb.Fatalf("frpbench: local address %q: %v", addr, err)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		tb.Fatalf("frpbench: local address %q: port is not a number", addr)
+	}
+	return host, port
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (w *tailBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b = append(w.b, p...)
+	if len(w.b) > w.max {
+		w.b = append(w.b[:0], w.b[len(w.b)-w.max:]...)
+	}
+	return len(p), nil
+}
+
+func (w *tailBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.b)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,51 @@
+package dht
+
+import (
+	"context"
+	"crypto/ed25519"
+	"testing"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// TestDialPrefersTCP: a client that knows a server's TCP and QUIC
+// addresses connects over TCP (and QUIC still works alone).
+func TestDialPrefersTCP(t *testing.T) {
+	_, skey, _ := ed25519.GenerateKey(nil)
+	srv, err := New(context.Background(), Config{Key: skey, ListenAddrs: []string{"/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, tc := range []struct {
+		name, want string
+		only       string
+	}{{"both", "tcp", ""}, {"quic only", "quic-v1", "quic-v1"}} {
+		_, ckey, _ := ed25519.GenerateKey(nil)
+		c, err := New(context.Background(), Config{Key: ckey, Mode: ModeClient})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ai := srv.AddrInfo()
+		if tc.only != "" {
+			ai.Addrs = nil
+			for _, a := range srv.AddrInfo().Addrs {
+				if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+					ai.Addrs = append(ai.Addrs, a)
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = c.Host().Connect(ctx, ai)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		conns := c.Host().Network().ConnsToPeer(srv.Host().ID())
+		if len(conns) != 1 || string(conns[0].ConnState().Transport) != tc.want {
+			t.Errorf("%s: connections %v, want one over %s", tc.name, conns, tc.want)
+		}
+		c.Close()
+	}
+}
