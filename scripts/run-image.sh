@@ -24,8 +24,17 @@ go build -o "$bin" ./cmd/pc2
 sn=$work/supernode
 mkdir -p "$sn"
 [ -f "$sn/node.key" ] || "$bin" identity new --key "$sn/node.key" >"$sn/node.key.words" 2>/dev/null
+# The supernode's web gateway serves names under pc2.localhost (browsers
+# resolve *.localhost to this machine), granted with a local operator key.
+[ -f "$sn/operator.key" ] || "$bin" identity new --key "$sn/operator.key" >"$sn/operator.key.words" 2>/dev/null
+operator=$(head -1 "$sn/operator.key.words")
+domain=pc2.localhost
+gw_port=${PC2_RUN_GATEWAY_PORT:-8080}
+if (exec 3<>/dev/tcp/127.0.0.1/"$gw_port") 2>/dev/null; then gw_port=$((20000 + RANDOM % 20000)); fi
 cat >"$sn/supernode.json" <<JSON
-{"key_file": "$sn/node.key", "listen": ["/ip4/127.0.0.1/tcp/0"], "data_dir": "$sn/data", "addrs_file": "$sn/addrs"}
+{"key_file": "$sn/node.key", "listen": ["/ip4/127.0.0.1/tcp/0"], "data_dir": "$sn/data", "addrs_file": "$sn/addrs",
+ "domains": [{"domain": "$domain", "operator": "$operator"}],
+ "gateway": {"http_listen": "127.0.0.1:$gw_port", "operator_keys": {"$domain": "$sn/operator.key"}}}
 JSON
 rm -f "$sn/addrs"
 say "starting a supernode on the host (log: $sn/log)"
@@ -37,8 +46,11 @@ guest_addr=${host_addr/\/ip4\/127.0.0.1\//\/ip4\/10.0.2.2\/}
 cat >"$work/settings.json" <<JSON
 {"profile": "personal", "hostname": "pc2", "supernodes": ["$guest_addr"]}
 JSON
+# The node's key is made here (and provisioned on the image's perm
+# partition) so this script can claim the node's name with it.
+[ -f "$work/node.key" ] || "$bin" identity new --key "$work/node.key" >"$work/node.key.words" 2>/dev/null
 say "building the x86 personal image (first build compiles for a minute)"
-"$bin" image build --board x86 --settings "$work/settings.json" -o "$work/pc2.img"
+"$bin" image build --board x86 --settings "$work/settings.json" --key "$work/node.key" -o "$work/pc2.img"
 
 port=${PC2_RUN_PORT:-4200}
 if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then port=$((20000 + RANDOM % 20000)); fi
@@ -56,10 +68,22 @@ done
 [[ $status == *'"state":"online"'* ]] || { tail -50 "$work/serial.log"; echo "node did not come online: $status" >&2; exit 1; }
 did=${status#*\"did\":\"}; did=${did%%\"*}
 
+name=${PC2_RUN_NAME:-alice}.$domain
+say "claiming $name for the node through the gateway's names API"
+"$bin" name claim --key "$work/node.key" --api "http://127.0.0.1:$gw_port" "$name" >/dev/null
+friendly=http://$name:$gw_port
+for _ in $(seq 150); do
+	curl -fsS --resolve "$name:$gw_port:127.0.0.1" "$friendly/api/status" >/dev/null 2>&1 && break
+	sleep 0.2
+done
+
 if [ "${PC2_RUN_CHECK:-}" = 1 ]; then
 	say "checking: the host resolves $did"
 	out=$("$bin" resolve --bootstrap "$host_addr" "$did")
 	[[ $out == *"\"did\": \"$did\""* ]] || { echo "$out"; echo "resolve failed" >&2; exit 1; }
+	say "checking: $friendly reaches the node through the gateway"
+	page=$(curl -fsS --resolve "$name:$gw_port:127.0.0.1" "$friendly/api/status")
+	[[ $page == *"\"did\":\"$did\""* ]] || { echo "$page"; echo "friendly URL failed" >&2; exit 1; }
 	say "appliance image OK"
 	exit 0
 fi
@@ -67,12 +91,14 @@ fi
 cat <<MSG
 
 The PC2 appliance is running in QEMU.
-  node page:  $url   (status as JSON: $url/api/status)
-  node DID:   $did
-  supernode:  $host_addr
+  node page:     $url   (status as JSON: $url/api/status)
+  friendly URL:  $friendly   (through the supernode's web gateway and relay)
+  node DID:      $did
+  supernode:     $host_addr
 
 Try:
   $bin resolve --bootstrap $host_addr $did
+  $bin name show --api http://127.0.0.1:$gw_port $name
 
 Serial console: $work/serial.log. Press Ctrl-C to stop.
 (make run-localnet starts a three-supernode network on loopback instead.)

@@ -55,7 +55,7 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 	board := fs.String("board", "", "target board: x86, qemu, qemuarm64 or rpi")
 	sf := addSettingsFlags(fs)
 	keyFile := fs.String("key", "", "provision this node key `file` on perm (default: the device makes one on first boot)")
-	gokrPW := fs.String("gokrazy-password-file", "", "password `file` for gokrazy's web interface (port 80; none: it does not listen)")
+	gokrPW := fs.String("gokrazy-password-file", "", "password `file` for gokrazy's web interface (port 8080; none: it does not listen)")
 	out := fs.String("o", "", "output image `file`")
 	moduleDir := fs.String("module-dir", ".", "PC2 source tree to build the programs from")
 	rest, err := parseFlags(fs, args)
