@@ -255,6 +255,16 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 		n.mu.Unlock()
 		return records.SignDID(key, rec)
 	}
+	// The record lists the supernodes the node is attached to and its
+	// direct addresses: publish a new one whenever they change. The
+	// change signal is taken before the first record is signed, so a
+	// change while it is being published is not missed.
+	var changed <-chan struct{}
+	n.mu.Lock()
+	if n.tunnel != nil {
+		changed = n.tunnel.Changed()
+	}
+	n.mu.Unlock()
 	err := backoff.Retry(ctx, backoff.Policy{Initial: 500 * time.Millisecond}, func(ctx context.Context, attempt int) error {
 		n.update(func(s *Status) { s.State, s.Detail = "connecting", fmt.Sprintf("attempt %d", attempt) })
 		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -279,14 +289,6 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 	if err != nil {
 		return // ctx ended
 	}
-	// The record lists the supernodes the node is attached to: publish a
-	// new one whenever they change.
-	var changed <-chan struct{}
-	n.mu.Lock()
-	if n.tunnel != nil {
-		changed = n.tunnel.Changed()
-	}
-	n.mu.Unlock()
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
