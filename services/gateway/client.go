@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,7 +25,8 @@ type Client struct {
 	// request's Host is always the domain, so an API URL naming an address
 	// works too.
 	API string
-	// HTTP is the client; nil: one with a 30 s timeout.
+	// HTTP is the client; nil: one with a 30 s timeout that checks the
+	// certificate against the name's domain.
 	HTTP *http.Client
 	// Now is the clock claims are signed with; nil: time.Now.
 	Now func() time.Time
@@ -121,7 +123,9 @@ func (c *Client) do(ctx context.Context, method, name, path string, body, out an
 	}
 	hc := c.HTTP
 	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+		// The certificate is the domain's, whatever address API names.
+		hc = &http.Client{Timeout: 30 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: domain}, Proxy: http.ProxyFromEnvironment}}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

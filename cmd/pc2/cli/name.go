@@ -56,7 +56,9 @@ func runName(ctx context.Context, env Env, args []string) error {
 		if !pool.AppendCertsFromPEM(pem) {
 			return fmt.Errorf("--ca-file %s: no PEM certificates in it", *caFile)
 		}
-		c.HTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		_, domain, _ := strings.Cut(name, ".")
+		c.HTTP = &http.Client{Timeout: 30 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: domain}}}
 	}
 	var v any
 	switch verb {
