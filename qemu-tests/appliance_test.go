@@ -289,12 +289,23 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	if ni, err := (&gateway.Client{API: "https://" + testDomain, HTTP: browser}).Claim(context.Background(), key, name, ""); err != nil || ni.DID != vectorDID {
 		t.Fatalf("claim %s: %+v %v", name, ni, err)
 	}
-	resp, err := browser.Get("https://" + name + "/")
-	if err != nil {
-		t.Fatalf("https://%s: %v", name, err)
+	// The node reattaches when its network changes (an IPv6 address
+	// arriving after boot, say): a request in that moment gets the 502
+	// page, and a browser's reload the node.
+	var resp *http.Response
+	var b []byte
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		resp, err = browser.Get("https://" + name + "/")
+		if err != nil {
+			t.Fatalf("https://%s: %v", name, err)
+		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || time.Now().After(end) {
+			break
+		}
+		t.Logf("https://%s: %s, again", name, resp.Status)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(b), vectorDID) || resp.ProtoMajor != 2 {
 		t.Fatalf("https://%s: %s %s %.200q", name, resp.Proto, resp.Status, b)
 	}
