@@ -5,7 +5,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput bench-gateway fuzz deps clean
 
 all: build
 
@@ -53,6 +53,7 @@ bench: deps
 	$(MAKE) bench-appliance
 	$(MAKE) bench-relay
 	$(MAKE) bench-throughput
+	$(MAKE) bench-gateway
 
 # Issue 3's appliance figures (docs/benchmarks.md, "Appliance"): image sizes,
 # boot times and idle memory in QEMU (as root, one VM at a time), cold and
@@ -75,6 +76,16 @@ bench-relay: deps
 # waits until other processes leave the CPUs idle.
 bench-throughput: deps
 	$(GO) test -run '^$$' -bench RelayThroughput -benchtime 3x -timeout 30m ./services/tunnel/
+
+# Issue 5's requests per second (docs/benchmarks.md, "Gateway: requests per
+# second vs frp, Caddy and nginx"): wrk (50 keep-alive connections, 10 s
+# runs, a 13-byte answer) straight to a node, through the gateway and relay
+# over HTTP and HTTPS, through frp's subdomain vhost, Caddy (built once
+# from the Go module proxy into ~/.cache/pc2) and nginx; three runs per
+# path. About 5 minutes (3 more the first time Caddy is built); each run
+# waits until other processes leave the CPUs idle.
+bench-gateway: deps
+	$(GO) test -run '^$$' -bench GatewayRPS -benchtime 3x -timeout 30m ./services/gateway/
 
 # Short fuzzing runs of every fuzz target (the seed corpora run in `make test`).
 fuzz: deps

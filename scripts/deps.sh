@@ -23,7 +23,8 @@ esac
 # arm64; SeaBIOS comes with qemu-system-x86) and OVMF. fat16's tests check
 # the boot partition with fsck.fat and mtools. services/turn's interop test
 # runs coturn's TURN client, turnutils_uclient. internal/nattest's NAT
-# routers masquerade with nft.
+# routers masquerade with nft. The gateway benchmark (make bench-gateway)
+# loads with wrk and compares with nginx.
 declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs [syslinux]=syslinux
@@ -31,6 +32,7 @@ declare -A cmd_pkg=(
 	[fsck.fat]=dosfstools [mtype]=mtools
 	[turnutils_uclient]=coturn
 	[nft]=nftables
+	[wrk]=wrk
 )
 for c in "${!cmd_pkg[@]}"; do
 	have "$c" || need_apt+=("${cmd_pkg[$c]}")
@@ -40,6 +42,7 @@ file_pkg /usr/lib/systemd/boot/efi/systemd-bootx64.efi systemd-boot-efi
 file_pkg /usr/lib/SYSLINUX/gptmbr.bin syslinux
 file_pkg /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
 file_pkg /usr/share/keyrings/debian-archive-keyring.gpg debian-archive-keyring
+file_pkg /usr/sbin/nginx nginx # not in a non-root user's PATH
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "deps: missing ${need_apt[*]}; run as root or install them with apt-get" >&2

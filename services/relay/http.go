@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pc2/pc2/provisioning/identity"
@@ -89,7 +90,11 @@ func NewNodeProxy(dial DialNode, onError func(http.ResponseWriter, *http.Request
 			}
 			return dial(ctx, id)
 		},
-		MaxIdleConnsPerHost: 32,
+		// Enough idle streams that a client's few dozen keep-alive
+		// connections reuse them instead of opening and closing a stream
+		// per request (docs/benchmarks.md, "Gateway"); a quarter of the
+		// default streams per node, the rest left for other streams.
+		MaxIdleConnsPerHost: DefaultLimits.Streams / 4,
 		IdleConnTimeout:     60 * time.Second,
 		DisableCompression:  true,
 	}
@@ -101,11 +106,25 @@ func NewNodeProxy(dial DialNode, onError func(http.ResponseWriter, *http.Request
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport:     tr,
-		FlushInterval: -1,
-		ErrorHandler:  onError,
+		Transport: tr,
+		// No FlushInterval: streamed responses (no Content-Length, or
+		// text/event-stream) are flushed at every write anyway, and
+		// flushing the others would cost a write per header and per body
+		// write, and a goroutine per response.
+		BufferPool:   copyBuffers{},
+		ErrorHandler: onError,
 	}}
 }
+
+// copyBuffers reuses the proxy's body copy buffers (32 KiB each, one per
+// response otherwise).
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (copyBuffers) Get() []byte { return *copyBufferPool.Get().(*[]byte) }
+
+func (copyBuffers) Put(b []byte) { copyBufferPool.Put(&b) }
 
 // ServeNode forwards req to node id.
 func (p *NodeProxy) ServeNode(w http.ResponseWriter, req *http.Request, id identity.ID) {
