@@ -2,17 +2,13 @@
 // reverse proxy the gateway's benchmark is compared with, as a real
 // process on loopback for a test's lifetime.
 //
-// Caddy is a benchmark peer, not a dependency: it is not in go.mod.
-// Binary builds the pinned Version from the Go module proxy once (`go
-// install`) and keeps it in the user's cache directory. Without a Go
-// toolchain or module proxy the tests skip, except under CI=true
-// (testenv.SkipOrFail).
+// Caddy is a benchmark peer, not a dependency: Binary builds the pinned
+// Version once with internal/modbuild.
 package caddybench
 
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -21,67 +17,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/modbuild"
 )
 
 // Version is the Caddy release the benchmarks run.
 const Version = "v2.11.9"
 
-const pkg = "github.com/caddyserver/caddy/v2/cmd/caddy"
-
-// Dir is where the built binary is kept:
-// $XDG_CACHE_HOME/pc2/caddy-<Version> (os.UserCacheDir).
-func Dir() (string, error) {
-	c, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("caddybench: cache dir: %w", err)
-	}
-	return filepath.Join(c, "pc2", "caddy-"+Version), nil
-}
-
-var buildMu sync.Mutex
-
 // Binary returns the path of caddy, building it the first time (about
 // 3 minutes with an empty module cache on 2 cores).
 func Binary(tb testing.TB) string {
 	tb.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	dir, err := Dir()
-	if err != nil {
-		testenv.SkipOrFail(tb, "%v", err)
-	}
-	bin := filepath.Join(dir, "caddy")
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-		return bin
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		testenv.SkipOrFail(tb, "caddybench: no Go toolchain to build Caddy %s: %v", Version, err)
-	}
-	// GOBIN is a fresh directory beside bin and the result is renamed
-	// into place: a test binary of another package may build at the
-	// same time.
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		testenv.SkipOrFail(tb, "caddybench: %v", err)
-	}
-	tmp, err := os.MkdirTemp(dir, ".build")
-	if err != nil {
-		testenv.SkipOrFail(tb, "caddybench: %v", err)
-	}
-	defer os.RemoveAll(tmp)
-	cmd := exec.Command(goBin, "install", "-trimpath", pkg+"@"+Version)
-	cmd.Dir = os.TempDir() // not inside a module
-	// Outside any workspace, and not taking -mod=vendor or the like
-	// from the caller's GOFLAGS.
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-buildvcs=false", "GOBIN="+tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		testenv.SkipOrFail(tb, "caddybench: cannot build Caddy %s (toolchain or network): %v: %s", Version, err, tail(string(out), 2000))
-	}
-	if err := os.Rename(filepath.Join(tmp, "caddy"), bin); err != nil {
-		testenv.SkipOrFail(tb, "caddybench: %v", err)
-	}
-	return bin
+	dir := modbuild.Build(tb, modbuild.Program{Name: "caddy", Module: "github.com/caddyserver/caddy/v2", Version: Version,
+		Cmds: []string{"cmd/caddy"}})
+	return modbuild.Bin(dir, "caddy")
 }
 
 // Proxy is a running Caddy.
@@ -190,11 +138,4 @@ func (w *tailBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
 }

@@ -2,24 +2,18 @@
 // the relay's benchmarks are compared with, as real frps and frpc
 // processes on loopback for a test's lifetime.
 //
-// frp is a benchmark peer, not a dependency: it is not in go.mod. Binaries
-// builds the pinned Version from the Go module proxy once and keeps it in
-// the user's cache directory. Every proxy runs the way frp is usually
+// frp is a benchmark peer, not a dependency: Binaries builds the pinned
+// Version once with internal/modbuild. Every proxy runs the way frp is usually
 // deployed across the internet: one TLS connection from frpc to frps
 // (transport.tls.enable, and frps forces it) carrying all work connections
 // multiplexed (transport.tcpMux).
-//
-// Without a Go toolchain or module proxy the tests skip, except under
-// CI=true (testenv.SkipOrFail).
 package frpbench
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -32,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/modbuild"
 )
 
 // Version is the frp release the benchmarks run.
@@ -40,99 +34,13 @@ const Version = "v0.70.1"
 
 const module = "github.com/fatedier/frp"
 
-// Dir is where the built binaries are kept: $XDG_CACHE_HOME/pc2/frp-<Version>
-// (os.UserCacheDir).
-func Dir() (string, error) {
-	c, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("frpbench: cache dir: %w", err)
-	}
-	return filepath.Join(c, "pc2", "frp-"+Version), nil
-}
-
-var buildMu sync.Mutex
-
-// Binaries returns the paths of frps and frpc, building them with
-// -tags noweb (no dashboard assets) the first time.
-//
-// It cannot be `go install module/cmd/frps@version`: frp's go.mod has a
-// replace directive, which go install refuses. So the module is
-// downloaded and built as the main module in its module cache directory.
+// Binaries returns the paths of frps and frpc, built with -tags noweb
+// (no dashboard assets) the first time.
 func Binaries(tb testing.TB) (frps, frpc string) {
 	tb.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	dir, err := Dir()
-	if err != nil {
-		testenv.SkipOrFail(tb, "%v", err)
-	}
-	frps, frpc = filepath.Join(dir, "frps"), filepath.Join(dir, "frpc")
-	if executable(frps) && executable(frpc) {
-		return frps, frpc
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		testenv.SkipOrFail(tb, "frpbench: no Go toolchain to build frp %s: %v", Version, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		testenv.SkipOrFail(tb, "frpbench: %v", err)
-	}
-	src, err := download(goBin)
-	if err != nil {
-		testenv.SkipOrFail(tb, "frpbench: cannot fetch frp %s (toolchain or network): %v", Version, err)
-	}
-	for _, bin := range []string{frps, frpc} {
-		if err := build(goBin, src, bin); err != nil {
-			testenv.SkipOrFail(tb, "frpbench: cannot build frp %s: %v", Version, err)
-		}
-	}
-	return frps, frpc
-}
-
-func executable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
-}
-
-// goEnv is the environment of the go commands: outside any workspace, and
-// not taking -mod=vendor or the like from the caller's GOFLAGS.
-func goEnv() []string {
-	return append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly -buildvcs=false")
-}
-
-// download fetches the frp module and returns its directory.
-func download(goBin string) (string, error) {
-	cmd := exec.Command(goBin, "mod", "download", "-json", module+"@"+Version)
-	cmd.Dir = os.TempDir() // not inside a module
-	cmd.Env = goEnv()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	var m struct{ Dir, Error string }
-	if jerr := json.Unmarshal(out, &m); jerr == nil && m.Error != "" {
-		return "", errors.New(m.Error)
-	}
-	if err != nil {
-		return "", fmt.Errorf("go mod download: %v: %s", err, tail(stderr.String(), 2000))
-	}
-	if m.Dir == "" {
-		return "", fmt.Errorf("go mod download printed no directory: %s", tail(string(out), 2000))
-	}
-	return m.Dir, nil
-}
-
-// build builds ./cmd/<base of bin> of src into bin, atomically (a test
-// binary of another package may build at the same time).
-func build(goBin, src, bin string) error {
-	tmp := fmt.Sprintf("%s.tmp%d", bin, os.Getpid())
-	cmd := exec.Command(goBin, "build", "-tags", "noweb", "-trimpath", "-o", tmp, "./cmd/"+filepath.Base(bin))
-	cmd.Dir = src
-	cmd.Env = goEnv()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("go build %s: %v: %s", filepath.Base(bin), err, tail(string(out), 2000))
-	}
-	return os.Rename(tmp, bin)
+	dir := modbuild.Build(tb, modbuild.Program{Name: "frp", Module: module, Version: Version,
+		Cmds: []string{"cmd/frps", "cmd/frpc"}, Tags: []string{"noweb"}})
+	return modbuild.Bin(dir, "frps"), modbuild.Bin(dir, "frpc")
 }
 
 // Config lists the proxies frpc registers.
@@ -424,11 +332,4 @@ func (w *tailBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return string(w.b)
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
 }

@@ -5,10 +5,8 @@
 // HTTP-01 tokens and makes TLS-ALPN-01 handshakes on ports the test
 // chooses, so the code under test must really answer the challenges.
 //
-// Both programs are built from the Go module proxy with `go install` at
-// Version into a cache directory kept across runs; they are not
-// dependencies of this module. When they cannot be built the test is
-// skipped, or fails under CI=true (testenv.SkipOrFail).
+// Both programs are built at Version with internal/modbuild; they are not
+// dependencies of this module.
 package pebbletest
 
 import (
@@ -34,11 +32,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/modbuild"
 )
 
 // Version is the Pebble release built (module github.com/letsencrypt/pebble/v2).
@@ -346,91 +343,12 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	}
 }
 
-var buildMu sync.Mutex
-
 // Build returns the directory holding the pebble and
-// pebble-challtestsrv binaries at Version, building them the first time. The directory is
-// under the user cache directory (PC2_PEBBLE_DIR overrides it), so
-// later runs start at once.
+// pebble-challtestsrv binaries at Version, building them the first time.
 func Build(t testing.TB) string {
 	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	base := os.Getenv("PC2_PEBBLE_DIR")
-	if base == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			testenv.SkipOrFail(t, "pebbletest: no cache directory for Pebble: %v", err)
-		}
-		base = filepath.Join(cache, "pc2", "pebbletest")
-	}
-	dir := filepath.Join(base, Version)
-	files := []string{"pebble", "pebble-challtestsrv"}
-	if allExist(dir, files) {
-		return dir
-	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		testenv.SkipOrFail(t, "pebbletest: %v", err)
-	}
-	// Test binaries of several packages may get here at once: one
-	// builds, the others wait for it.
-	lock, err := os.OpenFile(filepath.Join(base, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		testenv.SkipOrFail(t, "pebbletest: %v", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		testenv.SkipOrFail(t, "pebbletest: lock %s: %v", lock.Name(), err)
-	}
-	if allExist(dir, files) {
-		return dir
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		testenv.SkipOrFail(t, "pebbletest: no go command to build Pebble %s: %v", Version, err)
-	}
-	// Build into a fresh directory and rename it into place: an
-	// interrupted build leaves no half cache behind.
-	tmp, err := os.MkdirTemp(base, "build-")
-	if err != nil {
-		testenv.SkipOrFail(t, "pebbletest: %v", err)
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	goCmd := func(extraEnv []string, args ...string) ([]byte, error) {
-		cmd := exec.CommandContext(ctx, goBin, args...)
-		cmd.Dir = tmp // outside any module: `go install pkg@version` mode
-		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-buildvcs=false", "CGO_ENABLED=0")
-		cmd.Env = append(cmd.Env, extraEnv...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
-		}
-		return out, nil
-	}
-	start := time.Now()
-	if _, err := goCmd([]string{"GOBIN=" + tmp}, "install",
-		module+"/cmd/pebble@"+Version, module+"/cmd/pebble-challtestsrv@"+Version); err != nil {
-		testenv.SkipOrFail(t, "pebbletest: cannot build Pebble %s: %v", Version, err)
-	}
-	os.RemoveAll(dir) // an incomplete cache from an older run
-	if err := os.Rename(tmp, dir); err != nil {
-		testenv.SkipOrFail(t, "pebbletest: %v", err)
-	}
-	t.Logf("pebbletest: built Pebble %s in %s (%v)", Version, dir, time.Since(start).Round(time.Second))
-	return dir
-}
-
-func allExist(dir string, files []string) bool {
-	for _, f := range files {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			return false
-		}
-	}
-	return true
+	return modbuild.Build(t, modbuild.Program{Name: "pebble", Module: module, Version: Version,
+		Cmds: []string{"cmd/pebble", "cmd/pebble-challtestsrv"}})
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
