@@ -156,13 +156,13 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel *relay.Relay, l
 	}
 	var httpLn, httpsLn net.Listener
 	if gc.HTTPListen != "" {
-		if httpLn, err = listen(opts.GatewayHTTPListener, gc.HTTPListen); err != nil {
+		if httpLn, err = listen(opts.GatewayHTTPListener, "tcp", gc.HTTPListen); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		stops = append(stops, func() { httpLn.Close() })
 	}
 	if gc.HTTPSListen != "" {
-		if httpsLn, err = listen(opts.GatewayHTTPSListener, gc.HTTPSListen); err != nil {
+		if httpsLn, err = listen(opts.GatewayHTTPSListener, "tcp", gc.HTTPSListen); err != nil {
 			stop()
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
@@ -238,12 +238,4 @@ func portOf(ln net.Listener) int {
 		return a.Port
 	}
 	return 0
-}
-
-// listen returns ln if set, else a listener on addr.
-func listen(ln net.Listener, addr string) (net.Listener, error) {
-	if ln != nil {
-		return ln, nil
-	}
-	return net.Listen("tcp", addr)
 }

@@ -98,11 +98,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	defer rel.Close()
 	if cfg.HTTPListen != "" {
-		ln := opts.HTTPListener
-		if ln == nil {
-			if ln, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
-				return fmt.Errorf("relay HTTP front: %w", err)
-			}
+		ln, err := listen(opts.HTTPListener, "tcp", cfg.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("relay HTTP front: %w", err)
 		}
 		srv := &http.Server{Handler: rel.Proxy(relay.HostResolver), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
@@ -151,4 +149,13 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	<-ctx.Done()
 	log.Info("supernode stopping")
 	return nil
+}
+
+// listen returns ln, the caller's listener (tests, the device), if set,
+// else a new one on addr.
+func listen(ln net.Listener, network, addr string) (net.Listener, error) {
+	if ln != nil {
+		return ln, nil
+	}
+	return net.Listen(network, addr)
 }

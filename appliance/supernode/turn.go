@@ -24,13 +24,10 @@ func startTURN(cfg *Config, opts Options, log *slog.Logger) (*turn.Server, error
 		}
 		udp = pc
 	}
-	if tcp == nil {
-		ln, err := net.Listen("tcp4", cfg.TURNListen)
-		if err != nil {
-			udp.Close()
-			return nil, fmt.Errorf("turn: %w", err)
-		}
-		tcp = ln
+	tcp, err := listen(tcp, "tcp4", cfg.TURNListen)
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("turn: %w", err)
 	}
 	relayIP, err := turnRelayIP(cfg, udp, net.InterfaceAddrs)
 	if err != nil {
