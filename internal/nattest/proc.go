@@ -14,7 +14,6 @@ import (
 // Proc is a process a scenario runs on a Host: a supernode or node that
 // the test talks to over the network.
 type Proc struct {
-	cmd  interface{ Wait() error }
 	kill func() error
 	done chan struct{}
 	log  string
@@ -52,7 +51,7 @@ func StartProc(t testing.TB, h *Host, name string, argv []string, env ...string)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &Proc{cmd: cmd, kill: cmd.Process.Kill, done: make(chan struct{}), log: logf.Name()}
+	p := &Proc{kill: cmd.Process.Kill, done: make(chan struct{}), log: logf.Name()}
 	ready := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
