@@ -45,7 +45,13 @@ func TestHelper(t *testing.T) {
 		var cfg *personal.Config
 		if cfg, err = personal.LoadConfig(path); err == nil {
 			err = personal.Run(ctx, cfg, personal.Options{Logger: log,
-				Routes:  func(mux *http.ServeMux) { mux.Handle("/", echotest.HTTP()) },
+				// The echo service's paths beside the personal cloud at /.
+				Routes: func(mux *http.ServeMux) {
+					echo := echotest.HTTP()
+					for _, p := range []string{"GET /hello", "POST /sum", "GET /ws"} {
+						mux.Handle(p, echo)
+					}
+				},
 				Started: func(*personal.Node) { fmt.Println("ready") }})
 		}
 	}

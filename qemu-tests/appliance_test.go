@@ -30,6 +30,8 @@ import (
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
 	"github.com/pc2/pc2/image"
+	"github.com/pc2/pc2/internal/cloudtest"
+	"github.com/pc2/pc2/internal/gwtest"
 	"github.com/pc2/pc2/internal/echotest"
 	"github.com/pc2/pc2/internal/pebbletest"
 	"github.com/pc2/pc2/internal/testlog"
@@ -166,6 +168,12 @@ func buildBoardImage(t testing.TB, board boards.Board, s settings.Settings, perm
 // waitOnline polls the node's /api/status until it is online.
 func waitOnline(t testing.TB, vm *qemutest.VM, deadline time.Duration) personal.Status {
 	t.Helper()
+	return waitStatus(t, vm, deadline, "online", func(st personal.Status) bool { return st.State == "online" })
+}
+
+// waitStatus polls the node's /api/status until ok says yes.
+func waitStatus(t testing.TB, vm *qemutest.VM, deadline time.Duration, what string, ok func(personal.Status) bool) personal.Status {
+	t.Helper()
 	url := fmt.Sprintf("http://127.0.0.1:%d/api/status", vm.HostPort(4200))
 	end := time.Now().Add(deadline)
 	var st personal.Status
@@ -176,15 +184,16 @@ func waitOnline(t testing.TB, vm *qemutest.VM, deadline time.Duration) personal.
 	for time.Now().Before(end) {
 		resp, err := client.Get(url)
 		if err == nil {
+			st = personal.Status{}
 			err = json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
-			if err == nil && st.State == "online" {
+			if err == nil && ok(st) {
 				return st
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("node not online within %v; last status %+v", deadline, st)
+	t.Fatalf("node not %s within %v; last status %+v", what, deadline, st)
 	return st
 }
 
@@ -295,7 +304,7 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	var resp *http.Response
 	var b []byte
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		resp, err = browser.Get("https://" + name + "/")
+		resp, err = browser.Get("https://" + name + "/api/status")
 		if err != nil {
 			t.Fatalf("https://%s: %v", name, err)
 		}
@@ -313,26 +322,51 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	return vm
 }
 
-// TestRestartKeepsIdentityAndSettings: an identity created on first boot
-// lives on perm; the settings are then changed in the image in place (what
-// `pc2 image settings` does: a new public URL and host name, a static
-// address on eth0); after a power cut and a second boot the node has the
-// same DID, runs with the new settings, and gokrazy's DHCP client stays
-// off. The admin API needs the admin password from the settings.
+// TestRestartKeepsIdentityAndSettings: the personal image boots into the
+// setup wizard (no identity provisioned); the owner completes it over
+// HTTP (a new identity confirmed from its words, a password, a name
+// claimed at a names API on the host) and uploads a file. The settings
+// are then changed in the image in place (what `pc2 image settings`
+// does: a new public URL and host name, a static address on eth0); after
+// a power cut and a second boot the node has the same DID, name, owner
+// session and file, runs with the new settings, and gokrazy's DHCP
+// client stays off. The admin API needs the admin password from the
+// settings.
 func TestRestartKeepsIdentityAndSettings(t *testing.T) {
 	sn, guestAddr := hostSupernode(t)
+	_, apiPort := startHostGateway(t, sn, false)
 	hash, err := password.Hash("admin password 1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := settings.Settings{Profile: profile.Personal, Hostname: "first", Supernodes: []string{guestAddr},
-		PublicURL: "http://one.pc2.test", AdminPasswordHash: hash}
+		PublicURL: "http://one.pc2.test", AdminPasswordHash: hash,
+		// QEMU's user network maps 10.0.2.2 to the host's loopback.
+		NameServices: []settings.NameService{{Domain: testDomain, API: fmt.Sprintf("http://10.0.2.2:%d", apiPort)}}}
 	img := qemutest.CopyImage(t, buildProfileImage(t, s, nil))
 
 	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true})
+	wiz := waitStatus(t, vm, 3*time.Minute, "in the wizard", func(st personal.Status) bool { return st.Setup == "wizard" })
+	if wiz.DID != "" || wiz.State != "waiting" {
+		t.Fatalf("first boot without an identity: %+v", wiz)
+	}
+	owner := cloudtest.New(t, fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(4200)), &http.Client{Timeout: time.Minute})
+	if r := owner.Get("/"); r.Code != http.StatusSeeOther || r.Location() != "/_/setup" {
+		t.Fatalf("/ on first boot: %d %s", r.Code, r.Location())
+	}
+	words := owner.CreateIdentity()
+	owner.Password("owner password 1")
+	if r := owner.Claim("carol", ""); r.Code != http.StatusSeeOther {
+		t.Fatalf("claim in the wizard: %d %s", r.Code, r.Err())
+	}
+	if r := owner.Upload("notes.txt", strings.NewReader("kept across restarts")); r.Code != http.StatusCreated {
+		t.Fatalf("upload: %d %s", r.Code, r.Err())
+	}
 	first := waitOnline(t, vm, 3*time.Minute)
-	if !first.NewKey {
-		t.Fatalf("first boot: got new_key false, want an identity created on first boot")
+	key, _ := identity.NodeKeyFromMnemonic(strings.Join(words, " "), "")
+	wantID, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if first.DID != wantID.DID() || first.Name != "carol."+testDomain || first.Setup != "done" {
+		t.Fatalf("after the wizard: %+v, want DID %s and the name", first, wantID.DID())
 	}
 	admin := fmt.Sprintf("http://127.0.0.1:%d/api/device", vm.HostPort(4200))
 	for _, pw := range []string{"", "wrong password"} {
@@ -359,8 +393,17 @@ func TestRestartKeepsIdentityAndSettings(t *testing.T) {
 
 	vm = qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true})
 	second := waitOnline(t, vm, 3*time.Minute)
-	if second.DID != first.DID || second.NewKey {
-		t.Fatalf("after restart: DID %s (new key %v), want %s kept", second.DID, second.NewKey, first.DID)
+	if second.DID != first.DID || second.Name != first.Name || second.Setup != "done" {
+		t.Fatalf("after restart: %+v, want DID %s and name %s kept", second, first.DID, first.Name)
+	}
+	owner.Base = fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(4200))
+	if r := owner.Get("/_/dl/notes.txt"); r.Code != http.StatusOK || r.Body != "kept across restarts" {
+		t.Fatalf("file after restart (same session): %d %q", r.Code, r.Body)
+	}
+	fresh := cloudtest.New(t, owner.Base, &http.Client{Timeout: time.Minute})
+	fresh.Login("owner password 1")
+	if r := fresh.Get("/_/"); !strings.Contains(r.Body, "carol."+testDomain) {
+		t.Fatalf("dashboard after restart lacks the name: %d", r.Code)
 	}
 	info = deviceInfo(t, fmt.Sprintf("http://127.0.0.1:%d/api/device", vm.HostPort(4200)), "admin password 1")
 	if info.Settings.Hostname != "second" || info.Settings.Network == nil || info.Settings.AdminPasswordHash != "(set)" {
@@ -580,71 +623,62 @@ func testOperatorID() identity.ID {
 // every name to that gateway and trusts Pebble's roots, as a browser
 // would with wildcard DNS and a public CA.
 func hostGateway(t *testing.T, sn *dht.Node) *http.Client {
+	c, _ := startHostGateway(t, sn, true)
+	return c
+}
+
+// startHostGateway runs a gateway supernode for testDomain on the host
+// (bootstrapped from sn, holding the operator key, open policy), with
+// HTTPS from Pebble or plain HTTP only; it returns a client that reaches
+// every name of the domain through it and the port of its HTTP listener.
+func startHostGateway(t *testing.T, sn *dht.Node, https bool) (*http.Client, int) {
 	t.Helper()
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpsLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	o := gwtest.Options{Domain: testDomain, Operator: testOperator, Bootstrap: []string{sn.Multiaddrs()[0].String()}, HTTPListener: httpLn}
+	var pb *pebbletest.Server
+	if https {
+		if o.HTTPSListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		pb = pebbletest.Start(t, pebbletest.Options{HTTPPort: httpLn.Addr().(*net.TCPAddr).Port, TLSPort: o.HTTPSListener.Addr().(*net.TCPAddr).Port})
+		o.ACME = supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}
 	}
-	pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpLn.Addr().(*net.TCPAddr).Port, TLSPort: httpsLn.Addr().(*net.TCPAddr).Port})
-	dir := t.TempDir()
-	opFile := filepath.Join(dir, "operator.key")
-	if err := identity.WriteKeyFile(opFile, testOperator); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &supernode.Config{KeyFile: filepath.Join(dir, "gw.key"), CreateKey: true, DataDir: filepath.Join(dir, "gw"),
-		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []string{sn.Multiaddrs()[0].String()},
-		Domains: []supernode.DomainTrust{{Domain: testDomain, Operator: testOperatorID().DID()}},
-		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0",
-			OperatorKeys: map[string]string{testDomain: opFile},
-			ACME:         supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}}}
-	if err := cfg.Check(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- supernode.Run(ctx, cfg, supernode.Options{Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
-			GatewayHTTPListener: httpLn, GatewayHTTPSListener: httpsLn, Ready: func([]string) { close(ready) }})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("gateway supernode: %v", err)
-	}
+	gw := gwtest.Start(t, o)
+	httpsLn := o.HTTPSListener
 	// It joins sn's DHT in the background: wait for that.
 	for end := time.Now().Add(30 * time.Second); sn.DHT().RoutingTable().Size() == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatal("the gateway supernode did not join the host supernode's DHT")
 		}
 	}
-	roots, err := pb.IssuingRoots()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The CA's DNS and the browser's both point every name at the gateway.
-	for _, n := range []string{testDomain, "alice." + testDomain} {
-		if err := pb.AddA(n, "127.0.0.1"); err != nil {
-			t.Fatal(err)
-		}
-	}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ln := httpsLn
-		if _, port, _ := net.SplitHostPort(addr); port == "80" {
-			ln = httpLn
+		ln := httpLn
+		if _, port, _ := net.SplitHostPort(addr); port != "80" && httpsLn != nil {
+			ln = httpsLn
 		}
 		var d net.Dialer
 		return d.DialContext(ctx, network, ln.Addr().String())
 	}
-	c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: dial, ForceAttemptHTTP2: true,
-		TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	tr := &http.Transport{DialContext: dial, ForceAttemptHTTP2: true}
+	if https {
+		roots, err := pb.IssuingRoots()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The CA's DNS and the browser's both point every name at the gateway.
+		for _, n := range []string{testDomain, "alice." + testDomain} {
+			if err := pb.AddA(n, "127.0.0.1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	c := &http.Client{Timeout: time.Minute, Transport: tr}
 	t.Cleanup(c.CloseIdleConnections)
-	return c
+	return c, gw.HTTPPort
 }
 
 // pemOf is key as the contents of a key file.

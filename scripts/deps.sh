@@ -24,7 +24,9 @@ esac
 # the boot partition with fsck.fat and mtools. services/turn's interop test
 # runs coturn's TURN client, turnutils_uclient. internal/nattest's NAT
 # routers masquerade with nft. The gateway benchmark (make bench-gateway)
-# loads with wrk and compares with nginx.
+# loads with wrk and compares with nginx. The personal cloud's browser
+# end-to-end tests drive headless Chromium through chromedp
+# (internal/browsertest); its WebDAV server is checked with litmus.
 declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs [syslinux]=syslinux
@@ -33,6 +35,7 @@ declare -A cmd_pkg=(
 	[turnutils_uclient]=coturn
 	[nft]=nftables
 	[wrk]=wrk
+	[chromium]=chromium [litmus]=litmus
 )
 for c in "${!cmd_pkg[@]}"; do
 	have "$c" || need_apt+=("${cmd_pkg[$c]}")

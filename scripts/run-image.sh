@@ -44,7 +44,8 @@ host_addr=$(first /tcp/ "$sn/addrs")
 guest_addr=${host_addr/\/ip4\/127.0.0.1\//\/ip4\/10.0.2.2\/}
 
 cat >"$work/settings.json" <<JSON
-{"profile": "personal", "hostname": "pc2", "supernodes": ["$guest_addr"]}
+{"profile": "personal", "hostname": "pc2", "supernodes": ["$guest_addr"],
+ "name_services": [{"domain": "$domain", "api": "http://10.0.2.2:$gw_port"}]}
 JSON
 # The node's key is made here (and provisioned on the image's perm
 # partition) so this script can claim the node's name with it.
@@ -84,6 +85,9 @@ if [ "${PC2_RUN_CHECK:-}" = 1 ]; then
 	say "checking: $friendly reaches the node through the gateway"
 	page=$(curl -fsS --resolve "$name:$gw_port:127.0.0.1" "$friendly/api/status")
 	[[ $page == *"\"did\":\"$did\""* ]] || { echo "$page"; echo "friendly URL failed" >&2; exit 1; }
+	say "checking: the personal cloud opens its setup wizard"
+	wiz=$(curl -fsS "$url/_/setup")
+	[[ $wiz == *'id="keep"'* ]] || { echo "$wiz" | head -20; echo "setup wizard missing" >&2; exit 1; }
 	say "appliance image OK"
 	exit 0
 fi
@@ -91,10 +95,11 @@ fi
 cat <<MSG
 
 The PC2 appliance is running in QEMU.
-  node page:     $url   (status as JSON: $url/api/status)
-  friendly URL:  $friendly   (through the supernode's web gateway and relay)
-  node DID:      $did
-  supernode:     $host_addr
+  personal cloud: $url   (first the setup wizard: keep the identity, set the
+                 owner password, claim ${name%%.*} at $domain; status as JSON: $url/api/status)
+  friendly URL:   $friendly   (through the supernode's web gateway and relay)
+  node DID:       $did
+  supernode:      $host_addr
 
 Try:
   $bin resolve --bootstrap $host_addr $did

@@ -1,13 +1,16 @@
 // Package personal runs a personal node's services from its JSON config:
-// its identity (created on first boot if absent), its did record kept
-// published through the configured supernodes, and the status page on port
-// 4200. Later issues add the tunnel client and the personal cloud here.
+// its identity (created on first boot, provisioned, or made by the setup
+// wizard), its did record kept published through the configured
+// supernodes and their relays (services/tunnel), and the personal cloud
+// on port 4200 (services/cloud), also served through the relays.
 package personal
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/services/cloud"
 )
 
 // DefaultListen is the personal cloud's port.
@@ -31,8 +34,15 @@ type Config struct {
 	// MaxAttached is how many of Supernodes to stay attached to at once,
 	// in their order; the others are the failover (default 2).
 	MaxAttached int `json:"max_attached,omitempty"`
-	// Listen is the status page address (default ":4200").
+	// Listen is the personal cloud's address (default ":4200").
 	Listen string `json:"listen,omitempty"`
+	// DataDir holds the personal cloud: the owner's files and its state
+	// (default: the folder "cloud" next to the key file).
+	DataDir string `json:"data_dir,omitempty"`
+	// Quota limits the owner's files, in bytes (default: none).
+	Quota int64 `json:"quota,omitempty"`
+	// NameServices are the domains the setup wizard offers for a name.
+	NameServices []cloud.NameService `json:"name_services,omitempty"`
 	// PublicURL, if set, is published as the node's "cloud" service
 	// endpoint (e.g. http://192.0.2.7:4200).
 	PublicURL string `json:"public_url,omitempty"`
@@ -76,5 +86,21 @@ func LoadConfig(path string) (*Config, error) {
 	if c.Mode != "" && c.Mode != ModeDirect && c.Mode != ModeRelayed {
 		return nil, fmt.Errorf("config %s: mode %q (want direct or relayed)", path, c.Mode)
 	}
+	if c.Quota < 0 {
+		return nil, fmt.Errorf("config %s: quota %d is negative", path, c.Quota)
+	}
+	for i, ns := range c.NameServices {
+		if ns.Domain == "" {
+			return nil, fmt.Errorf("config %s: name_services[%d]: domain is required", path, i)
+		}
+	}
 	return &c, nil
+}
+
+// CloudDir is the personal cloud's data dir of c.
+func (c *Config) CloudDir() string {
+	if c.DataDir != "" {
+		return c.DataDir
+	}
+	return filepath.Join(filepath.Dir(c.KeyFile), "cloud")
 }

@@ -3,8 +3,10 @@ package personal
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
+	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/tunnel"
@@ -40,20 +43,23 @@ type Options struct {
 
 // Node is a running personal node.
 type Node struct {
-	cfg  *Config
-	opts Options
-	log  *slog.Logger
-	id   identity.ID
+	cfg   *Config
+	opts  Options
+	log   *slog.Logger
+	cloud *cloud.Server
 
-	mu     sync.Mutex
-	status Status
-	tunnel *tunnel.Client // nil in direct mode or before it starts
+	mu         sync.Mutex
+	key        ed25519.PrivateKey // nil until the node has an identity
+	id         identity.ID
+	status     Status
+	tunnel     *tunnel.Client // nil in direct mode or before it starts
+	keyChanged chan struct{}  // the wizard set another identity
 }
 
 // Status is what the status page and /api/status show.
 type Status struct {
 	DID        string    `json:"did"`
-	State      string    `json:"state"` // starting, connecting, online, error
+	State      string    `json:"state"` // waiting (no identity yet), starting, connecting, online, error
 	Detail     string    `json:"detail,omitempty"`
 	Supernodes []string  `json:"supernodes"`
 	Peers      int       `json:"peers"`
@@ -70,6 +76,10 @@ type Status struct {
 	// "offline" (neither yet).
 	Mode   string         `json:"mode"`
 	Tunnel *tunnel.Status `json:"tunnel,omitempty"`
+	// Setup is "wizard" until the owner completed the setup wizard,
+	// then "done"; Name is the name the owner claimed there.
+	Setup string `json:"setup"`
+	Name  string `json:"name,omitempty"`
 }
 
 func (n *Node) now() time.Time {
@@ -92,7 +102,7 @@ func (n *Node) Status() Status {
 	s := n.status
 	s.Supernodes = append([]string(nil), s.Supernodes...)
 	s.Mode = "offline"
-	if n.cfg.Mode == ModeDirect {
+	if n.cfg.Mode == ModeDirect && n.key != nil {
 		s.Mode = ModeDirect
 	}
 	if n.tunnel != nil {
@@ -102,32 +112,57 @@ func (n *Node) Status() Status {
 			s.Mode = ts.Mode
 		}
 	}
+	s.Setup = "wizard"
+	if n.cloud != nil && n.cloud.SetupDone() {
+		s.Setup = "done"
+		s.Name = n.cloud.Name()
+	}
 	return s
 }
 
-// Run starts the personal node and blocks until ctx ends.
+// Cloud is the node's personal cloud.
+func (n *Node) Cloud() *cloud.Server { return n.cloud }
+
+// Run starts the personal node and blocks until ctx ends. Without an
+// identity (no key file, create_key off) the personal cloud serves its
+// setup wizard, and the node joins the network once the wizard has made
+// or restored one; when the wizard replaces the identity, the network
+// side starts again with the new key.
 func Run(ctx context.Context, cfg *Config, opts Options) error {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	base := opts.Logger
+	if base == nil {
+		base = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, opts: opts, log: log}
+	logs := cloud.NewLogRing(200)
+	log := slog.New(logs.Handler(base.Handler()))
+	n := &Node{cfg: cfg, opts: opts, log: log, keyChanged: make(chan struct{}, 1)}
 	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.CreateKey)
-	if err != nil {
+	switch {
+	case err == nil:
+		if err := n.setKey(key); err != nil {
+			return err
+		}
+	case errors.Is(err, fs.ErrNotExist) && !cfg.CreateKey:
+		log.Info("no identity yet: the setup wizard makes or restores one", "key_file", cfg.KeyFile)
+	default:
 		return err
 	}
 	if created {
-		log.Info("created a new identity; its 24 words are in the words file until the owner saves them", "words_file", identity.WordsFile(cfg.KeyFile))
+		log.Info("created a new identity; its 24 words are in the words file until the owner confirms them in the setup wizard", "words_file", identity.WordsFile(cfg.KeyFile))
 	}
-	n.id, err = identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	n.status = Status{DID: n.did(), State: "starting", Supernodes: cfg.Supernodes, Version: opts.Version, Started: n.now(), NewKey: created}
+	if key == nil {
+		n.status.State, n.status.Detail = "waiting", "no identity yet: complete the setup wizard on port 4200"
+	}
+	if _, err := dht.ParseAddrInfos(cfg.Supernodes); err != nil {
+		return fmt.Errorf("supernodes: %w", err)
+	}
+	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n),
+		NameServices: cfg.NameServices, Version: opts.Version, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now})
 	if err != nil {
 		return err
 	}
-	boot, err := dht.ParseAddrInfos(cfg.Supernodes)
-	if err != nil {
-		return fmt.Errorf("supernodes: %w", err)
-	}
-	n.status = Status{DID: n.id.DID(), State: "starting", Supernodes: cfg.Supernodes, Version: opts.Version, Started: n.now(), NewKey: created}
+	defer n.cloud.Close()
 
 	ln := opts.Listener
 	if ln == nil {
@@ -136,36 +171,131 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			addr = DefaultListen
 		}
 		if ln, err = net.Listen("tcp", addr); err != nil {
-			return fmt.Errorf("status page: %w", err)
+			return fmt.Errorf("personal cloud: %w", err)
 		}
 	}
-	srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Two servers: one for clients that connect directly, one for
+	// requests that arrive over libp2p streams (relays, gateways), which
+	// are never "local" to the wizard.
+	srv := &http.Server{Handler: n.handler(n.cloud.Handler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	relayed := &http.Server{Handler: n.handler(n.cloud.RelayedHandler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("status page stopped", "err", err)
+			log.Error("personal cloud stopped", "err", err)
 		}
 	}()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		srv.Shutdown(sctx)
+		relayed.Shutdown(sctx)
 		cancel()
 		wg.Wait()
 	}()
-	log.Info("personal node up", "did", n.id.DID(), "status_page", ln.Addr().String())
+	log.Info("personal node up", "did", n.did(), "cloud", ln.Addr().String())
 	if opts.Started != nil {
 		opts.Started(n)
 	}
+	for {
+		key := n.currentKey()
+		if key == nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-n.keyChanged:
+				continue
+			}
+		}
+		nctx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- n.runNetwork(nctx, key, relayed) }()
+		select {
+		case <-ctx.Done():
+			cancel()
+			return <-errc
+		case err := <-errc:
+			cancel()
+			return err
+		case <-n.keyChanged:
+			log.Info("identity changed by the setup wizard; rejoining the network", "did", n.did())
+			cancel()
+			if err := <-errc; err != nil {
+				return err
+			}
+		}
+	}
+}
 
+func (n *Node) did() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.key == nil {
+		return ""
+	}
+	return n.id.DID()
+}
+
+func (n *Node) currentKey() ed25519.PrivateKey {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.key
+}
+
+func (n *Node) setKey(key ed25519.PrivateKey) error {
+	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.key, n.id = key, id
+	n.status.DID = id.DID()
+	n.mu.Unlock()
+	return nil
+}
+
+// handler adds the node's own routes (status, health, the appliance's
+// admin API) to the cloud's.
+func (n *Node) handler(app http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(n.Status())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if st := n.Status(); st.State != "online" {
+			http.Error(w, st.State+": "+st.LastError, http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	if n.opts.Routes != nil {
+		n.opts.Routes(mux)
+	}
+	mux.Handle("/", app)
+	return mux
+}
+
+// runNetwork is the node's network side with key: the DHT host, the
+// tunnel to the relays (or direct streams), the did record kept
+// published. It returns when ctx ends.
+func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *http.Server) error {
+	cfg, log := n.cfg, n.log
+	boot, err := dht.ParseAddrInfos(cfg.Supernodes)
+	if err != nil {
+		return fmt.Errorf("supernodes: %w", err)
+	}
+	n.update(func(s *Status) {
+		s.State, s.Detail, s.Seq, s.Published, s.StoredOn, s.SentTo = "starting", "", 0, time.Time{}, 0, 0
+	})
 	dcfg := dht.Config{
 		Key:                 key,
 		Mode:                dht.ModeClient,
 		Bootstrap:           boot,
 		AllowUnknownDomains: true,
 		RepublishInterval:   cfg.RepublishInterval.Or(time.Hour),
-		Now:                 opts.Now,
+		Now:                 n.opts.Now,
 		Logger:              log.With("service", "dht"),
 	}
 	if cfg.Mode != ModeRelayed {
@@ -192,6 +322,17 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		}
 	}
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	serve := func(ln net.Listener, what string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := relayed.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				log.Error(what+" stopped", "err", err)
+			}
+		}()
+	}
 	if cfg.Mode != ModeDirect {
 		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, MaxAttached: cfg.MaxAttached, TCP: cfg.ExposeTCP,
 			DirectPort: directPort, AcceptDirect: directPort > 0, Logger: log.With("service", "tunnel")})
@@ -201,26 +342,20 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		n.mu.Lock()
 		n.tunnel = tc
 		n.mu.Unlock()
-		wg.Add(2)
-		go func() { defer wg.Done(); tc.Run(ctx) }()
-		go func() {
-			defer wg.Done()
-			if err := srv.Serve(tc.Listener()); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-				log.Error("relayed HTTP stopped", "err", err)
-			}
+		defer func() {
+			n.mu.Lock()
+			n.tunnel = nil
+			n.mu.Unlock()
 		}()
+		wg.Add(1)
+		go func() { defer wg.Done(); tc.Run(ctx) }()
+		serve(tc.Listener(), "relayed HTTP")
 	} else {
 		// No tunnel: gateways that find the node direct open their HTTP
 		// streams to it themselves.
 		ln := tunnel.DirectListener(node.Host())
 		defer ln.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-				log.Error("direct HTTP streams stopped", "err", err)
-			}
-		}()
+		serve(ln, "direct HTTP streams")
 	}
 	n.publishUntilDone(ctx, node, key)
 	return nil
@@ -241,9 +376,22 @@ func (n *Node) Reconnect() {
 // this node), then keeps the status fresh until ctx ends.
 func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519.PrivateKey) {
 	ttl := n.cfg.RecordTTL.Or(24 * time.Hour)
+	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		n.log.Error("bad node key", "err", err)
+		return
+	}
+	didKey := records.DIDKey(id)
 	sign := func(seq uint64, now time.Time) ([]byte, error) {
-		rec := &records.DID{Version: records.Version, ID: n.id, Seq: seq, IssuedAt: now.Unix(),
+		id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+		if err != nil {
+			return nil, err
+		}
+		rec := &records.DID{Version: records.Version, ID: id, Seq: seq, IssuedAt: now.Unix(),
 			Expires: now.Add(ttl).Unix(), Direct: n.cfg.Direct}
+		if name := n.cloud.Name(); name != "" {
+			rec.Names = []string{name}
+		}
 		if n.cfg.PublicURL != "" {
 			rec.Services = []records.Service{{Name: "cloud", Endpoint: n.cfg.PublicURL}}
 		}
@@ -265,14 +413,14 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 		changed = n.tunnel.Changed()
 	}
 	n.mu.Unlock()
-	err := backoff.Retry(ctx, backoff.Policy{Initial: 500 * time.Millisecond}, func(ctx context.Context, attempt int) error {
+	err = backoff.Retry(ctx, backoff.Policy{Initial: 500 * time.Millisecond}, func(ctx context.Context, attempt int) error {
 		n.update(func(s *Status) { s.State, s.Detail = "connecting", fmt.Sprintf("attempt %d", attempt) })
 		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if err := node.Bootstrap(bctx); err != nil {
 			return err
 		}
-		res, err := node.KeepPublished(bctx, records.DIDKey(n.id), sign)
+		res, err := node.KeepPublished(bctx, didKey, sign)
 		if err != nil {
 			return err
 		}
@@ -280,7 +428,7 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 			s.State, s.Detail, s.LastError = "online", "did record published", ""
 			s.Seq, s.Published, s.StoredOn, s.SentTo = res.Seq, n.now(), res.Stored, res.Sent
 		})
-		n.log.Info("did record published", "did", n.id.DID(), "stored_on", res.Stored, "sent_to", res.Sent)
+		n.log.Info("did record published", "did", n.did(), "stored_on", res.Stored, "sent_to", res.Sent)
 		return nil
 	}, func(_ int, err error, wait time.Duration) {
 		n.log.Warn("publish failed, retrying", "err", err, "in", wait)
@@ -300,7 +448,7 @@ func (n *Node) publishUntilDone(ctx context.Context, node *dht.Node, key ed25519
 		case <-changed:
 			changed = n.tunnel.Changed()
 			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			res, err := node.KeepPublished(pctx, records.DIDKey(n.id), sign)
+			res, err := node.KeepPublished(pctx, didKey, sign)
 			cancel()
 			if err != nil {
 				n.log.Warn("did record not republished after an attachment change", "err", err)

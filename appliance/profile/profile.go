@@ -110,7 +110,11 @@ func Build(s *settings.Settings) (*Image, error) {
 // NodeConfig is the personal node's config for settings s, with its files
 // under perm.
 func NodeConfig(s *settings.Settings, perm string) *personal.Config {
-	return &personal.Config{KeyFile: KeyFile(perm), CreateKey: true, Supernodes: s.Supernodes, PublicURL: s.PublicURL}
+	// No key is made at boot: without a provisioned one, the personal
+	// cloud's setup wizard makes or restores the identity with the owner.
+	// The cloud's data dir is the default, cloud/ next to the key on perm.
+	return &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
+		NameServices: s.NameServices, Quota: s.Quota}
 }
 
 // SupernodeConfig is the supernode's config for settings s, with its files

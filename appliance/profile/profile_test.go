@@ -50,7 +50,7 @@ func TestConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := NodeConfig(s, PermDir)
-	if n.KeyFile != "/perm/pc2/node.key" || !n.CreateKey || n.Supernodes[0] != snAddr || n.PublicURL != s.PublicURL {
+	if n.KeyFile != "/perm/pc2/node.key" || n.CreateKey || n.Supernodes[0] != snAddr || n.PublicURL != s.PublicURL {
 		t.Fatalf("node config %+v", n)
 	}
 	c := SupernodeConfig(s, PermDir)

@@ -30,6 +30,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/wifi"
 )
@@ -64,6 +65,11 @@ type Settings struct {
 	Domains []Domain `json:"domains,omitempty"`
 	// PublicURL of the personal node, published in its did record.
 	PublicURL string `json:"public_url,omitempty"`
+	// NameServices are the domains the personal cloud's setup wizard
+	// offers for a name (with their names API when not https://domain).
+	NameServices []NameService `json:"name_services,omitempty"`
+	// Quota limits the personal cloud's files, in bytes (0: none).
+	Quota int64 `json:"quota,omitempty"`
 	// Listen overrides the supernode's libp2p listeners.
 	Listen []string `json:"listen,omitempty"`
 	// Network configures the wired network (nil: DHCP on the first
@@ -101,6 +107,9 @@ type Gateway struct {
 	Invites    []string `json:"invites,omitempty"`
 	Allow      []string `json:"allow,omitempty"`
 }
+
+// NameService is a domain whose names a personal node may claim.
+type NameService = cloud.NameService
 
 // Domain pins the operator key of a domain a supernode serves.
 type Domain struct {
@@ -164,6 +173,17 @@ func (s *Settings) Check() error {
 		if g.HTTPS && len(s.Domains) == 0 {
 			return errors.New("gateway: https needs domains to get certificates for")
 		}
+	}
+	for i, ns := range s.NameServices {
+		if ns.Domain == "" {
+			return fmt.Errorf("name_services[%d]: domain is required", i)
+		}
+		if ns.API != "" && !strings.HasPrefix(ns.API, "http://") && !strings.HasPrefix(ns.API, "https://") {
+			return fmt.Errorf("name_services[%d]: api %q is not an http(s) URL", i, ns.API)
+		}
+	}
+	if s.Quota < 0 {
+		return fmt.Errorf("quota %d is negative", s.Quota)
 	}
 	if s.ResetButton != "" && !strings.HasPrefix(s.ResetButton, "GPIO") {
 		return fmt.Errorf("reset_button %q: want a GPIO pin name such as GPIO17", s.ResetButton)

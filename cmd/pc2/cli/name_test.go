@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/personal"
-	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/internal/gwtest"
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/gateway"
@@ -29,36 +29,14 @@ func TestNameCommands(t *testing.T) {
 	if err := Execute(context.Background(), []string{"identity", "new", "--key", opKey}, Env{Stdout: io.Discard, Stderr: io.Discard}); err != nil {
 		t.Fatal(err)
 	}
-	_, opID, err := loadKeyID(opKey)
+	op, err := identity.LoadKeyFile(opKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := "http://" + gwLn.Addr().String()
-	scfg := &supernode.Config{KeyFile: filepath.Join(dir, "sn.key"), CreateKey: true, DataDir: filepath.Join(dir, "sn"),
-		Listen:  []string{"/ip4/127.0.0.1/tcp/0"},
-		Domains: []supernode.DomainTrust{{Domain: "pc2.test", Operator: opID.DID()}},
-		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{"pc2.test": opKey}}}
-	if err := scfg.Check(); err != nil {
-		t.Fatal(err)
-	}
+	gw := gwtest.Start(t, gwtest.Options{Operator: op})
+	api, addrs := gw.API, gw.Addrs
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan []string, 1)
-	sdone := make(chan error, 1)
-	go func() {
-		sdone <- supernode.Run(ctx, scfg, supernode.Options{Logger: testlog.New(t, 0), GatewayHTTPListener: gwLn,
-			Ready: func(a []string) { ready <- a }})
-	}()
-	var addrs []string
-	select {
-	case addrs = <-ready:
-	case err := <-sdone:
-		t.Fatalf("supernode: %v", err)
-	}
 
 	nodeKey := filepath.Join(dir, "node.key")
 	ncfg := &personal.Config{KeyFile: nodeKey, CreateKey: true, Mode: personal.ModeRelayed, Supernodes: addrs,
@@ -69,7 +47,7 @@ func TestNameCommands(t *testing.T) {
 	}
 	ndone := make(chan error, 1)
 	go func() { ndone <- personal.Run(ctx, ncfg, personal.Options{Listener: nln, Logger: testlog.New(t, 0)}) }()
-	defer func() { cancel(); <-ndone; <-sdone }()
+	defer func() { cancel(); <-ndone }()
 	var nodeID identity.ID
 	for end := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, id, err := loadKeyID(nodeKey); err == nil {
@@ -95,12 +73,12 @@ func TestNameCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, nodeID.DID()) || !strings.Contains(out, `"status": "active"`) {
 		t.Fatalf("pc2 name show: %v\n%s", err, out)
 	}
-	// The node's status page answers at its name (once its did record
-	// lists the supernode).
+	// The node answers at its name (once its did record lists the
+	// supernode).
 	var code int
 	var body string
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		req, _ := http.NewRequest("GET", api+"/", nil)
+		req, _ := http.NewRequest("GET", api+"/api/status", nil)
 		req.Host = "alice.pc2.test"
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

@@ -1,0 +1,154 @@
+package personal
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pc2/pc2/internal/cloudtest"
+	"github.com/pc2/pc2/internal/gwtest"
+	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/cloud"
+)
+
+// TestCloudWizardGatewayRestore: a node without an identity serves the
+// setup wizard; the owner creates an identity, sets a password and claims
+// alice.pc2.test at a real supernode's names API; the node joins the
+// network with that identity, and its public site and a share link work
+// at the friendly URL through the gateway and relay (where the wizard and
+// the owner's pages are not open). Then the same words restore the
+// identity on a fresh device, which takes the name back (another
+// identity cannot).
+func TestCloudWizardGatewayRestore(t *testing.T) {
+	dir := t.TempDir()
+	gw := gwtest.Start(t, gwtest.Options{})
+	api, addrs := gw.API, gw.Addrs
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// startNode runs a fresh device's node (no key, no create_key).
+	startNode := func(name string) (string, *Config, func()) {
+		ncfg := &Config{KeyFile: filepath.Join(dir, name, "node.key"), Mode: ModeRelayed, Supernodes: addrs,
+			NameServices: []cloud.NameService{{Domain: "pc2.test", API: api}}}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nctx, ncancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- Run(nctx, ncfg, Options{Listener: ln, Logger: testlog.New(t, 0)}) }()
+		return "http://" + ln.Addr().String(), ncfg, func() {
+			ncancel()
+			if err := <-done; err != nil {
+				t.Errorf("node %s: %v", name, err)
+			}
+		}
+	}
+	base, ncfg, stop := startNode("one")
+	local := cloudtest.New(t, base, nil)
+	if r := local.Get("/api/status"); !strings.Contains(r.Body, `"state":"waiting"`) || !strings.Contains(r.Body, `"setup":"wizard"`) {
+		t.Fatalf("status without identity: %s", r.Body)
+	}
+	words := local.CreateIdentity()
+	key, err := identity.LoadKeyFile(ncfg.KeyFile)
+	if err != nil {
+		t.Fatalf("the wizard wrote no key: %v", err)
+	}
+	want, _ := identity.NodeKeyFromMnemonic(strings.Join(words, " "), "")
+	if !key.Equal(want) {
+		t.Fatal("the key file is not the words' key")
+	}
+	did, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	local.Password("owner password")
+	if r := local.Claim("Alice", ""); r.Code != http.StatusSeeOther || r.Location() != "/_/" {
+		t.Fatalf("claim in the wizard: %d %s", r.Code, r.Err())
+	}
+	if r := local.Get("/_/"); !strings.Contains(r.Body, "alice.pc2.test") || !strings.Contains(r.Body, did.DID()) {
+		t.Fatalf("dashboard lacks the name or DID: %d", r.Code)
+	}
+	if r := local.Upload("public/index.html", strings.NewReader("<h1>Alice's site</h1>")); r.Code != http.StatusCreated {
+		t.Fatalf("upload: %d %s", r.Code, r.Err())
+	}
+	if r := local.Upload("notes.txt", strings.NewReader("shared notes")); r.Code != http.StatusCreated {
+		t.Fatalf("upload: %d %s", r.Code, r.Err())
+	}
+	link := local.Share("notes.txt", 7)
+
+	// Through the gateway and the relay, by name.
+	visitor := cloudtest.New(t, api, nil)
+	visitor.Host = "alice.pc2.test"
+	waitFor(t, 30*time.Second, "the site at alice.pc2.test", func() bool { return visitor.Get("/").Body == "<h1>Alice's site</h1>" })
+	if r := visitor.Get(link); r.Code != 200 || r.Body != "shared notes" {
+		t.Fatalf("share link through the gateway: %d %q", r.Code, r.Body)
+	}
+	if r := visitor.Get("/_/"); r.Code != http.StatusSeeOther || !strings.HasPrefix(r.Location(), "/_/login") {
+		t.Fatalf("owner pages through the gateway: %d %s", r.Code, r.Location())
+	}
+	visitor.Login("owner password") // the owner, away from home
+	if r := visitor.Get("/_/dl/notes.txt"); r.Body != "shared notes" {
+		t.Fatalf("owner download through the gateway: %d", r.Code)
+	}
+	stop()
+
+	// A fresh device with the same words: the same DID, the name back.
+	base2, ncfg2, stop2 := startNode("two")
+	defer stop2()
+	b2 := cloudtest.New(t, base2, nil)
+	b2.Restore(strings.Join(words, "\n"))
+	k2, err := identity.LoadKeyFile(ncfg2.KeyFile)
+	if err != nil || !k2.Equal(key) {
+		t.Fatalf("restored key differs: %v", err)
+	}
+	b2.Password("owner password 2")
+	if r := b2.Claim("alice", ""); r.Code != http.StatusSeeOther {
+		t.Fatalf("taking the name back: %d %s", r.Code, r.Err())
+	}
+	if r := b2.Upload("public/index.html", strings.NewReader("<h1>Alice, new device</h1>")); r.Code != http.StatusCreated {
+		t.Fatal(r.Code)
+	}
+	waitFor(t, 30*time.Second, "alice.pc2.test served by the restored device", func() bool {
+		return visitor.Get("/").Body == "<h1>Alice, new device</h1>"
+	})
+
+	// Another identity cannot take the name.
+	base3, _, stop3 := startNode("three")
+	defer stop3()
+	b3 := cloudtest.New(t, base3, nil)
+	b3.CreateIdentity()
+	b3.Password("mallory password")
+	if r := b3.Claim("alice", ""); r.Code != http.StatusUnprocessableEntity || !strings.Contains(r.Err(), "could not be claimed") {
+		t.Fatalf("claim of alice by another identity: %d %s", r.Code, r.Err())
+	}
+	if r := b3.Get("/_/setup"); !strings.Contains(r.Body, `id="claim"`) {
+		t.Fatal("after a refused claim the wizard is not at the name step")
+	}
+	// The replaced-key rule: restoring over an identity keeps the old key.
+	if r := b3.TryStep("start-over", nil); r.Code != http.StatusSeeOther {
+		t.Fatal(r.Code)
+	}
+	b3.Restore(strings.Join(words, " "))
+	old, _ := filepath.Glob(filepath.Join(dir, "three", "node.key.replaced-*"))
+	if len(old) != 1 {
+		t.Fatalf("old key not kept aside: %v", old)
+	}
+	if b, _ := os.ReadFile(old[0]); !bytes.Contains(b, []byte("PRIVATE KEY")) {
+		t.Fatal("kept key file is not a key")
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); !ok(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

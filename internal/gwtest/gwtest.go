@@ -1,0 +1,89 @@
+// Package gwtest runs a supernode with its web gateway for one domain on
+// loopback, from a real supernode config, holding the domain's operator
+// key (open name policy): the names API and the friendly URLs that tests
+// of the CLI, the personal cloud and the appliance talk to.
+package gwtest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"net"
+	"path/filepath"
+	"testing"
+
+	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
+)
+
+// Options of Start; the zero value serves pc2.test over plain HTTP.
+type Options struct {
+	Domain string // default "pc2.test"
+	// Operator is the domain's operator key (nil: a new one).
+	Operator ed25519.PrivateKey
+	// Bootstrap are supernodes to join.
+	Bootstrap []string
+	// HTTPListener is the gateway's HTTP listener (nil: 127.0.0.1:0);
+	// HTTPSListener, if set, serves HTTPS with certificates from ACME.
+	HTTPListener, HTTPSListener net.Listener
+	ACME                        supernode.ACMEConfig
+}
+
+// Gateway is a running gateway supernode.
+type Gateway struct {
+	Domain   string
+	Addrs    []string // the supernode's multiaddrs
+	API      string   // http://<its HTTP listener>: the names API
+	HTTPPort int
+	Operator identity.ID
+}
+
+// Start runs the gateway supernode until the test ends.
+func Start(t testing.TB, o Options) *Gateway {
+	t.Helper()
+	dir := t.TempDir()
+	if o.Domain == "" {
+		o.Domain = "pc2.test"
+	}
+	if o.Operator == nil {
+		_, o.Operator, _ = ed25519.GenerateKey(nil)
+	}
+	op, _ := identity.IDFromPublicKey(o.Operator.Public().(ed25519.PublicKey))
+	opFile := filepath.Join(dir, "operator.key")
+	if err := identity.WriteKeyFile(opFile, o.Operator); err != nil {
+		t.Fatal(err)
+	}
+	if o.HTTPListener == nil {
+		var err error
+		if o.HTTPListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := &supernode.Config{KeyFile: filepath.Join(dir, "sn.key"), CreateKey: true, DataDir: filepath.Join(dir, "sn"),
+		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: o.Bootstrap,
+		Domains: []supernode.DomainTrust{{Domain: o.Domain, Operator: op.DID()}},
+		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile}}}
+	opts := supernode.Options{Logger: testlog.New(t, 0), GatewayHTTPListener: o.HTTPListener}
+	if o.HTTPSListener != nil {
+		cfg.Gateway.HTTPSListen = "127.0.0.1:0"
+		cfg.Gateway.ACME = o.ACME
+		opts.GatewayHTTPSListener = o.HTTPSListener
+	}
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan []string, 1)
+	done := make(chan error, 1)
+	opts.Ready = func(a []string) { ready <- a }
+	go func() { done <- supernode.Run(ctx, cfg, opts) }()
+	t.Cleanup(func() { cancel(); <-done })
+	g := &Gateway{Domain: o.Domain, API: "http://" + o.HTTPListener.Addr().String(),
+		HTTPPort: o.HTTPListener.Addr().(*net.TCPAddr).Port, Operator: op}
+	select {
+	case g.Addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("gateway supernode: %v", err)
+	}
+	return g
+}

@@ -1,0 +1,228 @@
+package cloud
+
+import (
+	"bytes"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestFilesPublicShares: the owner's file operations in the web UI, the
+// public site, share links (file, folder, expiry, revocation), WebDAV's
+// authentication, and path traversal through each of them.
+func TestFilesPublicShares(t *testing.T) {
+	e := newEnv(t)
+	b := e.setup("correct horse")
+	files := filepath.Join(e.dir, "files")
+	secret := filepath.Join(t.TempDir(), "secret.txt")
+	os.WriteFile(secret, []byte("outside"), 0o600)
+	os.WriteFile(filepath.Join(e.dir, "state", "not-a-file.txt"), []byte("state"), 0o600)
+
+	// Upload, download with ranges.
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	if r := b.Upload("docs/report.txt", bytes.NewReader(data)); r.Code != http.StatusNotFound {
+		t.Fatalf("upload into a missing folder: %d %s", r.Code, r.Err())
+	}
+	if r := b.Post("/_/mkdir", url.Values{"csrf": {b.CSRF("/_/")}, "dir": {""}, "name": {"docs"}}); r.Code != http.StatusSeeOther {
+		t.Fatal(r.Code)
+	}
+	if r := b.Upload("docs/report.txt", bytes.NewReader(data)); r.Code != http.StatusCreated {
+		t.Fatalf("upload: %d %s", r.Code, r.Err())
+	}
+	req, _ := http.NewRequest("GET", "/_/dl/docs/report.txt", nil)
+	req.Header.Set("Range", "bytes=10-19")
+	if r := b.Do(req); r.Code != http.StatusPartialContent || r.Body != "0123456789" ||
+		!strings.Contains(r.Header.Get("Content-Disposition"), "attachment") || !strings.HasPrefix(r.Header.Get("Content-Security-Policy"), "sandbox") {
+		t.Fatalf("range download: %d %q %v", r.Code, r.Body, r.Header)
+	}
+	if r := b.Get("/_/files/docs/"); r.Code != http.StatusOK || !strings.Contains(r.Body, "report.txt") {
+		t.Fatalf("listing: %d", r.Code)
+	}
+	// The no-script upload form: multipart, the CSRF token first.
+	var mp bytes.Buffer
+	mp.WriteString("--XX\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n" + b.CSRF("/_/") + "\r\n")
+	mp.WriteString("--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"C:\\\\x\\\\form.txt\"\r\n\r\nform data\r\n--XX--\r\n")
+	req, _ = http.NewRequest("POST", "/_/upload?dir=docs", bytes.NewReader(mp.Bytes()))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=XX")
+	if r := b.Do(req); r.Code != http.StatusSeeOther || !strings.Contains(r.Location(), "Uploaded+1") {
+		t.Fatalf("form upload: %d %s", r.Code, r.Location())
+	}
+	if got, _ := os.ReadFile(filepath.Join(files, "docs", "form.txt")); string(got) != "form data" {
+		t.Fatalf("form upload stored %q", got)
+	}
+	req, _ = http.NewRequest("POST", "/_/upload?dir=docs", strings.NewReader(strings.Replace(mp.String(), b.CSRF("/_/"), "forged", 1)))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=XX")
+	if r := b.Do(req); r.Code != http.StatusForbidden {
+		t.Fatalf("form upload with a forged token: %d", r.Code)
+	}
+	// Rename, move into a folder, delete.
+	csrf := b.CSRF("/_/")
+	for _, step := range []struct {
+		path string
+		v    url.Values
+	}{
+		{"/_/move", url.Values{"from": {"docs/form.txt"}, "to": {"docs/renamed.txt"}}},
+		{"/_/mkdir", url.Values{"dir": {"docs"}, "name": {"old"}}},
+		{"/_/move", url.Values{"from": {"docs/renamed.txt"}, "to": {"docs/old"}}},
+	} {
+		step.v.Set("csrf", csrf)
+		if r := b.Post(step.path, step.v); r.Code != http.StatusSeeOther || strings.Contains(r.Location(), "err=") {
+			t.Fatalf("%s %v: %d %s", step.path, step.v, r.Code, r.Location())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(files, "docs", "old", "renamed.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.Post("/_/delete", url.Values{"csrf": {csrf}, "path": {"docs/old"}}); r.Code != http.StatusSeeOther || strings.Contains(r.Location(), "err=") {
+		t.Fatalf("delete: %s", r.Location())
+	}
+	if _, err := os.Stat(filepath.Join(files, "docs", "old")); !os.IsNotExist(err) {
+		t.Fatalf("folder still there after delete: %v", err)
+	}
+
+	// Path traversal in the web UI: refused, nothing outside touched.
+	os.Symlink(secret, filepath.Join(files, "docs", "link.txt"))
+	os.Symlink(filepath.Dir(secret), filepath.Join(files, "public", "out"))
+	for _, p := range []string{"/_/dl/../state/not-a-file.txt", "/_/dl/..%2fstate%2fnot-a-file.txt", "/_/dl/%2e%2e/%2e%2e/etc/passwd",
+		"/_/dl/docs/link.txt", "/_/dl//etc/passwd", "/_/files/..%2f..%2f", "/_/api/files/..%2f"} {
+		r := b.Get(p)
+		if r.Code == http.StatusOK || strings.Contains(r.Body, "outside") || strings.Contains(r.Body, "root:") || strings.Contains(r.Body, "state") && r.Code == 200 {
+			t.Errorf("GET %s: %d %.100q", p, r.Code, r.Body)
+		}
+	}
+	for _, v := range []url.Values{
+		{"from": {"docs/report.txt"}, "to": {"../x.txt"}},
+		{"from": {"../state/owner.json"}, "to": {"docs/owner.json"}},
+		{"from": {"docs/report.txt"}, "to": {"docs/link.txt/x"}},
+	} {
+		v.Set("csrf", csrf)
+		if r := b.Post("/_/move", v); !strings.Contains(r.Location(), "err=") {
+			t.Errorf("move %v: %s", v, r.Location())
+		}
+	}
+	if r := b.Upload("../escape.txt", strings.NewReader("x")); r.Code/100 == 2 {
+		t.Errorf("upload to ../: %d", r.Code)
+	}
+	if r := b.Upload("docs/link.txt", strings.NewReader("overwrite")); r.Code == http.StatusCreated {
+		// Replacing the link itself is fine; the target must stay.
+		t.Logf("upload over a symlink replaced the link")
+	}
+	if got, _ := os.ReadFile(secret); string(got) != "outside" {
+		t.Fatalf("a write went through a symlink out of the data dir: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "escape.txt")); err == nil {
+		t.Fatal("upload escaped the files root")
+	}
+
+	// Public site: public/ at /, index.html for folders, no listing.
+	os.WriteFile(filepath.Join(files, "public", "index.html"), []byte("<h1>hello</h1>"), 0o600)
+	os.MkdirAll(filepath.Join(files, "public", "blog"), 0o700)
+	os.WriteFile(filepath.Join(files, "public", "blog", "post.html"), []byte("post"), 0o600)
+	anon := e.browser(e.relayed.URL)
+	if r := anon.Get("/"); r.Code != 200 || r.Body != "<h1>hello</h1>" || !strings.HasPrefix(r.Header.Get("Content-Security-Policy"), "sandbox") {
+		t.Fatalf("public /: %d %q", r.Code, r.Body)
+	}
+	if r := anon.Get("/blog/post.html"); r.Code != 200 || r.Body != "post" {
+		t.Fatalf("public page: %d", r.Code)
+	}
+	for _, p := range []string{"/blog/", "/blog", "/docs/report.txt", "/../docs/report.txt", "/%2e%2e/docs/report.txt", "/..%2fdocs%2freport.txt", "/out/secret.txt", "/_/dl/docs/report.txt"} {
+		r := anon.Get(p)
+		if r.Code == 200 && (strings.Contains(r.Body, "0123456789") || strings.Contains(r.Body, "post.html") || strings.Contains(r.Body, "outside")) {
+			t.Errorf("anonymous GET %s: %d %.100q", p, r.Code, r.Body)
+		}
+	}
+	if r := anon.Get("/blog"); r.Code != http.StatusMovedPermanently {
+		t.Errorf("/blog: %d, want a redirect to /blog/", r.Code)
+	}
+	if r := anon.Post("/", nil); r.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %d", r.Code)
+	}
+
+	// Share links: a file and a folder, seen logged out.
+	fileLink := b.Share("docs/report.txt", 0)
+	dirLink := b.Share("docs", 1)
+	if r := anon.Get(fileLink); r.Code != 200 || r.Body != string(data) {
+		t.Fatalf("file share: %d", r.Code)
+	}
+	if r := anon.Get(fileLink + "/x"); r.Code != http.StatusNotFound {
+		t.Fatalf("path under a file share: %d", r.Code)
+	}
+	if r := anon.Get(dirLink); r.Code != 200 || !strings.Contains(r.Body, "report.txt") {
+		t.Fatalf("folder share: %d", r.Code)
+	}
+	if r := anon.Get(dirLink + "/report.txt?dl=1"); r.Code != 200 || r.Body != string(data) || !strings.Contains(r.Header.Get("Content-Disposition"), "attachment") {
+		t.Fatalf("file in a folder share: %d", r.Code)
+	}
+	for _, p := range []string{"/../public/index.html", "/..%2fpublic%2findex.html", "/%2e%2e/public/index.html", "/link.txt", "/../../state/owner.json"} {
+		r := anon.Get(dirLink + p)
+		if r.Code == 200 {
+			t.Errorf("folder share + %s: %d %.100q", p, r.Code, r.Body)
+		}
+	}
+	if r := anon.Get("/s/AAAAAAAAAAAAAAAAAAAAAA"); r.Code != http.StatusNotFound {
+		t.Fatalf("unknown share: %d", r.Code)
+	}
+	if r := b.Get("/_/shares"); !strings.Contains(r.Body, fileLink) {
+		t.Fatal("shares page lacks the link")
+	}
+	e.clock.add(25 * time.Hour)
+	if r := anon.Get(dirLink); r.Code != http.StatusGone {
+		t.Fatalf("expired share: %d", r.Code)
+	}
+	// Revoke the file link.
+	page := b.Get("/_/shares").Body
+	i := strings.Index(page, fileLink)
+	j := strings.LastIndex(page[:i], `data-id="`)
+	id := page[j+9 : j+9+12]
+	if r := b.Post("/_/unshare", url.Values{"csrf": {b.CSRF("/_/")}, "id": {id}}); !strings.Contains(r.Location(), "msg=") {
+		t.Fatalf("revoke: %s", r.Location())
+	}
+	if r := anon.Get(fileLink); r.Code != http.StatusNotFound {
+		t.Fatalf("revoked share: %d", r.Code)
+	}
+
+	// WebDAV: the owner password, nothing else.
+	req, _ = http.NewRequest("PROPFIND", "/dav/docs/", nil)
+	req.Header.Set("Depth", "1")
+	if r := anon.Do(req); r.Code != http.StatusUnauthorized || !strings.Contains(r.Header.Get("WWW-Authenticate"), "Basic") {
+		t.Fatalf("WebDAV without a password: %d", r.Code)
+	}
+	req, _ = http.NewRequest("PROPFIND", "/dav/docs/", nil)
+	req.Header.Set("Depth", "1")
+	req.SetBasicAuth("owner", "correct horse")
+	if r := anon.Do(req); r.Code != http.StatusMultiStatus || !strings.Contains(r.Body, "report.txt") {
+		t.Fatalf("WebDAV PROPFIND: %d %.200q", r.Code, r.Body)
+	}
+	req, _ = http.NewRequest("GET", "/dav/../state/owner.json", nil)
+	req.SetBasicAuth("owner", "correct horse")
+	if r := anon.Do(req); r.Code == 200 {
+		t.Fatalf("WebDAV traversal: %d", r.Code)
+	}
+}
+
+// TestDashboard shows what the owner needs and stays small.
+func TestDashboard(t *testing.T) {
+	e := newEnv(t)
+	b := e.setup("correct horse")
+	r := b.Get("/_/")
+	for _, want := range []string{e.node.DID(), "relayed", "sn1", "test", "in your files", "personal cloud not set up yet", `id="logs"`} {
+		if !strings.Contains(r.Body, want) {
+			t.Errorf("dashboard lacks %q", want)
+		}
+	}
+	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("dashboard CSP %q", csp)
+	}
+	for _, a := range []string{"/_/assets/app.css", "/_/assets/app.js", "/_/assets/icon.svg"} {
+		if r := b.Get(a); r.Code != 200 || r.Header.Get("Cache-Control") == "" {
+			t.Errorf("%s: %d", a, r.Code)
+		}
+	}
+	if r := b.Get("/_/assets/"); r.Code != http.StatusNotFound {
+		t.Errorf("asset listing: %d", r.Code)
+	}
+}

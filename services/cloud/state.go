@@ -1,0 +1,121 @@
+package cloud
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pc2/pc2/appliance/atomicfile"
+)
+
+// owner is the wizard's result (state/owner.json).
+type owner struct {
+	SetupDone    bool      `json:"setup_done"`
+	SetupAt      time.Time `json:"setup_at,omitzero"`
+	PasswordHash string    `json:"password_hash,omitempty"` // argon2id PHC string
+	PasswordAt   time.Time `json:"password_at,omitzero"`
+	// Name is the claimed name (label.domain), NameAPI the names API
+	// it was claimed at ("" for https://<domain>).
+	Name    string `json:"name,omitempty"`
+	NameAPI string `json:"name_api,omitempty"`
+}
+
+// session is a logged-in browser (state/sessions.json). The map key is
+// the SHA-256 of the cookie's token, so the file does not hold tokens.
+type session struct {
+	CSRF    string    `json:"csrf"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	Seen    time.Time `json:"seen"`
+	IP      string    `json:"ip,omitempty"`
+	Agent   string    `json:"agent,omitempty"`
+}
+
+// share is a share link (state/shares.json), keyed by its token.
+type share struct {
+	ID      string    `json:"id"` // short public handle for revoking
+	Path    string    `json:"path"`
+	Dir     bool      `json:"dir"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// stateStore keeps the cloud's small state files in memory and writes
+// each one atomically (appliance/atomicfile) when it changes, so a power
+// cut leaves the old or the new file.
+type stateStore struct {
+	dir string
+	now func() time.Time
+
+	mu       sync.Mutex
+	owner    owner
+	sessions map[string]*session
+	shares   map[string]*share
+}
+
+func openState(dir string, now func() time.Time) (*stateStore, error) {
+	st := &stateStore{dir: dir, now: now, sessions: map[string]*session{}, shares: map[string]*share{}}
+	for name, v := range map[string]any{"owner.json": &st.owner, "sessions.json": &st.sessions, "shares.json": &st.shares} {
+		if err := loadJSON(filepath.Join(dir, name), v); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func loadJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cloud state: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("cloud state %s: %w", path, err)
+	}
+	return nil
+}
+
+// save writes one state file; called with mu held.
+func (st *stateStore) save(name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(st.dir, name), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("cloud state: save %s: %w", name, err)
+	}
+	return nil
+}
+
+func (st *stateStore) setupDone() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.owner.SetupDone
+}
+
+func (st *stateStore) getOwner() owner {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.owner
+}
+
+// updateOwner changes the owner record and saves it; on a failed save
+// the change is undone.
+func (st *stateStore) updateOwner(f func(*owner)) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	old := st.owner
+	f(&st.owner)
+	if err := st.save("owner.json", &st.owner); err != nil {
+		st.owner = old
+		return err
+	}
+	return nil
+}
