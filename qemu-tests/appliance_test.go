@@ -350,6 +350,9 @@ func TestRestartKeepsIdentityAndSettings(t *testing.T) {
 	if wiz.DID != "" || wiz.State != "waiting" {
 		t.Fatalf("first boot without an identity: %+v", wiz)
 	}
+	if !strings.Contains(vm.Serial(), "PC2: or from elsewhere with the one-time setup code ") {
+		t.Errorf("the setup code is not on the console")
+	}
 	owner := cloudtest.New(t, fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(4200)), &http.Client{Timeout: time.Minute})
 	if r := owner.Get("/"); r.Code != http.StatusSeeOther || r.Location() != "/_/setup" {
 		t.Fatalf("/ on first boot: %d %s", r.Code, r.Location())

@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -65,6 +66,9 @@ type Options struct {
 	Network Network
 	// WiFiRadio opens the Wi-Fi hardware; nil: the kernel's nl80211.
 	WiFiRadio func() (wifi.Radio, error)
+	// Console shows the owner the personal cloud's setup code (the
+	// appliance's /dev/console); nil: only the log.
+	Console io.Writer
 	// PermDir is wiped by a factory reset (default "/perm").
 	PermDir string
 	// Reboot restarts the machine (default: sync and reboot(2)).
@@ -182,6 +186,7 @@ func Run(ctx context.Context, opts Options) error {
 			Listener: opts.Listener,
 			Version:  opts.Version,
 			Routes:   d.routes,
+			Console:  d.opts.Console,
 			Started: func(n *personal.Node) {
 				d.node.Store(n)
 				goRun(func() { d.follow(ctx, n) })

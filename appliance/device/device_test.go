@@ -19,6 +19,7 @@ import (
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/hardware"
 	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/internal/cloudtest"
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/dht"
@@ -127,7 +128,8 @@ func waitFor(t *testing.T, what string, f func() bool) {
 }
 
 // TestPersonalDevice runs the personal profile from settings: the node
-// comes online with a key under the perm dir, the network settings reach
+// waits in the setup wizard, comes online with the key the wizard made
+// under the perm dir, the network settings reach
 // the network, and the admin API works only with the admin password.
 func TestPersonalDevice(t *testing.T) {
 	hash, err := password.Hash("admin password 1")
@@ -140,6 +142,7 @@ func TestPersonalDevice(t *testing.T) {
 		AdminPasswordHash: hash, Network: netcfg, WiFi: &settings.WiFi{SSID: "home", Passphrase: "secret passphrase"}},
 		func() error { rebooted <- struct{}{}; return nil })
 
+	cloudtest.New(t, base, nil).CreateIdentity()
 	waitFor(t, "node online", func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err != nil {

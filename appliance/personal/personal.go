@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -36,6 +37,9 @@ type Options struct {
 	// Routes, if set, adds handlers to the status page's mux (the
 	// appliance adds its admin API).
 	Routes func(*http.ServeMux)
+	// Console, if set, shows the owner the personal cloud's one-time
+	// setup code while it is not set up (the appliance's console).
+	Console io.Writer
 	// Started, if set, is called once the node runs, for callers that
 	// follow its Status (the appliance's status light).
 	Started func(*Node)
@@ -158,7 +162,13 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		return fmt.Errorf("supernodes: %w", err)
 	}
 	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n),
-		NameServices: cfg.NameServices, Version: opts.Version, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now})
+		NameServices: cfg.NameServices, Version: opts.Version, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
+		ShowSetupCode: func(code string) {
+			if opts.Console != nil {
+				fmt.Fprintf(opts.Console, "\r\nPC2: set up your personal cloud: open port 4200 of this device from your local network,\r\n"+
+					"PC2: or from elsewhere with the one-time setup code %s\r\n", code)
+			}
+		}})
 	if err != nil {
 		return err
 	}

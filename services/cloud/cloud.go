@@ -90,6 +90,10 @@ type Options struct {
 	Rand io.Reader
 	// HTTPClient calls names APIs; nil: gateway.Client's default.
 	HTTPClient *http.Client
+	// ShowSetupCode, if set, is called with each new one-time setup code
+	// (at start while not set up, and when a code has been used), to show
+	// it to the owner (the appliance's console).
+	ShowSetupCode func(code string)
 	// LocalNet reports whether a direct client address is on the local
 	// network (the wizard opens without the setup code for those); nil:
 	// loopback, private (RFC 1918, fc00::/7) and link-local addresses.
@@ -148,8 +152,12 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuth(s.state, opts.Now, opts.Rand)
 	s.wiz = newWizard(s)
 	if !s.state.setupDone() {
+		code := s.wiz.code()
 		s.log.Info("personal cloud not set up yet: open the setup wizard from the local network, or elsewhere with the setup code",
-			"path", "/_/setup", "setup_code", s.wiz.code())
+			"path", "/_/setup", "setup_code", code)
+		if opts.ShowSetupCode != nil {
+			opts.ShowSetupCode(code)
+		}
 	}
 	s.mux = s.routes()
 	return s, nil

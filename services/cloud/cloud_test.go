@@ -89,6 +89,9 @@ type env struct {
 	relayed *httptest.Server // through a relay
 	clock   *clock
 	dir     string
+
+	mu    sync.Mutex
+	codes []string // shown by ShowSetupCode
 }
 
 func newEnv(t *testing.T) *env {
@@ -97,6 +100,7 @@ func newEnv(t *testing.T) *env {
 	var err error
 	logs := NewLogRing(50)
 	e.srv, err = New(Options{DataDir: e.dir, Node: e.node, Version: "test", Now: e.clock.now, Logs: logs,
+		ShowSetupCode: func(c string) { e.mu.Lock(); e.codes = append(e.codes, c); e.mu.Unlock() },
 		Logger: slog.New(logs.Handler(slog.NewTextHandler(testlog.Writer(t), nil)))})
 	if err != nil {
 		t.Fatal(err)
@@ -170,6 +174,11 @@ func TestWizardCreateAndAccess(t *testing.T) {
 	if e.srv.SetupCode() == code {
 		t.Fatal("the setup code was not replaced after use")
 	}
+	e.mu.Lock()
+	if len(e.codes) != 2 || e.codes[0] != code || e.codes[1] != e.srv.SetupCode() {
+		t.Errorf("codes shown to the owner %v, want %s then the new one", e.codes, code)
+	}
+	e.mu.Unlock()
 	// Steps cannot be skipped, and posts need the wizard's CSRF token.
 	if p := rel.TryStep("password", url.Values{"password": {"x"}}); p.Code != http.StatusConflict {
 		t.Fatalf("password step before identity: %d", p.Code)

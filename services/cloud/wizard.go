@@ -101,12 +101,17 @@ func (z *wizard) useCode(got string) bool {
 		got = got[:5] + "-" + got[5:]
 	}
 	z.mu.Lock()
-	defer z.mu.Unlock()
 	if z.setup == "" || subtle.ConstantTimeCompare([]byte(got), []byte(z.setup)) != 1 {
+		z.mu.Unlock()
 		return false
 	}
 	z.setup = z.newCode()
-	z.s.log.Info("setup code used; a new one for another browser", "setup_code", z.setup)
+	next := z.setup
+	z.mu.Unlock()
+	z.s.log.Info("setup code used; a new one for another browser", "setup_code", next)
+	if z.s.opts.ShowSetupCode != nil {
+		z.s.opts.ShowSetupCode(next)
+	}
 	return true
 }
 

@@ -2,6 +2,9 @@ package cli
 
 import (
 	"context"
+	"io"
+	"os"
+	"syscall"
 
 	"github.com/pc2/pc2/appliance/device"
 	"github.com/pc2/pc2/appliance/settings"
@@ -22,10 +25,18 @@ func runDevice(ctx context.Context, env Env, args []string) error {
 	if len(rest) > 0 {
 		return usageErr("usage: pc2 device [--disk DISK] [--perm-file FILE]")
 	}
+	// gokrazy keeps a service's output in its log buffer; what the owner
+	// must see at the box (the setup code) goes to the console too.
+	var console io.Writer
+	if f, err := os.OpenFile("/dev/console", os.O_WRONLY|os.O_APPEND|syscall.O_NOCTTY, 0); err == nil {
+		defer f.Close()
+		console = f
+	}
 	err = device.Run(ctx, device.Options{
 		Logger:  env.logger(),
 		Version: Version,
 		Paths:   settings.Paths{Disk: *disk, PermFile: *perm},
+		Console: console,
 	})
 	return notConfigured(err)
 }

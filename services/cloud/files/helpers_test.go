@@ -17,7 +17,6 @@ import (
 	"github.com/pc2/pc2/internal/testlog"
 )
 
-
 func testLogger(t testing.TB) *slog.Logger {
 	return testlog.New(t, slog.LevelDebug)
 }
