@@ -101,7 +101,7 @@ func newEnv(t *testing.T) *env {
 	logs := NewLogRing(50)
 	e.srv, err = New(Options{DataDir: e.dir, Node: e.node, Version: "test", Now: e.clock.now, Logs: logs,
 		ShowSetupCode: func(c string) { e.mu.Lock(); e.codes = append(e.codes, c); e.mu.Unlock() },
-		Logger: slog.New(logs.Handler(slog.NewTextHandler(testlog.Writer(t), nil)))})
+		Logger:        slog.New(logs.Handler(slog.NewTextHandler(testlog.Writer(t), nil)))})
 	if err != nil {
 		t.Fatal(err)
 	}
