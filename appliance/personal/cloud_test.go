@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/gateway"
 )
 
 // TestCloudWizardGatewayRestore: a node without an identity serves the
@@ -149,6 +153,87 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	for end := time.Now().Add(d); !ok(); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestManyRelayedRequests: a node answers as many concurrent requests
+// through a gateway and its relay as the relay allows a node (256),
+// not the ~64-75 streams per protocol and peer of libp2p's default
+// limits.
+func TestManyRelayedRequests(t *testing.T) {
+	const n = 180 // below the gateway's per-IP burst of 200
+	gw := gwtest.Start(t, gwtest.Options{})
+	dir := t.TempDir()
+	var inFlight atomic.Int32
+	release := make(chan struct{})
+	cfg := &Config{KeyFile: filepath.Join(dir, "node.key"), CreateKey: true, Mode: ModeRelayed, Supernodes: gw.Addrs}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan *Node, 1)
+	go func() {
+		done <- Run(ctx, cfg, Options{Listener: ln, Logger: testlog.New(t, slog.LevelWarn), Started: func(n *Node) { started <- n },
+			Routes: func(mux *http.ServeMux) {
+				mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
+					inFlight.Add(1)
+					<-release
+					w.Write([]byte("ok"))
+				})
+			}})
+	}()
+	defer func() { cancel(); <-done }()
+	node := <-started
+	waitFor(t, 30*time.Second, "node online", func() bool { return node.Status().State == "online" })
+	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&gateway.Client{API: gw.API}).Claim(ctx, key, "load.pc2.test", ""); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n}}
+	get := func() (int, error) {
+		req, _ := http.NewRequest("GET", gw.API+"/hold", nil)
+		req.Host = "load.pc2.test"
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	// One first, so the gateway has resolved the name.
+	go func() { time.Sleep(2 * time.Second); release <- struct{}{} }()
+	if code, err := get(); code != 200 {
+		t.Fatalf("first request: %d %v", code, err)
+	}
+	inFlight.Store(0)
+	codes := make(chan string, n)
+	for range n {
+		go func() {
+			code, err := get()
+			codes <- fmt.Sprint(code, " ", err)
+		}()
+	}
+	end := time.Now().Add(30 * time.Second)
+	for inFlight.Load() < n && time.Now().Before(end) {
+		select {
+		case c := <-codes:
+			t.Fatalf("a request ended while all were held: %s (%d in flight)", c, inFlight.Load())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if got := inFlight.Load(); got != n {
+		t.Fatalf("%d of %d concurrent requests reached the node", got, n)
+	}
+	close(release)
+	for range n {
+		if c := <-codes; c != "200 <nil>" {
+			t.Fatalf("request: %s", c)
 		}
 	}
 }

@@ -305,6 +305,7 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 		Bootstrap:           boot,
 		AllowUnknownDomains: true,
 		RepublishInterval:   cfg.RepublishInterval.Or(time.Hour),
+		Limits:              dht.NodeLimits(),
 		Now:                 n.opts.Now,
 		Logger:              log.With("service", "dht"),
 	}

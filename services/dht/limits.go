@@ -46,7 +46,18 @@ type Limits struct {
 	// window of data waiting in relayed streams. An idle attached node
 	// really costs far less (docs/benchmarks.md, "Relay").
 	Memory int64
+	// Relayed is how many streams one peer may open to this host at once
+	// on top of its own: a personal node accepts a supernode's relayed
+	// HTTP and TCP streams (up to the relay's 256 per node, from each of
+	// its two supernodes). 0: none (servers).
+	Relayed int
 }
+
+// NodeLimits are a personal node's: a few dozen peers (its supernodes,
+// DHT lookups, gateways that reach it directly) and the relays' streams.
+// libp2p's defaults, which scale with RAM, admit 64-75 inbound streams
+// per protocol and peer, fewer than a relay sends (502s beyond them).
+func NodeLimits() Limits { return Limits{Peers: 64, Relayed: 256} }
 
 // withDefaults fills l's zero fields for mode. ok is false when the host
 // keeps libp2p's own defaults (a client without explicit limits).
@@ -58,7 +69,8 @@ func (l Limits) withDefaults(mode Mode) (_ Limits, ok bool) {
 		l.Peers = DefaultServerPeers
 	}
 	if l.Memory <= 0 {
-		l.Memory = int64(l.Peers) * 3 * yamuxWindow
+		// Two relaying supernodes' streams on top of the peers'.
+		l.Memory = int64(3*l.Peers+2*l.Relayed) * yamuxWindow
 	}
 	return l, true
 }
@@ -96,7 +108,7 @@ func (l Limits) limitConfig() rcmgr.ConcreteLimitConfig {
 		// connection; the process needs RLIMIT_NOFILE above it.
 		System: rcmgr.ResourceLimits{
 			ConnsInbound: lim(l.inboundConns()), ConnsOutbound: lim(outboundConns), Conns: lim(conns),
-			StreamsInbound: lim(min(2*p, streams)), StreamsOutbound: lim(min(p, streams)), Streams: lim(streams),
+			StreamsInbound: lim(min(2*p+2*l.Relayed, streams)), StreamsOutbound: lim(min(p, streams)), Streams: lim(streams),
 			FD: lim(conns), Memory: rcmgr.LimitVal64(l.Memory),
 		},
 		// Connections in their handshake and streams before their protocol
@@ -110,7 +122,7 @@ func (l Limits) limitConfig() rcmgr.ConcreteLimitConfig {
 		// One protocol across all peers: /pc2/attach/1 and /pc2/kad/1.0.0
 		// hold a stream per node, /pc2/http/1 carries relayed requests.
 		ProtocolDefault: rcmgr.ResourceLimits{
-			StreamsInbound: lim(p + p/4), StreamsOutbound: lim(p), Streams: lim(2 * p),
+			StreamsInbound: lim(p + p/4 + 2*l.Relayed), StreamsOutbound: lim(p), Streams: lim(2*p + 2*l.Relayed),
 		},
 		// One peer, so that no node takes more than a small share. A node
 		// needs one connection (8 allow for reconnects over TCP and QUIC at

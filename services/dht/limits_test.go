@@ -10,17 +10,20 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 )
 
+func limitOf(t *testing.T, s network.ResourceScope) rcmgr.Limit {
+	t.Helper()
+	sl, ok := s.(rcmgr.ResourceScopeLimiter)
+	if !ok {
+		t.Fatalf("scope %T has no limit", s)
+	}
+	return sl.Limit()
+}
+
 // hostLimits are a node's system and per-peer resource limits and its
 // connection manager's high water.
 func hostLimits(t *testing.T, n *Node) (system, perPeer rcmgr.Limit, highWater int) {
 	t.Helper()
-	limitOf := func(s network.ResourceScope) rcmgr.Limit {
-		sl, ok := s.(rcmgr.ResourceScopeLimiter)
-		if !ok {
-			t.Fatalf("scope %T has no limit", s)
-		}
-		return sl.Limit()
-	}
+	limitOf := func(s network.ResourceScope) rcmgr.Limit { return limitOf(t, s) }
 	rm := n.Host().Network().ResourceManager()
 	rm.ViewSystem(func(s network.ResourceScope) error { system = limitOf(s); return nil })
 	other, err := IDToPeer(idOf(t, testKey("some peer")))
@@ -88,6 +91,23 @@ func TestHostLimits(t *testing.T) {
 	if in := sys.GetConnLimit(network.DirInbound); in >= DefaultServerPeers/4 || high != 192 {
 		t.Errorf("client: %d inbound connections, high water %d; want libp2p's defaults (high water 192)", in, high)
 	}
+
+	// A personal node takes two relays' 256 streams each, and the stream
+	// counts still bind before the memory.
+	node := start(ModeClient, NodeLimits())
+	sys, per, _ = hostLimits(t, node)
+	if in, n, mem := sys.GetStreamLimit(network.DirInbound), int64(sys.GetStreamTotalLimit()), sys.GetMemoryLimit(); in < 512 || n*yamuxWindow > mem {
+		t.Errorf("node: %d inbound streams (want >= 512), %d streams need %d bytes of windows, memory %d", in, n, n*yamuxWindow, mem)
+	}
+	if in := per.GetStreamLimit(network.DirInbound); in < 256 {
+		t.Errorf("node: %d inbound streams per peer, want >= 256", in)
+	}
+	node.Host().Network().ResourceManager().ViewProtocol("/pc2/http/1", func(s network.ProtocolScope) error {
+		if in := limitOf(t, s).GetStreamLimit(network.DirInbound); in < 512 {
+			t.Errorf("node: %d inbound streams for /pc2/http/1, want >= 512", in)
+		}
+		return nil
+	})
 
 	sys, _, high = hostLimits(t, start(ModeClient, Limits{Peers: 100, Memory: 64 << 20}))
 	if in, mem := sys.GetConnLimit(network.DirInbound), sys.GetMemoryLimit(); in != 125 || mem != 64<<20 || high != 125 {
