@@ -27,6 +27,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/gateway"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 const testDomain = "pc2.test"
@@ -107,7 +108,7 @@ func TestGatewayNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	user := userClient(tp.Client, tp.SupernodeA.Addr().String(), roots)
-	api := &gateway.Client{HTTP: user} // https://pc2.test
+	api := &namesapi.Client{HTTP: user} // https://pc2.test
 	ctx := context.Background()
 	key, err := identity.LoadKeyFile(nodeKey)
 	if err != nil {

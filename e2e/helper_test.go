@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,12 +45,7 @@ func TestHelper(t *testing.T) {
 		if cfg, err = personal.LoadConfig(path); err == nil {
 			err = personal.Run(ctx, cfg, personal.Options{Logger: log,
 				// The echo service's paths beside the personal cloud at /.
-				Routes: func(mux *http.ServeMux) {
-					echo := echotest.HTTP()
-					for _, p := range []string{"GET /hello", "POST /sum", "GET /ws"} {
-						mux.Handle(p, echo)
-					}
-				},
+				Routes:  echotest.Register,
 				Started: func(*personal.Node) { fmt.Println("ready") }})
 		}
 	}

@@ -40,7 +40,7 @@ import (
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
-	"github.com/pc2/pc2/services/gateway"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/relay"
 	"github.com/pc2/pc2/services/tunnel"
@@ -295,7 +295,7 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 		t.Fatal(err)
 	}
 	name := "alice." + testDomain
-	if ni, err := (&gateway.Client{API: "https://" + testDomain, HTTP: browser}).Claim(context.Background(), key, name, ""); err != nil || ni.DID != vectorDID {
+	if ni, err := (&namesapi.Client{API: "https://" + testDomain, HTTP: browser}).Claim(context.Background(), key, name, ""); err != nil || ni.DID != vectorDID {
 		t.Fatalf("claim %s: %+v %v", name, ni, err)
 	}
 	// The node reattaches when its network changes (an IPv6 address
@@ -593,7 +593,7 @@ func TestSupernodeImage(t *testing.T) {
 	// names API on port 80, and the gateway serves it from the relay.
 	gw := fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(80))
 	name := "bob." + testDomain
-	if ni, err := (&gateway.Client{API: gw}).Claim(ctx, nodeKey, name, ""); err != nil || ni.DID != nodeID.DID() {
+	if ni, err := (&namesapi.Client{API: gw}).Claim(ctx, nodeKey, name, ""); err != nil || ni.DID != nodeID.DID() {
 		t.Fatalf("claim on the VM's gateway: %+v %v", ni, err)
 	}
 	req, _ := http.NewRequest("GET", gw+"/hello", nil)

@@ -20,7 +20,7 @@ import (
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
-	"github.com/pc2/pc2/services/gateway"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // TestCloudWizardGatewayRestore: a node without an identity serves the
@@ -192,7 +192,7 @@ func TestManyRelayedRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (&gateway.Client{API: gw.API}).Claim(ctx, key, "load.pc2.test", ""); err != nil {
+	if _, err := (&namesapi.Client{API: gw.API}).Claim(ctx, key, "load.pc2.test", ""); err != nil {
 		t.Fatal(err)
 	}
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n}}

@@ -16,6 +16,13 @@ import (
 //	GET /ws     a WebSocket that echoes every message
 func HTTP() http.Handler {
 	mux := http.NewServeMux()
+	Register(mux)
+	return mux
+}
+
+// Register adds HTTP's three paths to mux, beside other handlers (a
+// personal node's cloud at /).
+func Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s xff=%s xfh=%s xfp=%s", r.Host, r.Header.Get("X-Forwarded-For"),
 			r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-Proto"))
@@ -46,5 +53,4 @@ func HTTP() http.Handler {
 			}
 		}
 	})
-	return mux
 }

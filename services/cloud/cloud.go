@@ -88,7 +88,7 @@ type Options struct {
 	Now func() time.Time
 	// Rand is the source of tokens, codes and words; nil: crypto/rand.
 	Rand io.Reader
-	// HTTPClient calls names APIs; nil: gateway.Client's default.
+	// HTTPClient calls names APIs; nil: namesapi.Client's default.
 	HTTPClient *http.Client
 	// ShowSetupCode, if set, is called with each new one-time setup code
 	// (at start while not set up, and when a code has been used), to show

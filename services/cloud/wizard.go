@@ -16,7 +16,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/dht/records"
-	"github.com/pc2/pc2/services/gateway"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // The wizard: identity (create and confirm, restore, or keep a
@@ -336,9 +336,9 @@ func (s *Server) claimName(ctx context.Context, r *http.Request) (name, api stri
 	}
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	c := &gateway.Client{API: api, HTTP: s.opts.HTTPClient, Now: s.opts.Now}
+	c := &namesapi.Client{API: api, HTTP: s.opts.HTTPClient, Now: s.opts.Now}
 	if _, err := c.Claim(cctx, key, name, strings.TrimSpace(r.PostFormValue("invite"))); err != nil {
-		var ae *gateway.APIError
+		var ae *namesapi.APIError
 		if errors.As(err, &ae) {
 			return "", "", fmt.Errorf("%s could not be claimed: %s", name, ae.Message)
 		}

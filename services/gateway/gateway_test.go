@@ -180,7 +180,7 @@ func (w *world) nodeWithKey(key ed25519.PrivateKey, mode string, sns ...*superno
 	done := make(chan error, 1)
 	go func() {
 		done <- personal.Run(ctx, cfg, personal.Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
-			Routes: func(mux *http.ServeMux) { mux.Handle("/", echotest.HTTP()) }, Started: func(n *personal.Node) { started <- n }})
+			Routes: echotest.Register, Started: func(n *personal.Node) { started <- n }})
 	}()
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); <-done }) }

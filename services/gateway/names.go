@@ -21,6 +21,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // The names API, served on the apex of each domain:
@@ -297,18 +298,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-// Health is GET /api/health.
-type Health struct {
-	Status  string    `json:"status"`
-	Domain  string    `json:"domain"`
-	Gateway string    `json:"gateway,omitempty"` // this supernode's DID
-	Grants  bool      `json:"grants"`            // this supernode grants names for Domain
-	Policy  string    `json:"policy,omitempty"`
-	Time    time.Time `json:"time"`
-}
-
-func (n *Names) health(domain string) Health {
-	h := Health{Status: "ok", Domain: domain, Time: n.cfg.Now().UTC()}
+func (n *Names) health(domain string) namesapi.Health {
+	h := namesapi.Health{Status: "ok", Domain: domain, Time: n.cfg.Now().UTC()}
 	if n.cfg.Self != (identity.ID{}) {
 		h.Gateway = n.cfg.Self.DID()
 	}
@@ -322,20 +313,8 @@ func (n *Names) health(domain string) Health {
 	return h
 }
 
-// NameInfo is a name's state in API answers.
-type NameInfo struct {
-	Name     string         `json:"name"`
-	DID      string         `json:"did,omitempty"`
-	Status   records.Status `json:"status"`
-	Seq      uint64         `json:"seq"`
-	IssuedAt time.Time      `json:"issued_at"`
-	Expires  time.Time      `json:"expires"`
-	Operator string         `json:"operator"`
-	URL      string         `json:"url,omitempty"`
-}
-
-func info(g *records.Grant) *NameInfo {
-	ni := &NameInfo{Name: g.Name, DID: g.DID.DID(), Status: g.Status, Seq: g.Seq,
+func info(g *records.Grant) *namesapi.NameInfo {
+	ni := &namesapi.NameInfo{Name: g.Name, DID: g.DID.DID(), Status: g.Status, Seq: g.Seq,
 		IssuedAt: time.Unix(g.IssuedAt, 0).UTC(), Expires: time.Unix(g.Expires, 0).UTC(), Operator: g.Operator.DID()}
 	if g.Status == records.StatusActive {
 		ni.URL = "https://" + g.Name
@@ -373,7 +352,7 @@ func (n *Names) current(ctx context.Context, full string) (*records.Name, error)
 	return cur, nil
 }
 
-func (n *Names) lookup(ctx context.Context, name, domain string) (*NameInfo, error) {
+func (n *Names) lookup(ctx context.Context, name, domain string) (*namesapi.NameInfo, error) {
 	full, err := fqdn(name, domain)
 	if err != nil {
 		return nil, err
@@ -388,19 +367,12 @@ func (n *Names) lookup(ctx context.Context, name, domain string) (*NameInfo, err
 	return info(&cur.Grant), nil
 }
 
-// Availability is GET /api/names/{name}/available.
-type Availability struct {
-	Name      string `json:"name"`
-	Available bool   `json:"available"`
-	Reason    string `json:"reason,omitempty"`
-}
-
-func (n *Names) available(ctx context.Context, name, domain string) (*Availability, error) {
+func (n *Names) available(ctx context.Context, name, domain string) (*namesapi.Availability, error) {
 	full, err := fqdn(name, domain)
 	if err != nil {
 		return nil, err
 	}
-	a := &Availability{Name: full}
+	a := &namesapi.Availability{Name: full}
 	if err := n.checkLabel(full); err != nil {
 		a.Reason = err.Error()
 		return a, nil
@@ -429,16 +401,10 @@ func (n *Names) checkLabel(full string) error {
 	return nil
 }
 
-// ClaimRequest is the body of POST /api/names and DELETE /api/names/{name}.
-type ClaimRequest struct {
-	Claim  records.SignedClaim `json:"claim"`
-	Invite string              `json:"invite,omitempty"`
-}
-
 // readClaim decodes and verifies a request's signed claim.
-func (n *Names) readClaim(r *http.Request, domain string, want records.Action) (*ClaimRequest, *records.Claim, error) {
+func (n *Names) readClaim(r *http.Request, domain string, want records.Action) (*namesapi.ClaimRequest, *records.Claim, error) {
 	body := http.MaxBytesReader(nil, r.Body, MaxAPIBody)
-	var req ClaimRequest
+	var req namesapi.ClaimRequest
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -512,7 +478,7 @@ func (n *Names) operator(domain string) (ed25519.PrivateKey, identity.ID, error)
 }
 
 // claim is POST /api/names.
-func (n *Names) claim(r *http.Request, domain string) (*NameInfo, int, error) {
+func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, error) {
 	req, c, err := n.readClaim(r, domain, records.ActionHold)
 	if err != nil {
 		return nil, 0, err
@@ -611,7 +577,7 @@ func (n *Names) grant(ctx context.Context, key ed25519.PrivateKey, opID identity
 }
 
 // release is DELETE /api/names/{name}.
-func (n *Names) release(r *http.Request, name, domain string) (*NameInfo, error) {
+func (n *Names) release(r *http.Request, name, domain string) (*namesapi.NameInfo, error) {
 	full, err := fqdn(name, domain)
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // namesGateway runs a gateway with the names API on s; grants says whether
@@ -52,7 +53,7 @@ func newKey(t *testing.T) (ed25519.PrivateKey, identity.ID) {
 // wantAPIError checks that err is the API's refusal with code and status.
 func wantAPIError(t *testing.T, what string, err error, status int, code string) {
 	t.Helper()
-	var ae *APIError
+	var ae *namesapi.APIError
 	if !errors.As(err, &ae) || ae.Status != status || ae.Code != code {
 		t.Fatalf("%s: got %v, want %d %s", what, err, status, code)
 	}
@@ -75,7 +76,7 @@ func TestNamesClaimRelease(t *testing.T) {
 	_, _, srvA := w.namesGateway(a, true, nil)
 	_, _, srvB := w.namesGateway(b, false, nil)
 	ctx := context.Background()
-	cA, cB := &Client{API: srvA.URL}, &Client{API: srvB.URL}
+	cA, cB := &namesapi.Client{API: srvA.URL}, &namesapi.Client{API: srvB.URL}
 	alice := w.node(personal.ModeRelayed, b)
 	w.waitRecord(a, alice.id, listsSupernode(b))
 	bob, bobID := newKey(t)
@@ -149,16 +150,16 @@ func TestNamesRefusals(t *testing.T) {
 	a := w.sns[0]
 	names, _, srv := w.namesGateway(a, true, nil)
 	ctx := context.Background()
-	c := &Client{API: srv.URL}
+	c := &namesapi.Client{API: srv.URL}
 	alice, aliceID := newKey(t)
 	bob, _ := newKey(t)
 	name := "alice." + testDomain
 
-	sc, err := SignClaim(alice, name, records.ActionHold, time.Now())
+	sc, err := namesapi.SignClaim(alice, name, records.ActionHold, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := json.Marshal(ClaimRequest{Claim: sc})
+	body, _ := json.Marshal(namesapi.ClaimRequest{Claim: sc})
 	if code, out := post(t, srv, "POST", "/api/names", body); code != 201 {
 		t.Fatalf("claim: %d %s", code, out)
 	}
@@ -181,31 +182,31 @@ func TestNamesRefusals(t *testing.T) {
 		t.Fatalf("replay to a fresh API: %d %s", rec.Code, rec.Body)
 	}
 	// An old claim, signed an hour ago.
-	old, _ := SignClaim(alice, name, records.ActionRelease, time.Now().Add(-time.Hour))
-	ob, _ := json.Marshal(ClaimRequest{Claim: old})
+	old, _ := namesapi.SignClaim(alice, name, records.ActionRelease, time.Now().Add(-time.Hour))
+	ob, _ := json.Marshal(namesapi.ClaimRequest{Claim: old})
 	if code, out := post(t, srv, "DELETE", "/api/names/alice", ob); code != 409 || !strings.Contains(out, "more than") {
 		t.Fatalf("old release claim: %d %s", code, out)
 	}
 	// A claim from the future.
-	fut, _ := SignClaim(bob, "bob."+testDomain, records.ActionHold, time.Now().Add(time.Hour))
-	fb, _ := json.Marshal(ClaimRequest{Claim: fut})
+	fut, _ := namesapi.SignClaim(bob, "bob."+testDomain, records.ActionHold, time.Now().Add(time.Hour))
+	fb, _ := json.Marshal(namesapi.ClaimRequest{Claim: fut})
 	if code, out := post(t, srv, "POST", "/api/names", fb); code != 400 || !strings.Contains(out, `"clock"`) {
 		t.Fatalf("future claim: %d %s", code, out)
 	}
 
 	// Bob signs a release that says it comes from alice: the signature is
 	// not alice's.
-	forged, _ := SignClaim(alice, name, records.ActionRelease, time.Now())
+	forged, _ := namesapi.SignClaim(alice, name, records.ActionRelease, time.Now())
 	forged.Sig = ed25519.Sign(bob, append([]byte("pc2/record/name-claim/v1\x00"), forged.Body...))
-	fb, _ = json.Marshal(ClaimRequest{Claim: forged})
+	fb, _ = json.Marshal(namesapi.ClaimRequest{Claim: forged})
 	if code, out := post(t, srv, "DELETE", "/api/names/alice", fb); code != 401 || !strings.Contains(out, "bad_signature") {
 		t.Fatalf("release signed by another key: %d %s", code, out)
 	}
 	// A claim whose body is alice's and whose signature is bob's own.
-	bsc, _ := SignClaim(bob, "bob."+testDomain, records.ActionHold, time.Now())
-	mixed, _ := SignClaim(alice, "alice2."+testDomain, records.ActionHold, time.Now())
+	bsc, _ := namesapi.SignClaim(bob, "bob."+testDomain, records.ActionHold, time.Now())
+	mixed, _ := namesapi.SignClaim(alice, "alice2."+testDomain, records.ActionHold, time.Now())
 	mixed.Sig = bsc.Sig
-	mb, _ := json.Marshal(ClaimRequest{Claim: mixed})
+	mb, _ := json.Marshal(namesapi.ClaimRequest{Claim: mixed})
 	if code, out := post(t, srv, "POST", "/api/names", mb); code != 401 {
 		t.Fatalf("claim with another key's signature: %d %s", code, out)
 	}
@@ -213,7 +214,7 @@ func TestNamesRefusals(t *testing.T) {
 	// A grant signed by a key that is not the operator's, taking alice's
 	// name for bob: the DHT refuses it, and the name is still alice's.
 	bobID, _ := identity.IDFromPublicKey(bob.Public().(ed25519.PublicKey))
-	bclaim, _ := SignClaim(bob, name, records.ActionHold, time.Now())
+	bclaim, _ := namesapi.SignClaim(bob, name, records.ActionHold, time.Now())
 	now := time.Now()
 	val, err := records.SignGrant(bob, &records.Grant{Version: records.Version, Name: name, DID: bobID, Seq: uint64(now.UnixMilli()) + 1000,
 		Status: records.StatusActive, IssuedAt: now.Unix(), Expires: now.Add(time.Hour).Unix(), Operator: bobID}, &bclaim)
@@ -234,7 +235,7 @@ func TestNamesRefusals(t *testing.T) {
 			t.Errorf("claim of %q accepted", n)
 			continue
 		}
-		var ae *APIError
+		var ae *namesapi.APIError
 		if errors.As(err, &ae) && ae.Code != "invalid_name" && ae.Code != "other_domain" {
 			t.Errorf("claim of %q: %v", n, err)
 		}
@@ -281,7 +282,7 @@ func TestNamesPolicy(t *testing.T) {
 	}
 	_, _, srv := w.namesGateway(a, true, inviteCfg)
 	ctx := context.Background()
-	c := &Client{API: srv.URL}
+	c := &namesapi.Client{API: srv.URL}
 	alice, _ := newKey(t)
 	bob, _ := newKey(t)
 
@@ -301,7 +302,7 @@ func TestNamesPolicy(t *testing.T) {
 
 	// After a restart the code is still used.
 	_, _, srv2 := w.namesGateway(a, true, inviteCfg)
-	c2 := &Client{API: srv2.URL}
+	c2 := &namesapi.Client{API: srv2.URL}
 	_, err = c2.Claim(ctx, bob, "bob."+testDomain, "welcome-1234")
 	wantAPIError(t, "a used invite after a restart", err, 403, "invite_used")
 	if _, err := c2.Claim(ctx, bob, "bob."+testDomain, "welcome-5678"); err != nil {
@@ -313,7 +314,7 @@ func TestNamesPolicy(t *testing.T) {
 	_, _, srv3 := w.namesGateway(a, true, func(c *NamesConfig) {
 		c.Policy = Policy{Mode: PolicyAllowlist, Allow: []string{carolID.DID()}}
 	})
-	c3 := &Client{API: srv3.URL}
+	c3 := &namesapi.Client{API: srv3.URL}
 	if _, err := c3.Claim(ctx, carol, "carol."+testDomain, ""); err != nil {
 		t.Fatalf("allowlisted claim: %v", err)
 	}

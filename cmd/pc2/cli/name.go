@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pc2/pc2/services/gateway"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 func init() {
@@ -43,7 +43,7 @@ func runName(ctx context.Context, env Env, args []string) error {
 		return usageErr("%s", nameUsage)
 	}
 	name := strings.ToLower(strings.TrimSuffix(rest[0], "."))
-	c := &gateway.Client{API: *api}
+	c := &namesapi.Client{API: *api}
 	if *caFile != "" {
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/pc2/pc2/internal/gwtest"
 	"github.com/pc2/pc2/internal/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
-	"github.com/pc2/pc2/services/gateway"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // TestNameCommands runs a supernode with the gateway for pc2.test (it
@@ -65,7 +65,7 @@ func TestNameCommands(t *testing.T) {
 		return out.String() + errb.String(), err
 	}
 	out, err := run("name", "claim", "--key", nodeKey, "--api", api, "alice.pc2.test")
-	var ni gateway.NameInfo
+	var ni namesapi.NameInfo
 	if err != nil || json.Unmarshal([]byte(out), &ni) != nil || ni.DID != nodeID.DID() {
 		t.Fatalf("pc2 name claim: %v\n%s", err, out)
 	}

@@ -1,4 +1,7 @@
-package gateway
+// Package namesapi is the wire format of a gateway's names API (the
+// supernode's server is services/gateway) and its client, used by
+// `pc2 name` and the personal cloud's setup wizard.
+package namesapi
 
 import (
 	"bytes"

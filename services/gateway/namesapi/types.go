@@ -1,0 +1,42 @@
+package namesapi
+
+import (
+	"time"
+
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// Health is GET /api/health.
+type Health struct {
+	Status  string    `json:"status"`
+	Domain  string    `json:"domain"`
+	Gateway string    `json:"gateway,omitempty"` // this supernode's DID
+	Grants  bool      `json:"grants"`            // this supernode grants names for Domain
+	Policy  string    `json:"policy,omitempty"`
+	Time    time.Time `json:"time"`
+}
+
+// NameInfo is a name's state in API answers.
+type NameInfo struct {
+	Name     string         `json:"name"`
+	DID      string         `json:"did,omitempty"`
+	Status   records.Status `json:"status"`
+	Seq      uint64         `json:"seq"`
+	IssuedAt time.Time      `json:"issued_at"`
+	Expires  time.Time      `json:"expires"`
+	Operator string         `json:"operator"`
+	URL      string         `json:"url,omitempty"`
+}
+
+// Availability is GET /api/names/{name}/available.
+type Availability struct {
+	Name      string `json:"name"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// ClaimRequest is the body of POST /api/names and DELETE /api/names/{name}.
+type ClaimRequest struct {
+	Claim  records.SignedClaim `json:"claim"`
+	Invite string              `json:"invite,omitempty"`
+}
