@@ -345,6 +345,12 @@ func (s *Server) dav(h http.Handler) http.HandlerFunc {
 			http.Error(w, "the personal cloud is not set up yet", http.StatusServiceUnavailable)
 			return
 		}
+		// A browser that has the password cached would send it with a
+		// request another site makes it send.
+		if !sameOrigin(r) {
+			http.Error(w, "cross-site request refused", http.StatusForbidden)
+			return
+		}
 		_, pw, ok := r.BasicAuth()
 		if ok {
 			good, limited := s.auth.checkPassword(clientOf(r).IP, pw)

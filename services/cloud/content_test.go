@@ -197,6 +197,12 @@ func TestFilesPublicShares(t *testing.T) {
 	if r := anon.Do(req); r.Code != http.StatusMultiStatus || !strings.Contains(r.Body, "report.txt") {
 		t.Fatalf("WebDAV PROPFIND: %d %.200q", r.Code, r.Body)
 	}
+	req, _ = http.NewRequest("PUT", "/dav/docs/x.txt", strings.NewReader("x"))
+	req.SetBasicAuth("owner", "correct horse")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	if r := anon.Do(req); r.Code != http.StatusForbidden {
+		t.Fatalf("cross-site WebDAV PUT with the password: %d", r.Code)
+	}
 	req, _ = http.NewRequest("GET", "/dav/../state/owner.json", nil)
 	req.SetBasicAuth("owner", "correct horse")
 	if r := anon.Do(req); r.Code == 200 {
