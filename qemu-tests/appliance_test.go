@@ -298,9 +298,9 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	if ni, err := (&namesapi.Client{API: "https://" + testDomain, HTTP: browser}).Claim(context.Background(), key, name, ""); err != nil || ni.DID != vectorDID {
 		t.Fatalf("claim %s: %+v %v", name, ni, err)
 	}
-	// The node reattaches when its network changes (an IPv6 address
-	// arriving after boot, say): a request in that moment gets the 502
-	// page, and a browser's reload the node.
+	// Retried like a browser's reload: the gateway may answer before the
+	// name's grant and the node's did record have reached it (a 404 or
+	// 502 page for a moment).
 	var resp *http.Response
 	var b []byte
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {

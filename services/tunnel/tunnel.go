@@ -34,6 +34,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
@@ -115,8 +116,12 @@ type link struct {
 	ports     map[string]int
 	turn      *relay.TURNInfo // the supernode's STUN/TURN credentials
 	lastErr   string
-	cancel    context.CancelFunc // ends the current attachment
+	probe     chan struct{} // Reconnect: ping now, give up without a pong
 }
+
+// probeTimeout is how long a connection may take to answer the ping sent
+// after a network change before it counts as dead and is replaced.
+const probeTimeout = 2 * time.Second
 
 // New returns a Client; Run starts it.
 func New(cfg Config) (*Client, error) {
@@ -163,8 +168,9 @@ func New(cfg Config) (*Client, error) {
 // node; serve the node's HTTP handler on it.
 func (c *Client) Listener() net.Listener { return c.ln }
 
-// Reconnect drops every attachment and attaches again at once (the network
-// changed).
+// Reconnect checks the connections to the supernodes after a network
+// change: those that lost their local address or do not answer a ping
+// within probeTimeout are replaced at once (checkConns).
 func (c *Client) Reconnect() {
 	select {
 	case c.kick <- struct{}{}:
@@ -240,24 +246,62 @@ func (c *Client) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-c.kick:
-				c.log.Info("network changed: reattaching")
-				c.mu.Lock()
-				for _, l := range c.links {
-					if l.cancel != nil {
-						l.cancel()
-					}
-				}
-				c.mu.Unlock()
-				for _, ai := range c.cfg.Supernodes {
-					for _, conn := range h.Network().ConnsToPeer(ai.ID) {
-						conn.Close()
-					}
-				}
+				c.checkConns(h)
 			}
 		}
 	}()
 	wg.Wait()
 	return nil
+}
+
+// checkConns follows a network change. Connections to the supernodes
+// whose local address is gone are closed at once; the others are asked
+// to answer a ping within probeTimeout (attachOnce), so a request or an
+// upload in flight on a connection that still works is not cut, while a
+// connection the change broke (a new route, a NAT that forgot it) is
+// replaced within seconds instead of after the missed keep-alives.
+func (c *Client) checkConns(h host.Host) {
+	local := map[netip.Addr]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				local[p.Addr().Unmap()] = true
+			}
+		}
+	}
+	closed := 0
+	for _, ai := range c.cfg.Supernodes {
+		for _, conn := range h.Network().ConnsToPeer(ai.ID) {
+			ip, err := manet.ToIP(conn.LocalMultiaddr())
+			if err != nil || ip.IsUnspecified() {
+				continue // QUIC on a wildcard socket: the ping decides
+			}
+			if a, ok := netip.AddrFromSlice(ip); ok && len(local) > 0 && !local[a.Unmap()] {
+				conn.Close()
+				closed++
+			}
+		}
+	}
+	c.mu.Lock()
+	for _, l := range c.links {
+		if l.probe != nil {
+			select {
+			case l.probe <- struct{}{}:
+			default:
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.log.Info("network changed: checking the supernode connections", "closed_without_local_address", closed)
+}
+
+// dropConns closes the connections to a supernode that stopped
+// answering, so the next attach dials a new one instead of opening its
+// stream on a dead connection.
+func dropConns(h host.Host, p peer.ID) {
+	for _, conn := range h.Network().ConnsToPeer(p) {
+		conn.Close()
+	}
 }
 
 // spareDelay is how long the spare supernodes leave the preferred ones at
@@ -274,12 +318,7 @@ func (c *Client) loop(ctx context.Context, ai peer.AddrInfo, slots chan struct{}
 		case <-ctx.Done():
 			return
 		}
-		actx, cancel := context.WithCancel(ctx)
-		c.mu.Lock()
-		c.links[ai.ID].cancel = cancel
-		c.mu.Unlock()
-		attachedFor, err := c.attachOnce(actx, ai)
-		cancel()
+		attachedFor, err := c.attachOnce(ctx, ai)
 		<-slots
 		if ctx.Err() != nil {
 			return
@@ -360,8 +399,18 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 		go c.checkSTUN(ctx, ok.TURN.URIs)
 	}
 
+	probe := make(chan struct{}, 1)
+	c.mu.Lock()
+	c.links[ai.ID].probe = probe
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.links[ai.ID].probe = nil
+		c.mu.Unlock()
+	}()
+
 	// Ping every keep; the relay answers each. Reads run in their own
-	// goroutine so ctx (Reconnect, shutdown) ends the attachment at once.
+	// goroutine so ctx (shutdown) ends the attachment at once.
 	errc := make(chan error, 1)
 	pongs := make(chan struct{}, 1)
 	turns := make(chan *relay.TURNInfo, 1)
@@ -411,6 +460,7 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 	t := time.NewTicker(keep)
 	defer t.Stop()
 	lastPong := time.Now()
+	var probing <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -418,11 +468,20 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 		case err := <-errc:
 			return c.cfg.Now().Sub(since), err
 		case <-pongs:
-			lastPong = time.Now()
+			lastPong, probing = time.Now(), nil
+		case <-probe:
+			if err := write(&relay.Message{Type: relay.TypePing}); err != nil {
+				return c.cfg.Now().Sub(since), fmt.Errorf("ping after a network change: %w", err)
+			}
+			probing = time.After(probeTimeout)
+		case <-probing:
+			dropConns(h, ai.ID)
+			return c.cfg.Now().Sub(since), fmt.Errorf("no answer within %v after a network change", probeTimeout)
 		case ti := <-turns:
 			refreshTURN = c.setTURN(ai.ID, ti)
 		case <-t.C:
 			if time.Since(lastPong) > 3*keep {
+				dropConns(h, ai.ID)
 				return c.cfg.Now().Sub(since), errors.New("keep-alive: no answer")
 			}
 			if err := write(&relay.Message{Type: relay.TypePing}); err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/pc2/pc2/internal/echotest"
 	"github.com/pc2/pc2/internal/testlog"
@@ -107,6 +109,12 @@ func newNodeOpts(t *testing.T, key ed25519.PrivateKey, listen []string, directPo
 	for _, s := range sns {
 		ais = append(ais, s.node.AddrInfo())
 	}
+	return newNodeAt(t, key, n, directPort, ais)
+}
+
+// newNodeAt runs a tunnel on host n to the supernodes at ais.
+func newNodeAt(t *testing.T, key ed25519.PrivateKey, n *dht.Node, directPort int, ais []peer.AddrInfo) *node {
+	t.Helper()
 	c, err := New(Config{Host: n.Host(), Key: key, Supernodes: ais, TCP: map[string]string{"echo": echoServer(t)},
 		DirectPort: directPort, Logger: testlog.New(t, 0)})
 	if err != nil {
@@ -224,25 +232,132 @@ func TestFailover(t *testing.T) {
 			t.Fatalf("attached %v after A died", nd.client.Attached())
 		}
 	}
-	// A network change: reattach at once, same port.
-	ch := nd.client.Changed()
+	// A network change that leaves the connection working (an address
+	// added, say): the connection and the attachment stay.
+	since := nd.client.Status().Supernodes[1].Since
 	nd.client.Reconnect()
-	<-ch
-	waitAttached(t, b, nd.id)
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		st := nd.client.Status().Supernodes[1]
-		if st.Attached {
-			if st.Ports["echo"] != portB {
-				t.Fatalf("port after reconnect %d, want %d", st.Ports["echo"], portB)
+	time.Sleep(probeTimeout + 500*time.Millisecond)
+	if st := nd.client.Status().Supernodes[1]; !st.Attached || !st.Since.Equal(since) || st.Ports["echo"] != portB {
+		t.Fatalf("after a network change on a working connection: %+v (attached since %v before)", st, since)
+	}
+	if code, _ := get(t, b, nd.id, "GET", "/hello", nil); code != 200 {
+		t.Fatalf("after the network change: %d", code)
+	}
+}
+
+// TestReconnectReplacesDeadConnection: after a network change, a
+// connection that no longer carries anything (a NAT that forgot it; here
+// a proxy that stops forwarding) is replaced within seconds, without
+// waiting for the missed keep-alives, and the node gets its port back.
+func TestReconnectReplacesDeadConnection(t *testing.T) {
+	sn := newSupernode(t, relay.Limits{})
+	px := newFreezeProxy(t, sn.node.Multiaddrs()[0])
+	_, key, _ := ed25519.GenerateKey(nil)
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{{ID: sn.node.Host().ID(), Addrs: []ma.Multiaddr{px.addr}}})
+	waitAttached(t, sn, nd.id)
+	var before LinkStatus
+	for end := time.Now().Add(10 * time.Second); !before.Attached; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("not attached")
+		}
+		before = nd.client.Status().Supernodes[0]
+	}
+	px.freeze()
+	start := time.Now()
+	nd.client.Reconnect()
+	for {
+		st := nd.client.Status().Supernodes[0]
+		if st.Attached && st.Since.After(before.Since) {
+			if st.Ports["echo"] != before.Ports["echo"] {
+				t.Fatalf("port after reattaching %d, want %d", st.Ports["echo"], before.Ports["echo"])
 			}
 			break
 		}
-		if time.Now().After(end) {
-			t.Fatal("not reattached")
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("dead connection not replaced: %+v", st)
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if code, _ := get(t, b, nd.id, "GET", "/hello", nil); code != 200 {
-		t.Fatalf("after reconnect: %d", code)
+	t.Logf("reattached %v after the network change", time.Since(start).Round(time.Millisecond))
+	if code, body := get(t, sn, nd.id, "GET", "/hello", nil); code != 200 {
+		t.Fatalf("after reattaching: %d %q", code, body)
+	}
+}
+
+// freezeProxy forwards TCP connections to a target; freeze stops the
+// ones open at that moment without closing them.
+type freezeProxy struct {
+	addr   ma.Multiaddr
+	mu     sync.Mutex
+	frozen []*atomic.Bool
+	stop   chan struct{}
+}
+
+func newFreezeProxy(t *testing.T, target ma.Multiaddr) *freezeProxy {
+	t.Helper()
+	tnet, taddr, err := manet.DialArgs(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{stop: make(chan struct{})}
+	p.addr, _ = manet.FromNetAddr(ln.Addr())
+	t.Cleanup(func() { close(p.stop); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial(tnet, taddr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			f := new(atomic.Bool)
+			p.mu.Lock()
+			p.frozen = append(p.frozen, f)
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if f.Load() {
+						<-p.stop // hold: nothing more passes, nothing closes
+						return
+					}
+					if n > 0 {
+						if _, werr := dst.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				dst.Close()
+				src.Close()
+			}
+			go pipe(u, c)
+			go pipe(c, u)
+		}
+	}()
+	return p
+}
+
+func (p *freezeProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.frozen {
+		f.Store(true)
 	}
 }
 
