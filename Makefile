@@ -5,7 +5,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput bench-gateway fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput bench-gateway bench-cloud fuzz deps clean
 
 all: build
 
@@ -54,6 +54,7 @@ bench: deps
 	$(MAKE) bench-relay
 	$(MAKE) bench-throughput
 	$(MAKE) bench-gateway
+	$(MAKE) bench-cloud
 
 # Issue 3's appliance figures (docs/benchmarks.md, "Appliance"): image sizes,
 # boot times and idle memory in QEMU (as root, one VM at a time), cold and
@@ -86,6 +87,16 @@ bench-throughput: deps
 # waits until other processes leave the CPUs idle.
 bench-gateway: deps
 	$(GO) test -run '^$$' -bench GatewayRPS -benchtime 3x -timeout 30m ./services/gateway/
+
+# Issue 6's personal cloud figures (docs/benchmarks.md, "Personal cloud"):
+# 1 GiB uploads and downloads through the cloud's handlers on loopback,
+# each paired with the same bytes written straight to the data dir's disk,
+# the memory an upload takes, and the weight of the owner's pages. About
+# 1 minute; it needs 3 GiB free in $TMPDIR (or /tmp), which must be a disk,
+# not tmpfs. Each iteration waits until other processes leave the CPUs and
+# the disk idle.
+bench-cloud: deps
+	$(GO) test -run '^$$' -bench Cloud -benchtime 5x -timeout 30m ./services/cloud/
 
 # Short fuzzing runs of every fuzz target (the seed corpora run in `make test`).
 fuzz: deps
