@@ -214,7 +214,8 @@ func TestBrowser(t *testing.T) {
 
 	// 5. A share link to the big file, opened by the visitor.
 	b.Navigate(base + "/_/files/" + url.PathEscape(folder) + "/")
-	submit(b, fmt.Sprintf(`tr[data-name=%q] button.share`, big), "a.link-url")
+	submit(b, fmt.Sprintf(`tr[data-name=%q] a.more`, big), "button.share")
+	submit(b, "button.share", "a.link-url")
 	if got, want := pathOf(t, b), "/_/shares"; got != want {
 		t.Errorf("after share: got %s, want %s", got, want)
 	}

@@ -59,6 +59,13 @@ func TestFilesPublicShares(t *testing.T) {
 	if r := b.Do(req); r.Code != http.StatusForbidden {
 		t.Fatalf("form upload with a forged token: %d", r.Code)
 	}
+	// Each entry's actions are on its own page.
+	if r := b.Get("/_/item/docs/report.txt"); r.Code != 200 || !strings.Contains(r.Body, `id="share"`) || !strings.Contains(r.Body, `value="docs/report.txt"`) {
+		t.Fatalf("item page: %d", r.Code)
+	}
+	if r := b.Get("/_/item/"); r.Code != http.StatusBadRequest {
+		t.Fatalf("item page of the root: %d", r.Code)
+	}
 	// Rename, move into a folder, delete.
 	csrf := b.CSRF("/_/")
 	for _, step := range []struct {

@@ -240,18 +240,58 @@ func (s *Server) handleFilesPage(w http.ResponseWriter, r *http.Request) {
 	}
 	p := filesPage{Dir: dir, Entries: entries, Msg: r.URL.Query().Get("msg"), Err: r.URL.Query().Get("err"),
 		Public: dir == publicDir || strings.HasPrefix(dir, publicDir+"/"), Shares: s.sharedPaths()}
-	if dir != "" {
-		acc := ""
-		for _, seg := range strings.Split(dir, "/") {
-			acc = path.Join(acc, seg)
-			p.Crumbs = append(p.Crumbs, crumb{seg, acc})
-		}
-	}
+	p.Crumbs = crumbs(dir)
 	title := "Files"
 	if dir != "" {
 		title = path.Base(dir) + " - Files"
 	}
 	s.render(w, r, http.StatusOK, "files", title, p)
+}
+
+// itemPage is one file's or folder's page: its actions.
+type itemPage struct {
+	Path, Name string
+	IsDir      bool
+	Size       int64
+	ModTime    time.Time
+	Crumbs     []crumb
+	Link       string // its share link, if any
+	Msg, Err   string
+}
+
+// handleItem shows the actions on one file or folder (move, share,
+// delete), which the listing leaves out so that a folder of many files
+// stays a small page.
+func (s *Server) handleItem(w http.ResponseWriter, r *http.Request) {
+	p, err := files.Clean(r.PathValue("path"))
+	if err == nil && p == "" {
+		err = errors.New("the root has no actions")
+	}
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	fi, err := s.store.Stat(p)
+	if err != nil {
+		s.fail(w, r, files.HTTPStatus(err), err.Error())
+		return
+	}
+	d := itemPage{Path: p, Name: path.Base(p), IsDir: fi.IsDir(), Size: fi.Size(), ModTime: fi.ModTime(),
+		Crumbs: crumbs(p), Link: s.sharedPaths()[p], Msg: r.URL.Query().Get("msg"), Err: r.URL.Query().Get("err")}
+	s.render(w, r, http.StatusOK, "item", d.Name, d)
+}
+
+func crumbs(p string) []crumb {
+	var out []crumb
+	acc := ""
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" {
+			continue
+		}
+		acc = path.Join(acc, seg)
+		out = append(out, crumb{seg, acc})
+	}
+	return out
 }
 
 func escapePath(p string) string {

@@ -157,6 +157,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /_/password", s.owner(s.handlePassword))
 	mux.HandleFunc("GET /_/files/{path...}", s.owner(s.handleFilesPage))
 	mux.HandleFunc("GET /_/dl/{path...}", s.owner(s.handleDownload))
+	mux.HandleFunc("GET /_/item/{path...}", s.owner(s.handleItem))
 	mux.HandleFunc("GET /_/api/files/{path...}", s.owner(s.handleListAPI))
 	mux.HandleFunc("PUT /_/api/files/{path...}", s.owner(s.handlePut))
 	mux.HandleFunc("POST /_/upload", s.ownerMultipart(s.handleUpload))
