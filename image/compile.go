@@ -55,8 +55,16 @@ func compile(ctx context.Context, opts Options, dir string) ([]program, error) {
 		}
 	}
 	ts := time.Unix(opts.SourceDateEpoch, 0).UTC().Format(time.RFC3339)
+	ldflags := "-s -w -X main.buildTimestamp=" + ts
+	for _, k := range sortedKeys(opts.Vars) {
+		v := opts.Vars[k]
+		if strings.ContainsAny(k+v, " \t\n'\"") {
+			return nil, fmt.Errorf("%w: link-time variable %s=%q may not contain spaces or quotes", ErrInvalidOptions, k, v)
+		}
+		ldflags += " -X " + k + "=" + v
+	}
 	args := append([]string{"build", "-o", dir + string(filepath.Separator), "-trimpath", "-buildvcs=false",
-		"-ldflags", "-s -w -X main.buildTimestamp=" + ts}, pkgs...)
+		"-ldflags", ldflags}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = opts.ModuleDir
 	cmd.Env = append(os.Environ(),

@@ -136,6 +136,9 @@ type Options struct {
 	// LinuxFirmwareSHA256); default DefaultLinuxFirmwareDeb, where
 	// scripts/deps.sh puts it. Unused for boards without LinuxFirmware.
 	LinuxFirmwareDeb string
+	// Vars are string variables of the programs set at link time
+	// (go build -ldflags -X name=value), e.g. a version.
+	Vars map[string]string
 	// Logger receives progress messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -246,6 +249,9 @@ func (o *Options) inputHash() [32]byte {
 	for _, k := range sortedKeys(o.BootFiles) {
 		sum := sha256.Sum256(o.BootFiles[k])
 		fmt.Fprintf(h, "boot\x00%s\x00%s\x00", k, hex.EncodeToString(sum[:]))
+	}
+	for _, k := range sortedKeys(o.Vars) {
+		fmt.Fprintf(h, "var\x00%s\x00%s\x00", k, o.Vars[k])
 	}
 	for _, k := range sortedKeys(o.PermFiles) {
 		sum := sha256.Sum256(o.PermFiles[k].Data)

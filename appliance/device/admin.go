@@ -33,6 +33,7 @@ type deviceInfo struct {
 
 // routes adds the admin API to the personal node's mux.
 func (d *Device) routes(mux *http.ServeMux) {
+	d.updateRoutes(mux)
 	mux.HandleFunc("GET /api/device", d.admin(func(w http.ResponseWriter, r *http.Request) {
 		info := deviceInfo{
 			Settings:       d.loaded.Redacted(),

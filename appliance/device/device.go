@@ -21,6 +21,14 @@
 //	                         from, board, network and Wi-Fi state, every
 //	                         process's resident memory
 //	POST /api/device/reboot  reboots the device
+//	GET  /api/update, POST /api/update/check, POST /api/update
+//	                         over-the-air updates (package update)
+//
+// Over-the-air updates (updates.go): at start the device finishes the
+// bookkeeping of an update that was being tested (update.Updater.Resume);
+// during the test boot of a new version it runs the health gate and
+// commits the version or returns to the old one; otherwise it pulls
+// releases when the settings name an update server.
 package device
 
 import (
@@ -43,6 +51,7 @@ import (
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/wifi"
 )
@@ -73,6 +82,13 @@ type Options struct {
 	PermDir string
 	// Reboot restarts the machine (default: sync and reboot(2)).
 	Reboot func() error
+	// ReleaseFile and KeysFile describe the running release and the
+	// release keys it trusts (default update.ReleasePath, update.KeysPath);
+	// without a release file, over-the-air updates are off.
+	ReleaseFile, KeysFile string
+	// UpdateDisk is the disk updates are written to; nil:
+	// update.FindDisk().
+	UpdateDisk *update.Disk
 }
 
 // Network applies the network settings and keeps them applied.
@@ -105,6 +121,11 @@ type Device struct {
 	node atomic.Pointer[personal.Node]
 	// snAddrs are the supernode's addresses once it listens.
 	snAddrs atomic.Pointer[[]string]
+
+	// updates is the updater; nil when updates are off (updatesOff
+	// says why).
+	updates    *update.Updater
+	updatesOff string
 
 	resetOnce sync.Once
 	// verify serialises admin password checks: each costs argon2id's
@@ -146,6 +167,12 @@ func Run(ctx context.Context, opts Options) error {
 	if d.opts.Reboot == nil {
 		d.opts.Reboot = reboot
 	}
+	if d.opts.ReleaseFile == "" {
+		d.opts.ReleaseFile = update.ReleasePath
+	}
+	if d.opts.KeysFile == "" {
+		d.opts.KeysFile = update.KeysPath
+	}
 	if d.net == nil {
 		d.net = &NetconfNetwork{Logger: log.With("service", "netconf"), StatePath: filepath.Join(d.opts.PermDir, "pc2", "netconf-state.json")}
 	}
@@ -164,6 +191,8 @@ func Run(ctx context.Context, opts Options) error {
 	goRun(func() { d.light.Run(ctx) })
 	button := hardware.OpenButton(d.board, hardware.ButtonConfig{Pin: s.ResetButton, Light: d.light, Logger: hwLog, OnReset: d.factoryReset})
 	goRun(func() { button.Run(ctx) })
+
+	d.startUpdates(ctx, s, goRun)
 
 	goRun(func() {
 		if err := d.net.Run(ctx, s.Network, d.networkChanged); err != nil && ctx.Err() == nil {
@@ -187,6 +216,7 @@ func Run(ctx context.Context, opts Options) error {
 			Version:  opts.Version,
 			Routes:   d.routes,
 			Console:  d.opts.Console,
+			Updates:  d.dashboardUpdates,
 			Started: func(n *personal.Node) {
 				d.node.Store(n)
 				goRun(func() { d.follow(ctx, n) })

@@ -34,6 +34,8 @@ type Options struct {
 	Now func() time.Time
 	// Version is shown on the status page.
 	Version string
+	// Updates, if set, describes the device's updates on the dashboard.
+	Updates func() cloud.UpdateStatus
 	// Routes, if set, adds handlers to the status page's mux (the
 	// appliance adds its admin API).
 	Routes func(*http.ServeMux)
@@ -162,7 +164,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		return fmt.Errorf("supernodes: %w", err)
 	}
 	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n),
-		NameServices: cfg.NameServices, Version: opts.Version, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
+		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
 		ShowSetupCode: func(code string) {
 			if opts.Console != nil {
 				fmt.Fprintf(opts.Console, "\r\nPC2: set up your personal cloud: open port 4200 of this device from your local network,\r\n"+

@@ -92,6 +92,17 @@ func Build(s *settings.Settings) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	img, err := Root()
+	if err != nil {
+		return nil, err
+	}
+	img.BootFiles = map[string][]byte{"/" + settings.BootFile: boot}
+	return img, nil
+}
+
+// Root returns the programs and root files every image has, whatever its
+// settings (what a release bundle's root carries); BootFiles is empty.
+func Root() (*Image, error) {
 	table, err := svctable.Encode([]svctable.Service{{Name: "device", Path: PC2Binary, Args: []string{"device"}}})
 	if err != nil {
 		return nil, err
@@ -103,7 +114,6 @@ func Build(s *settings.Settings) (*Image, error) {
 			"/etc/http-port.txt":  []byte(fmt.Sprint(GokrazyHTTPPort)),
 			"/etc/https-port.txt": []byte(fmt.Sprint(GokrazyHTTPSPort)),
 		},
-		BootFiles: map[string][]byte{"/" + settings.BootFile: boot},
 	}, nil
 }
 

@@ -27,8 +27,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/netconf"
@@ -86,6 +88,26 @@ type Settings struct {
 	// ResetButton is the GPIO pin of a factory-reset button, e.g.
 	// "GPIO17" (Raspberry Pi only; empty: none).
 	ResetButton string `json:"reset_button,omitempty"`
+	// Update is how the device updates itself (package update).
+	Update *Update `json:"update,omitempty"`
+}
+
+// Update are the over-the-air update settings.
+type Update struct {
+	// URL is the update server the device pulls releases from (empty:
+	// updates only by push, `pc2 update`).
+	URL string `json:"url,omitempty"`
+	// Channel is "stable" (default) or "beta".
+	Channel string `json:"channel,omitempty"`
+	// Interval between checks (default 6h).
+	Interval config.Duration `json:"interval,omitempty"`
+	// Window limits checks and installs to a daily span, UTC
+	// ("02:00-05:00"; empty: any time).
+	Window string `json:"window,omitempty"`
+	// HealthTimeout is how long a new version has after its test boot
+	// starts to pass the health check before the device returns to the
+	// old one (default 5m).
+	HealthTimeout config.Duration `json:"health_timeout,omitempty"`
 }
 
 // Gateway is the supernode web gateway's part of the settings. When the
@@ -184,6 +206,23 @@ func (s *Settings) Check() error {
 	}
 	if s.Quota < 0 {
 		return fmt.Errorf("quota %d is negative", s.Quota)
+	}
+	if u := s.Update; u != nil {
+		if u.URL != "" && !strings.HasPrefix(u.URL, "http://") && !strings.HasPrefix(u.URL, "https://") {
+			return fmt.Errorf("update: url %q is not an http(s) URL", u.URL)
+		}
+		if u.Channel != "" && u.Channel != update.Stable && u.Channel != update.Beta {
+			return fmt.Errorf("update: channel %q: want stable or beta", u.Channel)
+		}
+		if _, err := update.ParseWindow(u.Window); err != nil {
+			return err
+		}
+		if u.HealthTimeout != 0 && time.Duration(u.HealthTimeout) < 30*time.Second {
+			return fmt.Errorf("update: health_timeout %s is below 30s", time.Duration(u.HealthTimeout))
+		}
+		if u.Interval != 0 && time.Duration(u.Interval) < time.Second {
+			return fmt.Errorf("update: interval %s is below 1s", time.Duration(u.Interval))
+		}
 	}
 	if s.ResetButton != "" && !strings.HasPrefix(s.ResetButton, "GPIO") {
 		return fmt.Errorf("reset_button %q: want a GPIO pin name such as GPIO17", s.ResetButton)

@@ -14,7 +14,11 @@
 // before the DHCP client sends it; a static address on eth0, which leaves
 // gokrazy's DHCP client out (it would add a leased address next to the
 // static one); and a Wi-Fi network, which adds a DHCP client on wlan0.
-// Unreadable settings are logged and change nothing. Before the services
+// Unreadable settings are logged and change nothing. During the test boot
+// of an over-the-air update the init also keeps the health gate's
+// deadline (update.WatchTestBoot): a new version whose device service
+// does not commit it in time is left for the old one, by a reboot.
+// Before the services
 // start, the init also limits transparent huge pages to programs that ask
 // for them (limitHugePages).
 //
@@ -26,6 +30,7 @@ package main
 import (
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +42,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/svctable"
+	"github.com/pc2/pc2/appliance/update"
 )
 
 // buildTimestamp is shown on gokrazy's status page.
@@ -56,6 +62,16 @@ func run() error {
 		return fmt.Errorf("boot: %w", err)
 	}
 	limitHugePages()
+	// During the test boot of an update: the health gate's deadline.
+	go func() {
+		err := update.WatchTestBoot(update.GateOptions{Logger: slog.Default(), Reboot: func() error {
+			unix.Sync()
+			return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+		}})
+		if err != nil {
+			log.Printf("pc2-init: update health gate: %v", err)
+		}
+	}()
 	dhcp, wlan := true, false
 	if l, err := settings.Load(settings.Paths{}); err != nil {
 		log.Printf("pc2-init: device settings: %v", err)

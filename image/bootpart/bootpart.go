@@ -1,8 +1,9 @@
 // Package bootpart reads and changes files on the boot partition of an
 // appliance disk (an image file or a block device): partition 1, a FAT16
 // file system as image.Build writes it. It understands exactly those disks:
-// a GPT or MBR partition table with 512-byte sectors and files in the FAT's
-// root directory (package fat16).
+// a GPT or MBR partition table with 512-byte sectors and FAT16 (package
+// fat16). Files are named by slash-separated paths from the partition's root
+// ("cmdline.txt", "loader/entries/gokrazy.conf").
 package bootpart
 
 import (
@@ -34,8 +35,9 @@ func Offset(disk io.ReaderAt) (int64, error) {
 	return int64(binary.LittleEndian.Uint32(b[446+8:])) * 512, nil
 }
 
-// ReadFile returns a file from the boot partition's root directory, by its
-// long or 8.3 name (case-insensitive).
+// ReadFile returns the file at path name of the boot partition; each path
+// component is matched by its long or 8.3 name, case-insensitive
+// (fat16.ReadFile).
 func ReadFile(disk io.ReaderAt, name string) ([]byte, error) {
 	off, err := Offset(disk)
 	if err != nil {
@@ -48,14 +50,28 @@ func ReadFile(disk io.ReaderAt, name string) ([]byte, error) {
 	return b, nil
 }
 
-// Rewrite replaces an existing file in the boot partition's root directory
-// in place (fat16.Rewrite).
+// Rewrite replaces the existing file at path name of the boot partition in
+// place (fat16.Rewrite).
 func Rewrite(disk fat16.ReadWriterAt, name string, data []byte) error {
 	off, err := Offset(disk)
 	if err != nil {
 		return err
 	}
 	if err := fat16.Rewrite(offsetRW{disk, off}, name, data); err != nil {
+		return fmt.Errorf("boot partition: %w", err)
+	}
+	return nil
+}
+
+// Walk calls fn for every file of the boot partition with its path and size
+// (fat16.Walk); ReadFile and Rewrite take the paths. An error fn returns
+// ends the walk and comes back wrapped, like the partition's own errors.
+func Walk(disk io.ReaderAt, fn func(path string, size int64) error) error {
+	off, err := Offset(disk)
+	if err != nil {
+		return err
+	}
+	if err := fat16.Walk(io.NewSectionReader(disk, off, 1<<62), fn); err != nil {
 		return fmt.Errorf("boot partition: %w", err)
 	}
 	return nil

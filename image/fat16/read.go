@@ -1,7 +1,6 @@
 package fat16
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -45,56 +44,190 @@ func openVolume(r io.ReaderAt) (*volume, error) {
 	return v, nil
 }
 
-// dirEntry is a file's entry in the root directory.
+// dirEntry is a file's 8.3 directory entry.
 type dirEntry struct {
 	off     int64 // of the 32-byte 8.3 entry within the volume
 	cluster int64
 	size    int64
 }
 
-// find returns the root directory entry of the regular file name (long or
-// 8.3 name, case-insensitive).
-func (v *volume) find(name string) (dirEntry, error) {
-	root := make([]byte, v.rootEntries*32)
-	if _, err := v.r.ReadAt(root, v.rootOff); err != nil {
-		return dirEntry{}, fmt.Errorf("root directory: %w", err)
+// dirent is one file or subdirectory in a directory.
+type dirent struct {
+	name  string // the long name, else short
+	short string // the 8.3 name as NAME.EXT
+	dir   bool
+	dirEntry
+}
+
+// maxDirEntries is FAT's limit on the entries of one directory; it bounds
+// what a corrupt chain makes readDir read.
+const maxDirEntries = 65536
+
+// readDir returns the files and subdirectories of the directory at path p:
+// the fixed root directory if p is "", else the directory whose cluster
+// chain starts at first. It leaves out ".", "..", volume labels and deleted
+// entries.
+func (v *volume) readDir(p string, first int64) ([]dirent, error) {
+	type span struct{ off, n int64 }
+	spans := []span{{v.rootOff, v.rootEntries * 32}}
+	if p != "" {
+		cs, err := v.chain(p, first)
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(cs))*v.clusterBytes > maxDirEntries*32 {
+			return nil, fmt.Errorf("fat16: %s: directory larger than %d entries", p, maxDirEntries)
+		}
+		spans = spans[:0]
+		for _, c := range cs {
+			spans = append(spans, span{v.clusterOff(c), v.clusterBytes})
+		}
 	}
-	want := shortName83(name)
+	var out []dirent
 	var long []uint16 // the long name collected from LFN entries
-	for i := 0; i+32 <= len(root); i += 32 {
-		e := root[i : i+32]
-		if e[0] == 0 {
-			break
+	var sum byte      // their checksum of the 8.3 name they belong to
+	for _, s := range spans {
+		b := make([]byte, s.n)
+		if _, err := v.r.ReadAt(b, s.off); err != nil {
+			return nil, fmt.Errorf("fat16: directory /%s: %w", p, err)
 		}
-		if e[0] == 0xe5 {
-			long = nil
-			continue
-		}
-		if e[11] == 0x0f { // LFN entries precede their 8.3 entry, last part first
-			var part []uint16
-			for _, r := range [][2]int{{1, 11}, {14, 26}, {28, 32}} {
-				for i := r[0]; i < r[1]; i += 2 {
-					part = append(part, binary.LittleEndian.Uint16(e[i:]))
+		for i := 0; i+32 <= len(b); i += 32 {
+			e := b[i : i+32]
+			switch {
+			case e[0] == 0: // end of directory
+				return out, nil
+			case e[0] == 0xe5:
+				long = nil
+				continue
+			case e[11]&0x3f == attrLFN:
+				// LFN entries precede their 8.3 entry, last part (flag
+				// 0x40) first; a part out of sequence drops the name.
+				var part []uint16
+				for _, r := range [][2]int{{1, 11}, {14, 26}, {28, 32}} {
+					for j := r[0]; j < r[1]; j += 2 {
+						part = append(part, binary.LittleEndian.Uint16(e[j:]))
+					}
 				}
+				switch {
+				case e[0]&0x40 != 0:
+					long, sum = part, e[13]
+				case long != nil && e[13] == sum:
+					long = append(part, long...)
+				default:
+					long = nil
+				}
+				continue
 			}
-			long = append(part, long...)
-			continue
+			lfn := long
+			long = nil
+			if e[11]&attrVolumeID != 0 || e[0] == '.' {
+				continue
+			}
+			d := dirent{
+				short: shortString(e),
+				dir:   e[11]&attrDir != 0,
+				dirEntry: dirEntry{
+					off:     s.off + int64(i),
+					cluster: int64(binary.LittleEndian.Uint16(e[26:])),
+					size:    int64(binary.LittleEndian.Uint32(e[28:])),
+				},
+			}
+			d.name = d.short
+			if lfn != nil && sum == lfnChecksum([11]byte(e[:11])) {
+				d.name = lfnString(lfn)
+			}
+			out = append(out, d)
 		}
-		lfn := long
-		long = nil
-		if e[11]&0x18 != 0 { // volume label, directory
-			continue
-		}
-		if !bytes.Equal(e[:11], want[:]) && !strings.EqualFold(lfnString(lfn), name) {
-			continue
-		}
-		return dirEntry{
-			off:     v.rootOff + int64(i),
-			cluster: int64(binary.LittleEndian.Uint16(e[26:])),
-			size:    int64(binary.LittleEndian.Uint32(e[28:])),
-		}, nil
 	}
-	return dirEntry{}, fmt.Errorf("fat16: no %s in the root directory: %w", name, fs.ErrNotExist)
+	return out, nil
+}
+
+// lookup returns the entry of the file or directory at the slash-separated
+// path name (a leading slash is allowed); each component is matched by its
+// long or 8.3 name, case-insensitive.
+func (v *volume) lookup(name string) (dirent, error) {
+	p := strings.TrimPrefix(name, "/")
+	if !fs.ValidPath(p) || p == "." {
+		return dirent{}, fmt.Errorf("fat16: path %q: %w", name, fs.ErrInvalid)
+	}
+	parts := strings.Split(p, "/")
+	var d dirent
+	for i, part := range parts {
+		dir := strings.Join(parts[:i], "/")
+		if i > 0 && !d.dir {
+			return dirent{}, fmt.Errorf("fat16: %s: %s is not a directory", name, dir)
+		}
+		ents, err := v.readDir(dir, d.cluster)
+		if err != nil {
+			return dirent{}, err
+		}
+		j := slices.IndexFunc(ents, func(e dirent) bool {
+			return strings.EqualFold(e.name, part) || strings.EqualFold(e.short, part)
+		})
+		if j < 0 {
+			return dirent{}, fmt.Errorf("fat16: no %s in /%s: %w", part, dir, fs.ErrNotExist)
+		}
+		d = ents[j]
+	}
+	return d, nil
+}
+
+// find returns the directory entry of the regular file at path name.
+func (v *volume) find(name string) (dirEntry, error) {
+	d, err := v.lookup(name)
+	if err != nil {
+		return dirEntry{}, err
+	}
+	if d.dir {
+		return dirEntry{}, fmt.Errorf("fat16: %s is a directory", name)
+	}
+	return d.dirEntry, nil
+}
+
+// Walk calls fn for every regular file of the FAT16 volume vol, depth
+// first in directory order, with its slash-separated path from the root
+// ("EFI/BOOT/BOOTX64.EFI", "cmdline.txt") in the case it is stored (the
+// long name if there is one) and its size. ReadFile and Rewrite take these
+// paths. If fn returns an error, Walk stops and returns it; fs.SkipAll
+// stops it without error. A directory that contains itself or an ancestor
+// is an error.
+func Walk(vol io.ReaderAt, fn func(path string, size int64) error) error {
+	v, err := openVolume(vol)
+	if err != nil {
+		return err
+	}
+	seen := map[int64]bool{} // first clusters of the directories entered
+	var walk func(dir string, first int64) error
+	walk = func(dir string, first int64) error {
+		ents, err := v.readDir(dir, first)
+		if err != nil {
+			return err
+		}
+		for _, d := range ents {
+			p := d.name
+			if dir != "" {
+				p = dir + "/" + d.name
+			}
+			if !d.dir {
+				if err := fn(p, d.size); err != nil {
+					return err
+				}
+				continue
+			}
+			if seen[d.cluster] {
+				return fmt.Errorf("fat16: %s: directory loop", p)
+			}
+			seen[d.cluster] = true
+			if err := walk(p, d.cluster); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk("", 0); err != nil && !errors.Is(err, fs.SkipAll) {
+		return err
+	}
+	return nil
 }
 
 // chain returns the clusters of the file starting at first, following the
@@ -118,8 +251,10 @@ func (v *volume) chain(name string, first int64) ([]int64, error) {
 
 func (v *volume) clusterOff(c int64) int64 { return v.dataOff + (c-2)*v.clusterBytes }
 
-// ReadFile returns a file from the root directory of the FAT16 volume vol,
-// by its long or 8.3 name (case-insensitive). It follows the cluster chain,
+// ReadFile returns the regular file at the slash-separated path name of the
+// FAT16 volume vol ("cmdline.txt", "/loader/entries/gokrazy.conf"); each
+// component is matched by its long or 8.3 name, case-insensitive. A missing
+// file is an error wrapping fs.ErrNotExist. It follows the cluster chain,
 // so it also reads files another system rewrote non-contiguously; it needs
 // 512-byte sectors (what New writes).
 func ReadFile(vol io.ReaderAt, name string) ([]byte, error) {
@@ -162,8 +297,8 @@ type ReadWriterAt interface {
 	io.WriterAt
 }
 
-// Rewrite replaces the contents of an existing file in the root directory of
-// vol in place: data goes into the clusters the file already has, its
+// Rewrite replaces the contents of the existing regular file at path name
+// (as for ReadFile) of vol in place: data goes into the clusters the file already has, its
 // directory entry gets the new length, and clusters it no longer needs are
 // freed. A file can only grow within the clusters it has; reserve room when
 // creating it (image.Build pads the settings file). Larger data is refused
@@ -250,15 +385,23 @@ func lfnString(u []uint16) string {
 	return string(utf16.Decode(u))
 }
 
-// shortName83 is name's 8.3 directory entry form ("cmdline.txt" ->
-// "CMDLINE TXT").
-func shortName83(name string) [11]byte {
-	var s [11]byte
-	for i := range s {
-		s[i] = ' '
+// shortString renders the 8.3 name of directory entry e as NAME.EXT, in
+// lower case where the entry's case flags (byte 12, which Windows and
+// mtools set instead of writing a long name) say so.
+func shortString(e []byte) string {
+	base := strings.TrimRight(string(e[:8]), " ")
+	ext := strings.TrimRight(string(e[8:11]), " ")
+	if e[0] == 0x05 { // a first byte of 0xe5, which marks deleted entries
+		base = "\xe5" + base[1:]
 	}
-	base, ext, _ := strings.Cut(strings.ToUpper(name), ".")
-	copy(s[:8], base)
-	copy(s[8:], ext)
-	return s
+	if e[12]&0x08 != 0 {
+		base = strings.ToLower(base)
+	}
+	if e[12]&0x10 != 0 {
+		ext = strings.ToLower(ext)
+	}
+	if ext == "" {
+		return base
+	}
+	return base + "." + ext
 }

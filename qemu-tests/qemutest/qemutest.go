@@ -53,6 +53,11 @@ type Options struct {
 	// BIOS boots an amd64 image with SeaBIOS (legacy BIOS) instead of
 	// OVMF (image/vm's Options.BIOS).
 	BIOS bool
+	// FollowReboots starts QEMU again (same disk, same host ports, the
+	// console output appended) when the guest reboots, which ends QEMU
+	// (-no-reboot; a new QEMU also re-reads cmdline.txt for arm64's
+	// direct kernel boot). Needs Writable.
+	FollowReboots bool
 }
 
 // VM is a running QEMU guest.
@@ -61,9 +66,13 @@ type VM struct {
 	Started time.Time
 	ports   map[int]int
 	serial  *syncBuffer
-	cmd     *exec.Cmd
 	done    chan struct{}
 	waitErr error
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	stopped bool
+	boots   int
 }
 
 // Skip skips t, or fails it when CI=true, with a message saying what is
@@ -101,25 +110,56 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 	for _, p := range opts.Forward {
 		fwd[p] = 0
 	}
-	cmd, ports, err := qvm.Command(image, qvm.Options{Forward: fwd, MemoryMiB: opts.MemoryMiB, CPUs: opts.CPUs,
-		Writable: opts.Writable, StateDir: t.TempDir(), GOARCH: opts.GOARCH, BIOS: opts.BIOS})
+	if opts.FollowReboots && !opts.Writable {
+		t.Fatal("qemutest: FollowReboots needs Writable")
+	}
+	state := t.TempDir()
+	qopts := qvm.Options{Forward: fwd, MemoryMiB: opts.MemoryMiB, CPUs: opts.CPUs,
+		Writable: opts.Writable, StateDir: state, GOARCH: opts.GOARCH, BIOS: opts.BIOS}
+	cmd, ports, err := qvm.Command(image, qopts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := &VM{ports: ports, serial: &syncBuffer{}, done: make(chan struct{}), cmd: cmd}
+	vm := &VM{ports: ports, serial: &syncBuffer{}, done: make(chan struct{}), cmd: cmd, boots: 1}
 	vm.cmd.Stdout = vm.serial
 	vm.cmd.Stderr = vm.serial
 	vm.Started = time.Now()
 	if err := vm.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
+	// The same host ports from now on.
+	qopts.Forward = ports
 	go func() {
-		vm.waitErr = vm.cmd.Wait()
-		close(vm.done)
+		defer close(vm.done)
+		for {
+			vm.mu.Lock()
+			c := vm.cmd
+			vm.mu.Unlock()
+			err := c.Wait()
+			vm.mu.Lock()
+			if err != nil || vm.stopped || !opts.FollowReboots {
+				vm.waitErr = err
+				vm.mu.Unlock()
+				return
+			}
+			fmt.Fprintf(vm.serial, "\n[qemutest: the guest rebooted; starting QEMU again]\n")
+			next, _, err := qvm.Command(image, qopts)
+			if err == nil {
+				next.Stdout, next.Stderr = vm.serial, vm.serial
+				err = next.Start()
+			}
+			if err != nil {
+				vm.waitErr = fmt.Errorf("restart after a reboot: %w", err)
+				vm.mu.Unlock()
+				return
+			}
+			vm.cmd = next
+			vm.boots++
+			vm.mu.Unlock()
+		}
 	}()
 	t.Cleanup(func() {
-		_ = vm.cmd.Process.Kill()
-		<-vm.done
+		vm.Stop()
 		if t.Failed() {
 			t.Logf("serial console:\n%s", vm.Serial())
 		}
@@ -133,8 +173,18 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 // Stop kills the guest at once, like pulling the power cord, and waits
 // for QEMU to exit.
 func (vm *VM) Stop() {
+	vm.mu.Lock()
+	vm.stopped = true
 	_ = vm.cmd.Process.Kill()
+	vm.mu.Unlock()
 	<-vm.done
+}
+
+// Boots is how many times the guest started (FollowReboots).
+func (vm *VM) Boots() int {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.boots
 }
 
 // CopyImage makes a sparse copy of image in a temporary directory, for

@@ -80,6 +80,8 @@ type Options struct {
 	NameServices []NameService
 	// Version is shown on the dashboard.
 	Version string
+	// Updates, if set, describes the device's updates on the dashboard.
+	Updates func() UpdateStatus
 	// Logs, if set, feed the dashboard's recent logs.
 	Logs *LogRing
 	// Logger; nil discards.

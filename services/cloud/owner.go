@@ -95,6 +95,20 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/_/login", http.StatusSeeOther)
 }
 
+// UpdateStatus is the dashboard's view of the device's updates.
+type UpdateStatus struct {
+	// Last is the last update's result in words ("" for none).
+	Last string
+	// When is its time.
+	When time.Time
+	// NextCheck is the next look for updates (zero: the device does not
+	// look by itself); Source is where it looks.
+	NextCheck time.Time
+	Source    string
+	// Problem is the last check's error.
+	Problem string
+}
+
 // dashboard is the dashboard's data.
 type dashboard struct {
 	DID      string
@@ -104,6 +118,7 @@ type dashboard struct {
 	Usage    files.Usage
 	UsageErr string
 	Version  string
+	Updates  *UpdateStatus
 	Logs     []string
 	Sessions int
 	Services []NameService
@@ -133,6 +148,10 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		Msg: r.URL.Query().Get("msg"), Err: r.URL.Query().Get("err")}
 	if d.Version == "" {
 		d.Version = "development"
+	}
+	if s.opts.Updates != nil {
+		u := s.opts.Updates()
+		d.Updates = &u
 	}
 	var err error
 	if d.Usage, err = s.store.Usage(); err != nil {

@@ -8,13 +8,21 @@ import (
 
 	"github.com/pc2/pc2/appliance/device"
 	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/appliance/update"
 )
 
 func init() {
 	register("device", "run the appliance from its device settings (started by the image's init)", runDevice)
 }
 
-func runDevice(ctx context.Context, env Env, args []string) error {
+func runDevice(ctx context.Context, env Env, args []string) (err error) {
+	defer func() {
+		// During the test boot of an update, the rollback's reason names
+		// why the device service stopped.
+		if err != nil && ctx.Err() == nil {
+			update.NoteExit("", nil, err)
+		}
+	}()
 	fs := newFlagSet("device", env)
 	disk := fs.String("disk", "", "boot `disk` holding "+settings.BootFile+" (default: the disk the root file system is on)")
 	perm := fs.String("perm-file", settings.PermFile, "the settings copy on perm")

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/appliance/release"
 	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
@@ -31,7 +33,8 @@ func init() {
 var knownBoards = map[string]boards.Board{"x86": x86.Board, "qemu": qemu.Board, "qemuarm64": qemuarm64.Board, "rpi": rpi.Board}
 
 const imageUsage = `usage:
-  pc2 image build --board x86|qemu|qemuarm64|rpi --profile personal|supernode [--settings FILE] [SETTINGS FLAGS] [--key FILE] -o pc2.img
+  pc2 image build --board x86|qemu|qemuarm64|rpi --profile personal|supernode [--settings FILE] [SETTINGS FLAGS] [--key FILE]
+                  [--version X.Y.Z] [--release-key ID]... -o pc2.img
   pc2 image settings --image pc2.img [--show] [SETTINGS FLAGS] (pc2 image settings -h lists them)
   pc2 image run --image pc2.img [--arch amd64|arm64] [--bios] [--forward GUEST:HOST]... [--writable]`
 
@@ -50,6 +53,20 @@ func runImage(ctx context.Context, env Env, args []string) error {
 	return usageErr("unknown image command %q\n%s", args[0], imageUsage)
 }
 
+// boardByName returns a known board.
+func boardByName(name string) (boards.Board, error) {
+	b, ok := knownBoards[name]
+	if !ok {
+		names := make([]string, 0, len(knownBoards))
+		for n := range knownBoards {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return b, usageErr("board %q is not supported (have: %s)", name, strings.Join(names, ", "))
+	}
+	return b, nil
+}
+
 func imageBuild(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("image build", env)
 	board := fs.String("board", "", "target board: x86, qemu, qemuarm64 or rpi")
@@ -58,6 +75,9 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 	gokrPW := fs.String("gokrazy-password-file", "", "password `file` for gokrazy's web interface (port 8080; none: it does not listen)")
 	out := fs.String("o", "", "output image `file`")
 	moduleDir := fs.String("module-dir", ".", "PC2 source tree to build the programs from")
+	version := fs.String("version", "0.0.0", "the image's `version` (any signed release above it can update it)")
+	var trust multiFlag
+	fs.Var(&trust, "release-key", "release key `ID` (or DID, or key file) the image accepts updates from (repeatable; none: no updates)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -65,14 +85,13 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 	if len(rest) > 0 || *board == "" || *out == "" {
 		return usageErr("%s", imageUsage)
 	}
-	b, ok := knownBoards[*board]
-	if !ok {
-		names := make([]string, 0, len(knownBoards))
-		for n := range knownBoards {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return usageErr("board %q is not supported (have: %s)", *board, strings.Join(names, ", "))
+	keys, err := parseTrust(trust)
+	if err != nil {
+		return err
+	}
+	b, err := boardByName(*board)
+	if err != nil {
+		return err
 	}
 	var s settings.Settings
 	if err := sf.apply(&s); err != nil {
@@ -97,6 +116,13 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 		}
 		p.Files["/etc/gokr-pw.txt"] = []byte(strings.TrimSpace(string(pw)))
 	}
+	rel, err := release.Files(update.ReleaseInfo{Version: *version, Board: b.Name}, keys)
+	if err != nil {
+		return usageErr("--version: %v", err)
+	}
+	for k, v := range rel {
+		p.Files[k] = v
+	}
 	epoch, err := image.SourceDateEpochFromEnv(time.Now().Unix())
 	if err != nil {
 		return err
@@ -105,6 +131,7 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 	res, err := image.Build(ctx, image.Options{
 		Board: b, Programs: p.Programs, ExtraFiles: p.Files, PermFiles: perm, BootFiles: p.BootFiles,
 		SourceDateEpoch: epoch, Output: *out, ModuleDir: *moduleDir, Logger: env.logger(),
+		Vars: map[string]string{release.VersionVar: *version},
 	})
 	if err != nil {
 		return err

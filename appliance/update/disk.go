@@ -1,0 +1,169 @@
+package update
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Disk is the appliance disk as the updater sees it: the boot partition
+// (1) and the two root partitions (2 and 3) as block devices or, in
+// tests, files.
+type Disk struct {
+	Boot  string
+	Roots [2]string // partition 2, partition 3
+	// Running is the partition the running root file system is on (2 or
+	// 3). During a test boot it differs from the one the boot
+	// configuration names.
+	Running int
+}
+
+// Root returns the path of root partition p (2 or 3).
+func (d *Disk) Root(p int) string { return d.Roots[p-2] }
+
+// Inactive is the root partition not running.
+func (d *Disk) Inactive() int { return 5 - d.Running }
+
+// FindDisk finds the disk the running root file system is on, through
+// sysfs: /sys/dev/block/<major:minor of "/"> is the partition, its parent
+// directory the disk.
+func FindDisk() (*Disk, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/", &st); err != nil {
+		return nil, fmt.Errorf("update: stat /: %w", err)
+	}
+	return diskOf("/sys/dev/block", "/dev", unix.Major(st.Dev), unix.Minor(st.Dev))
+}
+
+func diskOf(sysDevBlock, devDir string, major, minor uint32) (*Disk, error) {
+	part, err := filepath.EvalSymlinks(filepath.Join(sysDevBlock, fmt.Sprintf("%d:%d", major, minor)))
+	if err != nil {
+		return nil, fmt.Errorf("update: the root file system's device %d:%d: %w", major, minor, err)
+	}
+	b, err := os.ReadFile(filepath.Join(part, "partition"))
+	if err != nil {
+		return nil, fmt.Errorf("update: root device %s is not a partition", filepath.Base(part))
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || (n != 2 && n != 3) {
+		return nil, fmt.Errorf("update: the root file system is on partition %q, not 2 or 3", strings.TrimSpace(string(b)))
+	}
+	disk := filepath.Base(filepath.Dir(part))
+	if disk == "" || strings.ContainsAny(disk, "/.") {
+		return nil, fmt.Errorf("update: no disk above %s", part)
+	}
+	name := func(p int) string {
+		// vda -> vda2; mmcblk0, nvme0n1 -> mmcblk0p2, nvme0n1p2.
+		if c := disk[len(disk)-1]; c >= '0' && c <= '9' {
+			return filepath.Join(devDir, fmt.Sprintf("%sp%d", disk, p))
+		}
+		return filepath.Join(devDir, fmt.Sprintf("%s%d", disk, p))
+	}
+	return &Disk{Boot: name(1), Roots: [2]string{name(2), name(3)}, Running: n}, nil
+}
+
+// sizeOf returns the size of a block device or file.
+func sizeOf(f *os.File) (int64, error) {
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return n, err
+}
+
+// writePartition writes the file src to the partition (or file) dst from
+// offset 0, zero-fills dst up to fill bytes (0: nothing), syncs, and reads
+// back what it wrote to compare its SHA-256 with sha (hex): a flash card
+// that drops writes is caught before anything boots from it.
+func writePartition(dst, src string, fill int64, sha string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	defer in.Close()
+	n, err := sizeOf(in)
+	if err != nil {
+		return fmt.Errorf("update: %s: %w", src, err)
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	defer out.Close()
+	room, err := sizeOf(out)
+	if err != nil {
+		return fmt.Errorf("update: %s: %w", dst, err)
+	}
+	if n > room || fill > room {
+		return fmt.Errorf("update: %s (%d bytes) does not fit %s (%d bytes)", filepath.Base(src), max(n, fill), dst, room)
+	}
+	buf := make([]byte, 1<<20)
+	if _, err := io.CopyBuffer(out, in, buf); err != nil {
+		return fmt.Errorf("update: write %s: %w", dst, err)
+	}
+	if fill > n {
+		clear(buf)
+		for off := n; off < fill; off += int64(len(buf)) {
+			if _, err := out.Write(buf[:min(int64(len(buf)), fill-off)]); err != nil {
+				return fmt.Errorf("update: write %s: %w", dst, err)
+			}
+		}
+	}
+	if err := out.Sync(); err != nil {
+		return fmt.Errorf("update: sync %s: %w", dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("update: %s: %w", dst, err)
+	}
+	// Read back through a fresh descriptor (the page cache still has the
+	// data; drop it first where the kernel lets us).
+	back, err := os.Open(dst)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	defer back.Close()
+	_ = unix.Fadvise(int(back.Fd()), 0, n, unix.FADV_DONTNEED)
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, io.LimitReader(back, n), buf); err != nil {
+		return fmt.Errorf("update: read back %s: %w", dst, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+		return fmt.Errorf("update: %s reads back as SHA-256 %s after writing %s: the disk does not keep what is written", dst, got, sha)
+	}
+	return nil
+}
+
+// fileSHA256 hashes a file.
+func fileSHA256(path string) (string, error) {
+	a, err := Describe(path)
+	return a.SHA256, err
+}
+
+// errNoSpace is returned when perm cannot hold the staged artifacts.
+var errNoSpace = errors.New("update: not enough free space on perm to stage the update")
+
+// freeBytes is the space available to unprivileged writers in dir's file
+// system (root may use the reserved blocks too; leave them to the user's
+// data).
+func freeBytes(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("update: statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// sha256Hex hashes b.
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}

@@ -1,0 +1,752 @@
+package update
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/image/fat16"
+	"github.com/pc2/pc2/provisioning/identity"
+)
+
+// Paths in the image's root file system.
+const (
+	// ReleasePath describes the running system (ReleaseInfo).
+	ReleasePath = "/etc/pc2/release.json"
+	// DefaultDir is the updater's directory on perm.
+	DefaultDir = "/perm/pc2/update"
+	// DefaultHealthTimeout is how long a test boot has to pass its
+	// health check.
+	DefaultHealthTimeout = 5 * time.Minute
+)
+
+// settingsFile is the device settings on the boot partition (package
+// settings; named here so this package does not depend on it): kept
+// when a new boot partition is written.
+const settingsFile = "pc2-settings.json"
+
+// ReleaseInfo is what an image knows of itself (ReleasePath).
+type ReleaseInfo struct {
+	Version    string `json:"version"`
+	Board      string `json:"board"`
+	Channel    string `json:"channel,omitempty"`
+	MinVersion string `json:"min_version,omitempty"`
+}
+
+// ReadRelease reads ReleasePath (or another path).
+func ReadRelease(path string) (ReleaseInfo, error) {
+	var r ReleaseInfo
+	if err := config.Load(path, &r); err != nil {
+		return r, fmt.Errorf("update: %w", err)
+	}
+	if _, err := ParseVersion(r.Version); err != nil {
+		return r, fmt.Errorf("update: %s: %w", path, err)
+	}
+	if r.Board == "" {
+		return r, fmt.Errorf("update: %s names no board", path)
+	}
+	return r, nil
+}
+
+// Errors of Install besides the manifest's.
+var (
+	ErrBusy    = errors.New("update: another update is being installed")
+	ErrTesting = errors.New("update: an update is waiting for its test boot")
+	ErrNoKeys  = errors.New("update: this image trusts no release key (built without one), so it accepts no update")
+)
+
+// Options configure an Updater.
+type Options struct {
+	// Dir holds the state, the log and the staged artifacts (default
+	// DefaultDir).
+	Dir string
+	// Disk; nil: FindDisk().
+	Disk *Disk
+	// Release is the running system.
+	Release ReleaseInfo
+	// Keys are the trusted release keys (the image's KeysPath).
+	Keys []identity.ID
+	// HealthTimeout is the test boot's deadline given to updates
+	// installed from now on (default DefaultHealthTimeout).
+	HealthTimeout time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Updater installs updates on the device and follows their test boot.
+type Updater struct {
+	opts  Options
+	disk  *Disk
+	store *store
+	log   *slog.Logger
+	busy  sync.Mutex
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status is what the admin API and the dashboard show.
+type Status struct {
+	Version string `json:"version"`
+	Board   string `json:"board"`
+	Channel string `json:"channel,omitempty"`
+	Floor   string `json:"floor,omitempty"`
+	// Partition is the running root partition (2 or 3).
+	Partition int `json:"partition"`
+	// Installing is the version being written, Testing the one on test.
+	Installing string   `json:"installing,omitempty"`
+	Testing    *Pending `json:"testing,omitempty"`
+	Last       *Result  `json:"last,omitempty"`
+	// Pull: where and when the device looks for updates.
+	URL       string    `json:"url,omitempty"`
+	NextCheck time.Time `json:"next_check,omitzero"`
+	LastCheck time.Time `json:"last_check,omitzero"`
+	CheckErr  string    `json:"check_error,omitempty"`
+	Log       string    `json:"log,omitempty"`
+}
+
+// New returns an Updater.
+func New(opts Options) (*Updater, error) {
+	if opts.Dir == "" {
+		opts.Dir = DefaultDir
+	}
+	if opts.HealthTimeout == 0 {
+		opts.HealthTimeout = DefaultHealthTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if _, err := ParseVersion(opts.Release.Version); err != nil {
+		return nil, fmt.Errorf("update: the running release: %w", err)
+	}
+	u := &Updater{opts: opts, disk: opts.Disk, store: &store{dir: opts.Dir}, log: opts.Logger}
+	if u.disk == nil {
+		d, err := FindDisk()
+		if err != nil {
+			return nil, err
+		}
+		u.disk = d
+	}
+	st, err := u.store.load()
+	if err != nil {
+		return nil, err
+	}
+	u.setStatus(st)
+	return u, nil
+}
+
+func (u *Updater) now() time.Time { return u.opts.Now() }
+
+// logf writes to the update log and the service log.
+func (u *Updater) logf(level slog.Level, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	u.store.logf(u.now(), "%s", msg)
+	u.log.Log(context.Background(), level, "update: "+msg)
+}
+
+func (u *Updater) setStatus(st *State) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.status.Version = u.opts.Release.Version
+	u.status.Board = u.opts.Release.Board
+	u.status.Channel = u.opts.Release.Channel
+	u.status.Floor = u.floor(st)
+	u.status.Partition = u.disk.Running
+	u.status.Testing = st.Pending
+	u.status.Last = st.Last
+}
+
+// Status returns the updater's state; withLog adds the last update's log.
+func (u *Updater) Status(withLog bool) Status {
+	u.mu.Lock()
+	s := u.status
+	u.mu.Unlock()
+	if withLog {
+		s.Log = u.store.readLog()
+	}
+	return s
+}
+
+// floor is the anti-downgrade floor: the state's and the running
+// release's min_version, whichever is higher.
+func (u *Updater) floor(st *State) string {
+	f := st.Floor
+	if m := u.opts.Release.MinVersion; m != "" {
+		if f == "" {
+			f = m
+		} else if c, err := CompareVersions(m, f); err == nil && c > 0 {
+			f = m
+		}
+	}
+	return f
+}
+
+// Plan is what Check found: the verified manifest and the artifacts the
+// device needs.
+type Plan struct {
+	Manifest *Manifest `json:"manifest"`
+	Needs    []string  `json:"needs"`
+}
+
+// Check verifies a manifest against the device (signature, board,
+// version floor) and says which artifacts it needs: the root always, the
+// boot partition only when its payload (kernel, boot loader, firmware)
+// differs from the one the device has.
+func (u *Updater) Check(manifest, sig []byte) (*Plan, error) {
+	st, err := u.store.load()
+	if err != nil {
+		return nil, err
+	}
+	return u.plan(manifest, sig, st)
+}
+
+func (u *Updater) plan(manifest, sig []byte, st *State) (*Plan, error) {
+	if len(u.opts.Keys) == 0 {
+		return nil, ErrNoKeys
+	}
+	m, err := Verify(manifest, sig, Policy{Keys: u.opts.Keys, Board: u.opts.Release.Board, Floor: u.floor(st)})
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Manifest: m, Needs: []string{Root}}
+	if b, ok := m.Artifacts[Boot]; ok {
+		changed, err := u.bootChanged(b.Files)
+		if err != nil {
+			return nil, err
+		}
+		if changed {
+			p.Needs = append(p.Needs, Boot)
+		}
+	}
+	return p, nil
+}
+
+// bootChanged compares the payload files of the device's boot partition
+// with want.
+func (u *Updater) bootChanged(want map[string]string) (bool, error) {
+	f, err := os.Open(u.disk.Boot)
+	if err != nil {
+		return false, fmt.Errorf("update: %w", err)
+	}
+	defer f.Close()
+	have, err := BootPayload(f)
+	if err != nil {
+		return false, fmt.Errorf("update: the boot partition: %w", err)
+	}
+	if len(have) != len(want) {
+		return true, nil
+	}
+	for p, h := range want {
+		if have[p] != h {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// BootPayload returns the SHA-256 (hex) of each file of a boot partition
+// by path, without the files that differ between devices of one release
+// (the command lines, which name the disk's partitions, and the device
+// settings).
+func BootPayload(vol io.ReaderAt) (map[string]string, error) {
+	out := map[string]string{}
+	skip := map[string]bool{settingsFile: true}
+	for _, p := range cmdlineFiles {
+		skip[p] = true
+	}
+	err := fat16.Walk(vol, func(p string, size int64) error {
+		if skip[strings.ToLower(strings.TrimPrefix(p, "/"))] {
+			return nil
+		}
+		b, err := fat16.ReadFile(vol, p)
+		if err != nil {
+			return err
+		}
+		out[strings.TrimPrefix(p, "/")] = sha256Hex(b)
+		return nil
+	})
+	return out, err
+}
+
+// Fetch returns the contents of one artifact of the manifest being
+// installed; Install calls it for the root first, then the boot.
+type Fetch func(ctx context.Context, name string) (io.ReadCloser, error)
+
+// Install verifies the manifest, stages the artifacts the device needs on
+// perm (checking each one's size and SHA-256), writes the root to the
+// inactive partition and the boot partition when its payload changed,
+// and asks gokrazy's init for a test boot of the new root. The caller
+// reboots. Nothing is written to a partition before every artifact
+// passed its check; a refused or failed install is the last result.
+func (u *Updater) Install(ctx context.Context, source string, manifest, sig []byte, fetch Fetch) (*Manifest, error) {
+	if !u.busy.TryLock() {
+		return nil, ErrBusy
+	}
+	defer u.busy.Unlock()
+	st, err := u.store.load()
+	if err != nil {
+		return nil, err
+	}
+	if st.Pending != nil {
+		return nil, fmt.Errorf("%w (%s)", ErrTesting, st.Pending.Version)
+	}
+	u.store.newLog()
+	plan, err := u.plan(manifest, sig, st)
+	if err != nil {
+		u.finish(st, &Result{Version: versionOf(manifest), From: u.opts.Release.Version, Outcome: Refused, Reason: err.Error(), Source: source})
+		return nil, err
+	}
+	m := plan.Manifest
+	u.mu.Lock()
+	u.status.Installing = m.Version
+	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		u.status.Installing = ""
+		u.mu.Unlock()
+	}()
+	u.logf(slog.LevelInfo, "installing %s (%s, %s) over %s from %s; needs %s", m.Version, m.Board, m.Channel,
+		u.opts.Release.Version, source, strings.Join(plan.Needs, " and "))
+	pending, err := u.write(ctx, plan, source, fetch)
+	if err != nil {
+		outcome := Failed
+		if errors.Is(err, ErrArtifact) {
+			outcome = Refused
+		}
+		u.finish(st, &Result{Version: m.Version, From: u.opts.Release.Version, Outcome: outcome, Reason: err.Error(), Source: source})
+		return nil, err
+	}
+	st.Pending = pending
+	if err := u.store.save(st); err != nil {
+		return nil, err
+	}
+	if err := u.withBoot(true, enableTestBoot); err != nil {
+		st.Pending = nil
+		u.finish(st, &Result{Version: m.Version, From: u.opts.Release.Version, Outcome: Failed, Reason: err.Error(), Source: source})
+		return nil, err
+	}
+	u.setStatus(st)
+	u.logf(slog.LevelInfo, "%s written to partition %d; the next boot tests it (health check within %s)",
+		m.Version, pending.Partition, time.Duration(pending.HealthTimeout))
+	return m, nil
+}
+
+// Refuse records a refused update (manifest as received) as the last
+// result, unless an install is running.
+func (u *Updater) Refuse(manifest []byte, source string, err error) {
+	if !u.busy.TryLock() {
+		return
+	}
+	defer u.busy.Unlock()
+	st, lerr := u.store.load()
+	if lerr != nil || st.Pending != nil {
+		return
+	}
+	u.store.newLog()
+	u.finish(st, &Result{Version: versionOf(manifest), From: u.opts.Release.Version, Outcome: Refused, Reason: err.Error(), Source: source})
+}
+
+func versionOf(manifest []byte) string {
+	var m struct{ Version string }
+	if json.Unmarshal(manifest, &m) != nil || len(m.Version) > 32 {
+		return ""
+	}
+	return m.Version
+}
+
+// finish records r as the last result and clears the pending update.
+func (u *Updater) finish(st *State, r *Result) {
+	r.Time = u.now()
+	st.Last = r
+	st.Pending = nil
+	level := slog.LevelInfo
+	if r.Outcome != Installed {
+		level = slog.LevelWarn
+	}
+	msg := r.Outcome + " " + r.Version
+	if r.Reason != "" {
+		msg += ": " + r.Reason
+	}
+	u.logf(level, "%s", msg)
+	if err := u.store.save(st); err != nil {
+		u.log.Error("update: state not saved", "err", err)
+	}
+	u.setStatus(st)
+}
+
+// write stages and writes the artifacts.
+func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fetch) (*Pending, error) {
+	m := plan.Manifest
+	staging := filepath.Join(u.opts.Dir, stagingDir)
+	if err := os.RemoveAll(staging); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	defer os.RemoveAll(staging)
+	var need int64
+	for _, n := range plan.Needs {
+		need += m.Artifacts[n].Size
+	}
+	if free, err := freeBytes(staging); err != nil {
+		return nil, err
+	} else if free < need+(4<<20) {
+		return nil, fmt.Errorf("%w: it needs %d MB, perm has %d MB free", errNoSpace, (need+(4<<20))>>20, free>>20)
+	}
+	staged := map[string]string{}
+	for _, n := range plan.Needs {
+		p := filepath.Join(staging, n)
+		start := u.now()
+		if err := stage(ctx, fetch, m, n, p); err != nil {
+			return nil, err
+		}
+		staged[n] = p
+		u.logf(slog.LevelInfo, "%s: %d bytes received and checked (SHA-256 %s) in %s", n, m.Artifacts[n].Size,
+			m.Artifacts[n].SHA256[:16], u.now().Sub(start).Round(time.Millisecond))
+	}
+	target := u.disk.Inactive()
+	var bootSHA string
+	var bootFill int64
+	if p, ok := staged[Boot]; ok {
+		var err error
+		if bootSHA, bootFill, err = u.prepareBoot(p); err != nil {
+			return nil, err
+		}
+	}
+	if p, ok := staged[Boot]; ok {
+		// Checked before the root is written: nothing is written unless
+		// everything fits.
+		if err := fits(p, u.disk.Boot); err != nil {
+			return nil, err
+		}
+	}
+	start := u.now()
+	if err := writePartition(u.disk.Root(target), staged[Root], 0, m.Artifacts[Root].SHA256); err != nil {
+		return nil, err
+	}
+	u.logf(slog.LevelInfo, "root written to partition %d and read back in %s", target, u.now().Sub(start).Round(time.Millisecond))
+	if p, ok := staged[Boot]; ok {
+		// The one step that is not A/B: the boot partition is shared. It
+		// is written only when its payload changed.
+		start := u.now()
+		if err := writePartition(u.disk.Boot, p, bootFill, bootSHA); err != nil {
+			return nil, err
+		}
+		u.logf(slog.LevelInfo, "boot partition written and read back in %s", u.now().Sub(start).Round(time.Millisecond))
+	}
+	return &Pending{Version: m.Version, From: u.opts.Release.Version, MinVersion: m.MinVersion, Partition: target,
+		BootWritten: staged[Boot] != "", Source: source, Installed: u.now(),
+		HealthTimeout: config.Duration(u.opts.HealthTimeout)}, nil
+}
+
+// stage fetches artifact name into path, checking it against m.
+func stage(ctx context.Context, fetch Fetch, m *Manifest, name, path string) error {
+	rc, err := fetch(ctx, name)
+	if err != nil {
+		return fmt.Errorf("update: fetch %s: %w", name, err)
+	}
+	defer rc.Close()
+	c, err := Check(rc, m, name)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	defer f.Close()
+	if _, err := io.CopyBuffer(f, c, make([]byte, 1<<20)); err != nil {
+		if errors.Is(err, ErrArtifact) {
+			return err
+		}
+		return fmt.Errorf("update: receive %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	return f.Close()
+}
+
+// prepareBoot makes a staged boot partition fit this device: its command
+// lines name the device's root partition (the one running), and the
+// device's settings file replaces the release's. It returns the SHA-256
+// of the result and the size of its FAT volume (written with zeros past
+// the artifact's end).
+func (u *Updater) prepareBoot(path string) (string, int64, error) {
+	cur, err := os.Open(u.disk.Boot)
+	if err != nil {
+		return "", 0, fmt.Errorf("update: %w", err)
+	}
+	defer cur.Close()
+	curCfg, err := readBootConfig(cur)
+	if err != nil {
+		return "", 0, fmt.Errorf("the boot partition: %w", err)
+	}
+	root, err := withPartition(curCfg.root, u.disk.Running)
+	if err != nil {
+		return "", 0, err
+	}
+	settings, settingsErr := fat16.ReadFile(cur, settingsFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return "", 0, fmt.Errorf("update: %w", err)
+	}
+	defer f.Close()
+	size, err := volumeSize(f)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: the boot artifact: %v", ErrArtifact, err)
+	}
+	// The artifact leaves out the volume's trailing zeros; put them back
+	// (sparse) so the staged file is the whole partition.
+	if n, err := sizeOf(f); err != nil || n > size {
+		return "", 0, fmt.Errorf("%w: the boot artifact is larger than its FAT volume", ErrArtifact)
+	} else if err := f.Truncate(size); err != nil {
+		return "", 0, fmt.Errorf("update: %w", err)
+	}
+	newCfg, err := readBootConfig(f)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: the boot artifact: %v", ErrArtifact, err)
+	}
+	if (strings.Contains(newCfg.root, "/PARTNROFF=")) != (strings.Contains(root, "/PARTNROFF=")) {
+		return "", 0, fmt.Errorf("%w: the boot artifact's root= %s is not of this disk's kind (%s)", ErrArtifact, newCfg.root, root)
+	}
+	if err := rewriteCmdlines(f, setRoot(root), false); err != nil {
+		return "", 0, fmt.Errorf("update: the boot artifact: %w", err)
+	}
+	if settingsErr == nil {
+		if err := fat16.Rewrite(f, settingsFile, settings); err != nil {
+			return "", 0, fmt.Errorf("update: keeping the device settings in the new boot partition: %w", err)
+		}
+	} else if !errors.Is(settingsErr, fs.ErrNotExist) {
+		return "", 0, fmt.Errorf("update: the device settings on the boot partition: %w", settingsErr)
+	}
+	if err := f.Sync(); err != nil {
+		return "", 0, fmt.Errorf("update: %w", err)
+	}
+	sha, err := fileSHA256(path)
+	return sha, 0, err
+}
+
+// fits checks that the file src fits the partition dst.
+func fits(src, dst string) error {
+	s, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	defer f.Close()
+	n, err := sizeOf(f)
+	if err != nil {
+		return fmt.Errorf("update: %s: %w", dst, err)
+	}
+	if s.Size() > n {
+		return fmt.Errorf("%w: the boot partition image (%d bytes) does not fit %s (%d bytes)", ErrArtifact, s.Size(), dst, n)
+	}
+	return nil
+}
+
+// volumeSize reads a FAT volume's size from its boot sector.
+func volumeSize(r io.ReaderAt) (int64, error) {
+	bs := make([]byte, 512)
+	if _, err := r.ReadAt(bs, 0); err != nil {
+		return 0, err
+	}
+	if bs[510] != 0x55 || bs[511] != 0xaa {
+		return 0, errors.New("no FAT boot sector")
+	}
+	n := int64(binary.LittleEndian.Uint16(bs[19:]))
+	if n == 0 {
+		n = int64(binary.LittleEndian.Uint32(bs[32:]))
+	}
+	return n * int64(binary.LittleEndian.Uint16(bs[11:])), nil
+}
+
+// withBoot opens the boot partition and runs f on it, then syncs.
+func (u *Updater) withBoot(write bool, f func(bootVolume) error) error {
+	flag := os.O_RDONLY
+	if write {
+		flag = os.O_RDWR
+	}
+	vol, err := os.OpenFile(u.disk.Boot, flag, 0)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	defer vol.Close()
+	if err := f(vol); err != nil {
+		return err
+	}
+	if write {
+		if err := vol.Sync(); err != nil {
+			return fmt.Errorf("update: sync %s: %w", u.disk.Boot, err)
+		}
+	}
+	return vol.Close()
+}
+
+// BootState is how Resume found the device at boot.
+type BootState int
+
+const (
+	// Normal: no update in progress.
+	Normal BootState = iota
+	// TestBoot: this is the test boot of a new version; the caller
+	// checks its health and calls Commit or Fail.
+	TestBoot
+	// Returned: a test boot failed or never reported and the device runs
+	// the old version again (recorded as rolled back).
+	Returned
+	// Committed: the update was committed (recorded as installed).
+	Committed
+)
+
+// Resume is called once at every start of the device service: it finds
+// out whether this boot is the test boot of an update, records the
+// outcome of a test boot that ended, and removes stale test-boot flags.
+func (u *Updater) Resume() (BootState, *Pending, error) {
+	st, err := u.store.load()
+	if err != nil {
+		return Normal, nil, err
+	}
+	var cfg bootConfig
+	if err := u.withBoot(false, func(v bootVolume) (err error) { cfg, err = readBootConfig(v); return err }); err != nil {
+		return Normal, nil, err
+	}
+	p := st.Pending
+	switch {
+	case p == nil:
+		if cfg.flags && cfg.partition == u.disk.Running {
+			u.log.Info("update: removing a stale test-boot flag from the boot configuration")
+			return Normal, nil, u.withBoot(true, func(v bootVolume) error { return selectRoot(v, u.disk.Running) })
+		}
+		return Normal, nil, nil
+	case p.Partition == u.disk.Running && cfg.partition == u.disk.Running:
+		// Committed, but the device stopped before recording it.
+		u.commitState(st)
+		return Committed, p, nil
+	case p.Partition == u.disk.Running:
+		if p.Failure != "" {
+			// The test failed and its reboot did not happen.
+			return TestBoot, p, nil
+		}
+		u.logf(slog.LevelInfo, "test boot of %s on partition %d (the boot configuration keeps %d)", p.Version, p.Partition, cfg.partition)
+		return TestBoot, p, nil
+	case cfg.testBoot:
+		// Written, but the reboot into the test boot has not happened
+		// yet (the device service restarted first): the next boot tests.
+		u.log.Info("update: written and waiting for the reboot into its test boot", "version", p.Version)
+		return Normal, p, nil
+	default:
+		reason := p.Failure
+		if reason == "" {
+			reason = "the new system did not come up: it never reported a health check (a crash, a power cut, or a hang before its deadline)"
+			if line, n := u.store.lastExit(); n > 0 {
+				reason += fmt.Sprintf("; the device service exited %d times, last: %s", n, line)
+			}
+		}
+		u.finish(st, &Result{Version: p.Version, From: p.From, Outcome: RolledBack, Reason: reason, Source: p.Source})
+		if cfg.flags {
+			if err := u.withBoot(true, func(v bootVolume) error { return selectRoot(v, u.disk.Running) }); err != nil {
+				return Returned, p, err
+			}
+		}
+		return Returned, p, nil
+	}
+}
+
+// Commit makes the running test boot permanent: the boot configuration
+// names this partition from now on.
+func (u *Updater) Commit() error {
+	st, err := u.store.load()
+	if err != nil {
+		return err
+	}
+	if st.Pending == nil || st.Pending.Partition != u.disk.Running {
+		return errors.New("update: no test boot to commit")
+	}
+	if err := u.withBoot(true, func(v bootVolume) error { return selectRoot(v, u.disk.Running) }); err != nil {
+		return err
+	}
+	u.commitState(st)
+	return nil
+}
+
+func (u *Updater) commitState(st *State) {
+	p := st.Pending
+	// No floor yet (a release.json without min_version): CompareVersions
+	// would refuse "" and the manifest's floor would be lost.
+	if f := u.floor(st); f == "" {
+		st.Floor = p.MinVersion
+	} else if c, err := CompareVersions(p.MinVersion, f); err == nil && (c > 0 || st.Floor == "") {
+		st.Floor = p.MinVersion
+	}
+	u.finish(st, &Result{Version: p.Version, From: p.From, Outcome: Installed, Source: p.Source})
+}
+
+// Fail records why the test boot failed; the caller then reboots into
+// the old version, which records the rollback.
+func (u *Updater) Fail(reason string) error {
+	st, err := u.store.load()
+	if err != nil {
+		return err
+	}
+	if st.Pending == nil || st.Pending.Partition != u.disk.Running {
+		return errors.New("update: no test boot")
+	}
+	u.logf(slog.LevelWarn, "test boot of %s failed: %s; returning to partition %d", st.Pending.Version, reason, u.disk.Inactive())
+	st.Pending.Failure = reason
+	return u.store.save(st)
+}
+
+// NoteExit records, during a test boot, that the device service is
+// exiting with err (the rollback's reason names the last one). It is
+// for the device command's error path and does nothing outside a test
+// boot (dir "": DefaultDir; disk nil: FindDisk()).
+func NoteExit(dir string, disk *Disk, err error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	s := &store{dir: dir}
+	st, lerr := s.load()
+	if lerr != nil || st.Pending == nil {
+		return
+	}
+	if disk == nil {
+		if disk, lerr = FindDisk(); lerr != nil {
+			return
+		}
+	}
+	if st.Pending.Partition != disk.Running {
+		return
+	}
+	f, ferr := os.OpenFile(filepath.Join(dir, exitsFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if ferr != nil {
+		return
+	}
+	defer f.Close()
+	line := strings.ReplaceAll(err.Error(), "\n", " ")
+	if len(line) > 300 {
+		line = line[:300] + "..."
+	}
+	f.WriteString(time.Now().UTC().Format(time.RFC3339) + " " + line + "\n")
+	f.Sync()
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
