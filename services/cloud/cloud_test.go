@@ -90,8 +90,9 @@ type env struct {
 	clock   *clock
 	dir     string
 
-	mu    sync.Mutex
-	codes []string // shown by ShowSetupCode
+	mu      sync.Mutex
+	codes   []string     // shown by ShowSetupCode
+	updates UpdateStatus // what Options.Updates answers
 }
 
 func newEnv(t *testing.T) *env {
@@ -101,6 +102,7 @@ func newEnv(t *testing.T) *env {
 	logs := NewLogRing(50)
 	e.srv, err = New(Options{DataDir: e.dir, Node: e.node, Version: "test", Now: e.clock.now, Logs: logs,
 		ShowSetupCode: func(c string) { e.mu.Lock(); e.codes = append(e.codes, c); e.mu.Unlock() },
+		Updates:       func() UpdateStatus { e.mu.Lock(); defer e.mu.Unlock(); return e.updates },
 		Logger:        slog.New(logs.Handler(slog.NewTextHandler(testlog.Writer(t), nil)))})
 	if err != nil {
 		t.Fatal(err)

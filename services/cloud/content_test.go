@@ -230,6 +230,21 @@ func TestDashboard(t *testing.T) {
 	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 		t.Errorf("dashboard CSP %q", csp)
 	}
+	// The device's updates: none yet and no pulling, then a rollback and
+	// the next check.
+	if !strings.Contains(r.Body, "Last update: none yet") || !strings.Contains(r.Body, "Automatic updates: off") {
+		t.Errorf("dashboard without updates lacks their state")
+	}
+	e.mu.Lock()
+	e.updates = UpdateStatus{Last: "rolled back 1.2.0 (from 1.1.0): no health check passed", When: e.clock.now(),
+		NextCheck: e.clock.now().Add(6 * time.Hour), Problem: "GET x: 404"}
+	e.mu.Unlock()
+	r = b.Get("/_/")
+	for _, want := range []string{"rolled back 1.2.0 (from 1.1.0): no health check passed", "Next check for updates", "Last check: GET x: 404"} {
+		if !strings.Contains(r.Body, want) {
+			t.Errorf("dashboard lacks %q", want)
+		}
+	}
 	for _, a := range []string{"/_/assets/app.css", "/_/assets/app.js", "/_/assets/icon.svg"} {
 		if r := b.Get(a); r.Code != 200 || r.Header.Get("Cache-Control") == "" {
 			t.Errorf("%s: %d", a, r.Code)

@@ -21,7 +21,7 @@ func init() {
 	register("update", "push a release bundle to a device and wait for it to run the new version", runUpdate)
 }
 
-const releaseUsage = `usage: pc2 release --board x86|qemu|qemuarm64|rpi --key release.key --version X.Y.Z -o BUNDLE-DIR
+const releaseUsage = `usage: pc2 release --board x86|qemu|qemuarm64|rpi --key release.key -o BUNDLE-DIR [--version X.Y.Z]
          [--min-version X.Y.Z] [--channel stable|beta] [--trust ID]...
          [--image disk.img [SETTINGS FLAGS] [--node-key FILE]]`
 
@@ -29,7 +29,7 @@ func runRelease(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("release", env)
 	board := fs.String("board", "", "target board: x86, qemu, qemuarm64 or rpi")
 	keyFile := fs.String("key", "", "release signing key `file` (pc2 identity new makes one)")
-	version := fs.String("version", "", "release `version`, MAJOR.MINOR.PATCH")
+	version := fs.String("version", "", "release `version`, MAJOR.MINOR.PATCH (default: 0.YYYYMMDD.HHMMSS of the build time, UTC)")
 	minVersion := fs.String("min-version", "", "anti-downgrade floor: devices that install this release refuse anything older than this `version` (default: the release's own)")
 	channel := fs.String("channel", update.Stable, "release channel: stable or beta")
 	var trust multiFlag
@@ -43,7 +43,7 @@ func runRelease(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 || *board == "" || *keyFile == "" || *version == "" || *out == "" {
+	if len(rest) > 0 || *board == "" || *keyFile == "" || *out == "" {
 		return usageErr("%s", releaseUsage)
 	}
 	b, err := boardByName(*board)
@@ -78,6 +78,12 @@ func runRelease(ctx context.Context, env Env, args []string) error {
 	}
 	if o.SourceDateEpoch, err = image.SourceDateEpochFromEnv(time.Now().Unix()); err != nil {
 		return err
+	}
+	if o.Version == "" {
+		// Later builds get higher versions; leading zeros are not
+		// allowed in a version, so the time of day is not padded.
+		t := time.Unix(o.SourceDateEpoch, 0).UTC()
+		o.Version = fmt.Sprintf("0.%s.%d", t.Format("20060102"), t.Hour()*10000+t.Minute()*100+t.Second())
 	}
 	start := time.Now()
 	res, err := release.Build(ctx, o)
