@@ -122,6 +122,10 @@ func (u *Updater) Pull(ctx context.Context, cfg PullConfig) {
 		case <-t.C:
 		}
 		m, err := u.pullOnce(ctx, cfg, base)
+		if ctx.Err() != nil {
+			// Stopping: a check cut short is no check.
+			return
+		}
 		u.mu.Lock()
 		u.status.LastCheck = u.now()
 		u.status.CheckErr = ""
