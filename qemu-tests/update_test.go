@@ -149,9 +149,6 @@ func TestUpdate(t *testing.T) {
 	}
 	broken := buildRelease(t, key, "1.2.0", t.TempDir(), nil, map[string][]byte{svctable.Path: badTable})
 	d := buildRelease(t, key, "1.3.0", t.TempDir(), nil, nil)
-	if b.Manifest.Artifacts[update.Boot].SHA256 == "" {
-		t.Fatal("bundle without boot artifact")
-	}
 
 	img := qemutest.CopyImage(t, a.Image)
 	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true, FollowReboots: true})
@@ -259,6 +256,7 @@ func TestUpdate(t *testing.T) {
 	refuse("downgrade", a.Dir, "downgrade")
 
 	// A broken release is tried once and rolled back.
+	start = time.Now()
 	_, err = pc2(t, "update", "--device", strings.TrimPrefix(base, "http://"), "--bundle", broken.Dir, "--password-file", pw)
 	if err == nil || !strings.Contains(err.Error(), "rolled back") {
 		t.Fatalf("broken release: %v", err)
@@ -267,7 +265,8 @@ func TestUpdate(t *testing.T) {
 	if s.Version != "1.1.0" || s.Partition != 3 || s.Last.Outcome != update.RolledBack || !strings.Contains(s.Last.Reason, "no-such-flag") {
 		t.Fatalf("after the broken release: %+v\nlog:\n%s", s.Last, s.Log)
 	}
-	t.Logf("rolled back: %s", s.Last.Reason)
+	t.Logf("figure: broken release 1.2.0 (qemu, TCG, health timeout 60s): %v from the command to the device back on 1.1.0 with the reason; rolled back: %s",
+		time.Since(start).Round(time.Second), s.Last.Reason)
 	waitOnline(t, vm, time.Minute)
 
 	// B -> D by pull.

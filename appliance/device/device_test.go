@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pc2/pc2/internal/testenv"
+
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/hardware"
 	"github.com/pc2/pc2/appliance/settings"
@@ -117,16 +119,6 @@ func testSupernode(t *testing.T) string {
 	return sn.Multiaddrs()[0].String()
 }
 
-func waitFor(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if f() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // TestPersonalDevice runs the personal profile from settings: the node
 // waits in the setup wizard, comes online with the key the wizard made
 // under the perm dir, the network settings reach
@@ -143,7 +135,7 @@ func TestPersonalDevice(t *testing.T) {
 		func() error { rebooted <- struct{}{}; return nil })
 
 	cloudtest.New(t, base, nil).CreateIdentity()
-	waitFor(t, "node online", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "node online", func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err != nil {
 			return false
@@ -194,7 +186,7 @@ func TestPersonalDevice(t *testing.T) {
 		info.WiFi == nil || info.WiFi.Phase != wifi.PhaseNoHardware {
 		t.Fatalf("device info %+v", info)
 	}
-	waitFor(t, "status light online", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "status light online", func() bool {
 		r := do("GET", "/api/device", "admin password 1")
 		var i struct {
 			Light string `json:"status_light"`
@@ -223,7 +215,7 @@ func TestPersonalDevice(t *testing.T) {
 // API is closed, whatever is sent.
 func TestNoAdminPassword(t *testing.T) {
 	base, _, _ := device(t, &settings.Settings{Profile: settings.Personal, Supernodes: []string{testSupernode(t)}}, nil)
-	waitFor(t, "status page", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "status page", func() bool {
 		resp, err := http.Get(base + "/api/status")
 		if err == nil {
 			resp.Body.Close()
@@ -308,7 +300,7 @@ func TestSupernodeDevice(t *testing.T) {
 		State string   `json:"state"`
 		Addrs []string `json:"addrs"`
 	}
-	waitFor(t, "supernode online", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "supernode online", func() bool {
 		resp, err := http.Get(base + "/api/status")
 		if err != nil {
 			return false

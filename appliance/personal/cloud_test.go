@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pc2/pc2/internal/testenv"
+
 	"github.com/pc2/pc2/internal/cloudtest"
 	"github.com/pc2/pc2/internal/gwtest"
 	"github.com/pc2/pc2/internal/testlog"
@@ -89,7 +91,7 @@ func TestCloudWizardGatewayRestore(t *testing.T) {
 	// Through the gateway and the relay, by name.
 	visitor := cloudtest.New(t, api, nil)
 	visitor.Host = "alice.pc2.test"
-	waitFor(t, 30*time.Second, "the site at alice.pc2.test", func() bool { return visitor.Get("/").Body == "<h1>Alice's site</h1>" })
+	testenv.WaitFor(t, 30*time.Second, "the site at alice.pc2.test", func() bool { return visitor.Get("/").Body == "<h1>Alice's site</h1>" })
 	if r := visitor.Get(link); r.Code != 200 || r.Body != "shared notes" {
 		t.Fatalf("share link through the gateway: %d %q", r.Code, r.Body)
 	}
@@ -118,7 +120,7 @@ func TestCloudWizardGatewayRestore(t *testing.T) {
 	if r := b2.Upload("public/index.html", strings.NewReader("<h1>Alice, new device</h1>")); r.Code != http.StatusCreated {
 		t.Fatal(r.Code)
 	}
-	waitFor(t, 30*time.Second, "alice.pc2.test served by the restored device", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "alice.pc2.test served by the restored device", func() bool {
 		return visitor.Get("/").Body == "<h1>Alice, new device</h1>"
 	})
 
@@ -145,15 +147,6 @@ func TestCloudWizardGatewayRestore(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(old[0]); !bytes.Contains(b, []byte("PRIVATE KEY")) {
 		t.Fatal("kept key file is not a key")
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); !ok(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }
 
@@ -187,7 +180,7 @@ func TestManyRelayedRequests(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 	node := <-started
-	waitFor(t, 30*time.Second, "node online", func() bool { return node.Status().State == "online" })
+	testenv.WaitFor(t, 30*time.Second, "node online", func() bool { return node.Status().State == "online" })
 	key, err := identity.LoadKeyFile(cfg.KeyFile)
 	if err != nil {
 		t.Fatal(err)

@@ -76,8 +76,6 @@ type Result struct {
 	Manifest *update.Manifest
 	Dir      string
 	Image    string // "" unless Options.Image
-	// Bytes is what a push of the bundle sends at most (root and boot).
-	Bytes int64
 }
 
 // Files returns the root files that describe a release: update.ReleasePath
@@ -210,7 +208,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := os.WriteFile(filepath.Join(o.Out, update.SignatureFile), sig, 0o644); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	r := &Result{Manifest: m, Dir: o.Out, Bytes: rootA.Size + bootA.Size}
+	r := &Result{Manifest: m, Dir: o.Out}
 	if o.Image != "" {
 		r.Image = res.Image
 	}

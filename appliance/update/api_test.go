@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pc2/pc2/internal/testenv"
 )
 
 // adminHeader is what the test auth wrapper wants to see.
@@ -413,16 +415,6 @@ func runPull(t testing.TB, u *Updater, s *releaseServer) (installed <-chan *Mani
 	return ch, stop
 }
 
-// waitUntil polls cond until it holds or 10 s passed.
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // realClock makes an updater use the real clock (Pull's timers do).
 func realClock(o *Options) { o.Now = time.Now }
 
@@ -465,7 +457,7 @@ func TestPullUpToDate(t *testing.T) {
 	u := d.updater(2, runningRelease("1.1.0"), realClock)
 	before := d.snapshot()
 	installed, stop := runPull(t, u, s)
-	waitUntil(t, "three checks", func() bool { return s.count(ManifestFile) >= 3 })
+	testenv.WaitFor(t, 10*time.Second, "three checks", func() bool { return s.count(ManifestFile) >= 3 })
 	stop()
 	select {
 	case m := <-installed:
@@ -494,7 +486,7 @@ func TestPullRefusedNotRetried(t *testing.T) {
 	u := d.updater(2, runningRelease("1.0.0"), realClock)
 	before := d.snapshot()
 	installed, _ := runPull(t, u, s)
-	waitUntil(t, "the refusal and two more checks", func() bool { return s.count(ManifestFile) >= 3 })
+	testenv.WaitFor(t, 10*time.Second, "the refusal and two more checks", func() bool { return s.count(ManifestFile) >= 3 })
 	if n := s.count("root.img"); n != 1 {
 		t.Errorf("the refused root was requested %d times, want once", n)
 	}

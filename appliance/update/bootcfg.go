@@ -32,9 +32,7 @@ const (
 var ErrBootConfig = errors.New("update: boot configuration")
 
 // bootVolume is a boot partition: its FAT16 file system from offset 0.
-type bootVolume interface {
-	fat16.ReadWriterAt
-}
+type bootVolume = fat16.ReadWriterAt
 
 // cmdline is one command line file of a boot partition.
 type cmdline struct {

@@ -81,10 +81,10 @@ func sizeOf(f *os.File) (int64, error) {
 }
 
 // writePartition writes the file src to the partition (or file) dst from
-// offset 0, zero-fills dst up to fill bytes (0: nothing), syncs, and reads
-// back what it wrote to compare its SHA-256 with sha (hex): a flash card
-// that drops writes is caught before anything boots from it.
-func writePartition(dst, src string, fill int64, sha string) error {
+// offset 0, syncs, and reads back what it wrote to compare its SHA-256
+// with sha (hex): a flash card that drops writes is caught before
+// anything boots from it.
+func writePartition(dst, src, sha string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("update: %w", err)
@@ -103,20 +103,12 @@ func writePartition(dst, src string, fill int64, sha string) error {
 	if err != nil {
 		return fmt.Errorf("update: %s: %w", dst, err)
 	}
-	if n > room || fill > room {
-		return fmt.Errorf("update: %s (%d bytes) does not fit %s (%d bytes)", filepath.Base(src), max(n, fill), dst, room)
+	if n > room {
+		return fmt.Errorf("update: %s (%d bytes) does not fit %s (%d bytes)", filepath.Base(src), n, dst, room)
 	}
 	buf := make([]byte, 1<<20)
 	if _, err := io.CopyBuffer(out, in, buf); err != nil {
 		return fmt.Errorf("update: write %s: %w", dst, err)
-	}
-	if fill > n {
-		clear(buf)
-		for off := n; off < fill; off += int64(len(buf)) {
-			if _, err := out.Write(buf[:min(int64(len(buf)), fill-off)]); err != nil {
-				return fmt.Errorf("update: write %s: %w", dst, err)
-			}
-		}
 	}
 	if err := out.Sync(); err != nil {
 		return fmt.Errorf("update: sync %s: %w", dst, err)
@@ -140,12 +132,6 @@ func writePartition(dst, src string, fill int64, sha string) error {
 		return fmt.Errorf("update: %s reads back as SHA-256 %s after writing %s: the disk does not keep what is written", dst, got, sha)
 	}
 	return nil
-}
-
-// fileSHA256 hashes a file.
-func fileSHA256(path string) (string, error) {
-	a, err := Describe(path)
-	return a.SHA256, err
 }
 
 // errNoSpace is returned when perm cannot hold the staged artifacts.

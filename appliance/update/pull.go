@@ -2,6 +2,7 @@ package update
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -200,11 +201,12 @@ func (u *Updater) pullOnce(ctx context.Context, cfg PullConfig, base string) (*M
 		// Tried and failed here; wait for a newer release.
 		return nil, fmt.Errorf("release %s was %s here (%s); waiting for a newer one", v, last.Outcome, last.Reason)
 	}
+	var m Manifest
+	if err := json.Unmarshal(manifest, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
 	fetch := func(ctx context.Context, name string) (io.ReadCloser, error) {
-		var m Manifest
-		if err := jsonUnmarshal(manifest, &m); err != nil {
-			return nil, err
-		}
+		// Install verified the manifest before it asks for an artifact.
 		a, ok := m.Artifacts[name]
 		if !ok {
 			return nil, fmt.Errorf("no %s artifact", name)

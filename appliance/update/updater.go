@@ -421,10 +421,9 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 	}
 	target := u.disk.Inactive()
 	var bootSHA string
-	var bootFill int64
 	if p, ok := staged[Boot]; ok {
 		var err error
-		if bootSHA, bootFill, err = u.prepareBoot(p); err != nil {
+		if bootSHA, err = u.prepareBoot(p); err != nil {
 			return nil, err
 		}
 	}
@@ -436,7 +435,7 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 		}
 	}
 	start := u.now()
-	if err := writePartition(u.disk.Root(target), staged[Root], 0, m.Artifacts[Root].SHA256); err != nil {
+	if err := writePartition(u.disk.Root(target), staged[Root], m.Artifacts[Root].SHA256); err != nil {
 		return nil, err
 	}
 	u.logf(slog.LevelInfo, "root written to partition %d and read back in %s", target, u.now().Sub(start).Round(time.Millisecond))
@@ -444,7 +443,7 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 		// The one step that is not A/B: the boot partition is shared. It
 		// is written only when its payload changed.
 		start := u.now()
-		if err := writePartition(u.disk.Boot, p, bootFill, bootSHA); err != nil {
+		if err := writePartition(u.disk.Boot, p, bootSHA); err != nil {
 			return nil, err
 		}
 		u.logf(slog.LevelInfo, "boot partition written and read back in %s", u.now().Sub(start).Round(time.Millisecond))
@@ -484,62 +483,62 @@ func stage(ctx context.Context, fetch Fetch, m *Manifest, name, path string) err
 
 // prepareBoot makes a staged boot partition fit this device: its command
 // lines name the device's root partition (the one running), and the
-// device's settings file replaces the release's. It returns the SHA-256
-// of the result and the size of its FAT volume (written with zeros past
-// the artifact's end).
-func (u *Updater) prepareBoot(path string) (string, int64, error) {
+// device's settings file replaces the release's, and the volume's
+// trailing zeros, which the artifact leaves out, are restored (sparse). It
+// returns the SHA-256 of the result: the whole partition to write.
+func (u *Updater) prepareBoot(path string) (string, error) {
 	cur, err := os.Open(u.disk.Boot)
 	if err != nil {
-		return "", 0, fmt.Errorf("update: %w", err)
+		return "", fmt.Errorf("update: %w", err)
 	}
 	defer cur.Close()
 	curCfg, err := readBootConfig(cur)
 	if err != nil {
-		return "", 0, fmt.Errorf("the boot partition: %w", err)
+		return "", fmt.Errorf("the boot partition: %w", err)
 	}
 	root, err := withPartition(curCfg.root, u.disk.Running)
 	if err != nil {
-		return "", 0, err
+		return "", err
 	}
 	settings, settingsErr := fat16.ReadFile(cur, settingsFile)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return "", 0, fmt.Errorf("update: %w", err)
+		return "", fmt.Errorf("update: %w", err)
 	}
 	defer f.Close()
 	size, err := volumeSize(f)
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: the boot artifact: %v", ErrArtifact, err)
+		return "", fmt.Errorf("%w: the boot artifact: %v", ErrArtifact, err)
 	}
 	// The artifact leaves out the volume's trailing zeros; put them back
 	// (sparse) so the staged file is the whole partition.
 	if n, err := sizeOf(f); err != nil || n > size {
-		return "", 0, fmt.Errorf("%w: the boot artifact is larger than its FAT volume", ErrArtifact)
+		return "", fmt.Errorf("%w: the boot artifact is larger than its FAT volume", ErrArtifact)
 	} else if err := f.Truncate(size); err != nil {
-		return "", 0, fmt.Errorf("update: %w", err)
+		return "", fmt.Errorf("update: %w", err)
 	}
 	newCfg, err := readBootConfig(f)
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: the boot artifact: %v", ErrArtifact, err)
+		return "", fmt.Errorf("%w: the boot artifact: %v", ErrArtifact, err)
 	}
 	if (strings.Contains(newCfg.root, "/PARTNROFF=")) != (strings.Contains(root, "/PARTNROFF=")) {
-		return "", 0, fmt.Errorf("%w: the boot artifact's root= %s is not of this disk's kind (%s)", ErrArtifact, newCfg.root, root)
+		return "", fmt.Errorf("%w: the boot artifact's root= %s is not of this disk's kind (%s)", ErrArtifact, newCfg.root, root)
 	}
 	if err := rewriteCmdlines(f, setRoot(root), false); err != nil {
-		return "", 0, fmt.Errorf("update: the boot artifact: %w", err)
+		return "", fmt.Errorf("update: the boot artifact: %w", err)
 	}
 	if settingsErr == nil {
 		if err := fat16.Rewrite(f, settingsFile, settings); err != nil {
-			return "", 0, fmt.Errorf("update: keeping the device settings in the new boot partition: %w", err)
+			return "", fmt.Errorf("update: keeping the device settings in the new boot partition: %w", err)
 		}
 	} else if !errors.Is(settingsErr, fs.ErrNotExist) {
-		return "", 0, fmt.Errorf("update: the device settings on the boot partition: %w", settingsErr)
+		return "", fmt.Errorf("update: the device settings on the boot partition: %w", settingsErr)
 	}
 	if err := f.Sync(); err != nil {
-		return "", 0, fmt.Errorf("update: %w", err)
+		return "", fmt.Errorf("update: %w", err)
 	}
-	sha, err := fileSHA256(path)
-	return sha, 0, err
+	a, err := Describe(path)
+	return a.SHA256, err
 }
 
 // fits checks that the file src fits the partition dst.
@@ -642,10 +641,8 @@ func (u *Updater) Resume() (BootState, *Pending, error) {
 		u.commitState(st)
 		return Committed, p, nil
 	case p.Partition == u.disk.Running:
-		if p.Failure != "" {
-			// The test failed and its reboot did not happen.
-			return TestBoot, p, nil
-		}
+		// (With p.Failure set, the test failed and its reboot did not
+		// happen: the caller reboots.)
 		u.logf(slog.LevelInfo, "test boot of %s on partition %d (the boot configuration keeps %d)", p.Version, p.Partition, cfg.partition)
 		return TestBoot, p, nil
 	case cfg.testBoot:
@@ -748,5 +745,3 @@ func NoteExit(dir string, disk *Disk, err error) {
 	f.WriteString(time.Now().UTC().Format(time.RFC3339) + " " + line + "\n")
 	f.Sync()
 }
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 )
 
 // SkipOrFail skips t with the formatted reason, or fails it under CI=true.
@@ -18,4 +19,15 @@ func SkipOrFail(t testing.TB, format string, args ...any) {
 		t.Fatalf("CI=true, cannot skip: %s", msg)
 	}
 	t.Skip(msg)
+}
+
+// WaitFor polls cond every 10 ms until it holds, and fails t when it does
+// not within d.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+	}
 }

@@ -159,17 +159,6 @@ func wantSet(t testing.TB, what string, got []string, want ...string) {
 	}
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestApplyStaticInNetns(t *testing.T) {
 	tn := newTestNetns(t)
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
@@ -230,7 +219,7 @@ func TestApplyStaticInNetns(t *testing.T) {
 	}
 	// The kernel adds an IPv6 link-local address once the link is up;
 	// netconf must never remove it.
-	waitFor(t, "IPv6 link-local address on veth0", func() bool { return hasLinkLocal(tn.addrs(t, dev)) })
+	testenv.WaitFor(t, 10*time.Second, "IPv6 link-local address on veth0", func() bool { return hasLinkLocal(tn.addrs(t, dev)) })
 	linkLocal := slices.DeleteFunc(tn.addrs(t, dev), func(s string) bool { return !strings.HasPrefix(s, "fe80:") })[0]
 	wantSet(t, "addresses", tn.addrs(t, dev), "10.0.0.2/24", "fd00:1::2/64", linkLocal)
 	wantSet(t, "netconf routes", tn.routes(t),
@@ -389,7 +378,7 @@ func TestWatchInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev := tn.link(t, "veth0")
-	waitFor(t, "veth0 running", func() bool { return isRunning(tn.link(t, "veth0").Attrs().RawFlags) })
+	testenv.WaitFor(t, 10*time.Second, "veth0 running", func() bool { return isRunning(tn.link(t, "veth0").Attrs().RawFlags) })
 
 	w, err := m.Watch(ctx)
 	if err != nil {

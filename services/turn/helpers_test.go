@@ -326,15 +326,3 @@ func roundTrip(conn net.PacketConn, server net.Addr, req *stun.Message) (*stun.M
 	}
 	return nil, fmt.Errorf("no response to %v within %v", req.Type, testTimeout)
 }
-
-// waitFor polls cond until it holds or the test timeout passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pc2/pc2/internal/testenv"
+
 	"github.com/pion/stun/v3"
 )
 
@@ -140,7 +142,7 @@ func TestReflexiveContext(t *testing.T) {
 		t.Errorf("Reflexive took %v with a 2 s deadline", d)
 	}
 	// Sent at 0, 0.5 s and 1.5 s: at least the retransmission arrived.
-	waitFor(t, "the retransmission", func() bool { return count.Load() >= 2 })
+	testenv.WaitFor(t, testTimeout, "the retransmission", func() bool { return count.Load() >= 2 })
 
 	// Already canceled.
 	ctx, cancel = context.WithCancel(context.Background())

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pc2/pc2/internal/testenv"
+
 	"github.com/pion/stun/v3"
 	pionturn "github.com/pion/turn/v4"
 
@@ -322,7 +324,7 @@ func TestAllocationLimitPerUser(t *testing.T) {
 
 	// Releasing one allocation makes room again.
 	relays[0].Close()
-	waitFor(t, "the released allocation to go", func() bool { return s.Allocations() == 2 })
+	testenv.WaitFor(t, testTimeout, "the released allocation to go", func() bool { return s.Allocations() == 2 })
 	if _, err := turnClient(t, listenUDP(t), s.udpAddr, alice).Allocate(); err != nil {
 		t.Errorf("after a release: %v", err)
 	}

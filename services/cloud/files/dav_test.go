@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pc2/pc2/internal/testenv"
 )
 
 // serveDAV serves s.DAV at /dav/ on loopback and returns the address.
@@ -206,9 +209,9 @@ func TestDAVPutDisconnect(t *testing.T) {
 		}
 		fmt.Fprintf(c, "PUT /dav/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", p, addr, 1<<20)
 		c.Write(make([]byte, 300<<10))
-		waitFor(t, "the upload to start", func() bool { return len(temps(t, dir)) == 1 })
+		testenv.WaitFor(t, 10*time.Second, "the upload to start", func() bool { return len(temps(t, dir)) == 1 })
 		c.Close()
-		waitFor(t, "the upload to end", func() bool { return len(temps(t, dir)) == 0 })
+		testenv.WaitFor(t, 10*time.Second, "the upload to end", func() bool { return len(temps(t, dir)) == 0 })
 	}
 	mustNotExist(t, filepath.Join(dir, "new"))
 	mustContain(t, filepath.Join(dir, "old"), "old content")
