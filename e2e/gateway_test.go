@@ -22,8 +22,8 @@ import (
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/supernode"
-	"github.com/pc2/pc2/internal/nattest"
-	"github.com/pc2/pc2/internal/pebbletest"
+	"github.com/pc2/pc2/internal/testing/nattest"
+	"github.com/pc2/pc2/internal/testing/pebbletest"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/gateway"

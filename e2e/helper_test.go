@@ -11,8 +11,8 @@ import (
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/supernode"
-	"github.com/pc2/pc2/internal/echotest"
-	"github.com/pc2/pc2/internal/nattest"
+	"github.com/pc2/pc2/internal/testing/echotest"
+	"github.com/pc2/pc2/internal/testing/nattest"
 )
 
 // The scenarios run each supernode and node as a process of this test

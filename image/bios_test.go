@@ -15,7 +15,7 @@ import (
 
 	"github.com/pc2/pc2/boards/x86"
 	"github.com/pc2/pc2/image/fat16"
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 func needSyslinux(t *testing.T) {

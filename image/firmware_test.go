@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/pc2/pc2/boards/rpi"
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // needFirmwareDeb skips (fails under CI=true) without the firmware

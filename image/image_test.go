@@ -22,7 +22,7 @@ import (
 	"github.com/pc2/pc2/boards/rpi"
 	"github.com/pc2/pc2/image/bootpart"
 	"github.com/pc2/pc2/image/vm"
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 	"golang.org/x/sys/unix"
 )
 

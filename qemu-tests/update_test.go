@@ -26,7 +26,7 @@ import (
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/cmd/pc2/cli"
 	"github.com/pc2/pc2/image"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 )

@@ -22,11 +22,11 @@ esac
 # boot of the x86 image; it pulls in mtools). QEMU tier: qemu (x86 and
 # arm64; SeaBIOS comes with qemu-system-x86) and OVMF. fat16's tests check
 # the boot partition with fsck.fat and mtools. services/turn's interop test
-# runs coturn's TURN client, turnutils_uclient. internal/nattest's NAT
+# runs coturn's TURN client, turnutils_uclient. internal/testing/nattest's NAT
 # routers masquerade with nft. The gateway benchmark (make bench-gateway)
 # loads with wrk and compares with nginx. The personal cloud's browser
 # end-to-end tests drive headless Chromium through chromedp
-# (internal/browsertest); its WebDAV server is checked with litmus.
+# (internal/testing/browsertest); its WebDAV server is checked with litmus.
 declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs [syslinux]=syslinux

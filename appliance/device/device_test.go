@@ -16,13 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/hardware"
 	"github.com/pc2/pc2/appliance/settings"
-	"github.com/pc2/pc2/internal/cloudtest"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/cloudtest"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/netconf"

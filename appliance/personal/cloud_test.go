@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 
-	"github.com/pc2/pc2/internal/cloudtest"
-	"github.com/pc2/pc2/internal/gwtest"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/cloudtest"
+	"github.com/pc2/pc2/internal/testing/gwtest"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/gateway/namesapi"

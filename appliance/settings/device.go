@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/image/bootpart"
 )

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/dht"

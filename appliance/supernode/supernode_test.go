@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/coturntest"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/coturntest"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"

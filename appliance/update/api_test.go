@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // adminHeader is what the test auth wrapper wants to see.

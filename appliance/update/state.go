@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/appliance/config"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // loopDevice attaches a loop device to a new backing file of size bytes

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/image/fat16"
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // testDisk returns a disk with a FAT16 boot partition at 1 MiB holding

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/internal/atomicfile"
 )
 
 // WordsFile is where LoadOrCreateKeyFile leaves the words of the key at

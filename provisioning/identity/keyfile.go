@@ -12,7 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/internal/atomicfile"
 )
 
 // Key file errors.

@@ -33,7 +33,7 @@ import (
 
 	qvm "github.com/pc2/pc2/image/vm"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // Options configure Boot; the zero value is usable.

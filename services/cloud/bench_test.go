@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/cloudtest"
+	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/services/cloud/files"
 	"golang.org/x/sys/unix"
 )

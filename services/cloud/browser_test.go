@@ -19,7 +19,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
-	"github.com/pc2/pc2/internal/browsertest"
+	"github.com/pc2/pc2/internal/testing/browsertest"
 	"github.com/pc2/pc2/provisioning/identity"
 )
 

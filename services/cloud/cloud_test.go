@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/cloudtest"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/cloudtest"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 )
 

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/internal/atomicfile"
 )
 
 // owner is the wizard's result (state/owner.json).
@@ -46,7 +46,7 @@ type share struct {
 }
 
 // stateStore keeps the cloud's small state files in memory and writes
-// each one atomically (appliance/atomicfile) when it changes, so a power
+// each one atomically (internal/atomicfile) when it changes, so a power
 // cut leaves the old or the new file.
 type stateStore struct {
 	dir string

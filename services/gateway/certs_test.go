@@ -24,8 +24,8 @@ import (
 	"github.com/libdns/libdns"
 	"github.com/miekg/dns"
 
-	"github.com/pc2/pc2/internal/pebbletest"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/pebbletest"
+	"github.com/pc2/pc2/internal/testing/testlog"
 )
 
 // The domain of the certificate tests.

@@ -25,9 +25,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pc2/pc2/appliance/personal"
-	"github.com/pc2/pc2/internal/echotest"
-	"github.com/pc2/pc2/internal/testenv"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/echotest"
+	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"

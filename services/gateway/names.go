@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"

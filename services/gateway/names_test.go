@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/personal"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway/namesapi"

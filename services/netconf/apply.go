@@ -16,7 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/pc2/pc2/appliance/atomicfile"
+	"github.com/pc2/pc2/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 

@@ -17,9 +17,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/pc2/pc2/internal/nattest"
-	"github.com/pc2/pc2/internal/testenv"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/nattest"
+	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/internal/testing/testlog"
 )
 
 // These tests run against the kernel, each in a network namespace of its

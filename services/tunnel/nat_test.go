@@ -21,8 +21,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/pc2/pc2/internal/echotest"
-	"github.com/pc2/pc2/internal/nattest"
+	"github.com/pc2/pc2/internal/testing/echotest"
+	"github.com/pc2/pc2/internal/testing/nattest"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/netconf"

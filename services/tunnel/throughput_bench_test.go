@@ -27,8 +27,8 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
-	"github.com/pc2/pc2/internal/frpbench"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/frpbench"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"
 )

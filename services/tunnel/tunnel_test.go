@@ -25,8 +25,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
-	"github.com/pc2/pc2/internal/echotest"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/echotest"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/coturntest"
+	"github.com/pc2/pc2/internal/testing/coturntest"
 )
 
 // coturn's turnutils_uclient, a TURN client nobody here wrote, allocates

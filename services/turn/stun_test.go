@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 
 	"github.com/pion/stun/v3"
 )

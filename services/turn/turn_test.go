@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 
 	"github.com/pion/stun/v3"
 	pionturn "github.com/pion/turn/v4"
 
-	"github.com/pc2/pc2/internal/coturntest"
+	"github.com/pc2/pc2/internal/testing/coturntest"
 )
 
 func TestNewConfigErrors(t *testing.T) {

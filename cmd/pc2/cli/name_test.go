@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/personal"
-	"github.com/pc2/pc2/internal/gwtest"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/gwtest"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // serveDAV serves s.DAV at /dav/ on loopback and returns the address.

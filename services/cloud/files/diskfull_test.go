@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a temp dir, unmounted in

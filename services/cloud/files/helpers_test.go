@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/testlog"
 )
 
 func testLogger(t testing.TB) *slog.Logger {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // TestLitmus runs the WebDAV compliance suite litmus (Debian package

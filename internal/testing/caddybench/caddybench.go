@@ -3,7 +3,7 @@
 // process on loopback for a test's lifetime.
 //
 // Caddy is a benchmark peer, not a dependency: Binary builds the pinned
-// Version once with internal/modbuild.
+// Version once with internal/testing/modbuild.
 package caddybench
 
 import (
@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/modbuild"
+	"github.com/pc2/pc2/internal/testing/modbuild"
 )
 
 // Version is the Caddy release the benchmarks run.

@@ -5,7 +5,7 @@
 // HTTP-01 tokens and makes TLS-ALPN-01 handshakes on ports the test
 // chooses, so the code under test must really answer the challenges.
 //
-// Both programs are built at Version with internal/modbuild; they are not
+// Both programs are built at Version with internal/testing/modbuild; they are not
 // dependencies of this module.
 package pebbletest
 
@@ -35,7 +35,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/modbuild"
+	"github.com/pc2/pc2/internal/testing/modbuild"
 )
 
 // Version is the Pebble release built (module github.com/letsencrypt/pebble/v2).

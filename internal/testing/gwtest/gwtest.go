@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/pc2/pc2/appliance/supernode"
-	"github.com/pc2/pc2/internal/testlog"
+	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 )
 

@@ -3,7 +3,7 @@
 // processes on loopback for a test's lifetime.
 //
 // frp is a benchmark peer, not a dependency: Binaries builds the pinned
-// Version once with internal/modbuild. Every proxy runs the way frp is usually
+// Version once with internal/testing/modbuild. Every proxy runs the way frp is usually
 // deployed across the internet: one TLS connection from frpc to frps
 // (transport.tls.enable, and frps forces it) carrying all work connections
 // multiplexed (transport.tcpMux).
@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/modbuild"
+	"github.com/pc2/pc2/internal/testing/modbuild"
 )
 
 // Version is the frp release the benchmarks run.

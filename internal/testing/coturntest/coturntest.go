@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/internal/testenv"
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // Require skips the test (fails it under CI) when turnutils_uclient is

@@ -9,7 +9,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/pc2/pc2/internal/echotest"
+	"github.com/pc2/pc2/internal/testing/echotest"
 )
 
 // TestProxies: a TCP echo through a tcp proxy and a GET through an http
