@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/image/bootpart"
+	"github.com/pc2/pc2/internal/atomicfile"
 )
 
 // Loaded are settings read on the device and where they came from.

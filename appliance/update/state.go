@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/internal/atomicfile"
 )
 
 // Files in the updater's directory on perm (StateDir).
