@@ -539,19 +539,31 @@ func IDToPeer(id identity.ID) (peer.ID, error) {
 	return peer.IDFromPublicKey(pk)
 }
 
-// ParseAddrInfos parses full multiaddrs (with /p2p/<id>) into peers.
+// ParseAddrInfos parses full multiaddrs (with /p2p/<id>) into peers, one
+// per peer ID in the order the IDs first appear: the order is a preference
+// (the tunnel attaches to the first supernodes of its list), which
+// peer.AddrInfosFromP2pAddrs loses by collecting into a map.
 func ParseAddrInfos(addrs []string) ([]peer.AddrInfo, error) {
-	var mas []ma.Multiaddr
+	var infos []peer.AddrInfo
+	index := map[peer.ID]int{}
 	for _, s := range addrs {
 		m, err := ma.NewMultiaddr(s)
 		if err != nil {
 			return nil, fmt.Errorf("bootstrap address %q: %w", s, err)
 		}
-		mas = append(mas, m)
-	}
-	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
-	if err != nil {
-		return nil, fmt.Errorf("bootstrap addresses: %w", err)
+		transport, id := peer.SplitAddr(m)
+		if id == "" {
+			return nil, fmt.Errorf("bootstrap address %q: %w", s, peer.ErrInvalidAddr)
+		}
+		i, ok := index[id]
+		if !ok {
+			i = len(infos)
+			index[id] = i
+			infos = append(infos, peer.AddrInfo{ID: id})
+		}
+		if transport != nil {
+			infos[i].Addrs = append(infos[i].Addrs, transport)
+		}
 	}
 	return infos, nil
 }
