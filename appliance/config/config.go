@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 )
@@ -37,7 +38,9 @@ func Decode(name string, data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("config %s: %w", name, err)
 	}
-	if dec.More() {
+	// More would miss a stray '}' or ']': only the end of the input (white
+	// space aside, as in a padded settings file) is accepted.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("config %s: trailing data after the JSON object", name)
 	}
 	return nil

@@ -23,7 +23,7 @@ func TestLoad(t *testing.T) {
 		return p
 	}
 	var c cfg
-	if err := Load(write(`{"a": "x", "d": "90s"}`), &c); err != nil {
+	if err := Load(write("{\"a\": \"x\", \"d\": \"90s\"}\n   \n"), &c); err != nil {
 		t.Fatal(err)
 	}
 	if c.A != "x" || c.D.Or(0) != 90*time.Second {
@@ -34,6 +34,8 @@ func TestLoad(t *testing.T) {
 	}
 	for body, want := range map[string]string{
 		`{"a": "x"} {"a": "y"}`: "trailing data",
+		`{"a": "x"}}`:           "trailing data",
+		`{"a": "x"}]`:           "trailing data",
 		`{"b": 1}`:              `unknown field "b"`,
 		`{"d": 5}`:              "duration must be a string",
 		`{"d": "-5s"}`:          "negative",
