@@ -34,6 +34,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/echotest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/pebbletest"
+	"github.com/pc2/pc2/internal/testing/relayfront"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/provisioning/password"
@@ -41,8 +42,7 @@ import (
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway/namesapi"
-	"github.com/pc2/pc2/services/netconf"
-	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 	"github.com/pc2/pc2/services/tunnel"
 	"github.com/pc2/pc2/services/turn"
 )
@@ -94,12 +94,12 @@ func hostRelay(t *testing.T, sn *dht.Node) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ts.Close() })
-	r, err := relay.New(relay.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, Logger: log,
-		TURN: relay.TURNIssuer(ts, 0)})
+	r, err := relayserver.New(relayserver.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, Logger: log,
+		TURN: supernode.TURNIssuer(ts, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(r.Proxy(relay.HostResolver))
+	front := httptest.NewServer(relayfront.Handler(r, log))
 	t.Cleanup(func() { front.Close(); r.Close() })
 	return front.Listener.Addr().String()
 }
@@ -107,17 +107,8 @@ func hostRelay(t *testing.T, sn *dht.Node) string {
 // getVia fetches path from the node id through the relay front.
 func getVia(t *testing.T, front string, id identity.ID, path string) (int, []byte) {
 	t.Helper()
-	req, err := relay.NewRequest("http://"+front, id, "GET", path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	code, body := relayfront.Do(t, "http://"+front, id, "GET", path, nil)
+	return code, []byte(body)
 }
 
 // keyPEM returns the key file contents of the words' node key.
@@ -388,7 +379,7 @@ func TestRestartKeepsIdentityAndSettings(t *testing.T) {
 	vm.Stop()
 
 	s.Hostname, s.PublicURL = "second", "http://two.pc2.test"
-	s.Network = &netconf.Config{Interfaces: []netconf.Interface{{Mode: netconf.ModeStatic,
+	s.Network = &settings.Network{Interfaces: []settings.Interface{{Mode: settings.ModeStatic,
 		Addresses: []string{"10.0.2.15/24"}, Gateway4: "10.0.2.2", DNS: []string{"10.0.2.3"}}}}
 	if err := settings.WriteImage(img, &s); err != nil {
 		t.Fatal(err)
@@ -491,7 +482,7 @@ func TestSupernodeImage(t *testing.T) {
 	// forwarded from the host.
 	_, nodeKey, _ := ed25519.GenerateKey(nil)
 	nodeID, _ := identity.IDFromPublicKey(nodeKey.Public().(ed25519.PublicKey))
-	mapped := relay.PreferredPort(nodeID, "echo", 20000, 22000)
+	mapped := relayserver.PreferredPort(nodeID, "echo", 20000, 22000)
 	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{8090, 80, mapped}})
 
 	id, _ := identity.ParseDID(vectorDID)

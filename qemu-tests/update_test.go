@@ -23,6 +23,8 @@ import (
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/svctable"
 	"github.com/pc2/pc2/appliance/update"
+	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/appliance/update/updateapi"
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/cmd/pc2/cli"
 	"github.com/pc2/pc2/image"
@@ -49,7 +51,7 @@ func buildRelease(t *testing.T, key ed25519.PrivateKey, version, dir string, st 
 		t.Fatal(err)
 	}
 	t.Logf("release %s built in %v: root %d bytes, boot %d bytes", version, time.Since(start).Round(time.Second),
-		res.Manifest.Artifacts[update.Root].Size, res.Manifest.Artifacts[update.Boot].Size)
+		res.Manifest.Artifacts[manifest.Root].Size, res.Manifest.Artifacts[manifest.Boot].Size)
 	return res
 }
 
@@ -58,7 +60,7 @@ func buildRelease(t *testing.T, key ed25519.PrivateKey, version, dir string, st 
 func copyBundle(t *testing.T, src string) string {
 	t.Helper()
 	dst := t.TempDir()
-	for _, f := range []string{update.ManifestFile, update.SignatureFile, release.RootFile, release.BootFile} {
+	for _, f := range []string{manifest.ManifestFile, manifest.SignatureFile, release.RootFile, release.BootFile} {
 		b, err := os.ReadFile(filepath.Join(src, f))
 		if err != nil {
 			t.Fatal(err)
@@ -153,7 +155,7 @@ func TestUpdate(t *testing.T) {
 	img := qemutest.CopyImage(t, a.Image)
 	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true, FollowReboots: true})
 	base := fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(4200))
-	client := &update.Client{Base: base, Password: testAdminPassword, HTTP: &http.Client{Timeout: 5 * time.Minute}}
+	client := &updateapi.Client{Base: base, Password: testAdminPassword, HTTP: &http.Client{Timeout: 5 * time.Minute}}
 	status := func() *update.Status {
 		t.Helper()
 		s, err := client.Status(context.Background(), true)
@@ -182,16 +184,16 @@ func TestUpdate(t *testing.T) {
 		}
 	}
 	unsigned := copyBundle(t, b.Dir)
-	os.Remove(filepath.Join(unsigned, update.SignatureFile))
+	os.Remove(filepath.Join(unsigned, manifest.SignatureFile))
 	refuse("unsigned", unsigned, "not signed")
 	otherKey := copyBundle(t, b.Dir)
 	m := *b.Manifest
-	mb, sb, err := update.Sign(&m, ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, 32)))
+	mb, sb, err := manifest.Sign(&m, ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, 32)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(otherKey, update.ManifestFile), mb, 0o644)
-	os.WriteFile(filepath.Join(otherKey, update.SignatureFile), sb, 0o644)
+	os.WriteFile(filepath.Join(otherKey, manifest.ManifestFile), mb, 0o644)
+	os.WriteFile(filepath.Join(otherKey, manifest.SignatureFile), sb, 0o644)
 	refuse("signed by another key", otherKey, "not from a trusted release key")
 	tampered := copyBundle(t, b.Dir)
 	rootFile := filepath.Join(tampered, release.RootFile)
@@ -202,12 +204,12 @@ func TestUpdate(t *testing.T) {
 	otherBoard := copyBundle(t, b.Dir)
 	m = *b.Manifest
 	m.Board = "rpi"
-	mb, sb, err = update.Sign(&m, key)
+	mb, sb, err = manifest.Sign(&m, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(otherBoard, update.ManifestFile), mb, 0o644)
-	os.WriteFile(filepath.Join(otherBoard, update.SignatureFile), sb, 0o644)
+	os.WriteFile(filepath.Join(otherBoard, manifest.ManifestFile), mb, 0o644)
+	os.WriteFile(filepath.Join(otherBoard, manifest.SignatureFile), sb, 0o644)
 	refuse("other board", otherBoard, "another board")
 	if !bytes.Equal(partitionBytes(t, img, 3), emptyB) {
 		t.Fatal("a refused update wrote to the inactive root partition")
@@ -215,11 +217,11 @@ func TestUpdate(t *testing.T) {
 
 	// Killed in the middle of an upload: the VM is stopped while the
 	// root artifact streams in; it boots A again, and a retry works.
-	bundle, err := update.OpenBundle(b.Dir)
+	bundle, err := updateapi.OpenBundle(b.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	slow := &update.Client{Base: base, Password: testAdminPassword, HTTP: &http.Client{Transport: &throttle{rate: 4 << 20}}}
+	slow := &updateapi.Client{Base: base, Password: testAdminPassword, HTTP: &http.Client{Transport: &throttle{rate: 4 << 20}}}
 	pushErr := make(chan error, 1)
 	go func() { _, _, err := slow.Push(context.Background(), bundle); pushErr <- err }()
 	time.Sleep(3 * time.Second)

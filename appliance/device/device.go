@@ -22,7 +22,7 @@
 //	                         process's resident memory
 //	POST /api/device/reboot  reboots the device
 //	GET  /api/update, POST /api/update/check, POST /api/update
-//	                         over-the-air updates (package update)
+//	                         over-the-air updates (package updateapi)
 //
 // Over-the-air updates (updates.go): at start the device finishes the
 // bookkeeping of an update that was being tested (update.Updater.Resume);
@@ -52,6 +52,7 @@ import (
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/update"
+	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/wifi"
 )
@@ -83,8 +84,9 @@ type Options struct {
 	// Reboot restarts the machine (default: sync and reboot(2)).
 	Reboot func() error
 	// ReleaseFile and KeysFile describe the running release and the
-	// release keys it trusts (default update.ReleasePath, update.KeysPath);
-	// without a release file, over-the-air updates are off.
+	// release keys it trusts (default manifest.ReleasePath,
+	// manifest.KeysPath); without a release file, over-the-air updates
+	// are off.
 	ReleaseFile, KeysFile string
 	// UpdateDisk is the disk updates are written to; nil:
 	// update.FindDisk().
@@ -168,10 +170,10 @@ func Run(ctx context.Context, opts Options) error {
 		d.opts.Reboot = reboot
 	}
 	if d.opts.ReleaseFile == "" {
-		d.opts.ReleaseFile = update.ReleasePath
+		d.opts.ReleaseFile = manifest.ReleasePath
 	}
 	if d.opts.KeysFile == "" {
-		d.opts.KeysFile = update.KeysPath
+		d.opts.KeysFile = manifest.KeysPath
 	}
 	if d.net == nil {
 		d.net = &NetconfNetwork{Logger: log.With("service", "netconf"), StatePath: filepath.Join(d.opts.PermDir, "pc2", "netconf-state.json")}
@@ -195,13 +197,13 @@ func Run(ctx context.Context, opts Options) error {
 	d.startUpdates(ctx, s, goRun)
 
 	goRun(func() {
-		if err := d.net.Run(ctx, s.Network, d.networkChanged); err != nil && ctx.Err() == nil {
+		if err := d.net.Run(ctx, s.Network.Config(), d.networkChanged); err != nil && ctx.Err() == nil {
 			log.Error("network configuration stopped", "err", err)
 		}
 	})
 	if s.WiFi != nil {
 		goRun(func() {
-			err := wifi.Run(ctx, *s.WiFi, wifi.Options{Logger: log.With("service", "wifi"), State: &d.wifi, Open: opts.WiFiRadio})
+			err := wifi.Run(ctx, s.WiFi.Config(), wifi.Options{Logger: log.With("service", "wifi"), State: &d.wifi, Open: opts.WiFiRadio})
 			if err != nil && ctx.Err() == nil {
 				log.Error("wifi stopped", "err", err)
 			}

@@ -26,7 +26,7 @@ import (
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/netconf"
-	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 	"github.com/pc2/pc2/services/wifi"
 )
 
@@ -111,7 +111,7 @@ func testSupernode(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := relay.New(relay.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000})
+	r, err := relayserver.New(relayserver.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestPersonalDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	rebooted := make(chan struct{}, 1)
-	netcfg := &netconf.Config{Interfaces: []netconf.Interface{{Mode: netconf.ModeStatic, Addresses: []string{"192.0.2.10/24"}}}}
+	netcfg := &settings.Network{Interfaces: []settings.Interface{{Mode: settings.ModeStatic, Addresses: []string{"192.0.2.10/24"}}}}
 	base, perm, fn := device(t, &settings.Settings{Profile: settings.Personal, Supernodes: []string{testSupernode(t)},
 		AdminPasswordHash: hash, Network: netcfg, WiFi: &settings.WiFi{SSID: "home", Passphrase: "secret passphrase"}},
 		func() error { rebooted <- struct{}{}; return nil })

@@ -14,6 +14,9 @@ import (
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/update"
+	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/appliance/update/pull"
+	"github.com/pc2/pc2/appliance/update/updateapi"
 	"github.com/pc2/pc2/services/cloud"
 )
 
@@ -23,7 +26,7 @@ import (
 // that was being tested, and starts the test boot's health check or the
 // periodic pull.
 func (d *Device) startUpdates(ctx context.Context, s *settings.Settings, goRun func(func())) {
-	info, err := update.ReadRelease(d.opts.ReleaseFile)
+	info, err := manifest.ReadRelease(d.opts.ReleaseFile)
 	if err != nil {
 		d.updatesOff = err.Error()
 		d.log.Info("over-the-air updates off", "reason", err)
@@ -33,7 +36,7 @@ func (d *Device) startUpdates(ctx context.Context, s *settings.Settings, goRun f
 	if keys, err = os.ReadFile(d.opts.KeysFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		d.log.Warn("release keys unreadable: no update will be accepted", "err", err)
 	}
-	ids, err := update.ParseKeys(keys)
+	ids, err := manifest.ParseKeys(keys)
 	if err != nil {
 		d.log.Warn("release keys unreadable: no update will be accepted", "err", err)
 	}
@@ -68,16 +71,21 @@ func (d *Device) startUpdates(ctx context.Context, s *settings.Settings, goRun f
 		d.log.Info("update: installed", "version", p.Version)
 	}
 	if us.URL != "" {
-		w, _ := update.ParseWindow(us.Window) // checked with the settings
-		goRun(func() {
-			u.Pull(ctx, update.PullConfig{URL: us.URL, Channel: us.Channel, Interval: time.Duration(us.Interval), Window: w,
-				Installed: d.installed})
-		})
+		cfg := pullConfig(us)
+		cfg.Installed, cfg.Logger = d.installed, d.log
+		goRun(func() { pull.Run(ctx, u, cfg) })
 	}
 }
 
+// pullConfig is the pull loop's config for the update settings.
+func pullConfig(us settings.Update) pull.Config {
+	w, _ := settings.ParseWindow(us.Window) // checked with the settings
+	return pull.Config{URL: us.URL, Channel: us.Channel, Interval: time.Duration(us.Interval),
+		Window: pull.Window{From: w.From, To: w.To}}
+}
+
 // installed reboots into the test boot of an update just written.
-func (d *Device) installed(m *update.Manifest) {
+func (d *Device) installed(m *manifest.Manifest) {
 	d.log.Warn("update written; rebooting into its test boot", "version", m.Version)
 	d.rebootSoon()
 }
@@ -194,7 +202,7 @@ func (d *Device) probe(ctx context.Context, path string) error {
 // updateRoutes adds the update endpoints to the admin API.
 func (d *Device) updateRoutes(mux *http.ServeMux) {
 	if d.updates != nil {
-		d.updates.Routes(mux, d.admin, d.installed)
+		updateapi.Routes(mux, d.updates, d.admin, d.installed)
 		return
 	}
 	off := d.admin(func(w http.ResponseWriter, r *http.Request) {

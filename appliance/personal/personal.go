@@ -126,9 +126,6 @@ func (n *Node) Status() Status {
 	return s
 }
 
-// Cloud is the node's personal cloud.
-func (n *Node) Cloud() *cloud.Server { return n.cloud }
-
 // Run starts the personal node and blocks until ctx ends. Without an
 // identity (no key file, create_key off) the personal cloud serves its
 // setup wizard, and the node joins the network once the wizard has made
@@ -348,7 +345,7 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 	}
 	if cfg.Mode != ModeDirect {
 		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, MaxAttached: cfg.MaxAttached, TCP: cfg.ExposeTCP,
-			DirectPort: directPort, AcceptDirect: directPort > 0, Logger: log.With("service", "tunnel")})
+			DirectPort: directPort, AcceptDirect: directPort > 0, Now: n.now, Logger: log.With("service", "tunnel")})
 		if err != nil {
 			return err
 		}

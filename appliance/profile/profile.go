@@ -22,6 +22,7 @@ import (
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/svctable"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway"
@@ -124,7 +125,16 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 	// cloud's setup wizard makes or restores the identity with the owner.
 	// The cloud's data dir is the default, cloud/ next to the key on perm.
 	return &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
-		NameServices: s.NameServices, Quota: s.Quota}
+		NameServices: nameServices(s.NameServices), Quota: s.Quota}
+}
+
+// nameServices are the settings' name services as the personal cloud's.
+func nameServices(ns []settings.NameService) []cloud.NameService {
+	var out []cloud.NameService
+	for _, n := range ns {
+		out = append(out, cloud.NameService{Domain: n.Domain, API: n.API})
+	}
+	return out
 }
 
 // SupernodeConfig is the supernode's config for settings s, with its files

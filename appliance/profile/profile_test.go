@@ -2,12 +2,17 @@ package profile
 
 import (
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/svctable"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/gateway"
 )
 
 const snAddr = "/ip4/10.0.2.2/tcp/4001/p2p/12D3KooWHHzSeKaY8xuZVzkLbKFfvNgPPeKhFBGrMbNzbm5akpqu"
@@ -119,5 +124,40 @@ func TestSettingsErrors(t *testing.T) {
 		if _, err := Build(&c.s); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: got %v, want %q", c.s, err, c.want)
 		}
+	}
+}
+
+// TestFullConfigs converts settings with every field a profile uses into
+// the configs of both profiles' services, written out as they were when
+// the settings held the services' types.
+func TestFullConfigs(t *testing.T) {
+	s := &settings.Settings{Profile: Personal, Supernodes: []string{snAddr}, PublicURL: "https://alice.ela.city",
+		NameServices: []settings.NameService{{Domain: "ela.city"}, {Domain: "pc2.test", API: "http://10.0.2.2:8080"}},
+		Quota:        1 << 30, Listen: []string{"/ip4/0.0.0.0/tcp/8090"},
+		Domains: []settings.Domain{{Domain: "ela.city", Operator: operator}},
+		Gateway: &settings.Gateway{HTTPS: true, ACMECA: "https://ca.test/dir", ACMECARoot: "PEM", ACMEEmail: "ops@ela.city",
+			NamePolicy: "allowlist", Invites: []string{"welcome-1234"}, Allow: []string{"did:boson:y"}}}
+	if err := Check(s); err != nil {
+		t.Fatal(err)
+	}
+	wantNode := &personal.Config{KeyFile: "/perm/pc2/node.key", Supernodes: []string{snAddr}, PublicURL: "https://alice.ela.city",
+		NameServices: []cloud.NameService{{Domain: "ela.city"}, {Domain: "pc2.test", API: "http://10.0.2.2:8080"}},
+		Quota:        1 << 30}
+	if got := NodeConfig(s, PermDir); !reflect.DeepEqual(got, wantNode) {
+		t.Errorf("node config\n got %+v\nwant %+v", got, wantNode)
+	}
+	wantSN := &supernode.Config{KeyFile: "/perm/pc2/node.key", CreateKey: true, DataDir: "/perm/pc2/supernode",
+		Bootstrap: []string{snAddr}, Listen: []string{"/ip4/0.0.0.0/tcp/8090"},
+		Domains: []supernode.DomainTrust{{Domain: "ela.city", Operator: operator}}, TURNListen: ":3478",
+		Gateway: &supernode.GatewayConfig{HTTPListen: ":80", HTTPSListen: ":443",
+			Policy: gateway.Policy{Mode: "allowlist", Invites: []string{"welcome-1234"}, Allow: []string{"did:boson:y"}},
+			ACME:   supernode.ACMEConfig{CA: "https://ca.test/dir", CARoot: "PEM", Email: "ops@ela.city"}}}
+	if got := SupernodeConfig(s, PermDir); !reflect.DeepEqual(got, wantSN) {
+		t.Errorf("supernode config\n got %+v\nwant %+v", got, wantSN)
+	}
+	// No name services: none for the cloud either.
+	s.NameServices = nil
+	if got := NodeConfig(s, PermDir).NameServices; got != nil {
+		t.Errorf("no name services: the cloud got %+v", got)
 	}
 }

@@ -1,12 +1,13 @@
 // Package release builds release bundles: the signed over-the-air
-// updates of package update. A bundle is a folder with the root file
-// system (root.squashfs), the boot partition (boot.img, without its
-// trailing zero blocks), manifest.json and manifest.json.sig; an update
-// server serves bundles at <base>/<channel>/<board>/.
+// updates whose format is package manifest (the device installs them
+// with package update). A bundle is a folder with the root file system
+// (root.squashfs), the boot partition (boot.img, without its trailing
+// zero blocks), manifest.json and manifest.json.sig; an update server
+// serves bundles at <base>/<channel>/<board>/.
 //
 // The image inside a bundle knows its own version, board and channel
-// (update.ReleasePath) and trusts the release keys it was built with
-// (update.KeysPath), so each release can verify the next. Build can also
+// (manifest.ReleasePath) and trusts the release keys it was built with
+// (manifest.KeysPath), so each release can verify the next. Build can also
 // write the matching flashable disk image: what a new device starts
 // from.
 package release
@@ -27,7 +28,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/settings"
-	"github.com/pc2/pc2/appliance/update"
+	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -49,7 +50,7 @@ type Options struct {
 	// MinVersion is the manifest's anti-downgrade floor (default: Version:
 	// a device that installed this release accepts nothing older).
 	MinVersion string
-	Channel    string // update.Stable (default) or update.Beta
+	Channel    string // manifest.Stable (default) or manifest.Beta
 	// Key signs the manifest.
 	Key ed25519.PrivateKey
 	// Trust are the release keys the built image trusts (default: Key's).
@@ -73,16 +74,16 @@ type Options struct {
 
 // Result is a built bundle.
 type Result struct {
-	Manifest *update.Manifest
+	Manifest *manifest.Manifest
 	Dir      string
 	Image    string // "" unless Options.Image
 }
 
-// Files returns the root files that describe a release: update.ReleasePath
-// and update.KeysPath. `pc2 image build` adds them too, so every image
+// Files returns the root files that describe a release: manifest.ReleasePath
+// and manifest.KeysPath. `pc2 image build` adds them too, so every image
 // knows its version and the keys it trusts.
-func Files(info update.ReleaseInfo, trust []identity.ID) (map[string][]byte, error) {
-	if _, err := update.ParseVersion(info.Version); err != nil {
+func Files(info manifest.ReleaseInfo, trust []identity.ID) (map[string][]byte, error) {
+	if _, err := manifest.ParseVersion(info.Version); err != nil {
 		return nil, err
 	}
 	b, err := jsonIndent(info)
@@ -94,7 +95,7 @@ func Files(info update.ReleaseInfo, trust []identity.ID) (map[string][]byte, err
 	for _, id := range trust {
 		keys.WriteString(id.String() + "\n")
 	}
-	return map[string][]byte{update.ReleasePath: b, update.KeysPath: []byte(keys.String())}, nil
+	return map[string][]byte{manifest.ReleasePath: b, manifest.KeysPath: []byte(keys.String())}, nil
 }
 
 // Build builds the bundle (and the disk image when asked).
@@ -106,7 +107,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, errors.New("release: no output folder")
 	}
 	if o.Channel == "" {
-		o.Channel = update.Stable
+		o.Channel = manifest.Stable
 	}
 	if o.MinVersion == "" {
 		o.MinVersion = o.Version
@@ -121,14 +122,14 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	info := update.ReleaseInfo{Version: o.Version, Board: o.Board.Name, Channel: o.Channel, MinVersion: o.MinVersion}
+	info := manifest.ReleaseInfo{Version: o.Version, Board: o.Board.Name, Channel: o.Channel, MinVersion: o.MinVersion}
 	rel, err := Files(info, o.Trust)
 	if err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	// Checked before the long build: the manifest would be refused.
-	if err := (&update.Manifest{Format: update.Format, Version: o.Version, MinVersion: o.MinVersion, Board: o.Board.Name,
-		Channel: o.Channel, Artifacts: map[string]update.Artifact{update.Root: {File: RootFile, Size: 1, SHA256: strings.Repeat("0", 64)}}}).Validate(); err != nil {
+	if err := (&manifest.Manifest{Format: manifest.Format, Version: o.Version, MinVersion: o.MinVersion, Board: o.Board.Name,
+		Channel: o.Channel, Artifacts: map[string]manifest.Artifact{manifest.Root: {File: RootFile, Size: 1, SHA256: strings.Repeat("0", 64)}}}).Validate(); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	var img *profile.Image
@@ -175,7 +176,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	for _, f := range []string{update.ManifestFile, update.SignatureFile} {
+	for _, f := range []string{manifest.ManifestFile, manifest.SignatureFile} {
 		os.Remove(filepath.Join(o.Out, f))
 	}
 	rootA, err := copyFile(res.Root, filepath.Join(o.Out, RootFile))
@@ -186,7 +187,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	payload, err := update.BootPayload(bytes.NewReader(boot))
+	payload, err := manifest.BootPayload(bytes.NewReader(boot))
 	if err != nil {
 		return nil, fmt.Errorf("release: the boot partition: %w", err)
 	}
@@ -195,17 +196,17 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	bootA.Files = payload
-	m := &update.Manifest{Format: update.Format, Version: o.Version, Board: o.Board.Name, Channel: o.Channel,
+	m := &manifest.Manifest{Format: manifest.Format, Version: o.Version, Board: o.Board.Name, Channel: o.Channel,
 		MinVersion: o.MinVersion, Created: time.Unix(o.SourceDateEpoch, 0).UTC(),
-		Artifacts: map[string]update.Artifact{update.Root: rootA, update.Boot: bootA}}
-	manifest, sig, err := update.Sign(m, o.Key)
+		Artifacts: map[string]manifest.Artifact{manifest.Root: rootA, manifest.Boot: bootA}}
+	raw, sig, err := manifest.Sign(m, o.Key)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Out, update.ManifestFile), manifest, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(o.Out, manifest.ManifestFile), raw, 0o644); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(o.Out, update.SignatureFile), sig, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(o.Out, manifest.SignatureFile), sig, 0o644); err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	r := &Result{Manifest: m, Dir: o.Out}
@@ -216,36 +217,36 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 }
 
 // copyFile copies src to dst and describes it.
-func copyFile(src, dst string) (update.Artifact, error) {
+func copyFile(src, dst string) (manifest.Artifact, error) {
 	if a, err := filepath.Abs(src); err == nil {
 		if b, err := filepath.Abs(dst); err == nil && a == b {
 			// The disk image went to the bundle folder: so did the root.
-			return update.Describe(dst)
+			return manifest.Describe(dst)
 		}
 	}
 	in, err := os.Open(src)
 	if err != nil {
-		return update.Artifact{}, fmt.Errorf("release: %w", err)
+		return manifest.Artifact{}, fmt.Errorf("release: %w", err)
 	}
 	defer in.Close()
 	out, err := os.Create(dst)
 	if err != nil {
-		return update.Artifact{}, fmt.Errorf("release: %w", err)
+		return manifest.Artifact{}, fmt.Errorf("release: %w", err)
 	}
 	if _, err := io.Copy(out, in); err != nil {
 		out.Close()
-		return update.Artifact{}, fmt.Errorf("release: %w", err)
+		return manifest.Artifact{}, fmt.Errorf("release: %w", err)
 	}
 	if err := out.Close(); err != nil {
-		return update.Artifact{}, fmt.Errorf("release: %w", err)
+		return manifest.Artifact{}, fmt.Errorf("release: %w", err)
 	}
-	return update.Describe(dst)
+	return manifest.Describe(dst)
 }
 
 // writeTrimmed writes the boot partition without its trailing all-zero
 // 4 KiB blocks (most of it: the device writes zeros up to the FAT
 // volume's size) and describes the file.
-func writeTrimmed(path string, b []byte) (update.Artifact, error) {
+func writeTrimmed(path string, b []byte) (manifest.Artifact, error) {
 	const block = 4096
 	n := len(b)
 	for n > 0 {
@@ -256,9 +257,9 @@ func writeTrimmed(path string, b []byte) (update.Artifact, error) {
 		n = s
 	}
 	if err := os.WriteFile(path, b[:n], 0o644); err != nil {
-		return update.Artifact{}, fmt.Errorf("release: %w", err)
+		return manifest.Artifact{}, fmt.Errorf("release: %w", err)
 	}
-	return update.Describe(path)
+	return manifest.Describe(path)
 }
 
 func allZero(b []byte) bool {

@@ -7,11 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/appliance/rootdisk"
 	"github.com/pc2/pc2/image/bootpart"
 	"github.com/pc2/pc2/internal/atomicfile"
 )
@@ -49,7 +47,10 @@ func Load(p Paths) (*Loaded, error) {
 	disk := p.Disk
 	var bootErr error
 	if disk == "" {
-		disk, bootErr = RootDisk()
+		var d *rootdisk.Disk
+		if d, bootErr = rootdisk.Find(); bootErr == nil {
+			disk = d.Path
+		}
 	}
 	var data []byte
 	if bootErr == nil {
@@ -106,34 +107,6 @@ func readBoot(disk string) ([]byte, error) {
 		return nil, fmt.Errorf("settings: %s: %w", disk, err)
 	}
 	return b, nil
-}
-
-// RootDisk returns the block device of the whole disk holding the root
-// file system (/dev/vda for root on /dev/vda2, /dev/mmcblk0 for
-// /dev/mmcblk0p2), found through sysfs: /sys/dev/block/<major:minor of
-// "/"> links to .../block/<disk>/<partition>.
-func RootDisk() (string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/", &st); err != nil {
-		return "", fmt.Errorf("settings: stat /: %w", err)
-	}
-	return diskOf("/sys/dev/block", "/dev", unix.Major(st.Dev), unix.Minor(st.Dev))
-}
-
-func diskOf(sysDevBlock, devDir string, major, minor uint32) (string, error) {
-	link := filepath.Join(sysDevBlock, fmt.Sprintf("%d:%d", major, minor))
-	part, err := filepath.EvalSymlinks(link)
-	if err != nil {
-		return "", fmt.Errorf("settings: the root file system's device %d:%d: %w", major, minor, err)
-	}
-	if _, err := os.Stat(filepath.Join(part, "partition")); err != nil {
-		return "", fmt.Errorf("settings: root device %s is not a partition", filepath.Base(part))
-	}
-	disk := filepath.Base(filepath.Dir(part))
-	if disk == "" || strings.ContainsAny(disk, "/.") {
-		return "", fmt.Errorf("settings: no disk above %s", part)
-	}
-	return filepath.Join(devDir, disk), nil
 }
 
 // WriteImage replaces the settings in a disk image (or a flashed disk) in

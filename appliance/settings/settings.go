@@ -19,6 +19,15 @@
 // (package password). The Wi-Fi passphrase is stored as given: the Wi-Fi
 // chip needs the key itself, and the key derived from it (the PSK) is as
 // good as the passphrase to an attacker.
+//
+// Types: every part of the file is a plain type of this package, not a
+// service's config, so that the file's format stays put when a service's
+// Go types change, and the init (which reads the file for a hostname and
+// an address mode) does not link the personal cloud or libp2p. The device
+// and the profiles convert them (Network.Config, WiFi.Config,
+// profile.NodeConfig, profile.SupernodeConfig, the device's pullConfig).
+// The network and Wi-Fi rules stay netconf's and wifi's: Check converts
+// and asks them, so the init and the device refuse the same files.
 package settings
 
 import (
@@ -27,14 +36,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/pc2/pc2/appliance/config"
-	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/provisioning/password"
-	"github.com/pc2/pc2/services/cloud"
-	"github.com/pc2/pc2/services/netconf"
-	"github.com/pc2/pc2/services/wifi"
 )
 
 // Where the settings live.
@@ -76,7 +80,7 @@ type Settings struct {
 	Listen []string `json:"listen,omitempty"`
 	// Network configures the wired network (nil: DHCP on the first
 	// Ethernet interface).
-	Network *netconf.Config `json:"network,omitempty"`
+	Network *Network `json:"network,omitempty"`
 	// WiFi joins a wireless network (devices with Wi-Fi only).
 	WiFi *WiFi `json:"wifi,omitempty"`
 	// AdminPasswordHash is the argon2id hash of the admin password, which
@@ -90,24 +94,6 @@ type Settings struct {
 	ResetButton string `json:"reset_button,omitempty"`
 	// Update is how the device updates itself (package update).
 	Update *Update `json:"update,omitempty"`
-}
-
-// Update are the over-the-air update settings.
-type Update struct {
-	// URL is the update server the device pulls releases from (empty:
-	// updates only by push, `pc2 update`).
-	URL string `json:"url,omitempty"`
-	// Channel is "stable" (default) or "beta".
-	Channel string `json:"channel,omitempty"`
-	// Interval between checks (default 6h).
-	Interval config.Duration `json:"interval,omitempty"`
-	// Window limits checks and installs to a daily span, UTC
-	// ("02:00-05:00"; empty: any time).
-	Window string `json:"window,omitempty"`
-	// HealthTimeout is how long a new version has after its test boot
-	// starts to pass the health check before the device returns to the
-	// old one (default 5m).
-	HealthTimeout config.Duration `json:"health_timeout,omitempty"`
 }
 
 // Gateway is the supernode web gateway's part of the settings. When the
@@ -131,17 +117,17 @@ type Gateway struct {
 }
 
 // NameService is a domain whose names a personal node may claim.
-type NameService = cloud.NameService
+type NameService struct {
+	Domain string `json:"domain"`
+	// API is the names API base URL; empty: https://<domain>.
+	API string `json:"api,omitempty"`
+}
 
 // Domain pins the operator key of a domain a supernode serves.
 type Domain struct {
 	Domain   string `json:"domain"`
 	Operator string `json:"operator"` // did:boson:...
 }
-
-// WiFi are the wireless network settings: the SSID and the WPA2 passphrase
-// (or 64 hex digits of the PSK; empty for an open network).
-type WiFi = wifi.Config
 
 // Parse decodes and checks a settings file. Unknown fields are refused,
 // trailing white space (the padding) is fine.
@@ -171,13 +157,11 @@ func (s *Settings) Check() error {
 			return err
 		}
 	}
-	if s.Network != nil {
-		if err := s.Network.Validate(); err != nil {
-			return fmt.Errorf("network: %w", err)
-		}
+	if err := s.Network.Check(); err != nil {
+		return fmt.Errorf("network: %w", err)
 	}
 	if s.WiFi != nil {
-		if err := s.WiFi.Validate(); err != nil {
+		if err := s.WiFi.Config().Validate(); err != nil {
 			return err
 		}
 	}
@@ -207,21 +191,9 @@ func (s *Settings) Check() error {
 	if s.Quota < 0 {
 		return fmt.Errorf("quota %d is negative", s.Quota)
 	}
-	if u := s.Update; u != nil {
-		if u.URL != "" && !strings.HasPrefix(u.URL, "http://") && !strings.HasPrefix(u.URL, "https://") {
-			return fmt.Errorf("update: url %q is not an http(s) URL", u.URL)
-		}
-		if u.Channel != "" && u.Channel != update.Stable && u.Channel != update.Beta {
-			return fmt.Errorf("update: channel %q: want stable or beta", u.Channel)
-		}
-		if _, err := update.ParseWindow(u.Window); err != nil {
+	if s.Update != nil {
+		if err := s.Update.Check(); err != nil {
 			return err
-		}
-		if u.HealthTimeout != 0 && time.Duration(u.HealthTimeout) < 30*time.Second {
-			return fmt.Errorf("update: health_timeout %s is below 30s", time.Duration(u.HealthTimeout))
-		}
-		if u.Interval != 0 && time.Duration(u.Interval) < time.Second {
-			return fmt.Errorf("update: interval %s is below 1s", time.Duration(u.Interval))
 		}
 	}
 	if s.ResetButton != "" && !strings.HasPrefix(s.ResetButton, "GPIO") {
@@ -285,7 +257,7 @@ func (s *Settings) DHCPOnEth0() bool {
 		return true
 	}
 	for _, i := range s.Network.Interfaces {
-		if i.Mode == netconf.ModeStatic && (i.Name == "" || i.Name == "eth0") {
+		if i.Mode == ModeStatic && (i.Name == "" || i.Name == "eth0") {
 			return false
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/image/fat16"
 	"github.com/pc2/pc2/provisioning/password"
-	"github.com/pc2/pc2/services/netconf"
 )
 
 // testDisk writes an MBR disk whose partition 1 is a FAT16 volume holding
@@ -51,7 +50,7 @@ func sample(t *testing.T) *Settings {
 	}
 	return &Settings{Profile: Personal, Hostname: "box", Supernodes: []string{"/ip4/10.0.2.2/tcp/8090/p2p/x"},
 		WiFi: &WiFi{SSID: "home", Passphrase: "secret passphrase"}, AdminPasswordHash: h,
-		Network: &netconf.Config{Interfaces: []netconf.Interface{{Mode: netconf.ModeStatic, Addresses: []string{"192.168.1.10/24"}, Gateway4: "192.168.1.1"}}}}
+		Network: &Network{Interfaces: []Interface{{Mode: ModeStatic, Addresses: []string{"192.168.1.10/24"}, Gateway4: "192.168.1.1"}}}}
 }
 
 func TestEncodeParse(t *testing.T) {
@@ -151,33 +150,5 @@ func TestLoad(t *testing.T) {
 	_, err = Load(Paths{Disk: testDisk(t, nil), PermFile: filepath.Join(t.TempDir(), "none.json")})
 	if !errors.Is(err, config.ErrNotConfigured) {
 		t.Fatalf("no settings anywhere: %v", err)
-	}
-}
-
-// TestDiskOf finds the disk above a partition in a sysfs-like tree.
-func TestDiskOf(t *testing.T) {
-	sys := t.TempDir()
-	part := filepath.Join(sys, "devices", "pci0", "block", "mmcblk0", "mmcblk0p2")
-	if err := os.MkdirAll(part, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(part, "partition"), []byte("2\n"), 0o644)
-	devBlock := filepath.Join(sys, "dev", "block")
-	os.MkdirAll(devBlock, 0o755)
-	if err := os.Symlink(part, filepath.Join(devBlock, "179:2")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Dir(part), filepath.Join(devBlock, "179:0")); err != nil {
-		t.Fatal(err)
-	}
-	got, err := diskOf(devBlock, "/dev", 179, 2)
-	if err != nil || got != "/dev/mmcblk0" {
-		t.Fatalf("got %q, %v", got, err)
-	}
-	if _, err := diskOf(devBlock, "/dev", 179, 0); err == nil {
-		t.Fatal("whole disk as root: no error")
-	}
-	if _, err := diskOf(devBlock, "/dev", 8, 1); err == nil {
-		t.Fatal("unknown device: no error")
 	}
 }

@@ -1,8 +1,8 @@
 // Package supernode wires a supernode's services from its JSON config: the
 // DHT server with its persistent store and the relay (Active Proxy) on the
-// same libp2p host, with its HTTP front, and the STUN/TURN server whose
-// credentials the relay hands to attached nodes, and the web gateway with
-// the names API for its domains.
+// same libp2p host, the STUN/TURN server whose credentials the relay hands
+// to attached nodes, and the web gateway with the names API for its
+// domains.
 package supernode
 
 import (
@@ -40,10 +40,6 @@ type Config struct {
 	// AddrsFile, if set, receives the node's full multiaddrs (one per line)
 	// once it listens: scripts and tests use it with port 0.
 	AddrsFile string `json:"addrs_file,omitempty"`
-	// HTTPListen, if set, serves the relay's HTTP front: a request for
-	// <node host label>.<anything> goes to that attached node (the web
-	// gateway replaces this with names).
-	HTTPListen string `json:"http_listen,omitempty"`
 	// RelayListenIP is the address mapped TCP ports listen on (default all).
 	RelayListenIP string `json:"relay_listen_ip,omitempty"`
 	// RelayPortMin and RelayPortMax bound mapped TCP ports (default

@@ -17,7 +17,6 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/gateway"
-	"github.com/pc2/pc2/services/relay"
 )
 
 // GatewayConfig is the web gateway's part of the config. It serves every
@@ -123,7 +122,7 @@ func (g *GatewayConfig) operatorKeys(c *Config) (map[string]ed25519.PrivateKey, 
 
 // startGateway runs the gateway and its names API; the returned func
 // stops them.
-func startGateway(cfg *Config, opts Options, node *dht.Node, rel *relay.Relay, log *slog.Logger) (func(), error) {
+func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRelay, log *slog.Logger) (func(), error) {
 	gc := cfg.Gateway
 	keys, err := gc.operatorKeys(cfg)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 )
 
 // Options are what the caller injects besides the config.
@@ -24,9 +24,6 @@ type Options struct {
 	// Ready, if set, is called with the node's full multiaddrs once it
 	// listens.
 	Ready func(addrs []string)
-	// HTTPListener, if set, is the relay HTTP front's listener instead of
-	// Config.HTTPListen's.
-	HTTPListener net.Listener
 	// TURNPacketConn and TURNListener, if set, are the STUN/TURN server's
 	// UDP and TCP listeners instead of Config.TURNListen's.
 	TURNPacketConn net.PacketConn
@@ -83,30 +80,20 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	rc := relay.Config{
+	rc := relayserver.Config{
 		Host: node.Host(), ListenIP: cfg.RelayListenIP, PortMin: cfg.RelayPortMin, PortMax: cfg.RelayPortMax,
 		PortsFile: filepath.Join(cfg.DataDir, "relay-ports.json"), Logger: log.With("service", "relay"),
 		Limits: relay.Limits{BytesPerSecond: cfg.RelayBytesPerSecond},
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()
-		rc.TURN = relay.TURNIssuer(turnSrv, time.Duration(cfg.TURNCredentialTTL))
+		rc.TURN = TURNIssuer(turnSrv, time.Duration(cfg.TURNCredentialTTL))
 	}
-	rel, err := relay.New(rc)
+	rel, err := relayserver.New(rc)
 	if err != nil {
 		return err
 	}
 	defer rel.Close()
-	if cfg.HTTPListen != "" {
-		ln, err := listen(opts.HTTPListener, "tcp", cfg.HTTPListen)
-		if err != nil {
-			return fmt.Errorf("relay HTTP front: %w", err)
-		}
-		srv := &http.Server{Handler: rel.Proxy(relay.HostResolver), ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
-		log.Info("relay HTTP front", "addr", ln.Addr().String())
-	}
 	if cfg.Gateway != nil {
 		stop, err := startGateway(cfg, opts, node, rel, log.With("service", "gateway"))
 		if err != nil {

@@ -5,13 +5,16 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/relay"
 	"github.com/pc2/pc2/services/turn"
 )
 
 // startTURN starts the STUN/TURN server of cfg.TURNListen (nil, nil when
 // it is off) on the listeners in opts, or on new ones. Its credentials go
-// to attached nodes through the relay (relay.TURNIssuer).
+// to attached nodes through the relay (TURNIssuer).
 func startTURN(cfg *Config, opts Options, log *slog.Logger) (*turn.Server, error) {
 	if cfg.TURNListen == "" {
 		return nil, nil
@@ -80,4 +83,15 @@ func turnRelayIP(cfg *Config, udp net.PacketConn, ifaceAddrs func() ([]net.Addr,
 		return nil, fmt.Errorf("turn: no IPv4 address to relay on; set turn_relay_ip")
 	}
 	return private, nil
+}
+
+// TURNIssuer is a relayserver.Config.TURN that hands out srv's
+// credentials, valid for ttl (<= 0: turn.DefaultCredentialTTL), with the
+// node's DID as the user. It lives here, where the relay and TURN are
+// wired together, so that neither service imports the other.
+func TURNIssuer(srv *turn.Server, ttl time.Duration) func(identity.ID) relay.TURNInfo {
+	return func(id identity.ID) relay.TURNInfo {
+		c := srv.Credentials(id.DID(), ttl)
+		return relay.TURNInfo{Username: c.Username, Password: c.Password, Expires: c.Expires.Unix(), URIs: c.URIs}
+	}
 }

@@ -8,16 +8,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/image/fat16"
 )
-
-// The files on the boot partition that hold the kernel command line, as
-// image.Build writes them: cmdline.txt (read by gokrazy's init, the Pi
-// firmware and image/vm's direct kernel boot), systemd-boot's entry (UEFI)
-// and SYSLINUX's configuration (legacy BIOS). Each is padded with spaces
-// after its final newline, so edits that change the length stay inside
-// the file.
-var cmdlineFiles = []string{"cmdline.txt", "loader/entries/gokrazy.conf", "syslinux.cfg"}
 
 // gokrazy's test-boot flags: try_boot_inactive=1 makes gokrazy's init
 // switch into the inactive root once, and replaces itself by
@@ -44,9 +37,9 @@ type cmdline struct {
 // be there).
 func readCmdlines(vol bootVolume) ([]cmdline, error) {
 	var out []cmdline
-	for _, p := range cmdlineFiles {
+	for _, p := range manifest.CmdlineFiles {
 		b, err := fat16.ReadFile(vol, p)
-		if errors.Is(err, fs.ErrNotExist) && p != cmdlineFiles[0] {
+		if errors.Is(err, fs.ErrNotExist) && p != manifest.CmdlineFiles[0] {
 			continue
 		}
 		if err != nil {

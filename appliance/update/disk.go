@@ -8,10 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pc2/pc2/appliance/rootdisk"
 )
 
 // Disk is the appliance disk as the updater sees it: the boot partition
@@ -32,42 +32,17 @@ func (d *Disk) Root(p int) string { return d.Roots[p-2] }
 // Inactive is the root partition not running.
 func (d *Disk) Inactive() int { return 5 - d.Running }
 
-// FindDisk finds the disk the running root file system is on, through
-// sysfs: /sys/dev/block/<major:minor of "/"> is the partition, its parent
-// directory the disk.
+// FindDisk finds the disk the running root file system is on; the root
+// must be on partition 2 or 3.
 func FindDisk() (*Disk, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/", &st); err != nil {
-		return nil, fmt.Errorf("update: stat /: %w", err)
-	}
-	return diskOf("/sys/dev/block", "/dev", unix.Major(st.Dev), unix.Minor(st.Dev))
-}
-
-func diskOf(sysDevBlock, devDir string, major, minor uint32) (*Disk, error) {
-	part, err := filepath.EvalSymlinks(filepath.Join(sysDevBlock, fmt.Sprintf("%d:%d", major, minor)))
+	d, err := rootdisk.Find()
 	if err != nil {
-		return nil, fmt.Errorf("update: the root file system's device %d:%d: %w", major, minor, err)
+		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(part, "partition"))
-	if err != nil {
-		return nil, fmt.Errorf("update: root device %s is not a partition", filepath.Base(part))
+	if d.Root != 2 && d.Root != 3 {
+		return nil, fmt.Errorf("update: the root file system is on partition %d, not 2 or 3", d.Root)
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || (n != 2 && n != 3) {
-		return nil, fmt.Errorf("update: the root file system is on partition %q, not 2 or 3", strings.TrimSpace(string(b)))
-	}
-	disk := filepath.Base(filepath.Dir(part))
-	if disk == "" || strings.ContainsAny(disk, "/.") {
-		return nil, fmt.Errorf("update: no disk above %s", part)
-	}
-	name := func(p int) string {
-		// vda -> vda2; mmcblk0, nvme0n1 -> mmcblk0p2, nvme0n1p2.
-		if c := disk[len(disk)-1]; c >= '0' && c <= '9' {
-			return filepath.Join(devDir, fmt.Sprintf("%sp%d", disk, p))
-		}
-		return filepath.Join(devDir, fmt.Sprintf("%s%d", disk, p))
-	}
-	return &Disk{Boot: name(1), Roots: [2]string{name(2), name(3)}, Running: n}, nil
+	return &Disk{Boot: d.Partition(1), Roots: [2]string{d.Partition(2), d.Partition(3)}, Running: d.Root}, nil
 }
 
 // sizeOf returns the size of a block device or file.
@@ -134,8 +109,8 @@ func writePartition(dst, src, sha string) error {
 	return nil
 }
 
-// errNoSpace is returned when perm cannot hold the staged artifacts.
-var errNoSpace = errors.New("update: not enough free space on perm to stage the update")
+// ErrNoSpace is returned when perm cannot hold the staged artifacts.
+var ErrNoSpace = errors.New("update: not enough free space on perm to stage the update")
 
 // freeBytes is the space available to unprivileged writers in dir's file
 // system (root may use the reserved blocks too; leave them to the user's
@@ -146,10 +121,4 @@ func freeBytes(dir string) (int64, error) {
 		return 0, fmt.Errorf("update: statfs %s: %w", dir, err)
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
-}
-
-// sha256Hex hashes b.
-func sha256Hex(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
 }

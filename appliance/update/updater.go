@@ -1,9 +1,16 @@
+// Package update is the device's half of the over-the-air updates: it
+// installs a verified release bundle (package manifest) on the inactive
+// root partition (and the boot partition when its payload changed), asks
+// gokrazy's init for a test boot, and keeps the bookkeeping on perm that
+// lets the test boot commit or return to the old version: the Updater for
+// the device service, WatchTestBoot and NoteExit for the init's deadline
+// and the device service's exits. Its admin API endpoints and their client
+// are package updateapi, the periodic check of an update server package
+// pull.
 package update
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,48 +23,18 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/image/fat16"
 	"github.com/pc2/pc2/provisioning/identity"
 )
 
-// Paths in the image's root file system.
 const (
-	// ReleasePath describes the running system (ReleaseInfo).
-	ReleasePath = "/etc/pc2/release.json"
 	// DefaultDir is the updater's directory on perm.
 	DefaultDir = "/perm/pc2/update"
 	// DefaultHealthTimeout is how long a test boot has to pass its
 	// health check.
 	DefaultHealthTimeout = 5 * time.Minute
 )
-
-// settingsFile is the device settings on the boot partition (package
-// settings; named here so this package does not depend on it): kept
-// when a new boot partition is written.
-const settingsFile = "pc2-settings.json"
-
-// ReleaseInfo is what an image knows of itself (ReleasePath).
-type ReleaseInfo struct {
-	Version    string `json:"version"`
-	Board      string `json:"board"`
-	Channel    string `json:"channel,omitempty"`
-	MinVersion string `json:"min_version,omitempty"`
-}
-
-// ReadRelease reads ReleasePath (or another path).
-func ReadRelease(path string) (ReleaseInfo, error) {
-	var r ReleaseInfo
-	if err := config.Load(path, &r); err != nil {
-		return r, fmt.Errorf("update: %w", err)
-	}
-	if _, err := ParseVersion(r.Version); err != nil {
-		return r, fmt.Errorf("update: %s: %w", path, err)
-	}
-	if r.Board == "" {
-		return r, fmt.Errorf("update: %s names no board", path)
-	}
-	return r, nil
-}
 
 // Errors of Install besides the manifest's.
 var (
@@ -74,8 +51,8 @@ type Options struct {
 	// Disk; nil: FindDisk().
 	Disk *Disk
 	// Release is the running system.
-	Release ReleaseInfo
-	// Keys are the trusted release keys (the image's KeysPath).
+	Release manifest.ReleaseInfo
+	// Keys are the trusted release keys (the image's manifest.KeysPath).
 	Keys []identity.ID
 	// HealthTimeout is the test boot's deadline given to updates
 	// installed from now on (default DefaultHealthTimeout).
@@ -108,12 +85,17 @@ type Status struct {
 	Installing string   `json:"installing,omitempty"`
 	Testing    *Pending `json:"testing,omitempty"`
 	Last       *Result  `json:"last,omitempty"`
-	// Pull: where and when the device looks for updates.
+	PullStatus
+	Log string `json:"log,omitempty"`
+}
+
+// PullStatus is where and when the device looks for updates by itself
+// (package pull keeps it up to date).
+type PullStatus struct {
 	URL       string    `json:"url,omitempty"`
 	NextCheck time.Time `json:"next_check,omitzero"`
 	LastCheck time.Time `json:"last_check,omitzero"`
 	CheckErr  string    `json:"check_error,omitempty"`
-	Log       string    `json:"log,omitempty"`
 }
 
 // New returns an Updater.
@@ -130,7 +112,7 @@ func New(opts Options) (*Updater, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if _, err := ParseVersion(opts.Release.Version); err != nil {
+	if _, err := manifest.ParseVersion(opts.Release.Version); err != nil {
 		return nil, fmt.Errorf("update: the running release: %w", err)
 	}
 	u := &Updater{opts: opts, disk: opts.Disk, store: &store{dir: opts.Dir}, log: opts.Logger}
@@ -181,6 +163,16 @@ func (u *Updater) Status(withLog bool) Status {
 	return s
 }
 
+// SetPullStatus records what the pull loop is doing, for Status.
+func (u *Updater) SetPullStatus(p PullStatus) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.status.PullStatus = p
+}
+
+// Release is the running release.
+func (u *Updater) Release() manifest.ReleaseInfo { return u.opts.Release }
+
 // floor is the anti-downgrade floor: the state's and the running
 // release's min_version, whichever is higher.
 func (u *Updater) floor(st *State) string {
@@ -188,7 +180,7 @@ func (u *Updater) floor(st *State) string {
 	if m := u.opts.Release.MinVersion; m != "" {
 		if f == "" {
 			f = m
-		} else if c, err := CompareVersions(m, f); err == nil && c > 0 {
+		} else if c, err := manifest.CompareVersions(m, f); err == nil && c > 0 {
 			f = m
 		}
 	}
@@ -198,38 +190,38 @@ func (u *Updater) floor(st *State) string {
 // Plan is what Check found: the verified manifest and the artifacts the
 // device needs.
 type Plan struct {
-	Manifest *Manifest `json:"manifest"`
-	Needs    []string  `json:"needs"`
+	Manifest *manifest.Manifest `json:"manifest"`
+	Needs    []string           `json:"needs"`
 }
 
 // Check verifies a manifest against the device (signature, board,
 // version floor) and says which artifacts it needs: the root always, the
 // boot partition only when its payload (kernel, boot loader, firmware)
 // differs from the one the device has.
-func (u *Updater) Check(manifest, sig []byte) (*Plan, error) {
+func (u *Updater) Check(raw, sig []byte) (*Plan, error) {
 	st, err := u.store.load()
 	if err != nil {
 		return nil, err
 	}
-	return u.plan(manifest, sig, st)
+	return u.plan(raw, sig, st)
 }
 
-func (u *Updater) plan(manifest, sig []byte, st *State) (*Plan, error) {
+func (u *Updater) plan(raw, sig []byte, st *State) (*Plan, error) {
 	if len(u.opts.Keys) == 0 {
 		return nil, ErrNoKeys
 	}
-	m, err := Verify(manifest, sig, Policy{Keys: u.opts.Keys, Board: u.opts.Release.Board, Floor: u.floor(st)})
+	m, err := manifest.Verify(raw, sig, manifest.Policy{Keys: u.opts.Keys, Board: u.opts.Release.Board, Floor: u.floor(st)})
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Manifest: m, Needs: []string{Root}}
-	if b, ok := m.Artifacts[Boot]; ok {
+	p := &Plan{Manifest: m, Needs: []string{manifest.Root}}
+	if b, ok := m.Artifacts[manifest.Boot]; ok {
 		changed, err := u.bootChanged(b.Files)
 		if err != nil {
 			return nil, err
 		}
 		if changed {
-			p.Needs = append(p.Needs, Boot)
+			p.Needs = append(p.Needs, manifest.Boot)
 		}
 	}
 	return p, nil
@@ -243,7 +235,7 @@ func (u *Updater) bootChanged(want map[string]string) (bool, error) {
 		return false, fmt.Errorf("update: %w", err)
 	}
 	defer f.Close()
-	have, err := BootPayload(f)
+	have, err := manifest.BootPayload(f)
 	if err != nil {
 		return false, fmt.Errorf("update: the boot partition: %w", err)
 	}
@@ -258,30 +250,6 @@ func (u *Updater) bootChanged(want map[string]string) (bool, error) {
 	return false, nil
 }
 
-// BootPayload returns the SHA-256 (hex) of each file of a boot partition
-// by path, without the files that differ between devices of one release
-// (the command lines, which name the disk's partitions, and the device
-// settings).
-func BootPayload(vol io.ReaderAt) (map[string]string, error) {
-	out := map[string]string{}
-	skip := map[string]bool{settingsFile: true}
-	for _, p := range cmdlineFiles {
-		skip[p] = true
-	}
-	err := fat16.Walk(vol, func(p string, size int64) error {
-		if skip[strings.ToLower(strings.TrimPrefix(p, "/"))] {
-			return nil
-		}
-		b, err := fat16.ReadFile(vol, p)
-		if err != nil {
-			return err
-		}
-		out[strings.TrimPrefix(p, "/")] = sha256Hex(b)
-		return nil
-	})
-	return out, err
-}
-
 // Fetch returns the contents of one artifact of the manifest being
 // installed; Install calls it for the root first, then the boot.
 type Fetch func(ctx context.Context, name string) (io.ReadCloser, error)
@@ -292,7 +260,7 @@ type Fetch func(ctx context.Context, name string) (io.ReadCloser, error)
 // and asks gokrazy's init for a test boot of the new root. The caller
 // reboots. Nothing is written to a partition before every artifact
 // passed its check; a refused or failed install is the last result.
-func (u *Updater) Install(ctx context.Context, source string, manifest, sig []byte, fetch Fetch) (*Manifest, error) {
+func (u *Updater) Install(ctx context.Context, source string, raw, sig []byte, fetch Fetch) (*manifest.Manifest, error) {
 	if !u.busy.TryLock() {
 		return nil, ErrBusy
 	}
@@ -305,9 +273,9 @@ func (u *Updater) Install(ctx context.Context, source string, manifest, sig []by
 		return nil, fmt.Errorf("%w (%s)", ErrTesting, st.Pending.Version)
 	}
 	u.store.newLog()
-	plan, err := u.plan(manifest, sig, st)
+	plan, err := u.plan(raw, sig, st)
 	if err != nil {
-		u.finish(st, &Result{Version: versionOf(manifest), From: u.opts.Release.Version, Outcome: Refused, Reason: err.Error(), Source: source})
+		u.finish(st, &Result{Version: manifest.UnverifiedVersion(raw), From: u.opts.Release.Version, Outcome: Refused, Reason: err.Error(), Source: source})
 		return nil, err
 	}
 	m := plan.Manifest
@@ -324,7 +292,7 @@ func (u *Updater) Install(ctx context.Context, source string, manifest, sig []by
 	pending, err := u.write(ctx, plan, source, fetch)
 	if err != nil {
 		outcome := Failed
-		if errors.Is(err, ErrArtifact) {
+		if errors.Is(err, manifest.ErrArtifact) {
 			outcome = Refused
 		}
 		u.finish(st, &Result{Version: m.Version, From: u.opts.Release.Version, Outcome: outcome, Reason: err.Error(), Source: source})
@@ -345,9 +313,9 @@ func (u *Updater) Install(ctx context.Context, source string, manifest, sig []by
 	return m, nil
 }
 
-// Refuse records a refused update (manifest as received) as the last
-// result, unless an install is running.
-func (u *Updater) Refuse(manifest []byte, source string, err error) {
+// Refuse records a refused update (raw: the manifest as received) as
+// the last result, unless an install is running.
+func (u *Updater) Refuse(raw []byte, source string, err error) {
 	if !u.busy.TryLock() {
 		return
 	}
@@ -357,15 +325,7 @@ func (u *Updater) Refuse(manifest []byte, source string, err error) {
 		return
 	}
 	u.store.newLog()
-	u.finish(st, &Result{Version: versionOf(manifest), From: u.opts.Release.Version, Outcome: Refused, Reason: err.Error(), Source: source})
-}
-
-func versionOf(manifest []byte) string {
-	var m struct{ Version string }
-	if json.Unmarshal(manifest, &m) != nil || len(m.Version) > 32 {
-		return ""
-	}
-	return m.Version
+	u.finish(st, &Result{Version: manifest.UnverifiedVersion(raw), From: u.opts.Release.Version, Outcome: Refused, Reason: err.Error(), Source: source})
 }
 
 // finish records r as the last result and clears the pending update.
@@ -406,7 +366,7 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 	if free, err := freeBytes(staging); err != nil {
 		return nil, err
 	} else if free < need+(4<<20) {
-		return nil, fmt.Errorf("%w: it needs %d MB, perm has %d MB free", errNoSpace, (need+(4<<20))>>20, free>>20)
+		return nil, fmt.Errorf("%w: it needs %d MB, perm has %d MB free", ErrNoSpace, (need+(4<<20))>>20, free>>20)
 	}
 	staged := map[string]string{}
 	for _, n := range plan.Needs {
@@ -421,13 +381,13 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 	}
 	target := u.disk.Inactive()
 	var bootSHA string
-	if p, ok := staged[Boot]; ok {
+	if p, ok := staged[manifest.Boot]; ok {
 		var err error
 		if bootSHA, err = u.prepareBoot(p); err != nil {
 			return nil, err
 		}
 	}
-	if p, ok := staged[Boot]; ok {
+	if p, ok := staged[manifest.Boot]; ok {
 		// Checked before the root is written: nothing is written unless
 		// everything fits.
 		if err := fits(p, u.disk.Boot); err != nil {
@@ -435,11 +395,11 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 		}
 	}
 	start := u.now()
-	if err := writePartition(u.disk.Root(target), staged[Root], m.Artifacts[Root].SHA256); err != nil {
+	if err := writePartition(u.disk.Root(target), staged[manifest.Root], m.Artifacts[manifest.Root].SHA256); err != nil {
 		return nil, err
 	}
 	u.logf(slog.LevelInfo, "root written to partition %d and read back in %s", target, u.now().Sub(start).Round(time.Millisecond))
-	if p, ok := staged[Boot]; ok {
+	if p, ok := staged[manifest.Boot]; ok {
 		// The one step that is not A/B: the boot partition is shared. It
 		// is written only when its payload changed.
 		start := u.now()
@@ -449,18 +409,18 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 		u.logf(slog.LevelInfo, "boot partition written and read back in %s", u.now().Sub(start).Round(time.Millisecond))
 	}
 	return &Pending{Version: m.Version, From: u.opts.Release.Version, MinVersion: m.MinVersion, Partition: target,
-		BootWritten: staged[Boot] != "", Source: source, Installed: u.now(),
+		BootWritten: staged[manifest.Boot] != "", Source: source, Installed: u.now(),
 		HealthTimeout: config.Duration(u.opts.HealthTimeout)}, nil
 }
 
 // stage fetches artifact name into path, checking it against m.
-func stage(ctx context.Context, fetch Fetch, m *Manifest, name, path string) error {
+func stage(ctx context.Context, fetch Fetch, m *manifest.Manifest, name, path string) error {
 	rc, err := fetch(ctx, name)
 	if err != nil {
 		return fmt.Errorf("update: fetch %s: %w", name, err)
 	}
 	defer rc.Close()
-	c, err := Check(rc, m, name)
+	c, err := manifest.Check(rc, m, name)
 	if err != nil {
 		return err
 	}
@@ -470,7 +430,7 @@ func stage(ctx context.Context, fetch Fetch, m *Manifest, name, path string) err
 	}
 	defer f.Close()
 	if _, err := io.CopyBuffer(f, c, make([]byte, 1<<20)); err != nil {
-		if errors.Is(err, ErrArtifact) {
+		if errors.Is(err, manifest.ErrArtifact) {
 			return err
 		}
 		return fmt.Errorf("update: receive %s: %w", name, err)
@@ -500,35 +460,35 @@ func (u *Updater) prepareBoot(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	settings, settingsErr := fat16.ReadFile(cur, settingsFile)
+	settings, settingsErr := fat16.ReadFile(cur, manifest.SettingsFile)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return "", fmt.Errorf("update: %w", err)
 	}
 	defer f.Close()
-	size, err := volumeSize(f)
+	size, err := fat16.Size(f)
 	if err != nil {
-		return "", fmt.Errorf("%w: the boot artifact: %v", ErrArtifact, err)
+		return "", fmt.Errorf("%w: the boot artifact: %v", manifest.ErrArtifact, err)
 	}
 	// The artifact leaves out the volume's trailing zeros; put them back
 	// (sparse) so the staged file is the whole partition.
 	if n, err := sizeOf(f); err != nil || n > size {
-		return "", fmt.Errorf("%w: the boot artifact is larger than its FAT volume", ErrArtifact)
+		return "", fmt.Errorf("%w: the boot artifact is larger than its FAT volume", manifest.ErrArtifact)
 	} else if err := f.Truncate(size); err != nil {
 		return "", fmt.Errorf("update: %w", err)
 	}
 	newCfg, err := readBootConfig(f)
 	if err != nil {
-		return "", fmt.Errorf("%w: the boot artifact: %v", ErrArtifact, err)
+		return "", fmt.Errorf("%w: the boot artifact: %v", manifest.ErrArtifact, err)
 	}
 	if (strings.Contains(newCfg.root, "/PARTNROFF=")) != (strings.Contains(root, "/PARTNROFF=")) {
-		return "", fmt.Errorf("%w: the boot artifact's root= %s is not of this disk's kind (%s)", ErrArtifact, newCfg.root, root)
+		return "", fmt.Errorf("%w: the boot artifact's root= %s is not of this disk's kind (%s)", manifest.ErrArtifact, newCfg.root, root)
 	}
 	if err := rewriteCmdlines(f, setRoot(root), false); err != nil {
 		return "", fmt.Errorf("update: the boot artifact: %w", err)
 	}
 	if settingsErr == nil {
-		if err := fat16.Rewrite(f, settingsFile, settings); err != nil {
+		if err := fat16.Rewrite(f, manifest.SettingsFile, settings); err != nil {
 			return "", fmt.Errorf("update: keeping the device settings in the new boot partition: %w", err)
 		}
 	} else if !errors.Is(settingsErr, fs.ErrNotExist) {
@@ -537,7 +497,7 @@ func (u *Updater) prepareBoot(path string) (string, error) {
 	if err := f.Sync(); err != nil {
 		return "", fmt.Errorf("update: %w", err)
 	}
-	a, err := Describe(path)
+	a, err := manifest.Describe(path)
 	return a.SHA256, err
 }
 
@@ -557,25 +517,9 @@ func fits(src, dst string) error {
 		return fmt.Errorf("update: %s: %w", dst, err)
 	}
 	if s.Size() > n {
-		return fmt.Errorf("%w: the boot partition image (%d bytes) does not fit %s (%d bytes)", ErrArtifact, s.Size(), dst, n)
+		return fmt.Errorf("%w: the boot partition image (%d bytes) does not fit %s (%d bytes)", manifest.ErrArtifact, s.Size(), dst, n)
 	}
 	return nil
-}
-
-// volumeSize reads a FAT volume's size from its boot sector.
-func volumeSize(r io.ReaderAt) (int64, error) {
-	bs := make([]byte, 512)
-	if _, err := r.ReadAt(bs, 0); err != nil {
-		return 0, err
-	}
-	if bs[510] != 0x55 || bs[511] != 0xaa {
-		return 0, errors.New("no FAT boot sector")
-	}
-	n := int64(binary.LittleEndian.Uint16(bs[19:]))
-	if n == 0 {
-		n = int64(binary.LittleEndian.Uint32(bs[32:]))
-	}
-	return n * int64(binary.LittleEndian.Uint16(bs[11:])), nil
 }
 
 // withBoot opens the boot partition and runs f on it, then syncs.
@@ -691,7 +635,7 @@ func (u *Updater) commitState(st *State) {
 	// would refuse "" and the manifest's floor would be lost.
 	if f := u.floor(st); f == "" {
 		st.Floor = p.MinVersion
-	} else if c, err := CompareVersions(p.MinVersion, f); err == nil && (c > 0 || st.Floor == "") {
+	} else if c, err := manifest.CompareVersions(p.MinVersion, f); err == nil && (c > 0 || st.Floor == "") {
 		st.Floor = p.MinVersion
 	}
 	u.finish(st, &Result{Version: p.Version, From: p.From, Outcome: Installed, Source: p.Source})

@@ -17,9 +17,9 @@
 // "gokrazy.conf", whose extension is four characters), one timestamp for all
 // entries, and entries sorted by name, so the same input gives the same bytes.
 //
-// The reader (ReadFile, Rewrite, Walk) takes any FAT16 volume with 512-byte
-// sectors, files in any directory and in any cluster order, so it also
-// works after another system (mtools, the firmware, gokrazy) changed it.
+// The reader (ReadFile, Rewrite, Walk, Size) takes any FAT16 volume with
+// 512-byte sectors, files in any directory and in any cluster order, so it
+// also works after another system (mtools, the firmware, gokrazy) changed it.
 package fat16
 
 import (

@@ -19,6 +19,7 @@ type volume struct {
 	fats, fatBytes           int64
 	clusterBytes             int64
 	clusters                 int64
+	size                     int64 // of the whole volume, in bytes
 }
 
 func openVolume(r io.ReaderAt) (*volume, error) {
@@ -41,7 +42,19 @@ func openVolume(r io.ReaderAt) (*volume, error) {
 	v.rootOff = v.fatOff + fats*fatSectors*bps
 	v.dataOff = v.rootOff + rootEntries*32
 	v.clusters = (total*bps - v.dataOff) / v.clusterBytes
+	v.size = total * bps
 	return v, nil
+}
+
+// Size returns the size in bytes of the FAT16 volume vol as its boot
+// sector gives it. vol may be shorter: a boot partition image without its
+// trailing zero blocks still knows the partition it fills.
+func Size(vol io.ReaderAt) (int64, error) {
+	v, err := openVolume(vol)
+	if err != nil {
+		return 0, err
+	}
+	return v.size, nil
 }
 
 // dirEntry is a file's 8.3 directory entry.

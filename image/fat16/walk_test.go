@@ -343,3 +343,33 @@ func TestReadMtoolsDirectories(t *testing.T) {
 	}
 	checkWalk(t, img, sizes(files))
 }
+
+// TestSize reads the volume's size from its boot sector: the 16-bit
+// sector count of a small volume, the 32-bit one of a larger, and the same
+// from a volume cut after its last data (as pc2 release ships the boot
+// partition).
+func TestSize(t *testing.T) {
+	for _, size := range []int64{4 << 20, 16 << 20, 64 << 20} {
+		fs := New(Options{Size: size, ModTime: time.Unix(1700000000, 0)})
+		fs.Add("cmdline.txt", []byte("root=x\n"))
+		img, _, err := fs.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := Size(bytes.NewReader(img)); err != nil || got != size {
+			t.Errorf("%d-byte volume: Size = %d, %v; want %d", size, got, err, size)
+		}
+		if got, err := Size(bytes.NewReader(img[:64<<10])); err != nil || got != size {
+			t.Errorf("%d-byte volume cut to 64 KiB: Size = %d, %v; want %d", size, got, err, size)
+		}
+	}
+	for name, vol := range map[string][]byte{
+		"empty":        nil,
+		"zeros":        make([]byte, 4096),
+		"short sector": bytes.Repeat([]byte{0xff}, 100),
+	} {
+		if got, err := Size(bytes.NewReader(vol)); err == nil {
+			t.Errorf("%s: Size = %d, want an error", name, got)
+		}
+	}
+}

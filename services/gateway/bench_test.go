@@ -33,12 +33,13 @@ import (
 	"github.com/pc2/pc2/internal/testing/caddybench"
 	"github.com/pc2/pc2/internal/testing/frpbench"
 	"github.com/pc2/pc2/internal/testing/pebbletest"
+	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
-	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 )
 
 // Flags of BenchmarkGatewayRPS.
@@ -252,7 +253,7 @@ func gbSummary(samples map[string][]gbSample, redone map[string]int, start time.
 // the node attached to it and holding gbName.
 type gbEnv struct {
 	sn       *dht.Node
-	relay    *relay.Relay
+	relay    *relayserver.Relay
 	nodeAddr string // the node's HTTP server on loopback
 	g        *Gateway
 }
@@ -268,7 +269,7 @@ func gbNewEnv(b *testing.B) *gbEnv {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { sn.Close() })
-	r, err := relay.New(relay.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 30000, PortMax: 60000, Logger: testlog.New(b, slog.LevelWarn)})
+	r, err := relayserver.New(relayserver.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 30000, PortMax: 60000, Logger: testlog.New(b, slog.LevelWarn)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -461,7 +462,7 @@ func gbRun(wrk, script, url string, d time.Duration) (gbSample, error) {
 		"--timeout", "5s", "-s", script, url)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = proc.SysProcAttr()
 	c0 := gbCPUNow()
 	if err := cmd.Run(); err != nil {
 		return gbSample{}, fmt.Errorf("wrk: %v: %s", err, out.String())
@@ -544,7 +545,7 @@ http {
 	cmd := exec.Command(bin, "-p", dir, "-c", file, "-e", "stderr")
 	var out gbSyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = proc.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start nginx: %v", err)
 	}

@@ -4,11 +4,12 @@
 //
 // A request's Host is resolved name -> name record -> DID -> did record
 // (dht.Node.ResolveName, which checks the operator's grant), and the
-// request goes to the node over a /pc2/http/1 stream (relay.NodeProxy:
+// request goes to the node over a /pc2/http/1 stream (nodeproxy.Proxy:
 // keep-alive, WebSocket, streamed bodies both ways, X-Forwarded-*). The
 // stream is opened by the first route that works, in this order:
 //
-//  1. this supernode's relay, when the node is attached here;
+//  1. this supernode's relay server (Config.Relay), when the node is
+//     attached here;
 //  2. the node's direct addresses from its did record (libp2p to the node
 //     itself: the node is publicly reachable);
 //  3. each supernode the did record lists, asked over
@@ -40,7 +41,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 
@@ -48,11 +51,23 @@ import (
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/nodeproxy"
 )
 
 // Resolver resolves names (dht.Node does).
 type Resolver interface {
 	ResolveName(ctx context.Context, fqdn string) (*dht.NameResolution, error)
+}
+
+// LocalRelay is what the gateway needs of this supernode's relay server
+// (relayserver.Relay).
+type LocalRelay interface {
+	// OpenStream opens a stream to node id if it is attached here;
+	// relay.ErrNotAttached if it is not, relay.ErrBusy at its stream
+	// limit.
+	OpenStream(ctx context.Context, id identity.ID, proto protocol.ID) (network.Stream, error)
+	// Attached reports whether id is attached here (for ?status).
+	Attached(id identity.ID) bool
 }
 
 // Defaults for zero Config fields.
@@ -72,8 +87,8 @@ type Config struct {
 	Host host.Host
 	// Resolver resolves names (the supernode's DHT node).
 	Resolver Resolver
-	// Relay is this supernode's relay; nil if it runs none.
-	Relay *relay.Relay
+	// Relay is this supernode's relay server; nil if it runs none.
+	Relay LocalRelay
 	// Domains are the domains served (lowercase, e.g. "ela.city").
 	Domains []string
 	// API serves each domain's apex (the names API); nil answers 404.
@@ -101,7 +116,7 @@ type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
 	self    peer.ID
-	proxy   *relay.NodeProxy
+	proxy   *nodeproxy.Proxy
 	limiter *ipLimiter
 
 	mu    sync.Mutex
@@ -168,7 +183,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, self: cfg.Host.ID(), cache: map[string]*entry{},
 		limiter: newIPLimiter(cfg.Rate, cfg.Burst, cfg.Now)}
-	g.proxy = relay.NewNodeProxy(g.dial, g.proxyError)
+	proxy, err := nodeproxy.New(nodeproxy.Config{Dial: g.dial, ErrorHandler: g.proxyError})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.proxy = proxy
 	return g, nil
 }
 
@@ -365,15 +384,18 @@ func (g *Gateway) dial(ctx context.Context, id identity.ID) (net.Conn, error) {
 // with the route's name.
 func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameResolution) (net.Conn, string, error) {
 	var errs []string
-	if g.cfg.Relay != nil && g.cfg.Relay.Attached(id) {
+	if g.cfg.Relay != nil {
 		st, err := g.cfg.Relay.OpenStream(ctx, id, relay.ProtocolHTTP)
-		if err == nil {
+		switch {
+		case err == nil:
 			return relay.StreamConn{Stream: st}, "relay", nil
-		}
-		if errors.Is(err, relay.ErrBusy) {
+		case errors.Is(err, relay.ErrBusy):
 			return nil, "", err // the limit holds for every route
+		case errors.Is(err, relay.ErrNotAttached):
+			// Not attached here: the other routes follow.
+		default:
+			errs = append(errs, "relay here: "+err.Error())
 		}
-		errs = append(errs, "relay here: "+err.Error())
 	}
 	if res.DID == nil {
 		errs = append(errs, "no did record: "+res.DIDError)

@@ -31,7 +31,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
-	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 )
 
 const testDomain = "pc2.test"
@@ -48,7 +48,7 @@ type world struct {
 
 type supernode struct {
 	node   *dht.Node
-	relay  *relay.Relay
+	relay  *relayserver.Relay
 	cancel context.CancelFunc
 }
 
@@ -76,7 +76,7 @@ func (w *world) addSupernode() *supernode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := relay.New(relay.Config{Host: n.Host(), KeepAlive: 500 * time.Millisecond, ListenIP: "127.0.0.1",
+	r, err := relayserver.New(relayserver.Config{Host: n.Host(), KeepAlive: 500 * time.Millisecond, ListenIP: "127.0.0.1",
 		PortMin: 30000, PortMax: 60000, Logger: testlog.New(t, 0)})
 	if err != nil {
 		t.Fatal(err)

@@ -7,16 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-
-	"github.com/pc2/pc2/provisioning/identity"
-	"github.com/pc2/pc2/services/turn"
 )
 
 // Protocols.
@@ -29,6 +23,9 @@ const (
 	// ProtocolTCP carries one raw TCP connection from a mapped public port
 	// to the node; it starts with the exposed service's name and '\n'.
 	ProtocolTCP protocol.ID = "/pc2/tcp/1"
+	// ProtocolForward lets another supernode's gateway reach a node
+	// attached here (Forward).
+	ProtocolForward protocol.ID = "/pc2/forward/1"
 )
 
 // Message types of the attach protocol.
@@ -36,13 +33,31 @@ const (
 	TypeChallenge = "challenge" // relay -> node, first
 	TypeAttach    = "attach"    // node -> relay, the signed answer
 	TypeAttached  = "attached"  // relay -> node: accepted
-	TypeRefused   = "refused"   // relay -> node: refused, then closed
+	TypeRefused   = "refused"   // relay -> node: refused, then closed (also forward)
 	TypePing      = "ping"      // node -> relay, every KeepAlive
 	TypePong      = "pong"      // relay -> node, the answer
 	TypeDetached  = "detached"  // relay -> node: session ended (replaced, shutdown)
 	// TypeTURN asks for fresh TURN credentials (node -> relay) and carries
 	// them (relay -> node: TURN, or Error when the relay has no TURN).
 	TypeTURN = "turn"
+	// Dial-back: a node asks whether it is reachable on its libp2p TCP
+	// port at the address the relay sees it come from.
+	TypeDialBack       = "dialback"        // node -> relay: Port
+	TypeDialBackResult = "dialback_result" // relay -> node: Addr, OK, Error
+)
+
+// Message types of the forward protocol.
+const (
+	TypeForward   = "forward"   // gateway -> relay: DID
+	TypeForwarded = "forwarded" // relay -> gateway: the stream is the node's
+)
+
+// Errors of opening a stream to a node through a relay; the server
+// returns them, and a gateway tells them apart (busy is a 503, not
+// attached means another route).
+var (
+	ErrNotAttached = errors.New("relay: node not attached")
+	ErrBusy        = errors.New("relay: node's stream limit reached")
 )
 
 // MaxMessage bounds a control message.
@@ -86,6 +101,10 @@ type Limits struct {
 	Ports int `json:"ports"`
 }
 
+// DefaultLimits are the limits of a relay that sets none; a proxy to
+// nodes sizes its idle pool from them.
+var DefaultLimits = Limits{Streams: 256, BytesPerSecond: 1 << 30, Ports: 4}
+
 // TURNInfo is a node's short-lived credentials for its supernode's
 // STUN/TURN server (package turn's Credentials on the wire). They travel
 // only over the node's authenticated attach stream.
@@ -119,6 +138,13 @@ func SignAttach(key ed25519.PrivateKey, c *Message, did string, now time.Time, t
 	t := now.Unix()
 	return &Message{Type: TypeAttach, DID: did, Nonce: c.Nonce, Time: t, TCP: tcp,
 		Sig: ed25519.Sign(key, attachPayload(c.Relay, c.Nonce, did, t, tcp))}
+}
+
+// VerifyAttach reports whether m's signature by key answers the challenge
+// the relay relayDID sent with nonce (the nonce the relay issued, not the
+// one m repeats).
+func VerifyAttach(key ed25519.PublicKey, relayDID string, nonce []byte, m *Message) bool {
+	return ed25519.Verify(key, attachPayload(relayDID, nonce, m.DID, m.Time, m.TCP), m.Sig)
 }
 
 // WriteMessage writes m as a length-prefixed JSON frame.
@@ -157,34 +183,4 @@ func ReadMessage(r io.Reader) (*Message, error) {
 		return nil, errors.New("relay: control message without type")
 	}
 	return &m, nil
-}
-
-// StreamConn makes a stream a net.Conn (for http.Server and
-// http.Transport); the addresses name the peers.
-type StreamConn struct {
-	network.Stream
-}
-
-// LocalAddr implements net.Conn.
-func (c StreamConn) LocalAddr() net.Addr { return PeerAddr(c.Conn().LocalPeer()) }
-
-// RemoteAddr implements net.Conn.
-func (c StreamConn) RemoteAddr() net.Addr { return PeerAddr(c.Conn().RemotePeer()) }
-
-// PeerAddr is a libp2p peer as a net.Addr.
-type PeerAddr peer.ID
-
-// Network implements net.Addr.
-func (a PeerAddr) Network() string { return "libp2p" }
-
-// String implements net.Addr.
-func (a PeerAddr) String() string { return peer.ID(a).String() }
-
-// TURNIssuer is a Config.TURN that hands out srv's credentials, valid for
-// ttl (<= 0: turn.DefaultCredentialTTL), with the node's DID as the user.
-func TURNIssuer(srv *turn.Server, ttl time.Duration) func(identity.ID) TURNInfo {
-	return func(id identity.ID) TURNInfo {
-		c := srv.Credentials(id.DID(), ttl)
-		return TURNInfo{Username: c.Username, Password: c.Password, Expires: c.Expires.Unix(), URIs: c.URIs}
-	}
 }

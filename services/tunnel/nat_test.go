@@ -23,10 +23,13 @@ import (
 
 	"github.com/pc2/pc2/internal/testing/echotest"
 	"github.com/pc2/pc2/internal/testing/nattest"
+	"github.com/pc2/pc2/internal/testing/proc"
+	"github.com/pc2/pc2/internal/testing/relayfront"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 	"github.com/pc2/pc2/services/turn"
 )
 
@@ -73,12 +76,15 @@ func TestNATHelper(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := relay.New(relay.Config{Host: n.Host(), Logger: log, TURN: relay.TURNIssuer(ts, 0)})
+		r, err := relayserver.New(relayserver.Config{Host: n.Host(), Logger: log, TURN: func(id identity.ID) relay.TURNInfo {
+			c := ts.Credentials(id.DID(), 0)
+			return relay.TURNInfo{Username: c.Username, Password: c.Password, Expires: c.Expires.Unix(), URIs: c.URIs}
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		fmt.Println("ready")
-		http.ListenAndServe(fmt.Sprintf(":%d", relayFrontPort), r.Proxy(relay.HostResolver))
+		http.ListenAndServe(fmt.Sprintf(":%d", relayFrontPort), relayfront.Handler(r, log))
 	case "node":
 		var sns []peer.AddrInfo
 		if err := json.Unmarshal([]byte(os.Getenv("PC2_NAT_SUPERNODES")), &sns); err != nil {
@@ -243,7 +249,7 @@ type natClient struct {
 }
 
 func (c *natClient) do(sn *nattest.Host, id identity.ID, method, path string, body io.Reader) (int, string, error) {
-	req, err := relay.NewRequest(fmt.Sprintf("http://%s:%d", sn.Addr(), relayFrontPort), id, method, path, body)
+	req, err := relayfront.NewRequest(fmt.Sprintf("http://%s:%d", sn.Addr(), relayFrontPort), id, method, path, body)
 	if err != nil {
 		return 0, "", err
 	}
@@ -333,7 +339,7 @@ func runAttacker(t *testing.T, h, snHost *nattest.Host, sn peer.ID, victimSeed s
 	out, err := cmd.Output()
 	var res attackResult
 	if line, _, _ := strings.Cut(string(out), "\n"); err != nil || json.Unmarshal([]byte(line), &res) != nil {
-		t.Fatalf("attacker: %v; output %q; log:\n%s", err, out, nattest.Tail(stderr.String(), 40))
+		t.Fatalf("attacker: %v; output %q; log:\n%s", err, out, proc.Tail(stderr.String(), 40))
 	}
 	return res
 }
@@ -395,7 +401,7 @@ func TestNATScenarios(t *testing.T) {
 		d := websocket.Dialer{NetDialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return tp.Client.Dial(ctx, "tcp", fmt.Sprintf("%s:%d", tp.SupernodeA.Addr(), relayFrontPort))
 		}}
-		ws, _, err := d.Dial("ws://"+relay.HostLabel(nd.id)+".relay.invalid/ws", nil)
+		ws, _, err := d.Dial("ws://"+relayfront.HostLabel(nd.id)+".relay.invalid/ws", nil)
 		if err != nil {
 			t.Fatalf("%s: websocket: %v", nd.name, err)
 		}

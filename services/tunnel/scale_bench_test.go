@@ -34,6 +34,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 )
 
 // Flags of BenchmarkRelayScale.
@@ -222,7 +223,7 @@ func TestScaleSupernodeHelper(t *testing.T) {
 		return
 	}
 	defer n.Close()
-	r, err := relay.New(relay.Config{Host: n.Host(), ListenIP: "127.0.0.1"})
+	r, err := relayserver.New(relayserver.Config{Host: n.Host(), ListenIP: "127.0.0.1"})
 	if err != nil {
 		reply(scaleStats{Error: err.Error()})
 		return
@@ -322,7 +323,7 @@ func scaleWriteHeapProfile(path string) error {
 
 // scaleOpenStreams opens n HTTP streams to randomly chosen attached nodes,
 // conc at a time; each sends one request and reads the whole answer.
-func scaleOpenStreams(r *relay.Relay, n, conc int) scaleOpenResult {
+func scaleOpenStreams(r *relayserver.Relay, n, conc int) scaleOpenResult {
 	var ids []identity.ID
 	for _, s := range r.Sessions() {
 		if id, err := identity.ParseDID(s.DID); err == nil {
@@ -371,7 +372,7 @@ func scaleOpenStreams(r *relay.Relay, n, conc int) scaleOpenResult {
 		Open: scaleQuantilesOf(opens), FirstByte: scaleQuantilesOf(firsts), Wall: time.Since(start)}
 }
 
-func scaleOpenOne(r *relay.Relay, id identity.ID) (open, first time.Duration, err error) {
+func scaleOpenOne(r *relayserver.Relay, id identity.ID) (open, first time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()

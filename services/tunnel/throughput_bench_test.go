@@ -31,6 +31,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 )
 
 // Flags of BenchmarkRelayThroughput.
@@ -229,7 +230,7 @@ func tpRelay(b *testing.B, sink, listen string, limits relay.Limits, noiseFirst 
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { sn.Close() })
-	r, err := relay.New(relay.Config{Host: sn.Host(), Limits: limits, ListenIP: "127.0.0.1",
+	r, err := relayserver.New(relayserver.Config{Host: sn.Host(), Limits: limits, ListenIP: "127.0.0.1",
 		PortMin: 30000 + int(time.Now().UnixNano()%20000), PortMax: 65000, Logger: testlog.New(b, slog.LevelWarn)})
 	if err != nil {
 		b.Fatal(err)

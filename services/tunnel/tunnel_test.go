@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,26 +27,28 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/pc2/pc2/internal/testing/echotest"
+	"github.com/pc2/pc2/internal/testing/relayfront"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"
+	"github.com/pc2/pc2/services/relay/relayserver"
 )
 
 // supernode is a relay on a DHT server host with an HTTP front.
 type supernode struct {
 	node  *dht.Node
-	relay *relay.Relay
+	relay *relayserver.Relay
 	front *httptest.Server
 }
 
 func newSupernode(t *testing.T, limits relay.Limits) *supernode {
 	t.Helper()
-	return newSupernodeWith(t, func(c *relay.Config) { c.Limits = limits })
+	return newSupernodeWith(t, func(c *relayserver.Config) { c.Limits = limits })
 }
 
 // newSupernodeWith is newSupernode with edit applied to the relay config.
-func newSupernodeWith(t *testing.T, edit func(*relay.Config)) *supernode {
+func newSupernodeWith(t *testing.T, edit func(*relayserver.Config)) *supernode {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	n, err := dht.New(context.Background(), dht.Config{Key: key, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
@@ -53,15 +56,15 @@ func newSupernodeWith(t *testing.T, edit func(*relay.Config)) *supernode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := relay.Config{Host: n.Host(), KeepAlive: 500 * time.Millisecond,
+	rc := relayserver.Config{Host: n.Host(), KeepAlive: 500 * time.Millisecond,
 		ListenIP: "127.0.0.1", PortMin: 30000 + int(time.Now().UnixNano()%20000), PortMax: 65000,
 		Logger: testlog.New(t, 0)}
 	edit(&rc)
-	r, err := relay.New(rc)
+	r, err := relayserver.New(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sn := &supernode{node: n, relay: r, front: httptest.NewServer(r.Proxy(relay.HostResolver))}
+	sn := &supernode{node: n, relay: r, front: httptest.NewServer(relayfront.Handler(r, rc.Logger))}
 	t.Cleanup(sn.stop)
 	return sn
 }
@@ -112,11 +115,16 @@ func newNodeOpts(t *testing.T, key ed25519.PrivateKey, listen []string, directPo
 	return newNodeAt(t, key, n, directPort, ais)
 }
 
-// newNodeAt runs a tunnel on host n to the supernodes at ais.
-func newNodeAt(t *testing.T, key ed25519.PrivateKey, n *dht.Node, directPort int, ais []peer.AddrInfo) *node {
+// newNodeAt runs a tunnel on host n to the supernodes at ais, with edits
+// applied to its config.
+func newNodeAt(t *testing.T, key ed25519.PrivateKey, n *dht.Node, directPort int, ais []peer.AddrInfo, edits ...func(*Config)) *node {
 	t.Helper()
-	c, err := New(Config{Host: n.Host(), Key: key, Supernodes: ais, TCP: map[string]string{"echo": echoServer(t)},
-		DirectPort: directPort, Logger: testlog.New(t, 0)})
+	cfg := Config{Host: n.Host(), Key: key, Supernodes: ais, TCP: map[string]string{"echo": echoServer(t)},
+		DirectPort: directPort, Logger: testlog.New(t, 0)}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,17 +157,7 @@ func waitAttached(t *testing.T, s *supernode, id identity.ID) {
 // get fetches path from the node through supernode s's front.
 func get(t *testing.T, s *supernode, id identity.ID, method, path string, body io.Reader) (int, string) {
 	t.Helper()
-	req, err := relay.NewRequest(s.front.URL, id, method, path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return relayfront.Do(t, s.front.URL, id, method, path, body)
 }
 
 // TestThroughRelay: GET, a 64 MB streamed POST checked end to end, a
@@ -170,7 +168,7 @@ func TestThroughRelay(t *testing.T) {
 	waitAttached(t, sn, nd.id)
 
 	code, body := get(t, sn, nd.id, "GET", "/hello", nil)
-	if code != 200 || !strings.Contains(body, "hello "+relay.HostLabel(nd.id)+".relay.invalid") {
+	if code != 200 || !strings.Contains(body, "hello "+relayfront.HostLabel(nd.id)+".relay.invalid") {
 		t.Fatalf("GET: %d %q", code, body)
 	}
 
@@ -182,7 +180,7 @@ func TestThroughRelay(t *testing.T) {
 	}
 
 	d := websocket.Dialer{NetDial: func(_, _ string) (net.Conn, error) { return net.Dial("tcp", sn.front.Listener.Addr().String()) }}
-	ws, _, err := d.Dial("ws://"+relay.HostLabel(nd.id)+".relay.test/ws", nil)
+	ws, _, err := d.Dial("ws://"+relayfront.HostLabel(nd.id)+".relay.test/ws", nil)
 	if err != nil {
 		t.Fatalf("websocket: %v", err)
 	}
@@ -260,13 +258,7 @@ func TestReconnectReplacesDeadConnection(t *testing.T) {
 	t.Cleanup(func() { n.Close() })
 	nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{{ID: sn.node.Host().ID(), Addrs: []ma.Multiaddr{px.addr}}})
 	waitAttached(t, sn, nd.id)
-	var before LinkStatus
-	for end := time.Now().Add(10 * time.Second); !before.Attached; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("not attached")
-		}
-		before = nd.client.Status().Supernodes[0]
-	}
+	before := waitLink(t, nd, time.Time{})
 	px.freeze()
 	start := time.Now()
 	nd.client.Reconnect()
@@ -286,6 +278,61 @@ func TestReconnectReplacesDeadConnection(t *testing.T) {
 	t.Logf("reattached %v after the network change", time.Since(start).Round(time.Millisecond))
 	if code, body := get(t, sn, nd.id, "GET", "/hello", nil); code != 200 {
 		t.Fatalf("after reattaching: %d %q", code, body)
+	}
+}
+
+// TestNetworkChangeClosesConnFromGoneAddress: after a network change, a
+// connection whose local address is no longer one of the node's
+// (Config.LocalAddrs) is closed at once, though it still works and would
+// pass the ping.
+func TestNetworkChangeClosesConnFromGoneAddress(t *testing.T) {
+	sn := newSupernode(t, relay.Limits{})
+	_, key, _ := ed25519.GenerateKey(nil)
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	var moved atomic.Bool
+	nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{sn.node.AddrInfo()}, func(c *Config) {
+		c.LocalAddrs = func() ([]netip.Addr, error) {
+			if moved.Load() {
+				return []netip.Addr{netip.MustParseAddr("192.0.2.1")}, nil
+			}
+			return interfaceAddrs()
+		}
+	})
+	waitAttached(t, sn, nd.id)
+	before := waitLink(t, nd, time.Time{})
+	h := n.Host()
+	conns := h.Network().ConnsToPeer(sn.node.Host().ID())
+	if len(conns) == 0 {
+		t.Fatal("no connection to the supernode")
+	}
+	nd.client.checkConns(h)
+	if conns[0].IsClosed() {
+		t.Fatal("a network change that kept the local address closed the connection")
+	}
+	moved.Store(true)
+	nd.client.checkConns(h)
+	if !conns[0].IsClosed() {
+		t.Fatalf("connection from %v still open after its address went away", conns[0].LocalMultiaddr())
+	}
+	// Not only closed: attached again over a new connection.
+	waitLink(t, nd, before.Since)
+}
+
+// waitLink waits until the node's first supernode link is attached since
+// after the given time, and returns it.
+func waitLink(t *testing.T, nd *node, after time.Time) LinkStatus {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st := nd.client.Status().Supernodes[0]; st.Attached && st.Since.After(after) {
+			return st
+		}
+		if time.Now().After(end) {
+			t.Fatalf("not attached since after %v: %+v", after, nd.client.Status().Supernodes[0])
+		}
 	}
 }
 
@@ -401,7 +448,7 @@ func TestRefusals(t *testing.T) {
 	}
 	// Hold the one stream with a websocket, then a second request is 503.
 	d := websocket.Dialer{NetDial: func(_, _ string) (net.Conn, error) { return net.Dial("tcp", sn.front.Listener.Addr().String()) }}
-	ws, _, err := d.Dial("ws://"+relay.HostLabel(nd.id)+".relay.test/ws", nil)
+	ws, _, err := d.Dial("ws://"+relayfront.HostLabel(nd.id)+".relay.test/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +510,7 @@ func TestDialBack(t *testing.T) {
 // expired ones; the status shows the server but not the password.
 func TestTURNCredentialsRefreshed(t *testing.T) {
 	var issued atomic.Int32
-	sn := newSupernodeWith(t, func(c *relay.Config) {
+	sn := newSupernodeWith(t, func(c *relayserver.Config) {
 		c.TURN = func(id identity.ID) relay.TURNInfo {
 			n := issued.Add(1)
 			return relay.TURNInfo{Username: fmt.Sprintf("%d:%s", n, id.DID()), Password: fmt.Sprintf("secret %d", n),

@@ -1,5 +1,6 @@
-// Package turn is the STUN/TURN service of a supernode (UDP and TCP 3478)
-// and the STUN client a personal node uses to learn its public address.
+// Package turn is the STUN/TURN service of a supernode (UDP and TCP 3478);
+// the STUN client a personal node uses to learn its public address is
+// services/stun.
 //
 // The server is github.com/pion/turn/v4, the maintained major version of
 // the TURN library the design names: pure Go (builds for the gokrazy

@@ -19,6 +19,7 @@ import (
 	pionturn "github.com/pion/turn/v4"
 
 	"github.com/pc2/pc2/internal/testing/coturntest"
+	pc2stun "github.com/pc2/pc2/services/stun"
 )
 
 func TestNewConfigErrors(t *testing.T) {
@@ -532,7 +533,7 @@ func TestBadPackets(t *testing.T) {
 	stall.Write(stunHeader(1000))
 
 	// Still serving STUN and TURN on both listeners.
-	if _, err := Reflexive(testContext(t), udp, s.udpAddr); err != nil {
+	if _, err := pc2stun.Reflexive(testContext(t), udp, s.udpAddr); err != nil {
 		t.Errorf("STUN after garbage: %v", err)
 	}
 	for _, tc := range []struct {

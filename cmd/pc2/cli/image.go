@@ -15,7 +15,7 @@ import (
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/release"
 	"github.com/pc2/pc2/appliance/settings"
-	"github.com/pc2/pc2/appliance/update"
+	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
@@ -116,7 +116,7 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 		}
 		p.Files["/etc/gokr-pw.txt"] = []byte(strings.TrimSpace(string(pw)))
 	}
-	rel, err := release.Files(update.ReleaseInfo{Version: *version, Board: b.Name}, keys)
+	rel, err := release.Files(manifest.ReleaseInfo{Version: *version, Board: b.Name}, keys)
 	if err != nil {
 		return usageErr("--version: %v", err)
 	}

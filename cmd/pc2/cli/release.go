@@ -11,7 +11,8 @@ import (
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/release"
 	"github.com/pc2/pc2/appliance/settings"
-	"github.com/pc2/pc2/appliance/update"
+	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/appliance/update/updateapi"
 	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/provisioning/identity"
 )
@@ -31,7 +32,7 @@ func runRelease(ctx context.Context, env Env, args []string) error {
 	keyFile := fs.String("key", "", "release signing key `file` (pc2 identity new makes one)")
 	version := fs.String("version", "", "release `version`, MAJOR.MINOR.PATCH (default: 0.YYYYMMDD.HHMMSS of the build time, UTC)")
 	minVersion := fs.String("min-version", "", "anti-downgrade floor: devices that install this release refuse anything older than this `version` (default: the release's own)")
-	channel := fs.String("channel", update.Stable, "release channel: stable or beta")
+	channel := fs.String("channel", manifest.Stable, "release channel: stable or beta")
 	var trust multiFlag
 	fs.Var(&trust, "trust", "release key `ID` (or DID, or key file) the built image trusts besides --key's (repeatable)")
 	out := fs.String("o", "", "bundle output `folder`")
@@ -93,7 +94,7 @@ func runRelease(ctx context.Context, env Env, args []string) error {
 	m := res.Manifest
 	fmt.Fprintf(env.Stdout, "release %s (%s, %s channel, min version %s) in %s, built in %s\n", m.Version, m.Board, m.Channel,
 		m.MinVersion, res.Dir, time.Since(start).Round(time.Second))
-	for _, n := range []string{update.Root, update.Boot} {
+	for _, n := range []string{manifest.Root, manifest.Boot} {
 		if a, ok := m.Artifacts[n]; ok {
 			fmt.Fprintf(env.Stdout, "  %-4s %s %d bytes sha256 %s\n", n, a.File, a.Size, a.SHA256)
 		}
@@ -157,11 +158,11 @@ func runUpdate(ctx context.Context, env Env, args []string) error {
 		}
 		base = "http://" + base
 	}
-	b, err := update.OpenBundle(*dir)
+	b, err := updateapi.OpenBundle(*dir)
 	if err != nil {
 		return err
 	}
-	c := &update.Client{Base: base, Password: pw}
+	c := &updateapi.Client{Base: base, Password: pw}
 	start := time.Now()
 	before, err := c.Status(ctx, false)
 	if err != nil {
@@ -192,7 +193,7 @@ func runUpdate(ctx context.Context, env Env, args []string) error {
 			continue // rebooting, or still testing
 		}
 		switch st.Last.Outcome {
-		case update.Installed:
+		case updateapi.Installed:
 			fmt.Fprintf(env.Stdout, "%s installed: the device runs it, %s after the update command\n", st.Version, time.Since(start).Round(time.Second))
 			return nil
 		default:

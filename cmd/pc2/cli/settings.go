@@ -12,7 +12,6 @@ import (
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/provisioning/password"
-	"github.com/pc2/pc2/services/netconf"
 )
 
 // settingsFlags are the device settings flags of `pc2 image build` and
@@ -97,11 +96,14 @@ func (f *settingsFlags) apply(s *settings.Settings) error {
 		if err != nil {
 			return fmt.Errorf("network settings: %w", err)
 		}
-		c, err := netconf.Parse(b)
-		if err != nil {
+		var n settings.Network
+		if err := config.Decode(*f.network, b, &n); err != nil {
+			return fmt.Errorf("network settings: %w", err)
+		}
+		if err := n.Check(); err != nil {
 			return fmt.Errorf("network settings %s: %w", *f.network, err)
 		}
-		s.Network = &c
+		s.Network = &n
 	}
 	return profile.Check(s)
 }

@@ -11,7 +11,6 @@
 package browsertest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
@@ -122,7 +122,7 @@ func New(t testing.TB, opts Options) *Browser {
 	// no test depends on the network by accident, and none waits for DNS.
 	rules := append(append([]string(nil), opts.HostRules...),
 		"MAP * ~NOTFOUND", "EXCLUDE localhost", "EXCLUDE 127.0.0.1", "EXCLUDE [::1]")
-	out := &tailBuffer{max: 16 << 10}
+	out := &proc.TailBuffer{Max: 16 << 10}
 	aopts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
 		// Root in a container: no user namespace sandbox, a small /dev/shm
@@ -169,7 +169,7 @@ func New(t testing.TB, opts Options) *Browser {
 		b.closed = true
 		b.mu.Unlock()
 		if t.Failed() {
-			t.Logf("browsertest: chromium output (last %d bytes):\n%s", out.max, out.String())
+			t.Logf("browsertest: chromium output (last %d bytes):\n%s", out.Max, out.String())
 		}
 	})
 
@@ -385,28 +385,4 @@ func (b *Browser) Fetch(url string) (status int, body string) {
 		`(async () => { const r = await fetch(`+string(u)+`, {credentials: "include"}); return {status: r.status, body: await r.text()}; })()`,
 		chromedp.EvalAwaitPromise))
 	return r.Status, r.Body
-}
-
-// tailBuffer keeps the last max bytes written to it: Chromium's output,
-// shown only when a test fails.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf bytes.Buffer
-}
-
-func (w *tailBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(p)
-	if over := w.buf.Len() - w.max; over > 0 {
-		w.buf.Next(over)
-	}
-	return len(p), nil
-}
-
-func (w *tailBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
 }

@@ -7,17 +7,16 @@
 package caddybench
 
 import (
-	"bytes"
 	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pc2/pc2/internal/testing/modbuild"
+	"github.com/pc2/pc2/internal/testing/proc"
 )
 
 // Version is the Caddy release the benchmarks run.
@@ -38,7 +37,7 @@ type Proxy struct {
 	Addr string
 
 	cmd  *exec.Cmd
-	out  *tailBuffer
+	out  *proc.TailBuffer
 	done chan struct{}
 }
 
@@ -55,7 +54,7 @@ func ReverseProxy(tb testing.TB, upstream string) *Proxy {
 	tb.Helper()
 	bin := Binary(tb)
 	dir := tb.TempDir()
-	p := &Proxy{Addr: freeAddr(tb), out: &tailBuffer{max: 64 << 10}, done: make(chan struct{})}
+	p := &Proxy{Addr: proc.FreeAddr(tb), out: &proc.TailBuffer{Max: 64 << 10}, done: make(chan struct{})}
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "WARN"}}},
@@ -77,7 +76,7 @@ func ReverseProxy(tb testing.TB, upstream string) *Proxy {
 	// Caddy's data and config directories: the test's, not the user's.
 	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = sysProcAttr()
+	p.cmd.SysProcAttr = proc.SysProcAttr()
 	if err := p.cmd.Start(); err != nil {
 		tb.Fatalf("caddybench: start caddy: %v", err)
 	}
@@ -103,39 +102,4 @@ func ReverseProxy(tb testing.TB, upstream string) *Proxy {
 			tb.Fatalf("caddybench: caddy not listening on %s after 30 s:\n%s", p.Addr, p.out.String())
 		}
 	}
-}
-
-// freeAddr is a loopback address with a port that was free a moment ago
-// (Caddy takes its port from the config file).
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   bytes.Buffer
-}
-
-func (w *tailBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b.Write(p)
-	if w.b.Len() > w.max {
-		w.b.Next(w.b.Len() - w.max)
-	}
-	return len(p), nil
-}
-
-func (w *tailBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

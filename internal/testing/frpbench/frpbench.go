@@ -22,11 +22,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pc2/pc2/internal/testing/modbuild"
+	"github.com/pc2/pc2/internal/testing/proc"
 )
 
 // Version is the frp release the benchmarks run.
@@ -116,11 +116,11 @@ func Start(tb testing.TB, cfg Config) *Tunnel {
 	dir := tb.TempDir()
 	token := make([]byte, 16)
 	rand.Read(token)
-	t := &Tunnel{ServerAddr: freeAddr(tb), SubdomainHost: cfg.SubdomainHost, cfg: cfg, tcp: map[string]string{}}
+	t := &Tunnel{ServerAddr: proc.FreeAddr(tb), SubdomainHost: cfg.SubdomainHost, cfg: cfg, tcp: map[string]string{}}
 	if len(cfg.HTTP) > 0 {
-		t.HTTPAddr = freeAddr(tb)
+		t.HTTPAddr = proc.FreeAddr(tb)
 	}
-	admin := freeAddr(tb)
+	admin := proc.FreeAddr(tb)
 	tok := hex.EncodeToString(token)
 
 	var s strings.Builder
@@ -231,7 +231,7 @@ func proxyStatus(url string) ([]proxyState, error) {
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *tailBuffer
+	out  *proc.TailBuffer
 	done chan struct{}
 }
 
@@ -249,10 +249,10 @@ func startProcess(tb testing.TB, bin, config, text string) *process {
 	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	p := &process{name: filepath.Base(bin), out: &tailBuffer{max: 64 << 10}, done: make(chan struct{})}
+	p := &process{name: filepath.Base(bin), out: &proc.TailBuffer{Max: 64 << 10}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, "-c", config)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = sysProcAttr()
+	p.cmd.SysProcAttr = proc.SysProcAttr()
 	if err := p.cmd.Start(); err != nil {
 		tb.Fatalf("frpbench: start %s: %v", p.name, err)
 	}
@@ -282,18 +282,6 @@ func waitListening(tb testing.TB, addr string, p *process) {
 	tb.Fatalf("frpbench: %s not listening on %s after 10 s:\n%s", p.name, addr, p.out.String())
 }
 
-// freeAddr is a loopback address with a port that was free a moment ago
-// (frps and frpc take their ports from their config files).
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func port(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
@@ -309,27 +297,4 @@ func splitAddr(tb testing.TB, addr string) (host, port string) {
 		tb.Fatalf("frpbench: local address %q: port is not a number", addr)
 	}
 	return host, port
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (w *tailBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	if len(w.b) > w.max {
-		w.b = append(w.b[:0], w.b[len(w.b)-w.max:]...)
-	}
-	return len(p), nil
-}
-
-func (w *tailBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.b)
 }

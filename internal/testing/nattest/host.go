@@ -17,6 +17,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/pc2/pc2/internal/testing/proc"
 )
 
 // ErrClosed is returned by a Host's methods once its topology is torn down.
@@ -83,7 +85,7 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 	ctx, cancel := context.WithCancel(ctx)
 	context.AfterFunc(h.topo.ctx, cancel)
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + h.path, "--", name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = proc.SysProcAttr()
 	return cmd
 }
 

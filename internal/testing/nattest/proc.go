@@ -6,9 +6,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/pc2/pc2/internal/testing/proc"
 )
 
 // Proc is a process a scenario runs on a Host: a supernode or node that
@@ -70,24 +71,15 @@ func StartProc(t testing.TB, h *Host, name string, argv []string, env ...string)
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
-			t.Logf("%s on %s log:\n%s", name, h, Tail(p.Log(), 60))
+			t.Logf("%s on %s log:\n%s", name, h, proc.Tail(p.Log(), 60))
 		}
 	})
 	select {
 	case <-ready:
 	case <-p.done:
-		t.Fatalf("%s on %s exited before it was ready:\n%s", name, h, Tail(p.Log(), 40))
+		t.Fatalf("%s on %s exited before it was ready:\n%s", name, h, proc.Tail(p.Log(), 40))
 	case <-time.After(60 * time.Second):
 		t.Fatalf("%s on %s not ready within 60 s", name, h)
 	}
 	return p
-}
-
-// Tail returns the last n lines of s.
-func Tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

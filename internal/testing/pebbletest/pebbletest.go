@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/internal/testing/modbuild"
+	"github.com/pc2/pc2/internal/testing/proc"
 )
 
 // Version is the Pebble release built (module github.com/letsencrypt/pebble/v2).
@@ -110,10 +111,10 @@ func Start(t testing.TB, opts Options) *Server {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	if opts.HTTPPort == 0 {
-		opts.HTTPPort = freePort(t)
+		opts.HTTPPort = proc.FreePort(t)
 	}
 	if opts.TLSPort == 0 {
-		opts.TLSPort = freePort(t)
+		opts.TLSPort = proc.FreePort(t)
 	}
 	s := &Server{
 		ClientRoots:    pool,
@@ -128,7 +129,7 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	t.Cleanup(s.client.CloseIdleConnections)
 
-	challMgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	challMgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(proc.FreePort(t)))
 	s.challMgmt = "http://" + challMgmt
 	// Only DNS and the management API: the challenge servers it would
 	// run by default (HTTP-01 on 5002, TLS-ALPN-01 on 5001, DoH) are the
@@ -138,8 +139,8 @@ func Start(t testing.TB, opts Options) *Server {
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
 		"-defaultIPv4", "", "-defaultIPv6", "")
 
-	acme := net.JoinHostPort(opts.Host, strconv.Itoa(freePort(t)))
-	mgmt := net.JoinHostPort(opts.Host, strconv.Itoa(freePort(t)))
+	acme := net.JoinHostPort(opts.Host, strconv.Itoa(proc.FreePort(t)))
+	mgmt := net.JoinHostPort(opts.Host, strconv.Itoa(proc.FreePort(t)))
 	s.DirectoryURL = "https://" + acme + "/dir"
 	s.mgmtURL = "https://" + mgmt
 	cfg := map[string]any{"pebble": map[string]any{
@@ -349,17 +350,6 @@ func Build(t testing.TB) string {
 	t.Helper()
 	return modbuild.Build(t, modbuild.Program{Name: "pebble", Module: module, Version: Version,
 		Cmds: []string{"cmd/pebble", "cmd/pebble-challtestsrv"}})
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // freeDNSPort returns a port free for both TCP and UDP on 127.0.0.1.

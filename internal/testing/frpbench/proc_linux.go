@@ -1,9 +1,0 @@
-package frpbench
-
-import "syscall"
-
-// sysProcAttr kills frps and frpc with the test binary if it dies without
-// running its cleanups (a timeout, a panic).
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}

@@ -1,0 +1,167 @@
+package relayserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pc2/pc2/internal/atomicfile"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/relay"
+)
+
+// portTable assigns public ports to (DID, service) pairs, stably.
+type portTable struct {
+	path     string
+	min, max int
+	mu       sync.Mutex
+	byKey    map[string]int // "did\x00service" -> port
+	byPort   map[int]string
+}
+
+func loadPorts(path string, lo, hi int) (*portTable, error) {
+	t := &portTable{path: path, min: lo, max: hi, byKey: map[string]int{}, byPort: map[int]string{}}
+	if path == "" {
+		return t, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return t, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay: port table: %w", err)
+	}
+	var saved map[string]int
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return nil, fmt.Errorf("relay: port table %s: %w", path, err)
+	}
+	for k, p := range saved {
+		if p >= lo && p <= hi && t.byPort[p] == "" {
+			t.byKey[k], t.byPort[p] = p, k
+		}
+	}
+	return t, nil
+}
+
+// candidates returns the ports to try for key: its assigned port, else
+// from the hash-derived start upwards through the whole range.
+func (t *portTable) candidates(key string) []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.byKey[key]; ok {
+		return []int{p}
+	}
+	first := hashPort(key, t.min, t.max)
+	span := t.max - t.min + 1
+	var out []int
+	for i := 0; i < span; i++ {
+		p := t.min + (first-t.min+i)%span
+		if _, taken := t.byPort[p]; !taken {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// portKey names a node's exposed service in the port table.
+func portKey(id identity.ID, service string) string { return id.DID() + "\x00" + service }
+
+// hashPort is the port in min-max that key's search starts at.
+func hashPort(key string, min, max int) int {
+	h := sha256.Sum256([]byte(key))
+	return min + int(binary.BigEndian.Uint64(h[:8])%uint64(max-min+1))
+}
+
+// PreferredPort is the public port a relay with ports min-max gives the
+// service of node id when that port is free and the node has none yet:
+// what an operator (or a test forwarding ports) can plan with.
+func PreferredPort(id identity.ID, service string, min, max int) int {
+	return hashPort(portKey(id, service), min, max)
+}
+
+// assign records key's port and saves the table.
+func (t *portTable) assign(key string, port int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byKey[key] == port {
+		return nil
+	}
+	t.byKey[key], t.byPort[port] = port, key
+	if t.path == "" {
+		return nil
+	}
+	b, _ := json.Marshal(t.byKey)
+	return atomicfile.Write(t.path, b, 0o600)
+}
+
+// mappedPort is a listening public port of one node's service.
+type mappedPort struct {
+	port int
+	ln   net.Listener
+	once sync.Once
+}
+
+func (m *mappedPort) close() { m.once.Do(func() { m.ln.Close() }) }
+
+// mapPort opens the public port of service name for session s and splices
+// each connection to a /pc2/tcp/1 stream to the node.
+func (r *Relay) mapPort(s *session, name string) (*mappedPort, error) {
+	if name == "" || len(name) > 64 {
+		return nil, fmt.Errorf("service name %q", name)
+	}
+	key := portKey(s.id, name)
+	var ln net.Listener
+	var port int
+	var lastErr error
+	for _, p := range r.ports.candidates(key) {
+		l, err := r.cfg.Listen("tcp", net.JoinHostPort(r.cfg.ListenIP, strconv.Itoa(p)))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		ln, port = l, p
+		break
+	}
+	if ln == nil {
+		return nil, fmt.Errorf("no free port in %d-%d: %v", r.cfg.PortMin, r.cfg.PortMax, lastErr)
+	}
+	if err := r.ports.assign(key, port); err != nil {
+		r.log.Warn("port table not saved", "err", err)
+	}
+	mp := &mappedPort{port: port, ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go r.splice(s, name, c)
+		}
+	}()
+	return mp, nil
+}
+
+// splice relays one public TCP connection to the node's service.
+func (r *Relay) splice(s *session, name string, c net.Conn) {
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	st, err := r.OpenStream(ctx, s.id, relay.ProtocolTCP)
+	cancel()
+	if err != nil {
+		r.log.Warn("mapped port: no stream to the node", "did", s.id.DID(), "service", name, "err", err)
+		return
+	}
+	defer st.Close()
+	if _, err := st.Write([]byte(name + "\n")); err != nil {
+		return
+	}
+	relay.Splice(c, st)
+}

@@ -1,0 +1,471 @@
+// Package relayserver is the supernode side of the Active Proxy (the
+// protocol is in package relay): personal nodes behind NAT attach to it
+// over their outbound libp2p connection, and the supernode reaches them by
+// opening streams back over that connection (OpenStream). It answers the
+// control stream, maps public TCP ports to nodes, checks dial-backs and
+// serves relay.ProtocolForward for other supernodes' gateways.
+//
+// # Attaching
+//
+// An attach is checked against the challenge this relay sent on the same
+// stream: the signature (relay.VerifyAttach), that the DID is the peer's
+// (dht.PeerToID), and that the time is within ClockSkew.
+//
+// A node attaching again (a reconnect after a network change, or a
+// replaced connection) replaces its old session at once: the old control
+// stream is told "detached: replaced" and closed. There is never an
+// "already attached" wait.
+//
+// # Limits
+//
+// Per node: concurrent streams to it (Limits.Streams; beyond that
+// OpenStream fails at once with relay.ErrBusy), relayed bytes per second
+// in each direction (a token bucket on every stream), mapped ports. Per
+// peer on the control protocol: one attach in progress. Other inbound
+// streams (a node flooding the supernode) meet libp2p's resource manager,
+// which dht sizes for thousands of attached nodes (dht.Limits). A
+// misbehaving node is refused with a message saying why; it never stops
+// the others. An attached node's connection is protected from libp2p's
+// connection manager, so trimming never detaches a node.
+//
+// # Mapped TCP ports
+//
+// A node lists the services it exposes (relay.Message.TCP). Each (DID,
+// service) gets a public port in [PortMin, PortMax] derived from a hash of
+// both, probing upwards past ports in use; assignments are kept in the
+// data dir, so a node gets the same port back after a reconnect or a relay
+// restart.
+package relayserver
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"golang.org/x/time/rate"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/relay"
+)
+
+// Config configures a Relay.
+type Config struct {
+	// Host is the supernode's libp2p host (the DHT's).
+	Host host.Host
+	// Limits per node; zero fields take relay.DefaultLimits.
+	Limits relay.Limits
+	// KeepAlive is the ping interval nodes are told to use (default 5 s).
+	KeepAlive time.Duration
+	// ClockSkew is the accepted difference of an attach's time (default 5 min).
+	ClockSkew time.Duration
+	// ListenIP is the address mapped ports listen on (default all).
+	ListenIP string
+	// PortMin and PortMax bound mapped ports (default 20000-22000).
+	PortMin, PortMax int
+	// PortsFile keeps port assignments across restarts ("" = memory only).
+	PortsFile string
+	// TURN, if set, issues STUN/TURN credentials to an attached node; they
+	// go out with "attached" and again whenever the node asks ("turn").
+	TURN func(id identity.ID) relay.TURNInfo
+	// Listen opens a mapped port's listener (default net.Listen).
+	Listen func(network, addr string) (net.Listener, error)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Relay is the relay service of a supernode.
+type Relay struct {
+	cfg   Config
+	log   *slog.Logger
+	did   string
+	ports *portTable
+
+	mu        sync.Mutex
+	sessions  map[peer.ID]*session
+	attaching map[peer.ID]bool
+	closed    bool
+}
+
+// session is one attached node.
+type session struct {
+	id      identity.ID
+	peer    peer.ID
+	since   time.Time
+	stream  network.Stream
+	streams chan struct{} // semaphore of Limits.Streams
+	in, out *rate.Limiter // the node's bandwidth, each direction
+	done    chan struct{}
+	once    sync.Once
+	wmu     sync.Mutex  // serialises writes on stream
+	dialing atomic.Bool // a dial-back runs
+
+	// ports are mapped after the session is registered (a replaced
+	// session must free the node's preferred ports first), so Sessions,
+	// Close and a replacing attach may look at them meanwhile.
+	pmu    sync.Mutex
+	ports  map[string]*mappedPort
+	closed bool // endSession ran: a port mapped now is closed at once
+}
+
+// addPort records mp, or closes it and returns false when the session
+// has already ended.
+func (s *session) addPort(name string, mp *mappedPort) bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if s.closed {
+		mp.close()
+		return false
+	}
+	s.ports[name] = mp
+	return true
+}
+
+// portNumbers returns the session's mapped ports by service.
+func (s *session) portNumbers() map[string]int {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	out := make(map[string]int, len(s.ports))
+	for name, mp := range s.ports {
+		out[name] = mp.port
+	}
+	return out
+}
+
+// write sends one control message.
+func (s *session) write(m *relay.Message) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return relay.WriteMessage(s.stream, m)
+}
+
+func (s *session) end() { s.once.Do(func() { close(s.done); s.stream.Reset() }) }
+
+// New starts the relay on cfg.Host.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Host == nil {
+		return nil, errors.New("relay: no host")
+	}
+	if cfg.Limits.Streams <= 0 {
+		cfg.Limits.Streams = relay.DefaultLimits.Streams
+	}
+	if cfg.Limits.BytesPerSecond <= 0 {
+		cfg.Limits.BytesPerSecond = relay.DefaultLimits.BytesPerSecond
+	}
+	if cfg.Limits.Ports <= 0 {
+		cfg.Limits.Ports = relay.DefaultLimits.Ports
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 5 * time.Second
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 5 * time.Minute
+	}
+	if cfg.PortMin == 0 && cfg.PortMax == 0 {
+		cfg.PortMin, cfg.PortMax = 20000, 22000
+	}
+	if cfg.PortMin < 1 || cfg.PortMax > 65535 || cfg.PortMin > cfg.PortMax {
+		return nil, fmt.Errorf("relay: port range %d-%d", cfg.PortMin, cfg.PortMax)
+	}
+	if cfg.Listen == nil {
+		cfg.Listen = net.Listen
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	id, err := dht.PeerToID(cfg.Host.ID())
+	if err != nil {
+		return nil, fmt.Errorf("relay: host key: %w", err)
+	}
+	pt, err := loadPorts(cfg.PortsFile, cfg.PortMin, cfg.PortMax)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{cfg: cfg, log: cfg.Logger, did: id.DID(), ports: pt,
+		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}}
+	cfg.Host.SetStreamHandler(relay.ProtocolAttach, r.handleAttach)
+	cfg.Host.SetStreamHandler(relay.ProtocolForward, r.handleForward)
+	return r, nil
+}
+
+// Close detaches every node and stops the mapped ports.
+func (r *Relay) Close() error {
+	r.cfg.Host.RemoveStreamHandler(relay.ProtocolAttach)
+	r.cfg.Host.RemoveStreamHandler(relay.ProtocolForward)
+	r.mu.Lock()
+	r.closed = true
+	ss := make([]*session, 0, len(r.sessions))
+	for p, s := range r.sessions {
+		ss = append(ss, s)
+		r.unprotect(p)
+	}
+	r.sessions = map[peer.ID]*session{}
+	r.mu.Unlock()
+	for _, s := range ss {
+		s.write(&relay.Message{Type: relay.TypeDetached, Error: "relay shutting down"})
+		r.endSession(s)
+	}
+	return nil
+}
+
+// SessionInfo describes an attached node.
+type SessionInfo struct {
+	DID   string         `json:"did"`
+	Peer  string         `json:"peer"`
+	Since time.Time      `json:"since"`
+	Ports map[string]int `json:"ports,omitempty"`
+}
+
+// Sessions lists the attached nodes.
+func (r *Relay) Sessions() []SessionInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]SessionInfo, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		out = append(out, SessionInfo{DID: s.id.DID(), Peer: s.peer.String(), Since: s.since, Ports: s.portNumbers()})
+	}
+	return out
+}
+
+// Attached reports whether id is attached here.
+func (r *Relay) Attached(id identity.ID) bool {
+	_, err := r.session(id)
+	return err == nil
+}
+
+func (r *Relay) session(id identity.ID) (*session, error) {
+	p, err := dht.IDToPeer(id)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sessions[p]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", relay.ErrNotAttached, id.DID())
+	}
+	return s, nil
+}
+
+// OpenStream opens a stream of protocol proto to the attached node id over
+// its own connection (never dialling it: it may be behind NAT). The stream
+// counts against the node's limits until closed. A node not attached here
+// is relay.ErrNotAttached, one at its stream limit relay.ErrBusy: one
+// session lookup answers both whether and how to reach the node.
+func (r *Relay) OpenStream(ctx context.Context, id identity.ID, proto protocol.ID) (network.Stream, error) {
+	s, err := r.session(id)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case s.streams <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("%w (%d) for %s", relay.ErrBusy, cap(s.streams), id.DID())
+	}
+	st, err := r.cfg.Host.NewStream(network.WithNoDial(ctx, "relay: the node dials us"), s.peer, proto)
+	if err != nil {
+		<-s.streams
+		return nil, fmt.Errorf("relay: stream to %s: %w", id.DID(), err)
+	}
+	return newLimitedStream(ctx, st, s.in, s.out, func() { <-s.streams }), nil
+}
+
+// handleAttach runs one node's control stream.
+func (r *Relay) handleAttach(st network.Stream) {
+	p := st.Conn().RemotePeer()
+	log := r.log.With("peer", p.String())
+	r.mu.Lock()
+	if r.closed || r.attaching[p] {
+		r.mu.Unlock()
+		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: "an attach from this peer is already in progress"})
+		st.Reset()
+		return
+	}
+	r.attaching[p] = true
+	r.mu.Unlock()
+	s, err := r.attach(st, p)
+	r.mu.Lock()
+	delete(r.attaching, p)
+	r.mu.Unlock()
+	if err != nil {
+		log.Warn("attach refused", "err", err)
+		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: err.Error()})
+		st.Close()
+		return
+	}
+	log.Info("node attached", "did", s.id.DID())
+	r.serveSession(s, log)
+}
+
+func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
+	id, err := dht.PeerToID(p)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s has no Ed25519 DID key: %w", p, err)
+	}
+	nonce := make([]byte, 32)
+	rand.Read(nonce)
+	st.SetDeadline(r.cfg.Now().Add(10 * time.Second))
+	if err := relay.WriteMessage(st, &relay.Message{Type: relay.TypeChallenge, Nonce: nonce, Relay: r.did}); err != nil {
+		return nil, fmt.Errorf("send challenge: %w", err)
+	}
+	m, err := relay.ReadMessage(st)
+	if err != nil {
+		return nil, fmt.Errorf("read attach: %w", err)
+	}
+	st.SetDeadline(time.Time{})
+	if m.Type != relay.TypeAttach {
+		return nil, fmt.Errorf("expected attach, got %q", m.Type)
+	}
+	if m.DID != id.DID() {
+		return nil, fmt.Errorf("attach as %s from the key of %s", m.DID, id.DID())
+	}
+	if string(m.Nonce) != string(nonce) {
+		return nil, errors.New("attach answers another challenge (replayed)")
+	}
+	if d := r.cfg.Now().Sub(time.Unix(m.Time, 0)); d > r.cfg.ClockSkew || d < -r.cfg.ClockSkew {
+		return nil, fmt.Errorf("attach time off by %v", d.Round(time.Second))
+	}
+	if !relay.VerifyAttach(ed25519.PublicKey(id[:]), r.did, nonce, m) {
+		return nil, errors.New("attach signature does not verify with the DID's key")
+	}
+	if len(m.TCP) > r.cfg.Limits.Ports {
+		return nil, fmt.Errorf("%d TCP services asked, the limit is %d", len(m.TCP), r.cfg.Limits.Ports)
+	}
+	s := &session{id: id, peer: p, since: r.cfg.Now(), stream: st,
+		streams: make(chan struct{}, r.cfg.Limits.Streams),
+		in:      newBandwidth(r.cfg.Limits.BytesPerSecond),
+		out:     newBandwidth(r.cfg.Limits.BytesPerSecond),
+		ports:   map[string]*mappedPort{}, done: make(chan struct{})}
+	// Replace an older session of the same node at once.
+	r.mu.Lock()
+	old := r.sessions[p]
+	if r.closed {
+		r.mu.Unlock()
+		return nil, errors.New("relay shutting down")
+	}
+	r.sessions[p] = s
+	r.protect(p)
+	r.mu.Unlock()
+	if old != nil {
+		old.write(&relay.Message{Type: relay.TypeDetached, Error: "replaced by a newer attach"})
+		r.endSession(old)
+		r.log.Info("replaced stale session", "did", id.DID())
+	}
+	ports := map[string]int{}
+	for _, name := range m.TCP {
+		mp, err := r.mapPort(s, name)
+		if err != nil {
+			r.log.Warn("port mapping failed", "did", id.DID(), "service", name, "err", err)
+			continue
+		}
+		if !s.addPort(name, mp) {
+			return nil, errors.New("session ended while its ports were mapped")
+		}
+		ports[name] = mp.port
+	}
+	lim := r.cfg.Limits
+	ok := &relay.Message{Type: relay.TypeAttached, Ports: ports, KeepAlive: r.cfg.KeepAlive.Milliseconds(), Limits: &lim}
+	if r.cfg.TURN != nil {
+		t := r.cfg.TURN(id)
+		ok.TURN = &t
+	}
+	if err := relay.WriteMessage(st, ok); err != nil {
+		r.dropSession(s)
+		return nil, fmt.Errorf("send attached: %w", err)
+	}
+	return s, nil
+}
+
+// serveSession answers pings until the stream ends or goes silent.
+func (r *Relay) serveSession(s *session, log *slog.Logger) {
+	defer r.dropSession(s)
+	for {
+		s.stream.SetReadDeadline(r.cfg.Now().Add(3 * r.cfg.KeepAlive))
+		m, err := relay.ReadMessage(s.stream)
+		if err != nil {
+			select {
+			case <-s.done:
+			default:
+				log.Info("node detached", "did", s.id.DID(), "err", err)
+			}
+			return
+		}
+		switch m.Type {
+		case relay.TypePing:
+			if err := s.write(&relay.Message{Type: relay.TypePong}); err != nil {
+				return
+			}
+		case relay.TypeTURN:
+			if r.cfg.TURN == nil {
+				s.write(&relay.Message{Type: relay.TypeTURN, Error: "this supernode runs no TURN server"})
+				continue
+			}
+			t := r.cfg.TURN(s.id)
+			if err := s.write(&relay.Message{Type: relay.TypeTURN, TURN: &t}); err != nil {
+				return
+			}
+		case relay.TypeDialBack:
+			if !s.dialing.CompareAndSwap(false, true) {
+				s.write(&relay.Message{Type: relay.TypeDialBackResult, Error: "a dial-back is already running"})
+				continue
+			}
+			go func() {
+				defer s.dialing.Store(false)
+				s.write(r.dialBack(context.Background(), s, m.Port))
+			}()
+		default:
+			log.Warn("unexpected control message, ending session", "did", s.id.DID(), "type", m.Type)
+			s.write(&relay.Message{Type: relay.TypeDetached, Error: "unexpected " + m.Type})
+			return
+		}
+	}
+}
+
+// dropSession removes s if it is still current, then ends it.
+func (r *Relay) dropSession(s *session) {
+	r.mu.Lock()
+	if r.sessions[s.peer] == s {
+		delete(r.sessions, s.peer)
+		r.unprotect(s.peer)
+	}
+	r.mu.Unlock()
+	r.endSession(s)
+}
+
+// protectTag marks attached nodes' connections in the connection manager.
+const protectTag = "pc2-relay"
+
+// protect keeps the connection manager from trimming an attached node's
+// connection: the node cannot be reached without it, and its reconnect
+// would cost an attach. A node attaching again keeps the protection of
+// its replaced session. Called with r.mu held, so that a detach racing a
+// new attach of the same peer cannot leave it unprotected.
+func (r *Relay) protect(p peer.ID) { r.cfg.Host.ConnManager().Protect(p, protectTag) }
+
+// unprotect ends protect once p's current session ends (r.mu held).
+func (r *Relay) unprotect(p peer.ID) { r.cfg.Host.ConnManager().Unprotect(p, protectTag) }
+
+func (r *Relay) endSession(s *session) {
+	s.end()
+	s.pmu.Lock()
+	s.closed = true
+	ports := s.ports
+	s.pmu.Unlock()
+	for _, mp := range ports {
+		mp.close()
+	}
+}

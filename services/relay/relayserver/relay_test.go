@@ -1,0 +1,313 @@
+package relayserver
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/pc2/pc2/internal/testing/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/relay"
+)
+
+func newHost(t *testing.T, mode dht.Mode, key ed25519.PrivateKey) *dht.Node {
+	t.Helper()
+	if key == nil {
+		_, key, _ = ed25519.GenerateKey(nil)
+	}
+	cfg := dht.Config{Key: key, Mode: mode, Logger: testlog.New(t, 8)}
+	if mode == dht.ModeServer {
+		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	}
+	n, err := dht.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func newRelay(t *testing.T) (*dht.Node, *Relay) {
+	t.Helper()
+	sn := newHost(t, dht.ModeServer, nil)
+	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, Logger: testlog.New(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return sn, r
+}
+
+// openAttach connects c to the relay and reads its challenge.
+func openAttach(t *testing.T, c, sn *dht.Node) (network.Stream, *relay.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Host().Connect(ctx, sn.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	// The relay takes one attach per peer at a time: until it has seen an
+	// earlier stream of this peer end, a new one is refused. Retry then.
+	for {
+		st, err := c.Host().NewStream(ctx, sn.Host().ID(), relay.ProtocolAttach)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := relay.ReadMessage(st)
+		if err == nil && ch.Type == relay.TypeChallenge {
+			return st, ch
+		}
+		if ctx.Err() != nil || err == nil && !strings.Contains(ch.Error, "already in progress") {
+			t.Fatalf("challenge: %+v %v", ch, err)
+		}
+		st.Reset()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func expectRefused(t *testing.T, st network.Stream, want string) {
+	t.Helper()
+	m, err := relay.ReadMessage(st)
+	if err != nil || m.Type != relay.TypeRefused || !strings.Contains(m.Error, want) {
+		t.Fatalf("got %+v %v, want refused: %q", m, err, want)
+	}
+}
+
+func didOf(k ed25519.PrivateKey) string {
+	id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
+	return id.DID()
+}
+
+// TestAttachRefusals: another key attaching as a node's DID, a signature
+// by the wrong key, a replayed attach, a stale time and malformed frames
+// are refused, and the node itself attaches afterwards.
+func TestAttachRefusals(t *testing.T) {
+	sn, r := newRelay(t)
+	_, victimKey, _ := ed25519.GenerateKey(nil)
+	_, attackerKey, _ := ed25519.GenerateKey(nil)
+	attacker := newHost(t, dht.ModeClient, attackerKey)
+	victim := newHost(t, dht.ModeClient, victimKey)
+	now := time.Now()
+
+	// The attacker claims the victim's DID, signing with its own key.
+	st, ch := openAttach(t, attacker, sn)
+	relay.WriteMessage(st, relay.SignAttach(attackerKey, ch, didOf(victimKey), now, nil))
+	expectRefused(t, st, "from the key of")
+
+	// The attacker's own DID but a signature by another key.
+	st, ch = openAttach(t, attacker, sn)
+	m := relay.SignAttach(victimKey, ch, didOf(attackerKey), now, nil)
+	relay.WriteMessage(st, m)
+	expectRefused(t, st, "signature does not verify")
+
+	// Replay: an attach the victim signed for one challenge, sent on a
+	// new stream (a new challenge).
+	st1, ch1 := openAttach(t, victim, sn)
+	captured := relay.SignAttach(victimKey, ch1, didOf(victimKey), now, nil)
+	st1.Reset()
+	st2, _ := openAttach(t, victim, sn)
+	relay.WriteMessage(st2, captured)
+	expectRefused(t, st2, "replayed")
+
+	// A time far off.
+	st, ch = openAttach(t, victim, sn)
+	relay.WriteMessage(st, relay.SignAttach(victimKey, ch, didOf(victimKey), now.Add(-time.Hour), nil))
+	expectRefused(t, st, "time off")
+
+	// Garbage frames.
+	for _, frame := range [][]byte{{0, 0}, {0xff, 0xff}, {0, 3, 'x', 'y', 'z'}, {0, 2, '{', '}'}} {
+		st, _ = openAttach(t, victim, sn)
+		st.Write(frame)
+		expectRefused(t, st, "")
+	}
+	if len(r.Sessions()) != 0 {
+		t.Fatalf("sessions after refusals: %+v", r.Sessions())
+	}
+
+	// The victim itself attaches.
+	st, ch = openAttach(t, victim, sn)
+	relay.WriteMessage(st, relay.SignAttach(victimKey, ch, didOf(victimKey), time.Now(), []string{"ssh"}))
+	ok, err := relay.ReadMessage(st)
+	if err != nil || ok.Type != relay.TypeAttached || ok.Ports["ssh"] < 40000 || ok.Ports["ssh"] > 60000 {
+		t.Fatalf("victim attach: %+v %v", ok, err)
+	}
+	if s := r.Sessions(); len(s) != 1 || s[0].DID != didOf(victimKey) {
+		t.Fatalf("sessions %+v", s)
+	}
+}
+
+// attachNode attaches c (with key) to the relay on a new control stream.
+func attachNode(t *testing.T, c, sn *dht.Node, key ed25519.PrivateKey) network.Stream {
+	t.Helper()
+	st, ch := openAttach(t, c, sn)
+	relay.WriteMessage(st, relay.SignAttach(key, ch, didOf(key), time.Now(), nil))
+	if m, err := relay.ReadMessage(st); err != nil || m.Type != relay.TypeAttached {
+		t.Fatalf("attach: got %+v %v, want attached", m, err)
+	}
+	return st
+}
+
+// TestAttachProtectsConnection: an attached node's connection is
+// protected from the connection manager's trimming while it is attached
+// (also across a re-attach that replaces its session), and no longer
+// once it detaches or the relay closes.
+func TestAttachProtectsConnection(t *testing.T) {
+	sn, r := newRelay(t)
+	cm := sn.Host().ConnManager()
+	_, key, _ := ed25519.GenerateKey(nil)
+	node := newHost(t, dht.ModeClient, key)
+	p := node.Host().ID()
+	if cm.IsProtected(p, protectTag) {
+		t.Fatal("protected before attaching")
+	}
+	attachNode(t, node, sn, key)
+	if !cm.IsProtected(p, protectTag) {
+		t.Fatal("attached node's connection not protected")
+	}
+	st := attachNode(t, node, sn, key) // replaces the first session
+	if !cm.IsProtected(p, protectTag) {
+		t.Fatal("not protected after a re-attach replaced the session")
+	}
+
+	st.Reset() // detach
+	for deadline := time.Now().Add(10 * time.Second); cm.IsProtected(p, protectTag) || len(r.Sessions()) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after detaching: protected %v, sessions %d; want unprotected, 0",
+				cm.IsProtected(p, protectTag), len(r.Sessions()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	attachNode(t, node, sn, key)
+	r.Close()
+	if cm.IsProtected(p, protectTag) {
+		t.Fatal("still protected after the relay closed")
+	}
+}
+
+// TestAttachFlood: a node opening hundreds of attach streams at once gets
+// one in progress and refusals for the rest; another node attaches
+// meanwhile.
+func TestAttachFlood(t *testing.T) {
+	sn, r := newRelay(t)
+	flooder := newHost(t, dht.ModeClient, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := flooder.Host().Connect(ctx, sn.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	refused := 0
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := flooder.Host().NewStream(ctx, sn.Host().ID(), relay.ProtocolAttach)
+			if err != nil {
+				mu.Lock()
+				refused++ // the resource manager said no
+				mu.Unlock()
+				return
+			}
+			m, err := relay.ReadMessage(st)
+			if err != nil || m.Type == relay.TypeRefused {
+				mu.Lock()
+				refused++
+				mu.Unlock()
+			}
+			// A challenge: hold the stream without answering.
+		}()
+	}
+	_, key, _ := ed25519.GenerateKey(nil)
+	good := newHost(t, dht.ModeClient, key)
+	st, ch := openAttach(t, good, sn)
+	relay.WriteMessage(st, relay.SignAttach(key, ch, didOf(key), time.Now(), nil))
+	if m, err := relay.ReadMessage(st); err != nil || m.Type != relay.TypeAttached {
+		t.Fatalf("good node during the flood: %+v %v", m, err)
+	}
+	wg.Wait()
+	if refused < 190 {
+		t.Fatalf("only %d of 200 flood streams refused", refused)
+	}
+	id, _ := identity.ParseDID(didOf(key))
+	if !r.Attached(id) {
+		t.Fatal("good node not attached")
+	}
+}
+
+// TestPreferredPort: a fresh table offers a service its preferred port
+// first; once another holds that port, the next ones.
+func TestPreferredPort(t *testing.T) {
+	pt, err := loadPorts("", 20000, 22000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(nil)
+	id, _ := identity.ParseDID(didOf(key))
+	want := PreferredPort(id, "echo", 20000, 22000)
+	if c := pt.candidates(portKey(id, "echo")); len(c) != 2001 || c[0] != want {
+		t.Fatalf("candidates start at %d of %d, want the preferred %d", c[0], len(c), want)
+	}
+	if err := pt.assign("someone else", want); err != nil {
+		t.Fatal(err)
+	}
+	if c := pt.candidates(portKey(id, "echo")); len(c) != 2000 || c[0] == want {
+		t.Fatalf("candidates after %d was taken: first %d of %d", want, c[0], len(c))
+	}
+}
+
+// TestCloseDuringPortMapping: the relay closing (or listing its
+// sessions) while an attach is still mapping the node's ports neither
+// races on the session's ports nor leaves a mapped port listening.
+func TestCloseDuringPortMapping(t *testing.T) {
+	sn, r := newRelay(t)
+	r.cfg.Limits.Ports = 4
+	_, key, _ := ed25519.GenerateKey(nil)
+	c := newHost(t, dht.ModeClient, key)
+	st, ch := openAttach(t, c, sn)
+	services := []string{"a", "b", "c", "d"}
+	stop := make(chan struct{})
+	listed := make(chan struct{})
+	go func() {
+		defer close(listed)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				r.Sessions()
+			}
+		}
+	}()
+	relay.WriteMessage(st, relay.SignAttach(key, ch, didOf(key), time.Now(), services))
+	go relay.ReadMessage(st) // attached, or nothing if Close comes first
+	// Close at a random moment: before, during or after the mapping.
+	time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+	r.Close()
+	close(stop)
+	<-listed
+	for _, s := range r.Sessions() {
+		t.Errorf("session %s left after Close", s.DID)
+	}
+	// Every port the attach mapped is closed again.
+	for _, name := range services {
+		var id identity.ID
+		copy(id[:], key.Public().(ed25519.PublicKey))
+		port := PreferredPort(id, name, 40000, 60000)
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+			t.Errorf("port %d of %s still taken after Close: %v", port, name, err)
+		} else {
+			ln.Close()
+		}
+	}
+}

@@ -1,0 +1,101 @@
+package tunnel
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/pc2/pc2/services/relay"
+)
+
+// probeTimeout is how long a connection may take to answer the ping sent
+// after a network change before it counts as dead and is replaced.
+const probeTimeout = 2 * time.Second
+
+// Reconnect checks the connections to the supernodes after a network
+// change: those that lost their local address or do not answer a ping
+// within probeTimeout are replaced at once (checkConns).
+func (c *Client) Reconnect() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// checkConns follows a network change. Connections to the supernodes
+// whose local address is gone are closed at once; the others are asked
+// to answer a ping within probeTimeout (session.probe), so a request or an
+// upload in flight on a connection that still works is not cut, while a
+// connection the change broke (a new route, a NAT that forgot it) is
+// replaced within seconds instead of after the missed keep-alives.
+func (c *Client) checkConns(h host.Host) {
+	local := map[netip.Addr]bool{}
+	if addrs, err := c.cfg.LocalAddrs(); err == nil {
+		for _, a := range addrs {
+			local[a.Unmap()] = true
+		}
+	}
+	closed := 0
+	for _, ai := range c.cfg.Supernodes {
+		for _, conn := range h.Network().ConnsToPeer(ai.ID) {
+			ip, err := manet.ToIP(conn.LocalMultiaddr())
+			if err != nil || ip.IsUnspecified() {
+				continue // QUIC on a wildcard socket: the ping decides
+			}
+			if a, ok := netip.AddrFromSlice(ip); ok && len(local) > 0 && !local[a.Unmap()] {
+				conn.Close()
+				closed++
+			}
+		}
+	}
+	c.mu.Lock()
+	for _, l := range c.links {
+		if l.probe != nil {
+			select {
+			case l.probe <- struct{}{}:
+			default:
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.log.Info("network changed: checking the supernode connections", "closed_without_local_address", closed)
+}
+
+// watchProbe registers the channel on which checkConns asks the attached
+// session with p to prove its connection.
+func (c *Client) watchProbe(p peer.ID) <-chan struct{} {
+	probe := make(chan struct{}, 1)
+	c.mu.Lock()
+	c.links[p].probe = probe
+	c.mu.Unlock()
+	return probe
+}
+
+func (c *Client) unwatchProbe(p peer.ID) {
+	c.mu.Lock()
+	c.links[p].probe = nil
+	c.mu.Unlock()
+}
+
+// probe pings at once after a network change; keepAlive gives up if no
+// pong comes within probeTimeout.
+func (s *session) probe() error {
+	if err := s.write(&relay.Message{Type: relay.TypePing}); err != nil {
+		return fmt.Errorf("ping after a network change: %w", err)
+	}
+	s.probing = time.After(probeTimeout)
+	return nil
+}
+
+// dropConns closes the connections to a supernode that stopped
+// answering, so the next attach dials a new one instead of opening its
+// stream on a dead connection.
+func dropConns(h host.Host, p peer.ID) {
+	for _, conn := range h.Network().ConnsToPeer(p) {
+		conn.Close()
+	}
+}
