@@ -99,10 +99,25 @@ bench-cloud: deps
 	$(GO) test -run '^$$' -bench Cloud -benchtime 5x -timeout 30m ./services/cloud/
 
 # Short fuzzing runs of every fuzz target (the seed corpora run in `make test`).
+# Every fuzz target of a parser of untrusted input, 30 s each (the seed
+# corpora also run in `make test`).
+FUZZ_TARGETS := \
+	FuzzParseDID:./provisioning/identity/ \
+	FuzzValidate:./services/dht/records/ \
+	FuzzParseClaim:./services/dht/records/ \
+	FuzzReadMessage:./services/relay/ \
+	FuzzParseBindingResponse:./services/stun/ \
+	FuzzParseUsername:./services/turn/ \
+	FuzzVerify:./appliance/update/manifest/ \
+	FuzzClean:./services/cloud/files/ \
+	FuzzParse:./services/netconf/ \
+	FuzzParseMountinfo:./image/flash/
+
 fuzz: deps
-	$(GO) test -run '^$$' -fuzz FuzzParseDID -fuzztime 30s ./provisioning/identity/
-	$(GO) test -run '^$$' -fuzz FuzzValidate -fuzztime 30s ./services/dht/records/
-	$(GO) test -run '^$$' -fuzz FuzzParseClaim -fuzztime 30s ./services/dht/records/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "==> $${t%%:*} in $${t#*:}"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $${FUZZTIME:-30s} "$${t#*:}"; \
+	done
 
 clean:
 	rm -rf bin run out

@@ -20,22 +20,10 @@ import (
 // loopback answers in microseconds, but CI machines are shared.
 const testTimeout = 20 * time.Second
 
-func testContext(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { return testenv.Context(t, testTimeout) }
 
 // listenUDP opens a loopback UDP socket closed at the end of the test.
-func listenUDP(t testing.TB) net.PacketConn {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
+func listenUDP(t testing.TB) net.PacketConn { t.Helper(); return testenv.ListenUDP(t) }
 
 // newTURNServer starts the supernode's STUN/TURN server (services/turn)
 // on loopback and returns its UDP address.

@@ -15,17 +15,15 @@ import (
 
 	"github.com/pion/stun/v3"
 	pionturn "github.com/pion/turn/v4"
+
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // testTimeout bounds every network wait in these tests. It is generous:
 // loopback answers in microseconds, but CI machines are shared.
 const testTimeout = 20 * time.Second
 
-func testContext(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { return testenv.Context(t, testTimeout) }
 
 // fakeClock is an injectable Now.
 type fakeClock struct {
@@ -193,15 +191,7 @@ func newTestServer(t testing.TB, edit func(*Config)) *testServer {
 }
 
 // listenUDP opens a loopback UDP socket closed at the end of the test.
-func listenUDP(t testing.TB) net.PacketConn {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
+func listenUDP(t testing.TB) net.PacketConn { t.Helper(); return testenv.ListenUDP(t) }
 
 // dialTCP connects to the server's TCP listener and returns a PacketConn
 // that frames STUN over it, as TURN-over-TCP clients do.
