@@ -81,22 +81,38 @@ func (d *Device) admin(h http.HandlerFunc) http.HandlerFunc {
 		user, pw, ok := r.BasicAuth()
 		if ok && user == "admin" {
 			d.verify.Lock()
-			err := password.Verify(hash, pw)
+			err := d.guard.Check(clientAddr(r), hash, pw)
 			// argon2id's 19 MiB would otherwise stay in the heap of a
 			// process that idles in a few tens of MB on a Pi.
 			debug.FreeOSMemory()
 			d.verify.Unlock()
-			if err == nil {
+			switch {
+			case err == nil:
 				h(w, r)
 				return
-			}
-			if !errors.Is(err, password.ErrMismatch) {
+			case errors.Is(err, password.ErrLimited):
+				d.log.Warn("admin password attempts limited", "from", r.RemoteAddr)
+				w.Header().Set("Retry-After", "6")
+				http.Error(w, "too many admin password attempts; try again later", http.StatusTooManyRequests)
+				return
+			case !errors.Is(err, password.ErrMismatch):
 				d.log.Error("admin password hash unusable", "err", err)
 			}
 		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="PC2 device admin", charset="UTF-8"`)
 		http.Error(w, "admin password required", http.StatusUnauthorized)
 	}
+}
+
+// clientAddr is the address a request's connection comes from: the admin
+// API is served only on the device's own listener, never through a relay
+// or gateway, so the kernel's peer address is the client.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // serveSupernodeStatus serves the admin API and the supernode's status on

@@ -53,6 +53,7 @@ import (
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/wifi"
 )
@@ -133,6 +134,9 @@ type Device struct {
 	// verify serialises admin password checks: each costs argon2id's
 	// memory, and a flood must not take the device's RAM.
 	verify sync.Mutex
+	// guard limits admin password attempts per client address and
+	// overall, as the owner's login is limited.
+	guard *password.Guard
 }
 
 // Run runs the device until ctx ends.
@@ -158,6 +162,9 @@ func Run(ctx context.Context, opts Options) error {
 	log.Info("device starting", "profile", s.Profile, "settings", loaded.Source, "version", opts.Version)
 
 	d := &Device{opts: opts, log: log, loaded: loaded, net: opts.Network}
+	if d.guard, err = password.NewGuard(nil, nil); err != nil {
+		return err
+	}
 	if opts.Board != nil {
 		d.board = *opts.Board
 	} else {
@@ -213,12 +220,12 @@ func Run(ctx context.Context, opts Options) error {
 	switch s.Profile {
 	case profile.Personal:
 		err = personal.Run(ctx, profile.NodeConfig(s, d.opts.PermDir), personal.Options{
-			Logger:   log.With("service", "node"),
-			Listener: opts.Listener,
-			Version:  opts.Version,
-			Routes:   d.routes,
-			Console:  d.opts.Console,
-			Updates:  d.dashboardUpdates,
+			Logger:      log.With("service", "node"),
+			Listener:    opts.Listener,
+			Version:     opts.Version,
+			AdminRoutes: d.routes,
+			Console:     d.opts.Console,
+			Updates:     d.dashboardUpdates,
 			Started: func(n *personal.Node) {
 				d.node.Store(n)
 				goRun(func() { d.follow(ctx, n) })

@@ -325,3 +325,45 @@ func TestSupernodeDevice(t *testing.T) {
 		t.Fatalf("admin API on a supernode: %s", resp.Status)
 	}
 }
+
+// TestAdminPasswordGuessing: guessing the admin password is limited as
+// owner logins are: after 5 wrong guesses from one address the next
+// answer is 429, for the right password too (else guessing on would tell
+// a right guess), where it used to be 401 for as many guesses as the
+// guesser could send.
+func TestAdminPasswordGuessing(t *testing.T) {
+	hash, err := password.Hash("admin password 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _, _ := device(t, &settings.Settings{Profile: settings.Personal, Supernodes: []string{testSupernode(t)}, AdminPasswordHash: hash}, nil)
+	testenv.WaitFor(t, 30*time.Second, "status page", func() bool {
+		resp, err := http.Get(base + "/api/status")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	try := func(pw string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+"/api/device", nil)
+		req.SetBasicAuth("admin", pw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range password.AttemptsPerClientBurst {
+		if code := try(fmt.Sprintf("guess %d", i)); code != http.StatusUnauthorized {
+			t.Fatalf("guess %d: got %d, want 401", i, code)
+		}
+	}
+	if code := try("guess 99"); code != http.StatusTooManyRequests {
+		t.Fatalf("guess after the burst: got %d, want 429", code)
+	}
+	if code := try("admin password 1"); code != http.StatusTooManyRequests {
+		t.Fatalf("right password while limited: got %d, want 429", code)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -228,5 +229,73 @@ func TestManyRelayedRequests(t *testing.T) {
 		if c := <-codes; c != "200 <nil>" {
 			t.Fatalf("request: %s", c)
 		}
+	}
+}
+
+// TestAdminRoutesNotRelayed: the appliance's admin API (AdminRoutes) is
+// served on the node's own listener only. An internet visitor at the
+// friendly URL, through the gateway and the relay, gets the public
+// site's 404 for it, the right admin password notwithstanding; the same
+// path answers on the node's listener.
+func TestAdminRoutesNotRelayed(t *testing.T) {
+	gw := gwtest.Start(t, gwtest.Options{})
+	dir := t.TempDir()
+	cfg := &Config{KeyFile: filepath.Join(dir, "node.key"), CreateKey: true, Mode: ModeRelayed, Supernodes: gw.Addrs}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan *Node, 1)
+	admin := func(mux *http.ServeMux) {
+		mux.HandleFunc("GET /api/device", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("admin")) })
+	}
+	go func() {
+		done <- Run(ctx, cfg, Options{Listener: ln, Logger: testlog.New(t, slog.LevelWarn), Started: func(n *Node) { started <- n },
+			AdminRoutes: admin})
+	}()
+	defer func() { cancel(); <-done }()
+	node := <-started
+	testenv.WaitFor(t, 30*time.Second, "node online", func() bool { return node.Status().State == "online" })
+	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&namesapi.Client{API: gw.API}).Claim(ctx, key, "owner1.pc2.test", ""); err != nil {
+		t.Fatal(err)
+	}
+	get := func(url, host string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url+"/api/device", nil)
+		if host != "" {
+			req.Host = host
+		}
+		req.SetBasicAuth("admin", "the right password")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// The node is reachable at its friendly URL (its public site answers)...
+	testenv.WaitFor(t, 30*time.Second, "the friendly URL to reach the node", func() bool {
+		req, _ := http.NewRequest("GET", gw.API+"/", nil)
+		req.Host = "owner1.pc2.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode != http.StatusBadGateway
+	})
+	// ...but not its admin API.
+	if code, body := get(gw.API, "owner1.pc2.test"); code != http.StatusNotFound || strings.Contains(body, "admin") {
+		t.Errorf("admin API through the gateway: got %d %q, want the public site's 404", code, body)
+	}
+	if code, body := get("http://"+ln.Addr().String(), ""); code != 200 || body != "admin" {
+		t.Errorf("admin API on the node's listener: got %d %q, want 200 admin", code, body)
 	}
 }

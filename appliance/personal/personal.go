@@ -36,9 +36,14 @@ type Options struct {
 	Version string
 	// Updates, if set, describes the device's updates on the dashboard.
 	Updates func() cloud.UpdateStatus
-	// Routes, if set, adds handlers to the status page's mux (the
-	// appliance adds its admin API).
+	// Routes, if set, adds handlers to the node's mux, served on its own
+	// listener and through the relays and gateways alike.
 	Routes func(*http.ServeMux)
+	// AdminRoutes, if set, adds handlers to the mux of the node's own
+	// listener only (the appliance's admin API). They are never served
+	// over libp2p streams, so nothing reaches them through a relay or a
+	// gateway: at the friendly URL they are the public site's 404.
+	AdminRoutes func(*http.ServeMux)
 	// Console, if set, shows the owner the personal cloud's one-time
 	// setup code while it is not set up (the appliance's console).
 	Console io.Writer
@@ -186,8 +191,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	// Two servers: one for clients that connect directly, one for
 	// requests that arrive over libp2p streams (relays, gateways), which
 	// are never "local" to the wizard.
-	srv := &http.Server{Handler: n.handler(n.cloud.Handler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	relayed := &http.Server{Handler: n.handler(n.cloud.RelayedHandler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: n.handler(n.cloud.Handler(), true), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	relayed := &http.Server{Handler: n.handler(n.cloud.RelayedHandler(), false), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -266,7 +271,9 @@ func (n *Node) setKey(key ed25519.PrivateKey) error {
 
 // handler adds the node's own routes (status, health, the appliance's
 // admin API) to the cloud's.
-func (n *Node) handler(app http.Handler) http.Handler {
+// handler is the node's mux around app; direct is the node's own
+// listener, the only one that serves Options.AdminRoutes.
+func (n *Node) handler(app http.Handler, direct bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -281,6 +288,9 @@ func (n *Node) handler(app http.Handler) http.Handler {
 	})
 	if n.opts.Routes != nil {
 		n.opts.Routes(mux)
+	}
+	if direct && n.opts.AdminRoutes != nil {
+		n.opts.AdminRoutes(mux)
 	}
 	mux.Handle("/", app)
 	return mux

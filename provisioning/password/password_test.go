@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHashVerify(t *testing.T) {
@@ -61,5 +62,48 @@ func TestMalformed(t *testing.T) {
 		if err := Verify(h, "password"); err == nil || errors.Is(err, ErrMismatch) {
 			t.Errorf("Verify(%q): %v, want a format error", h, err)
 		}
+	}
+}
+
+// The guard: a client out of attempts is refused even the right
+// password, others are not; a password that passed is taken again
+// without an attempt until forgotten.
+func TestGuard(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	g, err := NewGuard(func() time.Time { return now }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := Hash("right password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Check("a", hash, "right password"); err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	for i := range AttemptsPerClientBurst {
+		if err := g.Check("b", hash, "wrong"); !errors.Is(err, ErrMismatch) {
+			t.Fatalf("guess %d: got %v, want ErrMismatch", i, err)
+		}
+	}
+	if err := g.Check("b", hash, "right password"); !errors.Is(err, ErrLimited) {
+		t.Fatalf("right password from a limited client: got %v, want ErrLimited", err)
+	}
+	if err := g.Check("a", hash, "right password"); err != nil {
+		t.Fatalf("remembered password of another client: %v", err)
+	}
+	if err := g.Check("c", hash, "wrong"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("another client: got %v, want ErrMismatch", err)
+	}
+	now = now.Add(7 * time.Second) // one attempt back
+	if err := g.Check("b", hash, "right password"); err != nil {
+		t.Fatalf("after waiting: %v", err)
+	}
+	g.Forget()
+	for range AttemptsPerClientBurst {
+		g.Allow("a")
+	}
+	if err := g.Check("a", hash, "right password"); !errors.Is(err, ErrLimited) {
+		t.Fatalf("forgotten password, no attempts left: got %v, want ErrLimited", err)
 	}
 }

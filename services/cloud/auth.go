@@ -2,18 +2,15 @@ package cloud
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"io"
 	"maps"
 	"net/http"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/pc2/pc2/provisioning/password"
 )
@@ -28,42 +25,22 @@ const (
 )
 
 // Login attempts (passwords, setup codes, WebDAV Basic authentication)
-// per client address: 5 at once, then one every 6 s; and all clients
-// together: 20 at once, then 2 a second, so guessing from many addresses
-// stays slow too.
-var (
-	loginPerIP  = rate.Every(6 * time.Second)
-	loginBurst  = 5
-	loginGlobal = rate.Limit(2)
-	loginGBurst = 20
-)
-
+// are limited per client address and for all clients together by a
+// password.Guard (its AttemptsPerClient and AttemptsGlobal), which also
+// remembers a password that passed argon2id for a while.
 type auth struct {
-	st   *stateStore
-	now  func() time.Time
-	rand io.Reader
-
-	mu     sync.Mutex
-	perIP  map[string]*rate.Limiter
-	global *rate.Limiter
-	pruned time.Time
-	// verified remembers a password that passed argon2id for a while,
-	// keyed by an HMAC under a per-process key: WebDAV clients send it
-	// with every request, and argon2id costs 20 MiB and tens of
-	// milliseconds on a Pi each time.
-	verified  map[string]time.Time
-	verifyKey []byte
+	st    *stateStore
+	now   func() time.Time
+	rand  io.Reader
+	guard *password.Guard
 }
 
-const verifiedFor = 10 * time.Minute
-
 func newAuth(st *stateStore, now func() time.Time, rnd io.Reader) *auth {
-	a := &auth{st: st, now: now, rand: rnd, perIP: map[string]*rate.Limiter{},
-		global: rate.NewLimiter(loginGlobal, loginGBurst), verified: map[string]time.Time{}, verifyKey: make([]byte, 32)}
-	if _, err := io.ReadFull(rnd, a.verifyKey); err != nil {
+	g, err := password.NewGuard(now, rnd)
+	if err != nil {
 		panic("cloud: random source failed: " + err.Error())
 	}
-	return a
+	return &auth{st: st, now: now, rand: rnd, guard: g}
 }
 
 // token returns n random bytes, base64url.
@@ -81,77 +58,22 @@ func tokenHash(t string) string {
 }
 
 // allowAttempt spends one login attempt of ip.
-func (a *auth) allowAttempt(ip string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := a.now()
-	if now.Sub(a.pruned) > 10*time.Minute {
-		// Full buckets carry no information; drop them.
-		for k, l := range a.perIP {
-			if l.TokensAt(now) >= float64(loginBurst) {
-				delete(a.perIP, k)
-			}
-		}
-		a.pruned = now
-	}
-	l := a.perIP[ip]
-	if l == nil {
-		l = rate.NewLimiter(loginPerIP, loginBurst)
-		a.perIP[ip] = l
-	}
-	return l.AllowN(now, 1) && a.global.AllowN(now, 1)
-}
+func (a *auth) allowAttempt(ip string) bool { return a.guard.Allow(ip) }
 
 // checkPassword verifies the owner password, within the rate limit.
 // It returns false for a wrong password; limited reports a refusal
-// before checking.
+// before checking (a limited client is refused even the right password).
 func (a *auth) checkPassword(ip, pw string) (ok, limited bool) {
 	hash := a.st.getOwner().PasswordHash
 	if hash == "" {
 		return false, false
 	}
-	m := hmac.New(sha256.New, a.verifyKey)
-	m.Write([]byte(hash))
-	m.Write([]byte{0})
-	m.Write([]byte(pw))
-	key := string(m.Sum(nil))
-	now := a.now()
-	a.mu.Lock()
-	until, seen := a.verified[key]
-	l := a.perIP[ip]
-	blocked := (l != nil && l.TokensAt(now) < 1) || a.global.TokensAt(now) < 1
-	a.mu.Unlock()
-	// A client that is being limited gets no answer at all, not even for
-	// the right password: else guessing on would tell a right guess.
-	if blocked {
-		return false, true
-	}
-	if seen && now.Before(until) {
-		return true, false
-	}
-	if !a.allowAttempt(ip) {
-		return false, true
-	}
-	if password.Verify(hash, pw) != nil {
-		return false, false
-	}
-	a.mu.Lock()
-	for k, t := range a.verified {
-		if !now.Before(t) {
-			delete(a.verified, k)
-		}
-	}
-	a.verified[key] = now.Add(verifiedFor)
-	a.mu.Unlock()
-	return true, false
+	err := a.guard.Check(ip, hash, pw)
+	return err == nil, errors.Is(err, password.ErrLimited)
 }
 
 // forgetPasswords drops remembered passwords (password change).
-func (a *auth) forgetPasswords() {
-	a.mu.Lock()
-	clear(a.verified)
-	a.mu.Unlock()
-}
+func (a *auth) forgetPasswords() { a.guard.Forget() }
 
 // newSession logs a browser in and returns the cookie's token.
 func (a *auth) newSession(c clientInfo, agent string) (string, *session, error) {

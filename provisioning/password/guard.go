@@ -1,0 +1,138 @@
+package password
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Attempt limits of a Guard, the same for every password of the product
+// (the owner's login and WebDAV, setup codes, the device admin API): per
+// client, 5 at once, then one every 6 s; all clients together, 20 at
+// once, then 2 a second, so guessing from many addresses stays slow too.
+var (
+	AttemptsPerClient      = rate.Every(6 * time.Second)
+	AttemptsPerClientBurst = 5
+	AttemptsGlobal         = rate.Limit(2)
+	AttemptsGlobalBurst    = 20
+)
+
+// ErrLimited means a client has used up its attempts (or all clients
+// together have): the password was not even checked.
+var ErrLimited = errors.New("password: too many attempts, try again later")
+
+// verifiedFor is how long a password that passed argon2id is taken again
+// without it: clients such as WebDAV and `pc2 update` send it with every
+// request, and argon2id costs 19 MiB and tens of milliseconds on a Pi.
+const verifiedFor = 10 * time.Minute
+
+// Guard checks passwords within attempt limits. Its zero value is not
+// usable; use NewGuard.
+type Guard struct {
+	now func() time.Time
+
+	mu        sync.Mutex
+	perClient map[string]*rate.Limiter
+	global    *rate.Limiter
+	pruned    time.Time
+	// verified remembers passwords that passed, keyed by an HMAC of hash
+	// and password under a per-process key, never the password itself.
+	verified  map[string]time.Time
+	verifyKey []byte
+}
+
+// NewGuard returns a Guard on the clock now (nil: time.Now) and random
+// source rnd (nil: crypto/rand) for its HMAC key.
+func NewGuard(now func() time.Time, rnd io.Reader) (*Guard, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	g := &Guard{now: now, perClient: map[string]*rate.Limiter{},
+		global:   rate.NewLimiter(AttemptsGlobal, AttemptsGlobalBurst),
+		verified: map[string]time.Time{}, verifyKey: make([]byte, 32)}
+	if _, err := io.ReadFull(rnd, g.verifyKey); err != nil {
+		return nil, errors.New("password: guard key: " + err.Error())
+	}
+	return g, nil
+}
+
+// Allow spends one attempt of client (a password check or any other
+// secret a client may guess, such as a setup code) and reports whether it
+// had one.
+func (g *Guard) Allow(client string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	if now.Sub(g.pruned) > 10*time.Minute {
+		// Full buckets carry no information; drop them.
+		for k, l := range g.perClient {
+			if l.TokensAt(now) >= float64(AttemptsPerClientBurst) {
+				delete(g.perClient, k)
+			}
+		}
+		g.pruned = now
+	}
+	l := g.perClient[client]
+	if l == nil {
+		l = rate.NewLimiter(AttemptsPerClient, AttemptsPerClientBurst)
+		g.perClient[client] = l
+	}
+	return l.AllowN(now, 1) && g.global.AllowN(now, 1)
+}
+
+// Check verifies pw against hash for client: nil when it matches,
+// ErrLimited when client (or everyone) is out of attempts, ErrMismatch
+// when it does not match, another error for an unusable hash. A limited
+// client gets ErrLimited even for the right password: else guessing on
+// would tell a right guess. A password that passed within verifiedFor is
+// taken without spending an attempt.
+func (g *Guard) Check(client, hash, pw string) error {
+	m := hmac.New(sha256.New, g.verifyKey)
+	m.Write([]byte(hash))
+	m.Write([]byte{0})
+	m.Write([]byte(pw))
+	key := string(m.Sum(nil))
+	now := g.now()
+	g.mu.Lock()
+	until, seen := g.verified[key]
+	l := g.perClient[client]
+	blocked := (l != nil && l.TokensAt(now) < 1) || g.global.TokensAt(now) < 1
+	g.mu.Unlock()
+	if blocked {
+		return ErrLimited
+	}
+	if seen && now.Before(until) {
+		return nil
+	}
+	if !g.Allow(client) {
+		return ErrLimited
+	}
+	if err := Verify(hash, pw); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	for k, t := range g.verified {
+		if !now.Before(t) {
+			delete(g.verified, k)
+		}
+	}
+	g.verified[key] = now.Add(verifiedFor)
+	g.mu.Unlock()
+	return nil
+}
+
+// Forget drops the remembered passwords (after a password change).
+func (g *Guard) Forget() {
+	g.mu.Lock()
+	clear(g.verified)
+	g.mu.Unlock()
+}
