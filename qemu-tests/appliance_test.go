@@ -255,15 +255,30 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	// The VM sits behind QEMU's user-mode NAT: its status page through the
 	// host supernode's relay, and the did record lists that supernode.
 	for end := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		// Relayed, and its STUN check through the host's server saw QEMU's
-		// NAT (the host sees the guest's packets come from its loopback).
+		// Relayed, a stranger's view: online, without network details.
 		code, b := getVia(t, front, id, "/api/status")
-		if code == http.StatusOK && strings.Contains(string(b), `"mode":"relayed"`) && strings.Contains(string(b), `"behind_nat":true`) {
+		if code == http.StatusOK && strings.Contains(string(b), `"state":"online"`) && strings.Contains(string(b), vectorDID) {
+			if strings.Contains(string(b), `"mode"`) || strings.Contains(string(b), `"tunnel"`) {
+				t.Fatalf("status through the relay shows network details to a stranger: %s", b)
+			}
 			t.Logf("%s: QEMU start to relayed status page: %v", board.Name, time.Since(vm.Started).Round(100*time.Millisecond))
 			break
 		}
 		if time.Now().After(end) {
 			t.Fatalf("status page not reached through the relay: %d %s", code, b)
+		}
+	}
+	// On the local network (the host forwards to the VM, which sees QEMU's
+	// private gateway address): relayed, and its STUN check through the
+	// host's server saw QEMU's NAT (the host sees the guest's packets come
+	// from its loopback).
+	for end := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		b := vm.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/api/status", vm.HostPort(4200)), time.Minute)
+		if strings.Contains(string(b), `"mode":"relayed"`) && strings.Contains(string(b), `"behind_nat":true`) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("local status page does not show the relayed mode and the NAT: %s", b)
 		}
 	}
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -232,12 +233,13 @@ func TestManyRelayedRequests(t *testing.T) {
 	}
 }
 
-// TestAdminRoutesNotRelayed: the appliance's admin API (AdminRoutes) is
-// served on the node's own listener only. An internet visitor at the
-// friendly URL, through the gateway and the relay, gets the public
-// site's 404 for it, the right admin password notwithstanding; the same
-// path answers on the node's listener.
-func TestAdminRoutesNotRelayed(t *testing.T) {
+// TestStrangerAtFriendlyURL: an internet visitor at the friendly URL,
+// through the gateway and the relay, gets the public site's 404 for the
+// appliance's admin API (AdminRoutes), the right admin password
+// notwithstanding, and a status without the node's network details
+// (its supernodes, tunnel and STUN results, dial-back errors); on the
+// node's listener from the local network both answer in full.
+func TestStrangerAtFriendlyURL(t *testing.T) {
 	gw := gwtest.Start(t, gwtest.Options{})
 	dir := t.TempDir()
 	cfg := &Config{KeyFile: filepath.Join(dir, "node.key"), CreateKey: true, Mode: ModeRelayed, Supernodes: gw.Addrs}
@@ -297,5 +299,34 @@ func TestAdminRoutesNotRelayed(t *testing.T) {
 	}
 	if code, body := get("http://"+ln.Addr().String(), ""); code != 200 || body != "admin" {
 		t.Errorf("admin API on the node's listener: got %d %q, want 200 admin", code, body)
+	}
+	status := func(url, host string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url+"/api/status", nil)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("status %s (Host %q): %d %v", url, host, resp.StatusCode, err)
+		}
+		return st
+	}
+	public := status(gw.API, "owner1.pc2.test")
+	if public["did"] != node.Status().DID || public["state"] != "online" {
+		t.Errorf("status through the gateway: got %v, want the DID and online", public)
+	}
+	for _, k := range []string{"tunnel", "supernodes", "mode", "setup", "last_error", "peers", "version"} {
+		if _, ok := public[k]; ok {
+			t.Errorf("status through the gateway shows %q to a stranger: %v", k, public)
+		}
+	}
+	if local := status("http://"+ln.Addr().String(), ""); local["tunnel"] == nil || local["mode"] != "relayed" {
+		t.Errorf("status on the local network: got %v, want the tunnel and the mode", local)
 	}
 }

@@ -93,6 +93,13 @@ type Status struct {
 	Name  string `json:"name,omitempty"`
 }
 
+// PublicStatus is what /api/status tells a stranger.
+type PublicStatus struct {
+	DID   string `json:"did"`
+	State string `json:"state"`
+	Name  string `json:"name,omitempty"`
+}
+
 func (n *Node) now() time.Time {
 	if n.opts.Now != nil {
 		return n.opts.Now()
@@ -269,19 +276,35 @@ func (n *Node) setKey(key ed25519.PrivateKey) error {
 	return nil
 }
 
-// handler adds the node's own routes (status, health, the appliance's
-// admin API) to the cloud's.
-// handler is the node's mux around app; direct is the node's own
+// handler is the node's mux around app: its own routes (status, health,
+// the appliance's admin API) before the cloud's. direct is the node's own
 // listener, the only one that serves Options.AdminRoutes.
+//
+// /api/status and /healthz tell a stranger (at the friendly URL, or on
+// the node's listener from outside the local network) only what a
+// visitor needs: the DID, the name and whether the node is online. The
+// network details (supernodes, tunnel and STUN results with the home's
+// public address, dial-back errors, the setup state) need the owner's
+// session or a browser on the local network (cloud.Server.Trusted).
 func (n *Node) handler(app http.Handler, direct bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(n.Status())
+		w.Header().Set("Cache-Control", "no-store")
+		st := n.Status()
+		if !n.cloud.Trusted(r, !direct) {
+			json.NewEncoder(w).Encode(PublicStatus{DID: st.DID, State: st.State, Name: st.Name})
+			return
+		}
+		json.NewEncoder(w).Encode(st)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if st := n.Status(); st.State != "online" {
-			http.Error(w, st.State+": "+st.LastError, http.StatusServiceUnavailable)
+			msg := st.State
+			if n.cloud.Trusted(r, !direct) {
+				msg += ": " + st.LastError
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ok\n"))

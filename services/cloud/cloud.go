@@ -237,5 +237,16 @@ func (s *Server) client(r *http.Request, relayed bool) clientInfo {
 	return c
 }
 
+// Trusted reports whether r may see the node's own details (its network
+// and setup state): it carries the owner's session, or it came straight
+// from the local network (relayed: it arrived over a libp2p stream, which
+// is never local).
+func (s *Server) Trusted(r *http.Request, relayed bool) bool {
+	if s.auth.session(r) != nil {
+		return true
+	}
+	return !relayed && s.client(r, false).Local
+}
+
 // Name is the name the owner claimed ("" if none).
 func (s *Server) Name() string { return s.state.getOwner().Name }

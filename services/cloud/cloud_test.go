@@ -348,3 +348,43 @@ func TestLoginSessionsCSRF(t *testing.T) {
 		t.Fatalf("session idle 8 days: %d", p.Code)
 	}
 }
+
+// TestTrusted: the node's own details are for the owner's session or a
+// browser on the local network; a stranger on the internet, directly or
+// relayed, gets neither, and a session makes any path trusted.
+func TestTrusted(t *testing.T) {
+	e := newEnv(t)
+	req := func(remote string) *http.Request {
+		r := httptest.NewRequest("GET", "/api/status", nil)
+		r.RemoteAddr = remote
+		return r
+	}
+	for _, c := range []struct {
+		remote  string
+		relayed bool
+		want    bool
+	}{
+		{"127.0.0.1:5000", false, true},
+		{"192.168.1.20:5000", false, true},
+		{"203.0.113.9:5000", false, false},
+		{"127.0.0.1:5000", true, false}, // a libp2p stream is never local
+	} {
+		if got := e.srv.Trusted(req(c.remote), c.relayed); got != c.want {
+			t.Errorf("Trusted(%s, relayed %v): got %v, want %v", c.remote, c.relayed, got, c.want)
+		}
+	}
+	token, _, err := e.srv.auth.newSession(clientInfo{IP: "198.51.100.4"}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := req("203.0.113.9:5000")
+	r.AddCookie(&http.Cookie{Name: sessionCookie, Value: token})
+	if !e.srv.Trusted(r, true) {
+		t.Error("Trusted with the owner's session: got false, want true")
+	}
+	r = req("203.0.113.9:5000")
+	r.AddCookie(&http.Cookie{Name: sessionCookie, Value: "forged"})
+	if e.srv.Trusted(r, true) {
+		t.Error("Trusted with a forged session: got true, want false")
+	}
+}
