@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,6 +97,33 @@ func (t *portTable) assign(key string, port int) error {
 	}
 	t.byKey[key], t.byPort[port] = port, key
 	if t.path == "" {
+		return nil
+	}
+	b, _ := json.Marshal(t.byKey)
+	return atomicfile.Write(t.path, b, 0o600)
+}
+
+// keepOnly drops id's assignments of services not in services (what the
+// node exposes now) and saves the table, so a node holds at most as many
+// ports as one attach may ask for (Limits.Ports): re-attaching with new
+// service names does not reserve the range port by port.
+func (t *portTable) keepOnly(id identity.ID, services []string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keep := map[string]bool{}
+	for _, name := range services {
+		keep[portKey(id, name)] = true
+	}
+	prefix := portKey(id, "")
+	dropped := false
+	for k, p := range t.byKey {
+		if strings.HasPrefix(k, prefix) && !keep[k] {
+			delete(t.byKey, k)
+			delete(t.byPort, p)
+			dropped = true
+		}
+	}
+	if !dropped || t.path == "" {
 		return nil
 	}
 	b, _ := json.Marshal(t.byKey)

@@ -365,6 +365,9 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 		r.endSession(old)
 		r.log.Info("replaced stale session", "did", id.DID())
 	}
+	if err := r.ports.keepOnly(id, m.TCP); err != nil {
+		r.log.Warn("port table not saved", "err", err)
+	}
 	ports := map[string]int{}
 	for _, name := range m.TCP {
 		mp, err := r.mapPort(s, name)

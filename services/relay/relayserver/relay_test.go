@@ -3,9 +3,13 @@ package relayserver
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -309,5 +313,60 @@ func TestCloseDuringPortMapping(t *testing.T) {
 		} else {
 			ln.Close()
 		}
+	}
+}
+
+// assigned returns id's assigned ports by service.
+func (t *portTable) assigned(id identity.ID) map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	prefix := portKey(id, "")
+	out := map[string]int{}
+	for k, p := range t.byKey {
+		if name, ok := strings.CutPrefix(k, prefix); ok {
+			out[name] = p
+		}
+	}
+	return out
+}
+
+// TestReattachCannotHoardPorts: one key attaching again and again, each
+// time with new service names, holds only the ports of its latest
+// attach (at most Limits.Ports), in memory and in the saved table, where
+// every attach used to reserve ports for good.
+func TestReattachCannotHoardPorts(t *testing.T) {
+	sn := newHost(t, dht.ModeServer, nil)
+	file := filepath.Join(t.TempDir(), "relay-ports.json")
+	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, PortsFile: file, Logger: testlog.New(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	_, key, _ := ed25519.GenerateKey(nil)
+	var id identity.ID
+	copy(id[:], key.Public().(ed25519.PublicKey))
+	c := newHost(t, dht.ModeClient, key)
+	var last map[string]int
+	for i := range 10 {
+		services := []string{fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)}
+		st, ch := openAttach(t, c, sn)
+		relay.WriteMessage(st, relay.SignAttach(key, ch, didOf(key), time.Now(), services))
+		m, err := relay.ReadMessage(st)
+		if err != nil || m.Type != relay.TypeAttached || len(m.Ports) != 2 {
+			t.Fatalf("attach %d: got %+v %v, want attached with 2 ports", i, m, err)
+		}
+		last = m.Ports
+		st.Reset()
+	}
+	if got := r.ports.assigned(id); !reflect.DeepEqual(got, last) {
+		t.Errorf("assigned ports: got %v, want only the last attach's %v", got, last)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved map[string]int
+	if err := json.Unmarshal(b, &saved); err != nil || len(saved) != 2 {
+		t.Errorf("saved table: got %d entries (%v), want 2", len(saved), err)
 	}
 }
