@@ -372,7 +372,7 @@ func (g *Gateway) dial(ctx context.Context, id identity.ID) (net.Conn, error) {
 	}
 	e.mu.Lock()
 	if err != nil {
-		e.lastErr = err.Error()
+		e.lastErr = visitorError(err)
 	} else {
 		e.lastRoute, e.lastErr = route, ""
 	}
@@ -486,6 +486,22 @@ type Status struct {
 	Domain     *records.Domain `json:"domain_record,omitempty"`
 }
 
+// visitorError is what ?status tells anyone of a failed dial: the kind
+// of failure, never the dial errors themselves, which would map the
+// supernode's own network for whoever publishes a did record with
+// internal "direct" addresses (open or closed ports, timeouts). The
+// details go to the gateway's log (proxyError).
+func visitorError(err error) string {
+	switch {
+	case errors.Is(err, relay.ErrBusy):
+		return "busy: the node is at its connection limit"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "offline: no route to the node answered in time"
+	default:
+		return "offline: no route to the node answered"
+	}
+}
+
 func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request, name string, e *entry, err error) {
 	st := Status{Name: name}
 	code := http.StatusOK
@@ -495,7 +511,8 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request, name strin
 		st.Error = err.Error()
 	case err != nil:
 		code = http.StatusBadGateway
-		st.Error = err.Error()
+		st.Error = "the name could not be resolved right now"
+		g.log.Info("status: resolve failed", "name", name, "err", err)
 	default:
 		st.Registered = true
 		st.DID = e.res.Name.Grant.DID.DID()
@@ -509,7 +526,7 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request, name strin
 				st.Supernodes = append(st.Supernodes, p.ID.DID())
 			}
 		} else {
-			st.Error = e.res.DIDError
+			st.Error = "the node's did record could not be found"
 		}
 		st.Attached = g.cfg.Relay != nil && g.cfg.Relay.Attached(e.res.Name.Grant.DID)
 		e.mu.Lock()
