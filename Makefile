@@ -106,6 +106,8 @@ FUZZ_TARGETS := \
 	FuzzValidate:./services/dht/records/ \
 	FuzzParseClaim:./services/dht/records/ \
 	FuzzReadMessage:./services/relay/ \
+	FuzzReadLine:./services/tunnel/ \
+	FuzzReadClaim:./services/gateway/ \
 	FuzzParseBindingResponse:./services/stun/ \
 	FuzzParseUsername:./services/turn/ \
 	FuzzVerify:./appliance/update/manifest/ \
