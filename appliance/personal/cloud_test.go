@@ -159,37 +159,15 @@ func TestCloudWizardGatewayRestore(t *testing.T) {
 func TestManyRelayedRequests(t *testing.T) {
 	const n = 180 // below the gateway's per-IP burst of 200
 	gw := gwtest.Start(t, gwtest.Options{})
-	dir := t.TempDir()
 	var inFlight atomic.Int32
 	release := make(chan struct{})
-	cfg := &Config{KeyFile: filepath.Join(dir, "node.key"), CreateKey: true, Mode: ModeRelayed, Supernodes: gw.Addrs}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	started := make(chan *Node, 1)
-	go func() {
-		done <- Run(ctx, cfg, Options{Listener: ln, Logger: testlog.New(t, slog.LevelWarn), Started: func(n *Node) { started <- n },
-			Routes: func(mux *http.ServeMux) {
-				mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
-					inFlight.Add(1)
-					<-release
-					w.Write([]byte("ok"))
-				})
-			}})
-	}()
-	defer func() { cancel(); <-done }()
-	node := <-started
-	testenv.WaitFor(t, 30*time.Second, "node online", func() bool { return node.Status().State == "online" })
-	key, err := identity.LoadKeyFile(cfg.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (&namesapi.Client{API: gw.API}).Claim(ctx, key, "load.pc2.test", ""); err != nil {
-		t.Fatal(err)
-	}
+	startNamedNode(t, gw, "load.pc2.test", Options{Routes: func(mux *http.ServeMux) {
+		mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
+			inFlight.Add(1)
+			<-release
+			w.Write([]byte("ok"))
+		})
+	}})
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n}}
 	get := func() (int, error) {
 		req, _ := http.NewRequest("GET", gw.API+"/hold", nil)
@@ -241,32 +219,9 @@ func TestManyRelayedRequests(t *testing.T) {
 // node's listener from the local network both answer in full.
 func TestStrangerAtFriendlyURL(t *testing.T) {
 	gw := gwtest.Start(t, gwtest.Options{})
-	dir := t.TempDir()
-	cfg := &Config{KeyFile: filepath.Join(dir, "node.key"), CreateKey: true, Mode: ModeRelayed, Supernodes: gw.Addrs}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	started := make(chan *Node, 1)
-	admin := func(mux *http.ServeMux) {
+	node, addr := startNamedNode(t, gw, "owner1.pc2.test", Options{AdminRoutes: func(mux *http.ServeMux) {
 		mux.HandleFunc("GET /api/device", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("admin")) })
-	}
-	go func() {
-		done <- Run(ctx, cfg, Options{Listener: ln, Logger: testlog.New(t, slog.LevelWarn), Started: func(n *Node) { started <- n },
-			AdminRoutes: admin})
-	}()
-	defer func() { cancel(); <-done }()
-	node := <-started
-	testenv.WaitFor(t, 30*time.Second, "node online", func() bool { return node.Status().State == "online" })
-	key, err := identity.LoadKeyFile(cfg.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (&namesapi.Client{API: gw.API}).Claim(ctx, key, "owner1.pc2.test", ""); err != nil {
-		t.Fatal(err)
-	}
+	}})
 	get := func(url, host string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", url+"/api/device", nil)
@@ -297,7 +252,7 @@ func TestStrangerAtFriendlyURL(t *testing.T) {
 	if code, body := get(gw.API, "owner1.pc2.test"); code != http.StatusNotFound || strings.Contains(body, "admin") {
 		t.Errorf("admin API through the gateway: got %d %q, want the public site's 404", code, body)
 	}
-	if code, body := get("http://"+ln.Addr().String(), ""); code != 200 || body != "admin" {
+	if code, body := get("http://"+addr, ""); code != 200 || body != "admin" {
 		t.Errorf("admin API on the node's listener: got %d %q, want 200 admin", code, body)
 	}
 	status := func(url, host string) map[string]any {
@@ -326,7 +281,37 @@ func TestStrangerAtFriendlyURL(t *testing.T) {
 			t.Errorf("status through the gateway shows %q to a stranger: %v", k, public)
 		}
 	}
-	if local := status("http://"+ln.Addr().String(), ""); local["tunnel"] == nil || local["mode"] != "relayed" {
+	if local := status("http://"+addr, ""); local["tunnel"] == nil || local["mode"] != "relayed" {
 		t.Errorf("status on the local network: got %v, want the tunnel and the mode", local)
 	}
+}
+
+// startNamedNode runs a relayed personal node attached to gw with opts
+// (Listener, Logger and Started are set here), waits until it is online
+// and claims name for it at gw's names API. The node stops when the test
+// ends. It returns the node and its own listener's address.
+func startNamedNode(t *testing.T, gw *gwtest.Gateway, name string, opts Options) (*Node, string) {
+	t.Helper()
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), CreateKey: true, Mode: ModeRelayed, Supernodes: gw.Addrs}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan *Node, 1)
+	opts.Listener, opts.Logger = ln, testlog.New(t, slog.LevelWarn)
+	opts.Started = func(n *Node) { started <- n }
+	go func() { done <- Run(ctx, cfg, opts) }()
+	t.Cleanup(func() { cancel(); <-done })
+	node := <-started
+	testenv.WaitFor(t, 30*time.Second, "node online", func() bool { return node.Status().State == "online" })
+	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&namesapi.Client{API: gw.API}).Claim(ctx, key, name, ""); err != nil {
+		t.Fatal(err)
+	}
+	return node, ln.Addr().String()
 }
