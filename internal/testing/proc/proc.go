@@ -16,16 +16,34 @@ import (
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for
 // programs that take their port from a config file or flag rather than
-// from a listener the test hands them.
+// from a listener the test hands them. It never returns a port it
+// returned before in this process: the kernel may hand a just-closed port
+// out again, and two programs of one test (Pebble's and its challenge
+// server's management ports) then collided.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("proc: free port: %v", err)
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("proc: free port: %v", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !handed[port] {
+			handed[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	tb.Fatal("proc: no port free that was not handed out before")
+	return 0
 }
+
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{}
+)
 
 // FreeAddr is FreePort as a host:port address.
 func FreeAddr(tb testing.TB) string {

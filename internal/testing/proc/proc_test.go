@@ -52,3 +52,14 @@ func TestTail(t *testing.T) {
 		t.Errorf("Tail short: got %q, want %q", got, "a")
 	}
 }
+
+func TestFreePortNeverTwice(t *testing.T) {
+	seen := map[int]bool{}
+	for range 200 {
+		p := FreePort(t)
+		if seen[p] {
+			t.Fatalf("FreePort handed out %d twice", p)
+		}
+		seen[p] = true
+	}
+}
