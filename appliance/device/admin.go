@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/wifi"
 )
 
@@ -81,7 +83,7 @@ func (d *Device) admin(h http.HandlerFunc) http.HandlerFunc {
 		user, pw, ok := r.BasicAuth()
 		if ok && user == "admin" {
 			d.verify.Lock()
-			err := d.guard.Check(clientAddr(r), hash, pw)
+			err := d.guard.Check(clientOf(r), hash, pw)
 			// argon2id's 19 MiB would otherwise stay in the heap of a
 			// process that idles in a few tens of MB on a Pi.
 			debug.FreeOSMemory()
@@ -104,15 +106,17 @@ func (d *Device) admin(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// clientAddr is the address a request's connection comes from: the admin
-// API is served only on the device's own listener, never through a relay
-// or gateway, so the kernel's peer address is the client.
-func clientAddr(r *http.Request) string {
+// clientOf is the client of a request as the password guard counts it:
+// the admin API is served only on the device's own listener, never
+// through a relay or gateway, so the kernel's peer address is the client,
+// local when it is on the local network.
+func clientOf(r *http.Request) password.Client {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	a, err := netip.ParseAddr(host)
+	return password.Client{Addr: host, Local: err == nil && cloud.DefaultLocalNet(a)}
 }
 
 // serveSupernodeStatus serves the admin API and the supernode's status on

@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/pc2/pc2/provisioning/identity"
@@ -376,9 +378,13 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 			}
 		}()
 	}
+	gateways, err := n.gateways(node, boot)
+	if err != nil {
+		return err
+	}
 	if cfg.Mode != ModeDirect {
 		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, MaxAttached: cfg.MaxAttached, TCP: cfg.ExposeTCP,
-			DirectPort: directPort, AcceptDirect: directPort > 0, Now: n.now, Logger: log.With("service", "tunnel")})
+			DirectPort: directPort, AcceptDirect: directPort > 0, DirectFrom: gateways.Allowed, Now: n.now, Logger: log.With("service", "tunnel")})
 		if err != nil {
 			return err
 		}
@@ -396,12 +402,36 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 	} else {
 		// No tunnel: gateways that find the node direct open their HTTP
 		// streams to it themselves.
-		ln := tunnel.DirectListener(node.Host())
+		ln := tunnel.DirectListener(node.Host(), gateways.Allowed)
 		defer ln.Close()
 		serve(ln, "direct HTTP streams")
 	}
 	n.publishUntilDone(ctx, node, key)
 	return nil
+}
+
+// gateways is the set of peers that may open HTTP streams to the node
+// directly: its own supernodes and the gateways the operator of its
+// name's domain (or of a domain its wizard offers) lists.
+func (n *Node) gateways(node *dht.Node, boot []peer.AddrInfo) (*dht.GatewaySet, error) {
+	var static []peer.ID
+	for _, b := range boot {
+		static = append(static, b.ID)
+	}
+	return dht.NewGatewaySet(dht.GatewaysConfig{Resolve: node.ResolveDomain, Static: static, Now: n.opts.Now,
+		Logger: n.log.With("service", "gateways"),
+		Domains: func() []string {
+			var out []string
+			if _, d, err := records.SplitName(n.cloud.Name()); err == nil {
+				out = append(out, d)
+			}
+			for _, ns := range n.cfg.NameServices {
+				if !slices.Contains(out, ns.Domain) {
+					out = append(out, ns.Domain)
+				}
+			}
+			return out
+		}})
 }
 
 // Reconnect makes the tunnel attach again at once (the network changed).

@@ -199,8 +199,39 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 		stops = append(stops, func() { srv.Close() })
 		log.Info("web gateway (HTTP)", "addr", httpLn.Addr().String(), "redirects_to_https", certs != nil)
 	}
+	lctx, lcancel := context.WithCancel(context.Background())
+	stops = append(stops, lcancel)
+	for d, key := range keys {
+		go keepListed(lctx, node, d, key, log)
+	}
 	log.Info("web gateway up", "domains", domains, "grants_for", len(keys))
 	return stop, nil
+}
+
+// keepListed keeps this supernode listed as a gateway in the record of
+// domain, whose operator key it holds (dht.Node.ListGateway): at start
+// (retried every 30 s until it works), then hourly.
+func keepListed(ctx context.Context, node *dht.Node, domain string, key ed25519.PrivateKey, log *slog.Logger) {
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		published, err := node.ListGateway(pctx, domain, key)
+		cancel()
+		switch {
+		case err != nil:
+			log.Warn("cannot list this gateway in the domain record; retrying", "domain", domain, "err", err)
+			wait = 30 * time.Second
+			continue
+		case published:
+			log.Info("listed this gateway in the domain record", "domain", domain)
+		}
+		wait = time.Hour
+	}
 }
 
 // newCerts builds the certificate manager of gc, on demand for the names

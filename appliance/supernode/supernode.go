@@ -85,6 +85,18 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		PortsFile: filepath.Join(cfg.DataDir, "relay-ports.json"), Logger: log.With("service", "relay"),
 		Limits: relay.Limits{BytesPerSecond: cfg.RelayBytesPerSecond},
 	}
+	// Other supernodes' gateways forward to nodes attached here only if
+	// the operator of a domain served here lists them.
+	var domains []string
+	for _, d := range cfg.Domains {
+		domains = append(domains, d.Domain)
+	}
+	gws, err := dht.NewGatewaySet(dht.GatewaysConfig{Resolve: node.ResolveDomain, Domains: func() []string { return domains },
+		Logger: log.With("service", "gateways")})
+	if err != nil {
+		return err
+	}
+	rc.Forwarders = gws.Allowed
 	if turnSrv != nil {
 		defer turnSrv.Close()
 		rc.TURN = TURNIssuer(turnSrv, time.Duration(cfg.TURNCredentialTTL))

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -14,14 +15,48 @@ import (
 
 // Attempt limits of a Guard, the same for every password of the product
 // (the owner's login and WebDAV, setup codes, the device admin API): per
-// client, 5 at once, then one every 6 s; all clients together, 20 at
+// client, 5 at once, then one every 6 s; all strangers together, 20 at
 // once, then 2 a second, so guessing from many addresses stays slow too.
+// A client is an IPv4 address or an IPv6 /64 (one home's prefix: a
+// guesser cannot rotate through its addresses). Clients on the local
+// network and clients whose password passed before (KnownFor) are not
+// counted in the global limit, so strangers guessing cannot lock the
+// owner out.
 var (
 	AttemptsPerClient      = rate.Every(6 * time.Second)
 	AttemptsPerClientBurst = 5
 	AttemptsGlobal         = rate.Limit(2)
 	AttemptsGlobalBurst    = 20
+	KnownFor               = 30 * 24 * time.Hour
 )
+
+// maxKnown bounds the remembered good clients; the least recent go first.
+const maxKnown = 256
+
+// Client is who makes an attempt.
+type Client struct {
+	// Addr is the client's IP address (or another name for clients that
+	// have none, which then share one limit).
+	Addr string
+	// Local: the client is on the device's local network (it connected
+	// directly from a private, loopback or link-local address).
+	Local bool
+}
+
+// key is the client's per-client bucket: its IPv4 address, or its IPv6
+// /64.
+func (c Client) key() string {
+	a, err := netip.ParseAddr(c.Addr)
+	if err != nil {
+		return c.Addr
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
+}
 
 // ErrLimited means a client has used up its attempts (or all clients
 // together have): the password was not even checked.
@@ -40,6 +75,7 @@ type Guard struct {
 	mu        sync.Mutex
 	perClient map[string]*rate.Limiter
 	global    *rate.Limiter
+	known     map[string]time.Time // client key -> until when it is known good
 	pruned    time.Time
 	// verified remembers passwords that passed, keyed by an HMAC of hash
 	// and password under a per-process key, never the password itself.
@@ -56,7 +92,7 @@ func NewGuard(now func() time.Time, rnd io.Reader) (*Guard, error) {
 	if rnd == nil {
 		rnd = rand.Reader
 	}
-	g := &Guard{now: now, perClient: map[string]*rate.Limiter{},
+	g := &Guard{now: now, perClient: map[string]*rate.Limiter{}, known: map[string]time.Time{},
 		global:   rate.NewLimiter(AttemptsGlobal, AttemptsGlobalBurst),
 		verified: map[string]time.Time{}, verifyKey: make([]byte, 32)}
 	if _, err := io.ReadFull(rnd, g.verifyKey); err != nil {
@@ -68,7 +104,7 @@ func NewGuard(now func() time.Time, rnd io.Reader) (*Guard, error) {
 // Allow spends one attempt of client (a password check or any other
 // secret a client may guess, such as a setup code) and reports whether it
 // had one.
-func (g *Guard) Allow(client string) bool {
+func (g *Guard) Allow(c Client) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -79,45 +115,58 @@ func (g *Guard) Allow(client string) bool {
 				delete(g.perClient, k)
 			}
 		}
+		for k, until := range g.known {
+			if !now.Before(until) {
+				delete(g.known, k)
+			}
+		}
 		g.pruned = now
 	}
-	l := g.perClient[client]
+	k := c.key()
+	l := g.perClient[k]
 	if l == nil {
 		l = rate.NewLimiter(AttemptsPerClient, AttemptsPerClientBurst)
-		g.perClient[client] = l
+		g.perClient[k] = l
 	}
-	return l.AllowN(now, 1) && g.global.AllowN(now, 1)
+	return l.AllowN(now, 1) && (g.exempt(c, k, now) || g.global.AllowN(now, 1))
 }
 
-// Check verifies pw against hash for client: nil when it matches,
-// ErrLimited when client (or everyone) is out of attempts, ErrMismatch
-// when it does not match, another error for an unusable hash. A limited
-// client gets ErrLimited even for the right password: else guessing on
-// would tell a right guess. A password that passed within verifiedFor is
-// taken without spending an attempt.
-func (g *Guard) Check(client, hash, pw string) error {
+// exempt reports whether c does not count in the global limit: it is on
+// the local network, or known good; g.mu is held.
+func (g *Guard) exempt(c Client, key string, now time.Time) bool {
+	return c.Local || now.Before(g.known[key])
+}
+
+// Check verifies pw against hash for client c: nil when it matches,
+// ErrLimited when c (or every stranger together) is out of attempts,
+// ErrMismatch when it does not match, another error for an unusable
+// hash. A limited client gets ErrLimited even for the right password:
+// else guessing on would tell a right guess. A password that passed
+// within verifiedFor is taken without spending an attempt, and a client
+// whose password passed is known good for KnownFor.
+func (g *Guard) Check(c Client, hash, pw string) error {
 	m := hmac.New(sha256.New, g.verifyKey)
 	m.Write([]byte(hash))
 	m.Write([]byte{0})
 	m.Write([]byte(pw))
 	key := string(m.Sum(nil))
+	ck := c.key()
 	now := g.now()
 	g.mu.Lock()
 	until, seen := g.verified[key]
-	l := g.perClient[client]
-	blocked := (l != nil && l.TokensAt(now) < 1) || g.global.TokensAt(now) < 1
+	l := g.perClient[ck]
+	blocked := (l != nil && l.TokensAt(now) < 1) || (!g.exempt(c, ck, now) && g.global.TokensAt(now) < 1)
 	g.mu.Unlock()
 	if blocked {
 		return ErrLimited
 	}
-	if seen && now.Before(until) {
-		return nil
-	}
-	if !g.Allow(client) {
-		return ErrLimited
-	}
-	if err := Verify(hash, pw); err != nil {
-		return err
+	if !seen || !now.Before(until) {
+		if !g.Allow(c) {
+			return ErrLimited
+		}
+		if err := Verify(hash, pw); err != nil {
+			return err
+		}
 	}
 	g.mu.Lock()
 	for k, t := range g.verified {
@@ -126,6 +175,16 @@ func (g *Guard) Check(client, hash, pw string) error {
 		}
 	}
 	g.verified[key] = now.Add(verifiedFor)
+	if _, ok := g.known[ck]; !ok && len(g.known) >= maxKnown {
+		oldest := ""
+		for k, t := range g.known {
+			if oldest == "" || t.Before(g.known[oldest]) {
+				oldest = k
+			}
+		}
+		delete(g.known, oldest)
+	}
+	g.known[ck] = now.Add(KnownFor)
 	g.mu.Unlock()
 	return nil
 }

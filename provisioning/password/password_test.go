@@ -2,6 +2,7 @@ package password
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,84 @@ func TestMalformed(t *testing.T) {
 // password, others are not; a password that passed is taken again
 // without an attempt until forgotten.
 func TestGuard(t *testing.T) {
+	g, now, hash := newTestGuard(t)
+	if err := g.Check(Client{Addr: "a"}, hash, "right password"); err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	for i := range AttemptsPerClientBurst {
+		if err := g.Check(Client{Addr: "b"}, hash, "wrong"); !errors.Is(err, ErrMismatch) {
+			t.Fatalf("guess %d: got %v, want ErrMismatch", i, err)
+		}
+	}
+	if err := g.Check(Client{Addr: "b"}, hash, "right password"); !errors.Is(err, ErrLimited) {
+		t.Fatalf("right password from a limited client: got %v, want ErrLimited", err)
+	}
+	if err := g.Check(Client{Addr: "a"}, hash, "right password"); err != nil {
+		t.Fatalf("remembered password of another client: %v", err)
+	}
+	if err := g.Check(Client{Addr: "c"}, hash, "wrong"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("another client: got %v, want ErrMismatch", err)
+	}
+	*now = (*now).Add(7 * time.Second) // one attempt back
+	if err := g.Check(Client{Addr: "b"}, hash, "right password"); err != nil {
+		t.Fatalf("after waiting: %v", err)
+	}
+	g.Forget()
+	for range AttemptsPerClientBurst {
+		g.Allow(Client{Addr: "a"})
+	}
+	if err := g.Check(Client{Addr: "a"}, hash, "right password"); !errors.Is(err, ErrLimited) {
+		t.Fatalf("forgotten password, no attempts left: got %v, want ErrLimited", err)
+	}
+}
+
+// TestGuardStrangersCannotLockOut: guesses from many addresses empty the
+// global bucket; then strangers are refused, but the owner on the local
+// network, or from an address whose password passed before, still logs
+// in with the right password. An IPv6 /64 is one client.
+func TestGuardStrangersCannotLockOut(t *testing.T) {
+	g, now, hash := newTestGuard(t)
+	// The owner logged in from 203.0.113.9 yesterday.
+	if err := g.Check(Client{Addr: "203.0.113.9"}, hash, "right password"); err != nil {
+		t.Fatal(err)
+	}
+	*now = (*now).Add(24 * time.Hour) // the remembered password is gone
+	// Strangers from many addresses, two guesses each.
+	for i := range AttemptsGlobalBurst {
+		for range 2 {
+			g.Allow(Client{Addr: fmt.Sprintf("198.51.100.%d", i)})
+		}
+	}
+	if err := g.Check(Client{Addr: "198.51.100.200"}, hash, "right password"); !errors.Is(err, ErrLimited) {
+		t.Fatalf("a new stranger while the global bucket is empty: got %v, want ErrLimited", err)
+	}
+	if err := g.Check(Client{Addr: "192.168.1.20", Local: true}, hash, "right password"); err != nil {
+		t.Fatalf("the owner on the LAN during the attack: %v", err)
+	}
+	g.Forget()
+	if err := g.Check(Client{Addr: "203.0.113.9"}, hash, "right password"); err != nil {
+		t.Fatalf("the owner from a known address during the attack: %v", err)
+	}
+	if err := g.Check(Client{Addr: "203.0.113.9"}, hash, "wrong"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("a wrong password from a known address: got %v, want ErrMismatch", err)
+	}
+
+	// One /64: rotating through its addresses does not give more attempts.
+	for i := range AttemptsPerClientBurst {
+		g.Allow(Client{Addr: fmt.Sprintf("2001:db8:1:2::%x", i+1), Local: true})
+	}
+	if g.Allow(Client{Addr: "2001:db8:1:2:ffff::1", Local: true}) {
+		t.Fatal("another address of the same /64 got an attempt past the burst")
+	}
+	if !g.Allow(Client{Addr: "2001:db8:1:3::1", Local: true}) {
+		t.Fatal("another /64 was refused")
+	}
+}
+
+// newTestGuard is a Guard on a clock the test moves, and the hash of
+// "right password".
+func newTestGuard(t *testing.T) (*Guard, *time.Time, string) {
+	t.Helper()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	g, err := NewGuard(func() time.Time { return now }, nil)
 	if err != nil {
@@ -78,32 +157,5 @@ func TestGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Check("a", hash, "right password"); err != nil {
-		t.Fatalf("right password: %v", err)
-	}
-	for i := range AttemptsPerClientBurst {
-		if err := g.Check("b", hash, "wrong"); !errors.Is(err, ErrMismatch) {
-			t.Fatalf("guess %d: got %v, want ErrMismatch", i, err)
-		}
-	}
-	if err := g.Check("b", hash, "right password"); !errors.Is(err, ErrLimited) {
-		t.Fatalf("right password from a limited client: got %v, want ErrLimited", err)
-	}
-	if err := g.Check("a", hash, "right password"); err != nil {
-		t.Fatalf("remembered password of another client: %v", err)
-	}
-	if err := g.Check("c", hash, "wrong"); !errors.Is(err, ErrMismatch) {
-		t.Fatalf("another client: got %v, want ErrMismatch", err)
-	}
-	now = now.Add(7 * time.Second) // one attempt back
-	if err := g.Check("b", hash, "right password"); err != nil {
-		t.Fatalf("after waiting: %v", err)
-	}
-	g.Forget()
-	for range AttemptsPerClientBurst {
-		g.Allow("a")
-	}
-	if err := g.Check("a", hash, "right password"); !errors.Is(err, ErrLimited) {
-		t.Fatalf("forgotten password, no attempts left: got %v, want ErrLimited", err)
-	}
+	return g, &now, hash
 }

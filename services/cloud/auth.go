@@ -57,18 +57,21 @@ func tokenHash(t string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// allowAttempt spends one login attempt of ip.
-func (a *auth) allowAttempt(ip string) bool { return a.guard.Allow(ip) }
+// allowAttempt spends one login attempt of c.
+func (a *auth) allowAttempt(c clientInfo) bool { return a.guard.Allow(c.guardClient()) }
+
+// guardClient is c as the password guard counts it.
+func (c clientInfo) guardClient() password.Client { return password.Client{Addr: c.IP, Local: c.Local} }
 
 // checkPassword verifies the owner password, within the rate limit.
 // It returns false for a wrong password; limited reports a refusal
 // before checking (a limited client is refused even the right password).
-func (a *auth) checkPassword(ip, pw string) (ok, limited bool) {
+func (a *auth) checkPassword(c clientInfo, pw string) (ok, limited bool) {
 	hash := a.st.getOwner().PasswordHash
 	if hash == "" {
 		return false, false
 	}
-	err := a.guard.Check(ip, hash, pw)
+	err := a.guard.Check(c.guardClient(), hash, pw)
 	return err == nil, errors.Is(err, password.ErrLimited)
 }
 
@@ -275,7 +278,7 @@ func (s *Server) dav(h http.Handler) http.HandlerFunc {
 		}
 		_, pw, ok := r.BasicAuth()
 		if ok {
-			good, limited := s.auth.checkPassword(clientOf(r).IP, pw)
+			good, limited := s.auth.checkPassword(clientOf(r), pw)
 			if limited {
 				w.Header().Set("Retry-After", "6")
 				http.Error(w, "too many attempts; wait a few seconds", http.StatusTooManyRequests)

@@ -62,7 +62,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := clientOf(r)
-	ok, limited := s.auth.checkPassword(c.IP, r.PostFormValue("password"))
+	ok, limited := s.auth.checkPassword(c, r.PostFormValue("password"))
 	if limited {
 		s.log.Warn("login rate limited", "client", c.IP)
 		w.Header().Set("Retry-After", "6")
@@ -180,7 +180,7 @@ func (s *Server) handleName(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request) {
-	if ok, _ := s.auth.checkPassword(clientOf(r).IP, r.PostFormValue("current")); !ok {
+	if ok, _ := s.auth.checkPassword(clientOf(r), r.PostFormValue("current")); !ok {
 		back(w, r, "/_/", "", "The current password is wrong (or too many attempts).")
 		return
 	}

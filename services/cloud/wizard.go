@@ -169,7 +169,7 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, http.StatusForbidden, "cross-site request refused")
 			return
 		}
-		if !s.auth.allowAttempt(clientOf(r).IP) {
+		if !s.auth.allowAttempt(clientOf(r)) {
 			s.renderWizard(w, r, http.StatusTooManyRequests, nil, "Too many attempts; wait a minute and try again.")
 			return
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/relay/relayserver"
@@ -76,8 +77,13 @@ func (w *world) addSupernode() *supernode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	gws, err := dht.NewGatewaySet(dht.GatewaysConfig{Resolve: n.ResolveDomain, Domains: func() []string { return []string{testDomain} },
+		MinRefresh: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r, err := relayserver.New(relayserver.Config{Host: n.Host(), KeepAlive: 500 * time.Millisecond, ListenIP: "127.0.0.1",
-		PortMin: 30000, PortMax: 60000, Logger: testlog.New(t, 0)})
+		PortMin: 30000, PortMax: 60000, Forwarders: gws.Allowed, Logger: testlog.New(t, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,10 +102,17 @@ func (w *world) addSupernode() *supernode {
 	return s
 }
 
-// gateway runs a gateway on supernode s.
+// gateway runs a gateway on supernode s, listed in the domain's record
+// (as a supernode holding the operator key lists itself), so relays and
+// direct nodes take its streams.
 func (w *world) gateway(s *supernode, edit func(*Config)) (*Gateway, *httptest.Server) {
 	t := w.t
 	t.Helper()
+	lctx, lcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer lcancel()
+	if _, err := s.node.ListGateway(lctx, testDomain, w.operator); err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{Host: s.node.Host(), Resolver: s.node, Relay: s.relay, Domains: []string{testDomain},
 		API:    http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { fmt.Fprint(rw, "names API") }),
 		Logger: testlog.New(t, 0)}
@@ -165,7 +178,8 @@ func (w *world) nodeWithKey(key ed25519.PrivateKey, mode string, sns ...*superno
 	if err := identity.WriteKeyFile(kf, key); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &personal.Config{KeyFile: kf, Mode: mode, P2PListen: []string{"/ip4/127.0.0.1/tcp/0"}}
+	cfg := &personal.Config{KeyFile: kf, Mode: mode, P2PListen: []string{"/ip4/127.0.0.1/tcp/0"},
+		NameServices: []cloud.NameService{{Domain: testDomain}}}
 	for _, s := range sns {
 		for _, a := range s.node.Multiaddrs() {
 			cfg.Supernodes = append(cfg.Supernodes, a.String())

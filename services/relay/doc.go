@@ -44,9 +44,12 @@
 //     mapped public port: the service's name and '\n', then the bytes.
 //
 // /pc2/forward/1 (ProtocolForward) lets a gateway reach a node attached to
-// another supernode (Forward):
+// another supernode (Forward). Only the gateways the operator of a domain
+// the relay serves lists in its domain record may forward (each within a
+// share of the node's streams): the node counts logins by the client
+// address the gateway writes.
 //
 //	gateway -> relay  forward    DID
 //	relay -> gateway  forwarded  the stream is now a /pc2/http/1 stream to the node
-//	              or  refused    Error (not attached there, at its limit); then closed
+//	              or  refused    Error (not a gateway, not attached there, at its limit); then closed
 package relay

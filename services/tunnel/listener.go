@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"net"
 	"sync"
 
@@ -49,13 +50,14 @@ func (l *streamListener) Close() error {
 
 func (l *streamListener) Addr() net.Addr { return l.addr }
 
-// DirectListener serves /pc2/http/1 streams from any peer on h without a
-// tunnel: a node in direct mode, which attaches nowhere, is reached by
-// gateways this way. Close removes the handler.
-func DirectListener(h host.Host) net.Listener {
+// DirectListener serves /pc2/http/1 streams on h without a tunnel from
+// the peers allow accepts (the gateways of the node's domain): a node in
+// direct mode, which attaches nowhere, is reached by gateways this way.
+// Close removes the handler.
+func DirectListener(h host.Host, allow func(context.Context, peer.ID) bool) net.Listener {
 	l := newStreamListener(h.ID())
 	h.SetStreamHandler(relay.ProtocolHTTP, func(st network.Stream) {
-		if !l.deliver(relay.StreamConn{Stream: st}) {
+		if !allowedGateway(allow, st.Conn().RemotePeer()) || !l.deliver(relay.StreamConn{Stream: st}) {
 			st.Reset()
 		}
 	})

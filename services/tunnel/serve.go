@@ -31,7 +31,9 @@ func (c *Client) attachedTo(p peer.ID) bool {
 }
 
 func (c *Client) handleHTTP(st network.Stream) {
-	if !c.cfg.AcceptDirect && !c.attachedTo(st.Conn().RemotePeer()) {
+	p := st.Conn().RemotePeer()
+	if !c.attachedTo(p) && !(c.cfg.AcceptDirect && allowedGateway(c.cfg.DirectFrom, p)) {
+		c.log.Debug("HTTP stream refused: neither an attached supernode nor a gateway of the node's domain", "peer", p)
 		st.Reset()
 		return
 	}
@@ -70,6 +72,17 @@ func (c *Client) handleTCP(st network.Stream) {
 	}
 	defer local.Close()
 	relay.Splice(local, st)
+}
+
+// allowedGateway asks allow (nil: nobody) whether p may send the node
+// HTTP streams, within the time a stream waits for its first bytes.
+func allowedGateway(allow func(context.Context, peer.ID) bool, p peer.ID) bool {
+	if allow == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return allow(ctx, p)
 }
 
 // readLine reads up to '\n' one byte at a time (nothing past it: the rest

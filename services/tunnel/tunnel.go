@@ -57,11 +57,14 @@ type Config struct {
 	// the relay dials back to it at the address it sees the node at, and a
 	// node that answers is direct (Direct, Status.Mode).
 	DirectPort int
-	// AcceptDirect takes /pc2/http/1 streams from any peer, not only from
-	// the supernodes the node is attached to: gateways that find the node
-	// direct connect to it themselves. It serves what the relays serve
-	// (the node's HTTP port), so it is on whenever the node listens.
+	// AcceptDirect takes /pc2/http/1 streams from gateways that find the
+	// node direct and connect to it themselves, not only from the
+	// supernodes the node is attached to; DirectFrom says which peers
+	// those gateways are (nil: none). Every stream carries client
+	// addresses the node's login limits count, so a stranger's streams
+	// are refused.
 	AcceptDirect bool
+	DirectFrom   func(ctx context.Context, p peer.ID) bool
 	// MaxBackoff caps the retry wait (default 1 s).
 	MaxBackoff time.Duration
 	// Dial opens local TCP connections (default net.Dialer).

@@ -34,6 +34,9 @@ const (
 	maxString   = 256
 )
 
+// MaxGateways is the most gateways a domain record may list.
+const MaxGateways = maxGateways
+
 // Trust answers which operator key governs a domain. Supernodes are
 // configured with the domains they trust.
 type Trust interface {

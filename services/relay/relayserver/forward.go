@@ -2,20 +2,59 @@ package relayserver
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/relay"
 )
 
+// forwardKey is one forwarding gateway's streams to one node.
+type forwardKey struct {
+	from peer.ID
+	to   identity.ID
+}
+
+// forwardShare is the part of a node's streams (Limits.Streams) one
+// forwarding gateway may hold: the rest stays for this supernode's own
+// gateway and the others.
+func (r *Relay) forwardShare() int { return max(1, r.cfg.Limits.Streams/2) }
+
+// takeForward counts a stream from gateway from to node to, or reports
+// relay.ErrBusy when from holds its share; the returned func gives it
+// back.
+func (r *Relay) takeForward(from peer.ID, to identity.ID) (func(), error) {
+	k := forwardKey{from, to}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.forwarding[k] >= r.forwardShare() {
+		return nil, fmt.Errorf("%w: this gateway holds its share (%d) of %s's streams", relay.ErrBusy, r.forwardShare(), to.DID())
+	}
+	r.forwarding[k]++
+	return func() {
+		r.mu.Lock()
+		if r.forwarding[k]--; r.forwarding[k] <= 0 {
+			delete(r.forwarding, k)
+		}
+		r.mu.Unlock()
+	}, nil
+}
+
 // handleForward serves one forwarded HTTP connection (the server side of
 // relay.Forward): it opens a /pc2/http/1 stream to the node, answers
 // "forwarded" and splices the two streams, or answers "refused" and
-// closes. Only HTTP is forwarded: a node's mapped TCP services stay on the
-// relay that maps them.
+// closes. Only the domains' gateways (Config.Forwarders) may forward, each
+// within its share of the node's streams. Only HTTP is forwarded: a
+// node's mapped TCP services stay on the relay that maps them.
 func (r *Relay) handleForward(st network.Stream) {
+	from := st.Conn().RemotePeer()
+	refuse := func(why string) {
+		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: why})
+		st.Close()
+	}
 	st.SetReadDeadline(r.cfg.Now().Add(10 * time.Second))
 	m, err := relay.ReadMessage(st)
 	if err != nil || m.Type != relay.TypeForward {
@@ -23,18 +62,28 @@ func (r *Relay) handleForward(st network.Stream) {
 		return
 	}
 	st.SetReadDeadline(time.Time{})
-	id, err := identity.ParseDID(m.DID)
-	if err != nil {
-		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: err.Error()})
-		st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r.cfg.Forwarders == nil || !r.cfg.Forwarders(ctx, from) {
+		r.log.Info("forward refused: not a gateway of a domain this supernode serves", "peer", from)
+		refuse("not a gateway of a domain this supernode serves")
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	id, err := identity.ParseDID(m.DID)
+	if err != nil {
+		refuse(err.Error())
+		return
+	}
+	release, err := r.takeForward(from, id)
+	if err != nil {
+		refuse(err.Error())
+		return
+	}
+	defer release()
 	node, err := r.OpenStream(ctx, id, relay.ProtocolHTTP)
 	cancel()
 	if err != nil {
-		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: err.Error()})
-		st.Close()
+		refuse(err.Error())
 		return
 	}
 	if err := relay.WriteMessage(st, &relay.Message{Type: relay.TypeForwarded}); err != nil {

@@ -79,6 +79,12 @@ type Config struct {
 	// TURN, if set, issues STUN/TURN credentials to an attached node; they
 	// go out with "attached" and again whenever the node asks ("turn").
 	TURN func(id identity.ID) relay.TURNInfo
+	// Forwarders says which peers may forward HTTP to attached nodes
+	// (relay.ProtocolForward): the gateways of the domains this
+	// supernode serves (dht.GatewaySet). nil: nobody. A forwarded
+	// request carries the client address the node's login limits count,
+	// so a stranger's forwards are refused.
+	Forwarders func(ctx context.Context, p peer.ID) bool
 	// Listen opens a mapped port's listener (default net.Listen).
 	Listen func(network, addr string) (net.Listener, error)
 	Logger *slog.Logger
@@ -95,7 +101,10 @@ type Relay struct {
 	mu        sync.Mutex
 	sessions  map[peer.ID]*session
 	attaching map[peer.ID]bool
-	closed    bool
+	// forwarding counts the streams each forwarding gateway holds to
+	// each node, within its share (forwardShare).
+	forwarding map[forwardKey]int
+	closed     bool
 }
 
 // session is one attached node.
@@ -196,7 +205,7 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{cfg: cfg, log: cfg.Logger, did: id.DID(), ports: pt,
-		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}}
+		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}, forwarding: map[forwardKey]int{}}
 	cfg.Host.SetStreamHandler(relay.ProtocolAttach, r.handleAttach)
 	cfg.Host.SetStreamHandler(relay.ProtocolForward, r.handleForward)
 	return r, nil

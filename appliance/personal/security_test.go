@@ -1,0 +1,154 @@
+package personal
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/pc2/pc2/internal/testing/cloudtest"
+	"github.com/pc2/pc2/internal/testing/gwtest"
+	"github.com/pc2/pc2/internal/testing/proc"
+	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/internal/testing/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/relay"
+)
+
+// fromAddr is an HTTP client whose connections come from the loopback
+// address ip (127.0.0.0/8 is all local on Linux): a stranger with an
+// address of its own.
+func fromAddr(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// TestForgedClientAddresses (issue 16, finding 1): a stranger with a fresh
+// libp2p key can no longer hand the node raw HTTP with an
+// X-Forwarded-For of its choosing, neither through the supernode
+// (/pc2/forward/1: it is not a gateway of the domain) nor directly
+// (/pc2/http/1 to the node's own libp2p port). Through the gateway, the
+// node counts the address the gateway saw, whatever the request claims.
+// Strangers guessing from many addresses empty the global bucket and are
+// refused, while the owner still logs in with the right password on the
+// local network, WebDAV included.
+func TestForgedClientAddresses(t *testing.T) {
+	gw := gwtest.Start(t, gwtest.Options{})
+	p2pPort := proc.FreePort(t)
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Supernodes: gw.Addrs,
+		P2PListen:    []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p2pPort)},
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: gw.API}}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, Options{Listener: ln, Logger: testlog.New(t, 0)}) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	owner := cloudtest.New(t, "http://"+ln.Addr().String(), nil)
+	owner.CreateIdentity()
+	owner.Password("owner password")
+	if r := owner.Claim("guarded", ""); r.Code != http.StatusSeeOther {
+		t.Fatalf("claim: %d %s", r.Code, r.Err())
+	}
+	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	did, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	nodePeer, _ := dht.IDToPeer(did)
+	visitor := cloudtest.New(t, gw.API, nil)
+	visitor.Host = "guarded.pc2.test"
+	testenv.WaitFor(t, 30*time.Second, "the friendly URL", func() bool { return visitor.Get("/").Code != http.StatusBadGateway })
+
+	// The stranger: a fresh key.
+	h, err := libp2p.New(libp2p.ListenAddrStrings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	sn, err := peer.AddrInfoFromString(gw.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, fcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer fcancel()
+	if c, err := relay.Forward(fctx, h, *sn, did); err == nil || !strings.Contains(err.Error(), "not a gateway") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("a stranger's /pc2/forward/1 to the node: got %v, want refused as not a gateway", err)
+	}
+	direct, _ := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p2pPort))
+	if err := h.Connect(fctx, peer.AddrInfo{ID: nodePeer, Addrs: []ma.Multiaddr{direct}}); err != nil {
+		t.Fatalf("connect to the node's libp2p port: %v", err)
+	}
+	if st, err := h.NewStream(fctx, nodePeer, relay.ProtocolHTTP); err == nil {
+		fmt.Fprintf(st, "POST /_/login HTTP/1.1\r\nHost: guarded.pc2.test\r\nX-Forwarded-For: 198.51.100.1\r\nContent-Length: 0\r\n\r\n")
+		b, rerr := io.ReadAll(st)
+		if rerr == nil || len(b) > 0 {
+			t.Fatalf("a stranger's direct /pc2/http/1 stream was served: %q %v", b, rerr)
+		}
+	}
+
+	// Through the gateway, a forged X-Forwarded-For does not make a new
+	// client: the stranger at 127.0.0.2 is limited after its burst.
+	guess := func(from, xff string) int {
+		t.Helper()
+		b := cloudtest.New(t, gw.API, fromAddr(from))
+		b.Host = "guarded.pc2.test"
+		req, _ := http.NewRequest("POST", "/_/login", strings.NewReader(url.Values{"password": {"guess"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		return b.Do(req).Code
+	}
+	for i := range password.AttemptsPerClientBurst {
+		if code := guess("127.0.0.2", fmt.Sprintf("198.51.100.%d", i)); code == http.StatusTooManyRequests {
+			t.Fatalf("guess %d refused within the burst", i)
+		}
+	}
+	if code := guess("127.0.0.2", "198.51.100.77"); code != http.StatusTooManyRequests {
+		t.Fatalf("a guess past the burst with a forged X-Forwarded-For: got %d, want 429", code)
+	}
+
+	// Strangers from many addresses empty the global bucket...
+	for i := 3; i < 3+password.AttemptsGlobalBurst; i++ {
+		guess(fmt.Sprintf("127.0.0.%d", i), "")
+	}
+	if code := guess("127.0.0.200", ""); code != http.StatusTooManyRequests {
+		t.Fatalf("a new stranger once the global bucket is empty: got %d, want 429", code)
+	}
+	// ...and the owner at home still gets in, by form and by WebDAV.
+	home := cloudtest.New(t, "http://"+ln.Addr().String(), nil)
+	home.Login("owner password")
+	req, _ := http.NewRequest("PROPFIND", "http://"+ln.Addr().String()+"/dav/", nil)
+	req.Header.Set("Depth", "0")
+	req.SetBasicAuth("owner", "owner password")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMultiStatus {
+		t.Fatalf("WebDAV with the right password during the attack: %s", resp.Status)
+	}
+}

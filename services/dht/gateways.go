@@ -1,0 +1,237 @@
+package dht
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// Gateway set defaults.
+const (
+	// DefaultGatewaysMaxAge is how long a resolved gateway list is used
+	// before it is resolved again.
+	DefaultGatewaysMaxAge = 10 * time.Minute
+	// DefaultGatewaysMinRefresh is the least time between two
+	// resolutions: a stranger's streams cannot make the set look the
+	// domain records up more often than this.
+	DefaultGatewaysMinRefresh = 10 * time.Second
+)
+
+// GatewaysConfig configures a GatewaySet.
+type GatewaysConfig struct {
+	// Resolve finds a domain's verified record (Node.ResolveDomain).
+	Resolve func(ctx context.Context, domain string) (*records.Domain, error)
+	// Domains are the domains whose gateways are trusted, asked at every
+	// resolution (a node's claimed name may change).
+	Domains func() []string
+	// Static peers are always trusted (a node's own supernodes).
+	Static []peer.ID
+	// MaxAge and MinRefresh: see the defaults.
+	MaxAge, MinRefresh time.Duration
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// GatewaySet answers whether a peer is a gateway of one of some domains,
+// as the domains' operators list them in their signed domain records
+// (records.Domain.Gateways), plus a static list. Only these peers may hand
+// a node HTTP streams carrying client addresses (X-Forwarded-For), so
+// only they can spend the per-address login attempts of someone else.
+//
+// The records are resolved lazily: when the last resolution is older
+// than MaxAge, or when an unknown peer asks and the last resolution is
+// older than MinRefresh (a gateway just added to the record is trusted
+// within that). A domain whose record cannot be resolved keeps the
+// gateways it last had.
+type GatewaySet struct {
+	cfg    GatewaysConfig
+	static map[peer.ID]bool
+
+	mu       sync.Mutex
+	byDomain map[string]map[peer.ID]bool
+	fetched  time.Time     // the last resolution's start (zero: never)
+	running  chan struct{} // closed when the running resolution ends
+}
+
+// NewGatewaySet returns a set resolving with cfg.Resolve.
+func NewGatewaySet(cfg GatewaysConfig) (*GatewaySet, error) {
+	if cfg.Resolve == nil || cfg.Domains == nil {
+		return nil, errors.New("dht: gateway set needs Resolve and Domains")
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = DefaultGatewaysMaxAge
+	}
+	if cfg.MinRefresh <= 0 {
+		cfg.MinRefresh = DefaultGatewaysMinRefresh
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &GatewaySet{cfg: cfg, static: map[peer.ID]bool{}, byDomain: map[string]map[peer.ID]bool{}}
+	for _, p := range cfg.Static {
+		s.static[p] = true
+	}
+	return s, nil
+}
+
+// Allowed reports whether p is a trusted gateway, resolving the domain
+// records first when they are due (bounded by ctx).
+func (s *GatewaySet) Allowed(ctx context.Context, p peer.ID) bool {
+	if s.static[p] {
+		return true
+	}
+	s.mu.Lock()
+	known := s.has(p)
+	age := s.cfg.Now().Sub(s.fetched)
+	due := s.fetched.IsZero() || age >= s.cfg.MaxAge || (!known && age >= s.cfg.MinRefresh)
+	if !due {
+		s.mu.Unlock()
+		return known
+	}
+	done := s.running
+	if done == nil {
+		done = make(chan struct{})
+		s.running = done
+		s.fetched = s.cfg.Now()
+		go s.resolve(done)
+	}
+	s.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.has(p)
+}
+
+// has reports whether a resolved record lists p; s.mu is held.
+func (s *GatewaySet) has(p peer.ID) bool {
+	for _, ids := range s.byDomain {
+		if ids[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// resolve looks every domain's record up (in the background: it outlives
+// the stream that started it) and closes done.
+func (s *GatewaySet) resolve(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	domains := s.cfg.Domains()
+	found := map[string]map[peer.ID]bool{}
+	for _, d := range domains {
+		rec, err := s.cfg.Resolve(ctx, d)
+		if err != nil {
+			s.cfg.Logger.Debug("gateways of a domain not resolved", "domain", d, "err", err)
+			continue
+		}
+		ids := map[peer.ID]bool{}
+		for _, g := range rec.Gateways {
+			if pid, err := IDToPeer(g.ID); err == nil {
+				ids[pid] = true
+			}
+		}
+		found[d] = ids
+	}
+	s.mu.Lock()
+	keep := map[string]map[peer.ID]bool{}
+	for _, d := range domains {
+		if ids, ok := found[d]; ok {
+			keep[d] = ids
+		} else if old, ok := s.byDomain[d]; ok {
+			keep[d] = old
+		}
+	}
+	s.byDomain = keep
+	s.running = nil
+	s.mu.Unlock()
+	close(done)
+}
+
+// DomainListTTL is the lifetime of the domain records a supernode
+// publishes to list itself (ListGateway); it renews them at half of it.
+const DomainListTTL = 30 * 24 * time.Hour
+
+// ListGateway makes sure domain's record lists this node as a gateway
+// with its current addresses, publishing a new record signed by the
+// domain's operator key when it does not (or when it is past half its
+// life). The other gateways listed stay. It reports whether it
+// published. Supernodes holding a domain's operator key call it, so the
+// gateways of an operator's supernodes find each other (GatewaySet)
+// without a hand-made record.
+func (n *Node) ListGateway(ctx context.Context, domain string, operator ed25519.PrivateKey) (bool, error) {
+	selfID, err := n.ID()
+	if err != nil {
+		return false, err
+	}
+	opID, err := identity.IDFromPublicKey(operator.Public().(ed25519.PublicKey))
+	if err != nil {
+		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
+	}
+	var addrs []string
+	for _, a := range n.Multiaddrs() {
+		if len(addrs) < 8 { // within the validator's bound
+			addrs = append(addrs, a.String())
+		}
+	}
+	key := records.DomainKey(domain)
+	old := &records.Domain{}
+	val, err := n.GetNewest(ctx, key)
+	switch {
+	case err == nil:
+		if old, err = n.validator.ParseDomain(key, val); err != nil {
+			old = &records.Domain{} // nothing valid stored: start afresh
+		}
+	case errors.Is(err, ErrNotFound):
+	default:
+		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
+	}
+	now := n.cfg.now()
+	others := make([]records.Peer, 0, len(old.Gateways)+1)
+	listed := false
+	for _, g := range old.Gateways {
+		if g.ID == selfID {
+			listed = slices.Equal(g.Addrs, addrs)
+			continue
+		}
+		others = append(others, g)
+	}
+	if old.Operator == opID && listed && now.Add(DomainListTTL/2).Unix() < old.Expires {
+		return false, nil
+	}
+	if old.Operator != opID {
+		others = others[:0] // another operator's list is not ours to keep
+	}
+	// The validator bounds the list: the oldest entries give way.
+	others = append(others, records.Peer{ID: selfID, Addrs: addrs})
+	if over := len(others) - records.MaxGateways; over > 0 {
+		others = others[over:]
+	}
+	rec := &records.Domain{Version: records.Version, Domain: domain, Operator: opID, Seq: old.Seq + 1,
+		IssuedAt: now.Unix(), Expires: now.Add(DomainListTTL).Unix(), Gateways: others}
+	signed, err := records.SignDomain(operator, rec)
+	if err != nil {
+		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
+	}
+	if _, err := n.PutVerified(ctx, key, signed); err != nil {
+		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,91 @@
+package dht
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+func newPeer(t *testing.T) (identity.ID, peer.ID) {
+	t.Helper()
+	pub, _, _ := ed25519.GenerateKey(nil)
+	id, err := identity.IDFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := IDToPeer(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, p
+}
+
+// TestGatewaySet: static peers and the gateways a domain record lists are
+// trusted, strangers are not; a stranger's streams resolve the records at
+// most once per MinRefresh; a gateway added to the record is trusted at
+// the next resolution; a failed resolution keeps the last list.
+func TestGatewaySet(t *testing.T) {
+	_, static := newPeer(t)
+	g1ID, g1 := newPeer(t)
+	g2ID, g2 := newPeer(t)
+	_, stranger := newPeer(t)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	var lookups atomic.Int32
+	var fail atomic.Bool
+	listed := []records.Peer{{ID: g1ID}}
+	s, err := NewGatewaySet(GatewaysConfig{
+		Resolve: func(_ context.Context, d string) (*records.Domain, error) {
+			lookups.Add(1)
+			if fail.Load() {
+				return nil, errors.New("network down")
+			}
+			if d != "pc2.test" {
+				return nil, ErrNotFound
+			}
+			return &records.Domain{Domain: d, Gateways: listed}, nil
+		},
+		Domains: func() []string { return []string{"pc2.test", "other.test"} },
+		Static:  []peer.ID{static},
+		Now:     func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if !s.Allowed(ctx, static) || lookups.Load() != 0 {
+		t.Fatalf("a static peer: want trusted without a lookup (%d lookups)", lookups.Load())
+	}
+	if !s.Allowed(ctx, g1) {
+		t.Fatal("a listed gateway is not trusted")
+	}
+	base := lookups.Load()
+	for range 100 {
+		if s.Allowed(ctx, stranger) {
+			t.Fatal("a stranger is trusted")
+		}
+	}
+	if lookups.Load() != base {
+		t.Fatalf("a stranger's streams resolved the records %d times within MinRefresh", lookups.Load()-base)
+	}
+	listed = append(listed, records.Peer{ID: g2ID})
+	if s.Allowed(ctx, g2) {
+		t.Fatal("a gateway added to the record is trusted before the next resolution may run")
+	}
+	now = now.Add(DefaultGatewaysMinRefresh)
+	if !s.Allowed(ctx, g2) {
+		t.Fatal("a gateway added to the record is not trusted after MinRefresh")
+	}
+	fail.Store(true)
+	now = now.Add(DefaultGatewaysMaxAge)
+	if !s.Allowed(ctx, g1) || !s.Allowed(ctx, g2) {
+		t.Fatal("a failed resolution dropped the last list")
+	}
+}
