@@ -155,9 +155,10 @@ func TestCloudWizardGatewayRestore(t *testing.T) {
 // TestManyRelayedRequests: a node answers as many concurrent requests
 // through a gateway and its relay as the relay allows a node (256),
 // not the ~64-75 streams per protocol and peer of libp2p's default
-// limits.
+// limits. The requests come from four client addresses: the gateway gives
+// one client at most gateway.DefaultStreamsPerClient of them.
 func TestManyRelayedRequests(t *testing.T) {
-	const n = 180 // below the gateway's per-IP burst of 200
+	const n = 180 // below the gateway's per-client burst of 200
 	gw := gwtest.Start(t, gwtest.Options{})
 	var inFlight atomic.Int32
 	release := make(chan struct{})
@@ -168,11 +169,17 @@ func TestManyRelayedRequests(t *testing.T) {
 			w.Write([]byte("ok"))
 		})
 	}})
-	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n}}
+	var clients []*http.Client
+	for i := range 4 {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+i))}}
+		clients = append(clients, &http.Client{Timeout: time.Minute,
+			Transport: &http.Transport{DialContext: d.DialContext, MaxConnsPerHost: n, MaxIdleConnsPerHost: n}})
+	}
+	var next atomic.Int32
 	get := func() (int, error) {
 		req, _ := http.NewRequest("GET", gw.API+"/hold", nil)
 		req.Host = "load.pc2.test"
-		resp, err := client.Do(req)
+		resp, err := clients[int(next.Add(1))%len(clients)].Do(req)
 		if err != nil {
 			return 0, err
 		}

@@ -201,7 +201,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	// requests that arrive over libp2p streams (relays, gateways), which
 	// are never "local" to the wizard.
 	srv := &http.Server{Handler: n.handler(n.cloud.Handler(), true), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	relayed := &http.Server{Handler: n.handler(n.cloud.RelayedHandler(), false), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	// Relayed keep-alive connections are streams counted in the node's
+	// limit at its relay: an idle one is closed after 30 s (the gateway's
+	// pool drops its idle ones after nodeproxy.IdleTimeout, sooner).
+	relayed := &http.Server{Handler: n.handler(n.cloud.RelayedHandler(), false), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

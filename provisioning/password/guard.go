@@ -6,11 +6,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
-	"net/netip"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/pc2/pc2/internal/clientaddr"
 )
 
 // Attempt limits of a Guard, the same for every password of the product
@@ -43,20 +44,9 @@ type Client struct {
 	Local bool
 }
 
-// key is the client's per-client bucket: its IPv4 address, or its IPv6
-// /64.
-func (c Client) key() string {
-	a, err := netip.ParseAddr(c.Addr)
-	if err != nil {
-		return c.Addr
-	}
-	a = a.Unmap()
-	if a.Is4() {
-		return a.String()
-	}
-	p, _ := a.Prefix(64)
-	return p.String()
-}
+// key is the client's per-client bucket: its IPv4 address, or its
+// IPv6 /64.
+func (c Client) key() string { return clientaddr.Key(c.Addr) }
 
 // ErrLimited means a client has used up its attempts (or all clients
 // together have): the password was not even checked.

@@ -47,6 +47,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 
+	"github.com/pc2/pc2/internal/clientaddr"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
@@ -79,6 +80,9 @@ const (
 	DefaultBurst       = 200
 	DefaultHeaderTime  = 10 * time.Second
 	DefaultIdleTime    = 2 * time.Minute
+	// DefaultStreamsPerClient is a quarter of a node's streams at a relay
+	// (relay.DefaultLimits.Streams).
+	DefaultStreamsPerClient = 64
 )
 
 // Config configures a Gateway.
@@ -102,9 +106,14 @@ type Config struct {
 	// keep-alive connection's wait for the next request (slow or idle
 	// clients); 0: the defaults.
 	HeaderTimeout, IdleTimeout time.Duration
-	// Rate and Burst limit requests per client IP (<= 0: the defaults).
+	// Rate and Burst limit requests per client (<= 0: the defaults).
 	Rate  rate.Limit
 	Burst int
+	// StreamsPerClient bounds the requests one client (an IPv4 address
+	// or an IPv6 /64) has in flight to one node, WebSockets included
+	// (<= 0: DefaultStreamsPerClient): a stranger holding slow requests
+	// takes this share of the node's streams, not all of them.
+	StreamsPerClient int
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock of the cache and the limiter; nil: time.Now.
@@ -119,8 +128,15 @@ type Gateway struct {
 	proxy   *nodeproxy.Proxy
 	limiter *ipLimiter
 
-	mu    sync.Mutex
-	cache map[string]*entry
+	mu       sync.Mutex
+	cache    map[string]*entry
+	inFlight map[shareKey]int // requests in flight per client and node
+}
+
+// shareKey is one client's requests to one node.
+type shareKey struct {
+	client string
+	node   identity.ID
 }
 
 // entry is a cached resolution of one name.
@@ -175,13 +191,16 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Burst <= 0 {
 		cfg.Burst = DefaultBurst
 	}
+	if cfg.StreamsPerClient <= 0 {
+		cfg.StreamsPerClient = DefaultStreamsPerClient
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, self: cfg.Host.ID(), cache: map[string]*entry{},
+	g := &Gateway{cfg: cfg, log: cfg.Logger, self: cfg.Host.ID(), cache: map[string]*entry{}, inFlight: map[shareKey]int{},
 		limiter: newIPLimiter(cfg.Rate, cfg.Burst, cfg.Now)}
 	proxy, err := nodeproxy.New(nodeproxy.Config{Dial: g.dial, ErrorHandler: g.proxyError})
 	if err != nil {
@@ -210,7 +229,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusBadRequest, "Bad request", "The Host of this request is not a valid host name.")
 		return
 	}
-	if !g.limiter.allow(clientIP(r)) {
+	if !g.limiter.allow(clientKey(r)) {
 		w.Header().Set("Retry-After", "1")
 		page(w, http.StatusTooManyRequests, "Too many requests", "Slow down, and try again in a moment.")
 		return
@@ -247,7 +266,35 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusBadGateway, "Cannot resolve "+html.EscapeString(name), "The name could not be looked up right now. Try again in a moment.")
 		return
 	}
-	g.proxy.ServeNode(w, r.WithContext(context.WithValue(r.Context(), entryKey{}, e)), e.res.Name.Grant.DID)
+	id := e.res.Name.Grant.DID
+	release, ok := g.takeShare(clientKey(r), id)
+	if !ok {
+		g.log.Info("client over its share of a node's streams", "client", clientIP(r), "name", name)
+		w.Header().Set("Retry-After", "1")
+		page(w, http.StatusServiceUnavailable, "Busy", "You have too many open requests to "+html.EscapeString(name)+". Try again in a moment.")
+		return
+	}
+	defer release()
+	g.proxy.ServeNode(w, r.WithContext(context.WithValue(r.Context(), entryKey{}, e)), id)
+}
+
+// takeShare counts a request of client to node within
+// Config.StreamsPerClient; the returned func ends it.
+func (g *Gateway) takeShare(client string, node identity.ID) (func(), bool) {
+	k := shareKey{client, node}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inFlight[k] >= g.cfg.StreamsPerClient {
+		return nil, false
+	}
+	g.inFlight[k]++
+	return func() {
+		g.mu.Lock()
+		if g.inFlight[k]--; g.inFlight[k] <= 0 {
+			delete(g.inFlight, k)
+		}
+		g.mu.Unlock()
+	}, true
 }
 
 // Allowed says whether name may get a TLS certificate: nil for the apex
@@ -574,6 +621,9 @@ func clientIP(r *http.Request) string {
 	}
 	return host
 }
+
+// clientKey is the client that limits count (clientaddr.Key).
+func clientKey(r *http.Request) string { return clientaddr.Key(clientIP(r)) }
 
 // page writes a small self-contained HTML page.
 func page(w http.ResponseWriter, code int, title, body string) {

@@ -470,6 +470,52 @@ func TestGatewayRateLimit(t *testing.T) {
 	}
 }
 
+// TestGatewayStreamShares (issue 16, finding 3): a stranger holding
+// WebSockets to a node from one address gets its share of the node's
+// streams (StreamsPerClient) and a 503 beyond it, while a visitor from
+// another address still gets pages; with the default limits and no
+// share, 300 held streams left every visitor a 503. The IPv6 addresses of
+// one /64 are one client.
+func TestGatewayStreamShares(t *testing.T) {
+	w := newWorld(t, 1)
+	// The request rate limit (200 at once, then 50/s) only slows the
+	// stranger down by seconds; lifted here so the test does not wait.
+	_, srv := w.gateway(w.sns[0], func(cfg *Config) { cfg.Burst = 1000 })
+	alice := w.node(personal.ModeRelayed, w.sns[0])
+	w.grant("alice."+testDomain, alice.key)
+	w.waitRecord(w.sns[0], alice.id, listsSupernode(w.sns[0]))
+	if code, body := get(t, srv, "alice."+testDomain, "/hello"); code != 200 {
+		t.Fatalf("before the attack: %d %q", code, body)
+	}
+	stranger := websocket.Dialer{NetDial: func(_, _ string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		return d.Dial("tcp", srv.Listener.Addr().String())
+	}}
+	held, busy := 0, 0
+	for range 300 {
+		ws, resp, err := stranger.Dial("ws://alice."+testDomain+"/ws", nil)
+		switch {
+		case err == nil:
+			defer ws.Close()
+			held++
+		case resp != nil && resp.StatusCode == http.StatusServiceUnavailable:
+			busy++
+		case resp != nil:
+			t.Fatalf("stranger's WebSocket: %v (%s)", err, resp.Status)
+		default:
+			t.Fatalf("stranger's WebSocket: %v", err)
+		}
+	}
+	if held != DefaultStreamsPerClient || busy != 300-DefaultStreamsPerClient {
+		t.Fatalf("stranger held %d streams and got %d 503s, want %d and %d", held, busy, DefaultStreamsPerClient, 300-DefaultStreamsPerClient)
+	}
+	for i := range 20 {
+		if code, body := get(t, srv, "alice."+testDomain, "/hello"); code != 200 {
+			t.Fatalf("visitor %d while the stranger holds its share: %d %q", i, code, body)
+		}
+	}
+}
+
 // TestGatewaySlowClients: a client that never finishes its headers, and
 // one that idles on a keep-alive connection, are disconnected.
 func TestGatewaySlowClients(t *testing.T) {

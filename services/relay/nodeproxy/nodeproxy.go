@@ -21,6 +21,12 @@ import (
 // Dial opens a connection that carries HTTP/1.1 to node id.
 type Dial func(ctx context.Context, id identity.ID) (net.Conn, error)
 
+// IdleTimeout is how long an idle pooled stream to a node is kept: each
+// counts in the node's stream limit, and nodes close theirs after 30 s,
+// so the proxy lets go first (a request never meets a stream the node is
+// closing).
+const IdleTimeout = 20 * time.Second
+
 // Config configures a Proxy.
 type Config struct {
 	// Dial reaches a node. Required.
@@ -70,7 +76,7 @@ func New(cfg Config) (*Proxy, error) {
 		// per request (docs/benchmarks.md, "Gateway"); a quarter of the
 		// default streams per node, the rest left for other streams.
 		MaxIdleConnsPerHost: relay.DefaultLimits.Streams / 4,
-		IdleConnTimeout:     60 * time.Second,
+		IdleConnTimeout:     IdleTimeout,
 		DisableCompression:  true,
 	}
 	return &Proxy{rp: &httputil.ReverseProxy{

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -368,5 +371,44 @@ func TestReattachCannotHoardPorts(t *testing.T) {
 	var saved map[string]int
 	if err := json.Unmarshal(b, &saved); err != nil || len(saved) != 2 {
 		t.Errorf("saved table: got %d entries (%v), want 2", len(saved), err)
+	}
+}
+
+// TestForwardShares (issue 16, findings 1 and 3): only a peer that
+// Forwarders accepts may forward to an attached node, each within half of
+// the node's streams; the local gateway keeps the rest.
+func TestForwardShares(t *testing.T) {
+	sn, r := newRelay(t)
+	gw := newHost(t, dht.ModeClient, nil)
+	stranger := newHost(t, dht.ModeClient, nil)
+	r.cfg.Limits.Streams = 8
+	r.cfg.Forwarders = func(_ context.Context, p peer.ID) bool { return p == gw.Host().ID() }
+	_, key, _ := ed25519.GenerateKey(nil)
+	node := newHost(t, dht.ModeClient, key)
+	node.Host().SetStreamHandler(relay.ProtocolHTTP, func(st network.Stream) { io.Copy(io.Discard, st); st.Close() })
+	attachNode(t, node, sn, key)
+	id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if _, err := relay.Forward(ctx, stranger.Host(), sn.AddrInfo(), id); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "not a gateway") {
+		t.Fatalf("a stranger's forward: got %v, want refused as not a gateway", err)
+	}
+	for i := range 4 {
+		c, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id)
+		if err != nil {
+			t.Fatalf("gateway forward %d: %v", i, err)
+		}
+		defer c.Close()
+	}
+	if _, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "share") {
+		t.Fatalf("a forward past the gateway's share: got %v, want refused", err)
+	}
+	for i := range 4 {
+		st, err := r.OpenStream(ctx, id, relay.ProtocolHTTP)
+		if err != nil {
+			t.Fatalf("the local gateway's stream %d while the other holds its share: %v", i, err)
+		}
+		defer st.Close()
 	}
 }
