@@ -48,6 +48,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/pc2/pc2/internal/clientaddr"
+	"github.com/pc2/pc2/internal/shares"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
@@ -128,9 +129,10 @@ type Gateway struct {
 	proxy   *nodeproxy.Proxy
 	limiter *ipLimiter
 
-	mu       sync.Mutex
-	cache    map[string]*entry
-	inFlight map[shareKey]int // requests in flight per client and node
+	mu    sync.Mutex
+	cache map[string]*entry
+
+	inFlight shares.Counter[shareKey] // requests in flight per client and node
 }
 
 // shareKey is one client's requests to one node.
@@ -200,7 +202,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, self: cfg.Host.ID(), cache: map[string]*entry{}, inFlight: map[shareKey]int{},
+	g := &Gateway{cfg: cfg, log: cfg.Logger, self: cfg.Host.ID(), cache: map[string]*entry{},
 		limiter: newIPLimiter(cfg.Rate, cfg.Burst, cfg.Now)}
 	proxy, err := nodeproxy.New(nodeproxy.Config{Dial: g.dial, ErrorHandler: g.proxyError})
 	if err != nil {
@@ -267,7 +269,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := e.res.Name.Grant.DID
-	release, ok := g.takeShare(clientKey(r), id)
+	release, ok := g.inFlight.Take(shareKey{clientKey(r), id}, g.cfg.StreamsPerClient)
 	if !ok {
 		g.log.Info("client over its share of a node's streams", "client", clientIP(r), "name", name)
 		w.Header().Set("Retry-After", "1")
@@ -276,25 +278,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	g.proxy.ServeNode(w, r.WithContext(context.WithValue(r.Context(), entryKey{}, e)), id)
-}
-
-// takeShare counts a request of client to node within
-// Config.StreamsPerClient; the returned func ends it.
-func (g *Gateway) takeShare(client string, node identity.ID) (func(), bool) {
-	k := shareKey{client, node}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.inFlight[k] >= g.cfg.StreamsPerClient {
-		return nil, false
-	}
-	g.inFlight[k]++
-	return func() {
-		g.mu.Lock()
-		if g.inFlight[k]--; g.inFlight[k] <= 0 {
-			delete(g.inFlight, k)
-		}
-		g.mu.Unlock()
-	}, true
 }
 
 // Allowed says whether name may get a TLS certificate: nil for the apex

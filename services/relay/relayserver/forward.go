@@ -23,25 +23,6 @@ type forwardKey struct {
 // gateway and the others.
 func (r *Relay) forwardShare() int { return max(1, r.cfg.Limits.Streams/2) }
 
-// takeForward counts a stream from gateway from to node to, or reports
-// relay.ErrBusy when from holds its share; the returned func gives it
-// back.
-func (r *Relay) takeForward(from peer.ID, to identity.ID) (func(), error) {
-	k := forwardKey{from, to}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.forwarding[k] >= r.forwardShare() {
-		return nil, fmt.Errorf("%w: this gateway holds its share (%d) of %s's streams", relay.ErrBusy, r.forwardShare(), to.DID())
-	}
-	r.forwarding[k]++
-	return func() {
-		r.mu.Lock()
-		if r.forwarding[k]--; r.forwarding[k] <= 0 {
-			delete(r.forwarding, k)
-		}
-		r.mu.Unlock()
-	}, nil
-}
 
 // handleForward serves one forwarded HTTP connection (the server side of
 // relay.Forward): it opens a /pc2/http/1 stream to the node, answers
@@ -74,9 +55,9 @@ func (r *Relay) handleForward(st network.Stream) {
 		refuse(err.Error())
 		return
 	}
-	release, err := r.takeForward(from, id)
-	if err != nil {
-		refuse(err.Error())
+	release, ok := r.forwarding.Take(forwardKey{from, id}, r.forwardShare())
+	if !ok {
+		refuse(fmt.Sprintf("%v: this gateway holds its share (%d) of %s's streams", relay.ErrBusy, r.forwardShare(), id.DID()))
 		return
 	}
 	defer release()

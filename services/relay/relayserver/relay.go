@@ -55,6 +55,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"golang.org/x/time/rate"
 
+	"github.com/pc2/pc2/internal/shares"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"
@@ -103,7 +104,7 @@ type Relay struct {
 	attaching map[peer.ID]bool
 	// forwarding counts the streams each forwarding gateway holds to
 	// each node, within its share (forwardShare).
-	forwarding map[forwardKey]int
+	forwarding shares.Counter[forwardKey]
 	closed     bool
 }
 
@@ -205,7 +206,7 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{cfg: cfg, log: cfg.Logger, did: id.DID(), ports: pt,
-		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}, forwarding: map[forwardKey]int{}}
+		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}}
 	cfg.Host.SetStreamHandler(relay.ProtocolAttach, r.handleAttach)
 	cfg.Host.SetStreamHandler(relay.ProtocolForward, r.handleForward)
 	return r, nil
