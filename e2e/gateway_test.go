@@ -92,7 +92,7 @@ func TestGatewayNAT(t *testing.T) {
 	acme := supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}
 	snConfig := func(key, peerAddr, name string) *supernode.Config {
 		return &supernode.Config{KeyFile: key, DataDir: filepath.Join(dir, name), Listen: []string{"/ip4/0.0.0.0/tcp/8090"},
-			Bootstrap: []string{peerAddr}, Domains: domains,
+			Bootstrap: []string{peerAddr}, Domains: domains, AllowPrivateDials: true, // the scenario's networks are private
 			Gateway: &supernode.GatewayConfig{HTTPListen: ":80", HTTPSListen: ":443", ACME: acme}}
 	}
 	cfgA := snConfig(aKey, bAddr, "a")

@@ -43,6 +43,7 @@ for i in 0 1 2; do
   "listen": ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"],
   "bootstrap": $bootjson,
   "data_dir": "$d/data",
+  "allow_private_dials": true,
   "domains": [{"domain": "$domain", "operator": "$op_did"}],
   "addrs_file": "$d/addrs"
 }

@@ -144,7 +144,8 @@ func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
 		Bootstrap: s.Supernodes, Listen: s.Listen, Domains: s.Domains,
 		// STUN/TURN on the standard port, relaying on the machine's own
 		// (public) address.
-		TURNListen: ":3478"}
+		TURNListen:        ":3478",
+		AllowPrivateDials: s.PrivateNetwork, TURNAllowPrivatePeers: s.PrivateNetwork}
 	if len(s.Domains) > 0 {
 		c.Gateway = gatewayConfig(s, perm)
 	}

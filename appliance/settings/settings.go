@@ -78,6 +78,10 @@ type Settings struct {
 	Quota int64 `json:"quota,omitempty"`
 	// Listen overrides the supernode's libp2p listeners.
 	Listen []string `json:"listen,omitempty"`
+	// PrivateNetwork: the supernode serves a private network (a LAN, a
+	// lab), so it dials and relays to private addresses; by default it
+	// reaches public addresses only.
+	PrivateNetwork bool `json:"private_network,omitempty"`
 	// Network configures the wired network (nil: DHCP on the first
 	// Ethernet interface).
 	Network *Network `json:"network,omitempty"`

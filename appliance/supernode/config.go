@@ -37,6 +37,12 @@ type Config struct {
 	DataDir string `json:"data_dir"`
 	// Domains this supernode trusts, with their operators.
 	Domains []DomainTrust `json:"domains,omitempty"`
+	// AllowPrivateDials lets the supernode dial loopback, private,
+	// link-local and CGNAT addresses (a supernode for a LAN, tests). By
+	// default it dials public addresses only: the addresses in records and
+	// peer announcements are anyone's to write, and dialling them as given
+	// would probe the supernode's own networks.
+	AllowPrivateDials bool `json:"allow_private_dials,omitempty"`
 	// AddrsFile, if set, receives the node's full multiaddrs (one per line)
 	// once it listens: scripts and tests use it with port 0.
 	AddrsFile string `json:"addrs_file,omitempty"`

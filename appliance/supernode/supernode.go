@@ -67,6 +67,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		Bootstrap:         boot,
 		DataDir:           filepath.Join(cfg.DataDir, "records"),
 		Trust:             trust,
+		PublicDialsOnly:   !cfg.AllowPrivateDials,
 		RepublishInterval: time.Duration(cfg.RepublishInterval),
 		ReplicateInterval: time.Duration(cfg.ReplicateInterval),
 		Logger:            log.With("service", "dht"),

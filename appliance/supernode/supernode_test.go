@@ -27,7 +27,8 @@ func TestTURNThroughAttach(t *testing.T) {
 	coturntest.Require(t)
 	dir := t.TempDir()
 	cfg := &Config{KeyFile: filepath.Join(dir, "supernode.key"), CreateKey: true, DataDir: filepath.Join(dir, "data"),
-		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, TURNListen: "127.0.0.1:0", TURNAllowPrivatePeers: true}
+		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, TURNListen: "127.0.0.1:0", TURNAllowPrivatePeers: true,
+		AllowPrivateDials: true}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan []string, 1)
 	done := make(chan error, 1)

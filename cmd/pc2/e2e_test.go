@@ -158,10 +158,11 @@ func TestThreeSupernodeProcesses(t *testing.T) {
 		os.MkdirAll(d, 0o700)
 		key, _ := newKey(t, bin, d, "node")
 		cfg := map[string]any{
-			"key_file": key,
-			"listen":   []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
-			"data_dir": filepath.Join(d, "data"),
-			"domains":  []map[string]string{{"domain": domain, "operator": opDID}},
+			"key_file":            key,
+			"listen":              []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+			"data_dir":            filepath.Join(d, "data"),
+			"allow_private_dials": true,
+			"domains":             []map[string]string{{"domain": domain, "operator": opDID}},
 		}
 		if i > 0 {
 			cfg["bootstrap"] = []string{sns[0].addr(t, "tcp")}

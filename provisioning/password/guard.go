@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/pc2/pc2/internal/clientaddr"
+	"github.com/pc2/pc2/internal/netaddr"
 )
 
 // Attempt limits of a Guard, the same for every password of the product
@@ -46,7 +46,7 @@ type Client struct {
 
 // key is the client's per-client bucket: its IPv4 address, or its
 // IPv6 /64.
-func (c Client) key() string { return clientaddr.Key(c.Addr) }
+func (c Client) key() string { return netaddr.ClientKey(c.Addr) }
 
 // ErrLimited means a client has used up its attempts (or all clients
 // together have): the password was not even checked.

@@ -124,6 +124,11 @@ type Config struct {
 	// DHTOptions are extra kad-dht options (benchmarks tune the bucket size
 	// and timeouts).
 	DHTOptions []kaddht.Option
+	// PublicDialsOnly makes the host dial public addresses only, never
+	// loopback, private, link-local or CGNAT ones (a supernode on the
+	// internet: addresses from records and peers must not make it probe
+	// its own networks). Ignored when Host is set.
+	PublicDialsOnly bool
 	// Limits size the host's resource and connection managers (see
 	// Limits; the zero value: a server sized for DefaultServerPeers, a
 	// client with libp2p's defaults). Ignored when Host is set.
@@ -269,6 +274,9 @@ func newHost(cfg Config) (host.Host, error) {
 	}
 	if len(listen) == 0 {
 		opts = append(opts, libp2p.NoListenAddrs)
+	}
+	if cfg.PublicDialsOnly {
+		opts = append(opts, libp2p.ConnectionGater(publicDials{}))
 	}
 	if lim, ok := cfg.Limits.withDefaults(cfg.Mode); ok {
 		sized, err := lim.hostOptions()

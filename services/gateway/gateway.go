@@ -47,7 +47,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 
-	"github.com/pc2/pc2/internal/clientaddr"
+	"github.com/pc2/pc2/internal/netaddr"
 	"github.com/pc2/pc2/internal/shares"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
@@ -605,8 +605,8 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// clientKey is the client that limits count (clientaddr.Key).
-func clientKey(r *http.Request) string { return clientaddr.Key(clientIP(r)) }
+// clientKey is the client that limits count (netaddr.ClientKey).
+func clientKey(r *http.Request) string { return netaddr.ClientKey(clientIP(r)) }
 
 // page writes a small self-contained HTML page.
 func page(w http.ResponseWriter, code int, title, body string) {

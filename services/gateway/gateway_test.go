@@ -26,6 +26,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/internal/testing/echotest"
+	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -40,11 +41,14 @@ const testDomain = "pc2.test"
 // world is a small PC2 network on loopback: supernodes with relays, an
 // operator key pinned for testDomain, and personal nodes.
 type world struct {
-	t        *testing.T
-	operator ed25519.PrivateKey
-	opID     identity.ID
-	trust    records.TrustMap
-	sns      []*supernode
+	t *testing.T
+	// publicDials makes the supernodes added from now on dial public
+	// addresses only (dht.Config.PublicDialsOnly, a supernode's default).
+	publicDials bool
+	operator    ed25519.PrivateKey
+	opID        identity.ID
+	trust       records.TrustMap
+	sns         []*supernode
 }
 
 type supernode struct {
@@ -73,7 +77,7 @@ func (w *world) addSupernode() *supernode {
 		boot = append(boot, s.node.AddrInfo())
 	}
 	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeServer, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
-		Bootstrap: boot, Trust: w.trust, Logger: testlog.New(t, 8)})
+		Bootstrap: boot, Trust: w.trust, PublicDialsOnly: w.publicDials, Logger: testlog.New(t, 8)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,6 +517,73 @@ func TestGatewayStreamShares(t *testing.T) {
 		if code, body := get(t, srv, "alice."+testDomain, "/hello"); code != 200 {
 			t.Fatalf("visitor %d while the stranger holds its share: %d %q", i, code, body)
 		}
+	}
+}
+
+// TestGatewayNoScanning (issue 16, finding 6): a stranger grants itself a
+// name whose did record lists "direct" addresses on the supernode's own
+// loopback (a service there, and a closed port). A supernode dialling
+// public addresses only (its default) never connects to them, and the
+// visitor (the stranger) gets the same generic offline answer for the
+// open and the closed port. With private dials allowed (a LAN supernode),
+// the gateway did connect to the service: the scan this prevents.
+func TestGatewayNoScanning(t *testing.T) {
+	for _, public := range []bool{true, false} {
+		t.Run(fmt.Sprintf("PublicDialsOnly=%v", public), func(t *testing.T) {
+			w := newWorld(t, 0)
+			w.publicDials = public
+			sn := w.addSupernode()
+			_, srv := w.gateway(sn, nil)
+			victim, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer victim.Close()
+			var accepted atomic.Int32
+			go func() {
+				for {
+					c, err := victim.Accept()
+					if err != nil {
+						return
+					}
+					accepted.Add(1)
+					c.Close()
+				}
+			}()
+			closed := proc.FreePort(t)
+			errs := map[string]string{}
+			for label, port := range map[string]int{"open": victim.Addr().(*net.TCPAddr).Port, "closed": closed} {
+				_, key, _ := ed25519.GenerateKey(nil)
+				id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+				pid, _ := dht.IDToPeer(id)
+				now := time.Now()
+				val, err := records.SignDID(key, &records.DID{Version: records.Version, ID: id, Seq: 1, IssuedAt: now.Unix(),
+					Expires: now.Add(time.Hour).Unix(), Direct: []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", port, pid)}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err = sn.node.PutVerified(ctx, records.DIDKey(id), val)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				name := "scan" + label + "." + testDomain
+				w.grant(name, key)
+				if code, _ := get(t, srv, name, "/"); code != http.StatusBadGateway {
+					t.Fatalf("%s port: got %d, want 502", label, code)
+				}
+				errs[label] = status(t, srv, name).LastError
+			}
+			if errs["open"] != errs["closed"] || !strings.HasPrefix(errs["open"], "offline") {
+				t.Errorf("?status tells the open port from the closed one: %q vs %q", errs["open"], errs["closed"])
+			}
+			if got := accepted.Load(); public && got != 0 {
+				t.Errorf("the gateway connected to a loopback service %d times", got)
+			} else if !public && got == 0 {
+				t.Error("with private dials allowed the gateway never reached the service: the test shows nothing")
+			}
+		})
 	}
 }
 

@@ -76,6 +76,8 @@ import (
 	"time"
 
 	pionturn "github.com/pion/turn/v4"
+
+	"github.com/pc2/pc2/internal/netaddr"
 )
 
 // Defaults for zero Config fields.
@@ -372,29 +374,7 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// PublicPeer is the default Config.AllowPeer: it allows only global
-// unicast addresses outside private and shared ranges, so a client cannot
-// use the relay to reach the supernode itself (loopback) or the networks
-// behind it.
-func PublicPeer(a netip.Addr) bool {
-	a = a.Unmap()
-	if !a.IsGlobalUnicast() || a.IsPrivate() {
-		return false
-	}
-	for _, p := range nonPublic {
-		if p.Contains(a) {
-			return false
-		}
-	}
-	return true
-}
-
-// nonPublic are special-purpose ranges (RFC 6890) that IsGlobalUnicast and
-// IsPrivate let through.
-var nonPublic = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),     // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"), // shared address space (CGNAT)
-	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),   // reserved
-}
+// PublicPeer is the default Config.AllowPeer: it allows only public
+// unicast addresses (netaddr.Public), so a client cannot use the relay to
+// reach the supernode itself (loopback) or the networks behind it.
+func PublicPeer(a netip.Addr) bool { return netaddr.Public(a) }

@@ -60,7 +60,7 @@ func Start(t testing.TB, o Options) *Gateway {
 		}
 	}
 	cfg := &supernode.Config{KeyFile: filepath.Join(dir, "sn.key"), CreateKey: true, DataDir: filepath.Join(dir, "sn"),
-		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: o.Bootstrap,
+		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: o.Bootstrap, AllowPrivateDials: true,
 		Domains: []supernode.DomainTrust{{Domain: o.Domain, Operator: op.DID()}},
 		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile}}}
 	opts := supernode.Options{Logger: testlog.New(t, 0), GatewayHTTPListener: o.HTTPListener}

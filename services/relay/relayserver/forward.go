@@ -23,7 +23,6 @@ type forwardKey struct {
 // gateway and the others.
 func (r *Relay) forwardShare() int { return max(1, r.cfg.Limits.Streams/2) }
 
-
 // handleForward serves one forwarded HTTP connection (the server side of
 // relay.Forward): it opens a /pc2/http/1 stream to the node, answers
 // "forwarded" and splices the two streams, or answers "refused" and

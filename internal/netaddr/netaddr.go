@@ -1,0 +1,51 @@
+// Package netaddr classifies IP addresses for limits and dial policies:
+// which client a per-client limit counts (ClientKey) and whether an
+// address is public (Public).
+package netaddr
+
+import "net/netip"
+
+// ClientKey is the limit key of the client at address addr: the IPv4
+// address (an IPv4-mapped IPv6 address counts as IPv4), the IPv6 /64
+// prefix, or addr itself when it is not an IP address (clients without
+// one share that key). One home or one VPS gets a /64 (or more) of IPv6
+// addresses, so counting single IPv6 addresses would give a guesser
+// billions of fresh buckets.
+func ClientKey(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
+}
+
+// Public reports whether a is a public unicast address: not loopback,
+// private (RFC 1918, fc00::/7), link-local, multicast, unspecified, nor
+// in a special-purpose range (RFC 6890) such as shared CGNAT space.
+func Public(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsGlobalUnicast() || a.IsPrivate() {
+		return false
+	}
+	for _, p := range nonPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// nonPublic are special-purpose ranges (RFC 6890) that IsGlobalUnicast and
+// IsPrivate let through.
+var nonPublic = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),     // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"), // shared address space (CGNAT)
+	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking
+	netip.MustParsePrefix("240.0.0.0/4"),   // reserved
+}
