@@ -42,6 +42,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
 )
 
 // CertsConfig configures Certs.
@@ -76,11 +77,27 @@ type CertsConfig struct {
 	// DisableHTTP01 and DisableTLSALPN01 turn a challenge type off,
 	// e.g. when port 80 is not reachable from the internet.
 	DisableHTTP01, DisableTLSALPN01 bool
+	// OrdersPerWeek bounds new certificate orders (renewals not
+	// counted): a fifth of them at once, the rest spread over the week
+	// (<= 0: DefaultOrdersPerWeek). Whoever can make names be allowed
+	// (claims under an open policy) could otherwise use up the CA's
+	// limit for the domain; a name beyond it gets no certificate until
+	// the bucket refills. Domains with many new names a week want DNS-01
+	// wildcards instead.
+	OrdersPerWeek int
 	// Logger; nil discards. certmagic's chatter goes to Debug (its
 	// warnings and errors stay what they are); certificates obtained
 	// or failed are logged at Info and Error.
 	Logger *slog.Logger
 }
+
+// DefaultOrdersPerWeek is Let's Encrypt's limit of new certificates per
+// registered domain and week.
+const DefaultOrdersPerWeek = 50
+
+// ErrOrderLimit means a certificate was not ordered: the gateway's
+// orders of the week are used up (CertsConfig.OrdersPerWeek).
+var ErrOrderLimit = errors.New("certs: new certificate orders limited; try again later")
 
 // DNS providers for CertsConfig.DNS.
 const (
@@ -132,6 +149,8 @@ type Certs struct {
 	cancel context.CancelFunc
 	closed sync.Once
 
+	orders *rate.Limiter // new certificate orders (OrdersPerWeek)
+
 	mu     sync.Mutex
 	cached chan struct{} // closed and replaced when a certificate is cached
 }
@@ -150,7 +169,11 @@ func NewCerts(cfg CertsConfig) (*Certs, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Certs{cfg: cfg, log: cfg.Logger, cached: make(chan struct{})}
+	if cfg.OrdersPerWeek <= 0 {
+		cfg.OrdersPerWeek = DefaultOrdersPerWeek
+	}
+	c := &Certs{cfg: cfg, log: cfg.Logger, cached: make(chan struct{}),
+		orders: rate.NewLimiter(rate.Every(7*24*time.Hour/time.Duration(cfg.OrdersPerWeek)), max(1, cfg.OrdersPerWeek/5))}
 	zl := zap.New(slogCore{h: cfg.Logger.Handler()})
 
 	var solver acmez.Solver
@@ -291,6 +314,13 @@ func (c *Certs) onEvent(_ context.Context, event string, data map[string]any) er
 	switch event {
 	case "cert_obtained":
 		c.log.Info("certificate obtained", "name", data["identifier"], "renewal", data["renewal"], "issuer", data["issuer"])
+	case "cert_obtaining":
+		// Returning an error aborts the order (certmagic's obtain), at
+		// once rather than with its retries (ErrNoRetry).
+		if renewal, _ := data["renewal"].(bool); !renewal && !c.orders.Allow() {
+			c.log.Warn("certificate not ordered: the week's new orders are used up", "name", data["identifier"], "per_week", c.cfg.OrdersPerWeek)
+			return certmagic.ErrNoRetry{Err: ErrOrderLimit}
+		}
 	case "cert_failed":
 		c.log.Error("certificate not obtained", "name", data["identifier"], "renewal", data["renewal"], "err", data["error"])
 	case "cached_managed_cert":

@@ -287,6 +287,40 @@ func TestCertsUnregisteredName(t *testing.T) {
 	}
 }
 
+// TestCertsOrderLimit (issue 16, finding 5): names that Allow accepts
+// (anyone's claims, under an open policy) order certificates only within
+// OrdersPerWeek, so a squatter cannot use up the CA's limit for the
+// domain; certificates already obtained keep being served.
+func TestCertsOrderLimit(t *testing.T) {
+	e := newACMEEnv(t)
+	names := []string{"one." + certsDomain, "two." + certsDomain, "three." + certsDomain}
+	for _, n := range names {
+		if err := e.pebble.AddA(n, "127.0.0.1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := e.config(names...)
+	cfg.OrdersPerWeek = 10 // two at once
+	c := newCerts(t, cfg)
+	e.serve(c, e.httpLn, e.tlsLn)
+	for _, n := range names[:2] {
+		if _, err := handshake(e.tlsLn.Addr().String(), n, e.roots); err != nil {
+			t.Fatalf("handshake for %s within the limit: %v", n, err)
+		}
+	}
+	if _, err := handshake(e.tlsLn.Addr().String(), names[2], e.roots); err == nil {
+		t.Fatalf("handshake for %s past the order limit got a certificate", names[2])
+	}
+	if got := e.pebble.Orders(); got != 2 {
+		t.Errorf("got %d orders, want 2", got)
+	}
+	if leaf, err := handshake(e.tlsLn.Addr().String(), names[0], e.roots); err != nil {
+		t.Fatalf("a name with a certificate after the limit: %v", err)
+	} else {
+		wantNames(t, leaf, names[0])
+	}
+}
+
 // A certificate in storage is served by a new Certs (a restart) while
 // the CA is down.
 func TestCertsPersist(t *testing.T) {

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
@@ -76,6 +78,15 @@ var DefaultReserved = []string{
 const (
 	DefaultGrantTTL    = 365 * 24 * time.Hour
 	DefaultClaimWindow = 10 * time.Minute
+	// DefaultMaxNamesPerDID is how many names one DID may hold through
+	// this supernode's grants.
+	DefaultMaxNamesPerDID = 3
+	// DefaultNewNamesPerClient new names per client address (IPv4, or
+	// IPv6 /64) at once, then one an hour more; DefaultNewNames for all
+	// clients together, then that many a day: fresh keys are free, so the
+	// per-DID cap alone does not bound a squatter.
+	DefaultNewNamesPerClient = 5
+	DefaultNewNames          = 200
 	// MaxAPIBody bounds a names API request body.
 	MaxAPIBody = 16 << 10
 )
@@ -97,8 +108,15 @@ type NamesConfig struct {
 	// ClaimWindow is how old (by its issued-at) a claim may be when it
 	// arrives; older ones are refused as replays.
 	ClaimWindow time.Duration
-	// StateFile keeps used invite codes across restarts (required with
-	// PolicyInvite).
+	// MaxNamesPerDID bounds the names one DID holds through this
+	// supernode (<= 0: DefaultMaxNamesPerDID).
+	MaxNamesPerDID int
+	// NewNamesPerClient and NewNames bound new names per client address
+	// and overall (<= 0: the defaults); renewals do not count.
+	NewNamesPerClient, NewNames int
+	// StateFile keeps used invite codes and the names granted here (for
+	// the per-DID cap and look-alike checks) across restarts (required
+	// with PolicyInvite).
 	StateFile string
 	// Changed is told a name's record changed (the gateway's cache).
 	Changed func(fqdn string)
@@ -117,9 +135,21 @@ type Names struct {
 	allow    map[identity.ID]bool
 	invites  map[string]bool // hashed codes the operator issued
 
-	mu   sync.Mutex             // serialises decisions: one claim at a time
-	used map[string]string      // hashed invite code -> name it was used for
-	seen map[[32]byte]time.Time // recent claims, against replays within the window
+	reservedKeys map[string]string // look-alike key -> reserved label
+
+	mu      sync.Mutex             // serialises decisions: one claim at a time
+	used    map[string]string      // hashed invite code -> name it was used for
+	seen    map[[32]byte]time.Time // recent claims, against replays within the window
+	held    map[string]heldName    // names granted here and active, by full name
+	perAddr *ipLimiter             // new names per client
+	global  *rate.Limiter          // new names overall
+}
+
+// heldName is a name this supernode granted and nobody released.
+type heldName struct {
+	DID     identity.ID `json:"did"`
+	Key     string      `json:"key"` // look-alike key (skeletonOf)
+	Expires int64       `json:"expires"`
 }
 
 // NewNames checks cfg and returns the API handler.
@@ -142,6 +172,15 @@ func NewNames(cfg NamesConfig) (*Names, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxNamesPerDID <= 0 {
+		cfg.MaxNamesPerDID = DefaultMaxNamesPerDID
+	}
+	if cfg.NewNamesPerClient <= 0 {
+		cfg.NewNamesPerClient = DefaultNewNamesPerClient
+	}
+	if cfg.NewNames <= 0 {
+		cfg.NewNames = DefaultNewNames
+	}
 	for d, k := range cfg.Operators {
 		if err := records.ValidDomain(d); err != nil {
 			return nil, fmt.Errorf("names: %w", err)
@@ -151,9 +190,16 @@ func NewNames(cfg NamesConfig) (*Names, error) {
 		}
 	}
 	n := &Names{cfg: cfg, log: cfg.Logger, reserved: map[string]bool{}, allow: map[identity.ID]bool{},
-		invites: map[string]bool{}, used: map[string]string{}, seen: map[[32]byte]time.Time{}}
+		invites: map[string]bool{}, used: map[string]string{}, seen: map[[32]byte]time.Time{},
+		reservedKeys: map[string]string{}, held: map[string]heldName{},
+		perAddr: newIPLimiter(rate.Every(time.Hour), cfg.NewNamesPerClient, cfg.Now),
+		global:  rate.NewLimiter(rate.Every(24*time.Hour/time.Duration(cfg.NewNames)), cfg.NewNames)}
 	for _, l := range append(slices.Clone(DefaultReserved), cfg.Reserved...) {
-		n.reserved[strings.ToLower(l)] = true
+		l = strings.ToLower(l)
+		n.reserved[l] = true
+		if k, err := skeletonOf(l); err == nil {
+			n.reservedKeys[k] = l
+		}
 	}
 	switch cfg.Policy.Mode {
 	case "", PolicyOpen:
@@ -196,7 +242,8 @@ func hashCode(code string) string {
 
 // state is the StateFile's content.
 type namesState struct {
-	UsedInvites map[string]string `json:"used_invites"` // hashed code -> name
+	UsedInvites map[string]string   `json:"used_invites"` // hashed code -> name
+	Held        map[string]heldName `json:"held,omitempty"`
 }
 
 func (n *Names) load() error {
@@ -214,11 +261,19 @@ func (n *Names) load() error {
 	if st.UsedInvites != nil {
 		n.used = st.UsedInvites
 	}
+	if st.Held != nil {
+		n.held = st.Held
+	}
 	return nil
 }
 
+// save writes the state file (n.mu held); without one, state is kept in
+// memory only.
 func (n *Names) save() error {
-	b, err := json.MarshalIndent(namesState{UsedInvites: n.used}, "", "  ")
+	if n.cfg.StateFile == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(namesState{UsedInvites: n.used, Held: n.held}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -373,7 +428,7 @@ func (n *Names) available(ctx context.Context, name, domain string) (*namesapi.A
 		return nil, err
 	}
 	a := &namesapi.Availability{Name: full}
-	if err := n.checkLabel(full); err != nil {
+	if _, err := n.checkLabel(full); err != nil {
 		a.Reason = err.Error()
 		return a, nil
 	}
@@ -392,11 +447,71 @@ func (n *Names) available(ctx context.Context, name, domain string) (*namesapi.A
 	return a, nil
 }
 
-// checkLabel refuses reserved names.
-func (n *Names) checkLabel(full string) error {
+// checkLabel refuses reserved names, their look-alikes and labels no one
+// should hold (skeletonOf); it returns the label's look-alike key.
+func (n *Names) checkLabel(full string) (string, error) {
 	label, _, _ := strings.Cut(full, ".")
 	if n.reserved[label] {
-		return refuse(http.StatusForbidden, "reserved", "%s is reserved", full)
+		return "", refuse(http.StatusForbidden, "reserved", "%s is reserved", full)
+	}
+	key, err := skeletonOf(label)
+	switch {
+	case errors.Is(err, errLookalike):
+		return "", refuse(http.StatusForbidden, "lookalike", "%v", err)
+	case err != nil:
+		return "", refuse(http.StatusBadRequest, "invalid_name", "%v", err)
+	}
+	if r, ok := n.reservedKeys[key]; ok {
+		return "", refuse(http.StatusForbidden, "lookalike", "%s looks like the reserved %q", full, r)
+	}
+	return key, nil
+}
+
+// lookalikeHeld refuses a new name of did whose look-alike key is that
+// of a name someone else holds: one granted here, or the name the key
+// itself spells (n.mu held).
+func (n *Names) lookalikeHeld(ctx context.Context, full, key string, did identity.ID) error {
+	_, domain, _ := records.SplitName(full)
+	now := n.cfg.Now().Unix()
+	for other, h := range n.held {
+		if other != full && h.Key == key && h.DID != did && h.Expires > now && strings.HasSuffix(other, "."+domain) {
+			return refuse(http.StatusForbidden, "lookalike", "%s looks like %s, which another DID holds", full, other)
+		}
+	}
+	if records.ValidLabel(key) != nil || key+"."+domain == full {
+		return nil
+	}
+	cur, err := n.current(ctx, key+"."+domain)
+	if err != nil {
+		return err
+	}
+	if cur != nil && cur.Grant.Status == records.StatusActive && cur.Grant.DID != did {
+		return refuse(http.StatusForbidden, "lookalike", "%s looks like %s.%s, which another DID holds", full, key, domain)
+	}
+	return nil
+}
+
+// capNew applies the per-DID cap and the new-name rates to a new name of
+// did asked from client (n.mu held).
+func (n *Names) capNew(did identity.ID, client string) error {
+	now := n.cfg.Now()
+	count := 0
+	for name, h := range n.held {
+		switch {
+		case h.Expires <= now.Unix():
+			delete(n.held, name) // saved with the next grant
+		case h.DID == did:
+			count++
+		}
+	}
+	if count >= n.cfg.MaxNamesPerDID {
+		return refuse(http.StatusForbidden, "too_many_names", "%s holds %d names here, the most one DID may", did.DID(), count)
+	}
+	if !n.perAddr.allow(client) {
+		return refuse(http.StatusTooManyRequests, "rate_limited", "too many new names from this address; try again in an hour")
+	}
+	if !n.global.AllowN(now, 1) {
+		return refuse(http.StatusTooManyRequests, "rate_limited", "this gateway grants no more new names today; try again later")
 	}
 	return nil
 }
@@ -483,7 +598,8 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := n.checkLabel(c.Name); err != nil {
+	lkey, err := n.checkLabel(c.Name)
+	if err != nil {
 		return nil, 0, err
 	}
 	key, opID, err := n.operator(domain)
@@ -507,7 +623,13 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 	case cur != nil && cur.Grant.Status == records.StatusRevoked:
 		return nil, 0, refuse(http.StatusForbidden, "revoked", "%s was revoked by the operator", c.Name)
 	case !renewal:
+		if err := n.lookalikeHeld(r.Context(), c.Name, lkey, c.DID); err != nil {
+			return nil, 0, err
+		}
 		if invite, err = n.admit(c, req.Invite); err != nil {
+			return nil, 0, err
+		}
+		if err := n.capNew(c.DID, clientKey(r)); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -521,10 +643,11 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 	}
 	if invite != "" {
 		n.used[invite] = c.Name
-		if err := n.save(); err != nil {
-			// The name is granted; only the code's record is lost.
-			n.log.Error("names: invite code not recorded as used", "name", c.Name, "err", err)
-		}
+	}
+	n.held[c.Name] = heldName{DID: c.DID, Key: lkey, Expires: g.Expires}
+	if err := n.save(); err != nil {
+		// The name is granted; only the state's record of it is lost.
+		n.log.Error("names: state not saved", "name", c.Name, "err", err)
 	}
 	status := http.StatusCreated
 	if renewal {
@@ -611,6 +734,12 @@ func (n *Names) release(r *http.Request, name, domain string) (*namesapi.NameInf
 	g, err := n.grant(r.Context(), key, opID, c, req.Claim, records.StatusReleased, cur.Grant.Seq)
 	if err != nil {
 		return nil, err
+	}
+	if _, ok := n.held[full]; ok {
+		delete(n.held, full)
+		if err := n.save(); err != nil {
+			n.log.Error("names: state not saved", "name", full, "err", err)
+		}
 	}
 	n.log.Info("name released", "name", full, "did", c.DID.DID(), "seq", g.Seq)
 	return info(g), nil

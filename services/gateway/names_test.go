@@ -6,6 +6,9 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -327,5 +330,98 @@ func TestNamesPolicy(t *testing.T) {
 		if _, err := NewNames(NamesConfig{Store: a.node, Policy: p, StateFile: state}); err == nil {
 			t.Errorf("policy %+v accepted", p)
 		}
+	}
+}
+
+// TestNamesSquatting (issue 16, finding 5): one key holds at most
+// MaxNamesPerDID names; fresh keys from one address get
+// NewNamesPerClient new names, then 429 while another address still
+// claims; internationalized look-alikes ("xn--80ak6aa92e", Cyrillic
+// "аррӏе"), mixed scripts and look-alikes of held or reserved names
+// ("paypa1" beside someone's "paypal", "rnail" for the reserved "mail")
+// are refused, the holder's own variants and real internationalized names
+// are not. The caps hold across a restart (the state file).
+func TestNamesSquatting(t *testing.T) {
+	w := newWorld(t, 1)
+	state := filepath.Join(t.TempDir(), "names.json")
+	_, _, srv := w.namesGateway(w.sns[0], true, func(c *NamesConfig) { c.StateFile = state })
+	ctx := context.Background()
+	from := func(ip string) *namesapi.Client {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		return &namesapi.Client{API: srv.URL, HTTP: &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}}
+	}
+	c := from("127.0.0.2")
+
+	// One key, three names; the fourth is refused.
+	squatter, _ := newKey(t)
+	for _, l := range []string{"squat1", "squat2", "squat3"} {
+		if _, err := c.Claim(ctx, squatter, l+"."+testDomain, ""); err != nil {
+			t.Fatalf("claim %s: %v", l, err)
+		}
+	}
+	_, err := c.Claim(ctx, squatter, "squat4."+testDomain, "")
+	wantAPIError(t, "a fourth name of one key", err, 403, "too_many_names")
+	// Renewing one it holds is fine.
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := c.Claim(ctx, squatter, "squat1."+testDomain, ""); err != nil {
+		t.Fatalf("renewal at the cap: %v", err)
+	}
+
+	// Fresh keys from the same address: two more new names (five in all
+	// from it), then 429; another address still claims.
+	for i := range 2 {
+		k, _ := newKey(t)
+		if _, err := c.Claim(ctx, k, fmt.Sprintf("fresh%d.%s", i, testDomain), ""); err != nil {
+			t.Fatalf("fresh key %d: %v", i, err)
+		}
+	}
+	k, _ := newKey(t)
+	_, err = c.Claim(ctx, k, "fresh9."+testDomain, "")
+	wantAPIError(t, "a sixth new name from one address", err, 429, "rate_limited")
+	other := from("127.0.0.3")
+	paypal, _ := newKey(t)
+	if _, err := other.Claim(ctx, paypal, "paypal."+testDomain, ""); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+
+	// Look-alikes, from a third address.
+	c3 := from("127.0.0.4")
+	mallory, _ := newKey(t)
+	for _, tc := range []struct{ label, code string }{
+		{"xn--80ak6aa92e", "lookalike"}, // Cyrillic "аррӏе"
+		{"xn--pypal-4ve", "lookalike"},  // Latin "p" and "ypal" around Cyrillic "а"
+		{"paypa1", "lookalike"},         // someone holds paypal
+		{"rnail", "lookalike"},          // the reserved "mail"
+		{"xn--zz", "invalid_name"},
+	} {
+		_, err := c3.Claim(ctx, mallory, tc.label+"."+testDomain, "")
+		wantAPIError(t, tc.label, err, map[string]int{"lookalike": 403, "invalid_name": 400}[tc.code], tc.code)
+	}
+	if av, err := c3.Available(ctx, "xn--80ak6aa92e."+testDomain); err != nil || av.Available || !strings.Contains(av.Reason, "reads as") {
+		t.Fatalf("availability of a look-alike: %+v %v", av, err)
+	}
+	if _, err := other.Claim(ctx, paypal, "paypa1."+testDomain, ""); err != nil {
+		t.Fatalf("the holder's own variant: %v", err)
+	}
+	if _, err := c3.Claim(ctx, mallory, "xn--bcher-kva."+testDomain, ""); err != nil { // "bücher"
+		t.Fatalf("an internationalized name of one script: %v", err)
+	}
+
+	// After a restart, the cap still counts the squatter's names.
+	names2, err := NewNames(NamesConfig{Store: w.sns[0].node, Operators: map[string]ed25519.PrivateKey{testDomain: w.operator}, StateFile: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := namesapi.SignClaim(squatter, "squat5."+testDomain, records.ActionHold, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := json.Marshal(namesapi.ClaimRequest{Claim: sc})
+	rec := httptest.NewRecorder()
+	hreq := httptest.NewRequest("POST", "http://"+testDomain+"/api/names", bytes.NewReader(req))
+	hreq.RemoteAddr = "192.0.2.50:1234"
+	names2.ServeHTTP(rec, hreq)
+	if rec.Code != 403 || !strings.Contains(rec.Body.String(), "too_many_names") {
+		t.Fatalf("after a restart: %d %s", rec.Code, rec.Body)
 	}
 }
