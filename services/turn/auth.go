@@ -13,6 +13,8 @@ import (
 	"time"
 
 	pionturn "github.com/pion/turn/v4"
+
+	"github.com/pc2/pc2/internal/netaddr"
 )
 
 // password is the TURN REST API password for username.
@@ -99,24 +101,35 @@ func (s *Server) onAuth(src, dst net.Addr, proto, username, realm, method string
 	s.log.Warn("turn: credentials refused", "reason", "bad password", "username", logName(username), "client", src.String(), "method", method)
 }
 
-// quota enforces the per-user allocation limit. pion asks admit before
+// quota enforces the per-user and per-address allocation limits. pion asks admit before
 // creating an allocation and reports the outcome through the event
 // handler. Allocate requests on different TCP connections are handled
 // concurrently, so an admitted request holds a pending slot, keyed by
 // client address, until created or failed converts or frees it.
 type quota struct {
-	limit int
-	now   func() time.Time
-	log   *slog.Logger
+	limit, addrLimit int
+	now              func() time.Time
+	log              *slog.Logger
 
-	mu      sync.Mutex
-	active  map[string]int          // by user
-	pending map[string]pendingAlloc // by client address
+	mu         sync.Mutex
+	active     map[string]int          // by user
+	activeAddr map[string]int          // by client address key (addrKey)
+	pending    map[string]pendingAlloc // by client address
 }
 
 type pendingAlloc struct {
-	user  string
-	since time.Time
+	user, addr string
+	since      time.Time
+}
+
+// addrKey is the client that per-address limits count: its IPv4 address
+// or IPv6 /64.
+func addrKey(src net.Addr) string {
+	host, _, err := net.SplitHostPort(src.String())
+	if err != nil {
+		host = src.String()
+	}
+	return netaddr.ClientKey(host)
 }
 
 // pendingTimeout frees a pending slot whose outcome pion never reported.
@@ -125,11 +138,11 @@ const pendingTimeout = time.Minute
 
 // admit is pion's QuotaHandler.
 func (q *quota) admit(username, realm string, src net.Addr) bool {
-	user := userOf(username)
+	user, addr := userOf(username), addrKey(src)
 	now := q.now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := q.active[user]
+	n, na := q.active[user], q.activeAddr[addr]
 	for k, p := range q.pending {
 		if now.Sub(p.since) > pendingTimeout {
 			delete(q.pending, k)
@@ -138,12 +151,19 @@ func (q *quota) admit(username, realm string, src net.Addr) bool {
 		if p.user == user {
 			n++
 		}
+		if p.addr == addr {
+			na++
+		}
 	}
 	if n >= q.limit {
 		q.log.Warn("turn: allocation refused", "reason", "per-user limit reached", "user", logName(user), "limit", q.limit, "client", src.String())
 		return false
 	}
-	q.pending[src.String()] = pendingAlloc{user: user, since: now}
+	if na >= q.addrLimit {
+		q.log.Warn("turn: allocation refused", "reason", "per-address limit reached", "user", logName(user), "limit", q.addrLimit, "client", src.String())
+		return false
+	}
+	q.pending[src.String()] = pendingAlloc{user: user, addr: addr, since: now}
 	return true
 }
 
@@ -152,16 +172,23 @@ func (q *quota) created(src, dst net.Addr, proto, username, realm string, relay 
 	defer q.mu.Unlock()
 	delete(q.pending, src.String())
 	q.active[userOf(username)]++
+	q.activeAddr[addrKey(src)]++
 }
 
 func (q *quota) deleted(src, dst net.Addr, proto, username, realm string) {
 	user := userOf(username)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.active[user] <= 1 {
-		delete(q.active, user)
+	decrement(q.active, user)
+	decrement(q.activeAddr, addrKey(src))
+}
+
+// decrement counts one less for k, dropping it at zero.
+func decrement(m map[string]int, k string) {
+	if m[k] <= 1 {
+		delete(m, k)
 	} else {
-		q.active[user]--
+		m[k]--
 	}
 }
 

@@ -57,7 +57,9 @@
 //
 // Allocations are bounded per user (Config.MaxAllocationsPerUser, counted
 // by the user part of the username, so fresh credentials do not reset the
-// count; refused with 486 Allocation Quota Reached) and in total
+// count; refused with 486 Allocation Quota Reached), per client address
+// (Config.MaxAllocationsPerAddr, an IPv4 address or an IPv6 /64: users
+// are DIDs, which anyone can make by the thousand; also 486) and in total
 // (Config.MaxAllocations; refused with 508 Insufficient Capacity). pion
 // drops packets it cannot parse and answers malformed requests with an
 // error response; neither stops the server. Not limited here: bandwidth
@@ -85,6 +87,7 @@ const (
 	DefaultRealm                 = "pc2"
 	DefaultRelayListen           = "0.0.0.0"
 	DefaultMaxAllocationsPerUser = 10
+	DefaultMaxAllocationsPerAddr = 30
 	DefaultMaxAllocations        = 1000
 	DefaultCredentialTTL         = time.Hour
 )
@@ -124,6 +127,11 @@ type Config struct {
 	// MaxAllocationsPerUser bounds the live allocations of one user;
 	// <= 0 means DefaultMaxAllocationsPerUser.
 	MaxAllocationsPerUser int
+
+	// MaxAllocationsPerAddr bounds the live allocations from one client
+	// address (netaddr.ClientKey), all users together; <= 0 means
+	// DefaultMaxAllocationsPerAddr.
+	MaxAllocationsPerAddr int
 
 	// MaxAllocations bounds the live allocations of the whole server;
 	// <= 0 means DefaultMaxAllocations.
@@ -219,6 +227,10 @@ func New(cfg Config) (*Server, error) {
 	if perUser <= 0 {
 		perUser = DefaultMaxAllocationsPerUser
 	}
+	perAddr := cfg.MaxAllocationsPerAddr
+	if perAddr <= 0 {
+		perAddr = DefaultMaxAllocationsPerAddr
+	}
 	listen := cfg.ListenPacket
 	if listen == nil {
 		listen = net.ListenPacket
@@ -243,11 +255,13 @@ func New(cfg Config) (*Server, error) {
 		conns:   make(map[*relayConn]struct{}),
 	}
 	s.quota = &quota{
-		limit:   perUser,
-		now:     s.now,
-		log:     s.log,
-		active:  make(map[string]int),
-		pending: make(map[string]pendingAlloc),
+		limit:      perUser,
+		addrLimit:  perAddr,
+		now:        s.now,
+		log:        s.log,
+		active:     make(map[string]int),
+		activeAddr: make(map[string]int),
+		pending:    make(map[string]pendingAlloc),
 	}
 
 	permit := func(client net.Addr, peer net.IP) bool {

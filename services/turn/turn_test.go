@@ -571,3 +571,31 @@ func TestCloseReleasesRelays(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestAllocationLimitPerAddr (issue 16, finding 4): users are free to
+// make (any fresh DID attaching gets credentials), so allocations are
+// also bounded per client address: fresh users from one address are
+// refused past MaxAllocationsPerAddr, and a release makes room again.
+func TestAllocationLimitPerAddr(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.MaxAllocationsPerUser = 2; c.MaxAllocationsPerAddr = 3 })
+	var relays []net.PacketConn
+	for i := range 3 {
+		relay, err := turnClient(t, listenUDP(t), s.udpAddr, s.Credentials(fmt.Sprintf("did%d", i), time.Hour)).Allocate()
+		if err != nil {
+			t.Fatalf("allocation %d: %v", i+1, err)
+		}
+		relays = append(relays, relay)
+	}
+	_, err := turnClient(t, listenUDP(t), s.udpAddr, s.Credentials("fresh", time.Hour)).Allocate()
+	if code := turnCode(err); code != int(stun.CodeAllocQuotaReached) {
+		t.Fatalf("a fresh user past the address's limit: got %v, want error %d", err, stun.CodeAllocQuotaReached)
+	}
+	if len(s.logs.find("allocation refused", "per-address limit")) == 0 {
+		t.Errorf("no per-address refusal logged; logs:\n%s", s.logs.all())
+	}
+	relays[0].Close()
+	testenv.WaitFor(t, testTimeout, "the released allocation to go", func() bool { return s.Allocations() == 2 })
+	if _, err := turnClient(t, listenUDP(t), s.udpAddr, s.Credentials("fresh", time.Hour)).Allocate(); err != nil {
+		t.Errorf("after a release: %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package relayserver
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,17 +21,29 @@ import (
 	"github.com/pc2/pc2/services/relay"
 )
 
-// portTable assigns public ports to (DID, service) pairs, stably.
+// portTable assigns public ports to (DID, service) pairs, stably: a node
+// gets its port back after a reconnect or a restart. An assignment whose
+// node is not attached is only kept while its port is not needed: when
+// the range is full, a new service takes the port of the node detached
+// longest ago, and assignments unused for unusedFor are dropped.
 type portTable struct {
-	path     string
-	min, max int
-	mu       sync.Mutex
-	byKey    map[string]int // "did\x00service" -> port
-	byPort   map[int]string
+	path      string
+	min, max  int
+	unusedFor time.Duration
+	mu        sync.Mutex
+	byKey     map[string]portEntry // "did\x00service" -> port
+	byPort    map[int]string
 }
 
-func loadPorts(path string, lo, hi int) (*portTable, error) {
-	t := &portTable{path: path, min: lo, max: hi, byKey: map[string]int{}, byPort: map[int]string{}}
+// portEntry is one assignment: its port and when its node last attached
+// (Unix seconds).
+type portEntry struct {
+	Port int   `json:"port"`
+	Seen int64 `json:"seen"`
+}
+
+func loadPorts(path string, lo, hi int, unusedFor time.Duration, now time.Time) (*portTable, error) {
+	t := &portTable{path: path, min: lo, max: hi, unusedFor: unusedFor, byKey: map[string]portEntry{}, byPort: map[int]string{}}
 	if path == "" {
 		return t, nil
 	}
@@ -40,25 +54,41 @@ func loadPorts(path string, lo, hi int) (*portTable, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: port table: %w", err)
 	}
-	var saved map[string]int
+	var saved map[string]json.RawMessage
 	if err := json.Unmarshal(b, &saved); err != nil {
 		return nil, fmt.Errorf("relay: port table %s: %w", path, err)
 	}
-	for k, p := range saved {
-		if p >= lo && p <= hi && t.byPort[p] == "" {
-			t.byKey[k], t.byPort[p] = p, k
+	for k, raw := range saved {
+		var e portEntry
+		if err := json.Unmarshal(raw, &e); err != nil {
+			// The first format: the port alone.
+			if err := json.Unmarshal(raw, &e.Port); err != nil {
+				return nil, fmt.Errorf("relay: port table %s: %s: %w", path, k, err)
+			}
+			e.Seen = now.Unix()
+		}
+		if e.Port >= lo && e.Port <= hi && t.byPort[e.Port] == "" {
+			t.byKey[k], t.byPort[e.Port] = e, k
 		}
 	}
 	return t, nil
 }
 
+// didOfKey is the DID part of a port table key.
+func didOfKey(key string) string {
+	did, _, _ := strings.Cut(key, "\x00")
+	return did
+}
+
 // candidates returns the ports to try for key: its assigned port, else
-// from the hash-derived start upwards through the whole range.
-func (t *portTable) candidates(key string) []int {
+// free ports from the hash-derived start upwards through the whole range,
+// then the ports of nodes not attached now (attached holds their DIDs),
+// longest unseen first.
+func (t *portTable) candidates(key string, attached map[string]bool) []int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if p, ok := t.byKey[key]; ok {
-		return []int{p}
+	if e, ok := t.byKey[key]; ok {
+		return []int{e.Port}
 	}
 	first := hashPort(key, t.min, t.max)
 	span := t.max - t.min + 1
@@ -68,6 +98,16 @@ func (t *portTable) candidates(key string) []int {
 		if _, taken := t.byPort[p]; !taken {
 			out = append(out, p)
 		}
+	}
+	var idle []portEntry
+	for k, e := range t.byKey {
+		if !attached[didOfKey(k)] {
+			idle = append(idle, e)
+		}
+	}
+	slices.SortFunc(idle, func(a, b portEntry) int { return cmp.Compare(a.Seen, b.Seen) })
+	for _, e := range idle {
+		out = append(out, e.Port)
 	}
 	return out
 }
@@ -88,14 +128,27 @@ func PreferredPort(id identity.ID, service string, min, max int) int {
 	return hashPort(portKey(id, service), min, max)
 }
 
-// assign records key's port and saves the table.
-func (t *portTable) assign(key string, port int) error {
+// assign records key's port, seen now, taking it from a detached node
+// that held it, drops assignments of detached nodes unused for
+// unusedFor, and saves the table.
+func (t *portTable) assign(key string, port int, now time.Time, attached map[string]bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.byKey[key] == port {
-		return nil
+	if owner, ok := t.byPort[port]; ok && owner != key {
+		delete(t.byKey, owner)
 	}
-	t.byKey[key], t.byPort[port] = port, key
+	t.byKey[key], t.byPort[port] = portEntry{Port: port, Seen: now.Unix()}, key
+	for k, e := range t.byKey {
+		if !attached[didOfKey(k)] && now.Sub(time.Unix(e.Seen, 0)) > t.unusedFor {
+			delete(t.byKey, k)
+			delete(t.byPort, e.Port)
+		}
+	}
+	return t.save()
+}
+
+// save writes the table (t.mu held).
+func (t *portTable) save() error {
 	if t.path == "" {
 		return nil
 	}
@@ -116,18 +169,17 @@ func (t *portTable) keepOnly(id identity.ID, services []string) error {
 	}
 	prefix := portKey(id, "")
 	dropped := false
-	for k, p := range t.byKey {
+	for k, e := range t.byKey {
 		if strings.HasPrefix(k, prefix) && !keep[k] {
 			delete(t.byKey, k)
-			delete(t.byPort, p)
+			delete(t.byPort, e.Port)
 			dropped = true
 		}
 	}
-	if !dropped || t.path == "" {
+	if !dropped {
 		return nil
 	}
-	b, _ := json.Marshal(t.byKey)
-	return atomicfile.Write(t.path, b, 0o600)
+	return t.save()
 }
 
 // mappedPort is a listening public port of one node's service.
@@ -149,7 +201,8 @@ func (r *Relay) mapPort(s *session, name string) (*mappedPort, error) {
 	var ln net.Listener
 	var port int
 	var lastErr error
-	for _, p := range r.ports.candidates(key) {
+	attached := r.attachedDIDs()
+	for _, p := range r.ports.candidates(key, attached) {
 		l, err := r.cfg.Listen("tcp", net.JoinHostPort(r.cfg.ListenIP, strconv.Itoa(p)))
 		if err != nil {
 			lastErr = err
@@ -161,7 +214,7 @@ func (r *Relay) mapPort(s *session, name string) (*mappedPort, error) {
 	if ln == nil {
 		return nil, fmt.Errorf("no free port in %d-%d: %v", r.cfg.PortMin, r.cfg.PortMax, lastErr)
 	}
-	if err := r.ports.assign(key, port); err != nil {
+	if err := r.ports.assign(key, port, r.cfg.Now(), attached); err != nil {
 		r.log.Warn("port table not saved", "err", err)
 	}
 	mp := &mappedPort{port: port, ln: ln}

@@ -53,8 +53,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/time/rate"
 
+	"github.com/pc2/pc2/internal/netaddr"
 	"github.com/pc2/pc2/internal/shares"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
@@ -77,6 +79,15 @@ type Config struct {
 	PortMin, PortMax int
 	// PortsFile keeps port assignments across restarts ("" = memory only).
 	PortsFile string
+	// PortsUnusedFor is how long the port assignments of a node that does
+	// not attach are kept (default 30 days); when the range is full, a new
+	// service takes the port of the node detached longest ago sooner.
+	PortsUnusedFor time.Duration
+	// PortNodesPerAddr bounds the attached nodes with mapped ports from
+	// one address (an IPv4 address or IPv6 /64; default 16): keys are
+	// free, so the per-node limit alone would let one machine fill the
+	// range. A node past it attaches without ports.
+	PortNodesPerAddr int
 	// TURN, if set, issues STUN/TURN credentials to an attached node; they
 	// go out with "attached" and again whenever the node asks ("turn").
 	TURN func(id identity.ID) relay.TURNInfo
@@ -112,6 +123,7 @@ type Relay struct {
 type session struct {
 	id      identity.ID
 	peer    peer.ID
+	addr    string // the node's address as limits count it (netaddr.ClientKey)
 	since   time.Time
 	stream  network.Stream
 	streams chan struct{} // semaphore of Limits.Streams
@@ -182,6 +194,12 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.ClockSkew <= 0 {
 		cfg.ClockSkew = 5 * time.Minute
 	}
+	if cfg.PortsUnusedFor <= 0 {
+		cfg.PortsUnusedFor = 30 * 24 * time.Hour
+	}
+	if cfg.PortNodesPerAddr <= 0 {
+		cfg.PortNodesPerAddr = 16
+	}
 	if cfg.PortMin == 0 && cfg.PortMax == 0 {
 		cfg.PortMin, cfg.PortMax = 20000, 22000
 	}
@@ -201,7 +219,7 @@ func New(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: host key: %w", err)
 	}
-	pt, err := loadPorts(cfg.PortsFile, cfg.PortMin, cfg.PortMax)
+	pt, err := loadPorts(cfg.PortsFile, cfg.PortMin, cfg.PortMax, cfg.PortsUnusedFor, cfg.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +312,48 @@ func (r *Relay) OpenStream(ctx context.Context, id identity.ID, proto protocol.I
 	return newLimitedStream(ctx, st, s.in, s.out, func() { <-s.streams }), nil
 }
 
+// connAddr is the remote address of c as limits count it.
+func connAddr(c network.Conn) string {
+	ip, err := manet.ToIP(c.RemoteMultiaddr())
+	if err != nil {
+		return c.RemoteMultiaddr().String()
+	}
+	return netaddr.ClientKey(ip.String())
+}
+
+// portNodesFrom counts the other attached nodes from s's address that
+// hold mapped ports.
+func (r *Relay) portNodesFrom(s *session) int {
+	r.mu.Lock()
+	others := make([]*session, 0, len(r.sessions))
+	for _, o := range r.sessions {
+		if o != s && o.addr == s.addr {
+			others = append(others, o)
+		}
+	}
+	r.mu.Unlock()
+	n := 0
+	for _, o := range others {
+		o.pmu.Lock()
+		if len(o.ports) > 0 && !o.closed {
+			n++
+		}
+		o.pmu.Unlock()
+	}
+	return n
+}
+
+// attachedDIDs are the DIDs attached now.
+func (r *Relay) attachedDIDs() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]bool, len(r.sessions))
+	for _, s := range r.sessions {
+		out[s.id.DID()] = true
+	}
+	return out
+}
+
 // handleAttach runs one node's control stream.
 func (r *Relay) handleAttach(st network.Stream) {
 	p := st.Conn().RemotePeer()
@@ -355,7 +415,7 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 	if len(m.TCP) > r.cfg.Limits.Ports {
 		return nil, fmt.Errorf("%d TCP services asked, the limit is %d", len(m.TCP), r.cfg.Limits.Ports)
 	}
-	s := &session{id: id, peer: p, since: r.cfg.Now(), stream: st,
+	s := &session{id: id, peer: p, addr: connAddr(st.Conn()), since: r.cfg.Now(), stream: st,
 		streams: make(chan struct{}, r.cfg.Limits.Streams),
 		in:      newBandwidth(r.cfg.Limits.BytesPerSecond),
 		out:     newBandwidth(r.cfg.Limits.BytesPerSecond),
@@ -379,6 +439,10 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 		r.log.Warn("port table not saved", "err", err)
 	}
 	ports := map[string]int{}
+	if n := r.portNodesFrom(s); len(m.TCP) > 0 && n >= r.cfg.PortNodesPerAddr {
+		r.log.Warn("no ports for this node: its address's nodes hold ports already", "did", id.DID(), "addr", s.addr, "nodes", n)
+		m.TCP = nil
+	}
 	for _, name := range m.TCP {
 		mp, err := r.mapPort(s, name)
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
@@ -255,20 +256,21 @@ func TestAttachFlood(t *testing.T) {
 // TestPreferredPort: a fresh table offers a service its preferred port
 // first; once another holds that port, the next ones.
 func TestPreferredPort(t *testing.T) {
-	pt, err := loadPorts("", 20000, 22000)
+	pt, err := loadPorts("", 20000, 22000, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(nil)
 	id, _ := identity.ParseDID(didOf(key))
 	want := PreferredPort(id, "echo", 20000, 22000)
-	if c := pt.candidates(portKey(id, "echo")); len(c) != 2001 || c[0] != want {
+	attached := map[string]bool{"someone": true}
+	if c := pt.candidates(portKey(id, "echo"), attached); len(c) != 2001 || c[0] != want {
 		t.Fatalf("candidates start at %d of %d, want the preferred %d", c[0], len(c), want)
 	}
-	if err := pt.assign("someone else", want); err != nil {
+	if err := pt.assign("someone\x00else", want, time.Now(), attached); err != nil {
 		t.Fatal(err)
 	}
-	if c := pt.candidates(portKey(id, "echo")); len(c) != 2000 || c[0] == want {
+	if c := pt.candidates(portKey(id, "echo"), attached); len(c) != 2000 || c[0] == want {
 		t.Fatalf("candidates after %d was taken: first %d of %d", want, c[0], len(c))
 	}
 }
@@ -325,9 +327,9 @@ func (t *portTable) assigned(id identity.ID) map[string]int {
 	defer t.mu.Unlock()
 	prefix := portKey(id, "")
 	out := map[string]int{}
-	for k, p := range t.byKey {
+	for k, e := range t.byKey {
 		if name, ok := strings.CutPrefix(k, prefix); ok {
-			out[name] = p
+			out[name] = e.Port
 		}
 	}
 	return out
@@ -368,7 +370,7 @@ func TestReattachCannotHoardPorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var saved map[string]int
+	var saved map[string]portEntry
 	if err := json.Unmarshal(b, &saved); err != nil || len(saved) != 2 {
 		t.Errorf("saved table: got %d entries (%v), want 2", len(saved), err)
 	}
@@ -410,5 +412,82 @@ func TestForwardShares(t *testing.T) {
 			t.Fatalf("the local gateway's stream %d while the other holds its share: %v", i, err)
 		}
 		defer st.Close()
+	}
+}
+
+// TestPortFloodFromFreshKeys (issue 16, finding 4): fresh keys from one
+// address attaching with services get ports only up to PortNodesPerAddr
+// nodes at a time; when the range is full, a new node takes the port of
+// the node detached longest ago; assignments unused for PortsUnusedFor
+// are dropped; a table in the first format (ports alone) still loads.
+func TestPortFloodFromFreshKeys(t *testing.T) {
+	sn := newHost(t, dht.ModeServer, nil)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "relay-ports.json")
+	now := time.Now()
+	clock := func() time.Time { return now }
+	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 41000, PortMax: 41003, PortsFile: file,
+		PortNodesPerAddr: 2, PortsUnusedFor: 24 * time.Hour, Now: clock, Logger: testlog.New(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	attach := func(services ...string) (network.Stream, *relay.Message, identity.ID) {
+		t.Helper()
+		_, key, _ := ed25519.GenerateKey(nil)
+		id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+		c := newHost(t, dht.ModeClient, key)
+		st, ch := openAttach(t, c, sn)
+		relay.WriteMessage(st, relay.SignAttach(key, ch, didOf(key), now, services))
+		m, err := relay.ReadMessage(st)
+		if err != nil || m.Type != relay.TypeAttached {
+			t.Fatalf("attach: got %+v %v", m, err)
+		}
+		return st, m, id
+	}
+	// Two fresh keys from 127.0.0.1 get two ports each (the range is 4)...
+	st1, m1, id1 := attach("a", "b")
+	st2, m2, _ := attach("a", "b")
+	if len(m1.Ports) != 2 || len(m2.Ports) != 2 {
+		t.Fatalf("ports of the first two nodes: %v %v", m1.Ports, m2.Ports)
+	}
+	// ...a third from the same address gets none.
+	st3, m3, _ := attach("a")
+	if len(m3.Ports) != 0 {
+		t.Fatalf("a third node from one address got ports %v", m3.Ports)
+	}
+	st3.Reset()
+	// The first detaches; later, with the range full, a new node gets
+	// a port of its (the detached node's) anyway.
+	st1.Reset()
+	testenv.WaitFor(t, 10*time.Second, "the first node to detach", func() bool { return !r.Attached(id1) })
+	now = now.Add(time.Hour)
+	st4, m4, _ := attach("c")
+	if len(m4.Ports) != 1 {
+		t.Fatalf("a new node while the range is full of a detached node's ports: %v", m4.Ports)
+	}
+	p4 := m4.Ports["c"]
+	if p4 != m1.Ports["a"] && p4 != m1.Ports["b"] {
+		t.Fatalf("the new node got %d, not a port of the detached node (%v)", p4, m1.Ports)
+	}
+	if got := r.ports.assigned(id1); len(got) != 1 {
+		t.Fatalf("the detached node keeps %v, want its one port not taken", got)
+	}
+	// A day later its last assignment is dropped at the next assignment.
+	st4.Reset()
+	st2.Reset()
+	now = now.Add(25 * time.Hour)
+	st5, _, _ := attach("d")
+	defer st5.Reset()
+	if got := r.ports.assigned(id1); len(got) != 0 {
+		t.Fatalf("assignments unused for a day still held: %v", got)
+	}
+
+	// The first format still loads.
+	old := filepath.Join(dir, "old.json")
+	os.WriteFile(old, []byte(`{"did:boson:x\u0000ssh": 41001}`), 0o600)
+	pt, err := loadPorts(old, 41000, 41003, time.Hour, now)
+	if err != nil || pt.byKey["did:boson:x\x00ssh"].Port != 41001 {
+		t.Fatalf("first-format table: %+v %v", pt.byKey, err)
 	}
 }
