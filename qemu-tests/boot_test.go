@@ -5,7 +5,9 @@ package qemutests
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,6 +50,20 @@ func TestBootGokrazy(t *testing.T) {
 
 	if !strings.Contains(string(body), "pc2-qemu") {
 		t.Errorf("status page does not show hostname pc2-qemu")
+	}
+	// gokrazy's own update API, with the right password, writes nothing
+	// (issue 16, finding 8): it would bypass the release signatures.
+	for _, c := range []struct{ method, path string }{{"PUT", "update/root"}, {"PUT", "update/boot"}, {"POST", "update/switch"}} {
+		req, _ := http.NewRequest(c.method, url+c.path, strings.NewReader("not a signed release"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), "pc2 update") {
+			t.Errorf("%s /%s with gokrazy's password: %s %q, want 403 from pc2", c.method, c.path, resp.Status, b)
+		}
 	}
 	serial := vm.Serial()
 	// "cmdline: root=" is gokrazy reading cmdline.txt from the FAT16 boot

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,6 +111,8 @@ func run() error {
 	for _, s := range table {
 		services = append(services, gokrazy.NewService(exec.Command(s.Path, s.Args...)))
 	}
+	// gokrazy's own update API would install unsigned images.
+	update.RefuseGokrazyUpdates(http.DefaultServeMux)
 	return gokrazy.SuperviseServices(services)
 }
 

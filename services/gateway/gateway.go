@@ -29,6 +29,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -300,8 +302,44 @@ func (g *Gateway) Allowed(ctx context.Context, name string) error {
 	if err := records.ValidLabel(label); err != nil {
 		return err
 	}
-	_, err := g.lookup(ctx, label+"."+domain, false)
+	full := label + "." + domain
+	// A handshake for a name not in the cache costs a DHT lookup: it
+	// counts in its client's request limit, as a request would.
+	if hello, ok := ctx.Value(certmagic.ClientHelloInfoCtxKey).(*tls.ClientHelloInfo); ok && hello.Conn != nil && !g.cached(full) {
+		if !g.limiter.allow(netaddr.ClientKey(hostOf(hello.Conn.RemoteAddr()))) {
+			return errHandshakeLimited
+		}
+	}
+	_, err := g.lookup(ctx, full, false)
 	return err
+}
+
+// errHandshakeLimited refuses a certificate to a client over its request
+// limit.
+var errHandshakeLimited = errors.New("gateway: too many handshakes for names not looked up yet from this client")
+
+// cached reports whether name has a fresh resolution in the cache.
+func (g *Gateway) cached(name string) bool {
+	g.mu.Lock()
+	e := g.cache[name]
+	g.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	ttl := g.cfg.CacheTTL
+	if e.err != nil {
+		ttl = g.cfg.NegativeTTL
+	}
+	return g.cfg.Now().Sub(e.resolved) < ttl
+}
+
+// hostOf is the IP of a net.Addr (its String without the port).
+func hostOf(a net.Addr) string {
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }
 
 // entryKey carries a request's resolution to dial.
@@ -364,15 +402,22 @@ func (g *Gateway) lookup(ctx context.Context, name string, fresh bool) (*entry, 
 	return ne, ne.err
 }
 
-// maxCache bounds the resolution cache.
-const maxCache = 100000
+// maxCache bounds the resolution cache (a variable for tests).
+var maxCache = 100000
 
-// evict drops expired entries (g.mu held).
+// evict drops expired entries, and when that is not enough (many names
+// looked up within CacheTTL), others until a tenth is free (g.mu held).
 func (g *Gateway) evict(now time.Time) {
 	for k, e := range g.cache {
 		if now.Sub(e.resolved) > g.cfg.CacheTTL {
 			delete(g.cache, k)
 		}
+	}
+	for k := range g.cache {
+		if len(g.cache) <= maxCache*9/10 {
+			break
+		}
+		delete(g.cache, k)
 	}
 }
 

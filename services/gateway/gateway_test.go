@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -685,5 +687,58 @@ func TestGatewayAllowed(t *testing.T) {
 		if err := g.Allowed(ctx, name); (err == nil) != ok {
 			t.Errorf("Allowed(%q) = %v, want allowed %v", name, err, ok)
 		}
+	}
+}
+
+// countingResolver finds no name and counts the lookups.
+type countingResolver struct{ n atomic.Int32 }
+
+func (c *countingResolver) ResolveName(context.Context, string) (*dht.NameResolution, error) {
+	c.n.Add(1)
+	return nil, dht.ErrNotFound
+}
+
+// addrConn is a connection with a given remote address.
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestGatewayHandshakeLookups (issue 16, finding 8): TLS handshakes for
+// random names each asked the DHT, outside the per-client limit, and the
+// resolution cache grew past its bound within its TTL. Now a client's
+// handshakes for names not in the cache count in its request limit, and
+// the cache stays bounded.
+func TestGatewayHandshakeLookups(t *testing.T) {
+	w := newWorld(t, 1)
+	res := &countingResolver{}
+	g, _ := w.gateway(w.sns[0], func(c *Config) { c.Resolver = res; c.Rate, c.Burst = 1, 5 })
+	hello := func(ip string) context.Context {
+		conn := addrConn{remote: &net.TCPAddr{IP: net.ParseIP(ip), Port: 1234}}
+		return context.WithValue(context.Background(), certmagic.ClientHelloInfoCtxKey, &tls.ClientHelloInfo{Conn: conn})
+	}
+	for i := range 100 {
+		g.Allowed(hello("192.0.2.1"), fmt.Sprintf("random%d.%s", i, testDomain))
+	}
+	if got := res.n.Load(); got != 5 {
+		t.Fatalf("100 handshakes for random names from one client made %d lookups, want its burst of 5", got)
+	}
+	if err := g.Allowed(hello("192.0.2.2"), "other."+testDomain); err == nil || res.n.Load() != 6 {
+		t.Fatalf("another client's handshake: %v after %d lookups, want a lookup (and no such name)", err, res.n.Load())
+	}
+
+	old := maxCache
+	maxCache = 1000
+	defer func() { maxCache = old }()
+	for i := range 5000 {
+		g.lookup(context.Background(), fmt.Sprintf("fill%d.%s", i, testDomain), false)
+	}
+	g.mu.Lock()
+	size := len(g.cache)
+	g.mu.Unlock()
+	if size > maxCache {
+		t.Fatalf("the cache holds %d names within its TTL, bound %d", size, maxCache)
 	}
 }
