@@ -34,6 +34,10 @@ type Options struct {
 	Listener net.Listener
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// NameCheck is how often the node checks whether its name's grant
+	// is due for renewal (default 6 h; the first check a minute after
+	// start).
+	NameCheck time.Duration
 	// Version is shown on the status page.
 	Version string
 	// Updates, if set, describes the device's updates on the dashboard.
@@ -213,6 +217,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			log.Error("personal cloud stopped", "err", err)
 		}
 	}()
+	wg.Add(1)
+	go func() { defer wg.Done(); n.keepName(ctx) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		srv.Shutdown(sctx)
@@ -435,6 +441,30 @@ func (n *Node) gateways(node *dht.Node, boot []peer.AddrInfo) (*dht.GatewaySet, 
 			}
 			return out
 		}})
+}
+
+// keepName renews the owner's name before its grant lapses
+// (cloud.Server.RenewName), checking every Options.NameCheck until ctx
+// ends.
+func (n *Node) keepName(ctx context.Context) {
+	every := n.opts.NameCheck
+	if every <= 0 {
+		every = 6 * time.Hour
+	}
+	wait := min(time.Minute, every)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = every
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if _, err := n.cloud.RenewName(rctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("name not renewed; trying again later", "err", err)
+		}
+		cancel()
+	}
 }
 
 // Reconnect makes the tunnel attach again at once (the network changed).

@@ -26,6 +26,8 @@ import (
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 	"github.com/pc2/pc2/services/relay"
 )
 
@@ -53,21 +55,8 @@ func TestForgedClientAddresses(t *testing.T) {
 	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Supernodes: gw.Addrs,
 		P2PListen:    []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p2pPort)},
 		NameServices: []cloud.NameService{{Domain: "pc2.test", API: gw.API}}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, Options{Listener: ln, Logger: testlog.New(t, 0)}) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	owner := cloudtest.New(t, "http://"+ln.Addr().String(), nil)
-	owner.CreateIdentity()
-	owner.Password("owner password")
-	if r := owner.Claim("guarded", ""); r.Code != http.StatusSeeOther {
-		t.Fatalf("claim: %d %s", r.Code, r.Err())
-	}
+	base := setUpNode(t, cfg, Options{}, "guarded")
+	ctx := context.Background()
 	key, err := identity.LoadKeyFile(cfg.KeyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -138,9 +127,9 @@ func TestForgedClientAddresses(t *testing.T) {
 		t.Fatalf("a new stranger once the global bucket is empty: got %d, want 429", code)
 	}
 	// ...and the owner at home still gets in, by form and by WebDAV.
-	home := cloudtest.New(t, "http://"+ln.Addr().String(), nil)
+	home := cloudtest.New(t, base, nil)
 	home.Login("owner password")
-	req, _ := http.NewRequest("PROPFIND", "http://"+ln.Addr().String()+"/dav/", nil)
+	req, _ := http.NewRequest("PROPFIND", base+"/dav/", nil)
 	req.Header.Set("Depth", "0")
 	req.SetBasicAuth("owner", "owner password")
 	resp, err := http.DefaultClient.Do(req)
@@ -151,4 +140,64 @@ func TestForgedClientAddresses(t *testing.T) {
 	if resp.StatusCode != http.StatusMultiStatus {
 		t.Fatalf("WebDAV with the right password during the attack: %s", resp.Status)
 	}
+}
+
+// TestNameRenewed (issue 16, finding 8): grants are short, so that a
+// released or revoked name's old grant is not honoured for long, and the
+// node renews its own name by itself when half of the grant's life is
+// left; a grant is never renewed earlier.
+func TestNameRenewed(t *testing.T) {
+	gw := gwtest.Start(t, gwtest.Options{GrantTTL: 6 * time.Second})
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: gw.Addrs,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: gw.API}}}
+	setUpNode(t, cfg, Options{NameCheck: 200 * time.Millisecond}, "renewing")
+	ctx := context.Background()
+	names := &namesapi.Client{API: gw.API}
+	first, err := names.Lookup(ctx, "renewing.pc2.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := first.Expires.Sub(first.IssuedAt); got != 6*time.Second {
+		t.Fatalf("grant lifetime %v, want the configured 6s", got)
+	}
+	// Not renewed while more than half is left (checks every 200 ms)...
+	time.Sleep(time.Until(first.IssuedAt.Add(2 * time.Second)))
+	if ni, err := names.Lookup(ctx, "renewing.pc2.test"); err != nil || ni.Seq != first.Seq {
+		t.Fatalf("renewed before half its life: %+v %v", ni, err)
+	}
+	// ...renewed after, and again after that: the name never lapses.
+	seqs := map[uint64]bool{first.Seq: true}
+	testenv.WaitFor(t, 20*time.Second, "two renewals", func() bool {
+		ni, err := names.Lookup(ctx, "renewing.pc2.test")
+		if err != nil || ni.Status != records.StatusActive || !ni.Expires.After(time.Now()) {
+			t.Fatalf("the name lapsed: %+v %v", ni, err)
+		}
+		seqs[ni.Seq] = true
+		return len(seqs) >= 3
+	})
+}
+
+// setUpNode runs a fresh node with cfg and opts (Listener and Logger set
+// here) until the test ends, and goes through its setup wizard from the
+// local network: a new identity, the password "owner password", and label
+// claimed at the first name service. It returns the node's base URL.
+func setUpNode(t *testing.T, cfg *Config, opts Options, label string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Listener, opts.Logger = ln, testlog.New(t, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, opts) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + ln.Addr().String()
+	owner := cloudtest.New(t, base, nil)
+	owner.CreateIdentity()
+	owner.Password("owner password")
+	if r := owner.Claim(label, ""); r.Code != http.StatusSeeOther {
+		t.Fatalf("claim: %d %s", r.Code, r.Err())
+	}
+	return base
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/gateway"
@@ -37,6 +38,9 @@ type GatewayConfig struct {
 	Policy gateway.Policy `json:"policy,omitempty"`
 	// Reserved are labels nobody may claim, on top of the built-in list.
 	Reserved []string `json:"reserved,omitempty"`
+	// GrantTTL is the lifetime of the name grants this supernode signs
+	// (default 90 days; nodes renew at half of it).
+	GrantTTL config.Duration `json:"grant_ttl,omitempty"`
 	// RateLimit and Burst limit requests per client IP per second (0:
 	// the gateway's defaults).
 	RateLimit float64 `json:"rate_limit,omitempty"`
@@ -135,7 +139,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	self, _ := node.ID()
 	var g *gateway.Gateway
 	names, err := gateway.NewNames(gateway.NamesConfig{
-		Store: node, Operators: keys, Policy: gc.Policy, Reserved: gc.Reserved,
+		Store: node, Operators: keys, Policy: gc.Policy, Reserved: gc.Reserved, GrantTTL: time.Duration(gc.GrantTTL),
 		StateFile: filepath.Join(cfg.DataDir, "names.json"), Self: self, Logger: log,
 		Changed: func(name string) { g.Forget(name) },
 	})

@@ -76,7 +76,10 @@ var DefaultReserved = []string{
 
 // Defaults of NamesConfig.
 const (
-	DefaultGrantTTL    = 365 * 24 * time.Hour
+	// DefaultGrantTTL is short enough that a name's old grant, which a
+	// set of DHT nodes could go on serving after a release or a
+	// revocation, lapses within it; nodes renew at half of it.
+	DefaultGrantTTL    = 90 * 24 * time.Hour
 	DefaultClaimWindow = 10 * time.Minute
 	// DefaultMaxNamesPerDID is how many names one DID may hold through
 	// this supernode's grants.

@@ -10,7 +10,9 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -27,6 +29,8 @@ type Options struct {
 	// HTTPSListener, if set, serves HTTPS with certificates from ACME.
 	HTTPListener, HTTPSListener net.Listener
 	ACME                        supernode.ACMEConfig
+	// GrantTTL is the lifetime of name grants (0: the default).
+	GrantTTL time.Duration
 }
 
 // Gateway is a running gateway supernode.
@@ -62,7 +66,8 @@ func Start(t testing.TB, o Options) *Gateway {
 	cfg := &supernode.Config{KeyFile: filepath.Join(dir, "sn.key"), CreateKey: true, DataDir: filepath.Join(dir, "sn"),
 		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: o.Bootstrap, AllowPrivateDials: true,
 		Domains: []supernode.DomainTrust{{Domain: o.Domain, Operator: op.DID()}},
-		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile}}}
+		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile},
+			GrantTTL: config.Duration(o.GrantTTL)}}
 	opts := supernode.Options{Logger: testlog.New(t, 0), GatewayHTTPListener: o.HTTPListener}
 	if o.HTTPSListener != nil {
 		cfg.Gateway.HTTPSListen = "127.0.0.1:0"
