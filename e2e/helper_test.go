@@ -28,7 +28,7 @@ func TestHelper(t *testing.T) {
 		t.Skip("helper process of the end-to-end scenarios")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if role != "supernode" && role != "node" {
+	if role != "supernode" && role != "node" && role != "attacker" {
 		t.Fatalf("unknown role %q", role)
 	}
 	ctx := context.Background()
@@ -40,6 +40,8 @@ func TestHelper(t *testing.T) {
 		if cfg, err = supernode.LoadConfig(path); err == nil {
 			err = supernode.Run(ctx, cfg, supernode.Options{Logger: log, Ready: func([]string) { fmt.Println("ready") }})
 		}
+	case "attacker":
+		err = runAttacker(path)
 	case "node":
 		var cfg *personal.Config
 		if cfg, err = personal.LoadConfig(path); err == nil {
