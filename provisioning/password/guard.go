@@ -16,13 +16,14 @@ import (
 
 // Attempt limits of a Guard, the same for every password of the product
 // (the owner's login and WebDAV, setup codes, the device admin API): per
-// client, 5 at once, then one every 6 s; all strangers together, 20 at
-// once, then 2 a second, so guessing from many addresses stays slow too.
-// A client is an IPv4 address or an IPv6 /64 (one home's prefix: a
-// guesser cannot rotate through its addresses). Clients on the local
-// network and clients whose password passed before (KnownFor) are not
-// counted in the global limit, so strangers guessing cannot lock the
-// owner out.
+// client, 5 at once, then one every 6 s; all clients from elsewhere
+// together, 20 at once, then 2 a second, so guessing from many addresses
+// stays slow too, and all clients on the local network together the
+// same, in a bucket of their own: strangers on the internet guessing
+// cannot lock the owner out at home. A client is an IPv4 address or an
+// IPv6 /64 (one home's prefix: a guesser cannot rotate through its
+// addresses). Clients whose password passed before (KnownFor) are not
+// counted in either global limit.
 var (
 	AttemptsPerClient      = rate.Every(6 * time.Second)
 	AttemptsPerClientBurst = 5
@@ -64,7 +65,8 @@ type Guard struct {
 
 	mu        sync.Mutex
 	perClient map[string]*rate.Limiter
-	global    *rate.Limiter
+	global    *rate.Limiter // clients from elsewhere
+	local     *rate.Limiter // clients on the local network
 	known     map[string]time.Time // client key -> until when it is known good
 	pruned    time.Time
 	// verified remembers passwords that passed, keyed by an HMAC of hash
@@ -84,6 +86,7 @@ func NewGuard(now func() time.Time, rnd io.Reader) (*Guard, error) {
 	}
 	g := &Guard{now: now, perClient: map[string]*rate.Limiter{}, known: map[string]time.Time{},
 		global:   rate.NewLimiter(AttemptsGlobal, AttemptsGlobalBurst),
+		local:    rate.NewLimiter(AttemptsGlobal, AttemptsGlobalBurst),
 		verified: map[string]time.Time{}, verifyKey: make([]byte, 32)}
 	if _, err := io.ReadFull(rnd, g.verifyKey); err != nil {
 		return nil, errors.New("password: guard key: " + err.Error())
@@ -118,13 +121,15 @@ func (g *Guard) Allow(c Client) bool {
 		l = rate.NewLimiter(AttemptsPerClient, AttemptsPerClientBurst)
 		g.perClient[k] = l
 	}
-	return l.AllowN(now, 1) && (g.exempt(c, k, now) || g.global.AllowN(now, 1))
+	return l.AllowN(now, 1) && (g.known[k].After(now) || g.bucket(c).AllowN(now, 1))
 }
 
-// exempt reports whether c does not count in the global limit: it is on
-// the local network, or known good; g.mu is held.
-func (g *Guard) exempt(c Client, key string, now time.Time) bool {
-	return c.Local || now.Before(g.known[key])
+// bucket is the global limit c counts in; g.mu is held.
+func (g *Guard) bucket(c Client) *rate.Limiter {
+	if c.Local {
+		return g.local
+	}
+	return g.global
 }
 
 // Check verifies pw against hash for client c: nil when it matches,
@@ -145,7 +150,7 @@ func (g *Guard) Check(c Client, hash, pw string) error {
 	g.mu.Lock()
 	until, seen := g.verified[key]
 	l := g.perClient[ck]
-	blocked := (l != nil && l.TokensAt(now) < 1) || (!g.exempt(c, ck, now) && g.global.TokensAt(now) < 1)
+	blocked := (l != nil && l.TokensAt(now) < 1) || (!g.known[ck].After(now) && g.bucket(c).TokensAt(now) < 1)
 	g.mu.Unlock()
 	if blocked {
 		return ErrLimited

@@ -132,14 +132,27 @@ func TestGuardStrangersCannotLockOut(t *testing.T) {
 		t.Fatalf("a wrong password from a known address: got %v, want ErrMismatch", err)
 	}
 
-	// One /64: rotating through its addresses does not give more attempts.
-	for i := range AttemptsPerClientBurst {
-		g.Allow(Client{Addr: fmt.Sprintf("2001:db8:1:2::%x", i+1), Local: true})
+	// A guesser on the LAN rotating through its addresses empties the
+	// local bucket only: the owner from a known address still gets in.
+	for i := range AttemptsGlobalBurst {
+		g.Allow(Client{Addr: fmt.Sprintf("192.168.1.%d", 100+i), Local: true})
 	}
-	if g.Allow(Client{Addr: "2001:db8:1:2:ffff::1", Local: true}) {
+	if err := g.Check(Client{Addr: "192.168.1.250", Local: true}, hash, "right password"); !errors.Is(err, ErrLimited) {
+		t.Fatalf("a new LAN address once the local bucket is empty: got %v, want ErrLimited", err)
+	}
+	if err := g.Check(Client{Addr: "203.0.113.9"}, hash, "right password"); err != nil {
+		t.Fatalf("the owner from a known address after the LAN guessing: %v", err)
+	}
+
+	// One /64: rotating through its addresses does not give more attempts.
+	g, _, _ = newTestGuard(t)
+	for i := range AttemptsPerClientBurst {
+		g.Allow(Client{Addr: fmt.Sprintf("2001:db8:1:2::%x", i+1)})
+	}
+	if g.Allow(Client{Addr: "2001:db8:1:2:ffff::1"}) {
 		t.Fatal("another address of the same /64 got an attempt past the burst")
 	}
-	if !g.Allow(Client{Addr: "2001:db8:1:3::1", Local: true}) {
+	if !g.Allow(Client{Addr: "2001:db8:1:3::1"}) {
 		t.Fatal("another /64 was refused")
 	}
 }
