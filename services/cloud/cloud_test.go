@@ -283,6 +283,17 @@ func TestLoginSessionsCSRF(t *testing.T) {
 	if !strings.Contains(ck, "HttpOnly") || !strings.Contains(ck, "SameSite=Lax") || strings.Contains(ck, "Secure") {
 		t.Fatalf("session cookie over plain local HTTP: %s", ck)
 	}
+	// On disk (a stolen card): the password's argon2id hash and the
+	// session token's SHA-256, never the secrets themselves.
+	token, _, _ := strings.Cut(strings.TrimPrefix(ck, sessionCookie+"="), ";")
+	sessions, _ := os.ReadFile(filepath.Join(e.dir, "state", "sessions.json"))
+	ownerFile, _ := os.ReadFile(filepath.Join(e.dir, "state", "owner.json"))
+	if len(token) < 20 || strings.Contains(string(sessions), token) || !strings.Contains(string(sessions), tokenHash(token)) {
+		t.Fatalf("sessions.json does not hold the token's hash only: %s", sessions)
+	}
+	if strings.Contains(string(ownerFile), "correct horse") || !strings.Contains(string(ownerFile), "$argon2id$") {
+		t.Fatalf("owner.json does not hold an argon2id hash only: %s", ownerFile)
+	}
 	// State changes need the CSRF token, and no cross-site request.
 	if p := b.Post("/_/mkdir", url.Values{"dir": {""}, "name": {"x"}}); p.Code != http.StatusForbidden {
 		t.Fatalf("mkdir without csrf: %d", p.Code)

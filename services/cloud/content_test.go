@@ -215,6 +215,16 @@ func TestFilesPublicShares(t *testing.T) {
 	if r := anon.Do(req); r.Code == 200 {
 		t.Fatalf("WebDAV traversal: %d", r.Code)
 	}
+
+	// A file name that is markup (put there by WebDAV, a share or a
+	// restore) is shown as text.
+	evil := `"><img src=x onerror=alert(1)>.txt`
+	if err := os.WriteFile(filepath.Join(files, "docs", evil), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.Get("/_/files/docs/"); r.Code != 200 || strings.Contains(r.Body, "<img src=x") || !strings.Contains(r.Body, "&lt;img src=x onerror=alert(1)&gt;.txt") {
+		t.Fatalf("a file name with markup in the listing: %d, escaped: %v", r.Code, strings.Contains(r.Body, "&lt;img"))
+	}
 }
 
 // TestDashboard shows what the owner needs and stays small.
