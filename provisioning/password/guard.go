@@ -65,8 +65,8 @@ type Guard struct {
 
 	mu        sync.Mutex
 	perClient map[string]*rate.Limiter
-	global    *rate.Limiter // clients from elsewhere
-	local     *rate.Limiter // clients on the local network
+	global    *rate.Limiter        // clients from elsewhere
+	local     *rate.Limiter        // clients on the local network
 	known     map[string]time.Time // client key -> until when it is known good
 	pruned    time.Time
 	// verified remembers passwords that passed, keyed by an HMAC of hash
