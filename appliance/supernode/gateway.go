@@ -126,7 +126,7 @@ func (g *GatewayConfig) operatorKeys(c *Config) (map[string]ed25519.PrivateKey, 
 
 // startGateway runs the gateway and its names API; the returned func
 // stops them.
-func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRelay, log *slog.Logger) (func(), error) {
+func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRelay, gateways *dht.GatewaySet, log *slog.Logger) (func(), error) {
 	gc := cfg.Gateway
 	keys, err := gc.operatorKeys(cfg)
 	if err != nil {
@@ -141,7 +141,8 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	names, err := gateway.NewNames(gateway.NamesConfig{
 		Store: node, Operators: keys, Policy: gc.Policy, Reserved: gc.Reserved, GrantTTL: time.Duration(gc.GrantTTL),
 		StateFile: filepath.Join(cfg.DataDir, "names.json"), Self: self, Logger: log,
-		Changed: func(name string) { g.Forget(name) },
+		Changed:   func(name string) { g.Forget(name) },
+		Primaries: &gateway.DomainPrimaries{Resolve: node.ResolveDomain}, Host: node.Host(),
 	})
 	if err != nil {
 		return nil, err
@@ -151,7 +152,11 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	if err != nil {
 		return nil, err
 	}
+	// The domain's other gateways hand claims for new names to this one
+	// when it is the domain's primary.
+	node.Host().SetStreamHandler(gateway.ProtocolNames, names.ServeNames(gateways.Allowed))
 	var stops []func()
+	stops = append(stops, func() { node.Host().RemoveStreamHandler(gateway.ProtocolNames) })
 	stop := func() {
 		for _, f := range stops {
 			f()

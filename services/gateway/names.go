@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"golang.org/x/time/rate"
 
 	"github.com/pc2/pc2/internal/atomicfile"
@@ -123,6 +124,10 @@ type NamesConfig struct {
 	StateFile string
 	// Changed is told a name's record changed (the gateway's cache).
 	Changed func(fqdn string)
+	// Primaries and Host, if set, hand claims for new names to the
+	// domain's primary supernode over ProtocolNames (names_primary.go).
+	Primaries Primaries
+	Host      host.Host
 	// Self is this supernode's DID, shown by /api/health.
 	Self   identity.ID
 	Logger *slog.Logger
@@ -311,6 +316,9 @@ func (n *Names) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/api/health" && r.Method == http.MethodGet:
 		v = n.health(domain)
 	case path == "/api/names" && r.Method == http.MethodPost:
+		if n.forwardNew(w, r, domain) {
+			return
+		}
 		v, status, err = n.claim(r, domain)
 	case strings.HasPrefix(path, "/api/names/"):
 		rest := strings.TrimPrefix(path, "/api/names/")

@@ -18,6 +18,7 @@ import (
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )
@@ -424,4 +425,84 @@ func TestNamesSquatting(t *testing.T) {
 	if rec.Code != 403 || !strings.Contains(rec.Body.String(), "too_many_names") {
 		t.Fatalf("after a restart: %d %s", rec.Code, rec.Body)
 	}
+}
+
+// TestNamesOneGranter (issue 16, finding 8): two supernodes hold the
+// operator key. Claims for the same free names race at both; the second
+// supernode hands claims for new names to the domain's primary (the
+// first gateway its record lists), so each name is granted once and the
+// loser is told it is taken. Renewals by the holder are served where they
+// arrive, also while the primary is away; a new claim then gets a 503.
+func TestNamesOneGranter(t *testing.T) {
+	w := newWorld(t, 2)
+	a, b := w.sns[0], w.sns[1]
+	setUp := func(s *supernode) (*Names, *httptest.Server) {
+		names, _, srv := w.namesGateway(s, true, func(c *NamesConfig) {
+			c.Primaries, c.Host = &DomainPrimaries{Resolve: s.node.ResolveDomain}, s.node.Host()
+			c.NewNamesPerClient, c.MaxNamesPerDID = 100, 100
+		})
+		gws, err := dht.NewGatewaySet(dht.GatewaysConfig{Resolve: s.node.ResolveDomain, Domains: func() []string { return []string{testDomain} }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.node.Host().SetStreamHandler(ProtocolNames, names.ServeNames(gws.Allowed))
+		return names, srv
+	}
+	_, srvA := setUp(a) // listed first: the primary
+	_, srvB := setUp(b)
+	ctx := context.Background()
+	cA, cB := &namesapi.Client{API: srvA.URL}, &namesapi.Client{API: srvB.URL}
+
+	for i := range 8 {
+		name := fmt.Sprintf("race%d.%s", i, testDomain)
+		alice, aliceID := newKey(t)
+		bob, bobID := newKey(t)
+		type result struct {
+			did string
+			err error
+		}
+		results := make(chan result, 2)
+		for _, c := range []struct {
+			api *namesapi.Client
+			key ed25519.PrivateKey
+			id  identity.ID
+		}{{cA, alice, aliceID}, {cB, bob, bobID}} {
+			go func() {
+				_, err := c.api.Claim(ctx, c.key, name, "")
+				results <- result{c.id.DID(), err}
+			}()
+		}
+		var won []string
+		for range 2 {
+			r := <-results
+			var ae *namesapi.APIError
+			switch {
+			case r.err == nil:
+				won = append(won, r.did)
+			case errors.As(r.err, &ae) && ae.Code == "taken":
+			default:
+				t.Fatalf("%s: %v", name, r.err)
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("%s granted to %d claimers (%v)", name, len(won), won)
+		}
+		if got, err := cB.Lookup(ctx, name); err != nil || got.DID != won[0] {
+			t.Fatalf("%s resolves to %+v %v, want the one granted (%s)", name, got, err, won[0])
+		}
+	}
+
+	// The holder renews at B while A is away; a new claim at B waits for A.
+	alice, _ := newKey(t)
+	if _, err := cA.Claim(ctx, alice, "kept."+testDomain, ""); err != nil {
+		t.Fatal(err)
+	}
+	a.node.Host().RemoveStreamHandler(ProtocolNames)
+	time.Sleep(1100 * time.Millisecond) // a later claim (issued-at has second resolution)
+	if _, err := cB.Claim(ctx, alice, "kept."+testDomain, ""); err != nil {
+		t.Fatalf("renewal at B while the primary is away: %v", err)
+	}
+	carol, _ := newKey(t)
+	_, err := cB.Claim(ctx, carol, "new."+testDomain, "")
+	wantAPIError(t, "a new name at B while the primary is away", err, 503, "primary_unreachable")
 }
