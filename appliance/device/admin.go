@@ -83,10 +83,13 @@ func (d *Device) admin(h http.HandlerFunc) http.HandlerFunc {
 		user, pw, ok := r.BasicAuth()
 		if ok && user == "admin" {
 			d.verify.Lock()
+			remembered := d.guard.Remembered(hash, pw)
 			err := d.guard.Check(clientOf(r), hash, pw)
-			// argon2id's 19 MiB would otherwise stay in the heap of a
-			// process that idles in a few tens of MB on a Pi.
-			debug.FreeOSMemory()
+			if !remembered {
+				// argon2id's 19 MiB would otherwise stay in the heap of a
+				// process that idles in a few tens of MB on a Pi.
+				debug.FreeOSMemory()
+			}
 			d.verify.Unlock()
 			switch {
 			case err == nil:

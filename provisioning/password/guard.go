@@ -132,6 +132,25 @@ func (g *Guard) bucket(c Client) *rate.Limiter {
 	return g.global
 }
 
+// cacheKey is the verified-cache key of hash and pw.
+func (g *Guard) cacheKey(hash, pw string) string {
+	m := hmac.New(sha256.New, g.verifyKey)
+	m.Write([]byte(hash))
+	m.Write([]byte{0})
+	m.Write([]byte(pw))
+	return string(m.Sum(nil))
+}
+
+// Remembered reports whether pw passed against hash within verifiedFor,
+// so that Check will not run argon2id for it.
+func (g *Guard) Remembered(hash, pw string) bool {
+	key := g.cacheKey(hash, pw)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until, ok := g.verified[key]
+	return ok && g.now().Before(until)
+}
+
 // Check verifies pw against hash for client c: nil when it matches,
 // ErrLimited when c (or every stranger together) is out of attempts,
 // ErrMismatch when it does not match, another error for an unusable
@@ -140,11 +159,7 @@ func (g *Guard) bucket(c Client) *rate.Limiter {
 // within verifiedFor is taken without spending an attempt, and a client
 // whose password passed is known good for KnownFor.
 func (g *Guard) Check(c Client, hash, pw string) error {
-	m := hmac.New(sha256.New, g.verifyKey)
-	m.Write([]byte(hash))
-	m.Write([]byte{0})
-	m.Write([]byte(pw))
-	key := string(m.Sum(nil))
+	key := g.cacheKey(hash, pw)
 	ck := c.key()
 	now := g.now()
 	g.mu.Lock()

@@ -71,8 +71,14 @@ func TestMalformed(t *testing.T) {
 // without an attempt until forgotten.
 func TestGuard(t *testing.T) {
 	g, now, hash := newTestGuard(t)
+	if g.Remembered(hash, "right password") {
+		t.Fatal("a password remembered before it was checked")
+	}
 	if err := g.Check(Client{Addr: "a"}, hash, "right password"); err != nil {
 		t.Fatalf("right password: %v", err)
+	}
+	if !g.Remembered(hash, "right password") || g.Remembered(hash, "wrong") {
+		t.Fatal("Remembered does not tell the password that passed")
 	}
 	for i := range AttemptsPerClientBurst {
 		if err := g.Check(Client{Addr: "b"}, hash, "wrong"); !errors.Is(err, ErrMismatch) {
