@@ -14,6 +14,7 @@ import (
 	"github.com/pc2/pc2/appliance/hardware"
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/internal/netaddr"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/wifi"
@@ -114,10 +115,7 @@ func (d *Device) admin(h http.HandlerFunc) http.HandlerFunc {
 // through a relay or gateway, so the kernel's peer address is the client,
 // local when it is on the local network.
 func clientOf(r *http.Request) password.Client {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
+	host := netaddr.Host(r.RemoteAddr)
 	a, err := netip.ParseAddr(host)
 	return password.Client{Addr: host, Local: err == nil && cloud.DefaultLocalNet(a)}
 }

@@ -3,7 +3,10 @@
 // address is public (Public).
 package netaddr
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+)
 
 // ClientKey is the limit key of the client at address addr: the IPv4
 // address (an IPv4-mapped IPv6 address counts as IPv4), the IPv6 /64
@@ -22,6 +25,16 @@ func ClientKey(addr string) string {
 	}
 	p, _ := a.WithZone("").Prefix(64)
 	return p.String()
+}
+
+// Host is the host part of addr ("host:port", as net.Addr.String and
+// http.Request.RemoteAddr give it), or addr when it has no port.
+func Host(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
 }
 
 // Public reports whether a is a public unicast address: not loopback,

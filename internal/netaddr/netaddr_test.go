@@ -34,3 +34,11 @@ func TestPublic(t *testing.T) {
 		}
 	}
 }
+
+func TestHost(t *testing.T) {
+	for in, want := range map[string]string{"192.0.2.1:80": "192.0.2.1", "[2001:db8::1]:443": "2001:db8::1", "192.0.2.1": "192.0.2.1", "pipe": "pipe"} {
+		if got := Host(in); got != want {
+			t.Errorf("Host(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -24,7 +24,8 @@
 // The apex of each domain is Config.API (the names API). `?status` on a
 // name answers the routing state as JSON without proxying. Unknown names
 // get a 404 page, a malformed Host a 400, a client over its request rate
-// a 429.
+// a 429, and one over its share of a node's streams (Config.StreamsPerClient)
+// a 503.
 package gateway
 
 import (
@@ -273,7 +274,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := e.res.Name.Grant.DID
 	release, ok := g.inFlight.Take(shareKey{clientKey(r), id}, g.cfg.StreamsPerClient)
 	if !ok {
-		g.log.Info("client over its share of a node's streams", "client", clientIP(r), "name", name)
+		g.log.Debug("client over its share of a node's streams", "client", clientIP(r), "name", name)
 		w.Header().Set("Retry-After", "1")
 		page(w, http.StatusServiceUnavailable, "Busy", "You have too many open requests to "+html.EscapeString(name)+". Try again in a moment.")
 		return
@@ -306,7 +307,7 @@ func (g *Gateway) Allowed(ctx context.Context, name string) error {
 	// A handshake for a name not in the cache costs a DHT lookup: it
 	// counts in its client's request limit, as a request would.
 	if hello, ok := ctx.Value(certmagic.ClientHelloInfoCtxKey).(*tls.ClientHelloInfo); ok && hello.Conn != nil && !g.cached(full) {
-		if !g.limiter.allow(netaddr.ClientKey(hostOf(hello.Conn.RemoteAddr()))) {
+		if !g.limiter.allow(netaddr.ClientKey(netaddr.Host(hello.Conn.RemoteAddr().String()))) {
 			return errHandshakeLimited
 		}
 	}
@@ -331,15 +332,6 @@ func (g *Gateway) cached(name string) bool {
 		ttl = g.cfg.NegativeTTL
 	}
 	return g.cfg.Now().Sub(e.resolved) < ttl
-}
-
-// hostOf is the IP of a net.Addr (its String without the port).
-func hostOf(a net.Addr) string {
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
 }
 
 // entryKey carries a request's resolution to dial.
@@ -642,13 +634,7 @@ func canonicalHost(h string) (string, bool) {
 
 // clientIP is the request's peer address (never a header the client
 // wrote).
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+func clientIP(r *http.Request) string { return netaddr.Host(r.RemoteAddr) }
 
 // clientKey is the client that limits count (netaddr.ClientKey).
 func clientKey(r *http.Request) string { return netaddr.ClientKey(clientIP(r)) }

@@ -124,13 +124,7 @@ type pendingAlloc struct {
 
 // addrKey is the client that per-address limits count: its IPv4 address
 // or IPv6 /64.
-func addrKey(src net.Addr) string {
-	host, _, err := net.SplitHostPort(src.String())
-	if err != nil {
-		host = src.String()
-	}
-	return netaddr.ClientKey(host)
-}
+func addrKey(src net.Addr) string { return netaddr.ClientKey(netaddr.Host(src.String())) }
 
 // pendingTimeout frees a pending slot whose outcome pion never reported.
 // It should not happen; this keeps a bug from leaking quota forever.

@@ -45,7 +45,7 @@ func (r *Relay) handleForward(st network.Stream) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if r.cfg.Forwarders == nil || !r.cfg.Forwarders(ctx, from) {
-		r.log.Info("forward refused: not a gateway of a domain this supernode serves", "peer", from)
+		r.log.Debug("forward refused: not a gateway of a domain this supernode serves", "peer", from)
 		refuse("not a gateway of a domain this supernode serves")
 		return
 	}

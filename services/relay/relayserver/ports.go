@@ -130,10 +130,14 @@ func PreferredPort(id identity.ID, service string, min, max int) int {
 
 // assign records key's port, seen now, taking it from a detached node
 // that held it, drops assignments of detached nodes unused for
-// unusedFor, and saves the table.
+// unusedFor, and saves the table. A node re-attaching within a day of
+// its last save changes nothing (no write per attach).
 func (t *portTable) assign(key string, port int, now time.Time, attached map[string]bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if e, ok := t.byKey[key]; ok && e.Port == port && now.Sub(time.Unix(e.Seen, 0)) < 24*time.Hour {
+		return nil
+	}
 	if owner, ok := t.byPort[port]; ok && owner != key {
 		delete(t.byKey, owner)
 	}
