@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
 )
 
@@ -92,6 +93,11 @@ func LoadConfig(path string) (*Config, error) {
 	for i, ns := range c.NameServices {
 		if ns.Domain == "" {
 			return nil, fmt.Errorf("config %s: name_services[%d]: domain is required", path, i)
+		}
+		if ns.Operator != "" {
+			if _, err := identity.ParseDID(ns.Operator); err != nil {
+				return nil, fmt.Errorf("config %s: name_services[%d]: operator: %w", path, i, err)
+			}
 		}
 	}
 	return &c, nil

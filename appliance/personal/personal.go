@@ -429,6 +429,21 @@ func (n *Node) gateways(node *dht.Node, boot []peer.AddrInfo) (*dht.GatewaySet, 
 	}
 	return dht.NewGatewaySet(dht.GatewaysConfig{Resolve: node.ResolveDomain, Static: static, Now: n.opts.Now,
 		Logger: n.log.With("service", "gateways"),
+		// The node's validator takes any self-consistent domain record:
+		// only its name's operator (or one its config pins) is believed.
+		Operator: func(domain string) (identity.ID, bool) {
+			op := ""
+			if d, o := n.cloud.NameOperator(); d == domain {
+				op = o
+			}
+			for _, ns := range n.cfg.NameServices {
+				if ns.Domain == domain && op == "" {
+					op = ns.Operator
+				}
+			}
+			id, err := identity.ParseDID(op)
+			return id, err == nil
+		},
 		Domains: func() []string {
 			var out []string
 			if _, d, err := records.SplitName(n.cloud.Name()); err == nil {

@@ -132,7 +132,7 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 func nameServices(ns []settings.NameService) []cloud.NameService {
 	var out []cloud.NameService
 	for _, n := range ns {
-		out = append(out, cloud.NameService{Domain: n.Domain, API: n.API})
+		out = append(out, cloud.NameService{Domain: n.Domain, API: n.API, Operator: n.Operator})
 	}
 	return out
 }

@@ -38,6 +38,7 @@ import (
 	"strings"
 
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/provisioning/password"
 )
 
@@ -125,6 +126,9 @@ type NameService struct {
 	Domain string `json:"domain"`
 	// API is the names API base URL; empty: https://<domain>.
 	API string `json:"api,omitempty"`
+	// Operator, if set, pins the domain's operator DID (see
+	// cloud.NameService).
+	Operator string `json:"operator,omitempty"`
 }
 
 // Domain pins the operator key of a domain a supernode serves.
@@ -190,6 +194,11 @@ func (s *Settings) Check() error {
 		}
 		if ns.API != "" && !strings.HasPrefix(ns.API, "http://") && !strings.HasPrefix(ns.API, "https://") {
 			return fmt.Errorf("name_services[%d]: api %q is not an http(s) URL", i, ns.API)
+		}
+		if ns.Operator != "" {
+			if _, err := identity.ParseDID(ns.Operator); err != nil {
+				return fmt.Errorf("name_services[%d]: operator: %w", i, err)
+			}
 		}
 	}
 	if s.Quota < 0 {

@@ -65,6 +65,10 @@ type NameService struct {
 	Domain string `json:"domain"`
 	// API is the names API base URL; empty: https://<domain>.
 	API string `json:"api,omitempty"`
+	// Operator, if set, is the DID of the domain's operator: the node
+	// then trusts the gateways its domain record lists before it holds a
+	// name there (once it does, the operator of its grant).
+	Operator string `json:"operator,omitempty"`
 }
 
 // Options configure a Server.

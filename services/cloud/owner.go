@@ -167,16 +167,16 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleName(w http.ResponseWriter, r *http.Request) {
-	name, api, err := s.claimName(r.Context(), r)
+	c, err := s.claimName(r.Context(), r)
 	if err != nil {
 		back(w, r, "/_/", "", err.Error())
 		return
 	}
-	if err := s.state.updateOwner(func(o *owner) { o.Name, o.NameAPI = name, api }); err != nil {
+	if err := s.state.updateOwner(c.into); err != nil {
 		back(w, r, "/_/", "", err.Error())
 		return
 	}
-	back(w, r, "/_/", "Claimed "+name+".", "")
+	back(w, r, "/_/", "Claimed "+c.name+".", "")
 }
 
 func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request) {

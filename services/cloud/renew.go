@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/pc2/pc2/services/gateway/namesapi"
@@ -28,6 +29,12 @@ func (s *Server) RenewName(ctx context.Context) (bool, error) {
 	if ni.DID != s.opts.Node.DID() {
 		return false, fmt.Errorf("renew %s: the name is held by %s, not this node", o.Name, ni.DID)
 	}
+	if o.NameOperator == "" {
+		// Claimed before the operator was recorded: pin it now.
+		if err := s.state.updateOwner(func(o *owner) { o.NameOperator = ni.Operator }); err != nil {
+			return false, fmt.Errorf("renew %s: %w", o.Name, err)
+		}
+	}
 	now := s.opts.Now()
 	if half := ni.IssuedAt.Add(ni.Expires.Sub(ni.IssuedAt) / 2); now.Before(half) {
 		return false, nil
@@ -41,4 +48,15 @@ func (s *Server) RenewName(ctx context.Context) (bool, error) {
 	}
 	s.log.Info("name renewed", "name", o.Name, "expired", ni.Expires.Format(time.RFC3339))
 	return true, nil
+}
+
+// NameOperator is the domain and operator DID of the owner's name's
+// grant, as the node claimed it ("" when it holds no name).
+func (s *Server) NameOperator() (domain, operator string) {
+	o := s.state.getOwner()
+	if o.Name == "" || o.NameOperator == "" {
+		return "", ""
+	}
+	_, domain, _ = strings.Cut(o.Name, ".")
+	return domain, o.NameOperator
 }

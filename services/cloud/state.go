@@ -23,6 +23,10 @@ type owner struct {
 	// it was claimed at ("" for https://<domain>).
 	Name    string `json:"name,omitempty"`
 	NameAPI string `json:"name_api,omitempty"`
+	// NameOperator is the DID of the operator whose grant gave Name: the
+	// node trusts the gateways that operator's domain record lists, and
+	// no other record of the domain.
+	NameOperator string `json:"name_operator,omitempty"`
 }
 
 // session is a logged-in browser (state/sessions.json). The map key is

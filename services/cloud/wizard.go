@@ -51,6 +51,7 @@ type wizSession struct {
 	pwHash  string
 	name    string
 	nameAPI string
+	nameOp  string // the operator of name's grant
 }
 
 type wizard struct {
@@ -281,19 +282,19 @@ func (s *Server) wizardAction(w http.ResponseWriter, r *http.Request, ws *wizSes
 		set(func() { ws.pwHash, ws.step = hash, stepName })
 	case step == stepName && (action == "claim" || action == "skip"):
 		if action == "claim" {
-			name, api, err := s.claimName(r.Context(), r)
+			c, err := s.claimName(r.Context(), r)
 			if err != nil {
 				return 0, err.Error()
 			}
-			set(func() { ws.name, ws.nameAPI = name, api })
+			set(func() { ws.name, ws.nameAPI, ws.nameOp = c.name, c.api, c.operator })
 		}
 		z.mu.Lock()
-		hash, name, api := ws.pwHash, ws.name, ws.nameAPI
+		hash, claimed := ws.pwHash, claimed{ws.name, ws.nameAPI, ws.nameOp}
 		z.mu.Unlock()
 		if err := s.state.updateOwner(func(o *owner) {
 			now := s.opts.Now()
 			o.SetupDone, o.SetupAt, o.PasswordHash, o.PasswordAt = true, now, hash, now
-			o.Name, o.NameAPI = name, api
+			claimed.into(o)
 		}); err != nil {
 			return http.StatusInternalServerError, "Could not save the setup: " + err.Error()
 		}
@@ -305,47 +306,57 @@ func (s *Server) wizardAction(w http.ResponseWriter, r *http.Request, ws *wizSes
 		if err := s.login(w, r); err != nil {
 			return http.StatusInternalServerError, err.Error()
 		}
-		s.log.Info("personal cloud set up", "did", node.DID(), "name", name)
+		s.log.Info("personal cloud set up", "did", node.DID(), "name", claimed.name)
 	default:
 		return http.StatusConflict, "That step is not the current one (another tab went on?); here is where the wizard is now."
 	}
 	return 0, ""
 }
 
+// claimed is a name the node holds: where it was claimed and by whose
+// grant.
+type claimed struct {
+	name, api, operator string
+}
+
+// into records c as the owner's name.
+func (c claimed) into(o *owner) { o.Name, o.NameAPI, o.NameOperator = c.name, c.api, c.operator }
+
 // claimName claims (or, for its holder, renews) the name of the form's
 // label and name service with the node key.
-func (s *Server) claimName(ctx context.Context, r *http.Request) (name, api string, err error) {
+func (s *Server) claimName(ctx context.Context, r *http.Request) (claimed, error) {
 	key := s.opts.Node.Key()
 	if key == nil {
-		return "", "", errors.New("the node has no identity yet")
+		return claimed{}, errors.New("the node has no identity yet")
 	}
 	domain := strings.ToLower(strings.TrimSpace(r.PostFormValue("domain")))
-	api = strings.TrimSpace(r.PostFormValue("api"))
+	api := strings.TrimSpace(r.PostFormValue("api"))
 	if i, err := strconv.Atoi(r.PostFormValue("service")); err == nil && i >= 0 && i < len(s.opts.NameServices) {
 		domain, api = s.opts.NameServices[i].Domain, s.opts.NameServices[i].API
 	}
 	if api != "" {
 		if u, err := url.Parse(api); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return "", "", fmt.Errorf("the names API address %q is not an http(s) URL", api)
+			return claimed{}, fmt.Errorf("the names API address %q is not an http(s) URL", api)
 		}
 	}
 	label := strings.ToLower(strings.TrimSpace(r.PostFormValue("label")))
-	name = label + "." + domain
+	name := label + "." + domain
 	if _, _, err := records.SplitName(name); err != nil {
-		return "", "", fmt.Errorf("%q cannot be a name: %v", name, err)
+		return claimed{}, fmt.Errorf("%q cannot be a name: %v", name, err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	c := &namesapi.Client{API: api, HTTP: s.opts.HTTPClient, Now: s.opts.Now}
-	if _, err := c.Claim(cctx, key, name, strings.TrimSpace(r.PostFormValue("invite"))); err != nil {
+	ni, err := c.Claim(cctx, key, name, strings.TrimSpace(r.PostFormValue("invite")))
+	if err != nil {
 		var ae *namesapi.APIError
 		if errors.As(err, &ae) {
-			return "", "", fmt.Errorf("%s could not be claimed: %s", name, ae.Message)
+			return claimed{}, fmt.Errorf("%s could not be claimed: %s", name, ae.Message)
 		}
-		return "", "", fmt.Errorf("%s could not be claimed: %v", name, err)
+		return claimed{}, fmt.Errorf("%s could not be claimed: %v", name, err)
 	}
 	s.log.Info("name claimed", "name", name, "api", api)
-	return name, api, nil
+	return claimed{name, api, ni.Operator}, nil
 }
 
 func newWords(s *Server) (string, error) {

@@ -36,6 +36,12 @@ type GatewaysConfig struct {
 	Domains func() []string
 	// Static peers are always trusted (a node's own supernodes).
 	Static []peer.ID
+	// Operator, if set, pins each domain's operator: a domain record by
+	// another key is ignored, and a domain without a pin is not trusted
+	// at all. A client node, whose validator takes any self-consistent
+	// record (AllowUnknownDomains), needs it; a supernode's validator
+	// pins its domains already.
+	Operator func(domain string) (identity.ID, bool)
 	// MaxAge and MinRefresh: see the defaults.
 	MaxAge, MinRefresh time.Duration
 	// Now is the clock (default time.Now).
@@ -119,6 +125,14 @@ func (s *GatewaySet) Allowed(ctx context.Context, p peer.ID) bool {
 	return s.has(p)
 }
 
+// pinned reports d's pinned operator; true without pins.
+func (s *GatewaySet) pinned(d string) (identity.ID, bool) {
+	if s.cfg.Operator == nil {
+		return identity.ID{}, true
+	}
+	return s.cfg.Operator(d)
+}
+
 // has reports whether a resolved record lists p; s.mu is held.
 func (s *GatewaySet) has(p peer.ID) bool {
 	for _, ids := range s.byDomain {
@@ -137,9 +151,17 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 	domains := s.cfg.Domains()
 	found := map[string]map[peer.ID]bool{}
 	for _, d := range domains {
+		op, ok := s.pinned(d)
+		if !ok {
+			continue
+		}
 		rec, err := s.cfg.Resolve(ctx, d)
 		if err != nil {
 			s.cfg.Logger.Debug("gateways of a domain not resolved", "domain", d, "err", err)
+			continue
+		}
+		if s.cfg.Operator != nil && rec.Operator != op {
+			s.cfg.Logger.Warn("a domain record by another operator ignored", "domain", d, "operator", rec.Operator.DID(), "pinned", op.DID())
 			continue
 		}
 		ids := map[peer.ID]bool{}
@@ -155,8 +177,10 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 	for _, d := range domains {
 		if ids, ok := found[d]; ok {
 			keep[d] = ids
-		} else if old, ok := s.byDomain[d]; ok {
-			keep[d] = old
+		} else if _, pinned := s.pinned(d); pinned {
+			if old, ok := s.byDomain[d]; ok {
+				keep[d] = old
+			}
 		}
 	}
 	s.byDomain = keep

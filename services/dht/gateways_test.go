@@ -89,3 +89,32 @@ func TestGatewaySet(t *testing.T) {
 		t.Fatal("a failed resolution dropped the last list")
 	}
 }
+
+// TestGatewaySetPinnedOperator: with pinned operators (a client node,
+// whose DHT takes any self-consistent record), a domain record signed by
+// another key lists nobody the set trusts, and a domain without a pin is
+// not trusted at all.
+func TestGatewaySetPinnedOperator(t *testing.T) {
+	opID, _ := newPeer(t)
+	forgerID, _ := newPeer(t)
+	gID, g := newPeer(t)
+	rec := &records.Domain{Domain: "pc2.test", Operator: forgerID, Gateways: []records.Peer{{ID: gID}}}
+	s, err := NewGatewaySet(GatewaysConfig{
+		Resolve: func(_ context.Context, d string) (*records.Domain, error) { r := *rec; r.Domain = d; return &r, nil },
+		Domains: func() []string { return []string{"pc2.test", "unpinned.test"} },
+		Operator: func(d string) (identity.ID, bool) {
+			return opID, d == "pc2.test"
+		},
+		MinRefresh: time.Nanosecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Allowed(context.Background(), g) {
+		t.Fatal("a gateway listed by a forged domain record (or an unpinned domain) is trusted")
+	}
+	rec.Operator = opID
+	if !s.Allowed(context.Background(), g) {
+		t.Fatal("a gateway the pinned operator lists is not trusted")
+	}
+}

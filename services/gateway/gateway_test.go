@@ -185,7 +185,7 @@ func (w *world) nodeWithKey(key ed25519.PrivateKey, mode string, sns ...*superno
 		t.Fatal(err)
 	}
 	cfg := &personal.Config{KeyFile: kf, Mode: mode, P2PListen: []string{"/ip4/127.0.0.1/tcp/0"},
-		NameServices: []cloud.NameService{{Domain: testDomain}}}
+		NameServices: []cloud.NameService{{Domain: testDomain, Operator: w.opID.DID()}}}
 	for _, s := range sns {
 		for _, a := range s.node.Multiaddrs() {
 			cfg.Supernodes = append(cfg.Supernodes, a.String())
