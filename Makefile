@@ -108,6 +108,7 @@ FUZZ_TARGETS := \
 	FuzzReadMessage:./services/relay/ \
 	FuzzReadLine:./services/tunnel/ \
 	FuzzReadClaim:./services/gateway/ \
+	FuzzSkeletonOf:./services/gateway/ \
 	FuzzParseBindingResponse:./services/stun/ \
 	FuzzParseUsername:./services/turn/ \
 	FuzzVerify:./appliance/update/manifest/ \

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,6 +84,32 @@ func FuzzReadClaim(f *testing.F) {
 		}
 		if issued := time.Unix(c.IssuedAt, 0); issued.After(now.Add(records.DefaultClockSkew)) || now.Sub(issued) > n.cfg.ClaimWindow {
 			t.Fatalf("accepted a claim issued at %v (now %v)", issued, now)
+		}
+	})
+}
+
+// FuzzSkeletonOf: claimed labels come from anyone. skeletonOf never
+// panics; what it accepts has a skeleton that is its own fixed point (two
+// labels that look alike meet at one key), and an internationalized label
+// it accepts is valid IDNA of a single script whose skeleton is not plain
+// ASCII.
+func FuzzSkeletonOf(f *testing.F) {
+	for _, s := range []string{"alice", "paypa1", "rnicrosoft", "xn--80ak6aa92e", "xn--pypal-4ve", "xn--bcher-kva", "xn--e1afmkfd", "xn--zz", "xn--", "a-b-c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, label string) {
+		if records.ValidLabel(label) != nil {
+			return // the names API refuses these before
+		}
+		key, err := skeletonOf(label)
+		if err != nil {
+			return
+		}
+		if again, err := skeletonOf(key); err == nil && again != key && isASCII(key) {
+			t.Fatalf("skeleton %q of %q is not its own skeleton (%q)", key, label, again)
+		}
+		if strings.HasPrefix(label, "xn--") && isASCII(key) {
+			t.Fatalf("internationalized %q accepted with an ASCII skeleton %q", label, key)
 		}
 	})
 }
