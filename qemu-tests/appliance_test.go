@@ -94,8 +94,15 @@ func hostRelay(t *testing.T, sn *dht.Node) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ts.Close() })
+	// The host gateway (startHostGateway) forwards to nodes attached here:
+	// it lists itself in the domain record, as supernodes do.
+	gws, err := dht.NewGatewaySet(dht.GatewaysConfig{Resolve: sn.ResolveDomain, Domains: func() []string { return []string{testDomain} },
+		MinRefresh: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r, err := relayserver.New(relayserver.Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, Logger: log,
-		TURN: supernode.TURNIssuer(ts, 0)})
+		TURN: supernode.TURNIssuer(ts, 0), Forwarders: gws.Allowed})
 	if err != nil {
 		t.Fatal(err)
 	}
