@@ -32,6 +32,7 @@ type deviceInfo struct {
 	Processes      []Process          `json:"processes"`
 	Memory         Memory             `json:"memory"`
 	Version        string             `json:"version,omitempty"`
+	Perm           *PermStatus        `json:"perm,omitempty"`
 }
 
 // routes adds the admin API to the personal node's mux.
@@ -47,6 +48,7 @@ func (d *Device) routes(mux *http.ServeMux) {
 			Version:        d.opts.Version,
 			Processes:      processes("/proc"),
 			Memory:         memory("/proc", "/sys"),
+			Perm:           d.perm,
 		}
 		if d.loaded.WiFi != nil {
 			st := d.wifi.Status()

@@ -46,9 +46,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pc2/pc2/appliance/growperm"
 	"github.com/pc2/pc2/appliance/hardware"
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/appliance/rootdisk"
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/update"
@@ -92,6 +94,19 @@ type Options struct {
 	// UpdateDisk is the disk updates are written to; nil:
 	// update.FindDisk().
 	UpdateDisk *update.Disk
+	// GrowPerm grows the perm partition and its file system to the end of
+	// the disk; nil: on the device itself (Paths.Disk empty) growperm on
+	// the root file system's disk, elsewhere nothing.
+	GrowPerm func(log *slog.Logger) (growperm.Result, error)
+}
+
+// PermStatus is what growing perm found at this boot (GET /api/device).
+type PermStatus struct {
+	DiskBytes int64 `json:"disk_bytes"`
+	FSBytes   int64 `json:"fs_bytes,omitempty"`
+	// Grown says this boot grew perm (or finished an earlier growth).
+	Grown bool   `json:"grown"`
+	Error string `json:"error,omitempty"`
 }
 
 // Network applies the network settings and keeps them applied.
@@ -119,6 +134,7 @@ type Device struct {
 	board  hardware.Board
 	light  *hardware.Light
 	net    Network
+	perm   *PermStatus // growing perm at this boot (nil: not tried)
 	wifi   wifi.State
 	// node is the personal node once it runs.
 	node atomic.Pointer[personal.Node]
@@ -160,8 +176,22 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("settings from %s: %w", loaded.Source, err)
 	}
 	log.Info("device starting", "profile", s.Profile, "settings", loaded.Source, "version", opts.Version)
+	grow := opts.GrowPerm
+	if grow == nil && opts.Paths.Disk == "" {
+		grow = growRootPerm
+	}
+	var perm *PermStatus
+	if grow != nil {
+		r, err := grow(log.With("service", "growperm"))
+		perm = &PermStatus{DiskBytes: r.DiskBytes, FSBytes: r.FSBytes, Grown: r.Table || r.Kernel || r.FS}
+		if err != nil {
+			// The device works on the perm it has; the next boot tries again.
+			log.Error("perm partition not grown to the end of the disk", "err", err)
+			perm.Error = err.Error()
+		}
+	}
 
-	d := &Device{opts: opts, log: log, loaded: loaded, net: opts.Network}
+	d := &Device{opts: opts, log: log, loaded: loaded, net: opts.Network, perm: perm}
 	if d.guard, err = password.NewGuard(nil, nil); err != nil {
 		return err
 	}
@@ -324,4 +354,25 @@ func wipe(dir string) error {
 func reboot() error {
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+// growRootPerm grows perm (partition 4 of the root file system's disk,
+// mounted on profile.PermDir) to the end of the disk. A panic in the
+// partition code is an error here: the device must start anyway.
+func growRootPerm(log *slog.Logger) (r growperm.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("growperm panicked: %v", p)
+		}
+	}()
+	disk, err := rootdisk.Find()
+	if err != nil {
+		return r, err
+	}
+	r, err = growperm.Grow(growperm.Options{Disk: disk.Path, Partition: growperm.PermPartition,
+		PartitionDevice: disk.Partition(growperm.PermPartition), Mount: profile.PermDir, Logger: log})
+	if err == nil && (r.Table || r.Kernel || r.FS) {
+		log.Info("perm uses the whole disk", "disk", disk.Path, "disk_bytes", r.DiskBytes, "fs_bytes", r.FSBytes)
+	}
+	return r, err
 }

@@ -97,6 +97,16 @@ type Status struct {
 	// then "done"; Name is the name the owner claimed there.
 	Setup string `json:"setup"`
 	Name  string `json:"name,omitempty"`
+	// Storage is the owner's files and the disk they are on (bytes).
+	Storage *Storage `json:"storage,omitempty"`
+}
+
+// Storage is the space of the personal cloud's files.
+type Storage struct {
+	Used      int64 `json:"used"`
+	Quota     int64 `json:"quota,omitempty"`
+	DiskFree  int64 `json:"disk_free"`
+	DiskTotal int64 `json:"disk_total"`
 }
 
 // PublicStatus is what /api/status tells a stranger.
@@ -140,6 +150,11 @@ func (n *Node) Status() Status {
 	if n.cloud != nil && n.cloud.SetupDone() {
 		s.Setup = "done"
 		s.Name = n.cloud.Name()
+	}
+	if n.cloud != nil {
+		if u, err := n.cloud.Store().Usage(); err == nil {
+			s.Storage = &Storage{Used: u.Used, Quota: u.Quota, DiskFree: u.DiskFree, DiskTotal: u.DiskTotal}
+		}
 	}
 	return s
 }
