@@ -34,8 +34,8 @@ import (
 	"unsafe"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
-	"github.com/diskfs/go-diskfs/partition/part"
 	"github.com/diskfs/go-diskfs/partition/mbr"
+	"github.com/diskfs/go-diskfs/partition/part"
 	"golang.org/x/sys/unix"
 )
 
