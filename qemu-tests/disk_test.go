@@ -12,10 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskfs/go-diskfs/partition/gpt"
+
 	"github.com/pc2/pc2/appliance/device"
+	"github.com/pc2/pc2/appliance/growperm"
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/settings"
+	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
@@ -105,4 +109,59 @@ func permStatus(t *testing.T, vm *qemutest.VM) device.PermStatus {
 		t.Fatalf("admin API: %s, perm %+v, %v", resp.Status, info.Perm, err)
 	}
 	return *info.Perm
+}
+
+// TestWholeDiskInterrupted (issue 17): power cuts in the middle of the
+// growth, made on the image before it boots: after the partition table
+// was rewritten but before the kernel and the file system followed, and
+// after only the backup GPT was written (a torn primary). The next boot
+// completes the growth, and the node's key on perm is intact.
+func TestWholeDiskInterrupted(t *testing.T) {
+	_, guestAddr := hostSupernode(t)
+	hash, err := password.Hash(testAdminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := buildProfileImage(t, settings.Settings{Profile: profile.Personal, Supernodes: []string{guestAddr}, AdminPasswordHash: hash},
+		map[string]image.PermFile{"pc2/node.key": {Data: keyPEM(t, vectorWords), Mode: 0o600}})
+	for _, tc := range []struct {
+		name string
+		torn bool
+	}{{"after the table", false}, {"torn primary GPT", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := qemutest.CopyImage(t, built)
+			if err := os.Truncate(img, 2<<30); err != nil {
+				t.Fatal(err)
+			}
+			// The first boot's table step, as the device would have done it.
+			if r, err := growperm.Grow(growperm.Options{Disk: img, Partition: growperm.PermPartition}); err != nil || !r.Table {
+				t.Fatalf("grow the table: %+v %v", r, err)
+			}
+			if tc.torn {
+				f, err := os.OpenFile(img, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.WriteAt(bytes.Repeat([]byte{0xAA}, 8), 512+60) // the primary header's CRC no longer holds
+				f.Close()
+			}
+			vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true})
+			st := waitOnline(t, vm, 3*time.Minute)
+			if st.DID != vectorDID || st.Storage == nil || st.Storage.DiskTotal < 3<<29 {
+				t.Fatalf("after the interrupted growth: DID %s, storage %+v", st.DID, st.Storage)
+			}
+			if p := permStatus(t, vm); !p.Grown || p.Error != "" || p.DiskBytes != 2<<30 {
+				t.Errorf("the boot after the power cut: %+v, want the growth completed", p)
+			}
+			vm.Stop()
+			f, err := os.Open(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if table, err := gpt.Read(f, 512, 512); err != nil || table.RecoveredFromBackup || table.Verify(f, 2<<30) != nil {
+				t.Errorf("the GPT after the boot: %v, primary repaired: %v", err, err == nil && !table.RecoveredFromBackup)
+			}
+		})
+	}
 }
