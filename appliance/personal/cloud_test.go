@@ -74,6 +74,10 @@ func TestCloudWizardGatewayRestore(t *testing.T) {
 	if !key.Equal(want) {
 		t.Fatal("the key file is not the words' key")
 	}
+	wantPW, _ := identity.BackupPasswordFromMnemonic(strings.Join(words, " "), "")
+	if pw, err := os.ReadFile(identity.BackupPasswordFile(ncfg.KeyFile)); err != nil || strings.TrimSpace(string(pw)) != wantPW {
+		t.Fatalf("the wizard kept no backup password of the words: %q %v", pw, err)
+	}
 	did, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
 	local.Password("owner password")
 	if r := local.Claim("Alice", ""); r.Code != http.StatusSeeOther || r.Location() != "/_/" {

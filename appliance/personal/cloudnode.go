@@ -56,8 +56,14 @@ func (c *cloudNode) SetIdentity(words, passphrase string) (string, error) {
 		return "", err
 	}
 	path, wordsFile := n.cfg.KeyFile, identity.WordsFile(n.cfg.KeyFile)
+	backupFile := identity.BackupPasswordFile(path)
 	cur := n.currentKey()
 	if cur != nil && cur.Equal(key) {
+		// The words are confirmed (or typed again): keep the backup
+		// password they give, and no longer the words.
+		if err := identity.WriteBackupPassword(path, words, passphrase); err != nil {
+			return "", err
+		}
 		if err := os.Remove(wordsFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("remove the words file: %w", err)
 		}
@@ -67,10 +73,13 @@ func (c *cloudNode) SetIdentity(words, passphrase string) (string, error) {
 		return "", err
 	}
 	suffix := ".replaced-" + strconv.FormatInt(n.now().Unix(), 10)
-	for _, p := range []string{path, wordsFile} {
+	for _, p := range []string{path, wordsFile, backupFile} {
 		if err := os.Rename(p, p+suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("keep the old identity aside: %w", err)
 		}
+	}
+	if err := identity.WriteBackupPassword(path, words, passphrase); err != nil {
+		return "", err
 	}
 	if err := identity.WriteKeyFile(path, key); err != nil {
 		return "", err

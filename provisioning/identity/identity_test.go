@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -150,5 +151,35 @@ func TestParseDIDErrors(t *testing.T) {
 		if len(err.Error()) > 400 {
 			t.Errorf("ParseDID(%.60q) error is %d bytes long", tt.in, len(err.Error()))
 		}
+	}
+}
+
+// TestBackupPasswordVectors: the backup repositories' password of fixed
+// words (docs/identity.md lists them; cross-checked with an independent
+// Python SLIP-0010 implementation), which differs from the node key.
+func TestBackupPasswordVectors(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/identity.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []struct{ words, pass, want string }{
+		{abandonArt, "", "7d4fd76624c9fd3530afeb41eecae6f7e3eff0a5333549caa5f945ba009dbcf4"},
+		{abandonArt, "TREZOR", "a2f19e616d49aebe3a19865f202724be82bede8060a11d01494be54c8d5558a2"},
+		{strings.TrimSpace(strings.Repeat("zoo ", 23)) + " vote", "", "dba331f84fc4c4991b991332536beab48c210a187f9ac29b24b5453fbd32e87a"},
+	} {
+		got, err := BackupPasswordFromMnemonic(v.words, v.pass)
+		if err != nil || got != v.want {
+			t.Errorf("%.20s... %q: got %s %v, want %s", v.words, v.pass, got, err, v.want)
+		}
+		if !bytes.Contains(doc, []byte(v.want)) {
+			t.Errorf("docs/identity.md does not list %s", v.want)
+		}
+		key, _ := NodeKeyFromMnemonic(v.words, v.pass)
+		if strings.Contains(got, hex.EncodeToString(key.Seed())) {
+			t.Error("the backup password is the node key")
+		}
+	}
+	if _, err := BackupPasswordFromMnemonic("abandon abandon", ""); err == nil {
+		t.Error("two words gave a backup password")
 	}
 }

@@ -206,3 +206,37 @@ func TestKeyFileRefusesGarbage(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadOrCreateKeyFile: a first boot makes the words, the backup
+// password they give and the key, in that order of files; the next boot
+// loads the key and makes nothing.
+func TestLoadOrCreateKeyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pc2", "node.key")
+	if _, _, err := LoadOrCreateKeyFile(path, false); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("without create: %v", err)
+	}
+	key, created, err := LoadOrCreateKeyFile(path, true)
+	if err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	words, err := os.ReadFile(WordsFile(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := NodeKeyFromMnemonic(strings.TrimSpace(string(words)), "")
+	if !key.Equal(want) {
+		t.Fatal("the key is not the words' key")
+	}
+	pw, err := os.ReadFile(BackupPasswordFile(path))
+	wantPW, _ := BackupPasswordFromMnemonic(strings.TrimSpace(string(words)), "")
+	if err != nil || strings.TrimSpace(string(pw)) != wantPW {
+		t.Fatalf("backup password file %q %v, want the words' %s", pw, err, wantPW)
+	}
+	if fi, err := os.Stat(BackupPasswordFile(path)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup password file mode: %v %v", fi.Mode(), err)
+	}
+	again, created, err := LoadOrCreateKeyFile(path, true)
+	if err != nil || created || !again.Equal(key) {
+		t.Fatalf("second boot: created %v, %v", created, err)
+	}
+}

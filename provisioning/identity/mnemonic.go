@@ -3,6 +3,7 @@ package identity
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -103,4 +104,27 @@ func NodeKeyFromMnemonic(mnemonic, passphrase string) (ed25519.PrivateKey, error
 	}
 	defer clear(k[:])
 	return ed25519.NewKeyFromSeed(k[:]), nil
+}
+
+// BackupPasswordFromMnemonic derives the password of the node's backup
+// repositories from the words and passphrase: the lower-case hex of the
+// 32-byte SLIP-0010 key at BackupKeyPath. The words alone (with the
+// backup's location) open every backup on a fresh device, and the node
+// key reveals nothing about it.
+func BackupPasswordFromMnemonic(mnemonic, passphrase string) (string, error) {
+	seed, err := SeedFromMnemonic(mnemonic, passphrase)
+	if err != nil {
+		return "", err
+	}
+	defer clear(seed)
+	path, err := ParsePath(BackupKeyPath)
+	if err != nil {
+		return "", err
+	}
+	k, _, err := DeriveEd25519(seed, path)
+	if err != nil {
+		return "", err
+	}
+	defer clear(k[:])
+	return hex.EncodeToString(k[:]), nil
 }
