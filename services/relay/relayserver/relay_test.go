@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -424,8 +425,10 @@ func TestPortFloodFromFreshKeys(t *testing.T) {
 	sn := newHost(t, dht.ModeServer, nil)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "relay-ports.json")
-	now := time.Now()
-	clock := func() time.Time { return now }
+	var nowNs atomic.Int64 // the relay reads the clock in its own goroutines
+	nowNs.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, nowNs.Load()) }
+	advance := func(d time.Duration) { nowNs.Add(int64(d)) }
 	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 41000, PortMax: 41003, PortsFile: file,
 		PortNodesPerAddr: 2, PortsUnusedFor: 24 * time.Hour, Now: clock, Logger: testlog.New(t, 0)})
 	if err != nil {
@@ -438,7 +441,7 @@ func TestPortFloodFromFreshKeys(t *testing.T) {
 		id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
 		c := newHost(t, dht.ModeClient, key)
 		st, ch := openAttach(t, c, sn)
-		relay.WriteMessage(st, relay.SignAttach(key, ch, didOf(key), now, services))
+		relay.WriteMessage(st, relay.SignAttach(key, ch, didOf(key), clock(), services))
 		m, err := relay.ReadMessage(st)
 		if err != nil || m.Type != relay.TypeAttached {
 			t.Fatalf("attach: got %+v %v", m, err)
@@ -461,7 +464,7 @@ func TestPortFloodFromFreshKeys(t *testing.T) {
 	// a port of its (the detached node's) anyway.
 	st1.Reset()
 	testenv.WaitFor(t, 10*time.Second, "the first node to detach", func() bool { return !r.Attached(id1) })
-	now = now.Add(time.Hour)
+	advance(time.Hour)
 	st4, m4, _ := attach("c")
 	if len(m4.Ports) != 1 {
 		t.Fatalf("a new node while the range is full of a detached node's ports: %v", m4.Ports)
@@ -476,7 +479,7 @@ func TestPortFloodFromFreshKeys(t *testing.T) {
 	// A day later its last assignment is dropped at the next assignment.
 	st4.Reset()
 	st2.Reset()
-	now = now.Add(25 * time.Hour)
+	advance(25 * time.Hour)
 	st5, _, _ := attach("d")
 	defer st5.Reset()
 	if got := r.ports.assigned(id1); len(got) != 0 {
@@ -486,7 +489,7 @@ func TestPortFloodFromFreshKeys(t *testing.T) {
 	// The first format still loads.
 	old := filepath.Join(dir, "old.json")
 	os.WriteFile(old, []byte(`{"did:boson:x\u0000ssh": 41001}`), 0o600)
-	pt, err := loadPorts(old, 41000, 41003, time.Hour, now)
+	pt, err := loadPorts(old, 41000, 41003, time.Hour, clock())
 	if err != nil || pt.byKey["did:boson:x\x00ssh"].Port != 41001 {
 		t.Fatalf("first-format table: %+v %v", pt.byKey, err)
 	}
