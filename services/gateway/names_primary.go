@@ -41,6 +41,11 @@ const ProtocolNames = protocol.ID("/pc2/names/1")
 // the forwarding gateway, trusted only from gateways of the domain).
 const clientHeader = "X-Pc2-Client-Addr"
 
+// forwardedKey marks, in its context, a request that a domain's gateway
+// handed over (ServeNames): it is decided here, never handed on. A
+// context value, not a header, so that a visitor cannot set it.
+type forwardedKey struct{}
+
 // Primaries says which supernode grants new names of a domain.
 type Primaries interface {
 	// Primary is the domain's primary; an error when it cannot be
@@ -53,7 +58,7 @@ type Primaries interface {
 // primary, the claim is a renewal by the holder, the request was already
 // forwarded, or it cannot be parsed: claim answers that).
 func (n *Names) forwardNew(w http.ResponseWriter, r *http.Request, domain string) bool {
-	if n.cfg.Primaries == nil || n.cfg.Host == nil || r.Header.Get(clientHeader) != "" {
+	if n.cfg.Primaries == nil || n.cfg.Host == nil || r.Context().Value(forwardedKey{}) != nil {
 		return false
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxAPIBody))
@@ -160,7 +165,7 @@ func (n *Names) ServeNames(allowed func(context.Context, peer.ID) bool) network.
 		}
 		req.RemoteAddr = net.JoinHostPort(addr.String(), "0")
 		rec := &bufferedResponse{header: http.Header{}, code: http.StatusOK}
-		n.ServeHTTP(rec, req.WithContext(ctx))
+		n.ServeHTTP(rec, req.WithContext(context.WithValue(ctx, forwardedKey{}, true)))
 		resp := &http.Response{StatusCode: rec.code, ProtoMajor: 1, ProtoMinor: 1, Header: rec.header,
 			ContentLength: int64(rec.body.Len()), Body: io.NopCloser(&rec.body)}
 		if err := resp.Write(st); err != nil {

@@ -448,8 +448,8 @@ func TestNamesOneGranter(t *testing.T) {
 		s.node.Host().SetStreamHandler(ProtocolNames, names.ServeNames(gws.Allowed))
 		return names, srv
 	}
-	_, srvA := setUp(a) // listed first: the primary
-	_, srvB := setUp(b)
+	namesA, srvA := setUp(a) // listed first: the primary
+	namesB, srvB := setUp(b)
 	ctx := context.Background()
 	cA, cB := &namesapi.Client{API: srvA.URL}, &namesapi.Client{API: srvB.URL}
 
@@ -492,6 +492,31 @@ func TestNamesOneGranter(t *testing.T) {
 		}
 	}
 
+	// A visitor cannot make B decide by posing as a forwarded request.
+	spoofer, _ := newKey(t)
+	sc, err := namesapi.SignClaim(spoofer, "spoof."+testDomain, records.ActionHold, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(namesapi.ClaimRequest{Claim: sc})
+	req, _ := http.NewRequest("POST", srvB.URL+"/api/names", bytes.NewReader(body))
+	req.Host = testDomain
+	req.Header.Set(clientHeader, "192.0.2.1")
+	resp, err := srvB.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	namesA.mu.Lock()
+	_, atA := namesA.held["spoof."+testDomain]
+	namesA.mu.Unlock()
+	namesB.mu.Lock()
+	_, atB := namesB.held["spoof."+testDomain]
+	namesB.mu.Unlock()
+	if resp.StatusCode != http.StatusCreated || !atA || atB {
+		t.Fatalf("a new claim at B with a forged hand-over header: %s, granted by A %v, by B %v; want A", resp.Status, atA, atB)
+	}
+
 	// The holder renews at B while A is away; a new claim at B waits for A.
 	alice, _ := newKey(t)
 	if _, err := cA.Claim(ctx, alice, "kept."+testDomain, ""); err != nil {
@@ -503,6 +528,6 @@ func TestNamesOneGranter(t *testing.T) {
 		t.Fatalf("renewal at B while the primary is away: %v", err)
 	}
 	carol, _ := newKey(t)
-	_, err := cB.Claim(ctx, carol, "new."+testDomain, "")
+	_, err = cB.Claim(ctx, carol, "new."+testDomain, "")
 	wantAPIError(t, "a new name at B while the primary is away", err, 503, "primary_unreachable")
 }
