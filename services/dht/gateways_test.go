@@ -118,3 +118,57 @@ func TestGatewaySetPinnedOperator(t *testing.T) {
 		t.Fatal("a gateway the pinned operator lists is not trusted")
 	}
 }
+
+// TestListGateway: supernodes holding the operator key list themselves in
+// the domain record one after the other, each keeping the gateways
+// already listed (the first stays first: the domain's primary); listing
+// again with the same addresses publishes nothing until half the
+// record's life has passed; a key that is not the domain's operator is
+// refused by the network.
+func TestListGateway(t *testing.T) {
+	net := newTestNetwork(t, 3)
+	a, b := net.nodes[0], net.nodes[1]
+	op := operatorKey()
+	// c listed itself 16 days ago: past half the record's life, it lists
+	// itself again. (Its clock is read by its own loops: atomic.)
+	var ago atomic.Int64
+	ago.Store(int64(DomainListTTL/2 + 24*time.Hour))
+	c, err := New(context.Background(), Config{Key: testKey("gateway c"), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		Bootstrap: []peer.AddrInfo{a.AddrInfo()}, Trust: net.trust, Logger: testLogger(t),
+		Now: func() time.Time { return time.Now().Add(-time.Duration(ago.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Bootstrap(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if published, err := c.ListGateway(ctxT(t, 20*time.Second), testDomain, op); err != nil || !published {
+		t.Fatalf("c, 16 days ago: published %v, %v", published, err)
+	}
+	ago.Store(0)
+	if published, err := c.ListGateway(ctxT(t, 20*time.Second), testDomain, op); err != nil || !published {
+		t.Fatalf("c, past half the record's life: published %v, %v, want a renewal", published, err)
+	}
+	for i, n := range []*Node{a, b} {
+		if published, err := n.ListGateway(ctxT(t, 20*time.Second), testDomain, op); err != nil || !published {
+			t.Fatalf("gateway %d: published %v, %v", i, published, err)
+		}
+	}
+	rec, err := net.nodes[2].ResolveDomain(ctxT(t, 20*time.Second), testDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aID, _ := a.ID()
+	bID, _ := b.ID()
+	cID, _ := c.ID()
+	if len(rec.Gateways) != 3 || rec.Gateways[0].ID != cID || rec.Gateways[1].ID != aID || rec.Gateways[2].ID != bID || rec.Operator != idOf(t, op) {
+		t.Fatalf("domain record: %+v, want c, a, b in the order they listed themselves", rec)
+	}
+	if published, err := a.ListGateway(ctxT(t, 20*time.Second), testDomain, op); err != nil || published {
+		t.Fatalf("listing again: published %v, %v, want nothing to do", published, err)
+	}
+	if _, err := a.ListGateway(ctxT(t, 20*time.Second), testDomain, testKey("not the operator")); err == nil {
+		t.Fatal("a record by another key than the pinned operator was published")
+	}
+}
