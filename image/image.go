@@ -97,6 +97,13 @@ var GokrazyServices = map[string]string{
 	"randomd": "github.com/gokrazy/gokrazy/cmd/randomd",
 }
 
+// External is a Go program of another module.
+type External struct {
+	Module  string // e.g. github.com/restic/restic
+	Version string // an exact version, e.g. v0.18.1
+	Package string // the main package's directory in the module, e.g. cmd/restic
+}
+
 // Options configure Build. The zero value of every field except Board and
 // Output is usable.
 type Options struct {
@@ -104,6 +111,11 @@ type Options struct {
 	Board boards.Board
 	// Programs maps a name under /user to the Go package built there.
 	Programs map[string]string
+	// External maps a name under /user to a program of another Go
+	// module, built from the module proxy at a pinned version in its own
+	// module (its go.mod and go.sum, never this module's), as gokrazy
+	// builds any Go program.
+	External map[string]External
 	// ExtraFiles maps absolute paths in the root file system to contents,
 	// e.g. /etc/gokr-pw.txt (the web interface password; without it gokrazy
 	// does not listen on TCP) or /etc/hostname (default "pc2").
@@ -217,6 +229,16 @@ func (o *Options) setDefaults() error {
 	for name := range o.Programs {
 		if name == "" || strings.ContainsAny(name, "/ ") || name == "." || name == ".." {
 			return fmt.Errorf("%w: program name %q", ErrInvalidOptions, name)
+		}
+	}
+	for name, e := range o.External {
+		switch {
+		case name == "" || strings.ContainsAny(name, "/ ") || name == "." || name == "..":
+			return fmt.Errorf("%w: program name %q", ErrInvalidOptions, name)
+		case o.Programs[name] != "":
+			return fmt.Errorf("%w: %s is both a program and an external program", ErrInvalidOptions, name)
+		case e.Module == "" || !strings.HasPrefix(e.Version, "v") || e.Package == "" || path.IsAbs(e.Package) || strings.Contains(e.Package, ".."):
+			return fmt.Errorf("%w: external program %s: module %q version %q package %q", ErrInvalidOptions, name, e.Module, e.Version, e.Package)
 		}
 	}
 	for p := range o.ExtraFiles {

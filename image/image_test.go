@@ -256,6 +256,19 @@ func TestOptionsValidation(t *testing.T) {
 		"bad file":    func(o *Options) { o.ExtraFiles = map[string][]byte{"etc/x": nil} },
 		"boot subdir": func(o *Options) { o.BootFiles = map[string][]byte{"/a/b.txt": nil} },
 		"no board":    func(o *Options) { o.Board.Name = "" },
+		"external name": func(o *Options) {
+			o.External = map[string]External{"a b": {Module: "example.com/m", Version: "v1.0.0", Package: "cmd/m"}}
+		},
+		"external twice": func(o *Options) {
+			o.Programs = map[string]string{"m": "x"}
+			o.External = map[string]External{"m": {Module: "example.com/m", Version: "v1.0.0", Package: "cmd/m"}}
+		},
+		"external no version": func(o *Options) {
+			o.External = map[string]External{"m": {Module: "example.com/m", Version: "latest", Package: "cmd/m"}}
+		},
+		"external escapes": func(o *Options) {
+			o.External = map[string]External{"m": {Module: "example.com/m", Version: "v1.0.0", Package: "../x"}}
+		},
 	} {
 		o := testOptions(t.TempDir())
 		mutate(&o)

@@ -148,6 +148,7 @@ func buildBoardImage(t testing.TB, board boards.Board, s settings.Settings, perm
 	res, err := image.Build(context.Background(), image.Options{
 		Board:           board,
 		Programs:        p.Programs,
+		External:        p.External,
 		ExtraFiles:      p.Files,
 		PermFiles:       perm,
 		BootFiles:       p.BootFiles,
@@ -258,6 +259,12 @@ func testPersonalImage(t *testing.T, board boards.Board) *qemutest.VM {
 	body := vm.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", vm.HostPort(4200)), time.Minute)
 	if !strings.Contains(string(body), vectorDID) {
 		t.Fatalf("status page does not show the DID")
+	}
+	// The backup engine in the image runs on the board.
+	info := deviceInfo(t, fmt.Sprintf("http://127.0.0.1:%d/api/device", vm.HostPort(4200)), testAdminPassword)
+	if want := "restic " + strings.TrimPrefix(profile.Restic.Version, "v"); !strings.HasPrefix(info.BackupEngine, want) ||
+		!strings.Contains(info.BackupEngine, "linux/"+board.GOARCH) {
+		t.Errorf("%s: backup engine %q, want %s for linux/%s", board.Name, info.BackupEngine, want, board.GOARCH)
 	}
 	// The VM sits behind QEMU's user-mode NAT: its status page through the
 	// host supernode's relay, and the did record lists that supernode.
@@ -453,8 +460,9 @@ type deviceInfoJSON struct {
 	Network        struct {
 		Changes []string `json:"changes"`
 	} `json:"network"`
-	Processes []device.Process `json:"processes"`
-	Memory    device.Memory    `json:"memory"`
+	Processes    []device.Process `json:"processes"`
+	Memory       device.Memory    `json:"memory"`
+	BackupEngine string           `json:"backup_engine"`
 }
 
 func deviceInfo(t testing.TB, url, pw string) deviceInfoJSON {

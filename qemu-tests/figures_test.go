@@ -132,7 +132,7 @@ func buildReleaseImage(b *testing.B, board boards.Board) releaseBuild {
 	var logBuf bytes.Buffer
 	start := time.Now()
 	res, err := image.Build(context.Background(), image.Options{
-		Board: board, Programs: p.Programs, ExtraFiles: p.Files, BootFiles: p.BootFiles,
+		Board: board, Programs: p.Programs, External: p.External, ExtraFiles: p.Files, BootFiles: p.BootFiles,
 		SourceDateEpoch: 1700000000, Output: filepath.Join(b.TempDir(), "disk.img"),
 		Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
 	})

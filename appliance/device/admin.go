@@ -33,6 +33,9 @@ type deviceInfo struct {
 	Memory         Memory             `json:"memory"`
 	Version        string             `json:"version,omitempty"`
 	Perm           *PermStatus        `json:"perm,omitempty"`
+	// BackupEngine is what the image's backup engine says it is
+	// (`restic version`), or why it does not run.
+	BackupEngine string `json:"backup_engine,omitempty"`
 }
 
 // routes adds the admin API to the personal node's mux.
@@ -49,6 +52,7 @@ func (d *Device) routes(mux *http.ServeMux) {
 			Processes:      processes("/proc"),
 			Memory:         memory("/proc", "/sys"),
 			Perm:           d.perm,
+			BackupEngine:   d.backupEngine,
 		}
 		if d.loaded.WiFi != nil {
 			st := d.wifi.Status()

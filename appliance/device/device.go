@@ -39,7 +39,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,7 +137,9 @@ type Device struct {
 	light  *hardware.Light
 	net    Network
 	perm   *PermStatus // growing perm at this boot (nil: not tried)
-	wifi   wifi.State
+	// backupEngine is `restic version` on the device ("" elsewhere).
+	backupEngine string
+	wifi         wifi.State
 	// node is the personal node once it runs.
 	node atomic.Pointer[personal.Node]
 	// snAddrs are the supernode's addresses once it listens.
@@ -192,6 +196,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	d := &Device{opts: opts, log: log, loaded: loaded, net: opts.Network, perm: perm}
+	if opts.Paths.Disk == "" {
+		d.backupEngine = engineVersion(ctx, profile.ResticBinary)
+	}
 	if d.guard, err = password.NewGuard(nil, nil); err != nil {
 		return err
 	}
@@ -375,4 +382,16 @@ func growRootPerm(log *slog.Logger) (r growperm.Result, err error) {
 		log.Info("perm uses the whole disk", "disk", disk.Path, "disk_bytes", r.DiskBytes, "fs_bytes", r.FSBytes)
 	}
 	return r, err
+}
+
+// engineVersion is what the backup engine at path says it is, or why it
+// did not say.
+func engineVersion(ctx context.Context, path string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "version").Output()
+	if err != nil {
+		return "not runnable: " + err.Error()
+	}
+	return strings.TrimSpace(string(out))
 }

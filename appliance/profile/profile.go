@@ -21,6 +21,7 @@ import (
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/svctable"
+	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
@@ -35,7 +36,13 @@ const (
 	PermDir      = "/perm"
 	PC2Binary    = "/user/pc2"
 	PC2Package   = "github.com/pc2/pc2/cmd/pc2"
+	// ResticBinary is the backup engine (issue 17): restic, built from the
+	// module proxy at a pinned version into every image.
+	ResticBinary = "/user/restic"
 )
+
+// Restic is the backup engine's module and version.
+var Restic = image.External{Module: "github.com/restic/restic", Version: "v0.18.1", Package: "cmd/restic"}
 
 // KeyFile is the node key under perm, DataDir PC2's directory there.
 func KeyFile(perm string) string { return filepath.Join(perm, "pc2", "node.key") }
@@ -79,9 +86,10 @@ func Check(s *settings.Settings) error {
 
 // Image is what the image builder needs from a profile.
 type Image struct {
-	Programs  map[string]string // /user/<name> -> Go package
-	Files     map[string][]byte // root file system path -> contents
-	BootFiles map[string][]byte // boot partition path -> contents
+	Programs  map[string]string         // /user/<name> -> Go package
+	External  map[string]image.External // /user/<name> -> a program of another module
+	Files     map[string][]byte         // root file system path -> contents
+	BootFiles map[string][]byte         // boot partition path -> contents
 }
 
 // Build returns the programs and files of an image with settings s.
@@ -110,6 +118,7 @@ func Root() (*Image, error) {
 	}
 	return &Image{
 		Programs: map[string]string{"pc2": PC2Package},
+		External: map[string]image.External{"restic": Restic},
 		Files: map[string][]byte{
 			ServicesFile:          table,
 			"/etc/http-port.txt":  []byte(fmt.Sprint(GokrazyHTTPPort)),

@@ -164,7 +164,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		out = filepath.Join(tmp, "disk.img")
 	}
 	res, err := image.Build(ctx, image.Options{
-		Board: o.Board, Programs: img.Programs, ExtraFiles: img.Files, BootFiles: img.BootFiles, PermFiles: o.PermFiles,
+		Board: o.Board, Programs: img.Programs, External: img.External, ExtraFiles: img.Files, BootFiles: img.BootFiles, PermFiles: o.PermFiles,
 		SourceDateEpoch: o.SourceDateEpoch, Output: out, ModuleDir: o.ModuleDir,
 		BootSize: o.BootSize, RootSize: o.RootSize, PermSize: o.PermSize,
 		Vars:   map[string]string{VersionVar: o.Version},

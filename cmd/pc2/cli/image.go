@@ -129,7 +129,7 @@ func imageBuild(ctx context.Context, env Env, args []string) error {
 	}
 	start := time.Now()
 	res, err := image.Build(ctx, image.Options{
-		Board: b, Programs: p.Programs, ExtraFiles: p.Files, PermFiles: perm, BootFiles: p.BootFiles,
+		Board: b, Programs: p.Programs, External: p.External, ExtraFiles: p.Files, PermFiles: perm, BootFiles: p.BootFiles,
 		SourceDateEpoch: epoch, Output: *out, ModuleDir: *moduleDir, Logger: env.logger(),
 		Vars: map[string]string{release.VersionVar: *version},
 	})
