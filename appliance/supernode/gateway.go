@@ -142,7 +142,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 		Store: node, Operators: keys, Policy: gc.Policy, Reserved: gc.Reserved, GrantTTL: time.Duration(gc.GrantTTL),
 		StateFile: filepath.Join(cfg.DataDir, "names.json"), Self: self, Logger: log,
 		Changed:   func(name string) { g.Forget(name) },
-		Primaries: &gateway.DomainPrimaries{Resolve: node.ResolveDomain}, Host: node.Host(),
+		Primaries: gateways, Host: node.Host(),
 	})
 	if err != nil {
 		return nil, err

@@ -65,7 +65,7 @@ type GatewaySet struct {
 	static map[peer.ID]bool
 
 	mu       sync.Mutex
-	byDomain map[string]map[peer.ID]bool
+	byDomain map[string][]peer.ID // in the record's order
 	fetched  time.Time     // the last resolution's start (zero: never)
 	running  chan struct{} // closed when the running resolution ends
 }
@@ -87,7 +87,7 @@ func NewGatewaySet(cfg GatewaysConfig) (*GatewaySet, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &GatewaySet{cfg: cfg, static: map[peer.ID]bool{}, byDomain: map[string]map[peer.ID]bool{}}
+	s := &GatewaySet{cfg: cfg, static: map[peer.ID]bool{}, byDomain: map[string][]peer.ID{}}
 	for _, p := range cfg.Static {
 		s.static[p] = true
 	}
@@ -102,11 +102,35 @@ func (s *GatewaySet) Allowed(ctx context.Context, p peer.ID) bool {
 	}
 	s.mu.Lock()
 	known := s.has(p)
+	s.mu.Unlock()
+	s.refresh(ctx, func(age time.Duration) bool { return !known && age >= s.cfg.MinRefresh })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.has(p)
+}
+
+// Primary is the first gateway domain's record lists: the supernode that
+// grants the domain's new names (gateway.Primaries). An error when no
+// record of the domain was resolved.
+func (s *GatewaySet) Primary(ctx context.Context, domain string) (peer.ID, error) {
+	s.refresh(ctx, func(time.Duration) bool { return false })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ids := s.byDomain[domain]; len(ids) > 0 {
+		return ids[0], nil
+	}
+	return "", fmt.Errorf("dht: no gateways of %s known", domain)
+}
+
+// refresh resolves the records (or waits, within ctx, for the resolution
+// running) when the last one is older than MaxAge, or when early says so
+// of its age.
+func (s *GatewaySet) refresh(ctx context.Context, early func(age time.Duration) bool) {
+	s.mu.Lock()
 	age := s.cfg.Now().Sub(s.fetched)
-	due := s.fetched.IsZero() || age >= s.cfg.MaxAge || (!known && age >= s.cfg.MinRefresh)
-	if !due {
+	if !s.fetched.IsZero() && age < s.cfg.MaxAge && !early(age) {
 		s.mu.Unlock()
-		return known
+		return
 	}
 	done := s.running
 	if done == nil {
@@ -120,9 +144,6 @@ func (s *GatewaySet) Allowed(ctx context.Context, p peer.ID) bool {
 	case <-done:
 	case <-ctx.Done():
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.has(p)
 }
 
 // pinned reports d's pinned operator; true without pins.
@@ -136,7 +157,7 @@ func (s *GatewaySet) pinned(d string) (identity.ID, bool) {
 // has reports whether a resolved record lists p; s.mu is held.
 func (s *GatewaySet) has(p peer.ID) bool {
 	for _, ids := range s.byDomain {
-		if ids[p] {
+		if slices.Contains(ids, p) {
 			return true
 		}
 	}
@@ -149,7 +170,7 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	domains := s.cfg.Domains()
-	found := map[string]map[peer.ID]bool{}
+	found := map[string][]peer.ID{}
 	for _, d := range domains {
 		op, ok := s.pinned(d)
 		if !ok {
@@ -164,16 +185,16 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 			s.cfg.Logger.Warn("a domain record by another operator ignored", "domain", d, "operator", rec.Operator.DID(), "pinned", op.DID())
 			continue
 		}
-		ids := map[peer.ID]bool{}
+		var ids []peer.ID
 		for _, g := range rec.Gateways {
 			if pid, err := IDToPeer(g.ID); err == nil {
-				ids[pid] = true
+				ids = append(ids, pid)
 			}
 		}
 		found[d] = ids
 	}
 	s.mu.Lock()
-	keep := map[string]map[peer.ID]bool{}
+	keep := map[string][]peer.ID{}
 	for _, d := range domains {
 		if ids, ok := found[d]; ok {
 			keep[d] = ids

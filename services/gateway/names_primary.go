@@ -4,19 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 )
 
@@ -46,7 +42,8 @@ const clientHeader = "X-Pc2-Client-Addr"
 // context value, not a header, so that a visitor cannot set it.
 type forwardedKey struct{}
 
-// Primaries says which supernode grants new names of a domain.
+// Primaries says which supernode grants new names of a domain
+// (dht.GatewaySet: the first gateway the domain's record lists).
 type Primaries interface {
 	// Primary is the domain's primary; an error when it cannot be
 	// told (the supernode then grants itself).
@@ -184,56 +181,3 @@ type bufferedResponse struct {
 func (b *bufferedResponse) Header() http.Header         { return b.header }
 func (b *bufferedResponse) WriteHeader(code int)        { b.code = code }
 func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
-
-// DomainPrimaries finds a domain's primary in its domain record (the
-// first gateway listed), caching each answer for a minute.
-type DomainPrimaries struct {
-	Resolve func(ctx context.Context, domain string) (*records.Domain, error)
-	Now     func() time.Time
-
-	mu    sync.Mutex
-	cache map[string]primaryEntry
-}
-
-type primaryEntry struct {
-	id  peer.ID
-	at  time.Time
-	err error
-}
-
-// Primary implements Primaries.
-func (p *DomainPrimaries) Primary(ctx context.Context, domain string) (peer.ID, error) {
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
-	}
-	p.mu.Lock()
-	e, ok := p.cache[domain]
-	p.mu.Unlock()
-	if ok && now().Sub(e.at) < time.Minute {
-		return e.id, e.err
-	}
-	rec, err := p.Resolve(ctx, domain)
-	var id peer.ID
-	switch {
-	case err != nil:
-	case len(rec.Gateways) == 0:
-		err = errors.New("the domain record lists no gateway")
-	default:
-		id, err = dht.IDToPeer(rec.Gateways[0].ID)
-	}
-	if err != nil {
-		err = fmt.Errorf("primary of %s: %w", domain, err)
-	}
-	at := now()
-	if err != nil {
-		at = at.Add(-time.Minute + 5*time.Second) // failures are asked again sooner
-	}
-	p.mu.Lock()
-	if p.cache == nil {
-		p.cache = map[string]primaryEntry{}
-	}
-	p.cache[domain] = primaryEntry{id: id, at: at, err: err}
-	p.mu.Unlock()
-	return id, err
-}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
@@ -436,20 +437,31 @@ func TestNamesSquatting(t *testing.T) {
 func TestNamesOneGranter(t *testing.T) {
 	w := newWorld(t, 2)
 	a, b := w.sns[0], w.sns[1]
+	sets := map[*supernode]*dht.GatewaySet{}
 	setUp := func(s *supernode) (*Names, *httptest.Server) {
-		names, _, srv := w.namesGateway(s, true, func(c *NamesConfig) {
-			c.Primaries, c.Host = &DomainPrimaries{Resolve: s.node.ResolveDomain}, s.node.Host()
-			c.NewNamesPerClient, c.MaxNamesPerDID = 100, 100
-		})
-		gws, err := dht.NewGatewaySet(dht.GatewaysConfig{Resolve: s.node.ResolveDomain, Domains: func() []string { return []string{testDomain} }})
+		// As a supernode does: one gateway set of its domains says who may
+		// hand claims over and which gateway is the primary.
+		gws, err := dht.NewGatewaySet(dht.GatewaysConfig{Resolve: s.node.ResolveDomain, Domains: func() []string { return []string{testDomain} },
+			MinRefresh: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
+		sets[s] = gws
+		names, _, srv := w.namesGateway(s, true, func(c *NamesConfig) {
+			c.Primaries, c.Host = gws, s.node.Host()
+			c.NewNamesPerClient, c.MaxNamesPerDID = 100, 100
+		})
 		s.node.Host().SetStreamHandler(ProtocolNames, names.ServeNames(gws.Allowed))
 		return names, srv
 	}
 	namesA, srvA := setUp(a) // listed first: the primary
 	namesB, srvB := setUp(b)
+	// Both supernodes know the domain's record with both gateways (a
+	// gateway just listed is known within MinRefresh).
+	testenv.WaitFor(t, 20*time.Second, "each supernode to know both gateways", func() bool {
+		ctx := context.Background()
+		return sets[a].Allowed(ctx, b.node.Host().ID()) && sets[b].Allowed(ctx, a.node.Host().ID())
+	})
 	ctx := context.Background()
 	cA, cB := &namesapi.Client{API: srvA.URL}, &namesapi.Client{API: srvB.URL}
 
