@@ -66,8 +66,8 @@ type GatewaySet struct {
 
 	mu       sync.Mutex
 	byDomain map[string][]peer.ID // in the record's order
-	fetched  time.Time     // the last resolution's start (zero: never)
-	running  chan struct{} // closed when the running resolution ends
+	fetched  time.Time            // the last resolution's start (zero: never)
+	running  chan struct{}        // closed when the running resolution ends
 }
 
 // NewGatewaySet returns a set resolving with cfg.Resolve.
