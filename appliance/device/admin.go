@@ -52,7 +52,7 @@ func (d *Device) routes(mux *http.ServeMux) {
 			Processes:      processes("/proc"),
 			Memory:         memory("/proc", "/sys"),
 			Perm:           d.perm,
-			BackupEngine:   d.backupEngine,
+			BackupEngine:   d.backupEngine(),
 		}
 		if d.loaded.WiFi != nil {
 			st := d.wifi.Status()

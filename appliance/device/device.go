@@ -137,9 +137,11 @@ type Device struct {
 	light  *hardware.Light
 	net    Network
 	perm   *PermStatus // growing perm at this boot (nil: not tried)
-	// backupEngine is `restic version` on the device ("" elsewhere).
-	backupEngine string
-	wifi         wifi.State
+	// engine asks the backup engine its version, once, when the admin
+	// API is first asked (not at start: nothing waits for it there).
+	engine     sync.Once
+	engineName string
+	wifi       wifi.State
 	// node is the personal node once it runs.
 	node atomic.Pointer[personal.Node]
 	// snAddrs are the supernode's addresses once it listens.
@@ -196,9 +198,6 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	d := &Device{opts: opts, log: log, loaded: loaded, net: opts.Network, perm: perm}
-	if opts.Paths.Disk == "" {
-		d.backupEngine = engineVersion(ctx, profile.ResticBinary)
-	}
 	if d.guard, err = password.NewGuard(nil, nil); err != nil {
 		return err
 	}
@@ -384,10 +383,21 @@ func growRootPerm(log *slog.Logger) (r growperm.Result, err error) {
 	return r, err
 }
 
+// backupEngine is what the image's backup engine says it is, or why it
+// did not say ("" off the device).
+func (d *Device) backupEngine() string {
+	d.engine.Do(func() {
+		if d.opts.Paths.Disk == "" {
+			d.engineName = engineVersion(profile.ResticBinary)
+		}
+	})
+	return d.engineName
+}
+
 // engineVersion is what the backup engine at path says it is, or why it
 // did not say.
-func engineVersion(ctx context.Context, path string) string {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+func engineVersion(path string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, "version").Output()
 	if err != nil {

@@ -131,6 +131,18 @@ func (n *Node) update(f func(*Status)) {
 
 // Status returns a copy of the current status.
 func (n *Node) Status() Status {
+	s := n.lockedStatus()
+	if n.cloud != nil {
+		// statfs, outside n.mu.
+		if u, err := n.cloud.Store().Usage(); err == nil {
+			s.Storage = &Storage{Used: u.Used, Quota: u.Quota, DiskFree: u.DiskFree, DiskTotal: u.DiskTotal}
+		}
+	}
+	return s
+}
+
+// lockedStatus is the status without the storage, under n.mu.
+func (n *Node) lockedStatus() Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.status
@@ -150,11 +162,6 @@ func (n *Node) Status() Status {
 	if n.cloud != nil && n.cloud.SetupDone() {
 		s.Setup = "done"
 		s.Name = n.cloud.Name()
-	}
-	if n.cloud != nil {
-		if u, err := n.cloud.Store().Usage(); err == nil {
-			s.Storage = &Storage{Used: u.Used, Quota: u.Quota, DiskFree: u.DiskFree, DiskTotal: u.DiskTotal}
-		}
 	}
 	return s
 }
