@@ -45,10 +45,13 @@ func newHost(t *testing.T, mode dht.Mode, key ed25519.PrivateKey) *dht.Node {
 	return n
 }
 
+// The tests' mapped ports are below Linux's ephemeral range (32768 and
+// up), where other tests' outgoing connections and port-0 listeners could
+// hold a port a test expects free.
 func newRelay(t *testing.T) (*dht.Node, *Relay) {
 	t.Helper()
 	sn := newHost(t, dht.ModeServer, nil)
-	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, Logger: testlog.New(t, 0)})
+	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 20000, PortMax: 30000, Logger: testlog.New(t, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +149,7 @@ func TestAttachRefusals(t *testing.T) {
 	st, ch = openAttach(t, victim, sn)
 	relay.WriteMessage(st, relay.SignAttach(victimKey, ch, didOf(victimKey), time.Now(), []string{"ssh"}))
 	ok, err := relay.ReadMessage(st)
-	if err != nil || ok.Type != relay.TypeAttached || ok.Ports["ssh"] < 40000 || ok.Ports["ssh"] > 60000 {
+	if err != nil || ok.Type != relay.TypeAttached || ok.Ports["ssh"] < 20000 || ok.Ports["ssh"] > 30000 {
 		t.Fatalf("victim attach: %+v %v", ok, err)
 	}
 	if s := r.Sessions(); len(s) != 1 || s[0].DID != didOf(victimKey) {
@@ -313,7 +316,7 @@ func TestCloseDuringPortMapping(t *testing.T) {
 	for _, name := range services {
 		var id identity.ID
 		copy(id[:], key.Public().(ed25519.PublicKey))
-		port := PreferredPort(id, name, 40000, 60000)
+		port := PreferredPort(id, name, 20000, 30000)
 		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
 			t.Errorf("port %d of %s still taken after Close: %v", port, name, err)
 		} else {
@@ -343,7 +346,7 @@ func (t *portTable) assigned(id identity.ID) map[string]int {
 func TestReattachCannotHoardPorts(t *testing.T) {
 	sn := newHost(t, dht.ModeServer, nil)
 	file := filepath.Join(t.TempDir(), "relay-ports.json")
-	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 40000, PortMax: 60000, PortsFile: file, Logger: testlog.New(t, 0)})
+	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 20000, PortMax: 30000, PortsFile: file, Logger: testlog.New(t, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +432,7 @@ func TestPortFloodFromFreshKeys(t *testing.T) {
 	nowNs.Store(time.Now().UnixNano())
 	clock := func() time.Time { return time.Unix(0, nowNs.Load()) }
 	advance := func(d time.Duration) { nowNs.Add(int64(d)) }
-	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 41000, PortMax: 41003, PortsFile: file,
+	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 21000, PortMax: 21003, PortsFile: file,
 		PortNodesPerAddr: 2, PortsUnusedFor: 24 * time.Hour, Now: clock, Logger: testlog.New(t, 0)})
 	if err != nil {
 		t.Fatal(err)
@@ -488,9 +491,9 @@ func TestPortFloodFromFreshKeys(t *testing.T) {
 
 	// The first format still loads.
 	old := filepath.Join(dir, "old.json")
-	os.WriteFile(old, []byte(`{"did:boson:x\u0000ssh": 41001}`), 0o600)
-	pt, err := loadPorts(old, 41000, 41003, time.Hour, clock())
-	if err != nil || pt.byKey["did:boson:x\x00ssh"].Port != 41001 {
+	os.WriteFile(old, []byte(`{"did:boson:x\u0000ssh": 21001}`), 0o600)
+	pt, err := loadPorts(old, 21000, 21003, time.Hour, clock())
+	if err != nil || pt.byKey["did:boson:x\x00ssh"].Port != 21001 {
 		t.Fatalf("first-format table: %+v %v", pt.byKey, err)
 	}
 }
