@@ -27,6 +27,8 @@ esac
 # loads with wrk and compares with nginx. The personal cloud's browser
 # end-to-end tests drive headless Chromium through chromedp
 # (internal/testing/browsertest); its WebDAV server is checked with litmus.
+# Backups must stay readable by stock restic: services/backup's test
+# restores a PC2 repository with Debian's restic package.
 declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs [syslinux]=syslinux
@@ -36,6 +38,7 @@ declare -A cmd_pkg=(
 	[nft]=nftables
 	[wrk]=wrk
 	[chromium]=chromium [litmus]=litmus
+	[restic]=restic
 )
 for c in "${!cmd_pkg[@]}"; do
 	have "$c" || need_apt+=("${cmd_pkg[$c]}")

@@ -39,9 +39,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +56,7 @@ import (
 	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/backup"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/wifi"
 )
@@ -399,9 +398,9 @@ func (d *Device) backupEngine() string {
 func engineVersion(path string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "version").Output()
+	v, err := backup.Version(ctx, path)
 	if err != nil {
 		return "not runnable: " + err.Error()
 	}
-	return strings.TrimSpace(string(out))
+	return v
 }

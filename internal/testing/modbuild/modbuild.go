@@ -34,7 +34,8 @@ type Program struct {
 	Module  string
 	Version string
 	// Cmds are package directories inside the module ("cmd/frps"); each
-	// binary is named after its directory's last element.
+	// binary is named after its directory's last element ("." for the
+	// module's root package: named "main").
 	Cmds []string
 	// Tags are build tags.
 	Tags []string
@@ -53,7 +54,12 @@ func Build(tb testing.TB, p Program) string {
 }
 
 // Bin is the path of cmd's binary in the directory Build returned.
-func Bin(dir, cmd string) string { return filepath.Join(dir, path.Base(cmd)) }
+func Bin(dir, cmd string) string {
+	if path.Clean(cmd) == "." {
+		return filepath.Join(dir, "main")
+	}
+	return filepath.Join(dir, path.Base(cmd))
+}
 
 func build(tb testing.TB, p Program) (string, error) {
 	cache, err := os.UserCacheDir()
