@@ -27,6 +27,21 @@ func (n *Node) ResolveDID(ctx context.Context, id identity.ID) (*records.DID, er
 	return d, nil
 }
 
+// ResolveBackup finds and verifies id's backup record (its location is
+// sealed: only the identity's words open it).
+func (n *Node) ResolveBackup(ctx context.Context, id identity.ID) (*records.Backup, error) {
+	key := records.BackupKey(id)
+	val, err := n.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the backup record of %s: %w", id.DID(), err)
+	}
+	b, err := n.validator.ParseBackup(key, val)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the backup record of %s: %w", id.DID(), err)
+	}
+	return b, nil
+}
+
 // ResolveDomain finds and verifies a domain record.
 func (n *Node) ResolveDomain(ctx context.Context, domain string) (*records.Domain, error) {
 	if err := records.ValidDomain(domain); err != nil {

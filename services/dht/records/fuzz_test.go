@@ -79,6 +79,11 @@ func FuzzValidate(f *testing.F) {
 			if len(r.Gateways) > maxGateways {
 				t.Fatalf("accepted %d gateways", len(r.Gateways))
 			}
+		case *Backup:
+			wantKey, issued, expires = BackupKey(r.ID), r.IssuedAt, r.Expires
+			if len(r.Sealed) == 0 || len(r.Sealed) > MaxSealed {
+				t.Fatalf("accepted %d sealed bytes", len(r.Sealed))
+			}
 		default:
 			t.Fatalf("Parse returned a %T", rec)
 		}

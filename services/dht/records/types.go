@@ -146,12 +146,36 @@ type Domain struct {
 	Gateways []Peer      `cbor:"7,keyasint,omitempty" json:"gateways,omitempty"`
 }
 
+// Backup is a node's self-signed pointer to its backups: where they are,
+// sealed with a key only the identity's words give back
+// (services/backup.Seal), so the record holds no readable secret. A
+// fresh device restored from the words finds its data through it. It
+// is stored under BackupKey(ID) and signed by the key whose public half
+// is ID; it outlives the device by up to MaxBackupLifetime.
+type Backup struct {
+	Version  uint64      `cbor:"1,keyasint" json:"version"`
+	ID       identity.ID `cbor:"2,keyasint" json:"did"`
+	Seq      uint64      `cbor:"3,keyasint" json:"seq"`
+	IssuedAt int64       `cbor:"4,keyasint" json:"issued_at"`
+	Expires  int64       `cbor:"5,keyasint" json:"expires"`
+	Sealed   []byte      `cbor:"6,keyasint" json:"sealed"`
+}
+
 // DHT keys. The first path element is the validator namespace.
 const (
 	NamespaceDID    = "did"
 	NamespaceName   = "name"
 	NamespaceDomain = "domain"
+	NamespaceBackup = "backup"
 )
+
+// BackupKey is the DHT key of id's backup record.
+func BackupKey(id identity.ID) string { return "/" + NamespaceBackup + "/" + id.String() }
+
+// SignBackup encodes b and signs it with key, which must be b.ID's key.
+func SignBackup(key ed25519.PrivateKey, b *Backup) ([]byte, error) {
+	return signRecord(key, b.ID, KindBackup, tagBackup, b)
+}
 
 // DIDKey is the DHT key of id's did record.
 func DIDKey(id identity.ID) string { return "/" + NamespaceDID + "/" + id.String() }

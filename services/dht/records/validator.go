@@ -20,6 +20,9 @@ const (
 	MaxDIDLifetime    = 7 * 24 * time.Hour
 	MaxNameLifetime   = 400 * 24 * time.Hour
 	MaxDomainLifetime = 400 * 24 * time.Hour
+	// A backup record must outlive a dead device long enough for its
+	// owner to restore on a new one.
+	MaxBackupLifetime = 400 * 24 * time.Hour
 	// DefaultClockSkew is how far in the future issued-at may lie.
 	DefaultClockSkew = 5 * time.Minute
 )
@@ -32,6 +35,8 @@ const (
 	maxNames    = 16
 	maxServices = 16
 	maxString   = 256
+	// MaxSealed bounds a backup record's sealed location.
+	MaxSealed = 2560
 )
 
 // MaxGateways is the most gateways a domain record may list.
@@ -316,6 +321,36 @@ func (v *Validator) ParseDomain(key string, value []byte) (*Domain, error) {
 	return &d, nil
 }
 
+// ParseBackup fully validates a backup record stored under key and
+// returns it. The sealed location is opaque here: only its size is
+// bounded.
+func (v *Validator) ParseBackup(key string, value []byte) (*Backup, error) {
+	env, rest, err := v.envelopeFor(key, value, NamespaceBackup, KindBackup)
+	if err != nil {
+		return nil, err
+	}
+	var b Backup
+	if err := unmarshalCanonical(env.Body, &b); err != nil {
+		return nil, fmt.Errorf("backup record: %w", err)
+	}
+	if b.Version != Version {
+		return nil, fmt.Errorf("backup record: %w: %d", ErrVersion, b.Version)
+	}
+	if rest != b.ID.String() {
+		return nil, fmt.Errorf("%w: record of %s stored under %q", ErrWrongKey, b.ID.DID(), key)
+	}
+	if !verify(b.ID.PublicKey(), tagBackup, env.Body, env.Sig) {
+		return nil, fmt.Errorf("backup record of %s: %w", b.ID.DID(), ErrBadSignature)
+	}
+	if err := v.checkTimes(b.IssuedAt, b.Expires, MaxBackupLifetime); err != nil {
+		return nil, fmt.Errorf("backup record of %s: %w", b.ID.DID(), err)
+	}
+	if len(b.Sealed) == 0 || len(b.Sealed) > MaxSealed {
+		return nil, fmt.Errorf("%w: backup record of %s seals %d bytes, limit %d", ErrTooManyEntries, b.ID.DID(), len(b.Sealed), MaxSealed)
+	}
+	return &b, nil
+}
+
 // order is what Select compares: seq first, then issued-at, then the bytes,
 // so every node picks the same winner among any set of valid records.
 type order struct {
@@ -354,11 +389,12 @@ func (v *Validator) Namespaced() record.NamespacedValidator {
 		NamespaceDID:    nsValidator{v: v, ns: NamespaceDID},
 		NamespaceName:   nsValidator{v: v, ns: NamespaceName},
 		NamespaceDomain: nsValidator{v: v, ns: NamespaceDomain},
+		NamespaceBackup: nsValidator{v: v, ns: NamespaceBackup},
 	}
 }
 
 // Parse validates a value of any PC2 namespace and returns the decoded
-// record (*DID, *Name or *Domain).
+// record (*DID, *Name, *Domain or *Backup).
 func (v *Validator) Parse(key string, value []byte) (any, error) {
 	ns, _, err := splitKey(key)
 	if err != nil {
@@ -371,6 +407,8 @@ func (v *Validator) Parse(key string, value []byte) (any, error) {
 		return v.ParseName(key, value)
 	case NamespaceDomain:
 		return v.ParseDomain(key, value)
+	case NamespaceBackup:
+		return v.ParseBackup(key, value)
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnknownKind, ns)
 }
@@ -400,6 +438,8 @@ func (n nsValidator) Select(key string, values [][]byte) (int, error) {
 		case *Name:
 			return order{r.Grant.Seq, r.Grant.IssuedAt}, nil
 		case *Domain:
+			return order{r.Seq, r.IssuedAt}, nil
+		case *Backup:
 			return order{r.Seq, r.IssuedAt}, nil
 		}
 		return order{}, ErrUnknownKind

@@ -46,6 +46,7 @@ const (
 	KindDID    Kind = 1
 	KindName   Kind = 2
 	KindDomain Kind = 3
+	KindBackup Kind = 4
 )
 
 func (k Kind) String() string {
@@ -56,6 +57,8 @@ func (k Kind) String() string {
 		return "name"
 	case KindDomain:
 		return "domain"
+	case KindBackup:
+		return "backup"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -67,6 +70,7 @@ const (
 	tagGrant  = "pc2/record/name-grant/v1\x00"
 	tagClaim  = "pc2/record/name-claim/v1\x00"
 	tagDomain = "pc2/record/domain/v1\x00"
+	tagBackup = "pc2/record/backup/v1\x00"
 )
 
 // envelope is the DHT value: a kind, a canonical body, and signatures. Name
