@@ -46,19 +46,8 @@ func TestCloudWizardGatewayRestore(t *testing.T) {
 	startNode := func(name string) (string, *Config, func()) {
 		ncfg := &Config{KeyFile: filepath.Join(dir, name, "node.key"), Mode: ModeRelayed, Supernodes: addrs,
 			NameServices: []cloud.NameService{{Domain: "pc2.test", API: api}}}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		nctx, ncancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- Run(nctx, ncfg, Options{Listener: ln, Logger: testlog.New(t, 0)}) }()
-		return "http://" + ln.Addr().String(), ncfg, func() {
-			ncancel()
-			if err := <-done; err != nil {
-				t.Errorf("node %s: %v", name, err)
-			}
-		}
+		base, stop := runNode(t, ctx, ncfg)
+		return base, ncfg, stop
 	}
 	base, ncfg, stop := startNode("one")
 	local := cloudtest.New(t, base, nil)
@@ -153,6 +142,25 @@ func TestCloudWizardGatewayRestore(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(old[0]); !bytes.Contains(b, []byte("PRIVATE KEY")) {
 		t.Fatal("kept key file is not a key")
+	}
+}
+
+// runNode runs a node of ncfg on a loopback port until stop, which
+// fails the test if the node ended with an error.
+func runNode(t *testing.T, ctx context.Context, ncfg *Config) (base string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nctx, ncancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(nctx, ncfg, Options{Listener: ln, Logger: testlog.New(t, 0)}) }()
+	return "http://" + ln.Addr().String(), func() {
+		ncancel()
+		if err := <-done; err != nil {
+			t.Errorf("node %s: %v", ncfg.KeyFile, err)
+		}
 	}
 }
 

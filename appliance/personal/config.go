@@ -11,6 +11,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/backup"
 	"github.com/pc2/pc2/services/cloud"
 )
 
@@ -64,6 +65,34 @@ type Config struct {
 	RecordTTL config.Duration `json:"record_ttl,omitempty"`
 	// RepublishInterval is how often the record is re-signed (default 1h).
 	RepublishInterval config.Duration `json:"republish_interval,omitempty"`
+	// Backup configures the backups of the cloud's data (on unless Off;
+	// they wait for a location, which the owner picks on the dashboard).
+	Backup BackupConfig `json:"backup,omitzero"`
+}
+
+// BackupConfig configures the node's backups (services/backup).
+type BackupConfig struct {
+	// Off turns backups off: no schedule, no dashboard card.
+	Off bool `json:"off,omitempty"`
+	// Restic is the restic program (default "restic" on PATH; the
+	// appliance's is /user/restic).
+	Restic string `json:"restic,omitempty"`
+	// Location is where backups go until the owner picks one.
+	Location *backup.Location `json:"location,omitempty"`
+	// Interval between backups (default 24h).
+	Interval config.Duration `json:"interval,omitempty"`
+	// Retention (default 7 daily, 4 weekly, 12 monthly).
+	KeepDaily   int `json:"keep_daily,omitempty"`
+	KeepWeekly  int `json:"keep_weekly,omitempty"`
+	KeepMonthly int `json:"keep_monthly,omitempty"`
+	// CheckInterval between checks that read back a sample (default 7
+	// days).
+	CheckInterval config.Duration `json:"check_interval,omitempty"`
+	// Include are more files or folders to back up, by name (the
+	// appliance's settings).
+	Include map[string]string `json:"include,omitempty"`
+	// GOGC is restic's GOGC (lower: less memory, more CPU).
+	GOGC string `json:"gogc,omitempty"`
 }
 
 // Modes.
@@ -89,6 +118,16 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if c.Quota < 0 {
 		return nil, fmt.Errorf("config %s: quota %d is negative", path, c.Quota)
+	}
+	if l := c.Backup.Location; l != nil {
+		if err := l.Check(); err != nil {
+			return nil, fmt.Errorf("config %s: backup: %w", path, err)
+		}
+	}
+	for name, p := range c.Backup.Include {
+		if name == cloud.BackupFolder || !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("config %s: backup.include %q: want another name than %q and an absolute path", path, name, cloud.BackupFolder)
+		}
 	}
 	for i, ns := range c.NameServices {
 		if ns.Domain == "" {

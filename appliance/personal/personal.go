@@ -70,7 +70,11 @@ type Node struct {
 	id         identity.ID
 	status     Status
 	tunnel     *tunnel.Client // nil in direct mode or before it starts
+	dht        *dht.Node      // nil while the network side is down
 	keyChanged chan struct{}  // the wizard set another identity
+
+	backups       *nodeBackups  // nil when off
+	backupChanged chan struct{} // the owner picked another location
 }
 
 // Status is what the status page and /api/status show.
@@ -178,7 +182,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	logs := cloud.NewLogRing(200)
 	log := slog.New(logs.Handler(base.Handler()))
-	n := &Node{cfg: cfg, opts: opts, log: log, keyChanged: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, opts: opts, log: log, keyChanged: make(chan struct{}, 1), backupChanged: make(chan struct{}, 1)}
 	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.CreateKey)
 	switch {
 	case err == nil:
@@ -200,7 +204,14 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if _, err := dht.ParseAddrInfos(cfg.Supernodes); err != nil {
 		return fmt.Errorf("supernodes: %w", err)
 	}
-	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n),
+	if n.backups, err = newBackups(n); err != nil {
+		return err
+	}
+	var backups cloud.Backups // a nil *nodeBackups would be a non-nil interface
+	if n.backups != nil {
+		backups = n.backups
+	}
+	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n), Backups: backups,
 		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
 		ShowSetupCode: func(code string) {
 			if opts.Console != nil {
@@ -241,6 +252,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}()
 	wg.Add(1)
 	go func() { defer wg.Done(); n.keepName(ctx) }()
+	if n.backups != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.backups.Run(ctx) }()
+	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		srv.Shutdown(sctx)
@@ -391,6 +406,14 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 		return err
 	}
 	defer node.Close()
+	n.mu.Lock()
+	n.dht = node
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.dht = nil
+		n.mu.Unlock()
+	}()
 	directPort := 0
 	for _, a := range node.Multiaddrs() {
 		if p, err := a.ValueForProtocol(ma.P_TCP); err == nil && directPort == 0 {
@@ -437,6 +460,8 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 		defer ln.Close()
 		serve(ln, "direct HTTP streams")
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); n.keepBackupRecord(ctx, node, key) }()
 	n.publishUntilDone(ctx, node, key)
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/pc2/pc2/appliance/svctable"
 	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/backup"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
@@ -42,7 +43,7 @@ const (
 )
 
 // Restic is the backup engine's module and version.
-var Restic = image.External{Module: "github.com/restic/restic", Version: "v0.18.1", Package: "cmd/restic"}
+var Restic = image.External{Module: backup.ResticModule, Version: backup.ResticVersion, Package: backup.ResticPackage}
 
 // KeyFile is the node key under perm, DataDir PC2's directory there.
 func KeyFile(perm string) string { return filepath.Join(perm, "pc2", "node.key") }
@@ -133,8 +134,12 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 	// No key is made at boot: without a provisioned one, the personal
 	// cloud's setup wizard makes or restores the identity with the owner.
 	// The cloud's data dir is the default, cloud/ next to the key on perm.
+	// Backups (the owner picks where on the dashboard) take the settings'
+	// perm copy along with the cloud's data.
 	return &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
-		NameServices: nameServices(s.NameServices), Quota: s.Quota}
+		NameServices: nameServices(s.NameServices), Quota: s.Quota,
+		Backup: personal.BackupConfig{Restic: ResticBinary,
+			Include: map[string]string{"settings": filepath.Join(DataDir(perm), filepath.Base(settings.PermFile))}}}
 }
 
 // nameServices are the settings' name services as the personal cloud's.

@@ -17,6 +17,14 @@ import (
 	"time"
 )
 
+// The restic release this package drives (its JSON messages and exit
+// codes), which the image builds into /user/restic.
+const (
+	ResticModule  = "github.com/restic/restic"
+	ResticVersion = "v0.18.1"
+	ResticPackage = "cmd/restic"
+)
+
 // Errors restic reports with its exit codes.
 var (
 	// ErrNoRepository: nothing at the location yet (restic exit 10).
@@ -100,6 +108,11 @@ func (r *Restic) runOpts(ctx context.Context, failFast bool, onLine func([]byte)
 		full = append(full, "--cache-dir", r.CacheDir)
 	} else {
 		full = append(full, "--no-cache")
+	}
+	if args[0] != "init" && args[0] != "cat" && args[0] != "unlock" {
+		// Another device of the identity (or a restic the owner runs)
+		// may hold the lock for a while.
+		full = append(full, "--retry-lock", "2m")
 	}
 	full = append(full, args...)
 	cmdCtx, cancel := context.WithCancel(ctx)

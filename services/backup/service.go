@@ -140,7 +140,7 @@ type Service struct {
 	progress *Progress
 	cancel   context.CancelFunc
 
-	op      sync.Mutex // held by the running operation
+	op      chan struct{} // holds a token while an operation runs
 	trigger chan struct{}
 }
 
@@ -190,7 +190,7 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, file: filepath.Join(cfg.StateDir, "state.json"), trigger: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg, log: cfg.Logger, file: filepath.Join(cfg.StateDir, "state.json"), trigger: make(chan struct{}, 1), op: make(chan struct{}, 1)}
 	b, err := os.ReadFile(s.file)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -288,10 +288,21 @@ func (s *Service) SetLocation(ctx context.Context, loc Location) error {
 	return nil
 }
 
-// begin marks op running, or ErrBusy.
-func (s *Service) begin(op string) (context.Context, func(), error) {
-	if !s.op.TryLock() {
-		return nil, nil, ErrBusy
+// begin marks op running, or ErrBusy; with wait, it waits for the
+// running operation to end (or ctx).
+func (s *Service) begin(ctx context.Context, op string, wait bool) (context.Context, func(), error) {
+	if wait {
+		select {
+		case s.op <- struct{}{}:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	} else {
+		select {
+		case s.op <- struct{}{}:
+		default:
+			return nil, nil, ErrBusy
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
@@ -302,7 +313,7 @@ func (s *Service) begin(op string) (context.Context, func(), error) {
 		s.mu.Lock()
 		s.running, s.progress, s.cancel = "", nil, nil
 		s.mu.Unlock()
-		s.op.Unlock()
+		<-s.op
 	}, nil
 }
 
@@ -331,9 +342,10 @@ func (s *Service) BackupNow(ctx context.Context) (sum Summary, err error) {
 	return sum, err
 }
 
-// do runs op (one at a time: ErrBusy) until it ends or ctx does.
+// do runs op (one at a time: ErrBusy, but a restore waits its turn)
+// until it ends or ctx does.
 func (s *Service) do(ctx context.Context, op string, f func(context.Context) error) error {
-	opCtx, end, err := s.begin(op)
+	opCtx, end, err := s.begin(ctx, op, op == OpRestore)
 	if err != nil {
 		return err
 	}
@@ -357,7 +369,7 @@ func (s *Service) repoAt(ctx context.Context, loc *Location) (*Restic, func(), e
 
 // Start runs a backup in the background (the dashboard's "Back up now").
 func (s *Service) Start() error {
-	ctx, end, err := s.begin(OpBackup)
+	ctx, end, err := s.begin(context.Background(), OpBackup, false)
 	if err != nil {
 		return err
 	}

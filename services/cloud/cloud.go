@@ -86,6 +86,9 @@ type Options struct {
 	Version string
 	// Updates, if set, describes the device's updates on the dashboard.
 	Updates func() UpdateStatus
+	// Backups, if set, are the node's backups: the dashboard's card and
+	// page, restores, and the wizard's restore of the data.
+	Backups Backups
 	// Logs, if set, feed the dashboard's recent logs.
 	Logs *LogRing
 	// Logger; nil discards.
@@ -115,6 +118,8 @@ type Server struct {
 	auth  *auth
 	wiz   *wizard
 	mux   *http.ServeMux
+
+	restore restoreJob
 }
 
 // New opens the data dir and returns the cloud. Close releases it.
@@ -140,6 +145,10 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger}
 	stateDir := filepath.Join(opts.DataDir, "state")
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cloud: %w", err)
+	}
+	// A restore a power cut or restart interrupted.
+	if err := os.RemoveAll(filepath.Join(opts.DataDir, RestoreDir)); err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
 	var err error

@@ -47,9 +47,15 @@ func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	// A fixed text, not one from the URL: a link must not put words on
+	// the login page.
+	note := ""
+	if r.URL.Query().Get("restored") == "1" {
+		note = "Your data is back from its backup. Log in with your owner password, as before."
+	}
 	s.render(w, r, code, "login", "Log in", struct {
-		Next, Error, Name string
-	}{safeNext(r.FormValue("next")), msg, s.state.getOwner().Name})
+		Next, Error, Name, Note string
+	}{safeNext(r.FormValue("next")), msg, s.state.getOwner().Name, note})
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -119,6 +125,7 @@ type dashboard struct {
 	UsageErr string
 	Version  string
 	Updates  *UpdateStatus
+	Backup   *backupView
 	Logs     []string
 	Sessions int
 	Services []NameService
@@ -153,6 +160,7 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		u := s.opts.Updates()
 		d.Updates = &u
 	}
+	d.Backup = s.backupView(r.Context(), false)
 	var err error
 	if d.Usage, err = s.store.Usage(); err != nil {
 		d.UsageErr = err.Error()

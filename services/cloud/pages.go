@@ -31,7 +31,17 @@ const appCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src
 const contentCSP = "sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals"
 
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
-	"size": humanSize,
+	"size": func(v any) string {
+		switch n := v.(type) {
+		case int64:
+			return humanSize(n)
+		case uint64:
+			return humanSize(int64(min(n, 1<<62)))
+		case int:
+			return humanSize(int64(n))
+		}
+		return fmt.Sprint(v)
+	},
 	"when": func(t time.Time) string {
 		if t.IsZero() {
 			return "never"
@@ -164,6 +174,11 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /_/mkdir", s.owner(s.handleMkdir))
 	mux.HandleFunc("POST /_/move", s.owner(s.handleMove))
 	mux.HandleFunc("POST /_/delete", s.owner(s.handleDelete))
+	mux.HandleFunc("GET /_/backup", s.owner(s.handleBackupPage))
+	mux.HandleFunc("GET /_/api/backup", s.owner(s.handleBackupAPI))
+	mux.HandleFunc("POST /_/backup/location", s.owner(s.handleBackupLocation))
+	mux.HandleFunc("POST /_/backup/now", s.owner(s.handleBackupNow))
+	mux.HandleFunc("POST /_/backup/restore", s.owner(s.handleBackupRestore))
 	mux.HandleFunc("GET /_/shares", s.owner(s.handleSharesPage))
 	mux.HandleFunc("POST /_/share", s.owner(s.handleShare))
 	mux.HandleFunc("POST /_/unshare", s.owner(s.handleUnshare))

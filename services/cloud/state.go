@@ -123,3 +123,28 @@ func (st *stateStore) updateOwner(f func(*owner)) error {
 	}
 	return nil
 }
+
+// adopt takes the owner record and share links of a restored state
+// folder (a backup's), replacing the current ones; the sessions stay.
+// Both files are read before anything changes.
+func (st *stateStore) adopt(dir string) error {
+	var o owner
+	shares := map[string]*share{}
+	if err := loadJSON(filepath.Join(dir, "owner.json"), &o); err != nil {
+		return err
+	}
+	if err := loadJSON(filepath.Join(dir, "shares.json"), &shares); err != nil {
+		return err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := st.save("shares.json", shares); err != nil {
+		return err
+	}
+	st.shares = shares
+	if err := st.save("owner.json", &o); err != nil {
+		return err
+	}
+	st.owner = o
+	return nil
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/backup"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )
@@ -34,12 +35,14 @@ const (
 
 // Wizard steps.
 const (
-	stepIdentity = "identity" // choose create / restore / keep
-	stepWords    = "words"    // the 24 words, shown once
-	stepConfirm  = "confirm"  // three of them asked back
-	stepRestore  = "restore"  // type the 24 words
-	stepPassword = "password"
-	stepName     = "name"
+	stepIdentity  = "identity" // choose create / restore / keep
+	stepWords     = "words"    // the 24 words, shown once
+	stepConfirm   = "confirm"  // three of them asked back
+	stepRestore   = "restore"  // type the 24 words
+	stepData      = "data"     // restore the data too? (when the node has backups)
+	stepRestoring = "restoring"
+	stepPassword  = "password"
+	stepName      = "name"
 )
 
 type wizSession struct {
@@ -51,7 +54,9 @@ type wizSession struct {
 	pwHash  string
 	name    string
 	nameAPI string
-	nameOp  string // the operator of name's grant
+	nameOp  string           // the operator of name's grant
+	found   *backup.Location // the backup record's location
+	dataErr string           // why finding or restoring the data failed
 }
 
 type wizard struct {
@@ -143,6 +148,23 @@ func (z *wizard) session(w http.ResponseWriter, r *http.Request, create bool) *w
 	return ws
 }
 
+// existing is the wizard state of r's browser, if it has one.
+func (z *wizard) existing(r *http.Request) *wizSession {
+	c, err := r.Cookie(setupCookie)
+	if err != nil {
+		return nil
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.sessions[tokenHash(c.Value)]
+}
+
+func (z *wizard) stepOf(ws *wizSession) string {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return ws.step
+}
+
 // wizardPage is the template data of the wizard.
 type wizardPage struct {
 	Step      string
@@ -157,14 +179,34 @@ type wizardPage struct {
 	Name      string
 	NameURL   string
 	MinLength int
+	// The data step: the location the backup record names, a problem,
+	// a restore's progress.
+	Found    string
+	DataErr  string
+	Location backup.Location
+	Progress *backup.Progress
 }
 
 func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request) {
+	z := s.wiz
 	if s.state.setupDone() {
+		// A restore brought the owner back (setup is done from then
+		// on): its browser follows it to the end, then logs in as
+		// before.
+		if ws := z.existing(r); ws != nil && z.stepOf(ws) == stepRestoring {
+			if s.restoreFinished(ws) {
+				z.finish(w)
+				http.Redirect(w, r, "/_/login?restored=1", http.StatusSeeOther)
+				return
+			}
+			if z.stepOf(ws) == stepRestoring {
+				s.renderWizard(w, r, http.StatusOK, ws, "")
+				return
+			}
+		}
 		http.Redirect(w, r, "/_/login", http.StatusSeeOther)
 		return
 	}
-	z := s.wiz
 	if r.Method == http.MethodPost && r.PostFormValue("action") == "code" {
 		if !sameOrigin(r) {
 			s.fail(w, r, http.StatusForbidden, "cross-site request refused")
@@ -189,6 +231,7 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodPost {
+		s.restoreFinished(ws)
 		s.renderWizard(w, r, http.StatusOK, ws, "")
 		return
 	}
@@ -266,7 +309,40 @@ func (s *Server) wizardAction(w http.ResponseWriter, r *http.Request, ws *wizSes
 			return 0, "Could not restore: " + err.Error()
 		}
 		s.log.Info("wizard: identity restored", "did", did)
-		set(func() { ws.step = stepPassword })
+		next := stepPassword
+		if s.opts.Backups != nil {
+			next = stepData
+		}
+		set(func() { ws.step, ws.found, ws.dataErr = next, nil, "" })
+	case step == stepData && action == "find-backup":
+		ctx, cancel := context.WithTimeout(r.Context(), 90*time.Second)
+		defer cancel()
+		loc, err := s.opts.Backups.Find(ctx)
+		if err != nil {
+			set(func() { ws.dataErr = "No backup found for this identity: " + err.Error() })
+			return 0, ""
+		}
+		set(func() { ws.found, ws.dataErr = &loc, "" })
+	case step == stepData && (action == "restore-data" || action == "restore-data-at"):
+		z.mu.Lock()
+		loc := ws.found
+		z.mu.Unlock()
+		if action == "restore-data-at" {
+			l := s.locationOf(r)
+			if err := l.Check(); err != nil {
+				return 0, err.Error()
+			}
+			loc = &l
+		}
+		if loc == nil {
+			return 0, "Look for your backup first, or type where it is."
+		}
+		if err := s.startRestore(loc, "latest", nil, true); err != nil {
+			return 0, err.Error()
+		}
+		set(func() { ws.step, ws.dataErr = stepRestoring, "" })
+	case step == stepData && action == "skip-data":
+		set(func() { ws.step, ws.dataErr = stepPassword, "" })
 	case step == stepPassword && action == "password":
 		pw := r.PostFormValue("password")
 		if pw != r.PostFormValue("password2") {
@@ -298,11 +374,7 @@ func (s *Server) wizardAction(w http.ResponseWriter, r *http.Request, ws *wizSes
 		}); err != nil {
 			return http.StatusInternalServerError, "Could not save the setup: " + err.Error()
 		}
-		z.mu.Lock()
-		clear(z.sessions)
-		z.setup = ""
-		z.mu.Unlock()
-		clearCookie(w, setupCookie, "/_/")
+		z.finish(w)
 		if err := s.login(w, r); err != nil {
 			return http.StatusInternalServerError, err.Error()
 		}
@@ -311,6 +383,37 @@ func (s *Server) wizardAction(w http.ResponseWriter, r *http.Request, ws *wizSes
 		return http.StatusConflict, "That step is not the current one (another tab went on?); here is where the wizard is now."
 	}
 	return 0, ""
+}
+
+// finish ends every wizard session: setup is done.
+func (z *wizard) finish(w http.ResponseWriter) {
+	z.mu.Lock()
+	clear(z.sessions)
+	z.setup = ""
+	z.mu.Unlock()
+	clearCookie(w, setupCookie, "/_/")
+}
+
+// restoreFinished moves ws on once the data restore it started has
+// ended: to the password step (or the login, when the backup held the
+// owner), or back to the data step with the error.
+func (s *Server) restoreFinished(ws *wizSession) bool {
+	z := s.wiz
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if ws.step != stepRestoring {
+		return false
+	}
+	running, _, err, _, _ := s.restore.get()
+	if running {
+		return false
+	}
+	if err != "" {
+		ws.step, ws.dataErr = stepData, "Restoring your data failed: "+err
+		return false
+	}
+	ws.step = stepPassword
+	return true
 }
 
 // claimed is a name the node holds: where it was claimed and by whose
@@ -407,7 +510,14 @@ func (s *Server) renderWizard(w http.ResponseWriter, r *http.Request, code int, 
 			p.Ask[i] = a + 1
 		}
 		p.Name = ws.name
+		if ws.found != nil {
+			p.Found = ws.found.String()
+		}
+		p.DataErr = ws.dataErr
 		s.wiz.mu.Unlock()
+		if p.Step == stepRestoring && s.opts.Backups != nil {
+			p.Progress = s.opts.Backups.Status().Progress
+		}
 	}
 	w.Header().Set("Cache-Control", "no-store") // the words must not stay in a cache
 	s.render(w, r, code, "setup", "Set up your PC2 cloud", p)

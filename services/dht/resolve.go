@@ -128,15 +128,11 @@ func (n *Node) CurrentSeq(ctx context.Context, key string) (uint64, error) {
 	if err != nil {
 		return 0, nil // nothing valid stored: start afresh
 	}
-	switch r := rec.(type) {
-	case *records.DID:
-		return r.Seq, nil
-	case *records.Name:
-		return r.Grant.Seq, nil
-	case *records.Domain:
-		return r.Seq, nil
+	seq, _, err := records.SeqOf(rec)
+	if err != nil {
+		return 0, fmt.Errorf("current seq of %s: %w", key, err)
 	}
-	return 0, fmt.Errorf("current seq of %s: %w", key, records.ErrUnknownKind)
+	return seq, nil
 }
 
 // CurrentName returns the newest valid name record of fqdn in the network

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Browser is one browser's session with a cloud at Base.
@@ -104,7 +105,7 @@ var (
 	wordsRe = regexp.MustCompile(`(?s)<ol class="words" id="words">(.*?)</ol>`)
 	liRe    = regexp.MustCompile(`<li>([a-z]+)</li>`)
 	posRe   = regexp.MustCompile(`data-pos="(\d+)"`)
-	errRe   = regexp.MustCompile(`id="err">([^<]*)<`)
+	errRe   = regexp.MustCompile(`class="err"(?: id="[^"]*")?>([^<]*)<`)
 )
 
 // CSRF returns the token on the page at path.
@@ -197,11 +198,51 @@ func (b *Browser) Confirm(words []string, wrong bool) Response {
 	return b.TryStep("confirm", v)
 }
 
-// Restore restores the identity of words in the wizard.
+// Restore restores the identity of words in the wizard; a node with
+// backups then asks about the data, which it skips (an empty cloud).
 func (b *Browser) Restore(words string) {
 	b.T.Helper()
 	b.Step("restore", nil)
 	b.Step("restore-words", url.Values{"words": {words}})
+	if strings.Contains(b.Get("/_/setup").Body, `id="skip-data"`) {
+		b.Step("skip-data", nil)
+	}
+}
+
+// RestoreData restores the identity of words and then its data, from
+// the location its backup record names (loc nil) or from loc, and
+// waits until the wizard sends the browser to the login: the backup
+// brought the owner back.
+func (b *Browser) RestoreData(words string, loc url.Values, wait time.Duration) {
+	b.T.Helper()
+	b.Step("restore", nil)
+	b.Step("restore-words", url.Values{"words": {words}})
+	if loc == nil {
+		b.Step("find-backup", nil)
+		if r := b.Get("/_/setup"); !strings.Contains(r.Body, `id="found"`) {
+			b.T.Fatalf("no backup found: %s", r.Err())
+		}
+		b.Step("restore-data", nil)
+	} else {
+		b.Step("restore-data-at", loc)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		r := b.Get("/_/setup")
+		if r.Code == http.StatusSeeOther {
+			if got := r.Header.Get("Location"); got != "/_/login?restored=1" {
+				b.T.Fatalf("after the restore the wizard sent the browser to %q", got)
+			}
+			return
+		}
+		if !strings.Contains(r.Body, `id="restoring"`) {
+			b.T.Fatalf("the restore stopped: %d %s", r.Code, r.Err())
+		}
+		if time.Now().After(deadline) {
+			b.T.Fatalf("restore not done after %v", wait)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // Password sets the owner password in the wizard.

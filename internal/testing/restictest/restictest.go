@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/internal/testing/modbuild"
 	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/services/backup"
 )
 
 // Versions of the peers. MinIO publishes no semantic versions to the
@@ -32,9 +32,9 @@ const (
 // Restic is the restic program of the image's version.
 func Restic(tb testing.TB) string {
 	tb.Helper()
-	dir := modbuild.Build(tb, modbuild.Program{Name: "restic", Module: profile.Restic.Module,
-		Version: profile.Restic.Version, Cmds: []string{profile.Restic.Package}})
-	return modbuild.Bin(dir, profile.Restic.Package)
+	dir := modbuild.Build(tb, modbuild.Program{Name: "restic", Module: backup.ResticModule,
+		Version: backup.ResticVersion, Cmds: []string{backup.ResticPackage}})
+	return modbuild.Bin(dir, backup.ResticPackage)
 }
 
 // DebianRestic is Debian's restic package (scripts/deps.sh installs it).

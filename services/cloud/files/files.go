@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -571,4 +572,78 @@ func (s *Store) syncDir(p string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// Adopt moves the entries of dir, a folder outside the store on the same
+// file system (what a restore wrote), into the store's folder p, made if
+// missing, and counts them in. Nothing is overwritten: a folder that
+// exists on both sides is merged, and a file (or a folder meeting a file)
+// whose name is taken comes in as "<name> (restored)" (or "(restored
+// 2)"...). It returns how many entries it moved; the quota is not
+// enforced (the owner's own data comes back), but a full disk fails the
+// move.
+func (s *Store) Adopt(dir, p string) (int, error) {
+	p, err := Clean(p)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.MkdirAll(p); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.recount()
+	return s.adopt(dir, p)
+}
+
+// adopt is Adopt of dir into the existing folder p; s.mu is held.
+func (s *Store) adopt(dir, p string) (int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("files: adopt %s: %w", dir, err)
+	}
+	moved := 0
+	for _, e := range ents {
+		if e.Name() == TempDir && p == "" {
+			continue
+		}
+		from := filepath.Join(dir, e.Name())
+		name := e.Name()
+		for i := 1; ; i++ {
+			fi, err := s.root.Lstat(path.Join(rootName(p), name))
+			if errors.Is(err, fs.ErrNotExist) {
+				break
+			} else if err != nil {
+				return moved, wrap("adopt", path.Join(p, name), err)
+			}
+			if i == 1 && fi.IsDir() && e.IsDir() {
+				n, err := s.adopt(from, path.Join(p, name))
+				moved += n
+				if err != nil {
+					return moved, err
+				}
+				name = ""
+				break
+			}
+			ext := path.Ext(e.Name())
+			if e.IsDir() {
+				ext = ""
+			}
+			suffix := " (restored)"
+			if i > 1 {
+				suffix = fmt.Sprintf(" (restored %d)", i)
+			}
+			name = strings.TrimSuffix(e.Name(), ext) + suffix + ext
+		}
+		if name == "" {
+			continue // merged
+		}
+		// p is a folder inside the root (made or merged above through
+		// it), so its path under s.dir names no symlink.
+		if err := os.Rename(from, filepath.Join(s.dir, filepath.FromSlash(p), name)); err != nil {
+			return moved, wrap("adopt", path.Join(p, name), err)
+		}
+		moved++
+	}
+	return moved, wrap("adopt", p, s.syncDir(p))
 }

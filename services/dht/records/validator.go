@@ -432,16 +432,23 @@ func (n nsValidator) Select(key string, values [][]byte) (int, error) {
 		if err != nil {
 			return order{}, err
 		}
-		switch r := rec.(type) {
-		case *DID:
-			return order{r.Seq, r.IssuedAt}, nil
-		case *Name:
-			return order{r.Grant.Seq, r.Grant.IssuedAt}, nil
-		case *Domain:
-			return order{r.Seq, r.IssuedAt}, nil
-		case *Backup:
-			return order{r.Seq, r.IssuedAt}, nil
-		}
-		return order{}, ErrUnknownKind
+		seq, issued, err := SeqOf(rec)
+		return order{seq, issued}, err
 	})
+}
+
+// SeqOf is the seq and issued-at of a record Parse returned: what
+// decides which of two versions wins.
+func SeqOf(rec any) (seq uint64, issuedAt int64, err error) {
+	switch r := rec.(type) {
+	case *DID:
+		return r.Seq, r.IssuedAt, nil
+	case *Name:
+		return r.Grant.Seq, r.Grant.IssuedAt, nil
+	case *Domain:
+		return r.Seq, r.IssuedAt, nil
+	case *Backup:
+		return r.Seq, r.IssuedAt, nil
+	}
+	return 0, 0, ErrUnknownKind
 }

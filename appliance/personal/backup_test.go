@@ -1,0 +1,132 @@
+package personal
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pc2/pc2/internal/testing/cloudtest"
+	"github.com/pc2/pc2/internal/testing/gwtest"
+	"github.com/pc2/pc2/internal/testing/restictest"
+	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/services/backup"
+)
+
+// TestBackupRestoreFromWords: the owner picks a restic REST server on the
+// dashboard and backs up; the node publishes the sealed location in its
+// identity's backup record. The device is lost: a fresh one is given the
+// 24 words in the wizard, finds the backups through the DHT alone,
+// restores, and the owner logs in with the old password to the same files
+// and share links. Then one file comes back from the dashboard into a
+// folder of its own, beside the current ones.
+func TestBackupRestoreFromWords(t *testing.T) {
+	restic := restictest.Restic(t)
+	srv := restictest.StartRESTServer(t, 0)
+	gw := gwtest.Start(t, gwtest.Options{})
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	startNode := func(name string) (*cloudtest.Browser, func()) {
+		base, stop := runNode(t, ctx, &Config{KeyFile: filepath.Join(dir, name, "node.key"), Mode: ModeRelayed,
+			Supernodes: gw.Addrs, Backup: BackupConfig{Restic: restic}})
+		return cloudtest.New(t, base, nil), stop
+	}
+	status := func(b *cloudtest.Browser) backup.Status {
+		t.Helper()
+		r := b.Get("/_/api/backup")
+		var v struct{ Status backup.Status }
+		if err := json.Unmarshal([]byte(r.Body), &v); err != nil {
+			t.Fatalf("backup API: %d %s", r.Code, r.Body)
+		}
+		return v.Status
+	}
+	form := func(b *cloudtest.Browser, path string, v url.Values) cloudtest.Response {
+		t.Helper()
+		v.Set("csrf", b.CSRF("/_/"))
+		return b.Post(path, v)
+	}
+
+	one, stop := startNode("one")
+	words := strings.Join(one.CreateIdentity(), " ")
+	one.Password("owner password")
+	one.Step("skip", nil)
+	if r := form(one, "/_/mkdir", url.Values{"name": {"photos"}}); r.Code != http.StatusSeeOther {
+		t.Fatalf("mkdir: %d %s", r.Code, r.Err())
+	}
+	content := map[string]string{"notes.txt": "my notes", "photos/cat.jpg": strings.Repeat("cat", 100000), "public/index.html": "<h1>hi</h1>"}
+	for p, c := range content {
+		if r := one.Upload(p, strings.NewReader(c)); r.Code != http.StatusCreated {
+			t.Fatalf("upload %s: %d %s", p, r.Code, r.Err())
+		}
+	}
+	link := one.Share("notes.txt", 0)
+	if st := status(one); !strings.Contains(st.Warning, "choose where") {
+		t.Errorf("before a location is set, the warning is %q", st.Warning)
+	}
+	loc := url.Values{"kind": {"rest"}, "url": {srv.URL + "alice/"}}
+	if r := form(one, "/_/backup/location", loc); r.Code != http.StatusSeeOther || strings.Contains(r.Location(), "err=") {
+		t.Fatalf("set location: %d %s", r.Code, r.Location())
+	}
+	// The schedule starts the first backup at once.
+	testenv.WaitFor(t, 2*time.Minute, "the first backup", func() bool { return !status(one).LastSuccess.IsZero() })
+	if st := status(one); st.LastError != "" || st.Last == nil || st.Last.TotalFiles < 3 || st.Warning != "" {
+		t.Fatalf("status after the first backup: %+v", st)
+	}
+	if r := one.Get("/_/backup"); !strings.Contains(r.Body, "REST server "+srv.URL+"alice/") || !strings.Contains(r.Body, `id="restore-snapshot"`) {
+		t.Fatalf("backup page: %d", r.Code)
+	}
+	stop() // the device is lost
+
+	two, stop2 := startNode("two")
+	defer stop2()
+	two.RestoreData(words, nil, 3*time.Minute)
+	two.Login("owner password")
+	for p, c := range content {
+		if r := two.Get("/_/dl/" + p); r.Body != c {
+			t.Errorf("%s after the restore: %d, %d bytes, want %d", p, r.Code, len(r.Body), len(c))
+		}
+	}
+	if r := two.Get(link); r.Body != "my notes" {
+		t.Errorf("share link after the restore: %d %q", r.Code, r.Body)
+	}
+	if st := status(two); st.Location != "REST server "+srv.URL+"alice/" {
+		t.Errorf("the restored node backs up to %q", st.Location)
+	}
+
+	// One file of the first device's backup, beside the current one.
+	if r := two.Upload("notes.txt", strings.NewReader("changed")); r.Code != http.StatusCreated {
+		t.Fatal(r.Code)
+	}
+	var snaps struct{ Snapshots []backup.Snapshot }
+	json.Unmarshal([]byte(two.Get("/_/api/backup?snapshots=1").Body), &snaps)
+	if len(snaps.Snapshots) == 0 {
+		t.Fatal("no snapshots listed")
+	}
+	first := snaps.Snapshots[len(snaps.Snapshots)-1] // newest first
+	if r := form(two, "/_/backup/restore", url.Values{"paths": {"notes.txt"}, "snapshot": {first.ID}}); r.Code != http.StatusSeeOther || strings.Contains(r.Location(), "err=") {
+		t.Fatalf("restore a file: %d %s", r.Code, r.Location())
+	}
+	testenv.WaitFor(t, time.Minute, "the file restore", func() bool { return strings.Contains(two.Get("/_/backup").Body, `id="restore-done"`) })
+	var restored []string
+	var list []struct{ Name string }
+	json.Unmarshal([]byte(two.Get("/_/api/files/").Body), &list)
+	for _, e := range list {
+		if strings.HasPrefix(e.Name, "Restored ") {
+			restored = append(restored, e.Name)
+		}
+	}
+	if len(restored) != 1 {
+		t.Fatalf("restored folders: %v", restored)
+	}
+	if r := two.Get("/_/dl/" + url.PathEscape(restored[0]) + "/notes.txt"); r.Body != "my notes" {
+		t.Errorf("restored notes.txt: %d %q", r.Code, r.Body)
+	}
+	if r := two.Get("/_/dl/notes.txt"); r.Body != "changed" {
+		t.Errorf("the current notes.txt after a restore: %q", r.Body)
+	}
+}

@@ -1,0 +1,203 @@
+package personal
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/backup"
+	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/cloud/files"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+)
+
+// backupRecordTTL is the backup record's lifetime: re-signed while the
+// node runs, it outlives a dead device by about a year.
+const backupRecordTTL = 395 * 24 * time.Hour
+
+// nodeBackups are the node's backups as the cloud sees them
+// (cloud.Backups): the backup service, and the identity's backup record
+// for finding them again.
+type nodeBackups struct {
+	*backup.Service
+	n *Node
+}
+
+// newBackups makes the backup service of the cloud's data folder (and
+// the config's includes), nil when backups are off.
+func newBackups(n *Node) (*nodeBackups, error) {
+	bc := n.cfg.Backup
+	if bc.Off {
+		return nil, nil
+	}
+	dir := n.cfg.CloudDir()
+	folders := map[string]string{cloud.BackupFolder: dir}
+	for name, p := range bc.Include {
+		folders[name] = p
+	}
+	svc, err := backup.New(backup.Config{
+		Restic:       bc.Restic,
+		PasswordFile: identity.BackupPasswordFile(n.cfg.KeyFile),
+		StateDir:     filepath.Join(dir, "backup"),
+		Folders:      folders,
+		// Not the backup service's own state and cache, a restore being
+		// written, uploads in flight, or the browsers' sessions.
+		Excludes: []string{filepath.Join(dir, "backup"), filepath.Join(dir, cloud.RestoreDir),
+			filepath.Join(dir, "files", files.TempDir), filepath.Join(dir, "state", "sessions.json")},
+		Host:          n.did,
+		Default:       bc.Location,
+		Interval:      bc.Interval.Or(0),
+		Keep:          backup.Retention{Daily: bc.KeepDaily, Weekly: bc.KeepWeekly, Monthly: bc.KeepMonthly},
+		CheckInterval: bc.CheckInterval.Or(0),
+		GOGC:          bc.GOGC,
+		Logger:        n.log.With("service", "backup"),
+		Now:           n.opts.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &nodeBackups{Service: svc, n: n}, nil
+}
+
+// SetLocation sets the location and publishes it (sealed) in the
+// identity's backup record.
+func (b *nodeBackups) SetLocation(ctx context.Context, loc backup.Location) error {
+	if err := b.Service.SetLocation(ctx, loc); err != nil {
+		return err
+	}
+	select {
+	case b.n.backupChanged <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// password is the backup password the words gave this device.
+func (b *nodeBackups) password() (string, error) {
+	raw, err := os.ReadFile(identity.BackupPasswordFile(b.n.cfg.KeyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", backup.ErrNoPassword
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(raw)), nil
+}
+
+// Find reads the identity's backup record from the DHT and opens its
+// sealed location with the backup password, waiting for the node to
+// join the network (the wizard calls it right after the identity
+// changed).
+func (b *nodeBackups) Find(ctx context.Context) (backup.Location, error) {
+	pw, err := b.password()
+	if err != nil {
+		return backup.Location{}, err
+	}
+	key := b.n.currentKey()
+	if key == nil {
+		return backup.Location{}, errors.New("the node has no identity yet")
+	}
+	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return backup.Location{}, err
+	}
+	var last error
+	for {
+		if node := b.n.joined(id); node != nil {
+			rec, err := node.ResolveBackup(ctx, id)
+			if err == nil {
+				loc, err := backup.Open(rec.Sealed, pw)
+				if err != nil {
+					return backup.Location{}, fmt.Errorf("the backup record does not open with these words: %w", err)
+				}
+				return loc, nil
+			}
+			if errors.Is(err, dht.ErrNotFound) {
+				return backup.Location{}, errors.New("this identity has published no backup location")
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = errors.New("the node has not joined the network yet")
+			}
+			return backup.Location{}, last
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// keepBackupRecord publishes the sealed location in the identity's
+// backup record, again whenever it changes, until ctx ends. A node
+// without a location or the words' backup password publishes nothing.
+func (n *Node) keepBackupRecord(ctx context.Context, node *dht.Node, key ed25519.PrivateKey) {
+	b := n.backups
+	if b == nil {
+		return
+	}
+	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return
+	}
+	sign := func(seq uint64, now time.Time) ([]byte, error) {
+		loc, ok := b.Location()
+		if !ok {
+			return nil, backup.ErrNoLocation
+		}
+		pw, err := b.password()
+		if err != nil {
+			return nil, err
+		}
+		sealed, err := backup.Seal(loc, pw)
+		if err != nil {
+			return nil, err
+		}
+		return records.SignBackup(key, &records.Backup{Version: records.Version, ID: id, Seq: seq,
+			IssuedAt: now.Unix(), Expires: now.Add(backupRecordTTL).Unix(), Sealed: sealed})
+	}
+	retry := time.After(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.backupChanged:
+		case <-retry:
+		}
+		retry = nil
+		if _, ok := b.Location(); !ok {
+			continue
+		}
+		if _, err := b.password(); err != nil {
+			continue
+		}
+		// Published once, the DHT node re-signs it every republish
+		// interval; a new location publishes at once.
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		res, err := node.KeepPublished(pctx, records.BackupKey(id), sign)
+		cancel()
+		if err != nil {
+			n.log.Warn("backup record not published; trying again in a minute", "err", err)
+			retry = time.After(time.Minute)
+			continue
+		}
+		n.log.Info("backup record published", "stored_on", res.Stored, "sent_to", res.Sent)
+	}
+}
+
+// joined is the node's DHT node while it runs with the key of id.
+func (n *Node) joined(id identity.ID) *dht.Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dht == nil || n.id != id {
+		return nil
+	}
+	return n.dht
+}
