@@ -2,9 +2,11 @@ package personal
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/restictest"
 	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backup"
 )
 
@@ -128,5 +131,48 @@ func TestBackupRestoreFromWords(t *testing.T) {
 	}
 	if r := two.Get("/_/dl/notes.txt"); r.Body != "changed" {
 		t.Errorf("the current notes.txt after a restore: %q", r.Body)
+	}
+}
+
+// TestBackupWordsForProvisionedKey: a device provisioned with a key file
+// has no backup password; the backup page asks for the words once,
+// refuses words of another identity, and takes the right ones.
+func TestBackupWordsForProvisionedKey(t *testing.T) {
+	gw := gwtest.Start(t, gwtest.Options{})
+	words, _ := identity.NewMnemonic(rand.Reader)
+	key, _ := identity.NodeKeyFromMnemonic(words, "")
+	keyFile := filepath.Join(t.TempDir(), "node.key")
+	if err := identity.WriteKeyFile(keyFile, key); err != nil {
+		t.Fatal(err)
+	}
+	base, stop := runNode(t, context.Background(), &Config{KeyFile: keyFile, Mode: ModeRelayed, Supernodes: gw.Addrs})
+	defer stop()
+	b := cloudtest.New(t, base, nil)
+	b.Step("keep", nil)
+	b.Password("owner password")
+	b.Step("skip", nil)
+	if r := b.Get("/_/backup"); !strings.Contains(r.Body, `id="backup-words"`) {
+		t.Fatalf("the backup page does not ask for the words: %d", r.Code)
+	}
+	other, _ := identity.NewMnemonic(rand.Reader)
+	post := func(w string) string {
+		r := b.Post("/_/backup/words", url.Values{"words": {w}, "csrf": {b.CSRF("/_/")}})
+		return r.Location()
+	}
+	if loc := post(other); !strings.Contains(loc, "err=") {
+		t.Errorf("another identity's words were taken: %s", loc)
+	}
+	if _, err := os.Stat(identity.BackupPasswordFile(keyFile)); err == nil {
+		t.Fatal("a backup password was written for the wrong words")
+	}
+	if loc := post(words); strings.Contains(loc, "err=") {
+		t.Fatalf("the right words were refused: %s", loc)
+	}
+	want, _ := identity.BackupPasswordFromMnemonic(words, "")
+	if got, err := os.ReadFile(identity.BackupPasswordFile(keyFile)); err != nil || strings.TrimSpace(string(got)) != want {
+		t.Fatalf("backup password file: %q %v", got, err)
+	}
+	if r := b.Get("/_/backup"); strings.Contains(r.Body, `id="backup-words"`) {
+		t.Error("the words are still asked for")
 	}
 }

@@ -79,6 +79,29 @@ func (b *nodeBackups) SetLocation(ctx context.Context, loc backup.Location) erro
 	return nil
 }
 
+// SetWords writes the backup password of words, which must give the
+// node's key (a device provisioned with a key file, whose owner types
+// the words on the dashboard).
+func (b *nodeBackups) SetWords(words, passphrase string) error {
+	key, err := identity.NodeKeyFromMnemonic(words, passphrase)
+	if err != nil {
+		return err
+	}
+	cur := b.n.currentKey()
+	if cur == nil || !cur.Equal(key) {
+		return errors.New("these words (and passphrase) are not this device's identity")
+	}
+	if err := identity.WriteBackupPassword(b.n.cfg.KeyFile, words, passphrase); err != nil {
+		return err
+	}
+	b.Wake()
+	select {
+	case b.n.backupChanged <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
 // password is the backup password the words gave this device.
 func (b *nodeBackups) password() (string, error) {
 	raw, err := os.ReadFile(identity.BackupPasswordFile(b.n.cfg.KeyFile))

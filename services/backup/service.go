@@ -126,6 +126,9 @@ type Status struct {
 	NextRun     time.Time `json:"next_run,omitzero"`
 	// Warning is what the owner should act on ("" when all is well).
 	Warning string `json:"warning,omitempty"`
+	// NeedsWords: the device lacks the backup password (its identity was
+	// provisioned as a key file); the owner types the words once.
+	NeedsWords bool `json:"needs_words,omitempty"`
 }
 
 // Service keeps a node's backups.
@@ -519,6 +522,7 @@ func (s *Service) Status() Status {
 		LastCheck: s.st.LastCheck, CheckError: s.st.CheckError, Size: s.st.Size, Snapshots: s.st.Snapshots,
 	}
 	now := s.cfg.Now()
+	st.NeedsWords = s.passwordMissing()
 	if ok {
 		st.Location = loc.String()
 		st.NextRun = s.nextRun(now)
@@ -526,7 +530,7 @@ func (s *Service) Status() Status {
 	switch {
 	case !ok:
 		st.Warning = "Backups are off: choose where they go."
-	case s.passwordMissing():
+	case st.NeedsWords:
 		st.Warning = "Backups wait for the 24 words: this device was given a key file, not the words."
 	case st.LastSuccess.IsZero() && st.LastError != "":
 		st.Warning = "No backup has succeeded yet: " + st.LastError
@@ -556,6 +560,9 @@ func (s *Service) nextRun(now time.Time) time.Time {
 	}
 	return s.st.LastAttempt.Add(s.cfg.Interval)
 }
+
+// Wake makes the schedule look again now (the password arrived).
+func (s *Service) Wake() { s.wake() }
 
 func (s *Service) wake() {
 	select {

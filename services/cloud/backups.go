@@ -25,6 +25,9 @@ type Backups interface {
 	// Find reads the location the identity's backup record names: where
 	// the identity's last device backed up.
 	Find(ctx context.Context) (backup.Location, error)
+	// SetWords gives a device provisioned with a key file the backup
+	// password of its words (which must be the node key's).
+	SetWords(words, passphrase string) error
 }
 
 // BackupFolder is the name the node's backups give the cloud's data
@@ -266,4 +269,16 @@ func (s *Server) handleBackupRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	back(w, r, "/_/backup", "Restoring; the files arrive in a new folder \"Restored <date>\", beside yours.", "")
+}
+
+func (s *Server) handleBackupWords(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Backups == nil {
+		back(w, r, "/_/", "", "Backups are off on this node.")
+		return
+	}
+	if err := s.opts.Backups.SetWords(r.PostFormValue("words"), r.PostFormValue("passphrase")); err != nil {
+		back(w, r, "/_/backup", "", err.Error())
+		return
+	}
+	back(w, r, "/_/backup", "Thank you: backups can run now.", "")
 }
