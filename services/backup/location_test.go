@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"encoding/hex"
 	"errors"
 	"os/exec"
 	"strings"
@@ -118,5 +119,18 @@ func TestFolderPath(t *testing.T) {
 	}
 	if _, ok := FolderPath(snap, "settings"); ok {
 		t.Error("FolderPath found a folder that is not there")
+	}
+}
+
+// TestSealKeyVector pins the derivation of the sealing key (docs/identity.md),
+// cross-checked with Python's hmac: HKDF-SHA256, no salt, info
+// "pc2/backup-location/v1", of the backup password of abandon x23 art.
+func TestSealKeyVector(t *testing.T) {
+	key, err := sealKey("7d4fd76624c9fd3530afeb41eecae6f7e3eff0a5333549caa5f945ba009dbcf4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := hex.EncodeToString(key), "afe4c32813d95f3b3e6c112044ff046c79ad63d9d336347b4f651053a0a340d5"; got != want {
+		t.Errorf("seal key = %s, want %s", got, want)
 	}
 }

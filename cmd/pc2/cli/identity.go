@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,10 +17,12 @@ func init() { register("identity", "create, restore or show a node identity", ru
 const identityUsage = `usage:
   pc2 identity new     --key FILE [--passphrase-file F]
   pc2 identity restore --key FILE [--passphrase-file F]  < words
-  pc2 identity show    --key FILE`
+  pc2 identity show    --key FILE
+  pc2 identity backup-password [--passphrase-file F]  < words`
 
 // Output contract (other tools parse it): the first line of stdout is the
-// DID for all three subcommands; "new" adds "recovery phrase: <24 words>",
+// DID for new, restore and show (backup-password prints the password
+// alone: RESTIC_PASSWORD_COMMAND can run it); "new" adds "recovery phrase: <24 words>",
 // "show" adds "id: <base58>" and "key: FILE".
 func runIdentity(ctx context.Context, env Env, args []string) error {
 	if len(args) == 0 {
@@ -35,12 +36,14 @@ func runIdentity(ctx context.Context, env Env, args []string) error {
 		return identityRestore(env, args[1:])
 	case "show":
 		return identityShow(env, args[1:])
+	case "backup-password":
+		return identityBackupPassword(env, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprintln(env.Stdout, identityUsage)
 		return nil
 	}
 	fmt.Fprintln(env.Stderr, identityUsage)
-	return usageErr("identity: unknown subcommand %q (want new, restore or show)", args[0])
+	return usageErr("identity: unknown subcommand %q (want new, restore, show or backup-password)", args[0])
 }
 
 type identityFlags struct {
@@ -111,21 +114,60 @@ func identityRestore(env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	words, err := readWords(env, "identity restore")
+	if err != nil {
+		return err
+	}
+	defer clear(words)
+	return writeKeyFromWords(env, f.key, string(words), passphrase)
+}
+
+// readWords reads the recovery words from stdin (bounded).
+func readWords(env Env, what string) ([]byte, error) {
 	if env.Stdin == nil {
-		return errors.New("identity restore: no stdin to read the recovery words from")
+		return nil, fmt.Errorf("%s: no stdin to read the recovery words from", what)
 	}
 	if isTerminal(env.Stdin) {
 		fmt.Fprintln(env.Stderr, "Type the 24 recovery words, then press Enter and Ctrl-D:")
 	}
 	input, err := io.ReadAll(io.LimitReader(env.Stdin, maxWordsInput+1))
 	if err != nil {
-		return fmt.Errorf("identity restore: read words from stdin: %w", err)
+		return nil, fmt.Errorf("%s: read words from stdin: %w", what, err)
 	}
-	defer clear(input)
 	if len(input) > maxWordsInput {
-		return fmt.Errorf("identity restore: more than %d bytes on stdin; want the 24 recovery words", maxWordsInput)
+		clear(input)
+		return nil, fmt.Errorf("%s: more than %d bytes on stdin; want the 24 recovery words", what, maxWordsInput)
 	}
-	return writeKeyFromWords(env, f.key, string(input), passphrase)
+	return input, nil
+}
+
+// identityBackupPassword prints the password of the identity's backups
+// (restic repositories), for stock restic on any computer.
+func identityBackupPassword(env Env, args []string) error {
+	fs := newFlagSet("identity backup-password", env)
+	passphraseFile := fs.String("passphrase-file", "", "read the optional BIP39 passphrase from `file` (one trailing newline is removed)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErr("identity backup-password: unexpected arguments: the recovery words are read from stdin, not from the command line")
+	}
+	passphrase, err := readPassphraseFile(*passphraseFile)
+	if err != nil {
+		return err
+	}
+	words, err := readWords(env, "identity backup-password")
+	if err != nil {
+		return err
+	}
+	defer clear(words)
+	pw, err := identity.BackupPasswordFromMnemonic(string(words), passphrase)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stdout, pw)
+	return nil
 }
 
 // writeKeyFromWords derives the node key from the words, writes it to path

@@ -229,3 +229,21 @@ func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }
+
+// TestIdentityBackupPassword: the password of the identity's backups, for
+// stock restic, is docs/identity.md's vector.
+func TestIdentityBackupPassword(t *testing.T) {
+	r := runIdentityCmd(t, "Abandon "+strings.Repeat("abandon ", 22)+"art\n", "backup-password")
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got, want := strings.TrimSpace(r.stdout), "7d4fd76624c9fd3530afeb41eecae6f7e3eff0a5333549caa5f945ba009dbcf4"; got != want {
+		t.Errorf("backup-password = %q, want %s", got, want)
+	}
+	if r := runIdentityCmd(t, "abandon abandon\n", "backup-password"); r.err == nil {
+		t.Error("two words gave a password")
+	}
+	if r := runIdentityCmd(t, "", "backup-password", "abandon"); r.err == nil {
+		t.Error("words on the command line were taken")
+	}
+}
