@@ -26,6 +26,14 @@ const (
 	// ProtocolForward lets another supernode's gateway reach a node
 	// attached here (Forward).
 	ProtocolForward protocol.ID = "/pc2/forward/1"
+	// ProtocolConnect lets any peer (another node) reach a node attached
+	// here with a ProtocolPeer stream (Connect).
+	ProtocolConnect protocol.ID = "/pc2/connect/1"
+	// ProtocolPeer carries one connection from another node to a node:
+	// opened by the relay for a Connect, or by the other node itself when
+	// the node is directly reachable. It is opaque to the relay: the two
+	// nodes authenticate each other inside it (services/tunnel.SecurePeer).
+	ProtocolPeer protocol.ID = "/pc2/peer/1"
 )
 
 // Message types of the attach protocol.
@@ -46,10 +54,12 @@ const (
 	TypeDialBackResult = "dialback_result" // relay -> node: Addr, OK, Error
 )
 
-// Message types of the forward protocol.
+// Message types of the forward and connect protocols.
 const (
 	TypeForward   = "forward"   // gateway -> relay: DID
 	TypeForwarded = "forwarded" // relay -> gateway: the stream is the node's
+	TypeConnect   = "connect"   // node -> relay: DID
+	TypeConnected = "connected" // relay -> node: the stream is the other node's
 )
 
 // Errors of opening a stream to a node through a relay; the server

@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/relay"
@@ -30,6 +31,53 @@ func (r *Relay) forwardShare() int { return max(1, r.cfg.Limits.Streams/2) }
 // within its share of the node's streams. Only HTTP is forwarded: a
 // node's mapped TCP services stay on the relay that maps them.
 func (r *Relay) handleForward(st network.Stream) {
+	r.spliceTo(st, relay.TypeForward, relay.TypeForwarded, relay.ProtocolHTTP,
+		func(ctx context.Context, from peer.ID, id identity.ID) (func(), string) {
+			if r.cfg.Forwarders == nil || !r.cfg.Forwarders(ctx, from) {
+				r.log.Debug("forward refused: not a gateway of a domain this supernode serves", "peer", from)
+				return nil, "not a gateway of a domain this supernode serves"
+			}
+			release, ok := r.forwarding.Take(forwardKey{from, id}, r.forwardShare())
+			if !ok {
+				return nil, fmt.Sprintf("%v: this gateway holds its share (%d) of %s's streams", relay.ErrBusy, r.forwardShare(), id.DID())
+			}
+			return release, ""
+		})
+}
+
+// connectShare is how many of a node's streams one other peer may hold
+// through Connect, and connectTotal how many all of them together may:
+// anyone may connect (a node's friends are the node's business), so
+// strangers together cannot take the streams its visitors need.
+func (r *Relay) connectShare() int { return max(1, r.cfg.Limits.Streams/32) }
+func (r *Relay) connectTotal() int { return max(1, r.cfg.Limits.Streams/4) }
+
+// handleConnect serves one node-to-node connection (the server side of
+// relay.Connect): any peer may ask for a ProtocolPeer stream to a node
+// attached here, within its share and the total share of such streams.
+// The relay only splices the bytes; the nodes authenticate each other
+// inside.
+func (r *Relay) handleConnect(st network.Stream) {
+	r.spliceTo(st, relay.TypeConnect, relay.TypeConnected, relay.ProtocolPeer,
+		func(_ context.Context, from peer.ID, id identity.ID) (func(), string) {
+			mine, ok := r.connecting.Take(forwardKey{from, id}, r.connectShare())
+			if !ok {
+				return nil, fmt.Sprintf("%v: this peer holds its share (%d) of %s's streams", relay.ErrBusy, r.connectShare(), id.DID())
+			}
+			all, ok := r.connectingAll.Take(id, r.connectTotal())
+			if !ok {
+				mine()
+				return nil, fmt.Sprintf("%v: other nodes hold their share (%d) of %s's streams", relay.ErrBusy, r.connectTotal(), id.DID())
+			}
+			return func() { mine(); all() }, ""
+		})
+}
+
+// spliceTo reads a request of type req naming a node, asks admit (which
+// returns a release, or why not), opens a proto stream to the node,
+// answers ok and splices the two; or answers "refused" and closes.
+func (r *Relay) spliceTo(st network.Stream, req, ok string, proto protocol.ID,
+	admit func(ctx context.Context, from peer.ID, id identity.ID) (release func(), why string)) {
 	from := st.Conn().RemotePeer()
 	refuse := func(why string) {
 		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: why})
@@ -37,36 +85,31 @@ func (r *Relay) handleForward(st network.Stream) {
 	}
 	st.SetReadDeadline(r.cfg.Now().Add(10 * time.Second))
 	m, err := relay.ReadMessage(st)
-	if err != nil || m.Type != relay.TypeForward {
+	if err != nil || m.Type != req {
 		st.Reset()
 		return
 	}
 	st.SetReadDeadline(time.Time{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if r.cfg.Forwarders == nil || !r.cfg.Forwarders(ctx, from) {
-		r.log.Debug("forward refused: not a gateway of a domain this supernode serves", "peer", from)
-		refuse("not a gateway of a domain this supernode serves")
-		return
-	}
 	id, err := identity.ParseDID(m.DID)
 	if err != nil {
 		refuse(err.Error())
 		return
 	}
-	release, ok := r.forwarding.Take(forwardKey{from, id}, r.forwardShare())
-	if !ok {
-		refuse(fmt.Sprintf("%v: this gateway holds its share (%d) of %s's streams", relay.ErrBusy, r.forwardShare(), id.DID()))
+	release, why := admit(ctx, from, id)
+	if why != "" {
+		refuse(why)
 		return
 	}
 	defer release()
-	node, err := r.OpenStream(ctx, id, relay.ProtocolHTTP)
+	node, err := r.OpenStream(ctx, id, proto)
 	cancel()
 	if err != nil {
 		refuse(err.Error())
 		return
 	}
-	if err := relay.WriteMessage(st, &relay.Message{Type: relay.TypeForwarded}); err != nil {
+	if err := relay.WriteMessage(st, &relay.Message{Type: ok}); err != nil {
 		node.Reset()
 		st.Reset()
 		return

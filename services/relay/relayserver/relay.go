@@ -116,6 +116,10 @@ type Relay struct {
 	// forwarding counts the streams each forwarding gateway holds to
 	// each node, within its share (forwardShare).
 	forwarding shares.Counter[forwardKey]
+	// connecting and connectingAll count the node-to-node streams
+	// (handleConnect) per other peer and node, and per node.
+	connecting    shares.Counter[forwardKey]
+	connectingAll shares.Counter[identity.ID]
 	closed     bool
 }
 
@@ -227,6 +231,7 @@ func New(cfg Config) (*Relay, error) {
 		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}}
 	cfg.Host.SetStreamHandler(relay.ProtocolAttach, r.handleAttach)
 	cfg.Host.SetStreamHandler(relay.ProtocolForward, r.handleForward)
+	cfg.Host.SetStreamHandler(relay.ProtocolConnect, r.handleConnect)
 	return r, nil
 }
 
@@ -234,6 +239,7 @@ func New(cfg Config) (*Relay, error) {
 func (r *Relay) Close() error {
 	r.cfg.Host.RemoveStreamHandler(relay.ProtocolAttach)
 	r.cfg.Host.RemoveStreamHandler(relay.ProtocolForward)
+	r.cfg.Host.RemoveStreamHandler(relay.ProtocolConnect)
 	r.mu.Lock()
 	r.closed = true
 	ss := make([]*session, 0, len(r.sessions))
