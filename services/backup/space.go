@@ -1,0 +1,257 @@
+package backup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/restic/rest-server/quota"
+	"github.com/restic/rest-server/repo"
+
+	"github.com/pc2/pc2/internal/atomicfile"
+	"github.com/pc2/pc2/provisioning/identity"
+)
+
+// Space is the backup space a node offers its owner's friends: one restic
+// repository per friend, served with restic's REST protocol (the handler
+// of restic's rest-server), each in its own folder under a quota the
+// owner sets. Friends reach it over an authenticated node-to-node
+// connection (services/peerconn), which says who they are (WithPeer); it
+// stores only their ciphertext.
+type Space struct {
+	dir string
+	log *slog.Logger
+	now func() time.Time
+
+	mu      sync.Mutex
+	friends map[identity.ID]*Friend
+	quotas  map[identity.ID]*quota.Manager
+}
+
+// Friend is a node the owner gives backup space.
+type Friend struct {
+	DID string `json:"did"`
+	// Name is how the owner named it (a friendly URL, or a note).
+	Name string `json:"name,omitempty"`
+	// Quota bounds the friend's repository, in bytes.
+	Quota int64     `json:"quota"`
+	Added time.Time `json:"added"`
+}
+
+// FriendStatus is a friend and what its repository takes.
+type FriendStatus struct {
+	Friend
+	Used int64 `json:"used"`
+}
+
+// MinFriendQuota is the smallest quota worth a repository.
+const MinFriendQuota = 64 << 20
+
+// OpenSpace opens (making it if needed) the space in dir.
+func OpenSpace(dir string, log *slog.Logger, now func() time.Time) (*Space, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("backup space: %w", err)
+	}
+	s := &Space{dir: dir, log: log, now: now, friends: map[identity.ID]*Friend{}, quotas: map[identity.ID]*quota.Manager{}}
+	b, err := os.ReadFile(s.file())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("backup space: %w", err)
+	}
+	if err == nil {
+		var list []*Friend
+		if err := json.Unmarshal(b, &list); err != nil {
+			return nil, fmt.Errorf("backup space %s: %w", s.file(), err)
+		}
+		for _, f := range list {
+			id, err := identity.ParseDID(f.DID)
+			if err != nil {
+				return nil, fmt.Errorf("backup space %s: %w", s.file(), err)
+			}
+			s.friends[id] = f
+		}
+	}
+	return s, nil
+}
+
+func (s *Space) file() string { return filepath.Join(s.dir, "friends.json") }
+
+// repoDir is friend id's repository.
+func (s *Space) repoDir(id identity.ID) string { return filepath.Join(s.dir, id.String()) }
+
+// save writes the friends; s.mu is held.
+func (s *Space) save() error {
+	list := make([]*Friend, 0, len(s.friends))
+	for _, f := range s.friends {
+		list = append(list, f)
+	}
+	slices.SortFunc(list, func(a, b *Friend) int { return strings.Compare(a.DID, b.DID) })
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(s.file(), b, 0o600); err != nil {
+		return fmt.Errorf("backup space: %w", err)
+	}
+	return nil
+}
+
+// SetFriend gives did (a node's DID) quota bytes of space, or changes its
+// quota; the repository stays.
+func (s *Space) SetFriend(did, name string, quotaBytes int64) error {
+	id, err := identity.ParseDID(strings.TrimSpace(did))
+	if err != nil {
+		return err
+	}
+	if quotaBytes < MinFriendQuota {
+		return fmt.Errorf("backup space: a quota of at least %d MB, please", MinFriendQuota>>20)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.friends[id]
+	if f == nil {
+		f = &Friend{DID: id.DID(), Added: s.now()}
+		s.friends[id] = f
+	}
+	f.Name, f.Quota = strings.TrimSpace(name), quotaBytes
+	delete(s.quotas, id) // counted afresh with the new quota
+	return s.save()
+}
+
+// RemoveFriend stops serving did; with deleteData its repository goes too.
+func (s *Space) RemoveFriend(did string, deleteData bool) error {
+	id, err := identity.ParseDID(did)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.friends, id)
+	delete(s.quotas, id)
+	if err := s.save(); err != nil {
+		return err
+	}
+	if deleteData {
+		return os.RemoveAll(s.repoDir(id))
+	}
+	return nil
+}
+
+// Friends lists the friends with the space each takes.
+func (s *Space) Friends() []FriendStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []FriendStatus
+	for id, f := range s.friends {
+		fs := FriendStatus{Friend: *f}
+		if q := s.quotas[id]; q != nil {
+			fs.Used = q.SpaceUsed()
+		} else {
+			fs.Used = du(s.repoDir(id))
+		}
+		out = append(out, fs)
+	}
+	slices.SortFunc(out, func(a, b FriendStatus) int { return a.Added.Compare(b.Added) })
+	return out
+}
+
+// Allowed reports whether id is a friend (peerconn.Listen's allow).
+func (s *Space) Allowed(id identity.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.friends[id] != nil
+}
+
+// quotaOf is id's quota manager, nil when id is no friend.
+func (s *Space) quotaOf(id identity.ID) (*quota.Manager, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.friends[id]
+	if f == nil {
+		return nil, "", nil
+	}
+	dir := s.repoDir(id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	q := s.quotas[id]
+	if q == nil {
+		var err error
+		if q, err = quota.New(dir, f.Quota); err != nil {
+			return nil, "", err
+		}
+		s.quotas[id] = q
+	}
+	return q, dir, nil
+}
+
+type peerKey struct{}
+
+// WithPeer marks ctx as a request of node id (proved by its connection).
+func WithPeer(ctx context.Context, id identity.ID) context.Context {
+	return context.WithValue(ctx, peerKey{}, id)
+}
+
+// repoPath is what the REST protocol asks for: the repository, its
+// config, and its objects by type and hex ID.
+var repoPath = regexp.MustCompile(`^/(config|(data|keys|locks|snapshots|index)/?([0-9a-f]{64})?)?$`)
+
+// ServeHTTP serves the friend's own repository (the REST protocol at /);
+// a request of anyone else is refused.
+func (s *Space) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, ok := r.Context().Value(peerKey{}).(identity.ID)
+	if !ok {
+		http.Error(w, "backup space: who are you?", http.StatusForbidden)
+		return
+	}
+	q, dir, err := s.quotaOf(id)
+	if err != nil {
+		s.log.Error("backup space", "friend", id.DID(), "err", err)
+		http.Error(w, "backup space unavailable", http.StatusInternalServerError)
+		return
+	}
+	if q == nil {
+		http.Error(w, "backup space: not a friend of this node", http.StatusForbidden)
+		return
+	}
+	if !repoPath.MatchString(r.URL.Path) {
+		http.Error(w, "backup space: no such object", http.StatusNotFound)
+		return
+	}
+	h, err := repo.New(dir, repo.Options{QuotaManager: q})
+	if err != nil {
+		http.Error(w, "backup space unavailable", http.StatusInternalServerError)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+// du is the size of the files under dir.
+func du(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
