@@ -176,3 +176,113 @@ func TestBackupWordsForProvisionedKey(t *testing.T) {
 		t.Error("the words are still asked for")
 	}
 }
+
+// TestBackupToFriend: bob gives alice backup space on his dashboard;
+// alice, like bob behind a relay, picks bob's node as her location and
+// backs up through the relays, authenticated end to end by their keys;
+// bob's node holds only ciphertext. Mallory, whom bob did not allow, is
+// refused. Alice's words alone then restore her cloud on a fresh device
+// from bob's node.
+func TestBackupToFriend(t *testing.T) {
+	restic := restictest.Restic(t)
+	gw := gwtest.Start(t, gwtest.Options{})
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func(name string) (*cloudtest.Browser, *Config, func()) {
+		cfg := &Config{KeyFile: filepath.Join(dir, name, "node.key"), Mode: ModeRelayed, Supernodes: gw.Addrs,
+			Backup: BackupConfig{Restic: restic}}
+		base, stop := runNode(t, ctx, cfg)
+		return cloudtest.New(t, base, nil), cfg, stop
+	}
+	setUp := func(b *cloudtest.Browser) (words string, did string) {
+		words = strings.Join(b.CreateIdentity(), " ")
+		b.Password("owner password")
+		b.Step("skip", nil)
+		var st struct{ DID string }
+		json.Unmarshal([]byte(b.Get("/api/status").Body), &st)
+		return words, st.DID
+	}
+	form := func(b *cloudtest.Browser, path string, v url.Values) string {
+		t.Helper()
+		v.Set("csrf", b.CSRF("/_/"))
+		r := b.Post(path, v)
+		if r.Code != http.StatusSeeOther {
+			t.Fatalf("%s: %d %s", path, r.Code, r.Err())
+		}
+		return r.Location()
+	}
+	status := func(b *cloudtest.Browser) backup.Status {
+		var v struct{ Status backup.Status }
+		json.Unmarshal([]byte(b.Get("/_/api/backup").Body), &v)
+		return v.Status
+	}
+
+	bob, bobCfg, stopBob := start("bob")
+	defer stopBob()
+	_, bobDID := setUp(bob)
+	alice, _, stopAlice := start("alice")
+	aliceWords, aliceDID := setUp(alice)
+	mallory, _, stopMallory := start("mallory")
+	defer stopMallory()
+	setUp(mallory)
+
+	if loc := form(bob, "/_/backup/friend", url.Values{"who": {aliceDID}, "quota_gb": {"1"}}); strings.Contains(loc, "err=") {
+		t.Fatalf("bob gives alice space: %s", loc)
+	}
+	if r := bob.Get("/_/backup"); !strings.Contains(r.Body, aliceDID) {
+		t.Fatal("bob's backup page does not list alice")
+	}
+	for p, c := range map[string]string{"notes.txt": "alice's notes", "public/index.html": "<h1>alice</h1>"} {
+		if r := alice.Upload(p, strings.NewReader(c)); r.Code != http.StatusCreated {
+			t.Fatal(r.Code)
+		}
+	}
+	// The nodes publish their did records (with their relays) when they
+	// get an identity: wait until alice's choice of bob's node works.
+	var loc string
+	testenv.WaitFor(t, time.Minute, "alice picks bob's node", func() bool {
+		loc = form(alice, "/_/backup/location", url.Values{"kind": {"node"}, "node": {bobDID}})
+		return !strings.Contains(loc, "err=")
+	})
+	testenv.WaitFor(t, 2*time.Minute, "alice's backup at bob's", func() bool {
+		st := status(alice)
+		return !st.LastSuccess.IsZero() || st.LastError != ""
+	})
+	if st := status(alice); st.LastError != "" || st.Location != "friend node "+bobDID {
+		t.Fatalf("alice's backup to bob: %+v", st)
+	}
+	// Bob holds alice's repository, ciphertext only.
+	bobID, _ := identity.ParseDID(bobDID)
+	aliceID, _ := identity.ParseDID(aliceDID)
+	_ = bobID
+	repo := filepath.Join(bobCfg.CloudDir(), spaceDir, aliceID.String())
+	found := 0
+	filepath.WalkDir(repo, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			found++
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), "alice's notes") {
+				t.Errorf("bob's %s holds alice's plaintext", p)
+			}
+		}
+		return nil
+	})
+	if found < 4 {
+		t.Fatalf("bob's space holds %d files of alice's", found)
+	}
+
+	// Mallory may not use bob's space.
+	if loc := form(mallory, "/_/backup/location", url.Values{"kind": {"node"}, "node": {bobDID}}); !strings.Contains(loc, "err=") {
+		t.Errorf("mallory picked bob's node: %s", loc)
+	}
+
+	// Alice's device is lost; her words find her backups at bob's.
+	stopAlice()
+	fresh, _, stopFresh := start("alice2")
+	defer stopFresh()
+	fresh.RestoreData(aliceWords, nil, 3*time.Minute)
+	fresh.Login("owner password")
+	if r := fresh.Get("/_/dl/notes.txt"); r.Body != "alice's notes" {
+		t.Errorf("notes after the restore from bob's node: %d %q", r.Code, r.Body)
+	}
+}

@@ -49,8 +49,10 @@ func newBackups(n *Node) (*nodeBackups, error) {
 		Folders:      folders,
 		// Not the backup service's own state and cache, a restore being
 		// written, uploads in flight, or the browsers' sessions.
-		Excludes: []string{filepath.Join(dir, "backup"), filepath.Join(dir, cloud.RestoreDir),
+		// Not friends' backups either (they are theirs, and encrypted).
+		Excludes: []string{filepath.Join(dir, "backup"), filepath.Join(dir, cloud.RestoreDir), filepath.Join(dir, spaceDir),
 			filepath.Join(dir, "files", files.TempDir), filepath.Join(dir, "state", "sessions.json")},
+		NodeURL:       n.friendURL,
 		Host:          n.did,
 		Default:       bc.Location,
 		Interval:      bc.Interval.Or(0),
@@ -63,12 +65,48 @@ func newBackups(n *Node) (*nodeBackups, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n.space, err = backup.OpenSpace(filepath.Join(dir, spaceDir), n.log.With("service", "backup-space"), n.opts.Now); err != nil {
+		return nil, err
+	}
 	return &nodeBackups{Service: svc, n: n}, nil
+}
+
+// spaceDir holds the backup space friends use, in the cloud's folder.
+const spaceDir = "backup-space"
+
+// Friends are the nodes this node gives backup space.
+func (b *nodeBackups) Friends() []backup.FriendStatus { return b.n.space.Friends() }
+
+// SetFriend gives the node named who (a DID, or a name such as
+// bob.ela.city) quota bytes of backup space.
+func (b *nodeBackups) SetFriend(ctx context.Context, who string, quota int64) error {
+	did, err := b.n.resolveNode(ctx, who)
+	if err != nil {
+		return err
+	}
+	name := ""
+	if !strings.HasPrefix(strings.TrimSpace(who), "did:") {
+		name = strings.ToLower(strings.TrimSpace(who))
+	}
+	return b.n.space.SetFriend(did, name, quota)
+}
+
+// RemoveFriend stops giving did backup space (deleting its backups too
+// with deleteData).
+func (b *nodeBackups) RemoveFriend(did string, deleteData bool) error {
+	return b.n.space.RemoveFriend(did, deleteData)
 }
 
 // SetLocation sets the location and publishes it (sealed) in the
 // identity's backup record.
 func (b *nodeBackups) SetLocation(ctx context.Context, loc backup.Location) error {
+	if loc.Kind == backup.KindNode && loc.Node != "" {
+		did, err := b.n.resolveNode(ctx, loc.Node)
+		if err != nil {
+			return err
+		}
+		loc.Node = did
+	}
 	if err := b.Service.SetLocation(ctx, loc); err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
+	"github.com/pc2/pc2/services/backup"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
@@ -74,6 +75,7 @@ type Node struct {
 	keyChanged chan struct{}  // the wizard set another identity
 
 	backups       *nodeBackups  // nil when off
+	space         *backup.Space // friends' backups here; nil when off
 	backupChanged chan struct{} // the owner picked another location
 }
 
@@ -462,6 +464,8 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); n.keepBackupRecord(ctx, node, key) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); n.serveSpace(ctx, node, key) }()
 	n.publishUntilDone(ctx, node, key)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,11 @@ type Backups interface {
 	// SetWords gives a device provisioned with a key file the backup
 	// password of its words (which must be the node key's).
 	SetWords(words, passphrase string) error
+	// Friends are the nodes this node gives backup space; SetFriend
+	// gives one (by DID or name) a quota, RemoveFriend takes it back.
+	Friends() []backup.FriendStatus
+	SetFriend(ctx context.Context, who string, quota int64) error
+	RemoveFriend(did string, deleteData bool) error
 }
 
 // BackupFolder is the name the node's backups give the cloud's data
@@ -146,6 +152,7 @@ type backupView struct {
 	Location  backup.Location // without its secret
 	Snapshots []backup.Snapshot
 	SnapErr   string
+	Friends   []backup.FriendStatus
 	Restore   struct {
 		Running           bool
 		What, Err, Result string
@@ -164,6 +171,7 @@ func (s *Server) backupView(ctx context.Context, snapshots bool) *backupView {
 		v.Location = loc
 	}
 	v.Restore.Running, v.Restore.What, v.Restore.Err, v.Restore.Result, v.Restore.Done = s.restore.get()
+	v.Friends = b.Friends()
 	if snapshots && v.Status.Location != "" {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
@@ -281,4 +289,41 @@ func (s *Server) handleBackupWords(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	back(w, r, "/_/backup", "Thank you: backups can run now.", "")
+}
+
+func (s *Server) handleBackupFriend(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Backups == nil {
+		back(w, r, "/_/", "", "Backups are off on this node.")
+		return
+	}
+	gb, err := strconv.ParseFloat(strings.TrimSpace(r.PostFormValue("quota_gb")), 64)
+	if err != nil || gb <= 0 || gb > 1<<20 {
+		back(w, r, "/_/backup", "", "Give the space in GB, for example 50.")
+		return
+	}
+	who := r.PostFormValue("who")
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	if err := s.opts.Backups.SetFriend(ctx, who, int64(gb*(1<<30))); err != nil {
+		back(w, r, "/_/backup", "", "Could not give "+who+" space: "+err.Error())
+		return
+	}
+	back(w, r, "/_/backup", fmt.Sprintf("%s may keep %.0f GB of backups here.", strings.TrimSpace(who), gb), "")
+}
+
+func (s *Server) handleBackupUnfriend(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Backups == nil {
+		back(w, r, "/_/", "", "Backups are off on this node.")
+		return
+	}
+	del := r.PostFormValue("delete") == "1"
+	if err := s.opts.Backups.RemoveFriend(r.PostFormValue("did"), del); err != nil {
+		back(w, r, "/_/backup", "", err.Error())
+		return
+	}
+	msg := "No more backup space for that node; its backups stay until you delete them."
+	if del {
+		msg = "No more backup space for that node, and its backups are deleted."
+	}
+	back(w, r, "/_/backup", msg, "")
 }

@@ -180,6 +180,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /_/backup/now", s.owner(s.handleBackupNow))
 	mux.HandleFunc("POST /_/backup/restore", s.owner(s.handleBackupRestore))
 	mux.HandleFunc("POST /_/backup/words", s.owner(s.handleBackupWords))
+	mux.HandleFunc("POST /_/backup/friend", s.owner(s.handleBackupFriend))
+	mux.HandleFunc("POST /_/backup/unfriend", s.owner(s.handleBackupUnfriend))
 	mux.HandleFunc("GET /_/shares", s.owner(s.handleSharesPage))
 	mux.HandleFunc("POST /_/share", s.owner(s.handleShare))
 	mux.HandleFunc("POST /_/unshare", s.owner(s.handleUnshare))
