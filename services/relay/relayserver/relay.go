@@ -120,7 +120,7 @@ type Relay struct {
 	// (handleConnect) per other peer and node, and per node.
 	connecting    shares.Counter[forwardKey]
 	connectingAll shares.Counter[identity.ID]
-	closed     bool
+	closed        bool
 }
 
 // session is one attached node.
