@@ -497,3 +497,62 @@ func TestPortFloodFromFreshKeys(t *testing.T) {
 		t.Fatalf("first-format table: %+v %v", pt.byKey, err)
 	}
 }
+
+// TestConnectShares: any peer may connect to an attached node
+// (/pc2/connect/1, node-to-node), but one peer holds at most 1/32 of the
+// node's streams that way and all such peers together 1/4, so the
+// node's visitors keep the rest.
+func TestConnectShares(t *testing.T) {
+	sn, r := newRelay(t)
+	r.cfg.Limits.Streams = 64 // per peer 2, all peers 16
+	_, key, _ := ed25519.GenerateKey(nil)
+	node := newHost(t, dht.ModeClient, key)
+	sink := func(st network.Stream) { io.Copy(io.Discard, st); st.Close() }
+	node.Host().SetStreamHandler(relay.ProtocolPeer, sink)
+	node.Host().SetStreamHandler(relay.ProtocolHTTP, sink)
+	attachNode(t, node, sn, key)
+	id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	var peers []*dht.Node
+	for range 9 {
+		peers = append(peers, newHost(t, dht.ModeClient, nil))
+	}
+	for i := range 2 {
+		c, err := relay.Connect(ctx, peers[0].Host(), sn.AddrInfo(), id)
+		if err != nil {
+			t.Fatalf("connect %d: %v", i, err)
+		}
+		defer c.Close()
+	}
+	if _, err := relay.Connect(ctx, peers[0].Host(), sn.AddrInfo(), id); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "this peer holds its share") {
+		t.Fatalf("a connect past the peer's share: got %v", err)
+	}
+	for _, p := range peers[1:8] {
+		for range 2 {
+			c, err := relay.Connect(ctx, p.Host(), sn.AddrInfo(), id)
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer c.Close()
+		}
+	}
+	if _, err := relay.Connect(ctx, peers[8].Host(), sn.AddrInfo(), id); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "other nodes hold their share") {
+		t.Fatalf("a connect past all peers' share: got %v", err)
+	}
+	// The node's visitors still have their streams.
+	for i := range 8 {
+		st, err := r.OpenStream(ctx, id, relay.ProtocolHTTP)
+		if err != nil {
+			t.Fatalf("a visitor's stream %d: %v", i, err)
+		}
+		defer st.Close()
+	}
+	// Connecting to a node that is not attached here is refused.
+	_, other, _ := ed25519.GenerateKey(nil)
+	oid, _ := identity.IDFromPublicKey(other.Public().(ed25519.PublicKey))
+	if _, err := relay.Connect(ctx, peers[8].Host(), sn.AddrInfo(), oid); !errors.Is(err, relay.ErrForwardRefused) {
+		t.Fatalf("a connect to a node not attached: %v", err)
+	}
+}
