@@ -59,6 +59,7 @@ func newBackups(n *Node) (*nodeBackups, error) {
 		Keep:          backup.Retention{Daily: bc.KeepDaily, Weekly: bc.KeepWeekly, Monthly: bc.KeepMonthly},
 		CheckInterval: bc.CheckInterval.Or(0),
 		GOGC:          bc.GOGC,
+		GOMEMLIMIT:    bc.MemoryLimit,
 		Logger:        n.log.With("service", "backup"),
 		Now:           n.opts.Now,
 	})

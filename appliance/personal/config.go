@@ -91,8 +91,10 @@ type BackupConfig struct {
 	// Include are more files or folders to back up, by name (the
 	// appliance's settings).
 	Include map[string]string `json:"include,omitempty"`
-	// GOGC is restic's GOGC (lower: less memory, more CPU).
-	GOGC string `json:"gogc,omitempty"`
+	// GOGC and MemoryLimit (GOMEMLIMIT, e.g. "96MiB") are restic's: lower
+	// means less memory and more CPU.
+	GOGC        string `json:"gogc,omitempty"`
+	MemoryLimit string `json:"memory_limit,omitempty"`
 }
 
 // Modes.

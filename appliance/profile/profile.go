@@ -45,6 +45,10 @@ const (
 // Restic is the backup engine's module and version.
 var Restic = image.External{Module: backup.ResticModule, Version: backup.ResticVersion, Package: backup.ResticPackage}
 
+// ResticMemoryLimit is restic's GOMEMLIMIT on the appliance: a Pi with
+// 1 GiB runs the node and a backup (docs/benchmarks.md, issue 17).
+const ResticMemoryLimit = "64MiB"
+
 // KeyFile is the node key under perm, DataDir PC2's directory there.
 func KeyFile(perm string) string { return filepath.Join(perm, "pc2", "node.key") }
 func DataDir(perm string) string { return filepath.Join(perm, "pc2") }
@@ -138,7 +142,7 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 	// perm copy along with the cloud's data.
 	return &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
 		NameServices: nameServices(s.NameServices), Quota: s.Quota,
-		Backup: personal.BackupConfig{Restic: ResticBinary,
+		Backup: personal.BackupConfig{Restic: ResticBinary, MemoryLimit: ResticMemoryLimit,
 			Include: map[string]string{"settings": filepath.Join(DataDir(perm), filepath.Base(settings.PermFile))}}}
 }
 

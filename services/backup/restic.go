@@ -58,10 +58,13 @@ type Restic struct {
 	// (Location.repository).
 	Repo string
 	Env  []string
-	// GOGC, if set, is the program's GOGC: lower trades CPU for memory on
-	// small boards.
-	GOGC string
-	Log  *slog.Logger
+	// TempDir is where restic writes pack files before it uploads them
+	// ("": the system's; on the appliance that is a tmpfs, in memory).
+	TempDir string
+	// GOGC and GOMEMLIMIT, if set, are the program's: lower trades CPU
+	// for memory on small boards.
+	GOGC, GOMEMLIMIT string
+	Log              *slog.Logger
 	// probeURL, if set, is asked (HEAD) before restic opens the
 	// repository; probeMissing is its status when nothing is there.
 	probeURL string
@@ -109,7 +112,13 @@ func (r *Restic) runOpts(ctx context.Context, failFast bool, onLine func([]byte)
 	} else {
 		full = append(full, "--no-cache")
 	}
-	if args[0] != "init" && args[0] != "cat" && args[0] != "unlock" {
+	switch args[0] {
+	case "init", "cat", "unlock":
+	case "snapshots", "ls", "stats":
+		// Reading the list must not wait for a prune's lock (the
+		// dashboard asks while a backup runs).
+		full = append(full, "--no-lock")
+	default:
 		// Another device of the identity (or a restic the owner runs)
 		// may hold the lock for a while.
 		full = append(full, "--retry-lock", "2m")
@@ -118,15 +127,24 @@ func (r *Restic) runOpts(ctx context.Context, failFast bool, onLine func([]byte)
 	cmdCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(cmdCtx, r.Bin, full...)
+	tmp := r.TempDir
+	if tmp == "" {
+		tmp = os.TempDir()
+	} else if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
 	cmd.Env = append([]string{
 		"PATH=/usr/bin:/bin",
-		"HOME=" + os.TempDir(),
-		"TMPDIR=" + os.TempDir(),
+		"HOME=" + tmp,
+		"TMPDIR=" + tmp,
 		"RESTIC_REPOSITORY=" + r.Repo,
 		"RESTIC_PROGRESS_FPS=1",
 	}, r.Env...)
 	if r.GOGC != "" {
 		cmd.Env = append(cmd.Env, "GOGC="+r.GOGC)
+	}
+	if r.GOMEMLIMIT != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+r.GOMEMLIMIT)
 	}
 	// On cancel, interrupt first: restic then removes its lock.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }

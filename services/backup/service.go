@@ -75,10 +75,11 @@ type Config struct {
 	// HTTPClient asks a location whether it answers before restic runs
 	// (default http.DefaultClient).
 	HTTPClient *http.Client
-	// GOGC is restic's GOGC (for example "50" on small boards).
-	GOGC   string
-	Logger *slog.Logger
-	Now    func() time.Time
+	// GOGC and GOMEMLIMIT are restic's (for example "50" and "96MiB" on
+	// small boards).
+	GOGC, GOMEMLIMIT string
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // Operations a Service runs, one at a time.
@@ -193,6 +194,10 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
+	// Pack files a killed restic left (restic's own temp files).
+	if err := os.RemoveAll(filepath.Join(cfg.StateDir, "tmp")); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	s := &Service{cfg: cfg, log: cfg.Logger, file: filepath.Join(cfg.StateDir, "state.json"), trigger: make(chan struct{}, 1), op: make(chan struct{}, 1)}
 	b, err := os.ReadFile(s.file)
 	switch {
@@ -265,7 +270,10 @@ func (s *Service) Repo(ctx context.Context, loc Location) (r *Restic, done func(
 		return nil, nil, err
 	}
 	return &Restic{Bin: s.cfg.Restic, PasswordFile: s.cfg.PasswordFile, CacheDir: filepath.Join(s.cfg.StateDir, "cache"),
-		Repo: repo, Env: env, GOGC: s.cfg.GOGC, Log: s.log, probeURL: loc.probeURL(repo), client: s.cfg.HTTPClient}, done, nil
+		Repo: repo, Env: env, GOGC: s.cfg.GOGC, GOMEMLIMIT: s.cfg.GOMEMLIMIT, Log: s.log,
+		// Pack files wait on disk, not in a tmpfs (the appliance's /tmp),
+		// and what a killed restic left is in the state folder.
+		TempDir: filepath.Join(s.cfg.StateDir, "tmp"), probeURL: loc.probeURL(repo), client: s.cfg.HTTPClient}, done, nil
 }
 
 // SetLocation checks that loc holds a repository this identity opens (or
