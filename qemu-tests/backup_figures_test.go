@@ -144,7 +144,7 @@ func BenchmarkApplianceBackupMemory(b *testing.B) {
 		"backup peak  %10.1f %10.1f %10.1f %10.1f %10.1f\n"+
 		"maint. peak  %10.1f %10.1f %10.1f %10.1f %10.1f  (%d samples: forget, prune, check, stats)\n"+
 		"(MB; node = pc2 + restic, the peak of their sum; box used = MemTotal - MemAvailable; other = box used - node:\n"+
-		"the kernel, gokrazy's processes, tmpfs and the page cache of the packs restic writes to perm;\n"+
+		"the kernel, gokrazy's processes and tmpfs;\n"+
 		"target: node under 150 MB during the backup)",
 		st.Last.TotalFiles, float64(st.Last.TotalBytes)/mb, float64(st.Last.DataAddedPacked)/mb, took.Round(time.Second), mbps, during.n, other,
 		"pc2", "restic", "node", "box used", "other",
