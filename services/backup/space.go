@@ -124,14 +124,22 @@ func (s *Space) SetFriend(did, name string, quotaBytes int64) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.friends[id]
-	if f == nil {
-		f = &Friend{DID: id.DID(), Added: s.now()}
-		s.friends[id] = f
+	old := s.friends[id]
+	f := &Friend{DID: id.DID(), Added: s.now(), Name: strings.TrimSpace(name), Quota: quotaBytes}
+	if old != nil {
+		f.Added = old.Added
 	}
-	f.Name, f.Quota = strings.TrimSpace(name), quotaBytes
+	s.friends[id] = f
+	if err := s.save(); err != nil {
+		if old == nil {
+			delete(s.friends, id)
+		} else {
+			s.friends[id] = old
+		}
+		return err
+	}
 	delete(s.quotas, id) // counted afresh with the new quota
-	return s.save()
+	return nil
 }
 
 // RemoveFriend stops serving did; with deleteData its repository goes too.
@@ -142,11 +150,15 @@ func (s *Space) RemoveFriend(did string, deleteData bool) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	old := s.friends[id]
 	delete(s.friends, id)
-	delete(s.quotas, id)
 	if err := s.save(); err != nil {
+		if old != nil {
+			s.friends[id] = old
+		}
 		return err
 	}
+	delete(s.quotas, id)
 	if deleteData {
 		return os.RemoveAll(s.repoDir(id))
 	}
