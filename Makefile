@@ -123,7 +123,8 @@ FUZZ_TARGETS := \
 	FuzzVerify:./appliance/update/manifest/ \
 	FuzzClean:./services/cloud/files/ \
 	FuzzParse:./services/netconf/ \
-	FuzzParseMountinfo:./image/flash/
+	FuzzParseMountinfo:./image/flash/ \
+	FuzzPeek:./services/gateway/sni/
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
