@@ -184,8 +184,9 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 		}
 		stops = append(stops, certs.Close)
 		srv := g.Server()
-		srv.TLSConfig = certs.TLSConfig()
-		go srv.ServeTLS(httpsLn, "", "")
+		// Port 443 goes through the gateway's SNI router, which hands
+		// each connection to this server's TLS today.
+		go g.ServeTLS(httpsLn, certs.TLSConfig(), srv)
 		stops = append(stops, func() { srv.Close() })
 		log.Info("web gateway (HTTPS)", "addr", httpsLn.Addr().String(), "wildcard", gc.ACME.DNS != nil)
 		if gc.ACME.DNS != nil {

@@ -118,6 +118,9 @@ type Config struct {
 	// (<= 0: DefaultStreamsPerClient): a stranger holding slow requests
 	// takes this share of the node's streams, not all of them.
 	StreamsPerClient int
+	// PeekTimeout bounds a port-443 client's wait before its ClientHello
+	// (ServeTLS; 0: sni.DefaultTimeout).
+	PeekTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock of the cache and the limiter; nil: time.Now.
@@ -131,6 +134,10 @@ type Gateway struct {
 	self    peer.ID
 	proxy   *nodeproxy.Proxy
 	limiter *ipLimiter
+	// peeking and peekingAll count the port-443 connections still
+	// sending their ClientHello (ServeTLS), per client and in all.
+	peeking    shares.Counter[string]
+	peekingAll shares.Counter[struct{}]
 
 	mu    sync.Mutex
 	cache map[string]*entry

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServeTLS: port 443 through the SNI router: a browser's HTTPS
+// request (HTTP/2) reaches the gateway's own TLS; a ClientHello without a
+// name, plain HTTP and a client that says nothing are closed without an
+// answer; one client's stalled connections beyond its share are closed
+// at once, and another client still gets through.
+func TestServeTLS(t *testing.T) {
+	w := newWorld(t, 1)
+	g, _ := w.gateway(w.sns[0], func(cfg *Config) { cfg.PeekTimeout = 500 * time.Millisecond })
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: testDomain}, DNSNames: []string{testDomain},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	tc := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"h2", "http/1.1"}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := g.Server()
+	go g.ServeTLS(ln, tc, srv)
+	t.Cleanup(func() { ln.Close(); srv.Close() })
+	addr := ln.Addr().String()
+
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true,
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	resp, err := client.Get("https://" + testDomain + "/")
+	if err != nil {
+		t.Fatalf("HTTPS through the router: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || !strings.Contains(string(body), "names API") {
+		t.Fatalf("through the router: %s %s %q", resp.Proto, resp.Status, body)
+	}
+
+	closedAtOnce := func(what string, send []byte, within time.Duration) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(send)
+		c.SetReadDeadline(time.Now().Add(within))
+		n, err := c.Read(make([]byte, 1))
+		if n != 0 || err == nil {
+			t.Errorf("%s: read %d bytes, %v; want the connection closed without an answer", what, n, err)
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s: still open after %v", what, within)
+		}
+	}
+	closedAtOnce("plain HTTP", []byte("GET / HTTP/1.1\r\nHost: "+testDomain+"\r\n\r\n"), 2*time.Second)
+	closedAtOnce("a client that says nothing", nil, 3*time.Second)
+	if c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}); err == nil {
+		c.Close()
+		t.Error("a ClientHello without a server name got a handshake")
+	}
+
+	// Stalled clients: one address's share, then closed at once.
+	var held []net.Conn
+	for range PeeksPerClient {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{22, 3, 1}) // a hello that never comes
+		held = append(held, c)
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // the router took them
+	closedAtOnce("a stalled client past its share", []byte{22, 3, 1}, 200*time.Millisecond)
+	// Another address (127.0.0.2 is loopback too) is not affected.
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	other := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true,
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		}}}
+	if resp, err := other.Get("https://" + testDomain + "/"); err != nil {
+		t.Fatalf("another client while one holds its share: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+}
