@@ -65,8 +65,7 @@ type Restic struct {
 	// for memory on small boards.
 	GOGC, GOMEMLIMIT string
 	Log              *slog.Logger
-	// probeURL, if set, is asked (HEAD) before restic opens the
-	// repository; probeMissing is its status when nothing is there.
+	// probeURL, if set, is asked (HEAD) before restic runs (probe).
 	probeURL string
 	client   *http.Client
 }
@@ -114,7 +113,7 @@ func (r *Restic) runOpts(ctx context.Context, failFast bool, onLine func([]byte)
 	}
 	switch args[0] {
 	case "init", "cat", "unlock":
-	case "snapshots", "ls", "stats":
+	case "snapshots", "stats":
 		// Reading the list must not wait for a prune's lock (the
 		// dashboard asks while a backup runs).
 		full = append(full, "--no-lock")
@@ -503,34 +502,6 @@ func (r *Restic) Snapshots(ctx context.Context) ([]Snapshot, error) {
 		return nil, fmt.Errorf("restic snapshots: %w", err)
 	}
 	return snaps, nil
-}
-
-// Entry is a file or folder in a snapshot.
-type Entry struct {
-	Path    string    `json:"path"`
-	Name    string    `json:"name"`
-	Type    string    `json:"type"` // file, dir, symlink
-	Size    uint64    `json:"size"`
-	ModTime time.Time `json:"mtime"`
-}
-
-// List lists the entries of dir (absolute, in the snapshot) and not
-// deeper, at most max of them.
-func (r *Restic) List(ctx context.Context, snapshot, dir string, max int) ([]Entry, error) {
-	var entries []Entry
-	err := r.runOpts(ctx, true, func(line []byte) {
-		var e struct {
-			Entry
-			StructType string `json:"struct_type"`
-		}
-		if json.Unmarshal(line, &e) != nil || e.StructType != "node" || e.Path == dir {
-			return
-		}
-		if len(entries) < max {
-			entries = append(entries, e.Entry)
-		}
-	}, "ls", snapshot, dir)
-	return entries, err
 }
 
 // Restore restores the contents of dir of snapshot (absolute in the
