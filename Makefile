@@ -55,6 +55,7 @@ bench: deps
 	$(MAKE) bench-throughput
 	$(MAKE) bench-gateway
 	$(MAKE) bench-cloud
+	$(MAKE) bench-backup
 
 # Issue 3's appliance figures (docs/benchmarks.md, "Appliance"): image sizes,
 # boot times and idle memory in QEMU (as root, one VM at a time), cold and
