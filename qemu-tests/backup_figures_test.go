@@ -156,6 +156,46 @@ func BenchmarkApplianceBackupMemory(b *testing.B) {
 	}
 	b.Logf("restic at its peak: %.1f MB anonymous (heap, stacks), %.1f MB of file pages (its binary)",
 		kib(during.atResticPeak.resticAnon), kib(during.atResticPeak.resticFile))
+
+	// Then every file back from that backup, into a new folder (the
+	// backup page's restore): restic's restore under the same limit.
+	rstart := time.Now()
+	if r := owner.Post("/_/backup/restore", url.Values{"csrf": {owner.CSRF("/_/")}}); r.Code != http.StatusSeeOther || strings.Contains(r.Location(), "err=") {
+		b.Fatalf("start the restore: %d %s", r.Code, r.Location())
+	}
+	var restore memPeaks
+	var rtook time.Duration
+	for {
+		if time.Since(rstart) > 20*time.Minute {
+			b.Fatal("restore not done within 20 min")
+		}
+		var v struct {
+			Restore struct {
+				Running bool
+				Err     string
+				Done    time.Time
+			}
+		}
+		if r := owner.Get("/_/api/backup"); r.Code == http.StatusOK {
+			json.Unmarshal([]byte(r.Body), &v)
+		}
+		if !v.Restore.Running && !v.Restore.Done.IsZero() {
+			if v.Restore.Err != "" {
+				b.Fatalf("restore failed: %s", v.Restore.Err)
+			}
+			rtook = time.Since(rstart)
+			break
+		}
+		restore.add(sampleOf(deviceInfo(b, devURL, adminPW)))
+		time.Sleep(2 * time.Second)
+	}
+	b.Logf("restore of %.1f MB into a new folder in about %v (±2 s), %.2f MB/s; %d samples\n"+
+		"restore peak %10.1f %10.1f %10.1f %10.1f %10.1f  (pc2, restic, node, box used, other; MB)",
+		float64(total)/mb, rtook.Round(time.Second), float64(total)/mb/rtook.Seconds(), restore.n,
+		kib(restore.pc2), kib(restore.restic), kib(restore.node), kib(restore.used), kib(restore.other))
+	b.ReportMetric(kib(restore.node), "restore-node-peak-MB")
+	b.ReportMetric(kib(restore.restic), "restore-restic-peak-MB")
+	b.ReportMetric(rtook.Seconds(), "restore-seconds")
 	b.ReportMetric(kib(during.pc2), "pc2-peak-MB")
 	b.ReportMetric(kib(during.restic), "restic-peak-MB")
 	b.ReportMetric(kib(during.node), "node-peak-MB")
