@@ -60,6 +60,7 @@ func newBackups(n *Node) (*nodeBackups, error) {
 		CheckInterval: bc.CheckInterval.Or(0),
 		GOGC:          bc.GOGC,
 		GOMEMLIMIT:    bc.MemoryLimit,
+		Connections:   bc.Connections,
 		Logger:        n.log.With("service", "backup"),
 		Now:           n.opts.Now,
 	})

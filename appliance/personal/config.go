@@ -95,6 +95,9 @@ type BackupConfig struct {
 	// means less memory and more CPU.
 	GOGC        string `json:"gogc,omitempty"`
 	MemoryLimit string `json:"memory_limit,omitempty"`
+	// Connections bounds restic's connections to the location (0:
+	// restic's 5; fewer hold fewer packs in memory while restoring).
+	Connections int `json:"connections,omitempty"`
 }
 
 // Modes.

@@ -49,6 +49,10 @@ var Restic = image.External{Module: backup.ResticModule, Version: backup.ResticV
 // 1 GiB runs the node and a backup (docs/benchmarks.md, issue 17).
 const ResticMemoryLimit = "64MiB"
 
+// ResticConnections bounds restic's connections on the appliance: a
+// restore holds a pack in memory for each.
+const ResticConnections = 2
+
 // KeyFile is the node key under perm, DataDir PC2's directory there.
 func KeyFile(perm string) string { return filepath.Join(perm, "pc2", "node.key") }
 func DataDir(perm string) string { return filepath.Join(perm, "pc2") }
@@ -142,7 +146,7 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 	// perm copy along with the cloud's data.
 	return &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
 		NameServices: nameServices(s.NameServices), Quota: s.Quota,
-		Backup: personal.BackupConfig{Restic: ResticBinary, MemoryLimit: ResticMemoryLimit,
+		Backup: personal.BackupConfig{Restic: ResticBinary, MemoryLimit: ResticMemoryLimit, Connections: ResticConnections,
 			Include: map[string]string{"settings": filepath.Join(DataDir(perm), filepath.Base(settings.PermFile))}}}
 }
 

@@ -143,7 +143,7 @@ func TestFullConfigs(t *testing.T) {
 	wantNode := &personal.Config{KeyFile: "/perm/pc2/node.key", Supernodes: []string{snAddr}, PublicURL: "https://alice.ela.city",
 		NameServices: []cloud.NameService{{Domain: "ela.city"}, {Domain: "pc2.test", API: "http://10.0.2.2:8080"}},
 		Quota:        1 << 30,
-		Backup:       personal.BackupConfig{Restic: "/user/restic", MemoryLimit: "64MiB", Include: map[string]string{"settings": settings.PermFile}}}
+		Backup:       personal.BackupConfig{Restic: "/user/restic", MemoryLimit: "64MiB", Connections: 2, Include: map[string]string{"settings": settings.PermFile}}}
 	if got := NodeConfig(s, PermDir); !reflect.DeepEqual(got, wantNode) {
 		t.Errorf("node config\n got %+v\nwant %+v", got, wantNode)
 	}

@@ -51,6 +51,7 @@ func newDevice(t *testing.T, restic string, loc *backup.Location, mnemonic strin
 		Excludes:     []string{filepath.Join(d.data, "files", ".pc2-uploads")},
 		Host:         func() string { return "did:boson:test" },
 		Default:      loc,
+		Connections:  2, // as on the appliance
 		Logger:       testlog.New(t, slog.LevelInfo),
 	})
 	if err != nil {

@@ -64,7 +64,11 @@ type Restic struct {
 	// GOGC and GOMEMLIMIT, if set, are the program's: lower trades CPU
 	// for memory on small boards.
 	GOGC, GOMEMLIMIT string
-	Log              *slog.Logger
+	// Connections, if set, bounds restic's connections to the location
+	// (its default is 5): a restore holds a pack in memory per
+	// connection.
+	Connections int
+	Log         *slog.Logger
 	// probeURL, if set, is asked (HEAD) before restic runs (probe).
 	probeURL string
 	client   *http.Client
@@ -121,6 +125,12 @@ func (r *Restic) runOpts(ctx context.Context, failFast bool, onLine func([]byte)
 		// Another device of the identity (or a restic the owner runs)
 		// may hold the lock for a while.
 		full = append(full, "--retry-lock", "2m")
+	}
+	if r.Connections > 0 {
+		// Each backend reads only its own options.
+		for _, be := range []string{"rest", "s3"} {
+			full = append(full, "-o", fmt.Sprintf("%s.connections=%d", be, r.Connections))
+		}
 	}
 	full = append(full, args...)
 	cmdCtx, cancel := context.WithCancel(ctx)

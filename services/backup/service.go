@@ -76,8 +76,10 @@ type Config struct {
 	// (default http.DefaultClient).
 	HTTPClient *http.Client
 	// GOGC and GOMEMLIMIT are restic's (for example "50" and "96MiB" on
-	// small boards).
+	// small boards), and Connections its connections to the location
+	// (0: restic's 5).
 	GOGC, GOMEMLIMIT string
+	Connections      int
 	Logger           *slog.Logger
 	Now              func() time.Time
 }
@@ -270,7 +272,7 @@ func (s *Service) Repo(ctx context.Context, loc Location) (r *Restic, done func(
 		return nil, nil, err
 	}
 	return &Restic{Bin: s.cfg.Restic, PasswordFile: s.cfg.PasswordFile, CacheDir: filepath.Join(s.cfg.StateDir, "cache"),
-		Repo: repo, Env: env, GOGC: s.cfg.GOGC, GOMEMLIMIT: s.cfg.GOMEMLIMIT, Log: s.log,
+		Repo: repo, Env: env, GOGC: s.cfg.GOGC, GOMEMLIMIT: s.cfg.GOMEMLIMIT, Connections: s.cfg.Connections, Log: s.log,
 		// Pack files wait on disk, not in a tmpfs (the appliance's /tmp),
 		// and what a killed restic left is in the state folder.
 		TempDir: filepath.Join(s.cfg.StateDir, "tmp"), probeURL: loc.probeURL(repo), client: s.cfg.HTTPClient}, done, nil
