@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/pc2/pc2/internal/chanlisten"
+
 	"github.com/pc2/pc2/internal/netaddr"
 	"github.com/pc2/pc2/services/gateway/sni"
 )
@@ -27,7 +29,7 @@ const (
 // server name, or that is not one, is closed without an answer. It
 // returns when ln fails or is closed.
 func (g *Gateway) ServeTLS(ln net.Listener, tlsConfig *tls.Config, srv *http.Server) error {
-	term := newConnListener(ln.Addr())
+	term := chanlisten.New(ln.Addr())
 	defer term.Close()
 	go srv.Serve(tls.NewListener(term, tlsConfig))
 	var wg sync.WaitGroup
@@ -46,7 +48,7 @@ func (g *Gateway) ServeTLS(ln net.Listener, tlsConfig *tls.Config, srv *http.Ser
 }
 
 // route peeks at c's ClientHello and hands c on, or closes it.
-func (g *Gateway) route(c net.Conn, term *connListener) {
+func (g *Gateway) route(c net.Conn, term *chanlisten.Listener) {
 	client := netaddr.ClientKey(netaddr.Host(c.RemoteAddr().String()))
 	if !g.limiter.allow(client) {
 		c.Close()
@@ -72,44 +74,7 @@ func (g *Gateway) route(c net.Conn, term *connListener) {
 		return
 	}
 	_ = hello // every name is terminated here for now
-	if !term.deliver(replay) {
+	if !term.Deliver(replay) {
 		c.Close()
 	}
 }
-
-// connListener hands the router's connections to an http.Server.
-type connListener struct {
-	addr  net.Addr
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newConnListener(addr net.Addr) *connListener {
-	return &connListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *connListener) deliver(c net.Conn) bool {
-	select {
-	case l.conns <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-func (l *connListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *connListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *connListener) Addr() net.Addr { return l.addr }

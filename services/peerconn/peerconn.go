@@ -26,6 +26,7 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/pc2/pc2/internal/chanlisten"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
@@ -73,13 +74,12 @@ func transport(key ed25519.PrivateKey) (*libp2ptls.Transport, error) {
 // (relay.ProtocolPeer streams on its host: from its relays, or direct),
 // after the handshake proved who they are and allow said yes.
 type Listener struct {
+	*chanlisten.Listener
 	h     host.Host
 	tr    *libp2ptls.Transport
 	allow func(identity.ID) bool
 	log   *slog.Logger
 	slots chan struct{}
-	conns chan *Conn
-	done  chan struct{}
 	once  sync.Once
 }
 
@@ -94,8 +94,8 @@ func Listen(h host.Host, key ed25519.PrivateKey, allow func(identity.ID) bool, l
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Listener{h: h, tr: tr, allow: allow, log: log, slots: make(chan struct{}, maxHandshakes),
-		conns: make(chan *Conn), done: make(chan struct{})}
+	l := &Listener{Listener: chanlisten.New(relay.PeerAddr(h.ID())), h: h, tr: tr, allow: allow, log: log,
+		slots: make(chan struct{}, maxHandshakes)}
 	h.SetStreamHandler(relay.ProtocolPeer, l.handle)
 	return l, nil
 }
@@ -126,34 +126,16 @@ func (l *Listener) handle(st network.Stream) {
 		c.Close()
 		return
 	}
-	select {
-	case l.conns <- c:
-	case <-l.done:
+	if !l.Deliver(c) {
 		c.Close()
-	}
-}
-
-// Accept returns the next allowed connection.
-func (l *Listener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
 	}
 }
 
 // Close stops accepting and removes the stream handler.
 func (l *Listener) Close() error {
-	l.once.Do(func() {
-		l.h.RemoveStreamHandler(relay.ProtocolPeer)
-		close(l.done)
-	})
-	return nil
+	l.once.Do(func() { l.h.RemoveStreamHandler(relay.ProtocolPeer) })
+	return l.Listener.Close()
 }
-
-// Addr is the node's peer ID as an address.
-func (l *Listener) Addr() net.Addr { return relay.PeerAddr(l.h.ID()) }
 
 // Dial connects to node to, whose did record is rec: directly at its
 // direct addresses, else through each supernode it lists, and proves

@@ -37,7 +37,7 @@ func (c *Client) handleHTTP(st network.Stream) {
 		st.Reset()
 		return
 	}
-	if !c.ln.deliver(relay.StreamConn{Stream: st}) {
+	if !c.ln.Deliver(relay.StreamConn{Stream: st}) {
 		st.Reset()
 	}
 }

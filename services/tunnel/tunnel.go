@@ -33,6 +33,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/pc2/pc2/internal/chanlisten"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/dht"
@@ -90,7 +91,7 @@ type Client struct {
 	cfg  Config
 	log  *slog.Logger
 	did  string
-	ln   *streamListener
+	ln   *chanlisten.Listener
 	kick chan struct{} // Reconnect
 
 	mu      sync.Mutex
@@ -148,7 +149,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, did: id.DID(), ln: newStreamListener(cfg.Host.ID()),
+	c := &Client{cfg: cfg, log: cfg.Logger, did: id.DID(), ln: chanlisten.New(relay.PeerAddr(cfg.Host.ID())),
 		kick: make(chan struct{}, 1), links: map[peer.ID]*link{}, changed: make(chan struct{})}
 	for _, ai := range cfg.Supernodes {
 		c.links[ai.ID] = &link{info: ai}
