@@ -98,35 +98,34 @@ var ErrBusy = errors.New("backup: another backup operation is running")
 // ErrNoLocation: the owner has not chosen where backups go.
 var ErrNoLocation = errors.New("backup: no backup location set")
 
-// state is the service's state file.
-type state struct {
-	Location    *Location `json:"location,omitempty"`
+// Results are what the last operations found: kept in the state file
+// and shown in the status.
+type Results struct {
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	Last        *Summary  `json:"last,omitempty"`
-	LastPrune   time.Time `json:"last_prune,omitzero"`
 	LastCheck   time.Time `json:"last_check,omitzero"`
 	CheckError  string    `json:"check_error,omitempty"`
 	Size        uint64    `json:"size,omitempty"`
 	Snapshots   int       `json:"snapshots,omitempty"`
 }
 
+// state is the service's state file.
+type state struct {
+	Location  *Location `json:"location,omitempty"`
+	LastPrune time.Time `json:"last_prune,omitzero"`
+	Results
+}
+
 // Status is the dashboard's view of the backups.
 type Status struct {
-	Engine      string    `json:"engine"`
-	Location    string    `json:"location,omitempty"` // without secrets
-	Running     string    `json:"running,omitempty"`
-	Progress    *Progress `json:"progress,omitempty"`
-	LastAttempt time.Time `json:"last_attempt,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
-	LastSuccess time.Time `json:"last_success,omitzero"`
-	Last        *Summary  `json:"last,omitempty"`
-	LastCheck   time.Time `json:"last_check,omitzero"`
-	CheckError  string    `json:"check_error,omitempty"`
-	Size        uint64    `json:"size,omitempty"`
-	Snapshots   int       `json:"snapshots,omitempty"`
-	NextRun     time.Time `json:"next_run,omitzero"`
+	Engine   string    `json:"engine"`
+	Location string    `json:"location,omitempty"` // without secrets
+	Running  string    `json:"running,omitempty"`
+	Progress *Progress `json:"progress,omitempty"`
+	Results
+	NextRun time.Time `json:"next_run,omitzero"`
 	// Warning is what the owner should act on ("" when all is well).
 	Warning string `json:"warning,omitempty"`
 	// NeedsWords: the device lacks the backup password (its identity was
@@ -217,8 +216,9 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// location is the location in use (the owner's, else the default).
-func (s *Service) location() (Location, bool) {
+// Location is the location in use (the owner's, else the default), if
+// any.
+func (s *Service) Location() (Location, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.st.Location != nil {
@@ -229,9 +229,6 @@ func (s *Service) location() (Location, bool) {
 	}
 	return Location{}, false
 }
-
-// Location is the location in use, if any.
-func (s *Service) Location() (Location, bool) { return s.location() }
 
 // save writes the state; the caller holds mu.
 func (s *Service) save() error {
@@ -254,8 +251,8 @@ func (s *Service) update(f func(*state)) {
 	}
 }
 
-// Repo returns restic for loc; done releases what reaching it took.
-func (s *Service) Repo(ctx context.Context, loc Location) (r *Restic, done func(), err error) {
+// resticFor returns restic for loc; done releases what reaching it took.
+func (s *Service) resticFor(ctx context.Context, loc Location) (r *Restic, done func(), err error) {
 	nodeURL, done := "", func() {}
 	if loc.Kind == KindNode {
 		if s.cfg.NodeURL == nil {
@@ -284,7 +281,7 @@ func (s *Service) SetLocation(ctx context.Context, loc Location) error {
 	if err := loc.Check(); err != nil {
 		return err
 	}
-	r, done, err := s.Repo(ctx, loc)
+	r, done, err := s.resticFor(ctx, loc)
 	if err != nil {
 		return err
 	}
@@ -297,7 +294,7 @@ func (s *Service) SetLocation(ctx context.Context, loc Location) error {
 		st.LastError, st.CheckError, st.Size, st.Snapshots = "", "", 0, 0
 	})
 	s.log.Info("backup location set", "location", loc.String())
-	s.wake()
+	s.Wake()
 	return nil
 }
 
@@ -368,16 +365,16 @@ func (s *Service) do(ctx context.Context, op string, f func(context.Context) err
 	return f(opCtx)
 }
 
-// repoAt is Repo of loc, or of the location in use when loc is nil.
-func (s *Service) repoAt(ctx context.Context, loc *Location) (*Restic, func(), error) {
+// resticAt is resticFor of loc, or of the location in use when loc is nil.
+func (s *Service) resticAt(ctx context.Context, loc *Location) (*Restic, func(), error) {
 	if loc == nil {
-		l, ok := s.location()
+		l, ok := s.Location()
 		if !ok {
 			return nil, nil, ErrNoLocation
 		}
 		loc = &l
 	}
-	return s.Repo(ctx, *loc)
+	return s.resticFor(ctx, *loc)
 }
 
 // Start runs a backup in the background (the dashboard's "Back up now").
@@ -396,7 +393,7 @@ func (s *Service) Start() error {
 // backup is one scheduled or requested run.
 func (s *Service) backup(ctx context.Context) (Summary, error) {
 	now := s.cfg.Now()
-	loc, ok := s.location()
+	loc, ok := s.Location()
 	if !ok {
 		return Summary{}, ErrNoLocation
 	}
@@ -420,7 +417,7 @@ func (s *Service) backup(ctx context.Context) (Summary, error) {
 }
 
 func (s *Service) backupTo(ctx context.Context, loc Location) (Summary, error) {
-	r, done, err := s.Repo(ctx, loc)
+	r, done, err := s.resticFor(ctx, loc)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -456,7 +453,7 @@ func (s *Service) backupTo(ctx context.Context, loc Location) (Summary, error) {
 // maintain forgets old snapshots, and prunes, checks and measures when
 // due; its failures go to the status, not to the backup's result.
 func (s *Service) maintain(ctx context.Context, loc Location) {
-	r, done, err := s.Repo(ctx, loc)
+	r, done, err := s.resticFor(ctx, loc)
 	if err != nil {
 		return
 	}
@@ -512,7 +509,7 @@ func (s *Service) check(ctx context.Context, r *Restic) error {
 // CheckNow checks the repository now, reading back CheckSubset.
 func (s *Service) CheckNow(ctx context.Context) error {
 	return s.do(ctx, OpCheck, func(ctx context.Context) error {
-		r, done, err := s.repoAt(ctx, nil)
+		r, done, err := s.resticAt(ctx, nil)
 		if err != nil {
 			return err
 		}
@@ -523,14 +520,10 @@ func (s *Service) CheckNow(ctx context.Context) error {
 
 // Status is the dashboard's view.
 func (s *Service) Status() Status {
-	loc, ok := s.location()
+	loc, ok := s.Location()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{
-		Engine: "restic", Running: s.running, Progress: s.progress,
-		LastAttempt: s.st.LastAttempt, LastError: s.st.LastError, LastSuccess: s.st.LastSuccess, Last: s.st.Last,
-		LastCheck: s.st.LastCheck, CheckError: s.st.CheckError, Size: s.st.Size, Snapshots: s.st.Snapshots,
-	}
+	st := Status{Engine: "restic", Running: s.running, Progress: s.progress, Results: s.st.Results}
 	now := s.cfg.Now()
 	st.NeedsWords = s.passwordMissing()
 	if ok {
@@ -571,10 +564,9 @@ func (s *Service) nextRun(now time.Time) time.Time {
 	return s.st.LastAttempt.Add(s.cfg.Interval)
 }
 
-// Wake makes the schedule look again now (the password arrived).
-func (s *Service) Wake() { s.wake() }
-
-func (s *Service) wake() {
+// Wake makes the schedule look again now (a location or the password
+// arrived).
+func (s *Service) Wake() {
 	select {
 	case s.trigger <- struct{}{}:
 	default:
@@ -585,7 +577,7 @@ func (s *Service) wake() {
 func (s *Service) Run(ctx context.Context) error {
 	for {
 		wait := time.Hour
-		if _, ok := s.location(); ok && !s.passwordMissing() {
+		if _, ok := s.Location(); ok && !s.passwordMissing() {
 			s.mu.Lock()
 			wait = s.nextRun(s.cfg.Now()).Sub(s.cfg.Now())
 			s.mu.Unlock()
@@ -614,7 +606,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 // Snapshots lists the location's snapshots, oldest first.
 func (s *Service) Snapshots(ctx context.Context) ([]Snapshot, error) {
-	r, done, err := s.repoAt(ctx, nil)
+	r, done, err := s.resticAt(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -641,7 +633,7 @@ func FolderPath(snap Snapshot, name string) (string, bool) {
 // to the folder ("photos/2024", "notes.txt").
 func (s *Service) Restore(ctx context.Context, loc *Location, snapshot, name, target string, includes []string) error {
 	return s.do(ctx, OpRestore, func(ctx context.Context) error {
-		r, done, err := s.repoAt(ctx, loc)
+		r, done, err := s.resticAt(ctx, loc)
 		if err != nil {
 			return err
 		}

@@ -53,7 +53,6 @@ type restoreJob struct {
 	err     string
 	done    time.Time
 	result  string // where the files went
-	full    bool   // a whole-cloud restore of the wizard
 }
 
 func (j *restoreJob) get() (running bool, what, err, result string, done time.Time) {
@@ -90,7 +89,7 @@ func (s *Server) startRestore(loc *backup.Location, snapshot string, paths []str
 	if !full {
 		what = strings.Join(paths, ", ")
 	}
-	j.running, j.what, j.err, j.result, j.full = true, what, "", "", full
+	j.running, j.what, j.err, j.result = true, what, "", ""
 	j.mu.Unlock()
 	go func() {
 		result, err := s.restoreNow(b, loc, snapshot, paths, full)
@@ -202,21 +201,23 @@ func (s *Server) locationOf(r *http.Request) backup.Location {
 	return loc
 }
 
-func (s *Server) handleBackupAPI(w http.ResponseWriter, r *http.Request) {
-	v := s.backupView(r.Context(), r.URL.Query().Get("snapshots") == "1")
-	if v == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "backups are off on this node"})
-		return
+// withBackups serves h when the node has backups, and a 404 otherwise.
+func (s *Server) withBackups(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.Backups == nil {
+			s.fail(w, r, http.StatusNotFound, "Backups are off on this node.")
+			return
+		}
+		h(w, r)
 	}
-	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) handleBackupAPI(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.backupView(r.Context(), r.URL.Query().Get("snapshots") == "1"))
 }
 
 func (s *Server) handleBackupPage(w http.ResponseWriter, r *http.Request) {
 	v := s.backupView(r.Context(), true)
-	if v == nil {
-		s.fail(w, r, http.StatusNotFound, "Backups are off on this node.")
-		return
-	}
 	s.render(w, r, http.StatusOK, "backup", "Backups", struct {
 		*backupView
 		Msg, Err string
@@ -224,10 +225,6 @@ func (s *Server) handleBackupPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBackupLocation(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Backups == nil {
-		back(w, r, "/_/", "", "Backups are off on this node.")
-		return
-	}
 	loc := s.locationOf(r)
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
 	defer cancel()
@@ -239,10 +236,6 @@ func (s *Server) handleBackupLocation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBackupNow(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Backups == nil {
-		back(w, r, "/_/", "", "Backups are off on this node.")
-		return
-	}
 	if err := s.opts.Backups.Start(); err != nil {
 		back(w, r, "/_/backup", "", err.Error())
 		return
@@ -251,10 +244,6 @@ func (s *Server) handleBackupNow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBackupRestore(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Backups == nil {
-		back(w, r, "/_/", "", "Backups are off on this node.")
-		return
-	}
 	var paths []string
 	for _, p := range strings.Split(r.PostFormValue("paths"), "\n") {
 		if p = strings.Trim(strings.TrimSpace(p), "/"); p != "" {
@@ -280,10 +269,6 @@ func (s *Server) handleBackupRestore(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBackupWords(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Backups == nil {
-		back(w, r, "/_/", "", "Backups are off on this node.")
-		return
-	}
 	if err := s.opts.Backups.SetWords(r.PostFormValue("words"), r.PostFormValue("passphrase")); err != nil {
 		back(w, r, "/_/backup", "", err.Error())
 		return
@@ -292,10 +277,6 @@ func (s *Server) handleBackupWords(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBackupFriend(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Backups == nil {
-		back(w, r, "/_/", "", "Backups are off on this node.")
-		return
-	}
 	gb, err := strconv.ParseFloat(strings.TrimSpace(r.PostFormValue("quota_gb")), 64)
 	if err != nil || gb <= 0 || gb > 1<<20 {
 		back(w, r, "/_/backup", "", "Give the space in GB, for example 50.")
@@ -312,10 +293,6 @@ func (s *Server) handleBackupFriend(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBackupUnfriend(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Backups == nil {
-		back(w, r, "/_/", "", "Backups are off on this node.")
-		return
-	}
 	del := r.PostFormValue("delete") == "1"
 	if err := s.opts.Backups.RemoveFriend(r.PostFormValue("did"), del); err != nil {
 		back(w, r, "/_/backup", "", err.Error())
