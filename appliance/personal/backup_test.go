@@ -253,9 +253,7 @@ func TestBackupToFriend(t *testing.T) {
 		t.Fatalf("alice's backup to bob: %+v", st)
 	}
 	// Bob holds alice's repository, ciphertext only.
-	bobID, _ := identity.ParseDID(bobDID)
 	aliceID, _ := identity.ParseDID(aliceDID)
-	_ = bobID
 	repo := filepath.Join(bobCfg.CloudDir(), spaceDir, aliceID.String())
 	found := 0
 	filepath.WalkDir(repo, func(p string, d os.DirEntry, err error) error {

@@ -163,19 +163,11 @@ func (b *nodeBackups) Find(ctx context.Context) (backup.Location, error) {
 	if err != nil {
 		return backup.Location{}, err
 	}
-	key := b.n.currentKey()
-	if key == nil {
-		return backup.Location{}, errors.New("the node has no identity yet")
-	}
-	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
-	if err != nil {
-		return backup.Location{}, err
-	}
-	var last error
 	for {
-		if node := b.n.joined(id); node != nil {
-			rec, err := node.ResolveBackup(ctx, id)
-			if err == nil {
+		node, id, err := b.n.network()
+		if err == nil {
+			var rec *records.Backup
+			if rec, err = node.ResolveBackup(ctx, id); err == nil {
 				loc, err := backup.Open(rec.Sealed, pw)
 				if err != nil {
 					return backup.Location{}, fmt.Errorf("the backup record does not open with these words: %w", err)
@@ -185,14 +177,10 @@ func (b *nodeBackups) Find(ctx context.Context) (backup.Location, error) {
 			if errors.Is(err, dht.ErrNotFound) {
 				return backup.Location{}, errors.New("this identity has published no backup location")
 			}
-			last = err
 		}
 		select {
 		case <-ctx.Done():
-			if last == nil {
-				last = errors.New("the node has not joined the network yet")
-			}
-			return backup.Location{}, last
+			return backup.Location{}, err
 		case <-time.After(time.Second):
 		}
 	}
@@ -255,12 +243,16 @@ func (n *Node) keepBackupRecord(ctx context.Context, node *dht.Node, key ed25519
 	}
 }
 
-// joined is the node's DHT node while it runs with the key of id.
-func (n *Node) joined(id identity.ID) *dht.Node {
+// network is the node's DHT node and its identity, once it has joined
+// the network.
+func (n *Node) network() (*dht.Node, identity.ID, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.dht == nil || n.id != id {
-		return nil
+	if n.key == nil {
+		return nil, identity.ID{}, errors.New("the node has no identity yet")
 	}
-	return n.dht
+	if n.dht == nil {
+		return nil, identity.ID{}, errors.New("the node has not joined the network yet")
+	}
+	return n.dht, n.id, nil
 }

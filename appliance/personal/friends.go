@@ -66,15 +66,11 @@ func (n *Node) friendURL(ctx context.Context, did string) (string, func(), error
 	if err != nil {
 		return "", nil, err
 	}
+	node, _, err := n.network()
+	if err != nil {
+		return "", nil, err
+	}
 	key := n.currentKey()
-	if key == nil {
-		return "", nil, errors.New("the node has no identity yet")
-	}
-	self, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
-	node := n.joined(self)
-	if node == nil {
-		return "", nil, errors.New("the node has not joined the network yet")
-	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	rec, err := node.ResolveDID(rctx, id)
 	cancel()
@@ -131,14 +127,9 @@ func (n *Node) resolveNode(ctx context.Context, s string) (string, error) {
 		}
 		return id.DID(), nil
 	}
-	key := n.currentKey()
-	if key == nil {
-		return "", errors.New("the node has no identity yet")
-	}
-	self, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
-	node := n.joined(self)
-	if node == nil {
-		return "", errors.New("the node has not joined the network yet: give the friend's DID")
+	node, _, err := n.network()
+	if err != nil {
+		return "", fmt.Errorf("%w: give the friend's DID", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/restic/rest-server/quota"
 	"github.com/restic/rest-server/repo"
+	"golang.org/x/sys/unix"
 
 	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -125,6 +126,20 @@ func (s *Space) SetFriend(did, name string, quotaBytes int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.friends[id]
+	// A quota must fit on the disk, beside what the friend holds now:
+	// friends' backups must not fill the owner's disk.
+	var used int64
+	if old != nil {
+		if q, err := s.quotaLocked(id); err == nil {
+			used = q.SpaceUsed()
+		}
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(s.dir, &fs); err == nil {
+		if free := int64(fs.Bavail) * fs.Bsize; quotaBytes-used > free {
+			return fmt.Errorf("backup space: %d MB free on this disk, too little for %d MB more", free/1e6, (quotaBytes-used)/1e6)
+		}
+	}
 	f := &Friend{DID: id.DID(), Added: s.now(), Name: strings.TrimSpace(name), Quota: quotaBytes}
 	if old != nil {
 		f.Added = old.Added
@@ -172,10 +187,10 @@ func (s *Space) Friends() []FriendStatus {
 	var out []FriendStatus
 	for id, f := range s.friends {
 		fs := FriendStatus{Friend: *f}
-		if q := s.quotas[id]; q != nil {
+		// The first look counts the repository's files; after that the
+		// quota manager keeps the count.
+		if q, err := s.quotaLocked(id); err == nil {
 			fs.Used = q.SpaceUsed()
-		} else {
-			fs.Used = du(s.repoDir(id))
 		}
 		out = append(out, fs)
 	}
@@ -190,27 +205,34 @@ func (s *Space) Allowed(id identity.ID) bool {
 	return s.friends[id] != nil
 }
 
-// quotaOf is id's quota manager, nil when id is no friend.
+// quotaOf is id's quota manager and repository, nil when id is no
+// friend.
 func (s *Space) quotaOf(id identity.ID) (*quota.Manager, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.friends[id]
-	if f == nil {
+	if s.friends[id] == nil {
 		return nil, "", nil
+	}
+	q, err := s.quotaLocked(id)
+	return q, s.repoDir(id), err
+}
+
+// quotaLocked is friend id's quota manager, made (counting what its
+// repository holds) the first time; s.mu is held.
+func (s *Space) quotaLocked(id identity.ID) (*quota.Manager, error) {
+	if q := s.quotas[id]; q != nil {
+		return q, nil
 	}
 	dir := s.repoDir(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	q := s.quotas[id]
-	if q == nil {
-		var err error
-		if q, err = quota.New(dir, f.Quota); err != nil {
-			return nil, "", err
-		}
-		s.quotas[id] = q
+	q, err := quota.New(dir, s.friends[id].Quota)
+	if err != nil {
+		return nil, err
 	}
-	return q, dir, nil
+	s.quotas[id] = q
+	return q, nil
 }
 
 type peerKey struct{}
@@ -252,18 +274,4 @@ func (s *Space) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.ServeHTTP(w, r)
-}
-
-// du is the size of the files under dir.
-func du(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
 }

@@ -53,6 +53,9 @@ func TestSpace(t *testing.T) {
 	if err := space.SetFriend("did:boson:nonsense", "", 1<<30); err == nil {
 		t.Error("a bad DID was taken")
 	}
+	if err := space.SetFriend(alice.DID(), "", 1<<60); err == nil || !strings.Contains(err.Error(), "free on this disk") {
+		t.Errorf("a quota larger than the disk: %v", err)
+	}
 	if err := space.SetFriend(alice.DID(), "alice.pc2.test", backup.MinFriendQuota); err != nil {
 		t.Fatal(err)
 	}
