@@ -3,11 +3,14 @@ package peerconn_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pc2/pc2/internal/testing/testenv"
@@ -16,6 +19,7 @@ import (
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/peerconn"
+	"github.com/pc2/pc2/services/relay"
 	"github.com/pc2/pc2/services/relay/relayserver"
 	"github.com/pc2/pc2/services/tunnel"
 )
@@ -151,5 +155,41 @@ func TestDial(t *testing.T) {
 	if c, err := peerconn.Dial(ctx, alice.dht.Host(), alice.key, &records.DID{ID: bob.id, Direct: direct}); err == nil {
 		c.Close()
 		t.Error("a connection to carol's address passed as bob")
+	}
+}
+
+// TestHandshakeBound: a stranger's peer streams that never finish their
+// handshake hold at most 16 handshakes; the next stream is reset at
+// once, and the held ones end after HandshakeTimeout.
+func TestHandshakeBound(t *testing.T) {
+	ctx := testenv.Context(t, time.Minute)
+	bob, stranger := newNode(t, true), newNode(t, false)
+	l, err := peerconn.Listen(bob.dht.Host(), bob.key, func(identity.ID) bool { return true }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := stranger.dht.Host().Connect(ctx, peer.AddrInfo{ID: bob.dht.Host().ID(), Addrs: bob.dht.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	open := func() network.Stream {
+		t.Helper()
+		st, err := stranger.dht.Host().NewStream(ctx, bob.dht.Host().ID(), relay.ProtocolPeer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte{22}) // the start of a hello that never comes
+		return st
+	}
+	for range 16 {
+		defer open().Close()
+	}
+	time.Sleep(200 * time.Millisecond) // bob's handlers took them
+	st := open()
+	defer st.Close()
+	st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = st.Read(make([]byte, 1))
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the 17th handshake: %v, want the stream reset at once", err)
 	}
 }
