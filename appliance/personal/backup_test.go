@@ -83,6 +83,7 @@ func TestBackupRestoreFromWords(t *testing.T) {
 	if r := one.Get("/_/backup"); !strings.Contains(r.Body, "REST server "+srv.URL+"alice/") || !strings.Contains(r.Body, `id="restore-snapshot"`) {
 		t.Fatalf("backup page: %d", r.Code)
 	}
+	waitRecord(t, one)
 	stop() // the device is lost
 
 	two, stop2 := startNode("two")
@@ -275,6 +276,7 @@ func TestBackupToFriend(t *testing.T) {
 	}
 
 	// Alice's device is lost; her words find her backups at bob's.
+	waitRecord(t, alice)
 	stopAlice()
 	fresh, _, stopFresh := start("alice2")
 	defer stopFresh()
@@ -283,4 +285,14 @@ func TestBackupToFriend(t *testing.T) {
 	if r := fresh.Get("/_/dl/notes.txt"); r.Body != "alice's notes" {
 		t.Errorf("notes after the restore from bob's node: %d %q", r.Code, r.Body)
 	}
+}
+
+// waitRecord waits until the node has published its backup record (as
+// the owner's status shows).
+func waitRecord(t *testing.T, b *cloudtest.Browser) {
+	t.Helper()
+	testenv.WaitFor(t, time.Minute, "the backup record published", func() bool {
+		var st Status
+		return json.Unmarshal([]byte(b.Get("/api/status").Body), &st) == nil && !st.BackupRecord.IsZero()
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/backup"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/cloud/files"
@@ -214,12 +215,15 @@ func (n *Node) keepBackupRecord(ctx context.Context, node *dht.Node, key ed25519
 		return records.SignBackup(key, &records.Backup{Version: records.Version, ID: id, Seq: seq,
 			IssuedAt: now.Unix(), Expires: now.Add(backupRecordTTL).Unix(), Sealed: sealed})
 	}
-	retry := time.After(0)
+	// Until the node has joined (it may just have got its identity),
+	// a put fails: retry soon, then less often.
+	retry, failures := time.After(0), 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-n.backupChanged:
+			failures = 0
 		case <-retry:
 		}
 		retry = nil
@@ -235,23 +239,28 @@ func (n *Node) keepBackupRecord(ctx context.Context, node *dht.Node, key ed25519
 		res, err := node.KeepPublished(pctx, records.BackupKey(id), sign)
 		cancel()
 		if err != nil {
-			n.log.Warn("backup record not published; trying again in a minute", "err", err)
-			retry = time.After(time.Minute)
+			wait := backoff.Policy{Initial: 2 * time.Second, Max: time.Minute}.Wait(failures)
+			failures++
+			n.log.Warn("backup record not published; trying again", "in", wait.Round(time.Second), "err", err)
+			retry = time.After(wait)
 			continue
 		}
+		failures = 0
+		n.update(func(s *Status) { s.BackupRecord = n.now() })
 		n.log.Info("backup record published", "stored_on", res.Stored, "sent_to", res.Sent)
 	}
 }
 
-// network is the node's DHT node and its identity, once it has joined
-// the network.
+// network is the node's DHT node and its identity, once it is online.
 func (n *Node) network() (*dht.Node, identity.ID, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.key == nil {
 		return nil, identity.ID{}, errors.New("the node has no identity yet")
 	}
-	if n.dht == nil {
+	// Online: its did record went out, so its DHT has peers to ask (a
+	// lookup before that finds nothing, and says "not found").
+	if n.dht == nil || n.status.State != "online" {
 		return nil, identity.ID{}, errors.New("the node has not joined the network yet")
 	}
 	return n.dht, n.id, nil

@@ -103,6 +103,10 @@ type Status struct {
 	// then "done"; Name is the name the owner claimed there.
 	Setup string `json:"setup"`
 	Name  string `json:"name,omitempty"`
+	// BackupRecord is when the identity's backup record (where its
+	// backups are, sealed) was last published: from then on the words
+	// alone find the backups.
+	BackupRecord time.Time `json:"backup_record,omitzero"`
 	// Storage is the owner's files and the disk they are on (bytes).
 	Storage *Storage `json:"storage,omitempty"`
 }
@@ -380,6 +384,7 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 	}
 	n.update(func(s *Status) {
 		s.State, s.Detail, s.Seq, s.Published, s.StoredOn, s.SentTo = "starting", "", 0, time.Time{}, 0, 0
+		s.BackupRecord = time.Time{}
 	})
 	dcfg := dht.Config{
 		Key:                 key,
