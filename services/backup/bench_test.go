@@ -397,7 +397,7 @@ type resticRun struct {
 func (r resticRun) cmd() string {
 	for i := 0; i < len(r.Args); i++ {
 		switch a := r.Args[i]; {
-		case a == "--password-file" || a == "--cache-dir" || a == "--retry-lock":
+		case a == "--password-file" || a == "--cache-dir" || a == "--retry-lock" || a == "-o":
 			i++
 		case !strings.HasPrefix(a, "-"):
 			return a
