@@ -16,6 +16,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/certs"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/gateway"
 )
@@ -65,7 +66,7 @@ type ACMEConfig struct {
 	// Email is the ACME account's contact (recommended: expiry notices).
 	Email string `json:"email,omitempty"`
 	// DNS is the DNS provider for DNS-01 wildcard certificates.
-	DNS *gateway.DNSConfig `json:"dns,omitempty"`
+	DNS *certs.DNSConfig `json:"dns,omitempty"`
 }
 
 // check reports the first problem with the gateway config.
@@ -176,7 +177,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 		}
 		stops = append(stops, func() { httpsLn.Close() })
 	}
-	var certs *gateway.Certs
+	var certs *certs.Manager
 	if httpsLn != nil {
 		if certs, err = newCerts(gc, cfg, g, httpLn, httpsLn, log); err != nil {
 			stop()
@@ -246,8 +247,8 @@ func keepListed(ctx context.Context, node *dht.Node, domain string, key ed25519.
 
 // newCerts builds the certificate manager of gc, on demand for the names
 // g allows; the challenges are served on httpLn (nil: none) and httpsLn.
-func newCerts(gc *GatewayConfig, cfg *Config, g *gateway.Gateway, httpLn, httpsLn net.Listener, log *slog.Logger) (*gateway.Certs, error) {
-	cc := gateway.CertsConfig{CA: gc.ACME.CA, Email: gc.ACME.Email, Dir: filepath.Join(cfg.DataDir, "certs"),
+func newCerts(gc *GatewayConfig, cfg *Config, g *gateway.Gateway, httpLn, httpsLn net.Listener, log *slog.Logger) (*certs.Manager, error) {
+	cc := certs.Config{CA: gc.ACME.CA, Email: gc.ACME.Email, Dir: filepath.Join(cfg.DataDir, "certs"),
 		Allow: g.Allowed, DNS: gc.ACME.DNS, TLSALPNPort: portOf(httpsLn), DisableHTTP01: httpLn == nil,
 		Logger: log.With("part", "certs")}
 	if httpLn != nil {
@@ -265,7 +266,7 @@ func newCerts(gc *GatewayConfig, cfg *Config, g *gateway.Gateway, httpLn, httpsL
 			return nil, errors.New("gateway: the acme CA roots hold no PEM certificate")
 		}
 	}
-	certs, err := gateway.NewCerts(cc)
+	certs, err := certs.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}

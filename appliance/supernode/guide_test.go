@@ -17,6 +17,7 @@ import (
 	"github.com/pc2/pc2/appliance/profile"
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/services/certs"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway"
@@ -109,7 +110,7 @@ func checkGuideGateway(t *testing.T, b jsonBlock, g *supernode.GatewayConfig) {
 		t.Errorf("%s:%d: %v", guidePath, b.line, err)
 	}
 	if g.ACME.DNS != nil {
-		certs, err := gateway.NewCerts(gateway.CertsConfig{Dir: filepath.Join(dir, "certs"), DNS: g.ACME.DNS})
+		certs, err := certs.New(certs.Config{Dir: filepath.Join(dir, "certs"), DNS: g.ACME.DNS})
 		if err != nil {
 			t.Errorf("%s:%d: %v", guidePath, b.line, err)
 			return

@@ -1,11 +1,13 @@
 // Package netaddr classifies IP addresses for limits and dial policies:
 // which client a per-client limit counts (ClientKey) and whether an
-// address is public (Public).
+// address is public (Public); and the one form of a host name
+// (CanonicalHost).
 package netaddr
 
 import (
 	"net"
 	"net/netip"
+	"strings"
 )
 
 // ClientKey is the limit key of the client at address addr: the IPv4
@@ -61,4 +63,29 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
 	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking
 	netip.MustParsePrefix("240.0.0.0/4"),   // reserved
+}
+
+// CanonicalHost lowercases h (a Host header or a TLS server name),
+// drops a port and a trailing dot, and checks that what is left is a DNS
+// name (false if not).
+func CanonicalHost(h string) (string, bool) {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "" || len(h) > 253 {
+		return "", false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return "", false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return "", false
+			}
+		}
+	}
+	return h, true
 }

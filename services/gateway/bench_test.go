@@ -37,6 +37,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/certs"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/relay/relayserver"
@@ -81,11 +82,11 @@ var gbTargets = []gbTarget{
 		func(b *testing.B, e *gbEnv) string { return "http://" + e.nodeAddr + gbPath }},
 	{"gateway-http", "wrk -> gateway (HTTP) -> relay -> libp2p (TCP, TLS 1.3, yamux) -> tunnel -> node",
 		func(b *testing.B, e *gbEnv) string {
-			return "http://" + gbName + ":" + strconv.Itoa(port(e.gatewayHTTP(b))) + gbPath
+			return "http://" + gbName + ":" + strconv.Itoa(e.gatewayHTTP(b).Addr().(*net.TCPAddr).Port) + gbPath
 		}},
 	{"gateway-https", "as gateway-http, wrk -> gateway over HTTPS (HTTP/1.1, TLS 1.3, a Pebble certificate obtained on demand)",
 		func(b *testing.B, e *gbEnv) string {
-			return "https://" + gbName + ":" + strconv.Itoa(port(e.gatewayHTTPS(b))) + gbPath
+			return "https://" + gbName + ":" + strconv.Itoa(e.gatewayHTTPS(b).Addr().(*net.TCPAddr).Port) + gbPath
 		}},
 	{"frp", "wrk -> frps vhost HTTP (subdomain routing) -> one TLS connection, tcpMux -> frpc -> node (frp " + frpbench.Version + ")",
 		func(b *testing.B, e *gbEnv) string {
@@ -366,13 +367,14 @@ func (e *gbEnv) gatewayHTTP(b *testing.B) net.Listener {
 	return ln
 }
 
-// gatewayHTTPS serves the gateway over HTTPS with Certs, gets gbName's
+// gatewayHTTPS serves the gateway over HTTPS with a certs.Manager, gets gbName's
 // certificate from a Pebble CA on its first handshake (TLS-ALPN-01 on the
 // same listener), and stops Pebble.
 func (e *gbEnv) gatewayHTTPS(b *testing.B) net.Listener {
 	b.Helper()
 	ln := gbListen(b)
-	pb := pebbletest.Start(b, pebbletest.Options{TLSPort: port(ln)})
+	lnPort := ln.Addr().(*net.TCPAddr).Port
+	pb := pebbletest.Start(b, pebbletest.Options{TLSPort: lnPort})
 	if err := pb.AddA(gbName, "127.0.0.1"); err != nil {
 		b.Fatal(err)
 	}
@@ -380,17 +382,17 @@ func (e *gbEnv) gatewayHTTPS(b *testing.B) net.Listener {
 	if err != nil {
 		b.Fatal(err)
 	}
-	certs, err := NewCerts(CertsConfig{CA: pb.DirectoryURL, CARoots: pb.ClientRoots, Dir: b.TempDir(), Allow: e.g.Allowed,
-		TLSALPNPort: port(ln), DisableHTTP01: true, Logger: testlog.New(b, slog.LevelWarn)})
+	cm, err := certs.New(certs.Config{CA: pb.DirectoryURL, CARoots: pb.ClientRoots, Dir: b.TempDir(), Allow: e.g.Allowed,
+		TLSALPNPort: lnPort, DisableHTTP01: true, Logger: testlog.New(b, slog.LevelWarn)})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(certs.Close)
+	b.Cleanup(cm.Close)
 	srv := e.g.Server()
-	srv.TLSConfig = certs.TLSConfig()
+	srv.TLSConfig = cm.TLSConfig()
 	go srv.ServeTLS(ln, "", "")
 	b.Cleanup(func() { srv.Close() })
-	leaf, err := handshake(ln.Addr().String(), gbName, roots)
+	leaf, err := pebbletest.Leaf(ln.Addr().String(), gbName, roots)
 	if err != nil {
 		b.Fatalf("handshake for %s: %v", gbName, err)
 	}

@@ -236,7 +236,7 @@ func (g *Gateway) Server() *http.Server {
 
 // ServeHTTP routes one request by its Host.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	host, ok := canonicalHost(r.Host)
+	host, ok := netaddr.CanonicalHost(r.Host)
 	if !ok {
 		page(w, http.StatusBadRequest, "Bad request", "The Host of this request is not a valid host name.")
 		return
@@ -296,7 +296,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the resolution cache, so handshakes for unknown names cost the DHT
 // once per NegativeTTL.
 func (g *Gateway) Allowed(ctx context.Context, name string) error {
-	host, ok := canonicalHost(name)
+	host, ok := netaddr.CanonicalHost(name)
 	if !ok {
 		return fmt.Errorf("gateway: %q is not a host name", name)
 	}
@@ -532,7 +532,7 @@ func (g *Gateway) dialDirect(ctx context.Context, id identity.ID, addrs []string
 
 // proxyError answers a request whose node could not be reached.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	host, _ := canonicalHost(r.Host)
+	host, _ := netaddr.CanonicalHost(r.Host)
 	g.log.Info("node unreachable", "host", host, "err", err)
 	if errors.Is(err, relay.ErrBusy) {
 		w.Header().Set("Retry-After", "1")
@@ -613,30 +613,6 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request, name strin
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(st)
-}
-
-// canonicalHost lowercases host, drops a port and a trailing dot, and
-// checks that what is left is a DNS name.
-func canonicalHost(h string) (string, bool) {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	}
-	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if h == "" || len(h) > 253 {
-		return "", false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return "", false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return "", false
-			}
-		}
-	}
-	return h, true
 }
 
 // clientIP is the request's peer address (never a header the client

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/pc2/pc2/internal/atomicfile"
+	"github.com/pc2/pc2/internal/netaddr"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
@@ -303,7 +304,7 @@ func refuse(status int, code, format string, args ...any) *apiError {
 
 // ServeHTTP routes an API request for the apex domain in r.Host.
 func (n *Names) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	domain, ok := canonicalHost(r.Host)
+	domain, ok := netaddr.CanonicalHost(r.Host)
 	if !ok {
 		writeJSON(w, http.StatusBadRequest, errorBody(refuse(http.StatusBadRequest, "bad_host", "malformed Host")))
 		return

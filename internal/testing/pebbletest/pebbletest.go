@@ -422,3 +422,15 @@ func serverCert(t testing.TB, host string) (certFile, keyFile string, caPEM []by
 	}
 	return certFile, keyFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 }
+
+// Leaf is the certificate the TLS server at addr presents for name,
+// verified against roots (e.g. IssuingRoots).
+func Leaf(addr, name string, roots *x509.CertPool) (*x509.Certificate, error) {
+	d := &net.Dialer{Timeout: time.Minute}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: name, RootCAs: roots})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0], nil
+}

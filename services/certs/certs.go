@@ -1,20 +1,26 @@
-package gateway
-
-// Certificates for the gateway's HTTPS, from an ACME CA through
-// github.com/caddyserver/certmagic, which also renews them (its own
-// timers: the clock is not injectable, nor need it be).
+// Package certs gets, keeps and renews TLS certificates from an ACME CA
+// through github.com/caddyserver/certmagic, which also renews them (its
+// own timers: the clock is not injectable, nor need it be). The gateway
+// and the personal node both use it.
 //
-// Two ways to prove control of the names:
+// Three ways to choose the names and prove control of them:
 //
-//   - on demand (no DNS provider configured): the first TLS handshake
-//     for a name asks CertsConfig.Allow, and only a name it allows (a
-//     registered name, a served apex) gets a certificate, through
-//     HTTP-01 on port 80 (HTTPHandler) or TLS-ALPN-01 on port 443
-//     (TLSConfig). One certificate per name: Let's Encrypt allows 50 new
-//     ones per registered domain per week, so this suits small domains.
-//   - DNS-01 (CertsConfig.DNS): Manage obtains a wildcard *.<domain> and
+//   - on demand (Config.Allow; the gateway without a DNS provider): the
+//     first TLS handshake for a name asks Allow, and only a name it
+//     allows (a registered name, a served apex) gets a certificate,
+//     through HTTP-01 on port 80 (HTTPHandler) or TLS-ALPN-01 on port
+//     443 (TLSConfig). One certificate per name: Let's Encrypt allows 50
+//     new ones per registered domain per week, so this suits small
+//     domains.
+//   - DNS-01 (Config.DNS): Manage obtains a wildcard *.<domain> and
 //     <domain> for each served domain by writing TXT records through the
 //     operator's DNS provider: two certificates cover every name.
+//   - ahead (Config.Keep; the personal node): Keep obtains certificates
+//     for the names given to it, through TLS-ALPN-01 answered by
+//     TLSConfig wherever the CA's connection to port 443 arrives (at a
+//     node, through the gateway's splice), and keeps them renewed; State
+//     tells how each name stands.
+package certs
 
 import (
 	"bytes"
@@ -43,16 +49,18 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
+
+	"github.com/pc2/pc2/internal/netaddr"
 )
 
-// CertsConfig configures Certs.
-type CertsConfig struct {
+// Config configures a Manager.
+type Config struct {
 	// CA is the ACME directory URL; empty: Let's Encrypt production.
 	CA string
 	// CARoots, if not nil, are the roots trusted for the CA's own HTTPS
 	// (a private or test CA); nil: the system's.
 	CARoots *x509.CertPool
-	// Email is the ACME account's contact; empty: none. Using Certs
+	// Email is the ACME account's contact; empty: none. Using a Manager
 	// accepts the CA's terms of service.
 	Email string
 	// Dir holds the ACME account, the keys and the certificates (e.g.
@@ -77,6 +85,13 @@ type CertsConfig struct {
 	// DisableHTTP01 and DisableTLSALPN01 turn a challenge type off,
 	// e.g. when port 80 is not reachable from the internet.
 	DisableHTTP01, DisableTLSALPN01 bool
+	// ListenHost is the address certmagic's own challenge listeners
+	// bind to (see HTTPPort); empty: all. A node, whose challenges
+	// arrive through the gateway's splice, binds them to loopback.
+	ListenHost string
+	// Keep turns certificates on demand off: Keep names the names to
+	// obtain ahead and renew (a node's own names). Allow is then unused.
+	Keep bool
 	// OrdersPerWeek bounds new certificate orders (renewals not
 	// counted): a fifth of them at once, the rest spread over the week
 	// (<= 0: DefaultOrdersPerWeek). Whoever can make names be allowed
@@ -96,10 +111,10 @@ type CertsConfig struct {
 const DefaultOrdersPerWeek = 50
 
 // ErrOrderLimit means a certificate was not ordered: the gateway's
-// orders of the week are used up (CertsConfig.OrdersPerWeek).
+// orders of the week are used up (Config.OrdersPerWeek).
 var ErrOrderLimit = errors.New("certs: new certificate orders limited; try again later")
 
-// DNS providers for CertsConfig.DNS.
+// DNS providers for Config.DNS.
 const (
 	// DNSRFC2136 sends TSIG-signed dynamic updates (RFC 2136) to the
 	// zone's primary: BIND, Knot, PowerDNS and most others take them.
@@ -138,9 +153,9 @@ type DNSConfig struct {
 	Resolvers []string `json:"resolvers,omitempty"`
 }
 
-// Certs gets, keeps and renews the gateway's certificates.
-type Certs struct {
-	cfg    CertsConfig
+// Manager gets, keeps and renews certificates.
+type Manager struct {
+	cfg    Config
 	log    *slog.Logger
 	magic  *certmagic.Config
 	issuer *certmagic.ACMEIssuer
@@ -152,16 +167,24 @@ type Certs struct {
 	orders *rate.Limiter // new certificate orders (OrdersPerWeek)
 
 	mu     sync.Mutex
-	cached chan struct{} // closed and replaced when a certificate is cached
+	cached chan struct{}         // closed and replaced when a certificate is cached
+	names  map[string]*nameState // what became of each name's orders
 }
 
-// NewCerts returns Certs for cfg; Close stops its background work.
-func NewCerts(cfg CertsConfig) (*Certs, error) {
+// nameState is what a Manager knows of one name's orders (mu held).
+type nameState struct {
+	ordering  time.Time // an order started then (zero: none running)
+	lastError string
+	lastTry   time.Time
+}
+
+// New returns a Manager for cfg; Close stops its background work.
+func New(cfg Config) (*Manager, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("certs: no storage directory")
 	}
-	if cfg.DNS == nil && cfg.Allow == nil {
-		return nil, errors.New("certs: Allow is required for on-demand certificates (or configure a DNS provider)")
+	if cfg.DNS == nil && cfg.Allow == nil && !cfg.Keep {
+		return nil, errors.New("certs: Allow is required for on-demand certificates (or configure a DNS provider, or Keep)")
 	}
 	if cfg.CA == "" {
 		cfg.CA = certmagic.LetsEncryptProductionCA
@@ -172,7 +195,7 @@ func NewCerts(cfg CertsConfig) (*Certs, error) {
 	if cfg.OrdersPerWeek <= 0 {
 		cfg.OrdersPerWeek = DefaultOrdersPerWeek
 	}
-	c := &Certs{cfg: cfg, log: cfg.Logger, cached: make(chan struct{}),
+	c := &Manager{cfg: cfg, log: cfg.Logger, cached: make(chan struct{}), names: map[string]*nameState{},
 		orders: rate.NewLimiter(rate.Every(7*24*time.Hour/time.Duration(cfg.OrdersPerWeek)), max(1, cfg.OrdersPerWeek/5))}
 	zl := zap.New(slogCore{h: cfg.Logger.Handler()})
 
@@ -198,7 +221,7 @@ func NewCerts(cfg CertsConfig) (*Certs, error) {
 		},
 		Logger: zl,
 	})
-	if cfg.DNS == nil {
+	if cfg.DNS == nil && !cfg.Keep {
 		c.magic.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: c.decide}
 	}
 	c.issuer = certmagic.NewACMEIssuer(c.magic, certmagic.ACMEIssuer{
@@ -208,6 +231,7 @@ func NewCerts(cfg CertsConfig) (*Certs, error) {
 		TrustedRoots:            cfg.CARoots,
 		AltHTTPPort:             cfg.HTTPPort,
 		AltTLSALPNPort:          cfg.TLSALPNPort,
+		ListenHost:              cfg.ListenHost,
 		DisableHTTPChallenge:    cfg.DisableHTTP01,
 		DisableTLSALPNChallenge: cfg.DisableTLSALPN01,
 		DNS01Solver:             solver,
@@ -219,7 +243,7 @@ func NewCerts(cfg CertsConfig) (*Certs, error) {
 }
 
 // Close stops renewals and Manage's retries.
-func (c *Certs) Close() {
+func (c *Manager) Close() {
 	c.closed.Do(func() {
 		c.cancel()
 		c.cache.Stop()
@@ -229,7 +253,7 @@ func (c *Certs) Close() {
 // TLSConfig is the :443 listener's TLS config: certificates by SNI
 // (obtained on demand when that is on), HTTP/2 and HTTP/1.1, and the
 // TLS-ALPN-01 challenge.
-func (c *Certs) TLSConfig() *tls.Config {
+func (c *Manager) TLSConfig() *tls.Config {
 	tc := c.magic.TLSConfig()
 	tc.NextProtos = []string{"h2", "http/1.1", acmez.ACMETLS1Protocol}
 	tc.MinVersion = tls.VersionTLS12
@@ -241,7 +265,7 @@ func (c *Certs) TLSConfig() *tls.Config {
 // which keeps the method and body). Requests without a host name to
 // redirect to (no or a malformed Host, an IP address) go to next; nil
 // answers 404.
-func (c *Certs) HTTPHandler(next http.Handler) http.Handler {
+func (c *Manager) HTTPHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c.issuer.HandleHTTPChallenge(w, r) {
 			return
@@ -250,7 +274,7 @@ func (c *Certs) HTTPHandler(next http.Handler) http.Handler {
 			http.NotFound(w, r) // a token we did not ask for: no redirect
 			return
 		}
-		host, ok := canonicalHost(r.Host)
+		host, ok := netaddr.CanonicalHost(r.Host)
 		if !ok || net.ParseIP(host) != nil {
 			if next == nil {
 				http.NotFound(w, r)
@@ -268,7 +292,7 @@ func (c *Certs) HTTPHandler(next http.Handler) http.Handler {
 // returns once all are ready, or with ctx's error while some are still
 // being obtained: retries go on in the background until Close. Without
 // a DNS provider it does nothing: certificates come on demand.
-func (c *Certs) Manage(ctx context.Context, domains []string) error {
+func (c *Manager) Manage(ctx context.Context, domains []string) error {
 	if c.cfg.DNS == nil {
 		return nil
 	}
@@ -301,7 +325,7 @@ func (c *Certs) Manage(ctx context.Context, domains []string) error {
 }
 
 // decide is certmagic's on-demand DecisionFunc.
-func (c *Certs) decide(ctx context.Context, name string) error {
+func (c *Manager) decide(ctx context.Context, name string) error {
 	err := c.cfg.Allow(ctx, name)
 	if err != nil {
 		c.log.Debug("no certificate for this name", "name", name, "err", err)
@@ -309,20 +333,30 @@ func (c *Certs) decide(ctx context.Context, name string) error {
 	return err
 }
 
-// onEvent logs what an operator wants to know and wakes Manage.
-func (c *Certs) onEvent(_ context.Context, event string, data map[string]any) error {
+// onEvent logs what an operator wants to know, keeps each name's state
+// and wakes Manage.
+func (c *Manager) onEvent(_ context.Context, event string, data map[string]any) error {
+	name, _ := data["identifier"].(string)
 	switch event {
 	case "cert_obtained":
-		c.log.Info("certificate obtained", "name", data["identifier"], "renewal", data["renewal"], "issuer", data["issuer"])
+		c.log.Info("certificate obtained", "name", name, "renewal", data["renewal"], "issuer", data["issuer"])
+		c.order(name, false, "")
 	case "cert_obtaining":
 		// Returning an error aborts the order (certmagic's obtain), at
 		// once rather than with its retries (ErrNoRetry).
 		if renewal, _ := data["renewal"].(bool); !renewal && !c.orders.Allow() {
-			c.log.Warn("certificate not ordered: the week's new orders are used up", "name", data["identifier"], "per_week", c.cfg.OrdersPerWeek)
+			c.log.Warn("certificate not ordered: the week's new orders are used up", "name", name, "per_week", c.cfg.OrdersPerWeek)
+			c.order(name, false, ErrOrderLimit.Error())
 			return certmagic.ErrNoRetry{Err: ErrOrderLimit}
 		}
+		c.order(name, true, "")
 	case "cert_failed":
-		c.log.Error("certificate not obtained", "name", data["identifier"], "renewal", data["renewal"], "err", data["error"])
+		c.log.Error("certificate not obtained", "name", name, "renewal", data["renewal"], "err", data["error"])
+		msg := "the certificate authority refused"
+		if err, ok := data["error"].(error); ok {
+			msg = err.Error()
+		}
+		c.order(name, false, msg)
 	case "cached_managed_cert":
 		c.mu.Lock()
 		close(c.cached)
@@ -330,6 +364,97 @@ func (c *Certs) onEvent(_ context.Context, event string, data map[string]any) er
 		c.mu.Unlock()
 	}
 	return nil
+}
+
+// order records that name's order started (running) or ended, with
+// failure the error it ended with ("" on success).
+func (c *Manager) order(name string, running bool, failure string) {
+	if name == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.names[name]
+	if st == nil {
+		if len(c.names) >= maxNames {
+			clear(c.names) // bounded: on-demand names are many
+		}
+		st = &nameState{}
+		c.names[name] = st
+	}
+	now := time.Now()
+	if running {
+		st.ordering = now
+		return
+	}
+	st.ordering, st.lastTry, st.lastError = time.Time{}, now, failure
+}
+
+// maxNames bounds the names whose orders a Manager remembers.
+const maxNames = 10000
+
+// orderTimeout is how long an order counts as running without an end
+// being heard of (certmagic's obtain gives up well before).
+const orderTimeout = 15 * time.Minute
+
+// Ordering reports whether this Manager has an order for name under way,
+// so that a TLS-ALPN-01 connection for name is its own to answer (a
+// gateway tells its own challenges from those of the node it splices
+// to; certmagic's table of challenges is shared by the whole process).
+func (c *Manager) Ordering(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.names[name]
+	return st != nil && !st.ordering.IsZero() && time.Since(st.ordering) < orderTimeout
+}
+
+// Keep obtains certificates for names (from storage, or from the CA)
+// and renews them, in the background until Close (Config.Keep). Names
+// already kept stay kept.
+func (c *Manager) Keep(names ...string) error {
+	if !c.cfg.Keep {
+		return errors.New("certs: Keep needs Config.Keep")
+	}
+	if err := c.magic.ManageAsync(c.ctx, names); err != nil {
+		return fmt.Errorf("certs: keep %s: %w", strings.Join(names, " "), err)
+	}
+	return nil
+}
+
+// NameState is how one name's certificate stands.
+type NameState struct {
+	// Held: a certificate for the name is in memory, valid until
+	// NotAfter, from Issuer (its subject's common name).
+	Held     bool      `json:"held"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+	Issuer   string    `json:"issuer,omitempty"`
+	// Ordering: an order is under way.
+	Ordering bool `json:"ordering,omitempty"`
+	// LastError is why the last order failed ("" if it did not), at
+	// LastTry.
+	LastError string    `json:"last_error,omitempty"`
+	LastTry   time.Time `json:"last_try,omitzero"`
+}
+
+// State tells how name's certificate stands.
+func (c *Manager) State(name string) NameState {
+	var s NameState
+	now := time.Now()
+	for _, crt := range c.cache.AllMatchingCertificates(name) {
+		if crt.Leaf == nil || !now.Before(crt.Leaf.NotAfter) {
+			continue
+		}
+		if !s.Held || crt.Leaf.NotAfter.After(s.NotAfter) {
+			s.Held, s.NotAfter, s.Issuer = true, crt.Leaf.NotAfter, crt.Leaf.Issuer.CommonName
+		}
+	}
+	s.Ordering = c.Ordering(name)
+	c.mu.Lock()
+	if st := c.names[name]; st != nil {
+		s.LastError, s.LastTry = st.lastError, st.lastTry
+	}
+	c.mu.Unlock()
+	return s
 }
 
 // dnsProvider is what DNS-01 needs of a libdns provider.

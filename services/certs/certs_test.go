@@ -1,4 +1,4 @@
-package gateway
+package certs
 
 import (
 	"context"
@@ -69,10 +69,10 @@ func loopbackListener(t *testing.T) net.Listener {
 
 func port(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
 
-// config is a CertsConfig for e's CA whose Allow admits names in
+// config is a Config for e's CA whose Allow admits names in
 // registered.
-func (e *acmeEnv) config(registered ...string) CertsConfig {
-	return CertsConfig{
+func (e *acmeEnv) config(registered ...string) Config {
+	return Config{
 		CA:          e.pebble.DirectoryURL,
 		CARoots:     e.pebble.ClientRoots,
 		Email:       "operator@" + certsDomain,
@@ -98,10 +98,10 @@ func (e *acmeEnv) wasAsked(name string) bool {
 	return slices.Contains(e.asked, name)
 }
 
-// newCerts starts Certs for cfg.
-func newCerts(t *testing.T, cfg CertsConfig) *Certs {
+// newCerts starts a Manager for cfg.
+func newCerts(t *testing.T, cfg Config) *Manager {
 	t.Helper()
-	c, err := NewCerts(cfg)
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func newCerts(t *testing.T, cfg CertsConfig) *Certs {
 // serve runs c the way the gateway does: HTTPHandler on httpLn (counting
 // the HTTP-01 requests it answers) and a small HTTPS site with
 // TLSConfig on tlsLn. The returned func stops both.
-func (e *acmeEnv) serve(c *Certs, httpLn, tlsLn net.Listener) func() {
+func (e *acmeEnv) serve(c *Manager, httpLn, tlsLn net.Listener) func() {
 	plain := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := httptest.NewRecorder()
 		c.HTTPHandler(nil).ServeHTTP(rec, r)
@@ -145,18 +145,6 @@ func (e *acmeEnv) serve(c *Certs, httpLn, tlsLn net.Listener) func() {
 	}
 	e.t.Cleanup(stop)
 	return stop
-}
-
-// handshake makes a TLS handshake for name with addr and returns the
-// server's verified leaf certificate.
-func handshake(addr, name string, roots *x509.CertPool) (*x509.Certificate, error) {
-	d := &net.Dialer{Timeout: time.Minute}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: name, RootCAs: roots})
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0], nil
 }
 
 // httpsGet fetches https://name/path from addr, trusting roots.
@@ -209,9 +197,9 @@ func wantNames(t *testing.T, leaf *x509.Certificate, want ...string) {
 	}
 }
 
-// onDemand serves Certs for a registered name (edited by edit) and
+// onDemand serves a Manager for a registered name (edited by edit) and
 // checks that its first handshake gets a certificate for it.
-func onDemand(t *testing.T, name string, edit func(*CertsConfig)) *acmeEnv {
+func onDemand(t *testing.T, name string, edit func(*Config)) *acmeEnv {
 	t.Helper()
 	e := newACMEEnv(t)
 	if err := e.pebble.AddA(name, "127.0.0.1"); err != nil {
@@ -221,7 +209,7 @@ func onDemand(t *testing.T, name string, edit func(*CertsConfig)) *acmeEnv {
 	edit(&cfg)
 	c := newCerts(t, cfg)
 	e.serve(c, e.httpLn, e.tlsLn)
-	leaf, err := handshake(e.tlsLn.Addr().String(), name, e.roots)
+	leaf, err := pebbletest.Leaf(e.tlsLn.Addr().String(), name, e.roots)
 	if err != nil {
 		t.Fatalf("handshake for %s: %v", name, err)
 	}
@@ -232,9 +220,9 @@ func onDemand(t *testing.T, name string, edit func(*CertsConfig)) *acmeEnv {
 // A registered name gets a certificate in its first handshake, proven
 // through HTTP-01 on the HTTP handler; the certificate chains to
 // Pebble's root and serves HTTPS (HTTP/2).
-func TestCertsOnDemandHTTP01(t *testing.T) {
+func TestOnDemandHTTP01(t *testing.T) {
 	name := "alice." + certsDomain
-	e := onDemand(t, name, func(cfg *CertsConfig) { cfg.DisableTLSALPN01 = true })
+	e := onDemand(t, name, func(cfg *Config) { cfg.DisableTLSALPN01 = true })
 	if got := e.pebble.Orders(); got != 1 {
 		t.Errorf("got %d orders, want 1", got)
 	}
@@ -253,8 +241,8 @@ func TestCertsOnDemandHTTP01(t *testing.T) {
 }
 
 // The same with TLS-ALPN-01 on the HTTPS listener.
-func TestCertsOnDemandTLSALPN01(t *testing.T) {
-	e := onDemand(t, "carol."+certsDomain, func(cfg *CertsConfig) { cfg.DisableHTTP01 = true })
+func TestOnDemandTLSALPN01(t *testing.T) {
+	e := onDemand(t, "carol."+certsDomain, func(cfg *Config) { cfg.DisableHTTP01 = true })
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.challenge) != 0 {
@@ -264,7 +252,7 @@ func TestCertsOnDemandTLSALPN01(t *testing.T) {
 
 // A name Allow refuses gets no certificate and no order, even though
 // the CA could validate it.
-func TestCertsUnregisteredName(t *testing.T) {
+func TestUnregisteredName(t *testing.T) {
 	e := newACMEEnv(t)
 	name := "mallory." + certsDomain
 	if err := e.pebble.AddA(name, "127.0.0.1"); err != nil {
@@ -273,7 +261,7 @@ func TestCertsUnregisteredName(t *testing.T) {
 	c := newCerts(t, e.config("alice."+certsDomain))
 	e.serve(c, e.httpLn, e.tlsLn)
 
-	if leaf, err := handshake(e.tlsLn.Addr().String(), name, e.roots); err == nil {
+	if leaf, err := pebbletest.Leaf(e.tlsLn.Addr().String(), name, e.roots); err == nil {
 		t.Fatalf("handshake for %s succeeded with a certificate for %v; want a failure", name, leaf.DNSNames)
 	}
 	if !e.wasAsked(name) {
@@ -291,7 +279,7 @@ func TestCertsUnregisteredName(t *testing.T) {
 // (anyone's claims, under an open policy) order certificates only within
 // OrdersPerWeek, so a squatter cannot use up the CA's limit for the
 // domain; certificates already obtained keep being served.
-func TestCertsOrderLimit(t *testing.T) {
+func TestOrderLimit(t *testing.T) {
 	e := newACMEEnv(t)
 	names := []string{"one." + certsDomain, "two." + certsDomain, "three." + certsDomain}
 	for _, n := range names {
@@ -304,26 +292,26 @@ func TestCertsOrderLimit(t *testing.T) {
 	c := newCerts(t, cfg)
 	e.serve(c, e.httpLn, e.tlsLn)
 	for _, n := range names[:2] {
-		if _, err := handshake(e.tlsLn.Addr().String(), n, e.roots); err != nil {
+		if _, err := pebbletest.Leaf(e.tlsLn.Addr().String(), n, e.roots); err != nil {
 			t.Fatalf("handshake for %s within the limit: %v", n, err)
 		}
 	}
-	if _, err := handshake(e.tlsLn.Addr().String(), names[2], e.roots); err == nil {
+	if _, err := pebbletest.Leaf(e.tlsLn.Addr().String(), names[2], e.roots); err == nil {
 		t.Fatalf("handshake for %s past the order limit got a certificate", names[2])
 	}
 	if got := e.pebble.Orders(); got != 2 {
 		t.Errorf("got %d orders, want 2", got)
 	}
-	if leaf, err := handshake(e.tlsLn.Addr().String(), names[0], e.roots); err != nil {
+	if leaf, err := pebbletest.Leaf(e.tlsLn.Addr().String(), names[0], e.roots); err != nil {
 		t.Fatalf("a name with a certificate after the limit: %v", err)
 	} else {
 		wantNames(t, leaf, names[0])
 	}
 }
 
-// A certificate in storage is served by a new Certs (a restart) while
+// A certificate in storage is served by a new Manager (a restart) while
 // the CA is down.
-func TestCertsPersist(t *testing.T) {
+func TestPersist(t *testing.T) {
 	e := newACMEEnv(t)
 	name := "dave." + certsDomain
 	if err := e.pebble.AddA(name, "127.0.0.1"); err != nil {
@@ -331,7 +319,7 @@ func TestCertsPersist(t *testing.T) {
 	}
 	c1 := newCerts(t, e.config(name))
 	stop := e.serve(c1, e.httpLn, e.tlsLn)
-	first, err := handshake(e.tlsLn.Addr().String(), name, e.roots)
+	first, err := pebbletest.Leaf(e.tlsLn.Addr().String(), name, e.roots)
 	if err != nil {
 		t.Fatalf("handshake for %s: %v", name, err)
 	}
@@ -343,7 +331,7 @@ func TestCertsPersist(t *testing.T) {
 	c2 := newCerts(t, e.config(name))
 	ln := loopbackListener(t)
 	e.serve(c2, loopbackListener(t), ln)
-	again, err := handshake(ln.Addr().String(), name, e.roots)
+	again, err := pebbletest.Leaf(ln.Addr().String(), name, e.roots)
 	if err != nil {
 		t.Fatalf("handshake for %s after the restart: %v", name, err)
 	}
@@ -421,12 +409,12 @@ func wildcardTest(t *testing.T, e *acmeEnv, dnsCfg *DNSConfig) {
 	}
 
 	addr := e.tlsLn.Addr().String()
-	leaf, err := handshake(addr, "bob."+certsDomain, e.roots)
+	leaf, err := pebbletest.Leaf(addr, "bob."+certsDomain, e.roots)
 	if err != nil {
 		t.Fatalf("handshake for bob: %v", err)
 	}
 	wantNames(t, leaf, "*."+certsDomain)
-	if leaf, err = handshake(addr, certsDomain, e.roots); err != nil {
+	if leaf, err = pebbletest.Leaf(addr, certsDomain, e.roots); err != nil {
 		t.Fatalf("handshake for the apex: %v", err)
 	}
 	wantNames(t, leaf, certsDomain)
@@ -452,14 +440,14 @@ func wildcardTest(t *testing.T, e *acmeEnv, dnsCfg *DNSConfig) {
 	if err := c2.Manage(ctx, []string{certsDomain}); err != nil {
 		t.Fatalf("after the restart: %v", err)
 	}
-	if leaf, err := handshake(ln.Addr().String(), "erin."+certsDomain, e.roots); err != nil {
+	if leaf, err := pebbletest.Leaf(ln.Addr().String(), "erin."+certsDomain, e.roots); err != nil {
 		t.Fatalf("handshake for erin after the restart: %v", err)
 	} else {
 		wantNames(t, leaf, "*."+certsDomain)
 	}
 }
 
-func TestCertsWildcardHTTPReq(t *testing.T) {
+func TestWildcardHTTPReq(t *testing.T) {
 	e := newACMEEnv(t)
 	h := &httpreqEndpoint{pebble: e.pebble, txt: map[string][]string{}, calls: map[string]int{}}
 	mux := http.NewServeMux()
@@ -521,7 +509,7 @@ func (s *rfc2136Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	w.WriteMsg(m)
 }
 
-func TestCertsWildcardRFC2136(t *testing.T) {
+func TestWildcardRFC2136(t *testing.T) {
 	e := newACMEEnv(t)
 	const keyName, secret = "acme-key.", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="
 	s := &rfc2136Server{pebble: e.pebble, txt: map[string][]string{}}
@@ -555,8 +543,8 @@ func TestCertsWildcardRFC2136(t *testing.T) {
 
 // Port 80: challenges are answered (see TestCertsOnDemandHTTP01),
 // unknown tokens get 404, everything else a 308 to HTTPS.
-func TestCertsHTTPHandler(t *testing.T) {
-	c := newCerts(t, CertsConfig{Dir: t.TempDir(), Allow: func(context.Context, string) error { return nil }})
+func TestHTTPHandler(t *testing.T) {
+	c := newCerts(t, Config{Dir: t.TempDir(), Allow: func(context.Context, string) error { return nil }})
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTeapot)
 	})
@@ -583,18 +571,18 @@ func TestCertsHTTPHandler(t *testing.T) {
 	}
 }
 
-func TestCertsConfigErrors(t *testing.T) {
+func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
-	for _, cfg := range []CertsConfig{
+	for _, cfg := range []Config{
 		{Allow: func(context.Context, string) error { return nil }}, // no Dir
 		{Dir: dir}, // neither Allow nor DNS
 		{Dir: dir, DNS: &DNSConfig{Provider: "route53"}},
 		{Dir: dir, DNS: &DNSConfig{Provider: DNSRFC2136, Server: "ns1.pc2.test"}},
 		{Dir: dir, DNS: &DNSConfig{Provider: DNSHTTPReq, Endpoint: "ftp://dns.pc2.test"}},
 	} {
-		if c, err := NewCerts(cfg); err == nil {
+		if c, err := New(cfg); err == nil {
 			c.Close()
-			t.Errorf("NewCerts(%+v) succeeded; want an error", cfg)
+			t.Errorf("New(%+v) succeeded; want an error", cfg)
 		}
 	}
 }
