@@ -83,7 +83,7 @@ func runAttacker(path string) error {
 	for i := range 10 {
 		r.Forwards++
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		conn, err := relay.Forward(fctx, h, *sn, id)
+		conn, err := relay.Forward(fctx, h, *sn, id, relay.ProtocolHTTP)
 		cancel()
 		if errors.Is(err, relay.ErrForwardRefused) {
 			r.ForwardsRefused++

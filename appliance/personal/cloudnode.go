@@ -109,6 +109,9 @@ func (c *cloudNode) Status() cloud.NodeStatus {
 	st := c.node().Status()
 	ns := cloud.NodeStatus{State: st.State, Detail: st.Detail, LastError: st.LastError, Mode: st.Mode,
 		Supernodes: st.Supernodes, Peers: st.Peers, Started: st.Started}
+	if st.TLS != nil {
+		ns.TLS, ns.TLSWhy = st.TLS.Mode, st.TLS.Why
+	}
 	if st.Tunnel != nil && len(st.Tunnel.Supernodes) > 0 {
 		ns.Supernodes = nil
 		for _, l := range st.Tunnel.Supernodes {

@@ -12,6 +12,7 @@ import (
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backup"
+	"github.com/pc2/pc2/services/certs"
 	"github.com/pc2/pc2/services/cloud"
 )
 
@@ -68,6 +69,9 @@ type Config struct {
 	// Backup configures the backups of the cloud's data (on unless Off;
 	// they wait for a location, which the owner picks on the dashboard).
 	Backup BackupConfig `json:"backup,omitzero"`
+	// TLS configures the node's own certificate for its name (end-to-end
+	// TLS; on unless Off).
+	TLS TLSConfig `json:"tls,omitzero"`
 }
 
 // BackupConfig configures the node's backups (services/backup).
@@ -123,6 +127,9 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if c.Quota < 0 {
 		return nil, fmt.Errorf("config %s: quota %d is negative", path, c.Quota)
+	}
+	if _, err := certs.Roots(c.TLS.CARoot, c.TLS.CARootFile); err != nil {
+		return nil, fmt.Errorf("config %s: tls: %w", path, err)
 	}
 	if l := c.Backup.Location; l != nil {
 		if err := l.Check(); err != nil {

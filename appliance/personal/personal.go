@@ -1,6 +1,7 @@
 package personal
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -25,6 +26,7 @@ import (
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/relay"
 	"github.com/pc2/pc2/services/tunnel"
 )
 
@@ -39,6 +41,9 @@ type Options struct {
 	// is due for renewal (default 6 h; the first check a minute after
 	// start).
 	NameCheck time.Duration
+	// TLSCheck is how often the node looks whether its name needs a
+	// certificate of its own (a new name, the domain's mode); 0: 30 s.
+	TLSCheck time.Duration
 	// Version is shown on the status page.
 	Version string
 	// Updates, if set, describes the device's updates on the dashboard.
@@ -74,6 +79,7 @@ type Node struct {
 	dht        *dht.Node      // nil while the network side is down
 	keyChanged chan struct{}  // the wizard set another identity
 
+	tls           *nodeTLS      // the node's own certificate; nil when off
 	backups       *nodeBackups  // nil when off
 	space         *backup.Space // friends' backups here; nil when off
 	backupChanged chan struct{} // the owner picked another location
@@ -109,6 +115,9 @@ type Status struct {
 	BackupRecord time.Time `json:"backup_record,omitzero"`
 	// Storage is the owner's files and the disk they are on (bytes).
 	Storage *Storage `json:"storage,omitempty"`
+	// TLS says where visitors' TLS ends (at this node, end to end, or at
+	// the gateways) and why; nil without a name.
+	TLS *TLSStatus `json:"tls,omitempty"`
 }
 
 // Storage is the space of the personal cloud's files.
@@ -142,6 +151,7 @@ func (n *Node) update(f func(*Status)) {
 // Status returns a copy of the current status.
 func (n *Node) Status() Status {
 	s := n.lockedStatus()
+	s.TLS = n.tlsStatus(s.Name)
 	if n.cloud != nil {
 		// statfs, outside n.mu.
 		if u, err := n.cloud.Store().Usage(); err == nil {
@@ -174,6 +184,19 @@ func (n *Node) lockedStatus() Status {
 		s.Name = n.cloud.Name()
 	}
 	return s
+}
+
+// tlsStatus is where visitors' TLS for the node's name ends; nil without
+// a name.
+func (n *Node) tlsStatus(name string) *TLSStatus {
+	if _, _, err := records.SplitName(name); err != nil {
+		return nil
+	}
+	if n.tls == nil {
+		return &TLSStatus{Mode: TLSGateway, Why: tlsOff}
+	}
+	st := n.tls.status(name)
+	return &st
 }
 
 // Run starts the personal node and blocks until ctx ends. Without an
@@ -248,6 +271,14 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	// limit at its relay: an idle one is closed after 30 s (the gateway's
 	// pool drops its idle ones after nodeproxy.IdleTimeout, sooner).
 	relayed := &http.Server{Handler: n.handler(n.cloud.RelayedHandler(), false), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
+	// A third for visitors' TLS spliced to the node: relayed too, with
+	// the client's address from the gateway's PROXY header.
+	if n.tls, err = newTLS(n, relayed.Handler); err != nil {
+		return err
+	}
+	if n.tls != nil {
+		defer n.tls.Close()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -460,12 +491,26 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 		wg.Add(1)
 		go func() { defer wg.Done(); tc.Run(ctx) }()
 		serve(tc.Listener(), "relayed HTTP")
+		if n.tls != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); n.tls.serve(tc.TLSListener()) }()
+		}
 	} else {
 		// No tunnel: gateways that find the node direct open their HTTP
-		// streams to it themselves.
-		ln := tunnel.DirectListener(node.Host(), gateways.Allowed)
+		// (and spliced TLS) streams to it themselves.
+		ln := tunnel.DirectListener(node.Host(), relay.ProtocolHTTP, gateways.Allowed)
 		defer ln.Close()
 		serve(ln, "direct HTTP streams")
+		if n.tls != nil {
+			tln := tunnel.DirectListener(node.Host(), relay.ProtocolTLS, gateways.Allowed)
+			defer tln.Close()
+			wg.Add(1)
+			go func() { defer wg.Done(); n.tls.serve(tln) }()
+		}
+	}
+	if n.tls != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.tls.keepLoop(ctx, gateways, cmp.Or(n.opts.TLSCheck, 30*time.Second)) }()
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); n.keepBackupRecord(ctx, node, key) }()

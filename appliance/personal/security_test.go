@@ -79,7 +79,7 @@ func TestForgedClientAddresses(t *testing.T) {
 	}
 	fctx, fcancel := context.WithTimeout(ctx, 15*time.Second)
 	defer fcancel()
-	if c, err := relay.Forward(fctx, h, *sn, did); err == nil || !strings.Contains(err.Error(), "not a gateway") {
+	if c, err := relay.Forward(fctx, h, *sn, did, relay.ProtocolHTTP); err == nil || !strings.Contains(err.Error(), "not a gateway") {
 		if c != nil {
 			c.Close()
 		}

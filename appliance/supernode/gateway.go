@@ -3,12 +3,10 @@ package supernode
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/certs"
 	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway"
 )
 
@@ -35,6 +34,13 @@ type GatewayConfig struct {
 	// this supernode grants names for; each must be the key the domain's
 	// entry pins. Other domains are served, but their claims are refused.
 	OperatorKeys map[string]string `json:"operator_keys,omitempty"`
+	// TLS is, per domain of OperatorKeys, where its visitors' TLS ends:
+	// "auto" (the default: at the node once it holds a certificate,
+	// else here), "end-to-end" (only at the node: visitors of a node
+	// without one cannot connect) or "gateway" (always here). It goes
+	// into the domain record this supernode publishes, which every
+	// gateway of the domain follows.
+	TLS map[string]string `json:"tls,omitempty"`
 	// Policy says who may claim new names (open, invite, allowlist).
 	Policy gateway.Policy `json:"policy,omitempty"`
 	// Reserved are labels nobody may claim, on top of the built-in list.
@@ -97,6 +103,14 @@ func (g *GatewayConfig) check(c *Config) error {
 			return fmt.Errorf("gateway: operator key for %s, which is not in domains", d)
 		}
 	}
+	for d, m := range g.TLS {
+		if _, ok := g.OperatorKeys[d]; !ok {
+			return fmt.Errorf("gateway: tls for %s, which has no operator key here (its record says the mode)", d)
+		}
+		if err := records.ValidTLSMode(m); err != nil {
+			return fmt.Errorf("gateway: tls for %s: %w", d, err)
+		}
+	}
 	return nil
 }
 
@@ -148,8 +162,10 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	if err != nil {
 		return nil, err
 	}
+	var cm *certs.Manager // set before the gateway serves
 	g, err = gateway.New(gateway.Config{Host: node.Host(), Resolver: node, Relay: rel, Domains: domains, API: names,
-		Rate: rate.Limit(gc.RateLimit), Burst: gc.Burst, Logger: log})
+		Rate: rate.Limit(gc.RateLimit), Burst: gc.Burst, Logger: log,
+		OwnChallenge: func(name string) bool { return cm != nil && cm.Ordering(name) }})
 	if err != nil {
 		return nil, err
 	}
@@ -177,24 +193,23 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 		}
 		stops = append(stops, func() { httpsLn.Close() })
 	}
-	var certs *certs.Manager
 	if httpsLn != nil {
-		if certs, err = newCerts(gc, cfg, g, httpLn, httpsLn, log); err != nil {
+		if cm, err = newCerts(gc, cfg, g, httpLn, httpsLn, log); err != nil {
 			stop()
 			return nil, err
 		}
-		stops = append(stops, certs.Close)
+		stops = append(stops, cm.Close)
 		srv := g.Server()
 		// Port 443 goes through the gateway's SNI router, which hands
 		// each connection to this server's TLS today.
-		go g.ServeTLS(httpsLn, certs.TLSConfig(), srv)
+		go g.ServeTLS(httpsLn, cm.TLSConfig(), srv)
 		stops = append(stops, func() { srv.Close() })
 		log.Info("web gateway (HTTPS)", "addr", httpsLn.Addr().String(), "wildcard", gc.ACME.DNS != nil)
 		if gc.ACME.DNS != nil {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 				defer cancel()
-				if err := certs.Manage(ctx, domains); err != nil {
+				if err := cm.Manage(ctx, domains); err != nil {
 					log.Error("wildcard certificates not ready; retrying in the background", "err", err)
 				}
 			}()
@@ -202,18 +217,18 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	}
 	if httpLn != nil {
 		srv := g.Server()
-		if certs != nil {
+		if cm != nil {
 			// Port 80: ACME challenges, and a redirect to HTTPS.
-			srv.Handler = certs.HTTPHandler(g)
+			srv.Handler = cm.HTTPHandler(g)
 		}
 		go srv.Serve(httpLn)
 		stops = append(stops, func() { srv.Close() })
-		log.Info("web gateway (HTTP)", "addr", httpLn.Addr().String(), "redirects_to_https", certs != nil)
+		log.Info("web gateway (HTTP)", "addr", httpLn.Addr().String(), "redirects_to_https", cm != nil)
 	}
 	lctx, lcancel := context.WithCancel(context.Background())
 	stops = append(stops, lcancel)
 	for d, key := range keys {
-		go keepListed(lctx, node, d, key, log)
+		go keepListed(lctx, node, d, gc.TLS[d], key, log)
 	}
 	log.Info("web gateway up", "domains", domains, "grants_for", len(keys))
 	return stop, nil
@@ -222,7 +237,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 // keepListed keeps this supernode listed as a gateway in the record of
 // domain, whose operator key it holds (dht.Node.ListGateway): at start
 // (retried every 30 s until it works), then hourly.
-func keepListed(ctx context.Context, node *dht.Node, domain string, key ed25519.PrivateKey, log *slog.Logger) {
+func keepListed(ctx context.Context, node *dht.Node, domain, tlsMode string, key ed25519.PrivateKey, log *slog.Logger) {
 	wait := time.Duration(0)
 	for {
 		select {
@@ -231,7 +246,7 @@ func keepListed(ctx context.Context, node *dht.Node, domain string, key ed25519.
 		case <-time.After(wait):
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
-		published, err := node.ListGateway(pctx, domain, key)
+		published, err := node.ListGateway(pctx, domain, tlsMode, key)
 		cancel()
 		switch {
 		case err != nil:
@@ -254,23 +269,16 @@ func newCerts(gc *GatewayConfig, cfg *Config, g *gateway.Gateway, httpLn, httpsL
 	if httpLn != nil {
 		cc.HTTPPort = portOf(httpLn)
 	}
-	if pem := []byte(gc.ACME.CARoot); gc.ACME.CARootFile != "" || len(pem) > 0 {
-		if gc.ACME.CARootFile != "" {
-			var err error
-			if pem, err = os.ReadFile(gc.ACME.CARootFile); err != nil {
-				return nil, fmt.Errorf("gateway: acme ca_root_file: %w", err)
-			}
-		}
-		cc.CARoots = x509.NewCertPool()
-		if !cc.CARoots.AppendCertsFromPEM(pem) {
-			return nil, errors.New("gateway: the acme CA roots hold no PEM certificate")
-		}
+	roots, err := certs.Roots(gc.ACME.CARoot, gc.ACME.CARootFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: acme: %w", err)
 	}
-	certs, err := certs.New(cc)
+	cc.CARoots = roots
+	cm, err := certs.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	return certs, nil
+	return cm, nil
 }
 
 // portOf is the TCP port ln listens on.

@@ -35,6 +35,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -455,6 +456,27 @@ func (c *Manager) State(name string) NameState {
 	}
 	c.mu.Unlock()
 	return s
+}
+
+// Roots reads the roots of a private or test CA's HTTPS (Config.CARoots)
+// from PEM text or a PEM file (the file wins); nil, nil when both are
+// empty.
+func Roots(pemText, file string) (*x509.CertPool, error) {
+	b := []byte(pemText)
+	if file != "" {
+		var err error
+		if b, err = os.ReadFile(file); err != nil {
+			return nil, fmt.Errorf("certs: CA roots: %w", err)
+		}
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, errors.New("certs: the CA roots hold no PEM certificate")
+	}
+	return pool, nil
 }
 
 // dnsProvider is what DNS-01 needs of a libdns provider.

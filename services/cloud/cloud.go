@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pc2/pc2/internal/netaddr"
 	"github.com/pc2/pc2/services/cloud/files"
 )
 
@@ -50,13 +51,17 @@ type Node interface {
 
 // NodeStatus is the dashboard's view of the node.
 type NodeStatus struct {
-	State      string   // starting, connecting, online, error, waiting
-	Detail     string   // what the state is about
-	LastError  string   // the last error of publishing or attaching
-	Mode       string   // direct, relayed or offline
-	Supernodes []string // attached (relayed) or configured supernodes
-	Peers      int
-	Started    time.Time
+	State     string // starting, connecting, online, error, waiting
+	Detail    string // what the state is about
+	LastError string // the last error of publishing or attaching
+	Mode      string // direct, relayed or offline
+	// TLS is where visitors' TLS ends: "end-to-end" (on this device) or
+	// "gateway" (the supernode can read the traffic); TLSWhy says why.
+	// Empty without a name.
+	TLS, TLSWhy string
+	Supernodes  []string // attached (relayed) or configured supernodes
+	Peers       int
+	Started     time.Time
 }
 
 // NameService is a domain whose supernodes grant names, offered by the
@@ -200,9 +205,11 @@ func (s *Server) SetupCode() string {
 func (s *Server) Handler() http.Handler { return s.handler(false) }
 
 // RelayedHandler serves requests that arrive over the node's libp2p
-// streams (from a relay or a gateway): never local, and the client's
-// address and scheme come from the gateway's X-Forwarded-For and
-// X-Forwarded-Proto.
+// streams (from a relay or a gateway): never local. Over plain HTTP
+// streams the client's address and scheme come from the gateway's
+// X-Forwarded-For and X-Forwarded-Proto; over TLS the node terminated
+// itself (a gateway's splice), the connection's remote address is the
+// client's (from the gateway's PROXY header) and the scheme is HTTPS.
 func (s *Server) RelayedHandler() http.Handler { return s.handler(true) }
 
 func (s *Server) handler(relayed bool) http.Handler {
@@ -230,6 +237,9 @@ type clientInfo struct {
 }
 
 func (s *Server) client(r *http.Request, relayed bool) clientInfo {
+	if relayed && r.TLS != nil {
+		return clientInfo{IP: netaddr.Host(r.RemoteAddr), Secure: true}
+	}
 	if relayed {
 		// The gateway appends the address it saw to X-Forwarded-For.
 		ip := "relayed"

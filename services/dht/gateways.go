@@ -66,6 +66,7 @@ type GatewaySet struct {
 
 	mu       sync.Mutex
 	byDomain map[string][]peer.ID // in the record's order
+	tlsModes map[string]string    // the records' TLS modes
 	fetched  time.Time            // the last resolution's start (zero: never)
 	running  chan struct{}        // closed when the running resolution ends
 }
@@ -87,7 +88,7 @@ func NewGatewaySet(cfg GatewaysConfig) (*GatewaySet, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &GatewaySet{cfg: cfg, static: map[peer.ID]bool{}, byDomain: map[string][]peer.ID{}}
+	s := &GatewaySet{cfg: cfg, static: map[peer.ID]bool{}, byDomain: map[string][]peer.ID{}, tlsModes: map[string]string{}}
 	for _, p := range cfg.Static {
 		s.static[p] = true
 	}
@@ -120,6 +121,16 @@ func (s *GatewaySet) Primary(ctx context.Context, domain string) (peer.ID, error
 		return ids[0], nil
 	}
 	return "", fmt.Errorf("dht: no gateways of %s known", domain)
+}
+
+// TLSMode is the TLS mode domain's record states (records.Domain.TLS);
+// false when no record of the domain was resolved.
+func (s *GatewaySet) TLSMode(ctx context.Context, domain string) (string, bool) {
+	s.refresh(ctx, func(time.Duration) bool { return false })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.tlsModes[domain]
+	return m, ok
 }
 
 // refresh resolves the records (or waits, within ctx, for the resolution
@@ -171,6 +182,7 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 	defer cancel()
 	domains := s.cfg.Domains()
 	found := map[string][]peer.ID{}
+	modes := map[string]string{}
 	for _, d := range domains {
 		op, ok := s.pinned(d)
 		if !ok {
@@ -192,19 +204,24 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 			}
 		}
 		found[d] = ids
+		modes[d] = rec.TLS
 	}
 	s.mu.Lock()
 	keep := map[string][]peer.ID{}
+	keepModes := map[string]string{}
 	for _, d := range domains {
 		if ids, ok := found[d]; ok {
-			keep[d] = ids
+			keep[d], keepModes[d] = ids, modes[d]
 		} else if _, pinned := s.pinned(d); pinned {
 			if old, ok := s.byDomain[d]; ok {
 				keep[d] = old
 			}
+			if old, ok := s.tlsModes[d]; ok {
+				keepModes[d] = old
+			}
 		}
 	}
-	s.byDomain = keep
+	s.byDomain, s.tlsModes = keep, keepModes
 	s.running = nil
 	s.mu.Unlock()
 	close(done)
@@ -217,11 +234,18 @@ const DomainListTTL = 30 * 24 * time.Hour
 // ListGateway makes sure domain's record lists this node as a gateway
 // with its current addresses, publishing a new record signed by the
 // domain's operator key when it does not (or when it is past half its
-// life). The other gateways listed stay. It reports whether it
+// life), with tlsMode as the domain's TLS mode (records.Domain.TLS;
+// "auto" is records.TLSAuto). The other gateways listed stay. It reports whether it
 // published. Supernodes holding a domain's operator key call it, so the
 // gateways of an operator's supernodes find each other (GatewaySet)
 // without a hand-made record.
-func (n *Node) ListGateway(ctx context.Context, domain string, operator ed25519.PrivateKey) (bool, error) {
+func (n *Node) ListGateway(ctx context.Context, domain, tlsMode string, operator ed25519.PrivateKey) (bool, error) {
+	if err := records.ValidTLSMode(tlsMode); err != nil {
+		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
+	}
+	if tlsMode == "auto" {
+		tlsMode = records.TLSAuto
+	}
 	selfID, err := n.ID()
 	if err != nil {
 		return false, err
@@ -258,7 +282,7 @@ func (n *Node) ListGateway(ctx context.Context, domain string, operator ed25519.
 		}
 		others = append(others, g)
 	}
-	if old.Operator == opID && listed && now.Add(DomainListTTL/2).Unix() < old.Expires {
+	if old.Operator == opID && listed && old.TLS == tlsMode && now.Add(DomainListTTL/2).Unix() < old.Expires {
 		return false, nil
 	}
 	if old.Operator != opID {
@@ -270,7 +294,7 @@ func (n *Node) ListGateway(ctx context.Context, domain string, operator ed25519.
 		others = others[over:]
 	}
 	rec := &records.Domain{Version: records.Version, Domain: domain, Operator: opID, Seq: old.Seq + 1,
-		IssuedAt: now.Unix(), Expires: now.Add(DomainListTTL).Unix(), Gateways: others}
+		IssuedAt: now.Unix(), Expires: now.Add(DomainListTTL).Unix(), Gateways: others, TLS: tlsMode}
 	signed, err := records.SignDomain(operator, rec)
 	if err != nil {
 		return false, fmt.Errorf("list gateway of %s: %w", domain, err)

@@ -143,15 +143,15 @@ func TestListGateway(t *testing.T) {
 	if err := c.Bootstrap(ctxT(t, 20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if published, err := c.ListGateway(ctxT(t, 20*time.Second), testDomain, op); err != nil || !published {
+	if published, err := c.ListGateway(ctxT(t, 20*time.Second), testDomain, "", op); err != nil || !published {
 		t.Fatalf("c, 16 days ago: published %v, %v", published, err)
 	}
 	ago.Store(0)
-	if published, err := c.ListGateway(ctxT(t, 20*time.Second), testDomain, op); err != nil || !published {
+	if published, err := c.ListGateway(ctxT(t, 20*time.Second), testDomain, "", op); err != nil || !published {
 		t.Fatalf("c, past half the record's life: published %v, %v, want a renewal", published, err)
 	}
 	for i, n := range []*Node{a, b} {
-		if published, err := n.ListGateway(ctxT(t, 20*time.Second), testDomain, op); err != nil || !published {
+		if published, err := n.ListGateway(ctxT(t, 20*time.Second), testDomain, "", op); err != nil || !published {
 			t.Fatalf("gateway %d: published %v, %v", i, published, err)
 		}
 	}
@@ -165,10 +165,10 @@ func TestListGateway(t *testing.T) {
 	if len(rec.Gateways) != 3 || rec.Gateways[0].ID != cID || rec.Gateways[1].ID != aID || rec.Gateways[2].ID != bID || rec.Operator != idOf(t, op) {
 		t.Fatalf("domain record: %+v, want c, a, b in the order they listed themselves", rec)
 	}
-	if published, err := a.ListGateway(ctxT(t, 20*time.Second), testDomain, op); err != nil || published {
+	if published, err := a.ListGateway(ctxT(t, 20*time.Second), testDomain, "", op); err != nil || published {
 		t.Fatalf("listing again: published %v, %v, want nothing to do", published, err)
 	}
-	if _, err := a.ListGateway(ctxT(t, 20*time.Second), testDomain, testKey("not the operator")); err == nil {
+	if _, err := a.ListGateway(ctxT(t, 20*time.Second), testDomain, "", testKey("not the operator")); err == nil {
 		t.Fatal("a record by another key than the pinned operator was published")
 	}
 }

@@ -29,6 +29,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -121,6 +122,11 @@ type Config struct {
 	// PeekTimeout bounds a port-443 client's wait before its ClientHello
 	// (ServeTLS; 0: sni.DefaultTimeout).
 	PeekTimeout time.Duration
+	// OwnChallenge reports whether a TLS-ALPN-01 validation for name is
+	// the gateway's own (certs.Manager.Ordering): those are terminated
+	// here, the others spliced to the name's node, which may be getting
+	// its own certificate. nil: none is.
+	OwnChallenge func(name string) bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock of the cache and the limiter; nil: time.Now.
@@ -161,6 +167,11 @@ type entry struct {
 	mu        sync.Mutex
 	lastRoute string // how the node was last reached
 	lastErr   string // why it last was not
+	// lastTLS is where the last TLS connection for the name ended
+	// (TLSAtNode or TLSAtGateway) and tlsWhy why it ended here;
+	// noSplice, when the node last could not take one (ServeTLS).
+	lastTLS, tlsWhy string
+	noSplice        time.Time
 }
 
 // Errors of resolution and routing.
@@ -390,6 +401,7 @@ func (g *Gateway) lookup(ctx context.Context, name string, fresh bool) (*entry, 
 	if e != nil {
 		e.mu.Lock()
 		ne.lastRoute, ne.lastErr = e.lastRoute, e.lastErr
+		ne.lastTLS, ne.tlsWhy, ne.noSplice = e.lastTLS, e.tlsWhy, e.noSplice
 		e.mu.Unlock()
 	}
 	g.mu.Lock()
@@ -427,21 +439,28 @@ func (g *Gateway) Forget(name string) {
 	g.mu.Unlock()
 }
 
-// dial opens an HTTP connection to the node of the request's resolution:
-// through the routes of the cached record, then, if none works and the
-// record came from the cache, through those of a fresh one.
+// dial opens an HTTP connection to the node of the request's resolution
+// (nodeproxy's Config.Dial).
 func (g *Gateway) dial(ctx context.Context, id identity.ID) (net.Conn, error) {
 	e, _ := ctx.Value(entryKey{}).(*entry)
 	if e == nil {
 		return nil, errors.New("gateway: no resolution for this connection")
 	}
+	return g.dialNode(ctx, e, id, relay.ProtocolHTTP)
+}
+
+// dialNode opens a proto stream (HTTP, or TLS spliced) to node id of
+// resolution e: through the routes of the cached record, then, if none
+// works and the record came from the cache, through those of a fresh
+// one.
+func (g *Gateway) dialNode(ctx context.Context, e *entry, id identity.ID, proto protocol.ID) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
 	defer cancel()
-	conn, route, err := g.dialRoutes(ctx, id, e.res)
+	conn, route, err := g.dialRoutes(ctx, id, e.res, proto)
 	if err != nil && ctx.Err() == nil {
 		if fe, ferr := g.lookup(ctx, e.name, true); ferr == nil && fe.res.Name.Grant.DID == id {
 			e = fe // the cache holds the fresh entry now: record the outcome there
-			conn, route, err = g.dialRoutes(ctx, id, fe.res)
+			conn, route, err = g.dialRoutes(ctx, id, fe.res, proto)
 		}
 	}
 	e.mu.Lock()
@@ -454,12 +473,12 @@ func (g *Gateway) dial(ctx context.Context, id identity.ID) (net.Conn, error) {
 	return conn, err
 }
 
-// dialRoutes tries res's routes in order and returns the first connection
-// with the route's name.
-func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameResolution) (net.Conn, string, error) {
+// dialRoutes tries res's routes in order and returns the first proto
+// stream with the route's name.
+func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameResolution, proto protocol.ID) (net.Conn, string, error) {
 	var errs []string
 	if g.cfg.Relay != nil {
-		st, err := g.cfg.Relay.OpenStream(ctx, id, relay.ProtocolHTTP)
+		st, err := g.cfg.Relay.OpenStream(ctx, id, proto)
 		switch {
 		case err == nil:
 			return relay.StreamConn{Stream: st}, "relay", nil
@@ -476,7 +495,7 @@ func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameR
 		return nil, "", fmt.Errorf("%w: %s", errOffline, strings.Join(errs, "; "))
 	}
 	if len(res.DID.Direct) > 0 {
-		conn, err := g.dialDirect(ctx, id, res.DID.Direct)
+		conn, err := g.dialDirect(ctx, id, res.DID.Direct, proto)
 		if err == nil {
 			return conn, "direct", nil
 		}
@@ -493,7 +512,7 @@ func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameR
 				ai.Addrs = append(ai.Addrs, m)
 			}
 		}
-		conn, err := relay.Forward(ctx, g.cfg.Host, ai, id)
+		conn, err := relay.Forward(ctx, g.cfg.Host, ai, id, proto)
 		if err == nil {
 			return conn, "via " + pid.String(), nil
 		}
@@ -509,7 +528,7 @@ func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameR
 }
 
 // dialDirect connects to the node itself at its published addresses.
-func (g *Gateway) dialDirect(ctx context.Context, id identity.ID, addrs []string) (net.Conn, error) {
+func (g *Gateway) dialDirect(ctx context.Context, id identity.ID, addrs []string, proto protocol.ID) (net.Conn, error) {
 	pid, err := dht.IDToPeer(id)
 	if err != nil {
 		return nil, err
@@ -523,7 +542,7 @@ func (g *Gateway) dialDirect(ctx context.Context, id identity.ID, addrs []string
 	if err := g.cfg.Host.Connect(ctx, ai); err != nil {
 		return nil, err
 	}
-	st, err := g.cfg.Host.NewStream(ctx, pid, relay.ProtocolHTTP)
+	st, err := g.cfg.Host.NewStream(ctx, pid, proto)
 	if err != nil {
 		return nil, err
 	}
@@ -545,19 +564,25 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 
 // Status is the routing state of a name, for ?status.
 type Status struct {
-	Name       string          `json:"name"`
-	Registered bool            `json:"registered"`
-	DID        string          `json:"did,omitempty"`
-	Direct     []string        `json:"direct,omitempty"`
-	Supernodes []string        `json:"supernodes,omitempty"`
-	Attached   bool            `json:"attached_here"`
-	Resolved   time.Time       `json:"resolved,omitzero"`
-	LastRoute  string          `json:"last_route,omitempty"`
-	LastError  string          `json:"last_error,omitempty"`
-	Error      string          `json:"error,omitempty"`
-	Record     *records.DID    `json:"did_record,omitempty"`
-	Grant      *records.Grant  `json:"grant,omitempty"`
-	Domain     *records.Domain `json:"domain_record,omitempty"`
+	Name       string    `json:"name"`
+	Registered bool      `json:"registered"`
+	DID        string    `json:"did,omitempty"`
+	Direct     []string  `json:"direct,omitempty"`
+	Supernodes []string  `json:"supernodes,omitempty"`
+	Attached   bool      `json:"attached_here"`
+	Resolved   time.Time `json:"resolved,omitzero"`
+	LastRoute  string    `json:"last_route,omitempty"`
+	// TLSMode is the domain's (records.Domain.TLS, "auto" when unset);
+	// TLS where the last visitor's TLS ended (TLSAtNode: end to end;
+	// TLSAtGateway: this gateway could read it) and TLSReason why.
+	TLSMode   string          `json:"tls_mode,omitempty"`
+	TLS       string          `json:"tls,omitempty"`
+	TLSReason string          `json:"tls_reason,omitempty"`
+	LastError string          `json:"last_error,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	Record    *records.DID    `json:"did_record,omitempty"`
+	Grant     *records.Grant  `json:"grant,omitempty"`
+	Domain    *records.Domain `json:"domain_record,omitempty"`
 }
 
 // visitorError is what ?status tells anyone of a failed dial: the kind
@@ -603,8 +628,10 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request, name strin
 			st.Error = "the node's did record could not be found"
 		}
 		st.Attached = g.cfg.Relay != nil && g.cfg.Relay.Attached(e.res.Name.Grant.DID)
+		st.TLSMode = cmp.Or(tlsMode(e.res), "auto")
 		e.mu.Lock()
 		st.LastRoute, st.LastError = e.lastRoute, e.lastErr
+		st.TLS, st.TLSReason = e.lastTLS, e.tlsWhy
 		e.mu.Unlock()
 	}
 	w.Header().Set("Content-Type", "application/json")

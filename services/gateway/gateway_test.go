@@ -116,7 +116,7 @@ func (w *world) gateway(s *supernode, edit func(*Config)) (*Gateway, *httptest.S
 	t.Helper()
 	lctx, lcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer lcancel()
-	if _, err := s.node.ListGateway(lctx, testDomain, w.operator); err != nil {
+	if _, err := s.node.ListGateway(lctx, testDomain, "", w.operator); err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{Host: s.node.Host(), Resolver: s.node, Relay: s.relay, Domains: []string{testDomain},

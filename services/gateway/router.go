@@ -1,15 +1,22 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/pc2/pc2/internal/chanlisten"
 
 	"github.com/pc2/pc2/internal/netaddr"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway/sni"
+	"github.com/pc2/pc2/services/relay"
 )
 
 // Limits of the TLS router's peek (ServeTLS): what one client, and all
@@ -23,11 +30,24 @@ const (
 // ServeTLS serves port 443: each connection's ClientHello is read without
 // terminating it (services/gateway/sni), within the per-client request
 // limit and the peek limits (a client that sends nothing is cut after
-// sni.DefaultTimeout), and routed by its server name. Today every name
-// goes to the gateway's own TLS termination (tlsConfig, then srv); issue
-// 18 adds routes that pass the raw bytes on. A ClientHello without a
-// server name, or that is not one, is closed without an answer. It
-// returns when ln fails or is closed.
+// sni.DefaultTimeout), and routed by its server name:
+//
+//   - to the name's node, raw (end to end): a relay.ProtocolTLS stream
+//     over the routes HTTP takes, the visitor's address in a PROXY v2
+//     header, when the domain's TLS mode (records.Domain.TLS) allows it
+//     and the node accepts (it holds a certificate for the name, or is
+//     getting one: a CA's TLS-ALPN-01 validation that is not the
+//     gateway's own, Config.OwnChallenge). Each spliced connection holds
+//     one of the client's share of the node's streams
+//     (Config.StreamsPerClient) while it lasts.
+//   - else to the gateway's own TLS termination (tlsConfig, then srv):
+//     apexes, names under a domain in "gateway" mode, and in "auto"
+//     mode names whose node has no certificate yet (asked again after
+//     NoSpliceTTL). A domain in "end-to-end" mode is never terminated
+//     here: the connection is closed.
+//
+// A ClientHello without a server name, or that is not one, is closed
+// without an answer. It returns when ln fails or is closed.
 func (g *Gateway) ServeTLS(ln net.Listener, tlsConfig *tls.Config, srv *http.Server) error {
 	term := chanlisten.New(ln.Addr())
 	defer term.Close()
@@ -73,8 +93,142 @@ func (g *Gateway) route(c net.Conn, term *chanlisten.Listener) {
 		c.Close()
 		return
 	}
-	_ = hello // every name is terminated here for now
-	if !term.Deliver(replay) {
-		c.Close()
+	if !g.splice(c, client, hello) {
+		if !term.Deliver(replay) {
+			c.Close()
+		}
 	}
+}
+
+// Where a visitor's TLS ended (Status.TLS).
+const (
+	TLSAtNode    = "end-to-end"
+	TLSAtGateway = "gateway"
+)
+
+// NoSpliceTTL is how long a name whose node took no spliced connection
+// (no certificate yet, offline) is terminated here in "auto" mode before
+// its node is asked again.
+const NoSpliceTTL = time.Minute
+
+// answerTimeout bounds the node's answer to a spliced connection's
+// header.
+const answerTimeout = 10 * time.Second
+
+// splice hands c to the node of hello's name when the name's domain and
+// node allow it (see ServeTLS) and reports whether c is no longer the
+// caller's: spliced, or closed because the domain allows no
+// termination here.
+func (g *Gateway) splice(c net.Conn, client string, hello *sni.Hello) bool {
+	host, ok := netaddr.CanonicalHost(hello.ServerName)
+	if !ok {
+		return false
+	}
+	label, domain, ok := g.split(host)
+	if !ok || label == "" || records.ValidLabel(label) != nil {
+		return false // not a name: the gateway's own certificate or none
+	}
+	acme := slices.Equal(hello.ALPN, []string{relay.ALPNACME})
+	if acme && g.cfg.OwnChallenge != nil && g.cfg.OwnChallenge(host) {
+		return false
+	}
+	name := label + "." + domain
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DialTimeout)
+	defer cancel()
+	e, err := g.lookup(ctx, name, false)
+	if err != nil {
+		return false // the termination answers as for a request (no certificate)
+	}
+	mode := tlsMode(e.res)
+	atGateway := func(why string) bool {
+		e.mu.Lock()
+		e.lastTLS, e.tlsWhy = TLSAtGateway, why
+		e.mu.Unlock()
+		if mode == records.TLSEndToEnd {
+			g.log.Debug("TLS connection closed: the domain is end-to-end and the node took none", "name", name, "why", why)
+			c.Close()
+			return true
+		}
+		return false
+	}
+	if mode == records.TLSGateway {
+		return atGateway("the domain's operator terminates TLS at its gateways")
+	}
+	e.mu.Lock()
+	recent := !e.noSplice.IsZero() && g.cfg.Now().Sub(e.noSplice) < NoSpliceTTL
+	why := e.tlsWhy
+	e.mu.Unlock()
+	if recent && !acme && mode != records.TLSEndToEnd {
+		return atGateway(why)
+	}
+	id := e.res.Name.Grant.DID
+	release, ok := g.inFlight.Take(shareKey{client, id}, g.cfg.StreamsPerClient)
+	if !ok {
+		c.Close() // over its share: as a 503 would, but there is no HTTP yet
+		return true
+	}
+	defer release()
+	node, err := g.dialNode(ctx, e, id, relay.ProtocolTLS)
+	if err != nil {
+		g.noSplice(e, "the node could not be reached for end-to-end TLS")
+		g.log.Debug("TLS splice: node unreachable", "name", name, "err", err)
+		return atGateway("the node could not be reached for end-to-end TLS")
+	}
+	answer, err := g.offer(node, c, hello, acme)
+	if err != nil || answer != relay.TLSAccept {
+		node.Close()
+		why := "the node has no certificate for this name yet"
+		if answer == relay.TLSRefused || err != nil {
+			why = "the node did not take end-to-end TLS for this name"
+		}
+		g.log.Debug("TLS splice refused", "name", name, "answer", answer, "err", err)
+		g.noSplice(e, why)
+		if acme {
+			c.Close() // the node's validation: no one else answers it
+			return true
+		}
+		return atGateway(why)
+	}
+	e.mu.Lock()
+	e.lastTLS, e.tlsWhy, e.noSplice = TLSAtNode, "", time.Time{}
+	e.mu.Unlock()
+	relay.Splice(c, node)
+	c.Close()
+	node.Close()
+	return true
+}
+
+// offer sends the node the header and the ClientHello and reads its
+// answer.
+func (g *Gateway) offer(node, c net.Conn, hello *sni.Hello, acme bool) (byte, error) {
+	node.SetDeadline(time.Now().Add(answerTimeout)) // wall clock: the stream's deadlines use it
+	defer node.SetDeadline(time.Time{})
+	if err := relay.WriteTLSHeader(node, relay.TLSHeader{Client: c.RemoteAddr(), Gateway: c.LocalAddr(),
+		ServerName: hello.ServerName, ACME: acme}); err != nil {
+		return 0, err
+	}
+	if _, err := node.Write(hello.Raw); err != nil {
+		return 0, err
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(node, b[:]); err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+// noSplice records that e's node took no spliced connection, and why.
+func (g *Gateway) noSplice(e *entry, why string) {
+	e.mu.Lock()
+	e.noSplice, e.tlsWhy = g.cfg.Now(), why
+	e.mu.Unlock()
+}
+
+// tlsMode is the TLS mode of res's domain (records.TLSAuto without a
+// domain record).
+func tlsMode(res *dht.NameResolution) string {
+	if res == nil || res.Domain == nil {
+		return records.TLSAuto
+	}
+	return res.Domain.TLS
 }

@@ -18,10 +18,15 @@ import (
 // could not reach the node (not attached there, at its limit).
 var ErrForwardRefused = errors.New("relay: forward refused")
 
-// Forward opens an HTTP connection to node id through the relay of the
-// supernode via (another gateway's side of ProtocolForward).
-func Forward(ctx context.Context, h host.Host, via peer.AddrInfo, id identity.ID) (net.Conn, error) {
-	return open(ctx, h, via, ProtocolForward, &Message{Type: TypeForward, DID: id.DID()}, TypeForwarded)
+// Forward opens a proto stream (ProtocolHTTP or ProtocolTLS) to node id
+// through the relay of the supernode via (another gateway's side of
+// ProtocolForward).
+func Forward(ctx context.Context, h host.Host, via peer.AddrInfo, id identity.ID, proto protocol.ID) (net.Conn, error) {
+	req := &Message{Type: TypeForward, DID: id.DID()}
+	if proto != ProtocolHTTP {
+		req.Proto = string(proto)
+	}
+	return open(ctx, h, via, ProtocolForward, req, TypeForwarded)
 }
 
 // Connect opens a ProtocolPeer connection to node id through the relay of

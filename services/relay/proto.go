@@ -34,6 +34,11 @@ const (
 	// the node is directly reachable. It is opaque to the relay: the two
 	// nodes authenticate each other inside it (services/tunnel.SecurePeer).
 	ProtocolPeer protocol.ID = "/pc2/peer/1"
+	// ProtocolTLS carries one visitor's TLS connection spliced by a
+	// gateway to a node that holds its own certificate (end-to-end
+	// mode): a PROXY v2 header, the node's answer, the TLS bytes (see
+	// WriteTLSHeader).
+	ProtocolTLS protocol.ID = "/pc2/tls/1"
 )
 
 // Message types of the attach protocol.
@@ -56,7 +61,7 @@ const (
 
 // Message types of the forward and connect protocols.
 const (
-	TypeForward   = "forward"   // gateway -> relay: DID
+	TypeForward   = "forward"   // gateway -> relay: DID, Proto
 	TypeForwarded = "forwarded" // relay -> gateway: the stream is the node's
 	TypeConnect   = "connect"   // node -> relay: DID
 	TypeConnected = "connected" // relay -> node: the stream is the other node's
@@ -86,7 +91,9 @@ type Message struct {
 	DID  string   `json:"did,omitempty"`
 	Time int64    `json:"time,omitempty"`
 	TCP  []string `json:"tcp,omitempty"` // services the node exposes on mapped ports
-	Sig  []byte   `json:"sig,omitempty"`
+	// forward: the stream asked for, ProtocolHTTP ("") or ProtocolTLS
+	Proto string `json:"proto,omitempty"`
+	Sig   []byte `json:"sig,omitempty"`
 	// attached
 	Ports     map[string]int `json:"ports,omitempty"` // service -> public port
 	KeepAlive int64          `json:"keepalive_ms,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/pc2/pc2/internal/chanlisten"
 	"github.com/pc2/pc2/services/relay"
 )
 
@@ -30,14 +31,17 @@ func (c *Client) attachedTo(p peer.ID) bool {
 	return ok && l.accepting
 }
 
-func (c *Client) handleHTTP(st network.Stream) {
+// handleStream hands an HTTP or spliced TLS stream to ln if its opener
+// may send the node visitors (and their addresses): a supernode it is
+// attached to, or, when it takes direct streams, a gateway of its domain.
+func (c *Client) handleStream(st network.Stream, ln *chanlisten.Listener) {
 	p := st.Conn().RemotePeer()
 	if !c.attachedTo(p) && !(c.cfg.AcceptDirect && allowedGateway(c.cfg.DirectFrom, p)) {
-		c.log.Debug("HTTP stream refused: neither an attached supernode nor a gateway of the node's domain", "peer", p)
+		c.log.Debug("stream refused: neither an attached supernode nor a gateway of the node's domain", "peer", p, "protocol", st.Protocol())
 		st.Reset()
 		return
 	}
-	if !c.ln.Deliver(relay.StreamConn{Stream: st}) {
+	if !ln.Deliver(relay.StreamConn{Stream: st}) {
 		st.Reset()
 	}
 }

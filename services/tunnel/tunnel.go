@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pc2/pc2/internal/chanlisten"
@@ -88,11 +89,12 @@ type Config struct {
 
 // Client keeps a node attached.
 type Client struct {
-	cfg  Config
-	log  *slog.Logger
-	did  string
-	ln   *chanlisten.Listener
-	kick chan struct{} // Reconnect
+	cfg   Config
+	log   *slog.Logger
+	did   string
+	ln    *chanlisten.Listener // relayed HTTP
+	tlsLn *chanlisten.Listener // spliced TLS
+	kick  chan struct{}        // Reconnect
 
 	mu      sync.Mutex
 	links   map[peer.ID]*link
@@ -150,7 +152,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, did: id.DID(), ln: chanlisten.New(relay.PeerAddr(cfg.Host.ID())),
-		kick: make(chan struct{}, 1), links: map[peer.ID]*link{}, changed: make(chan struct{})}
+		tlsLn: chanlisten.New(relay.PeerAddr(cfg.Host.ID())),
+		kick:  make(chan struct{}, 1), links: map[peer.ID]*link{}, changed: make(chan struct{})}
 	for _, ai := range cfg.Supernodes {
 		c.links[ai.ID] = &link{info: ai}
 	}
@@ -160,6 +163,11 @@ func New(cfg Config) (*Client, error) {
 // Listener returns the listener of the HTTP connections relays open to the
 // node; serve the node's HTTP handler on it.
 func (c *Client) Listener() net.Listener { return c.ln }
+
+// TLSListener returns the listener of the spliced TLS connections
+// (relay.ProtocolTLS) relays and gateways open to the node: each starts
+// with its header (relay.ReadTLSHeader).
+func (c *Client) TLSListener() net.Listener { return c.tlsLn }
 
 // Changed returns a channel closed at the next change of the attachments.
 func (c *Client) Changed() <-chan struct{} {
@@ -199,11 +207,14 @@ func (c *Client) Attached() []records.Peer {
 // Run attaches and keeps the node attached until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
 	h := c.cfg.Host
-	h.SetStreamHandler(relay.ProtocolHTTP, c.handleHTTP)
+	h.SetStreamHandler(relay.ProtocolHTTP, func(st network.Stream) { c.handleStream(st, c.ln) })
+	h.SetStreamHandler(relay.ProtocolTLS, func(st network.Stream) { c.handleStream(st, c.tlsLn) })
 	h.SetStreamHandler(relay.ProtocolTCP, c.handleTCP)
 	defer h.RemoveStreamHandler(relay.ProtocolHTTP)
+	defer h.RemoveStreamHandler(relay.ProtocolTLS)
 	defer h.RemoveStreamHandler(relay.ProtocolTCP)
 	defer c.ln.Close()
+	defer c.tlsLn.Close()
 
 	slots := make(chan struct{}, c.cfg.MaxAttached)
 	var wg sync.WaitGroup

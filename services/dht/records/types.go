@@ -144,6 +144,29 @@ type Domain struct {
 	IssuedAt int64       `cbor:"5,keyasint" json:"issued_at"`
 	Expires  int64       `cbor:"6,keyasint" json:"expires"`
 	Gateways []Peer      `cbor:"7,keyasint,omitempty" json:"gateways,omitempty"`
+	// TLS is where the domain's visitors' TLS ends: TLSAuto ("": at the
+	// node when it holds a certificate, else at the gateway),
+	// TLSEndToEnd (only at the node) or TLSGateway (only at the
+	// gateway). Every gateway of the domain follows it, and nodes read
+	// it to know whether to get certificates of their own.
+	TLS string `cbor:"8,keyasint,omitempty" json:"tls,omitempty"`
+}
+
+// TLS modes of a domain (Domain.TLS).
+const (
+	TLSAuto     = ""
+	TLSEndToEnd = "end-to-end"
+	TLSGateway  = "gateway"
+)
+
+// ValidTLSMode checks a domain's TLS mode ("auto" is TLSAuto written
+// out, for config files).
+func ValidTLSMode(m string) error {
+	switch m {
+	case TLSAuto, "auto", TLSEndToEnd, TLSGateway:
+		return nil
+	}
+	return fmt.Errorf("records: TLS mode %q is not auto, end-to-end or gateway", m)
 }
 
 // Backup is a node's self-signed pointer to its backups: where they are,

@@ -318,6 +318,9 @@ func (v *Validator) ParseDomain(key string, value []byte) (*Domain, error) {
 	if err := checkPeers("gateways", d.Gateways, maxGateways); err != nil {
 		return nil, err
 	}
+	if err := ValidTLSMode(d.TLS); err != nil || d.TLS == "auto" {
+		return nil, fmt.Errorf("domain record %s: bad TLS mode %q", d.Domain, d.TLS)
+	}
 	return &d, nil
 }
 

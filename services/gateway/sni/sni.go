@@ -44,6 +44,10 @@ const (
 type Hello struct {
 	ServerName string   // lower case, without a trailing dot
 	ALPN       []string // the protocols the client offers
+	// Raw are the bytes read from the connection (the ClientHello's
+	// records), which the returned connection replays: a caller that
+	// passes the connection on raw sends these first.
+	Raw []byte
 }
 
 // errStop ends the server handshake once the hello is parsed.
@@ -101,8 +105,8 @@ func Peek(c net.Conn, maxHello int, timeout time.Duration) (*Hello, net.Conn, er
 		return nil, nil, err
 	}
 	h := &Hello{ServerName: strings.TrimSuffix(strings.ToLower(hello.ServerName), "."),
-		ALPN: append([]string(nil), hello.SupportedProtos...)}
-	replay := &replayConn{Conn: c, prefix: rec.buf.Bytes()}
+		ALPN: append([]string(nil), hello.SupportedProtos...), Raw: rec.buf.Bytes()}
+	replay := &replayConn{Conn: c, prefix: h.Raw}
 	if h.ServerName == "" {
 		return h, replay, ErrNoServerName
 	}

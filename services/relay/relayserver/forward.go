@@ -3,6 +3,7 @@ package relayserver
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -24,14 +25,15 @@ type forwardKey struct {
 // gateway and the others.
 func (r *Relay) forwardShare() int { return max(1, r.cfg.Limits.Streams/2) }
 
-// handleForward serves one forwarded HTTP connection (the server side of
-// relay.Forward): it opens a /pc2/http/1 stream to the node, answers
-// "forwarded" and splices the two streams, or answers "refused" and
-// closes. Only the domains' gateways (Config.Forwarders) may forward, each
-// within its share of the node's streams. Only HTTP is forwarded: a
-// node's mapped TCP services stay on the relay that maps them.
+// handleForward serves one forwarded HTTP or TLS connection (the server
+// side of relay.Forward): it opens a /pc2/http/1 or /pc2/tls/1 stream to
+// the node, answers "forwarded" and splices the two streams, or answers
+// "refused" and closes. Only the domains' gateways (Config.Forwarders)
+// may forward, each within its share of the node's streams. Only these
+// two are forwarded: a node's mapped TCP services stay on the relay that
+// maps them.
 func (r *Relay) handleForward(st network.Stream) {
-	r.spliceTo(st, relay.TypeForward, relay.TypeForwarded, relay.ProtocolHTTP,
+	r.spliceTo(st, relay.TypeForward, relay.TypeForwarded, []protocol.ID{relay.ProtocolHTTP, relay.ProtocolTLS},
 		func(ctx context.Context, from peer.ID, id identity.ID) (func(), string) {
 			if r.cfg.Forwarders == nil || !r.cfg.Forwarders(ctx, from) {
 				r.log.Debug("forward refused: not a gateway of a domain this supernode serves", "peer", from)
@@ -58,7 +60,7 @@ func (r *Relay) connectTotal() int { return max(1, r.cfg.Limits.Streams/4) }
 // The relay only splices the bytes; the nodes authenticate each other
 // inside.
 func (r *Relay) handleConnect(st network.Stream) {
-	r.spliceTo(st, relay.TypeConnect, relay.TypeConnected, relay.ProtocolPeer,
+	r.spliceTo(st, relay.TypeConnect, relay.TypeConnected, []protocol.ID{relay.ProtocolPeer},
 		func(_ context.Context, from peer.ID, id identity.ID) (func(), string) {
 			mine, ok := r.connecting.Take(forwardKey{from, id}, r.connectShare())
 			if !ok {
@@ -74,9 +76,10 @@ func (r *Relay) handleConnect(st network.Stream) {
 }
 
 // spliceTo reads a request of type req naming a node, asks admit (which
-// returns a release, or why not), opens a proto stream to the node,
-// answers ok and splices the two; or answers "refused" and closes.
-func (r *Relay) spliceTo(st network.Stream, req, ok string, proto protocol.ID,
+// returns a release, or why not), opens a stream to the node of the
+// request's protocol (one of protos; "": the first), answers ok and
+// splices the two; or answers "refused" and closes.
+func (r *Relay) spliceTo(st network.Stream, req, ok string, protos []protocol.ID,
 	admit func(ctx context.Context, from peer.ID, id identity.ID) (release func(), why string)) {
 	from := st.Conn().RemotePeer()
 	refuse := func(why string) {
@@ -96,6 +99,14 @@ func (r *Relay) spliceTo(st network.Stream, req, ok string, proto protocol.ID,
 	if err != nil {
 		refuse(err.Error())
 		return
+	}
+	proto := protos[0]
+	if m.Proto != "" {
+		if !slices.Contains(protos, protocol.ID(m.Proto)) {
+			refuse("no such stream here: " + m.Proto)
+			return
+		}
+		proto = protocol.ID(m.Proto)
 	}
 	release, why := admit(ctx, from, id)
 	if why != "" {

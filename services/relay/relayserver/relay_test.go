@@ -397,17 +397,17 @@ func TestForwardShares(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	if _, err := relay.Forward(ctx, stranger.Host(), sn.AddrInfo(), id); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "not a gateway") {
+	if _, err := relay.Forward(ctx, stranger.Host(), sn.AddrInfo(), id, relay.ProtocolHTTP); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "not a gateway") {
 		t.Fatalf("a stranger's forward: got %v, want refused as not a gateway", err)
 	}
 	for i := range 4 {
-		c, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id)
+		c, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id, relay.ProtocolHTTP)
 		if err != nil {
 			t.Fatalf("gateway forward %d: %v", i, err)
 		}
 		defer c.Close()
 	}
-	if _, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "share") {
+	if _, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id, relay.ProtocolHTTP); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "share") {
 		t.Fatalf("a forward past the gateway's share: got %v, want refused", err)
 	}
 	for i := range 4 {

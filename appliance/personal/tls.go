@@ -1,0 +1,275 @@
+package personal
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pc2/pc2/internal/chanlisten"
+	"github.com/pc2/pc2/internal/netaddr"
+	"github.com/pc2/pc2/services/certs"
+	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/relay"
+)
+
+// TLSConfig configures the node's own certificate for its name: with it
+// the gateways splice visitors' TLS to the node (relay.ProtocolTLS) and
+// no supernode can read their traffic. The certificate comes from an
+// ACME CA by TLS-ALPN-01: the CA's validation reaches the node through
+// the gateway's splice like any visitor, and the key never leaves the
+// node (<data_dir>/certs).
+type TLSConfig struct {
+	// Off: no certificate of the node's own; the gateways terminate
+	// TLS (they can read the traffic).
+	Off bool `json:"off,omitempty"`
+	// CA is the ACME directory URL (default Let's Encrypt production).
+	CA string `json:"ca,omitempty"`
+	// CARoot (PEM) or CARootFile are roots for the CA's own HTTPS, for a
+	// private or test CA (default: the system's).
+	CARoot     string `json:"ca_root,omitempty"`
+	CARootFile string `json:"ca_root_file,omitempty"`
+	// Email is the ACME account's contact (expiry notices).
+	Email string `json:"email,omitempty"`
+}
+
+// TLS states (Status.TLS).
+const (
+	TLSEndToEnd = "end-to-end" // the node holds its certificate: visitors' TLS ends here
+	TLSGateway  = "gateway"    // the gateways terminate: the supernode can read the traffic
+)
+
+// TLSStatus says where visitors' TLS ends, and why.
+type TLSStatus struct {
+	// Mode is TLSEndToEnd or TLSGateway ("" without a name).
+	Mode string `json:"mode,omitempty"`
+	// Why, in words for the owner.
+	Why string `json:"why,omitempty"`
+	// Certificate is the state of the name's certificate.
+	Certificate *certs.NameState `json:"certificate,omitempty"`
+	// DomainMode is the domain record's TLS mode (auto, end-to-end,
+	// gateway), as the node last read it.
+	DomainMode string `json:"domain_mode,omitempty"`
+	// LastSpliced is when a visitor's TLS connection last reached the
+	// node end to end.
+	LastSpliced time.Time `json:"last_spliced,omitzero"`
+}
+
+// nodeTLS is the node's end-to-end TLS: its certificate manager, the
+// names it keeps, and the server of spliced connections.
+type nodeTLS struct {
+	n   *Node
+	cm  *certs.Manager
+	log *slog.Logger
+	srv *http.Server
+	ln  *chanlisten.Listener // accepted spliced connections, for srv
+
+	mu          sync.Mutex
+	kept        map[string]bool
+	domainMode  map[string]string // the domains' modes as last read ("": unknown)
+	lastSpliced time.Time
+}
+
+// headerTimeout bounds a spliced stream's wait for its header.
+const headerTimeout = 10 * time.Second
+
+// newTLS starts the certificate manager and the spliced connections'
+// server (handler serves them); nil when cfg.TLS.Off.
+func newTLS(n *Node, handler http.Handler) (*nodeTLS, error) {
+	tc := n.cfg.TLS
+	if tc.Off {
+		return nil, nil
+	}
+	roots, err := certs.Roots(tc.CARoot, tc.CARootFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	// certmagic serves a TLS-ALPN-01 challenge on a listener of its own
+	// unless its port is taken; here the CA's connection arrives through
+	// the gateway's splice and is answered by the spliced server, so its
+	// listener goes to a loopback port nobody reaches.
+	port, err := freeLoopbackPort()
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	log := n.log.With("service", "tls")
+	cm, err := certs.New(certs.Config{CA: tc.CA, CARoots: roots, Email: tc.Email, Dir: filepath.Join(n.cfg.CloudDir(), "certs"),
+		Keep: true, DisableHTTP01: true, ListenHost: "127.0.0.1", TLSALPNPort: port, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	t := &nodeTLS{n: n, cm: cm, log: log, kept: map[string]bool{}, domainMode: map[string]string{},
+		ln: chanlisten.New(&net.TCPAddr{IP: net.IPv4zero})}
+	// A spliced connection holds one of the node's streams at its relay:
+	// an idle one is closed after 30 s, as relayed HTTP's.
+	t.srv = &http.Server{Handler: handler, TLSConfig: cm.TLSConfig(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	go t.srv.ServeTLS(t.ln, "", "")
+	return t, nil
+}
+
+func freeLoopbackPort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Close stops the server and the renewals.
+func (t *nodeTLS) Close() {
+	t.srv.Close()
+	t.ln.Close()
+	t.cm.Close()
+}
+
+// serve takes the spliced streams of ln (the tunnel's TLSListener or a
+// direct listener) until it is closed.
+func (t *nodeTLS) serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go t.take(c)
+	}
+}
+
+// take reads c's header and answers it: a name of the node's with a
+// certificate (or a CA validating the one being ordered) is accepted and
+// served; the rest get the answer why not and are closed, and the
+// gateway terminates them itself.
+func (t *nodeTLS) take(c net.Conn) {
+	h, conn, err := relay.ReadTLSHeader(c, headerTimeout)
+	if err != nil {
+		t.log.Debug("spliced connection without a good header", "err", err)
+		c.Close()
+		return
+	}
+	answer := t.answer(h)
+	if _, err := conn.Write([]byte{answer}); err != nil || answer != relay.TLSAccept {
+		conn.Close()
+		return
+	}
+	if !h.ACME {
+		t.mu.Lock()
+		t.lastSpliced = time.Now()
+		t.mu.Unlock()
+	}
+	if !t.ln.Deliver(conn) {
+		conn.Close()
+	}
+}
+
+// answer decides on a spliced connection for h.
+func (t *nodeTLS) answer(h *relay.TLSHeader) byte {
+	name, ok := netaddr.CanonicalHost(h.ServerName)
+	t.mu.Lock()
+	mine := ok && t.kept[name]
+	t.mu.Unlock()
+	switch {
+	case !mine:
+		return relay.TLSRefused
+	case h.ACME && t.cm.Ordering(name):
+		return relay.TLSAccept
+	case t.cm.State(name).Held:
+		return relay.TLSAccept
+	}
+	return relay.TLSNoCertificate
+}
+
+// keepLoop keeps a certificate for the node's name while the name's
+// domain allows end-to-end TLS (its record's mode, read through
+// gateways), checking every interval until ctx ends.
+func (t *nodeTLS) keepLoop(ctx context.Context, gateways *dht.GatewaySet, interval time.Duration) {
+	for {
+		t.check(ctx, gateways)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// check reads the domain's mode and keeps the name's certificate when
+// the mode allows one.
+func (t *nodeTLS) check(ctx context.Context, gateways *dht.GatewaySet) {
+	name := t.n.cloud.Name()
+	_, domain, err := records.SplitName(name)
+	if err != nil {
+		return // no name yet
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	mode, known := gateways.TLSMode(cctx, domain)
+	cancel()
+	t.mu.Lock()
+	if known {
+		t.domainMode[domain] = mode
+	}
+	already := t.kept[name]
+	t.mu.Unlock()
+	if already || mode == records.TLSGateway {
+		return
+	}
+	// Kept before the order starts: the CA's validation is accepted
+	// only for kept names.
+	t.mu.Lock()
+	t.kept[name] = true
+	t.mu.Unlock()
+	if err := t.cm.Keep(name); err != nil {
+		t.log.Warn("cannot keep a certificate for the name", "name", name, "err", err)
+		t.mu.Lock()
+		delete(t.kept, name)
+		t.mu.Unlock()
+		return
+	}
+	t.log.Info("getting a certificate of the node's own for its name", "name", name)
+}
+
+// status tells where visitors' TLS for name ends.
+func (t *nodeTLS) status(name string) TLSStatus {
+	var st TLSStatus
+	_, domain, err := records.SplitName(name)
+	if err != nil {
+		return st
+	}
+	t.mu.Lock()
+	mode, known := t.domainMode[domain]
+	kept := t.kept[name]
+	st.LastSpliced = t.lastSpliced
+	t.mu.Unlock()
+	if known {
+		st.DomainMode = mode
+		if mode == records.TLSAuto {
+			st.DomainMode = "auto"
+		}
+	}
+	cs := t.cm.State(name)
+	st.Certificate = &cs
+	switch {
+	case mode == records.TLSGateway:
+		st.Mode, st.Why = TLSGateway, "the operator of "+domain+" terminates TLS at its gateways for every name"
+	case cs.Held:
+		st.Mode, st.Why = TLSEndToEnd, fmt.Sprintf("visitors' TLS ends on this device: its certificate for %s is from %s, valid until %s", name, cs.Issuer, cs.NotAfter.UTC().Format("2006-01-02"))
+	case !kept:
+		st.Mode, st.Why = TLSGateway, "the node has not asked for a certificate of its own yet (it waits for its network and the domain's record)"
+	case cs.LastError != "":
+		st.Mode, st.Why = TLSGateway, "the certificate authority did not give this device a certificate yet: "+cs.LastError
+	default:
+		st.Mode, st.Why = TLSGateway, "getting a certificate of its own for "+name+" (the first minutes)"
+	}
+	if mode == records.TLSEndToEnd && st.Mode == TLSGateway {
+		st.Why += "; the domain allows end-to-end TLS only, so visitors cannot connect until then"
+	}
+	return st
+}
+
+// tlsOff is the status of a node whose config turns its own TLS off.
+const tlsOff = "certificates of the node's own are off in its config: the supernode's gateway terminates TLS"
