@@ -69,9 +69,10 @@ type Config struct {
 	// Backup configures the backups of the cloud's data (on unless Off;
 	// they wait for a location, which the owner picks on the dashboard).
 	Backup BackupConfig `json:"backup,omitzero"`
-	// TLS configures the node's own certificate for its name (end-to-end
-	// TLS; on unless Off).
-	TLS TLSConfig `json:"tls,omitzero"`
+	// TLS, if set, gets the node a certificate of its own for its name
+	// (end-to-end TLS: the supernodes cannot read visitors' traffic);
+	// "tls": {} takes it from Let's Encrypt. The appliance sets it.
+	TLS *TLSConfig `json:"tls,omitempty"`
 }
 
 // BackupConfig configures the node's backups (services/backup).
@@ -128,8 +129,10 @@ func LoadConfig(path string) (*Config, error) {
 	if c.Quota < 0 {
 		return nil, fmt.Errorf("config %s: quota %d is negative", path, c.Quota)
 	}
-	if _, err := certs.Roots(c.TLS.CARoot, c.TLS.CARootFile); err != nil {
-		return nil, fmt.Errorf("config %s: tls: %w", path, err)
+	if t := c.TLS; t != nil {
+		if _, err := certs.Roots(t.CARoot, t.CARootFile); err != nil {
+			return nil, fmt.Errorf("config %s: tls: %w", path, err)
+		}
 	}
 	if l := c.Backup.Location; l != nil {
 		if err := l.Check(); err != nil {

@@ -41,6 +41,9 @@ type Options struct {
 	// is due for renewal (default 6 h; the first check a minute after
 	// start).
 	NameCheck time.Duration
+	// NamesClient calls the names APIs (nil: namesapi's default, which
+	// checks the certificate against the system's roots).
+	NamesClient *http.Client
 	// TLSCheck is how often the node looks whether its name needs a
 	// certificate of its own (a new name, the domain's mode); 0: 30 s.
 	TLSCheck time.Duration
@@ -242,6 +245,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n), Backups: backups,
 		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
+		HTTPClient: opts.NamesClient,
 		ShowSetupCode: func(code string) {
 			if opts.Console != nil {
 				fmt.Fprintf(opts.Console, "\r\nPC2: set up your personal cloud: open port 4200 of this device from your local network,\r\n"+
@@ -476,7 +480,7 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 	}
 	if cfg.Mode != ModeDirect {
 		tc, err := tunnel.New(tunnel.Config{Host: node.Host(), Key: key, Supernodes: boot, MaxAttached: cfg.MaxAttached, TCP: cfg.ExposeTCP,
-			DirectPort: directPort, AcceptDirect: directPort > 0, DirectFrom: gateways.Allowed, Now: n.now, Logger: log.With("service", "tunnel")})
+			DirectPort: directPort, AcceptDirect: directPort > 0, DirectFrom: gateways.Allowed, TLS: n.tls != nil, Now: n.now, Logger: log.With("service", "tunnel")})
 		if err != nil {
 			return err
 		}

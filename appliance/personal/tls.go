@@ -25,9 +25,6 @@ import (
 // the gateway's splice like any visitor, and the key never leaves the
 // node (<data_dir>/certs).
 type TLSConfig struct {
-	// Off: no certificate of the node's own; the gateways terminate
-	// TLS (they can read the traffic).
-	Off bool `json:"off,omitempty"`
 	// CA is the ACME directory URL (default Let's Encrypt production).
 	CA string `json:"ca,omitempty"`
 	// CARoot (PEM) or CARootFile are roots for the CA's own HTTPS, for a
@@ -79,10 +76,10 @@ type nodeTLS struct {
 const headerTimeout = 10 * time.Second
 
 // newTLS starts the certificate manager and the spliced connections'
-// server (handler serves them); nil when cfg.TLS.Off.
+// server (handler serves them); nil without cfg.TLS.
 func newTLS(n *Node, handler http.Handler) (*nodeTLS, error) {
 	tc := n.cfg.TLS
-	if tc.Off {
+	if tc == nil {
 		return nil, nil
 	}
 	roots, err := certs.Roots(tc.CARoot, tc.CARootFile)
@@ -167,19 +164,31 @@ func (t *nodeTLS) take(c net.Conn) {
 	}
 }
 
-// answer decides on a spliced connection for h.
+// answer decides on a spliced connection for h: accepted for a kept name
+// with a certificate, or for the CA's validation of the one being
+// ordered; else why not (the gateway terminates meanwhile).
 func (t *nodeTLS) answer(h *relay.TLSHeader) byte {
 	name, ok := netaddr.CanonicalHost(h.ServerName)
-	t.mu.Lock()
-	mine := ok && t.kept[name]
-	t.mu.Unlock()
-	switch {
-	case !mine:
+	if !ok {
 		return relay.TLSRefused
-	case h.ACME && t.cm.Ordering(name):
+	}
+	t.mu.Lock()
+	kept := t.kept[name]
+	t.mu.Unlock()
+	if !kept {
+		if name == t.n.cloud.Name() {
+			return relay.TLSOrdering // the node's new name: kept at the next check
+		}
+		return relay.TLSRefused
+	}
+	st := t.cm.State(name)
+	switch {
+	case h.ACME && st.Ordering:
 		return relay.TLSAccept
-	case t.cm.State(name).Held:
+	case st.Held:
 		return relay.TLSAccept
+	case st.Ordering || st.LastError == "":
+		return relay.TLSOrdering
 	}
 	return relay.TLSNoCertificate
 }
@@ -272,4 +281,4 @@ func (t *nodeTLS) status(name string) TLSStatus {
 }
 
 // tlsOff is the status of a node whose config turns its own TLS off.
-const tlsOff = "certificates of the node's own are off in its config: the supernode's gateway terminates TLS"
+const tlsOff = "this node's config gets it no certificate of its own (tls): the supernode's gateway terminates TLS"

@@ -144,10 +144,18 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 	// The cloud's data dir is the default, cloud/ next to the key on perm.
 	// Backups (the owner picks where on the dashboard) take the settings'
 	// perm copy along with the cloud's data.
-	return &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
+	c := &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
 		NameServices: nameServices(s.NameServices), Quota: s.Quota,
 		Backup: personal.BackupConfig{Restic: ResticBinary, MemoryLimit: ResticMemoryLimit, Connections: ResticConnections,
 			Include: map[string]string{"settings": filepath.Join(DataDir(perm), filepath.Base(settings.PermFile))}}}
+	// Visitors' TLS ends on the device unless the settings turn it off.
+	switch t := s.TLS; {
+	case t == nil:
+		c.TLS = &personal.TLSConfig{}
+	case !t.Off:
+		c.TLS = &personal.TLSConfig{CA: t.ACMECA, CARoot: t.ACMECARoot, Email: t.ACMEEmail}
+	}
+	return c
 }
 
 // nameServices are the settings' name services as the personal cloud's.
@@ -198,6 +206,12 @@ func gatewayConfig(s *settings.Settings, perm string) *supernode.GatewayConfig {
 						g.OperatorKeys = map[string]string{}
 					}
 					g.OperatorKeys[d.Domain] = OperatorKeyFile(perm)
+					if sg := s.Gateway; sg != nil && sg.TLS != "" {
+						if g.TLS == nil {
+							g.TLS = map[string]string{}
+						}
+						g.TLS[d.Domain] = sg.TLS
+					}
 				}
 			}
 		}

@@ -100,6 +100,15 @@ func TestGatewayConfig(t *testing.T) {
 	if len(g.OperatorKeys) != 1 || g.OperatorKeys["ela.city"] != OperatorKeyFile(perm) {
 		t.Fatalf("operator keys %v, want ela.city's only", g.OperatorKeys)
 	}
+	s.Gateway.TLS = "end-to-end"
+	if g := SupernodeConfig(s, perm).Gateway; len(g.TLS) != 1 || g.TLS["ela.city"] != "end-to-end" {
+		t.Fatalf("tls modes %v, want ela.city's only", g.TLS)
+	}
+	s.Gateway.TLS = "sometimes"
+	if err := Check(s); err == nil || !strings.Contains(err.Error(), "tls") {
+		t.Fatalf("bad tls mode: %v", err)
+	}
+	s.Gateway.TLS = ""
 	s.Gateway.NamePolicy = "lottery"
 	if err := Check(s); err == nil || !strings.Contains(err.Error(), "name_policy") {
 		t.Fatalf("bad name policy: %v", err)
@@ -136,16 +145,29 @@ func TestFullConfigs(t *testing.T) {
 		Quota:        1 << 30, Listen: []string{"/ip4/0.0.0.0/tcp/8090"},
 		Domains: []settings.Domain{{Domain: "ela.city", Operator: operator}},
 		Gateway: &settings.Gateway{HTTPS: true, ACMECA: "https://ca.test/dir", ACMECARoot: "PEM", ACMEEmail: "ops@ela.city",
-			NamePolicy: "allowlist", Invites: []string{"welcome-1234"}, Allow: []string{"did:boson:y"}}}
+			NamePolicy: "allowlist", Invites: []string{"welcome-1234"}, Allow: []string{"did:boson:y"}},
+		TLS: &settings.NodeTLS{ACMECA: "https://ca.test/dir", ACMECARoot: "PEM", ACMEEmail: "alice@ela.city"}}
 	if err := Check(s); err != nil {
 		t.Fatal(err)
 	}
 	wantNode := &personal.Config{KeyFile: "/perm/pc2/node.key", Supernodes: []string{snAddr}, PublicURL: "https://alice.ela.city",
 		NameServices: []cloud.NameService{{Domain: "ela.city"}, {Domain: "pc2.test", API: "http://10.0.2.2:8080"}},
 		Quota:        1 << 30,
-		Backup:       personal.BackupConfig{Restic: "/user/restic", MemoryLimit: "64MiB", Connections: 2, Include: map[string]string{"settings": settings.PermFile}}}
+		Backup:       personal.BackupConfig{Restic: "/user/restic", MemoryLimit: "64MiB", Connections: 2, Include: map[string]string{"settings": settings.PermFile}},
+		TLS:          &personal.TLSConfig{CA: "https://ca.test/dir", CARoot: "PEM", Email: "alice@ela.city"}}
 	if got := NodeConfig(s, PermDir); !reflect.DeepEqual(got, wantNode) {
 		t.Errorf("node config\n got %+v\nwant %+v", got, wantNode)
+	}
+	// The node's own certificate: on by default (Let's Encrypt), off
+	// when the settings say so.
+	for _, c := range []struct {
+		tls  *settings.NodeTLS
+		want *personal.TLSConfig
+	}{{nil, &personal.TLSConfig{}}, {&settings.NodeTLS{Off: true}, nil}} {
+		s.TLS = c.tls
+		if got := NodeConfig(s, PermDir).TLS; !reflect.DeepEqual(got, c.want) {
+			t.Errorf("settings tls %+v: node tls %+v, want %+v", c.tls, got, c.want)
+		}
 	}
 	wantSN := &supernode.Config{KeyFile: "/perm/pc2/node.key", CreateKey: true, DataDir: "/perm/pc2/supernode",
 		Bootstrap: []string{snAddr}, Listen: []string{"/ip4/0.0.0.0/tcp/8090"},

@@ -99,6 +99,23 @@ type Settings struct {
 	ResetButton string `json:"reset_button,omitempty"`
 	// Update is how the device updates itself (package update).
 	Update *Update `json:"update,omitempty"`
+	// TLS is the personal node's own certificate for its name (nil: on,
+	// from Let's Encrypt).
+	TLS *NodeTLS `json:"tls,omitempty"`
+}
+
+// NodeTLS is where a personal node gets the certificate for its name,
+// with which visitors' TLS ends on the device and not at a supernode.
+type NodeTLS struct {
+	// Off: no certificate of its own; the gateways terminate TLS (and
+	// could read the traffic).
+	Off bool `json:"off,omitempty"`
+	// ACMECA is the ACME directory URL (default Let's Encrypt),
+	// ACMECARoot PEM roots of a private CA's own HTTPS, ACMEEmail the
+	// ACME account's contact.
+	ACMECA     string `json:"acme_ca,omitempty"`
+	ACMECARoot string `json:"acme_ca_root,omitempty"`
+	ACMEEmail  string `json:"acme_email,omitempty"`
 }
 
 // Gateway is the supernode web gateway's part of the settings. When the
@@ -119,6 +136,11 @@ type Gateway struct {
 	NamePolicy string   `json:"name_policy,omitempty"`
 	Invites    []string `json:"invites,omitempty"`
 	Allow      []string `json:"allow,omitempty"`
+	// TLS is where visitors' TLS ends for the domains whose names this
+	// supernode grants: auto (default: at the node once it holds a
+	// certificate), end-to-end (only at the node) or gateway (always at
+	// the gateways).
+	TLS string `json:"tls,omitempty"`
 }
 
 // NameService is a domain whose names a personal node may claim.
@@ -186,6 +208,11 @@ func (s *Settings) Check() error {
 		}
 		if g.HTTPS && len(s.Domains) == 0 {
 			return errors.New("gateway: https needs domains to get certificates for")
+		}
+		switch g.TLS {
+		case "", "auto", "end-to-end", "gateway":
+		default:
+			return fmt.Errorf("gateway: tls %q: want auto, end-to-end or gateway", g.TLS)
 		}
 	}
 	for i, ns := range s.NameServices {

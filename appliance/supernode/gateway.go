@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -218,8 +219,17 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	if httpLn != nil {
 		srv := g.Server()
 		if cm != nil {
-			// Port 80: ACME challenges, and a redirect to HTTPS.
-			srv.Handler = cm.HTTPHandler(g)
+			// Port 80: ACME challenges, and a redirect to HTTPS; a
+			// name's ?status is answered here too, as the gateway
+			// cannot see it over HTTPS when the name is end to end.
+			redirect := cm.HTTPHandler(g)
+			srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if _, status := r.URL.Query()["status"]; status && r.Method == http.MethodGet {
+					g.ServeHTTP(w, r)
+					return
+				}
+				redirect.ServeHTTP(w, r)
+			})
 		}
 		go srv.Serve(httpLn)
 		stops = append(stops, func() { srv.Close() })

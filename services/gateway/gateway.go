@@ -169,7 +169,7 @@ type entry struct {
 	lastErr   string // why it last was not
 	// lastTLS is where the last TLS connection for the name ended
 	// (TLSAtNode or TLSAtGateway) and tlsWhy why it ended here;
-	// noSplice, when the node last could not take one (ServeTLS).
+	// until noSplice, the node is not offered connections (ServeTLS).
 	lastTLS, tlsWhy string
 	noSplice        time.Time
 }
@@ -302,7 +302,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Allowed says whether name may get a TLS certificate: nil for the apex
-// of a served domain and for a registered (active) name under one; the
+// of a served domain and for a registered (active) name under one whose
+// domain is not end to end only (records.TLSEndToEnd); the
 // on-demand certificate decision (Certs' CertsConfig.Allow). Lookups use
 // the resolution cache, so handshakes for unknown names cost the DHT
 // once per NegativeTTL.
@@ -329,8 +330,14 @@ func (g *Gateway) Allowed(ctx context.Context, name string) error {
 			return errHandshakeLimited
 		}
 	}
-	_, err := g.lookup(ctx, full, false)
-	return err
+	e, err := g.lookup(ctx, full, false)
+	if err != nil {
+		return err
+	}
+	if tlsMode(e.res) == records.TLSEndToEnd {
+		return fmt.Errorf("gateway: %s is end to end: its TLS ends only at its node", full)
+	}
+	return nil
 }
 
 // errHandshakeLimited refuses a certificate to a client over its request

@@ -107,9 +107,13 @@ const (
 )
 
 // NoSpliceTTL is how long a name whose node took no spliced connection
-// (no certificate yet, offline) is terminated here in "auto" mode before
-// its node is asked again.
-const NoSpliceTTL = time.Minute
+// (no certificate, offline) is terminated here in "auto" mode before its
+// node is asked again; OrderingTTL the same when the node said it is
+// getting its certificate now.
+const (
+	NoSpliceTTL = time.Minute
+	OrderingTTL = 5 * time.Second
+)
 
 // answerTimeout bounds the node's answer to a spliced connection's
 // header.
@@ -155,7 +159,7 @@ func (g *Gateway) splice(c net.Conn, client string, hello *sni.Hello) bool {
 		return atGateway("the domain's operator terminates TLS at its gateways")
 	}
 	e.mu.Lock()
-	recent := !e.noSplice.IsZero() && g.cfg.Now().Sub(e.noSplice) < NoSpliceTTL
+	recent := g.cfg.Now().Before(e.noSplice)
 	why := e.tlsWhy
 	e.mu.Unlock()
 	if recent && !acme && mode != records.TLSEndToEnd {
@@ -170,19 +174,23 @@ func (g *Gateway) splice(c net.Conn, client string, hello *sni.Hello) bool {
 	defer release()
 	node, err := g.dialNode(ctx, e, id, relay.ProtocolTLS)
 	if err != nil {
-		g.noSplice(e, "the node could not be reached for end-to-end TLS")
+		g.noSplice(e, NoSpliceTTL, "the node could not be reached for end-to-end TLS")
 		g.log.Debug("TLS splice: node unreachable", "name", name, "err", err)
 		return atGateway("the node could not be reached for end-to-end TLS")
 	}
 	answer, err := g.offer(node, c, hello, acme)
 	if err != nil || answer != relay.TLSAccept {
 		node.Close()
-		why := "the node has no certificate for this name yet"
-		if answer == relay.TLSRefused || err != nil {
-			why = "the node did not take end-to-end TLS for this name"
+		why, ttl := "the node did not take end-to-end TLS for this name", NoSpliceTTL
+		switch {
+		case err != nil:
+		case answer == relay.TLSOrdering:
+			why, ttl = "the node is getting its certificate", OrderingTTL
+		case answer == relay.TLSNoCertificate:
+			why = "the node has no certificate for this name"
 		}
 		g.log.Debug("TLS splice refused", "name", name, "answer", answer, "err", err)
-		g.noSplice(e, why)
+		g.noSplice(e, ttl, why)
 		if acme {
 			c.Close() // the node's validation: no one else answers it
 			return true
@@ -217,10 +225,11 @@ func (g *Gateway) offer(node, c net.Conn, hello *sni.Hello, acme bool) (byte, er
 	return b[0], nil
 }
 
-// noSplice records that e's node took no spliced connection, and why.
-func (g *Gateway) noSplice(e *entry, why string) {
+// noSplice records that e's node took no spliced connection, and why:
+// it is not asked again for ttl.
+func (g *Gateway) noSplice(e *entry, ttl time.Duration, why string) {
 	e.mu.Lock()
-	e.noSplice, e.tlsWhy = g.cfg.Now(), why
+	e.noSplice, e.tlsWhy = g.cfg.Now().Add(ttl), why
 	e.mu.Unlock()
 }
 

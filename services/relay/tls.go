@@ -30,8 +30,9 @@ import (
 // Answers of the node to a ProtocolTLS header.
 const (
 	TLSAccept        byte = 0 // the TLS bytes follow
-	TLSNoCertificate byte = 1 // no certificate for this name (yet)
-	TLSRefused       byte = 2 // not a name of this node, or a bad header
+	TLSNoCertificate byte = 1 // no certificate for this name (the CA refused, or it is off)
+	TLSRefused       byte = 2 // not a name of this node
+	TLSOrdering      byte = 3 // no certificate yet, being obtained now: ask again soon
 )
 
 // ALPNACME is the ALPN protocol of the ACME TLS-ALPN-01 challenge.

@@ -67,6 +67,10 @@ type Config struct {
 	// are refused.
 	AcceptDirect bool
 	DirectFrom   func(ctx context.Context, p peer.ID) bool
+	// TLS offers relay.ProtocolTLS: gateways splice visitors' TLS to
+	// the node, which serves TLSListener. Off, the protocol is not
+	// offered and gateways terminate TLS themselves at once.
+	TLS bool
 	// MaxBackoff caps the retry wait (default 1 s).
 	MaxBackoff time.Duration
 	// Dial opens local TCP connections (default net.Dialer).
@@ -208,10 +212,12 @@ func (c *Client) Attached() []records.Peer {
 func (c *Client) Run(ctx context.Context) error {
 	h := c.cfg.Host
 	h.SetStreamHandler(relay.ProtocolHTTP, func(st network.Stream) { c.handleStream(st, c.ln) })
-	h.SetStreamHandler(relay.ProtocolTLS, func(st network.Stream) { c.handleStream(st, c.tlsLn) })
+	if c.cfg.TLS {
+		h.SetStreamHandler(relay.ProtocolTLS, func(st network.Stream) { c.handleStream(st, c.tlsLn) })
+		defer h.RemoveStreamHandler(relay.ProtocolTLS)
+	}
 	h.SetStreamHandler(relay.ProtocolTCP, c.handleTCP)
 	defer h.RemoveStreamHandler(relay.ProtocolHTTP)
-	defer h.RemoveStreamHandler(relay.ProtocolTLS)
 	defer h.RemoveStreamHandler(relay.ProtocolTCP)
 	defer c.ln.Close()
 	defer c.tlsLn.Close()

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 
 	"github.com/gorilla/websocket"
@@ -14,13 +15,14 @@ import (
 //	GET /hello  "hello <Host> xff=<X-Forwarded-For> xfh=<X-Forwarded-Host> xfp=<X-Forwarded-Proto>"
 //	POST /sum   "<body length> <hex SHA-256 of the body>", read as a stream
 //	GET /ws     a WebSocket that echoes every message
+//	GET /peer   "<the connection's remote host> <protocol> tls=<true|false>"
 func HTTP() http.Handler {
 	mux := http.NewServeMux()
 	Register(mux)
 	return mux
 }
 
-// Register adds HTTP's three paths to mux, beside other handlers (a
+// Register adds HTTP's paths to mux, beside other handlers (a
 // personal node's cloud at /).
 func Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
@@ -35,6 +37,13 @@ func Register(mux *http.ServeMux) {
 			return
 		}
 		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+	})
+	mux.HandleFunc("GET /peer", func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		fmt.Fprintf(w, "%s %s tls=%t", host, r.Proto, r.TLS != nil)
 	})
 	up := websocket.Upgrader{}
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {

@@ -31,6 +31,9 @@ type Options struct {
 	ACME                        supernode.ACMEConfig
 	// GrantTTL is the lifetime of name grants (0: the default).
 	GrantTTL time.Duration
+	// TLS is the domain's TLS mode (auto, end-to-end, gateway; "":
+	// auto).
+	TLS string
 }
 
 // Gateway is a running gateway supernode.
@@ -40,6 +43,7 @@ type Gateway struct {
 	API      string   // http://<its HTTP listener>: the names API
 	HTTPPort int
 	Operator identity.ID
+	DataDir  string // the supernode's (its certificates in certs/)
 }
 
 // Start runs the gateway supernode until the test ends.
@@ -68,6 +72,9 @@ func Start(t testing.TB, o Options) *Gateway {
 		Domains: []supernode.DomainTrust{{Domain: o.Domain, Operator: op.DID()}},
 		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile},
 			GrantTTL: config.Duration(o.GrantTTL)}}
+	if o.TLS != "" {
+		cfg.Gateway.TLS = map[string]string{o.Domain: o.TLS}
+	}
 	opts := supernode.Options{Logger: testlog.New(t, 0), GatewayHTTPListener: o.HTTPListener}
 	if o.HTTPSListener != nil {
 		cfg.Gateway.HTTPSListen = "127.0.0.1:0"
@@ -84,7 +91,7 @@ func Start(t testing.TB, o Options) *Gateway {
 	go func() { done <- supernode.Run(ctx, cfg, opts) }()
 	t.Cleanup(func() { cancel(); <-done })
 	g := &Gateway{Domain: o.Domain, API: "http://" + o.HTTPListener.Addr().String(),
-		HTTPPort: o.HTTPListener.Addr().(*net.TCPAddr).Port, Operator: op}
+		HTTPPort: o.HTTPListener.Addr().(*net.TCPAddr).Port, Operator: op, DataDir: cfg.DataDir}
 	select {
 	case g.Addrs = <-ready:
 	case err := <-done:
