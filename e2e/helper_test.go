@@ -61,6 +61,12 @@ func TestHelper(t *testing.T) {
 // calling it name, and waits until it is ready.
 func start(t *testing.T, h *nattest.Host, role, name string, cfg any) *nattest.Proc {
 	t.Helper()
+	return startEnv(t, h, role, name, cfg)
+}
+
+// startEnv is start with more environment variables for the process.
+func startEnv(t *testing.T, h *nattest.Host, role, name string, cfg any, env ...string) *nattest.Proc {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".json")
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -70,5 +76,5 @@ func start(t *testing.T, h *nattest.Host, role, name string, cfg any) *nattest.P
 		t.Fatal(err)
 	}
 	return nattest.StartProc(t, h, name, []string{os.Args[0], "-test.run=^TestHelper$", "-test.v"},
-		"PC2_E2E_ROLE="+role, "PC2_E2E_CONFIG="+path)
+		append([]string{"PC2_E2E_ROLE=" + role, "PC2_E2E_CONFIG=" + path}, env...)...)
 }

@@ -45,7 +45,8 @@ type Options struct {
 	// checks the certificate against the system's roots).
 	NamesClient *http.Client
 	// TLSCheck is how often the node looks whether its name needs a
-	// certificate of its own (a new name, the domain's mode); 0: 30 s.
+	// certificate of its own (a new name, the domain's mode); 0: 2 s
+	// (cheap: the domain record is looked up again only when stale).
 	TLSCheck time.Duration
 	// Version is shown on the status page.
 	Version string
@@ -514,7 +515,7 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 	}
 	if n.tls != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); n.tls.keepLoop(ctx, gateways, cmp.Or(n.opts.TLSCheck, 30*time.Second)) }()
+		go func() { defer wg.Done(); n.tls.keepLoop(ctx, gateways, cmp.Or(n.opts.TLSCheck, 2*time.Second)) }()
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); n.keepBackupRecord(ctx, node, key) }()

@@ -31,6 +31,10 @@ type Options struct {
 	ACME                        supernode.ACMEConfig
 	// GrantTTL is the lifetime of name grants (0: the default).
 	GrantTTL time.Duration
+	// ServeOnly: the supernode serves the domain without its operator
+	// key (it grants no names and does not list itself in the domain's
+	// record): another supernode of the operator's does.
+	ServeOnly bool
 	// TLS is the domain's TLS mode (auto, end-to-end, gateway; "":
 	// auto).
 	TLS string
@@ -72,7 +76,10 @@ func Start(t testing.TB, o Options) *Gateway {
 		Domains: []supernode.DomainTrust{{Domain: o.Domain, Operator: op.DID()}},
 		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile},
 			GrantTTL: config.Duration(o.GrantTTL)}}
-	if o.TLS != "" {
+	if o.ServeOnly {
+		cfg.Gateway.OperatorKeys = nil
+	}
+	if o.TLS != "" && !o.ServeOnly {
 		cfg.Gateway.TLS = map[string]string{o.Domain: o.TLS}
 	}
 	opts := supernode.Options{Logger: testlog.New(t, 0), GatewayHTTPListener: o.HTTPListener}

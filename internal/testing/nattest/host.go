@@ -367,6 +367,17 @@ func (h *Host) configure(iface string, p netip.Prefix, gw netip.Addr) error {
 	return nil
 }
 
+// Nft loads an nftables script in h's namespace (a firewall rule, a
+// table deleted again): the test's own rules beside the routers' NAT.
+func (h *Host) Nft(script string) error {
+	cmd := h.Command(context.Background(), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: nft: %v: %s", h.name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // makeRouter turns on forwarding and loads routerRules.
 func (h *Host) makeRouter(ctx context.Context) error {
 	var err error
@@ -376,10 +387,8 @@ func (h *Host) makeRouter(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: enable forwarding: %w", h.name, err)
 	}
-	cmd := h.Command(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(routerRules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: load NAT rules with nft: %v: %s", h.name, err, strings.TrimSpace(string(out)))
+	if err := h.Nft(routerRules); err != nil {
+		return fmt.Errorf("load NAT rules: %w", err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ package pebbletest
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/big"
 	"net"
 	"net/http"
@@ -218,6 +220,19 @@ func (s *Server) Stop() {
 // IssuingRoots fetches the roots Pebble issues under (management API
 // /roots/0). Pebble makes a new root each time it starts.
 func (s *Server) IssuingRoots() (*x509.CertPool, error) {
+	body, err := s.IssuingRootsPEM()
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(body) {
+		return nil, errors.New("pebbletest: issuing root: no PEM certificate in the answer")
+	}
+	return pool, nil
+}
+
+// IssuingRootsPEM is IssuingRoots as PEM (for SSL_CERT_FILE).
+func (s *Server) IssuingRootsPEM() ([]byte, error) {
 	resp, err := s.client.Get(s.mgmtURL + "/roots/0")
 	if err != nil {
 		return nil, fmt.Errorf("pebbletest: issuing root: %w", err)
@@ -227,11 +242,7 @@ func (s *Server) IssuingRoots() (*x509.CertPool, error) {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("pebbletest: issuing root: %s %v", resp.Status, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(body) {
-		return nil, errors.New("pebbletest: issuing root: no PEM certificate in the answer")
-	}
-	return pool, nil
+	return body, nil
 }
 
 // Orders is how many orders Pebble has accepted (counted from its log).
@@ -433,4 +444,49 @@ func Leaf(addr, name string, roots *x509.CertPool) (*x509.Certificate, error) {
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0], nil
+}
+
+// KeyFiles are the private key files certmagic stored for name under
+// dir (a certificate manager's storage).
+func KeyFiles(dir, name string) []string {
+	var out []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() == name+".key" {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// StoredKey is the public half of the one private key certmagic stored
+// for name under dir.
+func StoredKey(dir, name string) (crypto.PublicKey, error) {
+	files := KeyFiles(dir, name)
+	if len(files) != 1 {
+		return nil, fmt.Errorf("pebbletest: keys for %s under %s: %v", name, dir, files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("pebbletest: %s is not PEM", files[0])
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(blk.Bytes); err == nil {
+		if s, ok := k.(crypto.Signer); ok {
+			return s.Public(), nil
+		}
+	}
+	if k, err := x509.ParseECPrivateKey(blk.Bytes); err == nil {
+		return k.Public(), nil
+	}
+	return nil, fmt.Errorf("pebbletest: %s holds no private key it can read", files[0])
+}
+
+// SameKey reports whether a and b are the same public key.
+func SameKey(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
 }
