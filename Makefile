@@ -116,6 +116,7 @@ FUZZ_TARGETS := \
 	FuzzValidate:./services/dht/records/ \
 	FuzzParseClaim:./services/dht/records/ \
 	FuzzReadMessage:./services/relay/ \
+	FuzzReadTLSHeader:./services/relay/ \
 	FuzzReadLine:./services/tunnel/ \
 	FuzzReadClaim:./services/gateway/ \
 	FuzzSkeletonOf:./services/gateway/ \

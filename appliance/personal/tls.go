@@ -224,7 +224,8 @@ func (t *nodeTLS) check(ctx context.Context, gateways *dht.GatewaySet) {
 	}
 	already := t.kept[name]
 	t.mu.Unlock()
-	if already || mode == records.TLSGateway {
+	// Not before the domain's record is read: its mode may say no.
+	if already || !known || mode == records.TLSGateway {
 		return
 	}
 	// Kept before the order starts: the CA's validation is accepted
@@ -268,7 +269,7 @@ func (t *nodeTLS) status(name string) TLSStatus {
 	case cs.Held:
 		st.Mode, st.Why = TLSEndToEnd, fmt.Sprintf("visitors' TLS ends on this device: its certificate for %s is from %s, valid until %s", name, cs.Issuer, cs.NotAfter.UTC().Format("2006-01-02"))
 	case !kept:
-		st.Mode, st.Why = TLSGateway, "the node has not asked for a certificate of its own yet (it waits for its network and the domain's record)"
+		st.Mode, st.Why = TLSGateway, "the node has not asked for a certificate of its own yet (it waits until it has read the domain's record)"
 	case cs.LastError != "":
 		st.Mode, st.Why = TLSGateway, "the certificate authority did not give this device a certificate yet: "+cs.LastError
 	default:

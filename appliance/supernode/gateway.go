@@ -40,7 +40,8 @@ type GatewayConfig struct {
 	// else here), "end-to-end" (only at the node: visitors of a node
 	// without one cannot connect) or "gateway" (always here). It goes
 	// into the domain record this supernode publishes, which every
-	// gateway of the domain follows.
+	// gateway of the domain follows; unset, the record keeps the mode it
+	// has (a new record: auto).
 	TLS map[string]string `json:"tls,omitempty"`
 	// Policy says who may claim new names (open, invite, allowlist).
 	Policy gateway.Policy `json:"policy,omitempty"`

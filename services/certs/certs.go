@@ -93,6 +93,9 @@ type Config struct {
 	// Keep turns certificates on demand off: Keep names the names to
 	// obtain ahead and renew (a node's own names). Allow is then unused.
 	Keep bool
+	// RenewCheck is how often certificates are checked for renewal
+	// (0: certmagic's 10 minutes; a test with short-lived ones).
+	RenewCheck time.Duration
 	// OrdersPerWeek bounds new certificate orders (renewals not
 	// counted): a fifth of them at once, the rest spread over the week
 	// (<= 0: DefaultOrdersPerWeek). Whoever can make names be allowed
@@ -210,8 +213,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 
 	c.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return c.magic, nil },
-		Logger:           zl,
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return c.magic, nil },
+		RenewCheckInterval: cfg.RenewCheck,
+		Logger:             zl,
 	})
 	c.magic = certmagic.New(c.cache, certmagic.Config{
 		Storage: &certmagic.FileStorage{Path: cfg.Dir},

@@ -25,6 +25,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/pc2/pc2/internal/testing/pebbletest"
+	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 )
 
@@ -584,5 +585,68 @@ func TestConfigErrors(t *testing.T) {
 			c.Close()
 			t.Errorf("New(%+v) succeeded; want an error", cfg)
 		}
+	}
+}
+
+// TestKeep (a node's own name): Keep obtains the certificate ahead,
+// through TLS-ALPN-01 answered by TLSConfig on a listener of the
+// caller's (certmagic's own challenge listener is on another loopback
+// port, as on a node); State says it is held, by whom and until when,
+// and Ordering is true only while the order runs. The certificate,
+// short-lived here, is renewed before it ends and the new one served.
+// A name the CA cannot validate gets its error in State.
+func TestKeep(t *testing.T) {
+	tlsLn := loopbackListener(t)
+	pb := pebbletest.Start(t, pebbletest.Options{TLSPort: port(tlsLn), Validity: 30 * time.Second})
+	name := "alice." + certsDomain
+	if err := pb.AddA(name, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	roots, err := pb.IssuingRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spare := loopbackListener(t) // a port certmagic may bind, closed
+	spare.Close()
+	c := newCerts(t, Config{CA: pb.DirectoryURL, CARoots: pb.ClientRoots, Dir: t.TempDir(), Keep: true, DisableHTTP01: true,
+		ListenHost: "127.0.0.1", TLSALPNPort: port(spare), RenewCheck: time.Second, Logger: testlog.New(t, slog.LevelDebug)})
+	srv := &http.Server{TLSConfig: c.TLSConfig(), Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})}
+	go srv.ServeTLS(tlsLn, "", "")
+	t.Cleanup(func() { srv.Close() })
+	if st := c.State(name); st.Held || st.Ordering {
+		t.Fatalf("before Keep: %+v", st)
+	}
+	if err := c.Keep(name); err != nil {
+		t.Fatal(err)
+	}
+	var first NameState
+	testenv.WaitFor(t, time.Minute, "the certificate", func() bool { first = c.State(name); return first.Held })
+	if first.Ordering || first.LastError != "" || !strings.Contains(first.Issuer, "Pebble") || time.Until(first.NotAfter) > 31*time.Second {
+		t.Fatalf("after the order: %+v", first)
+	}
+	leaf, err := pebbletest.Leaf(tlsLn.Addr().String(), name, roots)
+	if err != nil || !leaf.NotAfter.Equal(first.NotAfter) {
+		t.Fatalf("served %v (%v), want the certificate held until %v", leaf, err, first.NotAfter)
+	}
+	testenv.WaitFor(t, time.Minute, "the renewal", func() bool { return c.State(name).NotAfter.After(first.NotAfter) })
+	if leaf, err := pebbletest.Leaf(tlsLn.Addr().String(), name, roots); err != nil || !leaf.NotAfter.After(first.NotAfter) {
+		t.Fatalf("after the renewal the old certificate is served: %v %v", leaf, err)
+	}
+
+	// Nothing answers for this one: the CA's validation fails.
+	other := "bob." + certsDomain
+	if err := pb.AddA(other, "127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	if err := c.Keep(other); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, time.Minute, "bob's failure", func() bool { return c.State(other).LastError != "" })
+	if st := c.State(other); st.Held || st.Ordering {
+		t.Fatalf("after a failed order: %+v", st)
+	}
+	if err := newCerts(t, Config{Dir: t.TempDir(), Allow: func(context.Context, string) error { return nil }}).Keep(name); err == nil {
+		t.Error("Keep on an on-demand manager succeeded")
 	}
 }

@@ -235,7 +235,8 @@ const DomainListTTL = 30 * 24 * time.Hour
 // with its current addresses, publishing a new record signed by the
 // domain's operator key when it does not (or when it is past half its
 // life), with tlsMode as the domain's TLS mode (records.Domain.TLS;
-// "auto" is records.TLSAuto). The other gateways listed stay. It reports whether it
+// "auto" is records.TLSAuto; "" keeps the record's, auto for a new one).
+// The other gateways listed stay. It reports whether it
 // published. Supernodes holding a domain's operator key call it, so the
 // gateways of an operator's supernodes find each other (GatewaySet)
 // without a hand-made record.
@@ -243,6 +244,7 @@ func (n *Node) ListGateway(ctx context.Context, domain, tlsMode string, operator
 	if err := records.ValidTLSMode(tlsMode); err != nil {
 		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
 	}
+	keepMode := tlsMode == ""
 	if tlsMode == "auto" {
 		tlsMode = records.TLSAuto
 	}
@@ -271,6 +273,9 @@ func (n *Node) ListGateway(ctx context.Context, domain, tlsMode string, operator
 	case errors.Is(err, ErrNotFound):
 	default:
 		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
+	}
+	if keepMode && old.Operator == opID {
+		tlsMode = old.TLS
 	}
 	now := n.cfg.now()
 	others := make([]records.Peer, 0, len(old.Gateways)+1)

@@ -11,6 +11,7 @@ package pebbletest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -66,6 +67,12 @@ type Options struct {
 	// Dial is how the test reaches them (default net.Dialer): from the
 	// same namespace.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Validity is the lifetime of the certificates issued (0: 90 days):
+	// short, to see them renewed.
+	Validity time.Duration
+	// CertIPs are more addresses the endpoints' HTTPS certificate is
+	// valid for (a VM reaches the host's loopback at 10.0.2.2).
+	CertIPs []string
 }
 
 // Server is a running Pebble and pebble-challtestsrv pair.
@@ -109,7 +116,7 @@ func Start(t testing.TB, opts Options) *Server {
 	if opts.Dial == nil {
 		opts.Dial = (&net.Dialer{}).DialContext
 	}
-	certFile, keyFile, caPEM := serverCert(t, opts.Host)
+	certFile, keyFile, caPEM := serverCert(t, append([]string{opts.Host}, opts.CertIPs...)...)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	if opts.HTTPPort == 0 {
@@ -156,7 +163,7 @@ func Start(t testing.TB, opts Options) *Server {
 		"keyAlgorithm":            "ecdsa",
 		"retryAfter":              map[string]int{"authz": 0, "order": 0},
 		"profiles": map[string]any{
-			"default": map[string]any{"description": "pebbletest", "validityPeriod": 90 * 24 * 3600},
+			"default": map[string]any{"description": "pebbletest", "validityPeriod": int64(cmp.Or(opts.Validity, 90*24*time.Hour) / time.Second)},
 		},
 	}}
 	cfgJSON, _ := json.Marshal(cfg)
@@ -384,10 +391,10 @@ func freeDNSPort(t testing.TB) int {
 }
 
 // serverCert makes a CA and a certificate for Pebble's own HTTPS
-// endpoints at host (and loopback), and returns the certificate and key
+// endpoints at hosts (and loopback), and returns the certificate and key
 // files and the CA as PEM. Pebble's test/certs name only localhost,
 // which an ACME client in another network namespace does not dial.
-func serverCert(t testing.TB, host string) (certFile, keyFile string, caPEM []byte) {
+func serverCert(t testing.TB, hosts ...string) (certFile, keyFile string, caPEM []byte) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -406,14 +413,16 @@ func serverCert(t testing.TB, host string) (certFile, keyFile string, caPEM []by
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host},
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: hosts[0]},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), DNSNames: []string{"localhost"},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	if ip := net.ParseIP(host); ip != nil {
-		leaf.IPAddresses = append(leaf.IPAddresses, ip)
-	} else {
-		leaf.DNSNames = append(leaf.DNSNames, host)
+	for _, host := range hosts {
+		if ip := net.ParseIP(host); ip != nil {
+			leaf.IPAddresses = append(leaf.IPAddresses, ip)
+		} else {
+			leaf.DNSNames = append(leaf.DNSNames, host)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
@@ -554,5 +555,41 @@ func TestConnectShares(t *testing.T) {
 	oid, _ := identity.IDFromPublicKey(other.Public().(ed25519.PublicKey))
 	if _, err := relay.Connect(ctx, peers[8].Host(), sn.AddrInfo(), oid); !errors.Is(err, relay.ErrForwardRefused) {
 		t.Fatalf("a connect to a node not attached: %v", err)
+	}
+}
+
+// TestForwardProtocols: a gateway forwards spliced TLS (relay.ProtocolTLS)
+// as it forwards HTTP, and the stream is the node's; a forward that asks
+// for any other protocol (a mapped TCP service, a peer connection) is
+// refused.
+func TestForwardProtocols(t *testing.T) {
+	sn, r := newRelay(t)
+	gw := newHost(t, dht.ModeClient, nil)
+	r.cfg.Forwarders = func(_ context.Context, p peer.ID) bool { return p == gw.Host().ID() }
+	_, key, _ := ed25519.GenerateKey(nil)
+	node := newHost(t, dht.ModeClient, key)
+	node.Host().SetStreamHandler(relay.ProtocolTLS, func(st network.Stream) { io.Copy(st, st); st.Close() })
+	attachNode(t, node, sn, key)
+	id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	c, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id, relay.ProtocolTLS)
+	if err != nil {
+		t.Fatalf("forwarded TLS: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("hello node")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello node" {
+		t.Fatalf("echo through the forwarded TLS stream: %q %v", buf, err)
+	}
+	for _, p := range []protocol.ID{relay.ProtocolTCP, relay.ProtocolPeer, "/pc2/other/1"} {
+		if _, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id, p); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "no such stream") {
+			t.Errorf("a forward for %s: got %v, want refused", p, err)
+		}
 	}
 }
