@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/internal/testing/browsertest"
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/echotest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
@@ -176,5 +178,32 @@ func TestEndToEndTLS(t *testing.T) {
 		if r := owner.Get("/_/"); r.Code != http.StatusOK || !strings.Contains(r.Body, name) {
 			t.Fatalf("the owner's dashboard over end-to-end TLS: %d", r.Code)
 		}
+
+		// A real browser that trusts the node's key and nothing else
+		// (another key: ERR_CERT_AUTHORITY_INVALID): the owner logs in,
+		// the page came over HTTP/2, and a WebSocket echoes.
+		b := browsertest.New(t, browsertest.Options{HostRules: []string{"MAP *.pc2.test 127.0.0.1"},
+			TrustKeys: []string{browsertest.SPKIHash(resp.TLS.PeerCertificates[0])}})
+		base := fmt.Sprintf("https://%s:%d", name, httpsLn.Addr().(*net.TCPAddr).Port)
+		b.Navigate(base + "/_/login")
+		b.Type("#password", "owner password")
+		b.Click("#login")
+		b.WaitVisible("#tls")
+		if got := b.Text("#tls"); got != "end-to-end encrypted" {
+			t.Errorf("the dashboard in Chromium says %q", got)
+		}
+		if p := b.Eval(`performance.getEntriesByType("navigation")[0].nextHopProtocol`); p != "h2" {
+			t.Errorf("Chromium loaded the dashboard over %q, want h2", p)
+		}
+		b.Navigate(base + "/peer")
+		if got := b.Text("body"); !strings.HasSuffix(got, "HTTP/2.0 tls=true") {
+			t.Errorf("Chromium's request at the node: %q", got)
+		}
+		if got := b.Eval(`new Promise((ok, fail) => { const ws = new WebSocket("wss://` + strings.TrimPrefix(base, "https://") + `/ws");
+			ws.onopen = () => ws.send("hello from chromium"); ws.onmessage = e => { ok(e.data); ws.close(); };
+			ws.onerror = () => fail("websocket error"); })`); got != "hello from chromium" {
+			t.Errorf("Chromium's WebSocket echo: %q", got)
+		}
+		b.CheckNoErrors()
 	}
 }

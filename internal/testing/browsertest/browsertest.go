@@ -12,6 +12,9 @@ package browsertest
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -40,6 +43,11 @@ type Options struct {
 	// IgnoreCertErrors accepts any TLS certificate, for servers with a
 	// self-signed or test-CA certificate.
 	IgnoreCertErrors bool
+	// TrustKeys accepts a TLS certificate whose public key (or a CA
+	// key in its chain) is one of these, and no other that the system
+	// does not trust: a test that wants one server's own key, not merely
+	// a valid certificate (SPKIHash makes the entries).
+	TrustKeys []string
 	// Timeout bounds the browser's whole life; 0 means 2 minutes (or the
 	// test's deadline, if sooner).
 	Timeout time.Duration
@@ -139,6 +147,9 @@ func New(t testing.TB, opts Options) *Browser {
 	)
 	if opts.IgnoreCertErrors {
 		aopts = append(aopts, chromedp.IgnoreCertErrors)
+	}
+	if len(opts.TrustKeys) > 0 {
+		aopts = append(aopts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(opts.TrustKeys, ",")))
 	}
 
 	base, cancelBase := context.WithTimeout(context.Background(), timeout)
@@ -369,6 +380,20 @@ func (b *Browser) SetFiles(sel string, paths ...string) {
 		abs[i] = a
 	}
 	run(b, fmt.Sprintf("set files of %q", sel), chromedp.SetUploadFiles(chromedp.CSS(sel), abs))
+}
+
+// SPKIHash is the entry of Options.TrustKeys for a certificate's key:
+// the base64 SHA-256 of its SubjectPublicKeyInfo.
+func SPKIHash(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// Eval evaluates a JavaScript expression in the page, awaiting it if it
+// is a promise, and returns its value as a string.
+func (b *Browser) Eval(js string) string {
+	b.t.Helper()
+	return run(b, "evaluate", chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
 }
 
 // Fetch fetches url from within the page, with the page's cookies, and
