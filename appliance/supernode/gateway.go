@@ -3,13 +3,18 @@ package supernode
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"golang.org/x/time/rate"
 
@@ -143,7 +148,8 @@ func (g *GatewayConfig) operatorKeys(c *Config) (map[string]ed25519.PrivateKey, 
 
 // startGateway runs the gateway and its names API; the returned func
 // stops them.
-func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRelay, gateways *dht.GatewaySet, log *slog.Logger) (func(), error) {
+func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRelay, gateways *dht.GatewaySet,
+	relayCert *atomic.Pointer[func(*tls.ClientHelloInfo) (*tls.Certificate, error)], log *slog.Logger) (func(), error) {
 	gc := cfg.Gateway
 	keys, err := gc.operatorKeys(cfg)
 	if err != nil {
@@ -166,7 +172,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	}
 	var cm *certs.Manager // set before the gateway serves
 	g, err = gateway.New(gateway.Config{Host: node.Host(), Resolver: node, Relay: rel, Domains: domains, API: names,
-		Rate: rate.Limit(gc.RateLimit), Burst: gc.Burst, Logger: log,
+		Rate: rate.Limit(gc.RateLimit), Burst: gc.Burst, Logger: log, RelayWS: relayWS(node),
 		OwnChallenge: func(name string) bool { return cm != nil && cm.Ordering(name) }})
 	if err != nil {
 		return nil, err
@@ -201,6 +207,8 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 			return nil, err
 		}
 		stops = append(stops, cm.Close)
+		getCert := cm.TLSConfig().GetCertificate
+		relayCert.Store(&getCert)
 		srv := g.Server()
 		// Port 443 goes through the gateway's SNI router, which hands
 		// each connection to this server's TLS today.
@@ -290,6 +298,20 @@ func newCerts(gc *GatewayConfig, cfg *Config, g *gateway.Gateway, httpLn, httpsL
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	return cm, nil
+}
+
+// relayWS is the address of node's secure WebSocket listener on loopback
+// ("": none), for the gateway's relay.<domain>.
+func relayWS(node *dht.Node) string {
+	for _, a := range node.Host().Network().ListenAddresses() {
+		if !dht.IsWebSocket(a) {
+			continue
+		}
+		if na, err := manet.ToNetAddr(a.Decapsulate(ma.StringCast("/tls/ws"))); err == nil {
+			return na.String()
+		}
+	}
+	return ""
 }
 
 // portOf is the TCP port ln listens on.

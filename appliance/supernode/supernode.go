@@ -2,12 +2,16 @@ package supernode
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pc2/pc2/internal/atomicfile"
@@ -60,10 +64,31 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// With HTTPS, port 443 serves the relay too (relay.<domain>, for
+	// nodes behind firewalls that let only TCP 443 out): the gateway
+	// hands those connections to a libp2p secure WebSocket listener on
+	// loopback, which terminates TLS with the gateway's certificate for
+	// the name (set once the gateway's certificates are).
+	listenAddrs := cfg.Listen
+	var wsTLS *tls.Config
+	var relayCert atomic.Pointer[func(*tls.ClientHelloInfo) (*tls.Certificate, error)]
+	if cfg.Gateway != nil && cfg.Gateway.HTTPSListen != "" {
+		if len(listenAddrs) == 0 {
+			listenAddrs = dht.DefaultListenAddrs
+		}
+		listenAddrs = append(slices.Clone(listenAddrs), "/ip4/127.0.0.1/tcp/0/tls/ws")
+		wsTLS = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if f := relayCert.Load(); f != nil {
+				return (*f)(h)
+			}
+			return nil, errors.New("supernode: the gateway's certificates are not ready yet")
+		}}
+	}
 	node, err := dht.New(ctx, dht.Config{
 		Key:               key,
 		Mode:              dht.ModeServer,
-		ListenAddrs:       cfg.Listen,
+		ListenAddrs:       listenAddrs,
+		WebSocketTLS:      wsTLS,
 		Bootstrap:         boot,
 		DataDir:           filepath.Join(cfg.DataDir, "records"),
 		Trust:             trust,
@@ -108,7 +133,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	defer rel.Close()
 	if cfg.Gateway != nil {
-		stop, err := startGateway(cfg, opts, node, rel, gws, log.With("service", "gateway"))
+		stop, err := startGateway(cfg, opts, node, rel, gws, &relayCert, log.With("service", "gateway"))
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ package dht
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/p2p/transport/websocket"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/pc2/pc2/provisioning/identity"
@@ -133,6 +135,14 @@ type Config struct {
 	// Limits; the zero value: a server sized for DefaultServerPeers, a
 	// client with libp2p's defaults). Ignored when Host is set.
 	Limits Limits
+	// WebSocketTLS is the TLS config of the host's secure WebSocket
+	// listeners (a ListenAddrs entry ending in /tls/ws): a supernode's,
+	// handed connections for relay.<domain> by its gateway's port 443.
+	// Every host dials /tls/ws addresses (nodes behind a firewall that
+	// lets only TCP 443 out), checking the certificate against the
+	// system's roots: libp2p's own handshake inside authenticates the
+	// peer either way.
+	WebSocketTLS *tls.Config
 }
 
 // Node is a running DHT participant.
@@ -263,6 +273,11 @@ func newHost(cfg Config) (host.Host, error) {
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
+		libp2p.Transport(websocket.New, websocket.WithTLSConfig(cfg.WebSocketTLS)),
+		// A WebSocket listener is a supernode's loopback end of its port
+		// 443 (the gateway hands it relay.<domain>): not an address to
+		// tell anyone.
+		libp2p.AddrsFactory(withoutWebSocket),
 		// TLS 1.3 first: Go's TLS picks AES-GCM where both ends have AES
 		// instructions and ChaCha20-Poly1305 elsewhere (the Pi 4); Noise
 		// is always ChaCha20 (relay throughput: docs/benchmarks.md).
@@ -292,17 +307,20 @@ func newHost(cfg Config) (host.Host, error) {
 	return h, nil
 }
 
-// tcpFirst is the dial ranker: a peer's TCP addresses at once, the others
-// (QUIC) 250 ms later if no TCP connection has come up by then. libp2p's
-// default prefers QUIC, but a node's relay traffic over TCP with TLS
-// moves about 1.8 times the bytes per CPU-second of QUIC on the supernode
-// (docs/benchmarks.md, "Relay: one-stream throughput"); QUIC remains the
-// fallback where TCP is blocked.
+// tcpFirst is the dial ranker: a peer's plain TCP addresses at once, the
+// others (QUIC, WebSocket over TLS on port 443) 250 ms later if no TCP
+// connection has come up by then. libp2p's default prefers QUIC, but a
+// node's relay traffic over TCP with TLS moves about 1.8 times the bytes
+// per CPU-second of QUIC on the supernode (docs/benchmarks.md, "Relay:
+// one-stream throughput"), and WebSocket adds the gateway's hop; they
+// remain the fallbacks where TCP, or everything but port 443, is
+// blocked. Every address is tried on every dial, so a node that moves
+// between networks finds what works there without remembering.
 func tcpFirst(addrs []ma.Multiaddr) []network.AddrDelay {
 	out := make([]network.AddrDelay, 0, len(addrs))
 	for _, a := range addrs {
-		d := quicFallbackDelay
-		if _, err := a.ValueForProtocol(ma.P_TCP); err == nil {
+		d := fallbackDelay
+		if _, err := a.ValueForProtocol(ma.P_TCP); err == nil && !IsWebSocket(a) {
 			d = 0
 		}
 		out = append(out, network.AddrDelay{Addr: a, Delay: d})
@@ -310,8 +328,31 @@ func tcpFirst(addrs []ma.Multiaddr) []network.AddrDelay {
 	return out
 }
 
-// quicFallbackDelay is how long a dial waits for TCP before trying QUIC.
-const quicFallbackDelay = 250 * time.Millisecond
+// fallbackDelay is how long a dial waits for TCP before trying QUIC and
+// WebSocket.
+const fallbackDelay = 250 * time.Millisecond
+
+// IsWebSocket reports whether a is a (secure) WebSocket address.
+func IsWebSocket(a ma.Multiaddr) bool {
+	for _, c := range a {
+		if p := c.Protocol().Code; p == ma.P_WS || p == ma.P_WSS {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutWebSocket drops WebSocket listeners from the addresses a host
+// announces.
+func withoutWebSocket(addrs []ma.Multiaddr) []ma.Multiaddr {
+	out := addrs[:0:0]
+	for _, a := range addrs {
+		if !IsWebSocket(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
 
 // Host is the node's libp2p host (the relay and gateway add protocols to it).
 func (n *Node) Host() host.Host { return n.host }

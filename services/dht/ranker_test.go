@@ -9,26 +9,46 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// TestDialPrefersTCP: a client that knows a server's TCP and QUIC
-// addresses connects over TCP (and QUIC still works alone).
+// TestDialPrefersTCP: a client that knows a server's TCP, QUIC and
+// WebSocket addresses connects over TCP (and QUIC and WebSocket still
+// work alone). The WebSocket listener is not among the addresses the
+// server announces (a supernode's is its gateway's loopback end).
 func TestDialPrefersTCP(t *testing.T) {
 	_, skey, _ := ed25519.GenerateKey(nil)
-	srv, err := New(context.Background(), Config{Key: skey, ListenAddrs: []string{"/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0"}})
+	srv, err := New(context.Background(), Config{Key: skey, ListenAddrs: []string{"/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0",
+		"/ip4/127.0.0.1/tcp/0/ws"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	var ws ma.Multiaddr
+	for _, a := range srv.Host().Network().ListenAddresses() {
+		if IsWebSocket(a) {
+			ws = a
+		}
+	}
+	for _, a := range srv.AddrInfo().Addrs {
+		if IsWebSocket(a) {
+			t.Errorf("the server announces its WebSocket listener %s", a)
+		}
+	}
+	if ws == nil {
+		t.Fatal("no WebSocket listener")
+	}
 	for _, tc := range []struct {
 		name, want string
 		only       string
-	}{{"both", "tcp", ""}, {"quic only", "quic-v1", "quic-v1"}} {
+	}{{"all", "tcp", ""}, {"quic only", "quic-v1", "quic-v1"}, {"websocket only", "websocket", "ws"}} {
 		_, ckey, _ := ed25519.GenerateKey(nil)
 		c, err := New(context.Background(), Config{Key: ckey, Mode: ModeClient})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ai := srv.AddrInfo()
-		if tc.only != "" {
+		ai.Addrs = append(ai.Addrs, ws)
+		if tc.only == "ws" {
+			ai.Addrs = []ma.Multiaddr{ws}
+		} else if tc.only != "" {
 			ai.Addrs = nil
 			for _, a := range srv.AddrInfo().Addrs {
 				if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err == nil {

@@ -122,6 +122,12 @@ type Config struct {
 	// PeekTimeout bounds a port-443 client's wait before its ClientHello
 	// (ServeTLS; 0: sni.DefaultTimeout).
 	PeekTimeout time.Duration
+	// RelayWS is the address ("127.0.0.1:port") of this supernode's
+	// libp2p secure WebSocket listener: ServeTLS hands it the
+	// connections for relay.<domain> of every served domain, so nodes
+	// behind firewalls that let only TCP 443 out attach through port 443
+	// too. Empty: relay.<domain> is not served.
+	RelayWS string
 	// OwnChallenge reports whether a TLS-ALPN-01 validation for name is
 	// the gateway's own (certs.Manager.Ordering): those are terminated
 	// here, the others spliced to the name's node, which may be getting
@@ -141,9 +147,12 @@ type Gateway struct {
 	proxy   *nodeproxy.Proxy
 	limiter *ipLimiter
 	// peeking and peekingAll count the port-443 connections still
-	// sending their ClientHello (ServeTLS), per client and in all.
+	// sending their ClientHello (ServeTLS), per client and in all;
+	// relaying the connections handed to the relay's WebSocket listener,
+	// per client.
 	peeking    shares.Counter[string]
 	peekingAll shares.Counter[struct{}]
+	relaying   shares.Counter[string]
 
 	mu    sync.Mutex
 	cache map[string]*entry
@@ -318,6 +327,8 @@ func (g *Gateway) Allowed(ctx context.Context, name string) error {
 		return fmt.Errorf("gateway: %s is not under a domain served here", host)
 	case label == "":
 		return nil
+	case label == RelayLabel && g.cfg.RelayWS != "":
+		return nil // the libp2p WebSocket listener's certificate
 	}
 	if err := records.ValidLabel(label); err != nil {
 		return err

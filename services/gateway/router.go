@@ -27,6 +27,18 @@ const (
 	PeeksTotal     = 4096
 )
 
+// RelayLabel is the reserved name of a domain's relays on port 443:
+// relay.<domain> goes to the supernode's libp2p WebSocket listener
+// (Config.RelayWS).
+const RelayLabel = "relay"
+
+// RelayConnsPerClient bounds the relay.<domain> connections one client
+// (an IPv4 address or an IPv6 /64) holds at once: they reach libp2p from
+// loopback, where its per-address limits do not count them, so the
+// gateway does. A home or a carrier-grade NAT's address holds as many
+// as libp2p allows one address on the supernode's own port (64).
+const RelayConnsPerClient = 64
+
 // ServeTLS serves port 443: each connection's ClientHello is read without
 // terminating it (services/gateway/sni), within the per-client request
 // limit and the peek limits (a client that sends nothing is cut after
@@ -40,6 +52,10 @@ const (
 //     gateway's own, Config.OwnChallenge). Each spliced connection holds
 //     one of the client's share of the node's streams
 //     (Config.StreamsPerClient) while it lasts.
+//   - relay.<domain>, unless it is the gateway's own TLS-ALPN-01
+//     validation: raw to the supernode's libp2p WebSocket listener
+//     (Config.RelayWS), which terminates TLS with the gateway's
+//     certificate for the name; at most RelayConnsPerClient at once.
 //   - else to the gateway's own TLS termination (tlsConfig, then srv):
 //     apexes, names under a domain in "gateway" mode, and in "auto"
 //     mode names whose node has no certificate yet (asked again after
@@ -93,11 +109,51 @@ func (g *Gateway) route(c net.Conn, term *chanlisten.Listener) {
 		c.Close()
 		return
 	}
-	if !g.splice(c, client, hello) {
-		if !term.Deliver(replay) {
-			c.Close()
-		}
+	if g.toRelay(replay, client, hello) || g.splice(c, client, hello) {
+		return
 	}
+	if !term.Deliver(replay) {
+		c.Close()
+	}
+}
+
+// toRelay hands a connection for relay.<domain> to the libp2p WebSocket
+// listener and reports whether it took it (spliced, or closed: over the
+// client's share, the listener down).
+func (g *Gateway) toRelay(c net.Conn, client string, hello *sni.Hello) bool {
+	if g.cfg.RelayWS == "" {
+		return false
+	}
+	host, ok := netaddr.CanonicalHost(hello.ServerName)
+	if !ok {
+		return false
+	}
+	label, _, ok := g.split(host)
+	if !ok || label != RelayLabel {
+		return false
+	}
+	if slices.Equal(hello.ALPN, []string{relay.ALPNACME}) && g.cfg.OwnChallenge != nil && g.cfg.OwnChallenge(host) {
+		return false
+	}
+	release, ok := g.relaying.Take(client, RelayConnsPerClient)
+	if !ok {
+		g.log.Debug("relay connection refused: the client holds its share", "client", client)
+		c.Close()
+		return true
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DialTimeout)
+	ws, err := (&net.Dialer{}).DialContext(ctx, "tcp", g.cfg.RelayWS)
+	cancel()
+	if err != nil {
+		g.log.Warn("the relay's WebSocket listener cannot be reached", "addr", g.cfg.RelayWS, "err", err)
+		c.Close()
+		return true
+	}
+	relay.Splice(c, ws)
+	c.Close()
+	ws.Close()
+	return true
 }
 
 // Where a visitor's TLS ended (Status.TLS).

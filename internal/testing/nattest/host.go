@@ -378,6 +378,20 @@ func (h *Host) Nft(script string) error {
 	return nil
 }
 
+// FlushConntrack forgets every flow h's connection tracking knows (a home
+// router restarting): replies to the flows its NAT made are dropped from
+// then on.
+func (h *Host) FlushConntrack() error {
+	var err error
+	if nsErr := h.do(func() { err = netlink.ConntrackTableFlush(netlink.ConntrackTable) }); nsErr != nil {
+		return nsErr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: flush conntrack: %w", h.name, err)
+	}
+	return nil
+}
+
 // makeRouter turns on forwarding and loads routerRules.
 func (h *Host) makeRouter(ctx context.Context) error {
 	var err error
