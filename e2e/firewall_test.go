@@ -58,7 +58,7 @@ func TestAttachOver443(t *testing.T) {
 		}
 	}
 	start(t, tp.SupernodeA, "supernode", "supernode-a", &supernode.Config{KeyFile: aKey, DataDir: filepath.Join(dir, "a"),
-		Listen: []string{"/ip4/0.0.0.0/tcp/8090", "/ip4/0.0.0.0/udp/8090/quic-v1"},
+		Listen:  []string{"/ip4/0.0.0.0/tcp/8090", "/ip4/0.0.0.0/udp/8090/quic-v1"},
 		Domains: []supernode.DomainTrust{{Domain: testDomain, Operator: opID.DID()}}, AllowPrivateDials: true,
 		Gateway: &supernode.GatewayConfig{HTTPListen: ":80", HTTPSListen: ":443", OperatorKeys: map[string]string{testDomain: opFile},
 			ACME: supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}}})
