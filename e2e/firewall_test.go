@@ -97,7 +97,7 @@ func TestAttachOver443(t *testing.T) {
 	base := "https://" + name
 	took := waitOK(t, user, base+"/hello", time.Minute)
 	t.Logf("%s reachable %v after its claim, attached over port 443", name, took.Round(time.Millisecond))
-	if st := status(t, tp, name); !st.Attached || st.LastRoute != "relay" {
+	if st := status(t, tp, name, tp.SupernodeA); !st.Attached || st.LastRoute != "relay" {
 		t.Fatalf("?status: %+v, want attached to A", st)
 	}
 	// The firewall dropped the node's tries on 8090 (TCP and QUIC).

@@ -137,7 +137,7 @@ func TestEndToEndTLSNAT(t *testing.T) {
 		t.Fatalf("the first visitor, before the node's certificate: the node saw %q; want the gateway's termination", body)
 	}
 	gatewayLeaf := cs.PeerCertificates[0]
-	if st := status(t, tp, name); st.TLS != gateway.TLSAtGateway || st.TLSMode != "auto" {
+	if st := status(t, tp, name, tp.SupernodeA); st.TLS != gateway.TLSAtGateway || st.TLSMode != "auto" {
 		t.Fatalf("?status before the node's certificate: %+v", st)
 	}
 
@@ -172,7 +172,7 @@ func TestEndToEndTLSNAT(t *testing.T) {
 	if k := pebbletest.KeyFiles(filepath.Join(dir, "a", "certs"), name); len(k) != 1 || pebbletest.SameKey(nodeKey, gatewayLeaf.PublicKey) {
 		t.Fatalf("the gateway's own key for %s (auto mode, before the node's): %v", name, k)
 	}
-	if st := status(t, tp, name); st.TLS != gateway.TLSAtNode {
+	if st := status(t, tp, name, tp.SupernodeA); st.TLS != gateway.TLSAtNode {
 		t.Fatalf("?status after the node's certificate: %+v", st)
 	}
 	// The first visitor's connection, terminated at the gateway, is
@@ -182,12 +182,12 @@ func TestEndToEndTLSNAT(t *testing.T) {
 	}
 }
 
-// status is a name's ?status from the gateway's port 80 (over HTTPS an
-// end-to-end name's requests go to the node).
-func status(t *testing.T, tp *nattest.Topology, name string) gateway.Status {
+// status is a name's ?status from the port 80 of gw's gateway (over
+// HTTPS an end-to-end name's requests go to the node).
+func status(t *testing.T, tp *nattest.Topology, name string, gw *nattest.Host) gateway.Status {
 	t.Helper()
 	c := tp.Client.HTTPClient()
-	req, _ := http.NewRequest("GET", "http://"+tp.SupernodeA.Addr().String()+"/?status", nil)
+	req, _ := http.NewRequest("GET", "http://"+gw.Addr().String()+"/?status", nil)
 	req.Host = name
 	resp, err := c.Do(req)
 	if err != nil {

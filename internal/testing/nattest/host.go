@@ -17,6 +17,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/pc2/pc2/internal/testing/proc"
 )
@@ -58,6 +59,16 @@ func (h *Host) String() string { return h.name }
 
 // Addr is the host's address on its uplink: for a router, its WAN address.
 func (h *Host) Addr() netip.Addr { return h.addrs[0] }
+
+// Addr6 is the host's IPv6 address (the zero Addr if it has none).
+func (h *Host) Addr6() netip.Addr {
+	for _, a := range h.addrs {
+		if a.Is6() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
 
 // Addrs returns all of the host's addresses, Addr first (a router's LAN
 // address second).
@@ -351,7 +362,8 @@ func (h *Host) configure(iface string, p netip.Prefix, gw netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("%s: %s: %w", h.name, iface, err)
 	}
-	if err := h.nl.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
+	// No duplicate address detection: an IPv6 address is usable at once.
+	if err := h.nl.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p), Flags: unix.IFA_F_NODAD}); err != nil {
 		return fmt.Errorf("%s: add %s to %s: %w", h.name, p, iface, err)
 	}
 	if err := h.nl.LinkSetUp(l); err != nil {
@@ -359,11 +371,53 @@ func (h *Host) configure(iface string, p netip.Prefix, gw netip.Addr) error {
 	}
 	if gw.IsValid() {
 		r := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()}
+		if gw.Is6() {
+			r.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		}
 		if err := h.nl.RouteAdd(r); err != nil {
 			return fmt.Errorf("%s: add default route via %s: %w", h.name, gw, err)
 		}
 	}
 	h.addrs = append(h.addrs, p.Addr())
+	return nil
+}
+
+// route adds a route to dst through gw (on the link to gw's subnet).
+func (h *Host) route(dst netip.Prefix, gw netip.Addr) error {
+	if err := h.nl.RouteAdd(&netlink.Route{Dst: ipNet(dst), Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("%s: add route to %s via %s: %w", h.name, dst, gw, err)
+	}
+	return nil
+}
+
+// router6Rules: home6 routes its LAN without NAT and lets in, besides
+// replies, only new connections to TCP 8090 (the node's libp2p port, the
+// one its owner opened) and ICMPv6 (which IPv6 needs).
+const router6Rules = `table ip6 nattest6 {
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		meta l4proto ipv6-icmp accept
+		iifname "lan" oifname "wan" accept
+		iifname "wan" oifname "lan" tcp dport 8090 accept
+	}
+}
+`
+
+// makeRouter6 turns on IPv6 forwarding and loads router6Rules.
+func (h *Host) makeRouter6() error {
+	var err error
+	if nsErr := h.do(func() {
+		err = os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1\n"), 0o644)
+	}); nsErr != nil {
+		return nsErr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: enable IPv6 forwarding: %w", h.name, err)
+	}
+	if err := h.Nft(router6Rules); err != nil {
+		return fmt.Errorf("load IPv6 router rules: %w", err)
+	}
 	return nil
 }
 

@@ -16,6 +16,14 @@
 //	     `- home2   100.64.0.2     NAT router; LAN 192.168.2.1/24
 //	         `- node2 192.168.2.2
 //
+// The public segment is IPv6 too (2001:db8::/64: the hosts above have
+// 2001:db8::<the last byte of their IPv4 address>), and holds a home
+// router with IPv6 only, home6 (2001:db8::6), which routes its LAN
+// 2001:db8:6::/64 without NAT, as IPv6 homes are: its node6
+// (2001:db8:6::2, no IPv4) has a global address and, as its firewall lets
+// in new connections to TCP 8090 only (a port its owner opened), is
+// reachable there.
+//
 // The three routers masquerade what leaves their "wan" interface
 // (nftables) and, like a home router without port forwards, forward
 // nothing inbound that is not a reply. Linux's NAT keeps a flow's source
@@ -71,6 +79,7 @@ type Topology struct {
 	Direct                 *Host // a node with a public address
 	Home1, Node1           *Host // NAT router and a node on its LAN
 	CGNAT, Home2, Node2    *Host // carrier-grade NAT, the home router behind it, and its LAN node
+	Home6, Node6           *Host // an IPv6-only router without NAT and its node, on 2001:db8:6::/64
 
 	t       testing.TB
 	public  *Host // the switch; not a host anyone talks to
@@ -86,6 +95,8 @@ type Topology struct {
 
 var (
 	publicNet = netip.MustParsePrefix("203.0.113.0/24")
+	public6   = netip.MustParsePrefix("2001:db8::/64")
+	home6LAN  = netip.MustParsePrefix("2001:db8:6::/64")
 	home1LAN  = netip.MustParsePrefix("192.168.1.0/24")
 	ispNet    = netip.MustParsePrefix("100.64.0.0/24")
 	home2LAN  = netip.MustParsePrefix("192.168.2.0/24")
@@ -126,7 +137,7 @@ func New(t testing.TB) *Topology {
 	tp.ctx, tp.cancel = context.WithCancel(context.Background())
 	t.Cleanup(tp.close)
 
-	names := []string{"public", "supernode-a", "supernode-b", "client", "direct", "home1", "node1", "cgnat", "home2", "node2"}
+	names := []string{"public", "supernode-a", "supernode-b", "client", "direct", "home1", "node1", "cgnat", "home2", "node2", "home6", "node6"}
 	nss, err := newNamespaces(len(names))
 	if err != nil {
 		testenv.SkipOrFail(t, "nattest: %v", err)
@@ -145,6 +156,7 @@ func New(t testing.TB) *Topology {
 	tp.public = tp.hosts[0]
 	tp.SupernodeA, tp.SupernodeB, tp.Client, tp.Direct = tp.hosts[1], tp.hosts[2], tp.hosts[3], tp.hosts[4]
 	tp.Home1, tp.Node1, tp.CGNAT, tp.Home2, tp.Node2 = tp.hosts[5], tp.hosts[6], tp.hosts[7], tp.hosts[8], tp.hosts[9]
+	tp.Home6, tp.Node6 = tp.hosts[10], tp.hosts[11]
 	tp.hosts = tp.hosts[1:]
 
 	// The public segment.
@@ -168,8 +180,15 @@ func New(t testing.TB) *Topology {
 		tp.must(tp.public.enslave(c.port, br))
 		tp.must(tp.public.setUp(c.port))
 		tp.must(c.h.configure(c.iface, netip.PrefixFrom(host(publicNet, c.last), 24), netip.Addr{}))
+		tp.must(c.h.configure(c.iface, netip.PrefixFrom(host6(public6, c.last), 64), netip.Addr{}))
 		c.h.nic, c.h.uplink = link{c.h, c.iface}, link{tp.public, c.port}
 	}
+	tp.must(tp.public.veth("home6", tp.Home6, "wan"))
+	tp.must(tp.public.enslave("home6", br))
+	tp.must(tp.public.setUp("home6"))
+	tp.must(tp.Home6.configure("wan", netip.PrefixFrom(host6(public6, 6), 64), netip.Addr{}))
+	tp.Home6.nic, tp.Home6.uplink = link{tp.Home6, "wan"}, link{tp.public, "home6"}
+	tp.lan6(tp.Home6, home6LAN, tp.Node6, "eth0")
 
 	// Behind NAT.
 	tp.lan(tp.Home1, home1LAN, tp.Node1, "eth0")
@@ -178,14 +197,24 @@ func New(t testing.TB) *Topology {
 	for _, h := range tp.hosts {
 		h.public = h.addrs[0]
 	}
+	// The public hosts reach home6's LAN through it.
+	for _, h := range []*Host{tp.SupernodeA, tp.SupernodeB, tp.Client, tp.Direct, tp.Home1, tp.CGNAT} {
+		tp.must(h.route(home6LAN, host6(public6, 6)))
+	}
 	tp.Node1.public = tp.Home1.Addr()
 	tp.Home2.public, tp.Node2.public = tp.CGNAT.Addr(), tp.CGNAT.Addr()
 
 	// Routers: forwarding and NAT, the three at once (nft is the slow part).
-	routers := []*Host{tp.Home1, tp.CGNAT, tp.Home2}
+	routers := []*Host{tp.Home1, tp.CGNAT, tp.Home2, tp.Home6}
 	errs := make(chan error, len(routers))
 	for _, r := range routers {
-		go func() { errs <- r.makeRouter(tp.ctx) }()
+		go func() {
+			if r == tp.Home6 {
+				errs <- r.makeRouter6()
+				return
+			}
+			errs <- r.makeRouter(tp.ctx)
+		}()
 	}
 	for range routers {
 		if err := <-errs; err != nil {
@@ -205,6 +234,23 @@ func (tp *Topology) lan(router *Host, p netip.Prefix, h *Host, iface string) {
 	h.nic, h.uplink = link{h, iface}, link{router, "lan"}
 }
 
+// lan6 connects router's "lan" interface (::1 of the IPv6 /64 p) to h's
+// iface (::2, default route via the router): IPv6 only.
+func (tp *Topology) lan6(router *Host, p netip.Prefix, h *Host, iface string) {
+	tp.t.Helper()
+	tp.must(router.veth("lan", h, iface))
+	tp.must(router.configure("lan", netip.PrefixFrom(host6(p, 1), 64), netip.Addr{}))
+	tp.must(h.configure(iface, netip.PrefixFrom(host6(p, 2), 64), host6(p, 1)))
+	h.nic, h.uplink = link{h, iface}, link{router, "lan"}
+}
+
+// host6 returns the address ::last in the IPv6 /64 p.
+func host6(p netip.Prefix, last byte) netip.Addr {
+	a := p.Addr().As16()
+	a[15] = last
+	return netip.AddrFrom16(a)
+}
+
 func (tp *Topology) must(err error) {
 	tp.t.Helper()
 	if err != nil {
@@ -220,7 +266,7 @@ func wrap(what string, err error) error {
 }
 
 // Hosts returns every host of the topology, routers included: the
-// public ones, then home1, node1, cgnat, home2, node2.
+// public ones, then home1, node1, cgnat, home2, node2, home6, node6.
 func (tp *Topology) Hosts() []*Host { return tp.hosts }
 
 func (tp *Topology) String() string {

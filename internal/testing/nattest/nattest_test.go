@@ -457,3 +457,47 @@ func TestCleanup(t *testing.T) {
 		t.Errorf("Command after teardown: ran, want an error")
 	}
 }
+
+// TestIPv6Home: node6 (IPv6 only, behind home6 without NAT) reaches the
+// public hosts from its own global address; they reach it on its open
+// port 8090, and a new connection to any other port is dropped by
+// home6's firewall.
+func TestIPv6Home(t *testing.T) {
+	t.Parallel()
+	tp := New(t)
+	if a := tp.Node6.Addr(); !a.Is6() || a != netip.MustParseAddr("2001:db8:6::2") {
+		t.Fatalf("node6's address %s", a)
+	}
+	got, err := ObservedAddr(timeout(t, 5*time.Second), tp.Node6, tp.SupernodeA, "tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Addr() != tp.Node6.Addr() {
+		t.Errorf("node6 -> supernode-a: seen from %s, want its own global address", got.Addr())
+	}
+	for _, port := range []int{8090, 8091} {
+		ln, err := tp.Node6.Listen("tcp", netip.AddrPortFrom(tp.Node6.Addr(), uint16(port)).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		c, err := tp.Client.Dial(timeout(t, 500*time.Millisecond), "tcp", netip.AddrPortFrom(tp.Node6.Addr(), uint16(port)).String())
+		switch {
+		case port == 8090 && err != nil:
+			t.Errorf("client -> node6's open port: %v", err)
+		case port != 8090 && !isTimeout(err):
+			t.Errorf("client -> node6 port %d: got %v, want a timeout (dropped)", port, err)
+		}
+		if c != nil {
+			c.Close()
+		}
+	}
+}

@@ -21,7 +21,11 @@ func ObservedAddr(ctx context.Context, from, to *Host, network string) (netip.Ad
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	listen := net.JoinHostPort(to.Addr().String(), "0")
+	target := to.Addr()
+	if from.Addr().Is6() { // an IPv6-only host
+		target = to.Addr6()
+	}
+	listen := net.JoinHostPort(target.String(), "0")
 	var got netip.AddrPort
 	var err error
 	switch network {
