@@ -8,6 +8,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -108,5 +110,46 @@ func TestServeTLS(t *testing.T) {
 		t.Fatalf("another client while one holds its share: %v", err)
 	} else {
 		resp.Body.Close()
+	}
+}
+
+// TestServeTLSLimitsBeforeLookup (issue 18): ClientHellos for names
+// nobody holds, each a DHT lookup if it got that far, count in the
+// client's request limit before any lookup: one client's flood of random
+// names makes its burst of lookups, the connections past it are closed
+// without an answer, and another client still gets its own. A name that
+// does not resolve gets no certificate: the handshake fails.
+func TestServeTLSLimitsBeforeLookup(t *testing.T) {
+	w := newWorld(t, 1)
+	res := &countingResolver{}
+	g, _ := w.gateway(w.sns[0], func(c *Config) { c.Resolver = res; c.Rate, c.Burst = 0.1, 5 })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := g.Server()
+	go g.ServeTLS(ln, &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return nil, errors.New("no certificate")
+	}}, srv)
+	t.Cleanup(func() { ln.Close(); srv.Close() })
+
+	handshake := func(local, name string) error {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
+		c, err := tls.DialWithDialer(d, "tcp", ln.Addr().String(), &tls.Config{ServerName: name, InsecureSkipVerify: true})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	for i := range 30 {
+		if err := handshake("127.0.0.1", fmt.Sprintf("random%d.%s", i, testDomain)); err == nil {
+			t.Fatalf("a handshake for an unknown name succeeded")
+		}
+	}
+	if got := res.n.Load(); got != 5 {
+		t.Fatalf("30 ClientHellos for random names from one client made %d lookups, want its burst of 5", got)
+	}
+	if err := handshake("127.0.0.2", "other."+testDomain); err == nil || res.n.Load() != 6 {
+		t.Fatalf("another client's ClientHello: %v after %d lookups, want a lookup (and no handshake)", err, res.n.Load())
 	}
 }
