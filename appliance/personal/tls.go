@@ -229,10 +229,20 @@ func (t *nodeTLS) check(ctx context.Context, gateways *dht.GatewaySet) {
 		return
 	}
 	// Kept before the order starts: the CA's validation is accepted
-	// only for kept names.
+	// only for kept names. A name the node held before (the owner
+	// restored another identity, or released it) is no longer renewed.
 	t.mu.Lock()
+	var old []string
+	for n := range t.kept {
+		old = append(old, n)
+	}
+	clear(t.kept)
 	t.kept[name] = true
 	t.mu.Unlock()
+	if len(old) > 0 {
+		t.cm.Drop(old...)
+		t.log.Info("no longer keeping the certificate of the node's old name", "names", old)
+	}
 	if err := t.cm.Keep(name); err != nil {
 		t.log.Warn("cannot keep a certificate for the name", "name", name, "err", err)
 		t.mu.Lock()

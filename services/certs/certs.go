@@ -426,6 +426,16 @@ func (c *Manager) Keep(names ...string) error {
 	return nil
 }
 
+// Drop stops keeping names (a node's old name): their certificates leave
+// memory and are no longer renewed; storage keeps them.
+func (c *Manager) Drop(names ...string) {
+	subjects := make([]certmagic.SubjectIssuer, 0, len(names))
+	for _, n := range names {
+		subjects = append(subjects, certmagic.SubjectIssuer{Subject: n})
+	}
+	c.cache.RemoveManaged(subjects)
+}
+
 // NameState is how one name's certificate stands.
 type NameState struct {
 	// Held: a certificate for the name is in memory, valid until

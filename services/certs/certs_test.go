@@ -593,8 +593,8 @@ func TestConfigErrors(t *testing.T) {
 // caller's (certmagic's own challenge listener is on another loopback
 // port, as on a node); State says it is held, by whom and until when,
 // and Ordering is true only while the order runs. The certificate,
-// short-lived here, is renewed before it ends and the new one served.
-// A name the CA cannot validate gets its error in State.
+// short-lived here, is renewed before it ends and the new one served;
+// Drop lets it go. A name the CA cannot validate gets its error in State.
 func TestKeep(t *testing.T) {
 	tlsLn := loopbackListener(t)
 	pb := pebbletest.Start(t, pebbletest.Options{TLSPort: port(tlsLn), Validity: 30 * time.Second})
@@ -631,6 +631,11 @@ func TestKeep(t *testing.T) {
 	testenv.WaitFor(t, time.Minute, "the renewal", func() bool { return c.State(name).NotAfter.After(first.NotAfter) })
 	if leaf, err := pebbletest.Leaf(tlsLn.Addr().String(), name, roots); err != nil || !leaf.NotAfter.After(first.NotAfter) {
 		t.Fatalf("after the renewal the old certificate is served: %v %v", leaf, err)
+	}
+
+	c.Drop(name)
+	if st := c.State(name); st.Held {
+		t.Fatalf("after Drop: %+v", st)
 	}
 
 	// Nothing answers for this one: the CA's validation fails.
