@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/internal/testing/echotest"
 	"github.com/pc2/pc2/internal/testing/nattest"
+	"github.com/pc2/pc2/services/netconf"
 )
 
 // The scenarios run each supernode and node as a process of this test
@@ -45,10 +48,21 @@ func TestHelper(t *testing.T) {
 	case "node":
 		var cfg *personal.Config
 		if cfg, err = personal.LoadConfig(path); err == nil {
+			// As `pc2 node` does: a network change (a link back up, a
+			// new address) makes the node reattach at once.
+			var node atomic.Pointer[personal.Node]
+			go netconf.OnChange(ctx, log, 200*time.Millisecond, func() {
+				if n := node.Load(); n != nil {
+					n.Reconnect()
+				}
+			})
 			err = personal.Run(ctx, cfg, personal.Options{Logger: log,
 				// The echo service's paths beside the personal cloud at /.
-				Routes:  echotest.Register,
-				Started: func(*personal.Node) { fmt.Println("ready") }})
+				Routes: echotest.Register,
+				Started: func(n *personal.Node) {
+					node.Store(n)
+					fmt.Println("ready")
+				}})
 		}
 	}
 	if err != nil {

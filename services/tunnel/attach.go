@@ -68,6 +68,16 @@ func (c *Client) openAttach(ctx context.Context, ai peer.AddrInfo) (network.Stre
 	h := c.cfg.Host
 	ctx, cancel := context.WithTimeout(ctx, attachTimeout)
 	defer cancel()
+	// A network change during the dial ends it: its attempts went out
+	// on the old network (a QUIC dial waits out its timeout even when
+	// the link is back), and the loop dials again at once.
+	go func(changed <-chan struct{}) {
+		select {
+		case <-changed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}(c.netChange())
 	if err := h.Connect(ctx, ai); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/pc2/pc2/services/relay"
@@ -33,6 +34,18 @@ func (c *Client) Reconnect() {
 // connection the change broke (a new route, a NAT that forgot it) is
 // replaced within seconds instead of after the missed keep-alives.
 func (c *Client) checkConns(h host.Host) {
+	// Dials that failed on the old network say nothing of the new one:
+	// libp2p's dial backoff would hold the next ones back, and dials in
+	// flight or waiting to retry start again at once (loop, openAttach).
+	if sw, ok := h.Network().(*swarm.Swarm); ok {
+		for _, ai := range c.cfg.Supernodes {
+			sw.Backoff().Clear(ai.ID)
+		}
+	}
+	c.mu.Lock()
+	close(c.netGen)
+	c.netGen = make(chan struct{})
+	c.mu.Unlock()
 	local := map[netip.Addr]bool{}
 	if addrs, err := c.cfg.LocalAddrs(); err == nil {
 		for _, a := range addrs {

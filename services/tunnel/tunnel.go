@@ -103,6 +103,7 @@ type Client struct {
 	mu      sync.Mutex
 	links   map[peer.ID]*link
 	changed chan struct{} // closed and replaced on every attachment change
+	netGen  chan struct{} // closed and replaced on every network change (Reconnect)
 	lastErr string
 	direct  string // the address a dial-back reached, "" if none
 	dbErr   string // why the last dial-back failed
@@ -157,7 +158,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, did: id.DID(), ln: chanlisten.New(relay.PeerAddr(cfg.Host.ID())),
 		tlsLn: chanlisten.New(relay.PeerAddr(cfg.Host.ID())),
-		kick:  make(chan struct{}, 1), links: map[peer.ID]*link{}, changed: make(chan struct{})}
+		kick:  make(chan struct{}, 1), links: map[peer.ID]*link{}, changed: make(chan struct{}),
+		netGen: make(chan struct{})}
 	for _, ai := range cfg.Supernodes {
 		c.links[ai.ID] = &link{info: ai}
 	}
@@ -286,10 +288,23 @@ func (c *Client) loop(ctx context.Context, ai peer.AddrInfo, slots chan struct{}
 		c.mu.Unlock()
 		wait := policy.Wait(failures)
 		c.log.Info("not attached, retrying", "supernode", ai.ID, "err", err, "in", wait)
-		if !backoff.Sleep(ctx, wait) {
+		// A network change (the link back, a new address) ends the
+		// wait: what failed on the old network may work on the new one.
+		select {
+		case <-time.After(wait):
+		case <-c.netChange():
+			failures = 0
+		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// netChange returns a channel closed at the next network change.
+func (c *Client) netChange() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.netGen
 }
 
 // interfaceAddrs is the default Config.LocalAddrs.
