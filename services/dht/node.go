@@ -264,6 +264,7 @@ func newHost(cfg Config) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node key: %w", err)
 	}
+	worked := &lastWorked{}
 	listen := cfg.ListenAddrs
 	if len(listen) == 0 && cfg.Mode == ModeServer {
 		listen = DefaultListenAddrs
@@ -283,7 +284,7 @@ func newHost(cfg Config) (host.Host, error) {
 		// is always ChaCha20 (relay throughput: docs/benchmarks.md).
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Security(noise.ID, noise.New),
-		libp2p.SwarmOpts(swarm.WithDialRanker(tcpFirst)),
+		libp2p.SwarmOpts(swarm.WithDialRanker(worked.rank)),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 	}
@@ -304,7 +305,76 @@ func newHost(cfg Config) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if c.Stat().Direction == network.DirOutbound {
+			worked.remember(c.RemoteMultiaddr())
+		}
+	}})
 	return h, nil
+}
+
+// lastWorked remembers the addresses a host's dials last connected over,
+// for its dial ranker: the address that worked last time (a node on a
+// network that lets only port 443 out, on its supernode's WebSocket
+// address) is tried at once next time, beside plain TCP, so a reconnect
+// there does not wait out TCP's head start; where TCP works too, it
+// still wins the race.
+type lastWorked struct {
+	mu    sync.Mutex
+	addrs map[string]time.Time
+}
+
+// lastWorkedTTL is how long a remembered address keeps its place; the
+// bound, how many are remembered.
+const (
+	lastWorkedTTL = 24 * time.Hour
+	lastWorkedMax = 1024
+)
+
+func (w *lastWorked) remember(a ma.Multiaddr) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.addrs == nil || len(w.addrs) >= lastWorkedMax {
+		w.addrs = map[string]time.Time{}
+	}
+	w.addrs[workedKey(a)] = time.Now()
+}
+
+// workedKey is the form of an address lastWorked compares: without a TLS
+// server name, which a connection's remote address may leave out where
+// the dialed address had it.
+func workedKey(a ma.Multiaddr) string {
+	var out ma.Multiaddr
+	for _, c := range a {
+		if c.Protocol().Code != ma.P_SNI {
+			out = append(out, c)
+		}
+	}
+	return out.String()
+}
+
+// rank is the dial ranker: tcpFirst, with the address that worked last
+// (within lastWorkedTTL) at once too.
+func (w *lastWorked) rank(addrs []ma.Multiaddr) []network.AddrDelay {
+	w.mu.Lock()
+	var best ma.Multiaddr
+	var when time.Time
+	for _, a := range addrs {
+		if t, ok := w.addrs[workedKey(a)]; ok && t.After(when) && time.Since(t) < lastWorkedTTL {
+			best, when = a, t
+		}
+	}
+	w.mu.Unlock()
+	if best == nil {
+		return tcpFirst(addrs)
+	}
+	out := tcpFirst(addrs)
+	for i := range out {
+		if out[i].Addr.Equal(best) {
+			out[i].Delay = 0
+		}
+	}
+	return out
 }
 
 // tcpFirst is the dial ranker: a peer's plain TCP addresses at once, the
@@ -315,7 +385,8 @@ func newHost(cfg Config) (host.Host, error) {
 // one-stream throughput"), and WebSocket adds the gateway's hop; they
 // remain the fallbacks where TCP, or everything but port 443, is
 // blocked. Every address is tried on every dial, so a node that moves
-// between networks finds what works there without remembering.
+// between networks finds what works there; lastWorked then puts it
+// first.
 func tcpFirst(addrs []ma.Multiaddr) []network.AddrDelay {
 	out := make([]network.AddrDelay, 0, len(addrs))
 	for _, a := range addrs {

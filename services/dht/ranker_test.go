@@ -69,3 +69,29 @@ func TestDialPrefersTCP(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestRankRemembers: the address a host last connected over is dialed at
+// once next time, beside plain TCP (a supernode's WebSocket address on a
+// network that let only port 443 out); the others wait their fallback
+// delay; without a memory the ranking is tcpFirst's.
+func TestRankRemembers(t *testing.T) {
+	tcp := ma.StringCast("/ip4/203.0.113.10/tcp/8090")
+	quic := ma.StringCast("/ip4/203.0.113.10/udp/8090/quic-v1")
+	ws := ma.StringCast("/ip4/203.0.113.10/tcp/443/tls/sni/relay.pc2.test/ws")
+	delays := func(w *lastWorked) map[string]time.Duration {
+		out := map[string]time.Duration{}
+		for _, d := range w.rank([]ma.Multiaddr{tcp, quic, ws}) {
+			out[d.Addr.String()] = d.Delay
+		}
+		return out
+	}
+	w := &lastWorked{}
+	if d := delays(w); d[tcp.String()] != 0 || d[quic.String()] != fallbackDelay || d[ws.String()] != fallbackDelay {
+		t.Fatalf("without a memory: %v", d)
+	}
+	// The connection's address, without the server name the dial had.
+	w.remember(ma.StringCast("/ip4/203.0.113.10/tcp/443/tls/ws"))
+	if d := delays(w); d[tcp.String()] != 0 || d[quic.String()] != fallbackDelay || d[ws.String()] != 0 {
+		t.Fatalf("after the WebSocket address worked: %v", d)
+	}
+}
