@@ -223,6 +223,11 @@ func (s *session) keepAlive(ctx context.Context, probe <-chan struct{}) error {
 				return err
 			}
 		case <-s.probing:
+			if s.c.linkDown(s.peer) {
+				s.c.log.Info("no answer after a network change, but the link is down: waiting for it", "supernode", s.peer)
+				s.probing = nil
+				continue
+			}
 			dropConns(s.c.cfg.Host, s.peer)
 			return fmt.Errorf("no answer within %v after a network change", probeTimeout)
 		case ti := <-s.turns:

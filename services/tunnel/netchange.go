@@ -104,6 +104,23 @@ func (s *session) probe() error {
 	return nil
 }
 
+// linkDown reports whether every connection to p goes out of a link
+// without carrier (Config.LinkDown).
+func (c *Client) linkDown(p peer.ID) bool {
+	conns := c.cfg.Host.Network().ConnsToPeer(p)
+	for _, conn := range conns {
+		ip, err := manet.ToIP(conn.RemoteMultiaddr())
+		if err != nil {
+			return false
+		}
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok || !c.cfg.LinkDown(a.Unmap()) {
+			return false
+		}
+	}
+	return len(conns) > 0
+}
+
 // dropConns closes the connections to a supernode that stopped
 // answering, so the next attach dials a new one instead of opening its
 // stream on a dead connection.

@@ -83,6 +83,13 @@ type Config struct {
 	// no NAT, and after a network change a connection from an address
 	// not among them is closed.
 	LocalAddrs func() ([]netip.Addr, error)
+	// LinkDown reports whether the route to dst goes out of a link that
+	// has lost its carrier (default: the kernel's routing table, on
+	// Linux). A connection that does not answer the ping after a network
+	// change is kept while its link is down: the next change (the link
+	// back) pings it again, and a connection that survived a short flap
+	// goes on instead of being replaced by a dial made during the outage.
+	LinkDown func(dst netip.Addr) bool
 	// Logger receives the client's logs (default: discard).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now): attachment times, keep-alive
@@ -151,6 +158,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.LocalAddrs == nil {
 		cfg.LocalAddrs = interfaceAddrs
+	}
+	if cfg.LinkDown == nil {
+		cfg.LinkDown = routeLinkDown
 	}
 	id, err := identity.IDFromPublicKey(cfg.Key.Public().(ed25519.PublicKey))
 	if err != nil {

@@ -558,3 +558,44 @@ func TestBandwidthLimit(t *testing.T) {
 		t.Fatalf("12 MiB through a 4 MiB/s limit took only %v", took)
 	}
 }
+
+// TestReconnectWaitsWhileLinkDown: a connection that does not answer the
+// ping after a network change is kept while the link it goes out of is
+// down (Config.LinkDown: a line that drops for a few seconds, whose
+// connections survive it); once the link is up again, the next change's
+// ping decides, and a connection that still does not answer is replaced.
+func TestReconnectWaitsWhileLinkDown(t *testing.T) {
+	// Keep-alives as in production (5 s): the outage is shorter than the
+	// three missed ones that end a session either way.
+	sn := newSupernodeWith(t, func(c *relayserver.Config) { c.KeepAlive = 5 * time.Second })
+	px := newFreezeProxy(t, sn.node.Multiaddrs()[0])
+	_, key, _ := ed25519.GenerateKey(nil)
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	var down atomic.Bool
+	nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{{ID: sn.node.Host().ID(), Addrs: []ma.Multiaddr{px.addr}}}, func(c *Config) {
+		c.LinkDown = func(netip.Addr) bool { return down.Load() }
+	})
+	waitAttached(t, sn, nd.id)
+	before := waitLink(t, nd, time.Time{})
+	down.Store(true)
+	px.freeze() // nothing passes while the link is down
+	nd.client.Reconnect()
+	time.Sleep(probeTimeout + 500*time.Millisecond)
+	if st := nd.client.Status().Supernodes[0]; !st.Attached || !st.Since.Equal(before.Since) {
+		t.Fatalf("while the link is down the attachment changed: %+v (attached since %v before)", st, before.Since)
+	}
+	down.Store(false)
+	nd.client.Reconnect()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if st := nd.client.Status().Supernodes[0]; st.Attached && st.Since.After(before.Since) {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("the dead connection was not replaced once the link was up: %+v", nd.client.Status().Supernodes[0])
+		}
+	}
+}
