@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/internal/testing/cloudtest"
@@ -34,8 +36,9 @@ import (
 // while), and a visitor who comes meanwhile is served through the
 // gateway's own certificate (the supernode can read it, and the
 // dashboard says so). Once the node holds its certificate, new visitors
-// get TLS ending at the node (its key, HTTP/2, their address), while the
-// first visitor's connection, open all along, still works.
+// get TLS ending at the node (its key, HTTP/2 and WebSocket, their
+// address), while the first visitor's connection, open all along, still
+// works.
 func TestEndToEndTLSNAT(t *testing.T) {
 	tp := nattest.New(t)
 	dir := t.TempDir()
@@ -162,12 +165,28 @@ func TestEndToEndTLSNAT(t *testing.T) {
 	if body != want {
 		t.Fatalf("a new visitor: the node saw %q, want %q", body, want)
 	}
+	// A WebSocket through the splice, terminated at the node too.
+	wsc := userClient(tp.Client, tp.SupernodeA.Addr().String(), roots)
+	tr := wsc.Transport.(*http.Transport)
+	wsTLS := tr.TLSClientConfig.Clone()
+	wsTLS.NextProtos = []string{"http/1.1"}
+	var wsState tls.ConnectionState
+	wsTLS.VerifyConnection = func(cs tls.ConnectionState) error { wsState = cs; return nil }
+	ws, _, err := (&websocket.Dialer{NetDialContext: tr.DialContext, TLSClientConfig: wsTLS}).Dial("wss://"+name+"/ws", nil)
+	if err != nil {
+		t.Fatalf("WebSocket: %v", err)
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("hello alice"))
+	if _, m, err := ws.ReadMessage(); err != nil || string(m) != "hello alice" {
+		t.Fatalf("WebSocket echo: %q %v", m, err)
+	}
+	ws.Close()
 	nodeKey, err := pebbletest.StoredKey(filepath.Join(ncfg.DataDir, "certs"), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !pebbletest.SameKey(nodeKey, leaf.PeerCertificates[0].PublicKey) {
-		t.Fatal("the new visitor's certificate does not hold the node's key")
+	if !pebbletest.SameKey(nodeKey, leaf.PeerCertificates[0].PublicKey) || !pebbletest.SameKey(nodeKey, wsState.PeerCertificates[0].PublicKey) {
+		t.Fatal("the new visitor's certificate (HTTP/2 or WebSocket) does not hold the node's key")
 	}
 	if k := pebbletest.KeyFiles(filepath.Join(dir, "a", "certs"), name); len(k) != 1 || pebbletest.SameKey(nodeKey, gatewayLeaf.PublicKey) {
 		t.Fatalf("the gateway's own key for %s (auto mode, before the node's): %v", name, k)
