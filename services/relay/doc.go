@@ -40,6 +40,12 @@
 //
 //   - /pc2/http/1 (ProtocolHTTP) carries one HTTP/1.1 connection as is:
 //     keep-alive, upgrades (WebSocket), streamed bodies.
+//   - /pc2/tls/1 (ProtocolTLS) carries one visitor's TLS connection that
+//     a gateway splices to a node holding its own certificate: a PROXY
+//     protocol v2 header (the visitor's address, the server name, the
+//     ACME flag; WriteTLSHeader), the node's one-byte answer (TLSAccept,
+//     or why not), then the TLS bytes both ways. Only nodes that serve
+//     TLS of their own offer it.
 //   - /pc2/tcp/1 (ProtocolTCP) carries one raw TCP connection from a
 //     mapped public port: the service's name and '\n', then the bytes.
 //
@@ -49,7 +55,7 @@
 // share of the node's streams): the node counts logins by the client
 // address the gateway writes.
 //
-//	gateway -> relay  forward    DID
-//	relay -> gateway  forwarded  the stream is now a /pc2/http/1 stream to the node
+//	gateway -> relay  forward    DID, Proto ("" for /pc2/http/1, or /pc2/tls/1)
+//	relay -> gateway  forwarded  the stream is now a stream of that protocol to the node
 //	              or  refused    Error (not a gateway, not attached there, at its limit); then closed
 package relay

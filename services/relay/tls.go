@@ -12,20 +12,15 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 )
 
-// A ProtocolTLS stream carries one visitor's TLS connection that a
-// gateway splices to the node (end-to-end mode: the node holds the
-// certificate and terminates TLS; the gateway only reads the
-// ClientHello's server name). It starts with a PROXY protocol v2 header
-// from the gateway (WriteTLSHeader): the visitor's address and the
-// gateway's, the server name (PP2_TYPE_AUTHORITY) and, for an ACME
-// TLS-ALPN-01 validation, the ALPN "acme-tls/1" (PP2_TYPE_ALPN). The
-// node answers one byte (TLSAccept, or why not) and, if it accepts, the
-// visitor's TLS bytes flow both ways. The gateway may send the
-// ClientHello right after the header: a node that refuses reads no
-// further and closes, and the gateway terminates the connection itself.
-// The node believes the header only from the peers it takes HTTP
-// streams from (its supernodes and its domain's gateways), as it
-// believes their X-Forwarded-For.
+// The header of a ProtocolTLS stream (see the package doc): the
+// visitor's address and the gateway's, the server name
+// (PP2_TYPE_AUTHORITY) and, for an ACME TLS-ALPN-01 validation, the ALPN
+// "acme-tls/1" (PP2_TYPE_ALPN). The gateway may send the ClientHello
+// right after the header: a node that refuses reads no further and
+// closes, and the gateway terminates the connection itself. The node
+// believes the header only from the peers it takes HTTP streams from
+// (its supernodes and its domain's gateways), as it believes their
+// X-Forwarded-For.
 
 // Answers of the node to a ProtocolTLS header.
 const (
