@@ -79,15 +79,19 @@ bench-relay: deps
 bench-throughput: deps
 	$(GO) test -run '^$$' -bench RelayThroughput -benchtime 3x -timeout 30m ./services/tunnel/
 
-# Issue 5's requests per second (docs/benchmarks.md, "Gateway: requests per
-# second vs frp, Caddy and nginx"): wrk (50 keep-alive connections, 10 s
-# runs, a 13-byte answer) straight to a node, through the gateway and relay
-# over HTTP and HTTPS, through frp's subdomain vhost, Caddy (built once
-# from the Go module proxy into ~/.cache/pc2) and nginx; three runs per
-# path. About 5 minutes (3 more the first time Caddy is built); each run
-# waits until other processes leave the CPUs idle.
+# Issues 5 and 18's requests per second (docs/benchmarks.md, "Gateway:
+# requests per second vs frp, Caddy and nginx" and "Gateway: end-to-end
+# TLS"): wrk (50 and 200 keep-alive connections, 10 s runs, a 13-byte
+# answer) straight to a node, through the gateway and relay over HTTP and
+# HTTPS (terminated by the gateway, or spliced to the node, which
+# terminates TLS itself), through frp's subdomain vhost, Caddy (built once
+# from the Go module proxy into ~/.cache/pc2) and nginx, plain and
+# terminating TLS; and a TLS handshake per request on the HTTPS paths.
+# Three runs per path and load. About 20 minutes (3 more the first time
+# Caddy is built); each run waits until other processes leave the CPUs
+# idle.
 bench-gateway: deps
-	$(GO) test -run '^$$' -bench GatewayRPS -benchtime 3x -timeout 30m ./services/gateway/
+	$(GO) test -run '^$$' -bench GatewayRPS -benchtime 3x -timeout 90m ./services/gateway/
 
 # Issue 6's personal cloud figures (docs/benchmarks.md, "Personal cloud"):
 # 1 GiB uploads and downloads through the cloud's handlers on loopback,

@@ -33,7 +33,7 @@ func Binary(tb testing.TB) string {
 
 // Proxy is a running Caddy.
 type Proxy struct {
-	// Addr is where it listens (plain HTTP).
+	// Addr is where it listens (plain HTTP; HTTPS for ReverseProxyTLS).
 	Addr string
 
 	cmd  *exec.Cmd
@@ -52,20 +52,45 @@ func (p *Proxy) PID() int { return p.cmd.Process.Pid }
 // errors go to the test's log if it fails.
 func ReverseProxy(tb testing.TB, upstream string) *Proxy {
 	tb.Helper()
+	return start(tb, upstream, "", "")
+}
+
+// ReverseProxyTLS is ReverseProxy serving HTTPS (TLS 1.2 and 1.3,
+// HTTP/1.1 and HTTP/2) with the certificate chain in certFile and its
+// key in keyFile (PEM), as a TLS-terminating proxy in front of upstream.
+func ReverseProxyTLS(tb testing.TB, upstream, certFile, keyFile string) *Proxy {
+	tb.Helper()
+	return start(tb, upstream, certFile, keyFile)
+}
+
+func start(tb testing.TB, upstream, certFile, keyFile string) *Proxy {
+	tb.Helper()
 	bin := Binary(tb)
 	dir := tb.TempDir()
 	p := &Proxy{Addr: proc.FreeAddr(tb), out: &proc.TailBuffer{Max: 64 << 10}, done: make(chan struct{})}
+	server := map[string]any{
+		"listen":          []string{p.Addr},
+		"automatic_https": map[string]any{"disable": true},
+		"routes": []any{map[string]any{"handle": []any{map[string]any{
+			"handler":   "reverse_proxy",
+			"upstreams": []any{map[string]any{"dial": upstream}},
+		}}}},
+	}
+	apps := map[string]any{"http": map[string]any{"servers": map[string]any{"bench": server}}}
+	if certFile != "" {
+		// The certificate is loaded, not obtained; one empty connection
+		// policy turns TLS on for the listener. No HTTP/3: it would
+		// listen on the UDP port too, and the benchmarks' clients speak
+		// TCP.
+		server["tls_connection_policies"] = []any{map[string]any{}}
+		server["protocols"] = []string{"h1", "h2"}
+		apps["tls"] = map[string]any{"certificates": map[string]any{
+			"load_files": []any{map[string]any{"certificate": certFile, "key": keyFile}}}}
+	}
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "WARN"}}},
-		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"bench": map[string]any{
-			"listen":          []string{p.Addr},
-			"automatic_https": map[string]any{"disable": true},
-			"routes": []any{map[string]any{"handle": []any{map[string]any{
-				"handler":   "reverse_proxy",
-				"upstreams": []any{map[string]any{"dial": upstream}},
-			}}}},
-		}}}},
+		"apps":    apps,
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	file := filepath.Join(dir, "caddy.json")

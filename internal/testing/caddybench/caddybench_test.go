@@ -1,11 +1,22 @@
 package caddybench
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestReverseProxy: a GET through Caddy reaches the upstream with the
@@ -26,6 +37,49 @@ func TestReverseProxy(t *testing.T) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if want := "hello app.example.test /hi xff=127.0.0.1"; resp.StatusCode != 200 || string(body) != want {
+		t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+}
+
+// TestReverseProxyTLS: an HTTPS GET through Caddy gets the certificate
+// it was given and reaches the upstream.
+func TestReverseProxyTLS(t *testing.T) {
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s %s", r.Host, r.Header.Get("X-Forwarded-Proto"))
+	}))
+	t.Cleanup(web.Close)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "app.example.test"},
+		DNSNames: []string{"app.example.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := ReverseProxyTLS(t, web.Listener.Addr().String(), certFile, keyFile)
+
+	leaf, _ := x509.ParseCertificate(der)
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{ServerName: "app.example.test", RootCAs: roots}}}
+	req, _ := http.NewRequest("GET", "https://"+p.Addr+"/", nil)
+	req.Host = "app.example.test"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if want := "hello app.example.test https"; resp.StatusCode != 200 || string(body) != want {
 		t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, want)
 	}
 }
