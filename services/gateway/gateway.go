@@ -475,7 +475,9 @@ func (g *Gateway) dialNode(ctx context.Context, e *entry, id identity.ID, proto 
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
 	defer cancel()
 	conn, route, err := g.dialRoutes(ctx, id, e.res, proto)
-	if err != nil && ctx.Err() == nil {
+	// A busy node is busy on every route: a fresh record would not help,
+	// and looking it up costs most when the node is loaded.
+	if err != nil && ctx.Err() == nil && !errors.Is(err, relay.ErrBusy) {
 		if fe, ferr := g.lookup(ctx, e.name, true); ferr == nil && fe.res.Name.Grant.DID == id {
 			e = fe // the cache holds the fresh entry now: record the outcome there
 			conn, route, err = g.dialRoutes(ctx, id, fe.res, proto)

@@ -22,8 +22,11 @@ import (
 // Limits of the TLS router's peek (ServeTLS): what one client, and all
 // of them together, may hold in connections that have not finished their
 // ClientHello. A connection past them is closed at once.
+// A client's share is that of its other per-client limits (64): an
+// office or a carrier-grade NAT opens many connections at once from one
+// address, while a peek lasts a round trip unless the client stalls.
 const (
-	PeeksPerClient = 16
+	PeeksPerClient = 64
 	PeeksTotal     = 4096
 )
 
