@@ -210,8 +210,10 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 		getCert := cm.TLSConfig().GetCertificate
 		relayCert.Store(&getCert)
 		srv := g.Server()
-		// Port 443 goes through the gateway's SNI router, which hands
-		// each connection to this server's TLS today.
+		// Port 443 goes through the gateway's SNI router: names whose
+		// node holds its own certificate are spliced to it, relay.<domain>
+		// goes to the libp2p WebSocket listener, the rest to this
+		// server's TLS.
 		go g.ServeTLS(httpsLn, cm.TLSConfig(), srv)
 		stops = append(stops, func() { srv.Close() })
 		log.Info("web gateway (HTTPS)", "addr", httpsLn.Addr().String(), "wildcard", gc.ACME.DNS != nil)
