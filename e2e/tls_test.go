@@ -20,6 +20,7 @@ import (
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/internal/testing/browsertest"
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/nattest"
 	"github.com/pc2/pc2/internal/testing/pebbletest"
@@ -37,8 +38,8 @@ import (
 // gateway's own certificate (the supernode can read it, and the
 // dashboard says so). Once the node holds its certificate, new visitors
 // get TLS ending at the node (its key, HTTP/2 and WebSocket, their
-// address), while the first visitor's connection, open all along, still
-// works.
+// address; a Go client and headless Chromium), while the first visitor's
+// connection, open all along, still works.
 func TestEndToEndTLSNAT(t *testing.T) {
 	tp := nattest.New(t)
 	dir := t.TempDir()
@@ -181,6 +182,25 @@ func TestEndToEndTLSNAT(t *testing.T) {
 		t.Fatalf("WebSocket echo: %q %v", m, err)
 	}
 	ws.Close()
+	// Headless Chromium on the user's device in the topology, trusting
+	// the node's key and nothing else: HTTP/2 and a WebSocket, end to
+	// end.
+	b := browsertest.New(t, browsertest.Options{Netns: tp.Client.NetnsPath(),
+		HostRules: []string{"MAP *.pc2.test " + tp.SupernodeA.Addr().String()},
+		TrustKeys: []string{browsertest.SPKIHash(leaf.PeerCertificates[0])}})
+	b.Navigate("https://" + name + "/peer")
+	if got := b.Text("body"); got != want {
+		t.Errorf("Chromium: the node saw %q, want %q", got, want)
+	}
+	if p := b.Eval(`performance.getEntriesByType("navigation")[0].nextHopProtocol`); p != "h2" {
+		t.Errorf("Chromium loaded the page over %q, want h2", p)
+	}
+	if got := b.Eval(`new Promise((ok, fail) => { const ws = new WebSocket("wss://` + name + `/ws");
+		ws.onopen = () => ws.send("hello from chromium"); ws.onmessage = e => { ok(e.data); ws.close(); };
+		ws.onerror = () => fail("websocket error"); })`); got != "hello from chromium" {
+		t.Errorf("Chromium's WebSocket echo: %q", got)
+	}
+	b.CheckNoErrors()
 	nodeKey, err := pebbletest.StoredKey(filepath.Join(ncfg.DataDir, "certs"), name)
 	if err != nil {
 		t.Fatal(err)

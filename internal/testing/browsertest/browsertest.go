@@ -43,6 +43,11 @@ type Options struct {
 	// IgnoreCertErrors accepts any TLS certificate, for servers with a
 	// self-signed or test-CA certificate.
 	IgnoreCertErrors bool
+	// Netns, if set, runs the browser in that network namespace (a
+	// nattest host's NetnsPath: a user's device in a test topology);
+	// chromedp talks to it over its DevTools pipe, which crosses
+	// namespaces.
+	Netns string
 	// TrustKeys accepts a TLS certificate whose public key (or a CA
 	// key in its chain) is one of these, and no other that the system
 	// does not trust: a test that wants one server's own key, not merely
@@ -151,6 +156,9 @@ func New(t testing.TB, opts Options) *Browser {
 	if len(opts.TrustKeys) > 0 {
 		aopts = append(aopts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(opts.TrustKeys, ",")))
 	}
+	if opts.Netns != "" {
+		aopts = append(aopts, inNetns(t, opts)...)
+	}
 
 	base, cancelBase := context.WithTimeout(context.Background(), timeout)
 	actx, cancelAlloc := chromedp.NewExecAllocator(base, aopts...)
@@ -197,6 +205,23 @@ func New(t testing.TB, opts Options) *Browser {
 	}
 	t.Logf("browsertest: started %s in %v", exe, time.Since(start).Round(time.Millisecond))
 	return b
+}
+
+// inNetns is the allocator option that runs Chromium in opts.Netns: the
+// command wrapped in nsenter (which execs it, keeping the DevTools pipe's
+// file descriptors), killed with the test binary as chromedp's default
+// would.
+func inNetns(t testing.TB, opts Options) []chromedp.ExecAllocatorOption {
+	t.Helper()
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		testenv.SkipOrFail(t, "browsertest: nsenter: %v", err)
+	}
+	return []chromedp.ExecAllocatorOption{chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+		cmd.Args = append([]string{nsenter, "--net=" + opts.Netns, "--"}, cmd.Args...)
+		cmd.Path = nsenter
+		cmd.SysProcAttr = proc.SysProcAttr()
+	})}
 }
 
 // onEvent runs on chromedp's reader goroutine: it must be quick and must
