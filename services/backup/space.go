@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -274,4 +275,17 @@ func (s *Space) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.ServeHTTP(w, r)
+	// rest-server answers an upload over the quota (507) without reading
+	// its body, and the connection is then closed under the client while
+	// it still writes: restic may see a broken connection instead of the
+	// answer, and retry for 15 minutes instead of saying "full". The
+	// rest of the body is read here (at most what it declared, within
+	// the largest object restic writes), so the answer arrives whole.
+	if r.Method == http.MethodPost && r.ContentLength > 0 {
+		io.Copy(io.Discard, io.LimitReader(r.Body, min(r.ContentLength, maxUpload)))
+	}
 }
+
+// maxUpload bounds what ServeHTTP reads of a refused upload: restic's
+// largest pack (its pack size is at most 128 MiB) with room to spare.
+const maxUpload = 256 << 20
