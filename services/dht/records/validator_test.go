@@ -429,6 +429,24 @@ func TestEntries(t *testing.T) {
 			wantErr(t, err, tc.want)
 		})
 	}
+
+	// The TLS mode: the three of records.Domain.TLS round-trip, anything
+	// else (the config files' "auto" included) is refused.
+	for _, mode := range []string{TLSAuto, TLSEndToEnd, TLSGateway, "auto", "sometimes"} {
+		d := testDomainRecord(t, keyOperator)
+		d.TLS = mode
+		got, err := v.ParseDomain(DomainKey(testDomain), signDomain(t, keyOperator, d))
+		switch mode {
+		case TLSAuto, TLSEndToEnd, TLSGateway:
+			if err != nil || got.TLS != mode {
+				t.Errorf("TLS mode %q: %+v %v", mode, got, err)
+			}
+		default:
+			if err == nil {
+				t.Errorf("TLS mode %q accepted", mode)
+			}
+		}
+	}
 }
 
 func TestTrust(t *testing.T) {
