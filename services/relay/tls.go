@@ -10,6 +10,8 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/pc2/pc2/internal/prefixconn"
 )
 
 // The header of a ProtocolTLS stream (see the package doc): the
@@ -109,7 +111,7 @@ func ReadTLSHeader(c net.Conn, timeout time.Duration) (*TLSHeader, net.Conn, err
 	}
 	// What the reader buffered past the header is the visitor's.
 	rest, _ := br.Peek(br.Buffered())
-	return h, &headerConn{Conn: c, prefix: slices.Clone(rest), remote: src}, nil
+	return h, &headerConn{Conn: prefixconn.New(c, slices.Clone(rest)), remote: src}, nil
 }
 
 // limitedReader reads at most n bytes from r while the header is read:
@@ -134,18 +136,8 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 // headerConn is a connection after its header: the bytes read past it
 // first, the visitor's address as RemoteAddr.
 type headerConn struct {
-	net.Conn
-	prefix []byte
+	*prefixconn.Conn
 	remote net.Addr
-}
-
-func (c *headerConn) Read(p []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }
 
 func (c *headerConn) RemoteAddr() net.Addr { return c.remote }

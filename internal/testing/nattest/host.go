@@ -404,23 +404,6 @@ const router6Rules = `table ip6 nattest6 {
 }
 `
 
-// makeRouter6 turns on IPv6 forwarding and loads router6Rules.
-func (h *Host) makeRouter6() error {
-	var err error
-	if nsErr := h.do(func() {
-		err = os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1\n"), 0o644)
-	}); nsErr != nil {
-		return nsErr
-	}
-	if err != nil {
-		return fmt.Errorf("%s: enable IPv6 forwarding: %w", h.name, err)
-	}
-	if err := h.Nft(router6Rules); err != nil {
-		return fmt.Errorf("load IPv6 router rules: %w", err)
-	}
-	return nil
-}
-
 // Nft loads an nftables script in h's namespace (a firewall rule, a
 // table deleted again): the test's own rules beside the routers' NAT.
 func (h *Host) Nft(script string) error {
@@ -446,17 +429,24 @@ func (h *Host) FlushConntrack() error {
 	return nil
 }
 
-// makeRouter turns on forwarding and loads routerRules.
-func (h *Host) makeRouter(ctx context.Context) error {
+// makeRouter turns on forwarding (the sysctl file forwarding, IPv4's or
+// IPv6's) and loads the nftables rules.
+func (h *Host) makeRouter(forwarding, rules string) error {
 	var err error
-	if nsErr := h.do(func() { err = os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644) }); nsErr != nil {
+	if nsErr := h.do(func() { err = os.WriteFile(forwarding, []byte("1\n"), 0o644) }); nsErr != nil {
 		return nsErr
 	}
 	if err != nil {
 		return fmt.Errorf("%s: enable forwarding: %w", h.name, err)
 	}
-	if err := h.Nft(routerRules); err != nil {
-		return fmt.Errorf("load NAT rules: %w", err)
+	if err := h.Nft(rules); err != nil {
+		return fmt.Errorf("load router rules: %w", err)
 	}
 	return nil
 }
+
+// Forwarding sysctls of makeRouter.
+const (
+	ipv4Forwarding = "/proc/sys/net/ipv4/ip_forward"
+	ipv6Forwarding = "/proc/sys/net/ipv6/conf/all/forwarding"
+)

@@ -210,10 +210,10 @@ func New(t testing.TB) *Topology {
 	for _, r := range routers {
 		go func() {
 			if r == tp.Home6 {
-				errs <- r.makeRouter6()
+				errs <- r.makeRouter(ipv6Forwarding, router6Rules)
 				return
 			}
-			errs <- r.makeRouter(tp.ctx)
+			errs <- r.makeRouter(ipv4Forwarding, routerRules)
 		}()
 	}
 	for range routers {

@@ -17,6 +17,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/pc2/pc2/internal/prefixconn"
 )
 
 // Errors of Peek. A connection that gets one is the caller's to close.
@@ -106,7 +108,7 @@ func Peek(c net.Conn, maxHello int, timeout time.Duration) (*Hello, net.Conn, er
 	}
 	h := &Hello{ServerName: strings.TrimSuffix(strings.ToLower(hello.ServerName), "."),
 		ALPN: append([]string(nil), hello.SupportedProtos...), Raw: rec.buf.Bytes()}
-	replay := &replayConn{Conn: c, prefix: h.Raw}
+	replay := prefixconn.New(c, h.Raw)
 	if h.ServerName == "" {
 		return h, replay, ErrNoServerName
 	}
@@ -144,18 +146,3 @@ type readOnly struct {
 func (c *readOnly) Read(p []byte) (int, error)  { return c.r.Read(p) }
 func (c *readOnly) Write(p []byte) (int, error) { return len(p), nil }
 func (c *readOnly) Close() error                { return nil }
-
-// replayConn reads prefix first, then the connection.
-type replayConn struct {
-	net.Conn
-	prefix []byte
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
