@@ -117,12 +117,19 @@ func TestEndToEndTLS(t *testing.T) {
 
 		var resp *http.Response
 		var body []byte
+		// Polled as a browser's reloads would be, within the gateway's
+		// request limit.
 		testenv.WaitFor(t, 30*time.Second, name+" through gateway 1", func() bool {
 			if resp, err = client.Get("https://" + name + "/peer"); err != nil {
+				time.Sleep(100 * time.Millisecond)
 				return false
 			}
 			body, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				time.Sleep(100 * time.Millisecond)
+				return false
+			}
 			return true
 		})
 		if resp.Proto != "HTTP/2.0" || string(body) != "127.0.0.1 HTTP/2.0 tls=true" {
