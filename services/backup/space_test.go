@@ -69,7 +69,7 @@ func TestSpace(t *testing.T) {
 	filepath.WalkDir(repo, func(p string, d os.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			b, _ := os.ReadFile(p)
-			if strings.Contains(string(b), "dira") {
+			if strings.Contains(string(b), "filea.bin") { // a file name: plaintext
 				t.Errorf("%s holds plaintext", p)
 			}
 		}
