@@ -249,7 +249,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	lctx, lcancel := context.WithCancel(context.Background())
 	stops = append(stops, lcancel)
 	for d, key := range keys {
-		go keepListed(lctx, node, d, gc.TLS[d], key, log)
+		go keepListed(lctx, node, d, gc.TLS[d], key, len(cfg.Bootstrap) > 0, log)
 	}
 	log.Info("web gateway up", "domains", domains, "grants_for", len(keys))
 	return stop, nil
@@ -258,7 +258,19 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 // keepListed keeps this supernode listed as a gateway in the record of
 // domain, whose operator key it holds (dht.Node.ListGateway): at start
 // (retried every 30 s until it works), then hourly.
-func keepListed(ctx context.Context, node *dht.Node, domain, tlsMode string, key ed25519.PrivateKey, log *slog.Logger) {
+func keepListed(ctx context.Context, node *dht.Node, domain, tlsMode string, key ed25519.PrivateKey, joining bool, log *slog.Logger) {
+	// A supernode that joins others lists itself once it has: before,
+	// it reads no record (and would start a new list without the
+	// others) and its record reaches no one (the domain's other gateways
+	// would not trust it for an hour). Not forever: a network whose
+	// other supernodes are all down still gets this one listed.
+	for end := time.Now().Add(time.Minute); joining && node.DHT().RoutingTable().Size() == 0 && time.Now().Before(end); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	wait := time.Duration(0)
 	for {
 		select {
