@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -93,6 +94,9 @@ type Board struct {
 	// DeviceTrees are copied from KernelModule to the boot partition's
 	// root, where the Pi firmware looks for the model's .dtb.
 	DeviceTrees []string
+	// PiModels are the Raspberry Pi models the board supports; the image
+	// builder checks the boot partition against each (CheckBootFiles).
+	PiModels []PiModel
 	// ConfigTxt is the boot partition's config.txt (Pi firmware).
 	ConfigTxt string
 	// LinuxFirmware lists the files that the kernel's drivers load from
@@ -108,6 +112,100 @@ type Board struct {
 	// /lib/firmware) -> target (relative to the link's directory, as in
 	// linux-firmware). Every target must be in LinuxFirmware.
 	LinuxFirmwareLinks map[string]string
+}
+
+// PiModel is one Raspberry Pi model of a BootRPiFirmware board.
+type PiModel struct {
+	// Name is the model as its device tree names it, e.g.
+	// "Raspberry Pi 4 Model B".
+	Name string
+	// DeviceTree is the .dtb its firmware loads from the boot partition.
+	DeviceTree string
+	// Filters are the config.txt conditional sections that apply to it
+	// besides [all], e.g. "pi4" and "cm4" for a Compute Module 4.
+	Filters []string
+	// Firmware is what its boot chain reads from the boot partition
+	// before the kernel: bootcode.bin, start.elf and fixup.dat on the
+	// Pi 3 family, start4.elf and fixup4.dat on the Pi 4 family; none on
+	// the Pi 5 family, whose EEPROM reads config.txt and the kernel
+	// itself.
+	Firmware []string
+}
+
+// ErrBootFiles is wrapped by CheckBootFiles's errors.
+var ErrBootFiles = errors.New("boards: boot partition incomplete")
+
+// CheckBootFiles checks that files (the boot partition: absolute paths,
+// as the image builder assembles it) hold everything each of the board's
+// Pi models needs to boot: its boot chain's firmware, its device tree,
+// config.txt settings that start it in 64-bit mode (the Pi 5 family
+// always runs 64-bit) and name a kernel, and that kernel, an arm64
+// Image. Boards that do not boot by the Pi firmware have nothing to
+// check.
+func (b Board) CheckBootFiles(files map[string][]byte) error {
+	if b.Boot != BootRPiFirmware {
+		return nil
+	}
+	if len(b.PiModels) == 0 {
+		return fmt.Errorf("%w: %s lists no Pi models", ErrBootFiles, b.Name)
+	}
+	config, ok := files["/config.txt"]
+	if !ok {
+		return fmt.Errorf("%w: no config.txt", ErrBootFiles)
+	}
+	for _, m := range b.PiModels {
+		fail := func(format string, args ...any) error {
+			return fmt.Errorf("%w: %s: %s", ErrBootFiles, m.Name, fmt.Sprintf(format, args...))
+		}
+		for _, f := range append(slices.Clone(m.Firmware), m.DeviceTree) {
+			if len(files["/"+f]) == 0 {
+				return fail("no %s", f)
+			}
+		}
+		cfg := ParseConfigTxt(string(config), m.Filters)
+		if len(m.Firmware) > 0 && cfg["arm_64bit"] != "1" {
+			return fail("config.txt does not set arm_64bit=1 for it; its firmware would start the kernel in 32-bit mode")
+		}
+		kernel := cfg["kernel"]
+		if kernel == "" {
+			return fail("config.txt names no kernel for it")
+		}
+		k := files["/"+kernel]
+		// The arm64 Image header's magic, "ARM\x64", is at offset 56.
+		if len(k) < 64 || string(k[56:60]) != "ARM\x64" {
+			return fail("kernel %s (config.txt) is missing or not an arm64 Image", kernel)
+		}
+	}
+	return nil
+}
+
+// ParseConfigTxt returns the settings of a Pi's config.txt that apply to
+// a model whose conditional sections are filters (PiModel.Filters):
+// lines before any section, and in [all] and the model's sections; later
+// lines win. Other sections ([pi02], [tryboot], [none], ...) are skipped;
+// so are the firmware's other filter kinds (EDID, serial number, GPIO),
+// which the files of this project never use.
+func ParseConfigTxt(config string, filters []string) map[string]string {
+	cfg := map[string]string{}
+	applies := true
+	for _, line := range strings.Split(config, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
+			s := strings.Trim(line, "[]")
+			applies = s == "all"
+			for _, f := range filters {
+				applies = applies || s == f
+			}
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok && applies {
+			cfg[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return cfg
 }
 
 // ErrIncomplete is wrapped by Validate's errors.
@@ -180,6 +278,18 @@ func (b Board) Validate() error {
 			return fail("no device trees")
 		case !b.MBR:
 			return fail("the Pi 3 family boots only from an MBR disk")
+		case len(b.PiModels) == 0:
+			return fail("no Pi models")
+		}
+		for _, m := range b.PiModels {
+			if !slices.Contains(b.DeviceTrees, m.DeviceTree) {
+				return fail("%s: device tree %s is not in DeviceTrees", m.Name, m.DeviceTree)
+			}
+			for _, f := range m.Firmware {
+				if !slices.Contains(b.FirmwareFiles, f) {
+					return fail("%s: firmware %s is not in FirmwareFiles", m.Name, f)
+				}
+			}
 		}
 		for _, want := range []string{"arm_64bit=1", "kernel=" + b.KernelImage} {
 			if !strings.Contains("\n"+b.ConfigTxt+"\n", "\n"+want+"\n") {

@@ -3,7 +3,9 @@ package boards_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,9 +106,15 @@ func TestQEMUConsoleIsSerial(t *testing.T) {
 // partition, the firmware for each generation is there, and the serial
 // console is on.
 func TestRPiModels(t *testing.T) {
-	for model, dt := range rpi.Models {
-		if !slices.Contains(rpi.Board.DeviceTrees, dt) {
-			t.Errorf("%s: device tree %s not in the board's DeviceTrees", model, dt)
+	for _, m := range rpi.Models {
+		if !slices.Contains(rpi.Board.DeviceTrees, m.DeviceTree) {
+			t.Errorf("%s: device tree %s not in the board's DeviceTrees", m.Name, m.DeviceTree)
+		}
+	}
+	// The list of models: each has its device tree.
+	for _, name := range []string{"Raspberry Pi 400", "Raspberry Pi 500", "Raspberry Pi Compute Module 4", "Raspberry Pi Compute Module 5"} {
+		if _, ok := rpi.Model(name); !ok {
+			t.Errorf("%s is not supported", name)
 		}
 	}
 	for _, want := range []string{
@@ -150,7 +158,8 @@ func TestRPiWiFiFirmware(t *testing.T) {
 	}
 	needed := map[string]bool{}
 	for model, base := range rpi.WiFiFirmware {
-		dtb, ok := rpi.Models[model]
+		m, ok := rpi.Model(model)
+		dtb := m.DeviceTree
 		if !ok {
 			t.Errorf("%s: not in rpi.Models", model)
 			continue
@@ -266,6 +275,68 @@ func TestValidateRejects(t *testing.T) {
 		mutate(&b)
 		if err := b.Validate(); err == nil {
 			t.Errorf("%s: Validate() = nil, want error", name)
+		}
+	}
+}
+
+// TestCheckBootFiles: the rpi boot partition passes with everything each
+// model needs, and each missing piece is named.
+func TestCheckBootFiles(t *testing.T) {
+	complete := func() map[string][]byte {
+		kernel := make([]byte, 1024)
+		copy(kernel[56:], "ARM\x64")
+		files := map[string][]byte{"/config.txt": []byte(rpi.ConfigTxt), "/vmlinuz": kernel, "/cmdline.txt": []byte("ro\n")}
+		for _, f := range append(rpi.Board.FirmwareFiles, rpi.Board.DeviceTrees...) {
+			files["/"+f] = []byte("x")
+		}
+		return files
+	}
+	if err := rpi.Board.CheckBootFiles(complete()); err != nil {
+		t.Fatalf("complete boot partition: %v", err)
+	}
+	for _, c := range []struct {
+		name, want string
+		change     func(map[string][]byte)
+	}{
+		{"no start4.elf", "Raspberry Pi 4 Model B: no start4.elf", func(f map[string][]byte) { delete(f, "/start4.elf") }},
+		{"no bootcode.bin", "Raspberry Pi 3 Model B: no bootcode.bin", func(f map[string][]byte) { delete(f, "/bootcode.bin") }},
+		{"no Pi 500 tree", "Raspberry Pi 500: no bcm2712-rpi-500.dtb", func(f map[string][]byte) { delete(f, "/bcm2712-rpi-500.dtb") }},
+		{"no config.txt", "no config.txt", func(f map[string][]byte) { delete(f, "/config.txt") }},
+		{"32-bit Pi 4", "Raspberry Pi 4 Model B: config.txt does not set arm_64bit=1", func(f map[string][]byte) {
+			f["/config.txt"] = []byte(rpi.ConfigTxt + "[pi4]\narm_64bit=0\n")
+		}},
+		{"kernel for the Pi 5 only", "Raspberry Pi 3 Model B: config.txt names no kernel", func(f map[string][]byte) {
+			f["/config.txt"] = []byte(strings.Replace(rpi.ConfigTxt, "kernel=vmlinuz", "", 1) + "[pi5]\nkernel=vmlinuz\n")
+		}},
+		{"kernel missing", "kernel vmlinuz (config.txt) is missing", func(f map[string][]byte) { delete(f, "/vmlinuz") }},
+		{"32-bit kernel", "not an arm64 Image", func(f map[string][]byte) { f["/vmlinuz"] = make([]byte, 1024) }},
+	} {
+		files := complete()
+		c.change(files)
+		err := rpi.Board.CheckBootFiles(files)
+		if !errors.Is(err, boards.ErrBootFiles) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
+		}
+	}
+	// Other boards have no Pi firmware to check.
+	if err := x86.Board.CheckBootFiles(nil); err != nil {
+		t.Errorf("x86: %v", err)
+	}
+}
+
+func TestParseConfigTxt(t *testing.T) {
+	config := "# c\narm_64bit=1\n[pi4]\nkernel=k4\n[cm4]\notg_mode=1\n[pi5]\nkernel=k5\n[all]\nenable_uart = 1\n"
+	for _, c := range []struct {
+		filters []string
+		want    map[string]string
+	}{
+		{[]string{"pi3"}, map[string]string{"arm_64bit": "1", "enable_uart": "1"}},
+		{[]string{"pi4"}, map[string]string{"arm_64bit": "1", "enable_uart": "1", "kernel": "k4"}},
+		{[]string{"pi4", "cm4"}, map[string]string{"arm_64bit": "1", "enable_uart": "1", "kernel": "k4", "otg_mode": "1"}},
+		{[]string{"pi5"}, map[string]string{"arm_64bit": "1", "enable_uart": "1", "kernel": "k5"}},
+	} {
+		if got := boards.ParseConfigTxt(config, c.filters); !maps.Equal(got, c.want) {
+			t.Errorf("%v: got %v, want %v", c.filters, got, c.want)
 		}
 	}
 }

@@ -100,6 +100,9 @@ func bootPartition(opts Options, kernelDir, firmwareDir, cmdline string, mtime t
 		}
 		files[p] = b
 	}
+	if err := opts.Board.CheckBootFiles(files); err != nil {
+		return nil, err
+	}
 	fs := fat16.New(fat16.Options{
 		Size:          opts.BootSize,
 		Label:         "PC2BOOT",

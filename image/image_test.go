@@ -407,9 +407,9 @@ func TestBuildRPi(t *testing.T) {
 	if k := read("vmlinuz"); len(k) < 1<<20 || string(k[56:60]) != "ARM\x64" {
 		t.Errorf("vmlinuz (%d bytes) is not an arm64 Image", len(k))
 	}
-	for model, dt := range rpi.Models {
-		if len(read(dt)) == 0 {
-			t.Errorf("%s: %s is empty", model, dt)
+	for _, m := range rpi.Models {
+		if len(read(m.DeviceTree)) == 0 {
+			t.Errorf("%s: %s is empty", m.Name, m.DeviceTree)
 		}
 	}
 	for _, f := range rpi.Board.FirmwareFiles {

@@ -435,7 +435,7 @@ func TestRestartKeepsIdentityAndSettings(t *testing.T) {
 	if !strings.Contains(strings.Join(info.Network.Changes, "\n"), "10.0.2.15/24") {
 		t.Errorf("netconf did not add the static address: %+v", info.Network)
 	}
-	if !strings.Contains(vm.Serial(), "not starting /gokrazy/dhcp") {
+	if !strings.Contains(vm.Serial(), "eth0 has a static address in the device settings; no /gokrazy/dhcp") {
 		t.Errorf("gokrazy's DHCP client ran although eth0 is static")
 	}
 	id, _ := identity.ParseDID(first.DID)

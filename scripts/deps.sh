@@ -33,6 +33,7 @@ declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs [syslinux]=syslinux
 	[qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm
+	[qemu-img]=qemu-utils
 	[fsck.fat]=dosfstools [mtype]=mtools
 	[turnutils_uclient]=coturn
 	[nft]=nftables
@@ -70,6 +71,22 @@ fw_dir=/var/cache/pc2
 fw_deb=$fw_dir/firmware-brcm80211_20230210-5_all.deb
 fw_sha=602b8c2dd176edbb187fe8d0d2ad8fadbfb7885e5fc3425b579c2d36ec72aa19
 fw_ok() { echo "$fw_sha  $1" | sha256sum -c --status 2>/dev/null; }
+# apt_fetch DIR SUITE COMPONENT PKG...: downloads the packages into DIR
+# through a private sources list, lists and cache (still checked against
+# Debian's signed Release file); the host's apt configuration is untouched.
+apt_fetch() {
+	local dir=$1 suite=$2 comp=$3
+	shift 3
+	mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+	chown _apt "$dir" 2>/dev/null || true # apt downloads as _apt
+	printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: %s\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$suite" "$comp" >"$dir/private.sources"
+	local opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$dir"
+		-o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache")
+	apt-get "${opts[@]}" -qq update
+	(cd "$dir" && apt-get "${opts[@]}" -qq download "$@")
+}
+tmps=()
+trap 'rm -rf "${tmps[@]}"' EXIT
 if fw_ok "$fw_deb"; then
 	:
 elif [ "$(id -u)" != 0 ]; then
@@ -78,19 +95,46 @@ else
 	echo "deps: downloading firmware-brcm80211 20230210-5 (Debian bookworm, non-free-firmware) to $fw_dir"
 	mkdir -p "$fw_dir"
 	fw_tmp=$(mktemp -d "$fw_dir/.fetch.XXXXXX")
-	trap 'rm -rf "$fw_tmp"' EXIT
-	mkdir -p "$fw_tmp/lists/partial" "$fw_tmp/cache/archives/partial"
-	chown _apt "$fw_tmp" 2>/dev/null || true # apt downloads as _apt
-	printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: non-free-firmware\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' >"$fw_tmp/nff.sources"
-	fw_apt=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$fw_tmp"
-		-o "Dir::State::Lists=$fw_tmp/lists" -o "Dir::Cache=$fw_tmp/cache")
-	apt-get "${fw_apt[@]}" -qq update
-	(cd "$fw_tmp" && apt-get "${fw_apt[@]}" -qq download firmware-brcm80211=20230210-5)
+	tmps+=("$fw_tmp")
+	apt_fetch "$fw_tmp" bookworm non-free-firmware firmware-brcm80211=20230210-5
 	if ! fw_ok "$fw_tmp/${fw_deb##*/}"; then
 		echo "deps: the downloaded firmware-brcm80211 20230210-5 does not have SHA-256 $fw_sha" >&2
 		exit 1
 	fi
 	mv "$fw_tmp/${fw_deb##*/}" "$fw_deb"
+fi
+# QEMU 10 for the raspi4b machine (qemu-tests' Raspberry Pi 4 boot), from
+# Debian's bookworm-backports. Installing it would replace the system's
+# QEMU 7.2 (qemu-system-common is shared with qemu-system-x86), which the
+# other tests and figures are measured with, so only qemu-system-arm and
+# its data files are unpacked to $qb (package image/vm's BackportsQEMU);
+# the libraries it links are bookworm's and apt installs those by name.
+qb=$fw_dir/qemu-backports
+if "$qb/usr/bin/qemu-system-aarch64" -machine help 2>/dev/null | grep -q '^raspi4b '; then
+	:
+elif [ "$(id -u)" != 0 ]; then
+	echo "deps: $qb missing, so the raspi4b QEMU test skips; run scripts/deps.sh as root" >&2
+else
+	echo "deps: downloading qemu-system-arm from Debian bookworm-backports (QEMU 10, for raspi4b) to $qb"
+	mkdir -p "$fw_dir"
+	qb_tmp=$(mktemp -d "$fw_dir/.fetch.XXXXXX")
+	tmps+=("$qb_tmp")
+	apt_fetch "$qb_tmp" bookworm-backports main qemu-system-arm/bookworm-backports qemu-system-data/bookworm-backports
+	mkdir "$qb_tmp/root"
+	for d in "$qb_tmp"/qemu-system-*.deb; do dpkg-deb -x "$d" "$qb_tmp/root"; done
+	libs=$(dpkg-deb -f "$qb_tmp"/qemu-system-arm_*.deb Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g' | grep '^lib' || true)
+	missing=()
+	for l in $libs; do dpkg -s "$l" >/dev/null 2>&1 || missing+=("$l"); done
+	if [ ${#missing[@]} -gt 0 ]; then
+		echo "deps: installing ${missing[*]} (libraries of QEMU 10) with apt-get"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+	fi
+	"$qb_tmp/root/usr/bin/qemu-system-aarch64" -machine help | grep -q '^raspi4b ' || {
+		echo "deps: the backports QEMU has no raspi4b machine" >&2
+		exit 1
+	}
+	rm -rf "$qb"
+	mv "$qb_tmp/root" "$qb"
 fi
 echo "deps: downloading Go modules"
 go mod download

@@ -95,10 +95,42 @@ type Options struct {
 	// UpdateDisk is the disk updates are written to; nil:
 	// update.FindDisk().
 	UpdateDisk *update.Disk
+	// ClockSet says whether the wall clock can be trusted yet (nil: it is
+	// after ClockFloor). Until then the node, the supernode and the
+	// update checks wait: see personal.Options.ClockSet.
+	ClockSet func() bool
 	// GrowPerm grows the perm partition and its file system to the end of
 	// the disk; nil: on the device itself (Paths.Disk empty) growperm on
 	// the root file system's disk, elsewhere nothing.
 	GrowPerm func(log *slog.Logger) (growperm.Result, error)
+}
+
+// ClockFloor is the earliest plausible wall clock: a clock before it was
+// never set. Boards without a real-time clock (every Raspberry Pi) start
+// at 1970 and keep it until gokrazy's NTP client sets it, or restores the
+// time saved at the last clean shutdown (perm).
+var ClockFloor = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// clockSet is the default Options.ClockSet.
+func clockSet() bool { return time.Now().After(ClockFloor) }
+
+// waitForClock returns when the clock is set (true) or ctx ends (false).
+func (d *Device) waitForClock(ctx context.Context, what string) bool {
+	if d.opts.ClockSet() {
+		return true
+	}
+	d.log.Warn("waiting for the clock (NTP) before "+what, "now", time.Now())
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for !d.opts.ClockSet() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	d.log.Info("clock set", "now", time.Now())
+	return true
 }
 
 // PermStatus is what growing perm found at this boot (GET /api/device).
@@ -211,6 +243,9 @@ func Run(ctx context.Context, opts Options) error {
 	if d.opts.Reboot == nil {
 		d.opts.Reboot = reboot
 	}
+	if d.opts.ClockSet == nil {
+		d.opts.ClockSet = clockSet
+	}
 	if d.opts.ReleaseFile == "" {
 		d.opts.ReleaseFile = manifest.ReleasePath
 	}
@@ -261,6 +296,7 @@ func Run(ctx context.Context, opts Options) error {
 			AdminRoutes: d.routes,
 			Console:     d.opts.Console,
 			Updates:     d.dashboardUpdates,
+			ClockSet:    d.opts.ClockSet,
 			Started: func(n *personal.Node) {
 				d.node.Store(n)
 				goRun(func() { d.follow(ctx, n) })
@@ -272,6 +308,9 @@ func Run(ctx context.Context, opts Options) error {
 			return serr
 		}
 		defer stop()
+		if !d.waitForClock(ctx, "starting the supernode") {
+			return nil
+		}
 		err = supernode.Run(ctx, profile.SupernodeConfig(s, d.opts.PermDir), supernode.Options{
 			Logger:         log.With("service", "supernode"),
 			TURNPacketConn: opts.TURNPacketConn,

@@ -73,7 +73,12 @@ func (d *Device) startUpdates(ctx context.Context, s *settings.Settings, goRun f
 	if us.URL != "" {
 		cfg := pullConfig(us)
 		cfg.Installed, cfg.Logger = d.installed, d.log
-		goRun(func() { pull.Run(ctx, u, cfg) })
+		goRun(func() {
+			// The update window is wall-clock time.
+			if d.waitForClock(ctx, "checking for updates") {
+				pull.Run(ctx, u, cfg)
+			}
+		})
 	}
 }
 

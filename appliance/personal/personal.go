@@ -66,7 +66,20 @@ type Options struct {
 	// Started, if set, is called once the node runs, for callers that
 	// follow its Status (the appliance's status light).
 	Started func(*Node)
+	// ClockSet, if set, says whether the wall clock can be trusted yet.
+	// Until it does, the node serves its cloud (the wizard and dashboard
+	// need no clock) but keeps off the network: certificates, signed
+	// records and grants carry times that a clock at 1970 (a board
+	// without a real-time clock, before NTP answers) gets wrong. The
+	// status says it waits; the node checks again every ClockPoll.
+	ClockSet func() bool
+	// ClockPoll is how often ClockSet is asked while it says no
+	// (0: 1 s).
+	ClockPoll time.Duration
 }
+
+// WaitingForClock is the status detail while ClockSet says no.
+const WaitingForClock = "waiting for the clock: no time server (NTP) has answered yet, and this board has no clock of its own"
 
 // Node is a running personal node.
 type Node struct {
@@ -319,6 +332,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 				continue
 			}
 		}
+		if !n.waitForClock(ctx) {
+			return nil
+		}
 		nctx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
 		go func() { errc <- n.runNetwork(nctx, key, relayed) }()
@@ -337,6 +353,32 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			}
 		}
 	}
+}
+
+// waitForClock returns when Options.ClockSet says yes (true) or ctx ends
+// (false), showing the wait in the status meanwhile.
+func (n *Node) waitForClock(ctx context.Context) bool {
+	set := n.opts.ClockSet
+	if set == nil || set() {
+		return true
+	}
+	n.log.Warn("waiting for the clock (NTP) before joining the network", "now", n.now())
+	n.update(func(s *Status) { s.State, s.Detail = "waiting", WaitingForClock })
+	poll := n.opts.ClockPoll
+	if poll <= 0 {
+		poll = time.Second
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for !set() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	n.log.Info("clock set; joining the network", "now", n.now())
+	return true
 }
 
 func (n *Node) did() string {

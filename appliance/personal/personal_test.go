@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,5 +150,64 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 	if _, err := LoadConfig(filepath.Join(dir, "missing.json")); err == nil || !strings.Contains(err.Error(), "not configured") {
 		t.Errorf("missing file: got %v", err)
+	}
+}
+
+// TestWaitsForClock: on a board whose clock is not set yet the node serves
+// its status (and wizard) but stays off the network, says why, and
+// joins once the clock is set.
+func TestWaitsForClock(t *testing.T) {
+	sn := testSupernode(t)
+	cfg := &Config{
+		KeyFile:    filepath.Join(t.TempDir(), "node.key"),
+		CreateKey:  true,
+		Supernodes: []string{sn.Multiaddrs()[0].String()},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	var set atomic.Bool
+	polls := make(chan struct{}, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, cfg, Options{Listener: ln, Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
+			ClockPoll: 10 * time.Millisecond,
+			ClockSet: func() bool {
+				select {
+				case polls <- struct{}{}:
+				default:
+				}
+				return set.Load()
+			}})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	// Several polls said no: the node must still be waiting, and not
+	// have published anything.
+	for range 5 {
+		<-polls
+	}
+	st := getStatus(t, base)
+	if st.State != "waiting" || st.Detail != WaitingForClock || st.StoredOn != 0 {
+		t.Fatalf("clock not set: status %+v, want waiting for the clock", st)
+	}
+	id, _ := identity.ParseDID(st.DID)
+	if _, err := sn.ResolveDID(context.Background(), id); err == nil {
+		t.Fatal("the node published before its clock was set")
+	}
+	set.Store(true)
+	deadline := time.Now().Add(30 * time.Second)
+	for st = getStatus(t, base); st.State != "online" && time.Now().Before(deadline); st = getStatus(t, base) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.State != "online" || st.StoredOn != 1 {
+		t.Fatalf("clock set: status %+v, want online", st)
 	}
 }

@@ -88,8 +88,8 @@ func TestFullFile(t *testing.T) {
 	if *s.Update != wantUpdate {
 		t.Errorf("update %+v, want %+v", *s.Update, wantUpdate)
 	}
-	if s.DHCPOnEth0() {
-		t.Error("DHCPOnEth0 with a static eth0")
+	if s.DHCPOn("eth0") {
+		t.Error("DHCPOn(eth0) with a static eth0")
 	}
 }
 
@@ -100,15 +100,21 @@ func TestNoNetwork(t *testing.T) {
 	if c := s.Network.Config(); c != nil {
 		t.Errorf("no network settings: netconf config %+v, want nil", c)
 	}
-	if !s.DHCPOnEth0() {
+	if !s.DHCPOn("eth0") {
 		t.Error("no network settings: eth0 without DHCP")
 	}
 	s.Network = &Network{Interfaces: []Interface{{Name: "eth1", Mode: ModeStatic, Addresses: []string{"10.0.0.2/24"}}}}
-	if !s.DHCPOnEth0() {
+	if !s.DHCPOn("eth0") {
 		t.Error("static eth1: eth0 without DHCP")
 	}
+	if s.DHCPOn("eth1") || !s.DHCPOn("usb0") {
+		t.Error("static eth1: DHCP on eth1, or none on usb0")
+	}
 	s.Network.Interfaces[0].Name = ""
-	if s.DHCPOnEth0() {
+	if s.DHCPOn("eth0") {
 		t.Error("static first Ethernet interface: eth0 with DHCP")
+	}
+	if !s.DHCPOn("usb0") {
+		t.Error("static first Ethernet interface: usb0 without DHCP")
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/pc2/pc2/appliance/config"
@@ -102,7 +103,15 @@ type Settings struct {
 	// TLS is the personal node's own certificate for its name (nil: on,
 	// from Let's Encrypt).
 	TLS *NodeTLS `json:"tls,omitempty"`
+	// NTP lists the time servers (host names or IP addresses) gokrazy's
+	// NTP client asks; empty: its default, the gokrazy zone of
+	// pool.ntp.org. A board without a real-time clock (a Raspberry Pi)
+	// starts at 1970 and the device's network waits for this clock.
+	NTP []string `json:"ntp,omitempty"`
 }
+
+// MaxNTPServers bounds Settings.NTP.
+const MaxNTPServers = 8
 
 // NodeTLS is where a personal node gets the certificate for its name,
 // with which visitors' TLS ends on the device and not at a supernode.
@@ -231,6 +240,14 @@ func (s *Settings) Check() error {
 	if s.Quota < 0 {
 		return fmt.Errorf("quota %d is negative", s.Quota)
 	}
+	if len(s.NTP) > MaxNTPServers {
+		return fmt.Errorf("ntp: %d servers, at most %d", len(s.NTP), MaxNTPServers)
+	}
+	for _, h := range s.NTP {
+		if err := checkNTPServer(h); err != nil {
+			return err
+		}
+	}
 	if s.Update != nil {
 		if err := s.Update.Check(); err != nil {
 			return err
@@ -251,6 +268,24 @@ func checkHostname(h string) error {
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(h)-1
 		if !ok {
 			return fmt.Errorf("hostname %q: letters, digits and inner hyphens only", h)
+		}
+	}
+	return nil
+}
+
+// checkNTPServer accepts an IP address or a DNS name: gokrazy's NTP client
+// takes each as a command line argument, so nothing else (no option, no
+// port) may pass.
+func checkNTPServer(h string) error {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return nil
+	}
+	if len(h) == 0 || len(h) > 253 {
+		return fmt.Errorf("ntp: server %q: want a host name or IP address", h)
+	}
+	for _, label := range strings.Split(h, ".") {
+		if err := checkHostname(label); err != nil || label == "" {
+			return fmt.Errorf("ntp: server %q: want a host name or IP address", h)
 		}
 	}
 	return nil
@@ -289,15 +324,17 @@ func (s *Settings) Redacted() *Settings {
 	return &c
 }
 
-// DHCPOnEth0 reports whether eth0 should get its address from gokrazy's
-// DHCP client: not when the network settings make it (or the first
-// Ethernet interface, which is eth0 on every board) static.
-func (s *Settings) DHCPOnEth0() bool {
+// DHCPOn reports whether the wired interface name (eth0, or usb0 on a
+// Raspberry Pi) should get its address from gokrazy's DHCP client: not
+// when the network settings make it static. An interface without a name
+// in the settings is the first Ethernet interface, which is eth0 on
+// every board that has one.
+func (s *Settings) DHCPOn(name string) bool {
 	if s.Network == nil {
 		return true
 	}
 	for _, i := range s.Network.Interfaces {
-		if i.Mode == ModeStatic && (i.Name == "" || i.Name == "eth0") {
+		if i.Mode == ModeStatic && (i.Name == name || i.Name == "" && name == "eth0") {
 			return false
 		}
 	}

@@ -88,10 +88,17 @@ func TestParseErrors(t *testing.T) {
 		{`{"profile":"personal","network":{"interfaces":[{"mode":"static","addresses":["10.0.0.1"]}]}}`, "network"},
 		{`{"profile":"personal","reset_button":"17"}`, "reset_button"},
 		{`not json`, "invalid character"},
+		// gokrazy's NTP client takes servers as arguments: no options.
+		{`{"profile":"personal","ntp":["-h"]}`, "ntp"},
+		{`{"profile":"personal","ntp":["time..example"]}`, "ntp"},
+		{`{"profile":"personal","ntp":["a","b","c","d","e","f","g","h","i"]}`, "at most 8"},
 	} {
 		if _, err := Parse([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want %q", c.in, err, c.want)
 		}
+	}
+	if _, err := Parse([]byte(`{"profile":"personal","ntp":["10.0.2.2","fd00::1","time.example.org"]}`)); err != nil {
+		t.Errorf("ntp servers: %v", err)
 	}
 	// A 64-hex-digit PSK is accepted.
 	if _, err := Parse([]byte(`{"profile":"personal","wifi":{"ssid":"a","passphrase":"` + strings.Repeat("ab", 32) + `"}}`)); err != nil {

@@ -1,5 +1,6 @@
 // Package rpi is the Raspberry Pi board: Pi 3B+, Pi 4, Pi 5 and Zero 2 W
-// (and the Pi 3B) in 64-bit mode, with the Raspberry Pi kernel from
+// (and the Pi 3B, the Pi 400 and 500 and the Compute Modules 4 and 5) in
+// 64-bit mode, with the Raspberry Pi kernel from
 // github.com/gokrazy/kernel.rpi (the only gokrazy kernel that supports the
 // Pi 5) and the boot firmware from github.com/gokrazy/firmware.
 //
@@ -12,8 +13,11 @@
 // files, the kernel as vmlinuz (config.txt's kernel= names it; the Pi 5
 // has no start*.elf, its EEPROM reads config.txt itself), one device tree
 // per model (the firmware picks the model's file by name), config.txt and
-// cmdline.txt. Untested on hardware here: no Pi is attached to the build
-// machines and QEMU's raspi models are not a faithful test of the boot.
+// cmdline.txt. No Pi is attached to the build machines; QEMU's raspi3b
+// and raspi4b machines boot the image from its SD card (qemu-tests), but
+// QEMU skips the firmware stage (image/vm does its part), so the image
+// builder checks the boot partition against every model instead
+// (boards.Board.CheckBootFiles).
 //
 // Root file system: brcmfmac's Wi-Fi firmware under /lib/firmware/brcm for
 // the Pi 3B, 3B+, 4B and 5 (WiFiFirmware); Debian has none for the
@@ -28,16 +32,47 @@ import (
 	_ "github.com/gokrazy/kernel.rpi"
 )
 
-// Models maps each supported model to the device tree its firmware loads
-// (the Raspberry Pi kernel's names, bcm27xx-rpi-*).
-var Models = map[string]string{
-	"Raspberry Pi 3 Model B":      "bcm2710-rpi-3-b.dtb",
-	"Raspberry Pi 3 Model B Plus": "bcm2710-rpi-3-b-plus.dtb",
-	"Raspberry Pi Zero 2 W":       "bcm2710-rpi-zero-2-w.dtb",
-	"Raspberry Pi 4 Model B":      "bcm2711-rpi-4-b.dtb",
-	"Raspberry Pi 5 Model B":      "bcm2712-rpi-5-b.dtb",
+// Boot chains: what each generation's firmware reads from the boot
+// partition before the kernel.
+var (
+	// The Pi 3 family's boot ROM loads bootcode.bin, which loads the GPU
+	// firmware start.elf with its memory split fixup.dat.
+	chainPi3 = []string{"bootcode.bin", "start.elf", "fixup.dat"}
+	// The Pi 4 family's EEPROM loads start4.elf and fixup4.dat.
+	chainPi4 = []string{"start4.elf", "fixup4.dat"}
+	// The Pi 5 family's EEPROM reads config.txt and loads the kernel
+	// and device tree itself: nothing.
+	chainPi5 []string
+)
+
+// Models are the supported models: the device tree each one's firmware
+// loads (the Raspberry Pi kernel's names, bcm27xx-rpi-*) and the
+// config.txt sections that apply to it. The keyboards (400, 500) and
+// Compute Modules are a Pi 4 or Pi 5 inside.
+var Models = []boards.PiModel{
+	{Name: "Raspberry Pi 3 Model B", DeviceTree: "bcm2710-rpi-3-b.dtb", Filters: []string{"pi3"}, Firmware: chainPi3},
+	{Name: "Raspberry Pi 3 Model B Plus", DeviceTree: "bcm2710-rpi-3-b-plus.dtb", Filters: []string{"pi3", "pi3+"}, Firmware: chainPi3},
+	{Name: "Raspberry Pi Zero 2 W", DeviceTree: "bcm2710-rpi-zero-2-w.dtb", Filters: []string{"pi02"}, Firmware: chainPi3},
+	{Name: "Raspberry Pi 4 Model B", DeviceTree: "bcm2711-rpi-4-b.dtb", Filters: []string{"pi4"}, Firmware: chainPi4},
+	{Name: "Raspberry Pi 400", DeviceTree: "bcm2711-rpi-400.dtb", Filters: []string{"pi4", "pi400"}, Firmware: chainPi4},
+	{Name: "Raspberry Pi Compute Module 4", DeviceTree: "bcm2711-rpi-cm4.dtb", Filters: []string{"pi4", "cm4"}, Firmware: chainPi4},
+	{Name: "Raspberry Pi 5 Model B", DeviceTree: "bcm2712-rpi-5-b.dtb", Filters: []string{"pi5"}, Firmware: chainPi5},
 	// Pi 5 boards with the D0 stepping of the SoC.
-	"Raspberry Pi 5 Model B (D0)": "bcm2712d0-rpi-5-b.dtb",
+	{Name: "Raspberry Pi 5 Model B (D0)", DeviceTree: "bcm2712d0-rpi-5-b.dtb", Filters: []string{"pi5"}, Firmware: chainPi5},
+	{Name: "Raspberry Pi 500", DeviceTree: "bcm2712-rpi-500.dtb", Filters: []string{"pi5", "pi500"}, Firmware: chainPi5},
+	// On the CM5 IO board, the firmware's default carrier.
+	{Name: "Raspberry Pi Compute Module 5", DeviceTree: "bcm2712-rpi-cm5-cm5io.dtb", Filters: []string{"pi5", "cm5"}, Firmware: chainPi5},
+	{Name: "Raspberry Pi Compute Module 5 Lite", DeviceTree: "bcm2712-rpi-cm5l-cm5io.dtb", Filters: []string{"pi5", "cm5"}, Firmware: chainPi5},
+}
+
+// Model returns the supported model named name.
+func Model(name string) (boards.PiModel, bool) {
+	for _, m := range Models {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return boards.PiModel{}, false
 }
 
 // WiFiFirmware maps each model whose Wi-Fi the image supports to the
@@ -95,11 +130,20 @@ var LinuxFirmwareLinks = map[string]string{
 //   - kernel=vmlinuz: the file name kernel.rpi uses; without it each model
 //     would look for its own kernel8.img/kernel_2712.img.
 //   - disable_splash=1: no rainbow screen, a few hundred ms faster.
+//   - [cm4] otg_mode=1: the Compute Module 4's USB 2 port runs as a host
+//     on the SoC's xHCI controller (as Raspberry Pi OS configures it);
+//     without it the IO board's USB ports are dead.
 const ConfigTxt = `# PC2 appliance (boards/rpi); read by the Raspberry Pi firmware.
+[all]
 arm_64bit=1
 enable_uart=1
 kernel=vmlinuz
 disable_splash=1
+
+[cm4]
+otg_mode=1
+
+[all]
 `
 
 // Board is the Raspberry Pi board. console=serial0 is the GPIO UART on
@@ -115,11 +159,14 @@ var Board = boards.Board{
 	// family and Zero 2 W; start4.elf/fixup4.dat: Pi 4. The _x, _cd and
 	// _db variants (camera, cut-down, debug) are not needed.
 	FirmwareFiles: []string{"bootcode.bin", "start.elf", "fixup.dat", "start4.elf", "fixup4.dat"},
-	// One per entry of Models (boards_test checks it).
+	// One per entry of Models (Validate checks it).
 	DeviceTrees: []string{
 		"bcm2710-rpi-3-b.dtb", "bcm2710-rpi-3-b-plus.dtb", "bcm2710-rpi-zero-2-w.dtb",
-		"bcm2711-rpi-4-b.dtb", "bcm2712-rpi-5-b.dtb", "bcm2712d0-rpi-5-b.dtb",
+		"bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4.dtb",
+		"bcm2712-rpi-5-b.dtb", "bcm2712d0-rpi-5-b.dtb", "bcm2712-rpi-500.dtb",
+		"bcm2712-rpi-cm5-cm5io.dtb", "bcm2712-rpi-cm5l-cm5io.dtb",
 	},
+	PiModels:  Models,
 	ConfigTxt: ConfigTxt,
 	Cmdline: []string{
 		"ro", "init=/gokrazy/init", "rootwait", "panic=10", "oops=panic",

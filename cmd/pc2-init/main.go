@@ -9,11 +9,16 @@
 // the same init binary serves every profile and board and the image builder
 // stays the single place that decides what runs.
 //
-// Two device settings (package settings, on the boot partition) matter
+// Some device settings (package settings, on the boot partition) matter
 // before any service starts, so the init reads them: the hostname, set
-// before the DHCP client sends it; a static address on eth0, which leaves
-// gokrazy's DHCP client out (it would add a leased address next to the
-// static one); and a Wi-Fi network, which adds a DHCP client on wlan0.
+// before the DHCP client sends it; a static address on a wired
+// interface, which leaves gokrazy's DHCP client for it out (it would add
+// a leased address next to the static one); a Wi-Fi network, which adds
+// a DHCP client on wlan0; and the time servers of gokrazy's NTP client.
+// gokrazy's DHCP client serves eth0 by default; on a Raspberry Pi a
+// second one serves usb0, where the kernel's CDC Ethernet driver puts a
+// USB Ethernet adapter of that class (the only wired network of a
+// Zero 2 W, and QEMU's raspi3b network).
 // Unreadable settings are logged and change nothing. During the test boot
 // of an over-the-air update the init also keeps the health gate's
 // deadline (update.WatchTestBoot): a new version whose device service
@@ -73,7 +78,13 @@ func run() error {
 			log.Printf("pc2-init: update health gate: %v", err)
 		}
 	}()
-	dhcp, wlan := true, false
+	wired := []string{"eth0"}
+	if isRaspberryPi() {
+		wired = append(wired, "usb0")
+	}
+	dhcpOn := func(string) bool { return true }
+	wlan := false
+	var ntp []string
 	if l, err := settings.Load(settings.Paths{}); err != nil {
 		log.Printf("pc2-init: device settings: %v", err)
 	} else {
@@ -82,8 +93,9 @@ func run() error {
 				log.Printf("pc2-init: set hostname %q: %v", l.Hostname, err)
 			}
 		}
-		dhcp = l.DHCPOnEth0()
+		dhcpOn = l.DHCPOn
 		wlan = l.WiFi != nil
+		ntp = l.NTP
 	}
 	var services []*gokrazy.Service
 	progs, err := programs("/gokrazy")
@@ -91,12 +103,25 @@ func run() error {
 		return err
 	}
 	for _, p := range progs {
-		if p == "/gokrazy/dhcp" && !dhcp {
-			log.Printf("pc2-init: eth0 has a static address in the device settings; not starting %s", p)
+		if p == "/gokrazy/ntp" {
+			// Servers from the settings (checked names or addresses),
+			// else gokrazy's pool.
+			services = append(services, gokrazy.NewService(exec.Command(p, ntp...)))
 			continue
 		}
-		services = append(services, gokrazy.NewService(exec.Command(p)))
-		if p == "/gokrazy/dhcp" && wlan {
+		if p != "/gokrazy/dhcp" {
+			services = append(services, gokrazy.NewService(exec.Command(p)))
+			continue
+		}
+		for _, ifname := range wired {
+			if !dhcpOn(ifname) {
+				log.Printf("pc2-init: %s has a static address in the device settings; no %s for it", ifname, p)
+				continue
+			}
+			// gokrazy's client waits for its interface to appear.
+			services = append(services, gokrazy.NewService(exec.Command(p, "-interface="+ifname)))
+		}
+		if wlan {
 			// pc2 device joins the Wi-Fi network; this leases its address.
 			services = append(services, gokrazy.NewService(exec.Command(p, "-interface=wlan0")))
 		}
@@ -114,6 +139,14 @@ func run() error {
 	// gokrazy's own update API would install unsigned images.
 	update.RefuseGokrazyUpdates(http.DefaultServeMux)
 	return gokrazy.SuperviseServices(services)
+}
+
+// isRaspberryPi reports whether the device tree names a Raspberry Pi
+// (package hardware tells the models apart; the init needs only this and
+// stays small without it).
+func isRaspberryPi() bool {
+	b, err := os.ReadFile("/proc/device-tree/model")
+	return err == nil && strings.HasPrefix(string(b), "Raspberry Pi ")
 }
 
 // thpEnabled selects the kernel's transparent huge page mode.

@@ -16,6 +16,9 @@
 //     the image's boot partition (see ReadBootFile) and passes them as
 //     -kernel and -append. cortex-a72 rather than max: max enables pointer
 //     authentication, which TCG emulates slowly.
+//   - arm64 on a Raspberry Pi model (Options.Machine raspi3b or raspi4b,
+//     board rpi): the SD card image booted as the Pi firmware would, see
+//     raspi.go.
 package vm
 
 import (
@@ -74,6 +77,10 @@ type Options struct {
 	// BIOS boots an amd64 guest with SeaBIOS instead of OVMF; the image
 	// must be of a board with BIOS boot (boards.Board.BIOSBootCode).
 	BIOS bool
+	// Machine selects one of QEMU's Raspberry Pi models (MachineRaspi3b,
+	// MachineRaspi4b; see raspi.go) for an image of the rpi board;
+	// empty: the board's virtual machine (q35 or virt).
+	Machine string
 }
 
 // Firmware returns the OVMF code and variables template paths.
@@ -87,6 +94,15 @@ func Firmware() (code, vars string, err error) {
 		}
 	}
 	return "", "", fmt.Errorf("%w: OVMF firmware not found (apt-get install ovmf)", ErrMissing)
+}
+
+// CheckMachine is Check for a Raspberry Pi machine (Options.Machine).
+func CheckMachine(machine string) error {
+	if !IsRaspi(machine) {
+		return fmt.Errorf("vm: no machine %q", machine)
+	}
+	_, _, err := arm64Binary(machine)
+	return err
 }
 
 // Check reports whether QEMU (and firmware, where needed) for goarch is
@@ -124,11 +140,26 @@ func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
 		if _, err := exec.LookPath(Binary); err != nil {
 			return nil, nil, fmt.Errorf("%w: %s not installed (apt-get install qemu-system-x86)", ErrMissing, Binary)
 		}
+	} else if opts.Machine != "" {
+		if !IsRaspi(opts.Machine) || opts.GOARCH != "arm64" {
+			return nil, nil, fmt.Errorf("vm: no machine %q for GOARCH %q", opts.Machine, opts.GOARCH)
+		}
 	} else if err := Check(opts.GOARCH); err != nil {
 		return nil, nil, err
 	}
 	if opts.StateDir == "" {
 		return nil, nil, errors.New("vm: no state dir")
+	}
+	if opts.Machine != "" {
+		netdev, ports, err := userNet(opts.Forward)
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd, err := raspiCommand(image, opts, netdev)
+		if err != nil {
+			return nil, nil, err
+		}
+		return cmd, ports, nil
 	}
 	if opts.MemoryMiB == 0 {
 		opts.MemoryMiB = 1024

@@ -3,6 +3,7 @@ package vm
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,5 +144,61 @@ func TestCommandBIOS(t *testing.T) {
 	}
 	if _, _, err := Command(filepath.Join(dir, "disk.img"), Options{BIOS: true, GOARCH: "arm64", StateDir: dir}); err == nil {
 		t.Error("BIOS boot of an arm64 guest: got nil error")
+	}
+}
+
+// TestFirmwareCmdline: the Pi firmware's edits of cmdline.txt that the
+// harness makes for QEMU's raspi machines.
+func TestFirmwareCmdline(t *testing.T) {
+	line := "root=PARTUUID=2dcdfa95-02 ro console=tty1 console=serial0,115200"
+	got := firmwareCmdline(line, map[string]string{"enable_uart": "1"})
+	if want := "8250.nr_uarts=1 root=PARTUUID=2dcdfa95-02 ro console=tty1 console=ttyS0,115200"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := firmwareCmdline(line, nil); strings.Contains(got, "8250") {
+		t.Errorf("without enable_uart: %q", got)
+	}
+}
+
+// TestCommandRaspi: the raspi3b command line boots the image's own
+// kernel and device tree from the SD card, grown to a power of two in an
+// overlay (65 MiB: a 128 MiB card), with the watchdog workaround; the
+// raspi4b refuses forwards
+// (no network).
+func TestCommandRaspi(t *testing.T) {
+	if err := CheckMachine(MachineRaspi3b); err != nil {
+		testenv.SkipOrFail(t, "%v", err)
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	kernel := make([]byte, 4096)
+	disk := testDisk(t, false, map[string][]byte{
+		"vmlinuz": kernel, "cmdline.txt": []byte("root=PARTUUID=x-02 console=serial0,115200\n   "),
+		"config.txt": []byte("[all]\nenable_uart=1\nkernel=vmlinuz\n"), "bcm2710-rpi-3-b.dtb": []byte("dtb"),
+	})
+	if err := os.WriteFile(img, disk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd, ports, err := Command(img, Options{GOARCH: "arm64", Machine: MachineRaspi3b, StateDir: dir, Forward: map[int]int{4200: 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Join(cmd.Args, " ")
+	for _, want := range []string{"-machine raspi3b", "-dtb " + filepath.Join(dir, "bcm2710-rpi-3-b.dtb"), NoWatchdog,
+		"console=ttyS0,115200", "if=sd,format=qcow2", "usb-net", fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-:4200", ports[4200])} {
+		if !strings.Contains(args, want) {
+			t.Errorf("command %q lacks %q", args, want)
+		}
+	}
+	out, err := exec.Command("qemu-img", "info", filepath.Join(dir, "sd.qcow2")).Output()
+	if err != nil || !strings.Contains(string(out), "virtual size: 128 MiB") {
+		t.Errorf("SD overlay: %v\n%s", err, out)
+	}
+	if fi, _ := os.Stat(img); fi.Size() != int64(len(disk)) {
+		t.Errorf("the image changed size")
+	}
+	if _, _, err := Command(img, Options{GOARCH: "arm64", Machine: MachineRaspi4b, StateDir: dir, Forward: map[int]int{4200: 0}}); err == nil ||
+		!strings.Contains(err.Error(), "no network") {
+		t.Errorf("raspi4b with forwards: %v", err)
 	}
 }

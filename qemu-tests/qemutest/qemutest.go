@@ -58,6 +58,10 @@ type Options struct {
 	// (-no-reboot; a new QEMU also re-reads cmdline.txt for arm64's
 	// direct kernel boot). Needs Writable.
 	FollowReboots bool
+	// Machine boots an rpi board image on one of QEMU's Raspberry Pi
+	// models (image/vm's Options.Machine: "raspi3b", "raspi4b"); GOARCH
+	// must be arm64.
+	Machine string
 }
 
 // VM is a running QEMU guest.
@@ -101,11 +105,27 @@ func RequireArch(t testing.TB, goarch string) {
 	}
 }
 
+// RequireMachine checks that a QEMU with the Raspberry Pi model machine
+// and root privileges are available.
+func RequireMachine(t testing.TB, machine string) {
+	t.Helper()
+	if err := qvm.CheckMachine(machine); err != nil {
+		Skip(t, "%v", err)
+	}
+	if os.Geteuid() != 0 {
+		Skip(t, "QEMU tests run as root")
+	}
+}
+
 // Boot starts a guest from the raw disk image and stops it when the test
 // ends.
 func Boot(t testing.TB, image string, opts Options) *VM {
 	t.Helper()
-	RequireArch(t, opts.GOARCH)
+	if opts.Machine != "" {
+		RequireMachine(t, opts.Machine)
+	} else {
+		RequireArch(t, opts.GOARCH)
+	}
 	fwd := map[int]int{}
 	for _, p := range opts.Forward {
 		fwd[p] = 0
@@ -115,7 +135,7 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 	}
 	state := t.TempDir()
 	qopts := qvm.Options{Forward: fwd, MemoryMiB: opts.MemoryMiB, CPUs: opts.CPUs,
-		Writable: opts.Writable, StateDir: state, GOARCH: opts.GOARCH, BIOS: opts.BIOS}
+		Writable: opts.Writable, StateDir: state, GOARCH: opts.GOARCH, BIOS: opts.BIOS, Machine: opts.Machine}
 	cmd, ports, err := qvm.Command(image, qopts)
 	if err != nil {
 		t.Fatal(err)
