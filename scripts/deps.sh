@@ -28,7 +28,9 @@ esac
 # end-to-end tests drive headless Chromium through chromedp
 # (internal/testing/browsertest); its WebDAV server is checked with litmus.
 # Backups must stay readable by stock restic: services/backup's test
-# restores a PC2 repository with Debian's restic package.
+# restores a PC2 repository with Debian's restic package. The appliance's
+# mDNS announcements are checked with avahi's clients against a private
+# avahi-daemon and D-Bus in a network namespace (internal/testing/avahitest).
 declare -A cmd_pkg=(
 	[git]=git [make]=make [curl]=curl
 	[mksquashfs]=squashfs-tools [mkfs.ext4]=e2fsprogs [syslinux]=syslinux
@@ -40,6 +42,7 @@ declare -A cmd_pkg=(
 	[wrk]=wrk
 	[chromium]=chromium [litmus]=litmus
 	[restic]=restic
+	[avahi-daemon]=avahi-daemon [avahi-resolve]=avahi-utils [dbus-daemon]=dbus
 )
 for c in "${!cmd_pkg[@]}"; do
 	have "$c" || need_apt+=("${cmd_pkg[$c]}")
@@ -57,7 +60,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 	fi
 	echo "deps: installing ${need_apt[*]} with apt-get"
 	apt-get update -qq
+	# The daemons among them (avahi-daemon, nginx, coturn) are started by
+	# the tests that need them, in their own namespaces and ports; none
+	# is started on the host by the install (Debian's policy-rc.d).
+	prc=/usr/sbin/policy-rc.d made_prc=
+	if [ ! -e $prc ]; then
+		printf '#!/bin/sh\nexit 101\n' >$prc && chmod 755 $prc && made_prc=1
+		trap 'rm -f $prc' EXIT
+	fi
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+	[ -z "$made_prc" ] || rm -f $prc
 fi
 # Wi-Fi firmware of the rpi image (boards/rpi LinuxFirmware), which package
 # image reads from $fw_deb and checks against the same SHA-256. Debian has

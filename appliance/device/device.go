@@ -56,6 +56,7 @@ import (
 	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/announce"
 	"github.com/pc2/pc2/services/backup"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/wifi"
@@ -95,6 +96,10 @@ type Options struct {
 	// UpdateDisk is the disk updates are written to; nil:
 	// update.FindDisk().
 	UpdateDisk *update.Disk
+	// Announce makes the device findable on the local network (mDNS and
+	// DNS-SD); nil: announce.Run on the device itself (Paths.Disk
+	// empty), elsewhere nothing.
+	Announce func(context.Context, announce.Config) error
 	// ClockSet says whether the wall clock can be trusted yet (nil: it is
 	// after ClockFloor). Until then the node, the supernode and the
 	// update checks wait: see personal.Options.ClockSet.
@@ -273,6 +278,8 @@ func Run(ctx context.Context, opts Options) error {
 
 	d.startUpdates(ctx, s, goRun)
 
+	localURL := d.startAnnounce(ctx, goRun)
+
 	goRun(func() {
 		if err := d.net.Run(ctx, s.Network.Config(), d.networkChanged); err != nil && ctx.Err() == nil {
 			log.Error("network configuration stopped", "err", err)
@@ -297,6 +304,7 @@ func Run(ctx context.Context, opts Options) error {
 			Console:     d.opts.Console,
 			Updates:     d.dashboardUpdates,
 			ClockSet:    d.opts.ClockSet,
+			LocalURL:    localURL,
 			Started: func(n *personal.Node) {
 				d.node.Store(n)
 				goRun(func() { d.follow(ctx, n) })
@@ -325,6 +333,36 @@ func Run(ctx context.Context, opts Options) error {
 		d.light.SetState(hardware.StateError)
 	}
 	return err
+}
+
+// localPort is the port of the personal cloud and the supernode's
+// status page, which the device announces.
+const localPort = 4200
+
+// startAnnounce announces the device as <hostname>.local with its web
+// page as an _http._tcp service, and returns that page's local URL ("" when
+// the device does not announce itself).
+func (d *Device) startAnnounce(ctx context.Context, goRun func(func())) string {
+	run := d.opts.Announce
+	if run == nil {
+		if d.opts.Paths.Disk != "" {
+			return ""
+		}
+		run = announce.Run
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		d.log.Warn("mDNS: no host name to announce", "err", err)
+		return ""
+	}
+	cfg := announce.Config{HostName: host, Instance: "PC2 " + host, Port: localPort, Text: []string{"path=/"},
+		Logger: d.log.With("service", "announce")}
+	goRun(func() {
+		if err := run(ctx, cfg); err != nil && ctx.Err() == nil {
+			d.log.Error("mDNS announcements stopped", "err", err)
+		}
+	})
+	return fmt.Sprintf("http://%s.local:%d", host, localPort)
 }
 
 // networkChanged makes the tunnel reattach at once.

@@ -66,6 +66,10 @@ type Options struct {
 	// Started, if set, is called once the node runs, for callers that
 	// follow its Status (the appliance's status light).
 	Started func(*Node)
+	// LocalURL, if set, is where the local network reaches the cloud by
+	// name (the appliance's http://<host>.local:4200); the console
+	// shows it with the setup code.
+	LocalURL string
 	// ClockSet, if set, says whether the wall clock can be trusted yet.
 	// Until it does, the node serves its cloud (the wizard and dashboard
 	// need no clock) but keeps off the network: certificates, signed
@@ -262,8 +266,12 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		HTTPClient: opts.NamesClient,
 		ShowSetupCode: func(code string) {
 			if opts.Console != nil {
-				fmt.Fprintf(opts.Console, "\r\nPC2: set up your personal cloud: open port 4200 of this device from your local network,\r\n"+
-					"PC2: or from elsewhere with the one-time setup code %s\r\n", code)
+				where := "port 4200 of this device"
+				if opts.LocalURL != "" {
+					where = opts.LocalURL + " (port 4200 of this device)"
+				}
+				fmt.Fprintf(opts.Console, "\r\nPC2: set up your personal cloud: open %s from your local network,\r\n"+
+					"PC2: or from elsewhere with the one-time setup code %s\r\n", where, code)
 			}
 		}})
 	if err != nil {

@@ -77,6 +77,12 @@ type Options struct {
 	// BIOS boots an amd64 guest with SeaBIOS instead of OVMF; the image
 	// must be of a board with BIOS boot (boards.Board.BIOSBootCode).
 	BIOS bool
+	// Tap adds a second network card on the host's tap interface of
+	// that name, which must exist (ip tuntap add ... mode tap); the
+	// guest names it eth1. Tests move the tap into a network namespace
+	// once QEMU holds it, for traffic QEMU's user network cannot carry
+	// (multicast). Not on the Raspberry Pi machines.
+	Tap string
 	// Machine selects one of QEMU's Raspberry Pi models (MachineRaspi3b,
 	// MachineRaspi4b; see raspi.go) for an image of the rpi board;
 	// empty: the board's virtual machine (q35 or virt).
@@ -151,6 +157,9 @@ func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
 		return nil, nil, errors.New("vm: no state dir")
 	}
 	if opts.Machine != "" {
+		if opts.Tap != "" {
+			return nil, nil, fmt.Errorf("vm: no second network card on %s", opts.Machine)
+		}
 		netdev, ports, err := userNet(opts.Forward)
 		if err != nil {
 			return nil, nil, err
@@ -189,6 +198,10 @@ func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
 		// A kernel panic (panic=10 reboots) or a reboot request ends QEMU
 		// instead of looping.
 		"-no-reboot",
+	}
+	if opts.Tap != "" {
+		common = append(common, "-netdev", "tap,id=net1,ifname="+opts.Tap+",script=no,downscript=no",
+			"-device", "virtio-net-pci,netdev=net1")
 	}
 	if opts.GOARCH == "arm64" {
 		kernel, cmdline, err := directBoot(image, opts.StateDir)

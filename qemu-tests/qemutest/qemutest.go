@@ -58,6 +58,9 @@ type Options struct {
 	// (-no-reboot; a new QEMU also re-reads cmdline.txt for arm64's
 	// direct kernel boot). Needs Writable.
 	FollowReboots bool
+	// Tap adds a second network card on this host tap interface
+	// (image/vm's Options.Tap).
+	Tap string
 	// Machine boots an rpi board image on one of QEMU's Raspberry Pi
 	// models (image/vm's Options.Machine: "raspi3b", "raspi4b"); GOARCH
 	// must be arm64.
@@ -135,7 +138,7 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 	}
 	state := t.TempDir()
 	qopts := qvm.Options{Forward: fwd, MemoryMiB: opts.MemoryMiB, CPUs: opts.CPUs,
-		Writable: opts.Writable, StateDir: state, GOARCH: opts.GOARCH, BIOS: opts.BIOS, Machine: opts.Machine}
+		Writable: opts.Writable, StateDir: state, GOARCH: opts.GOARCH, BIOS: opts.BIOS, Machine: opts.Machine, Tap: opts.Tap}
 	cmd, ports, err := qvm.Command(image, qopts)
 	if err != nil {
 		t.Fatal(err)
