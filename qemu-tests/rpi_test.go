@@ -107,13 +107,7 @@ func TestRaspi3b(t *testing.T) {
 	if r := owner.Get("/_/"); !strings.Contains(r.Body, personal.WaitingForClock) {
 		t.Errorf("the dashboard does not say the node waits for the clock: %.300q", r.Body)
 	}
-	// The guest's time server, 10.0.2.2:123, is the host's loopback.
-	conn, err := net.ListenPacket("udp", "127.0.0.1:123")
-	if err != nil {
-		t.Fatalf("NTP server for the guest: %v", err)
-	}
-	ntp := ntptest.Start(conn, nil)
-	t.Cleanup(func() { ntp.Close() })
+	ntp := hostNTP(t)
 	st := waitStatus(t, v, 3*time.Minute, "online and relayed", func(st personal.Status) bool {
 		return st.State == "online" && st.Mode == "relayed"
 	})
@@ -138,6 +132,19 @@ func TestRaspi3b(t *testing.T) {
 	if v.Boots() != 1 {
 		t.Errorf("the guest rebooted")
 	}
+}
+
+// hostNTP serves NTP with the host's clock to guests, which reach it at
+// vm.HostAddr (10.0.2.2:123, the host's loopback), until t ends.
+func hostNTP(t testing.TB) *ntptest.Server {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:123")
+	if err != nil {
+		t.Fatalf("NTP server for the guest: %v", err)
+	}
+	ntp := ntptest.Start(conn, nil)
+	t.Cleanup(func() { ntp.Close() })
+	return ntp
 }
 
 // TestRaspi4b boots the rpi image, as built, on QEMU 10's Raspberry Pi 4

@@ -25,7 +25,9 @@ import (
 	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/appliance/update/updateapi"
+	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
+	"github.com/pc2/pc2/boards/qemuarm64"
 	"github.com/pc2/pc2/cmd/pc2/cli"
 	"github.com/pc2/pc2/image"
 	"github.com/pc2/pc2/internal/testing/testlog"
@@ -33,11 +35,11 @@ import (
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 )
 
-// buildRelease builds a release bundle of the qemu board (and, with
-// st, its flashable image) signed by key.
-func buildRelease(t *testing.T, key ed25519.PrivateKey, version, dir string, st *settings.Settings, files map[string][]byte) *release.Result {
+// buildRelease builds a release bundle of board (and, with st, its
+// flashable image) signed by key.
+func buildRelease(t *testing.T, board boards.Board, key ed25519.PrivateKey, version, dir string, st *settings.Settings, files map[string][]byte) *release.Result {
 	t.Helper()
-	o := release.Options{Board: qemu.Board, Version: version, Key: key, Out: dir, Files: files,
+	o := release.Options{Board: board, Version: version, Key: key, Out: dir, Files: files,
 		SourceDateEpoch: 1700000000, RootSize: 128 * image.MiB, PermSize: 128 * image.MiB,
 		Logger: slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if st != nil {
@@ -112,14 +114,21 @@ func partitionBytes(t *testing.T, img string, n int) []byte {
 // (`pc2 update`); a downgrade is refused; a broken release (its device
 // service exits at start) is tried once and rolled back by itself, with
 // the reason; and B -> D by pull from an update server on the host.
-func TestUpdate(t *testing.T) {
-	qemutest.Require(t)
+func TestUpdate(t *testing.T) { testUpdate(t, qemu.Board) }
+
+// TestUpdateArm64 is TestUpdate for the arm64 userland and kernel (the
+// Raspberry Pi's programs) on QEMU's virt machine, whose direct kernel
+// boot reads cmdline.txt, and with it the A/B choice, at every start.
+func TestUpdateArm64(t *testing.T) { testUpdate(t, qemuarm64.Board) }
+
+func testUpdate(t *testing.T, board boards.Board) {
+	qemutest.RequireArch(t, board.GOARCH)
 	sn, guestAddr := hostSupernode(t)
 	hostRelay(t, sn)
 	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
 
-	// The update server: bundles appear at /stable/qemu/ when the test
-	// puts them there.
+	// The update server: bundles appear at /stable/<board>/ when the
+	// test puts them there.
 	serverRoot := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,17 +152,17 @@ func TestUpdate(t *testing.T) {
 	st := &settings.Settings{Profile: profile.Personal, Hostname: "pc2-update", Supernodes: []string{guestAddr},
 		AdminPasswordHash: hash, Update: &settings.Update{URL: fmt.Sprintf("http://10.0.2.2:%d/", port),
 			Interval: config.Duration(5 * time.Second), HealthTimeout: config.Duration(60 * time.Second)}}
-	a := buildRelease(t, key, "1.0.0", t.TempDir(), st, nil)
-	b := buildRelease(t, key, "1.1.0", t.TempDir(), nil, nil)
+	a := buildRelease(t, board, key, "1.0.0", t.TempDir(), st, nil)
+	b := buildRelease(t, board, key, "1.1.0", t.TempDir(), nil, nil)
 	badTable, err := svctable.Encode([]svctable.Service{{Name: "device", Path: profile.PC2Binary, Args: []string{"device", "--no-such-flag"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	broken := buildRelease(t, key, "1.2.0", t.TempDir(), nil, map[string][]byte{svctable.Path: badTable})
-	d := buildRelease(t, key, "1.3.0", t.TempDir(), nil, nil)
+	broken := buildRelease(t, board, key, "1.2.0", t.TempDir(), nil, map[string][]byte{svctable.Path: badTable})
+	d := buildRelease(t, board, key, "1.3.0", t.TempDir(), nil, nil)
 
 	img := qemutest.CopyImage(t, a.Image)
-	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true, FollowReboots: true})
+	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true, FollowReboots: true, GOARCH: board.GOARCH})
 	base := fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(4200))
 	client := &updateapi.Client{Base: base, Password: testAdminPassword, HTTP: &http.Client{Timeout: 5 * time.Minute}}
 	status := func() *update.Status {
@@ -165,7 +174,7 @@ func TestUpdate(t *testing.T) {
 		return s
 	}
 	waitOnline(t, vm, 3*time.Minute)
-	if s := status(); s.Version != "1.0.0" || s.Board != "qemu" || s.Partition != 2 {
+	if s := status(); s.Version != "1.0.0" || s.Board != board.Name || s.Partition != 2 {
 		t.Fatalf("A: %+v", s)
 	}
 	emptyB := partitionBytes(t, img, 3)
@@ -232,7 +241,7 @@ func TestUpdate(t *testing.T) {
 	if !bytes.Equal(partitionBytes(t, img, 3), emptyB) {
 		t.Fatal("an interrupted upload wrote to the inactive root partition")
 	}
-	vm = qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true, FollowReboots: true})
+	vm = qemutest.Boot(t, img, qemutest.Options{Forward: []int{4200}, Writable: true, FollowReboots: true, GOARCH: board.GOARCH})
 	base = fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(4200))
 	client.Base = base
 	waitOnline(t, vm, 3*time.Minute)
@@ -246,8 +255,8 @@ func TestUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("push B: %v\n%s", err, vm.Serial())
 	}
-	t.Logf("figure: push update 1.0.0 -> 1.1.0 (qemu, TCG): %v from the command to the new version serving; %s",
-		time.Since(start).Round(time.Second), firstLine(out, "sent "))
+	t.Logf("figure: push update 1.0.0 -> 1.1.0 (%s, TCG): %v from the command to the new version serving; %s",
+		board.Name, time.Since(start).Round(time.Second), firstLine(out, "sent "))
 	s := status()
 	if s.Version != "1.1.0" || s.Partition != 3 || s.Last.Outcome != update.Installed || s.Floor != "1.1.0" {
 		t.Fatalf("after B: %+v", s)
@@ -267,13 +276,13 @@ func TestUpdate(t *testing.T) {
 	if s.Version != "1.1.0" || s.Partition != 3 || s.Last.Outcome != update.RolledBack || !strings.Contains(s.Last.Reason, "no-such-flag") {
 		t.Fatalf("after the broken release: %+v\nlog:\n%s", s.Last, s.Log)
 	}
-	t.Logf("figure: broken release 1.2.0 (qemu, TCG, health timeout 60s): %v from the command to the device back on 1.1.0 with the reason; rolled back: %s",
-		time.Since(start).Round(time.Second), s.Last.Reason)
+	t.Logf("figure: broken release 1.2.0 (%s, TCG, health timeout 60s): %v from the command to the device back on 1.1.0 with the reason; rolled back: %s",
+		board.Name, time.Since(start).Round(time.Second), s.Last.Reason)
 	waitOnline(t, vm, time.Minute)
 
 	// B -> D by pull.
 	boots := vm.Boots()
-	dst := filepath.Join(serverRoot, "stable", "qemu")
+	dst := filepath.Join(serverRoot, "stable", board.Name)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +304,7 @@ func TestUpdate(t *testing.T) {
 			t.Fatalf("D not installed by pull: %+v %v\n%s", s, err, vm.Serial())
 		}
 	}
-	t.Logf("figure: pull update 1.1.0 -> 1.3.0 (qemu, TCG): %v from publishing to the new version serving", time.Since(start).Round(time.Second))
+	t.Logf("figure: pull update 1.1.0 -> 1.3.0 (%s, TCG): %v from publishing to the new version serving", board.Name, time.Since(start).Round(time.Second))
 	waitOnline(t, vm, time.Minute)
 }
 
