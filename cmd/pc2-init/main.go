@@ -18,7 +18,10 @@
 // gokrazy's DHCP client serves eth0 by default; on a Raspberry Pi a
 // second one serves usb0, where the kernel's CDC Ethernet driver puts a
 // USB Ethernet adapter of that class (the only wired network of a
-// Zero 2 W, and QEMU's raspi3b network).
+// Zero 2 W, and QEMU's raspi3b network). That one starts only once usb0
+// exists (superviseWhenPresent): a waiting DHCP client is a Go process of
+// about 13 MB, which most Pis, with their own Ethernet, would carry for
+// nothing.
 // Unreadable settings are logged and change nothing. During the test boot
 // of an over-the-air update the init also keeps the health gate's
 // deadline (update.WatchTestBoot): a new version whose device service
@@ -42,6 +45,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/gokrazy/gokrazy"
 	"golang.org/x/sys/unix"
@@ -78,10 +82,6 @@ func run() error {
 			log.Printf("pc2-init: update health gate: %v", err)
 		}
 	}()
-	wired := []string{"eth0"}
-	if isRaspberryPi() {
-		wired = append(wired, "usb0")
-	}
 	dhcpOn := func(string) bool { return true }
 	wlan := false
 	var ntp []string
@@ -113,13 +113,13 @@ func run() error {
 			services = append(services, gokrazy.NewService(exec.Command(p)))
 			continue
 		}
-		for _, ifname := range wired {
-			if !dhcpOn(ifname) {
-				log.Printf("pc2-init: %s has a static address in the device settings; no %s for it", ifname, p)
-				continue
-			}
-			// gokrazy's client waits for its interface to appear.
-			services = append(services, gokrazy.NewService(exec.Command(p, "-interface="+ifname)))
+		if dhcpOn("eth0") {
+			services = append(services, gokrazy.NewService(exec.Command(p, "-interface=eth0")))
+		} else {
+			log.Printf("pc2-init: eth0 has a static address in the device settings; no %s for it", p)
+		}
+		if isRaspberryPi() && dhcpOn("usb0") {
+			go superviseWhenPresent("usb0", p, "-interface=usb0")
 		}
 		if wlan {
 			// pc2 device joins the Wi-Fi network; this leases its address.
@@ -139,6 +139,27 @@ func run() error {
 	// gokrazy's own update API would install unsigned images.
 	update.RefuseGokrazyUpdates(http.DefaultServeMux)
 	return gokrazy.SuperviseServices(services)
+}
+
+// superviseWhenPresent waits until the network interface ifname exists,
+// then runs prog with args, again 5 s after each exit, for good. It is
+// not one of gokrazy's services (those are fixed when supervision
+// starts), so its output goes to the init's, the console.
+func superviseWhenPresent(ifname, prog string, args ...string) {
+	for {
+		if _, err := os.Stat(filepath.Join("/sys/class/net", ifname)); err == nil {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	log.Printf("pc2-init: %s appeared; starting %s for it", ifname, prog)
+	for {
+		cmd := exec.Command(prog, args...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		err := cmd.Run()
+		log.Printf("pc2-init: %s %s exited (%v); again in 5 s", prog, strings.Join(args, " "), err)
+		time.Sleep(5 * time.Second)
+	}
 }
 
 // isRaspberryPi reports whether the device tree names a Raspberry Pi

@@ -89,21 +89,23 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var cur *responders
 	var last string
+	var retry time.Time // after a failed start: when to try again
 	defer func() { cur.close() }()
 	t := time.NewTicker(cfg.Check)
 	defer t.Stop()
 	for {
 		ifaces, addrs, key := current(cfg.Interfaces)
-		if key != last {
+		failed := cur == nil && len(ifaces) > 0 && !retry.IsZero()
+		if key != last || failed && time.Now().After(retry) {
 			cur.close()
-			cur = nil
-			last = key
+			cur, last, retry = nil, key, time.Time{}
 			if len(ifaces) > 0 {
 				var err error
 				if cur, err = start(cfg, ifaces, addrs); err != nil {
-					// The next change (or check) tries again.
+					// Again at the next change, or in a minute (the
+					// port may be taken for a while).
 					log.Warn("mDNS: not announcing", "err", err)
-					last = ""
+					retry = time.Now().Add(time.Minute)
 				} else {
 					log.Info("mDNS: announcing", "host", cfg.HostName+".local", "service", cfg.Service, "port", cfg.Port, "addresses", addrs)
 				}
