@@ -1,6 +1,8 @@
 # PC2: see README.md. `make run` and `make test` install what they need.
 SHELL := /bin/bash
-export PATH := $(PATH):/usr/local/go/bin
+# /usr/sbin and /sbin: daemons the tests start (avahi-daemon, nginx) live
+# there, and not every root shell has them in its PATH.
+export PATH := $(PATH):/usr/local/go/bin:/usr/sbin:/sbin
 GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...

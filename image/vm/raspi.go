@@ -67,9 +67,6 @@ func IsRaspi(machine string) bool {
 	return ok
 }
 
-// RaspiHasNetwork reports whether QEMU gives machine a network device.
-func RaspiHasNetwork(machine string) bool { return raspis[machine].net }
-
 // BackportsQEMU is where scripts/deps.sh unpacks QEMU for arm from
 // Debian's bookworm-backports (QEMU 10): its raspi4b machine is newer
 // than bookworm's QEMU 7.2. It is unpacked beside the system's QEMU, not
@@ -93,7 +90,7 @@ func arm64Binary(machine string) (string, []string, error) {
 		if err != nil {
 			continue
 		}
-		if machine == "" || hasMachine(p, machine) {
+		if hasMachine(p, machine) {
 			return p, b.args, nil
 		}
 	}
