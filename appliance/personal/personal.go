@@ -343,6 +343,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		if !n.waitForClock(ctx) {
 			return nil
 		}
+		key = n.currentKey() // the wizard may have set another meanwhile
 		nctx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
 		go func() { errc <- n.runNetwork(nctx, key, relayed) }()
