@@ -97,17 +97,22 @@ apt_fetch() {
 	apt-get "${opts[@]}" -qq update
 	(cd "$dir" && apt-get "${opts[@]}" -qq download "$@")
 }
+# fetch_tmp: a new temporary directory under $fw_dir, removed at exit.
 tmps=()
 trap 'rm -rf "${tmps[@]}"' EXIT
+fetch_tmp() {
+	mkdir -p "$fw_dir"
+	tmp=$(mktemp -d "$fw_dir/.fetch.XXXXXX")
+	tmps+=("$tmp")
+}
 if fw_ok "$fw_deb"; then
 	:
 elif [ "$(id -u)" != 0 ]; then
 	echo "deps: $fw_deb missing, so rpi images will not build; run scripts/deps.sh as root" >&2
 else
 	echo "deps: downloading firmware-brcm80211 20230210-5 (Debian bookworm, non-free-firmware) to $fw_dir"
-	mkdir -p "$fw_dir"
-	fw_tmp=$(mktemp -d "$fw_dir/.fetch.XXXXXX")
-	tmps+=("$fw_tmp")
+	fetch_tmp
+	fw_tmp=$tmp
 	apt_fetch "$fw_tmp" bookworm non-free-firmware firmware-brcm80211=20230210-5
 	if ! fw_ok "$fw_tmp/${fw_deb##*/}"; then
 		echo "deps: the downloaded firmware-brcm80211 20230210-5 does not have SHA-256 $fw_sha" >&2
@@ -128,9 +133,8 @@ elif [ "$(id -u)" != 0 ]; then
 	echo "deps: $qb missing, so the raspi4b QEMU test skips; run scripts/deps.sh as root" >&2
 else
 	echo "deps: downloading qemu-system-arm from Debian bookworm-backports (QEMU 10, for raspi4b) to $qb"
-	mkdir -p "$fw_dir"
-	qb_tmp=$(mktemp -d "$fw_dir/.fetch.XXXXXX")
-	tmps+=("$qb_tmp")
+	fetch_tmp
+	qb_tmp=$tmp
 	apt_fetch "$qb_tmp" bookworm-backports main qemu-system-arm/bookworm-backports qemu-system-data/bookworm-backports
 	mkdir "$qb_tmp/root"
 	for d in "$qb_tmp"/qemu-system-*.deb; do dpkg-deb -x "$d" "$qb_tmp/root"; done

@@ -125,14 +125,8 @@ func (d *Device) waitForClock(ctx context.Context, what string) bool {
 		return true
 	}
 	d.log.Warn("waiting for the clock (NTP) before "+what, "now", time.Now())
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for !d.opts.ClockSet() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-		}
+	if !personal.WaitForClock(ctx, d.opts.ClockSet, 0) {
+		return false
 	}
 	d.log.Info("clock set", "now", time.Now())
 	return true

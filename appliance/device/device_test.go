@@ -24,16 +24,34 @@ import (
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/password"
+	"github.com/pc2/pc2/services/announce"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/relay/relayserver"
 	"github.com/pc2/pc2/services/wifi"
 )
 
-// fakeNetwork records the network settings it was asked to apply.
+// fakeNetwork records the network settings it was asked to apply, what
+// the device announced by mDNS and what it wrote to the console.
 type fakeNetwork struct {
-	mu  sync.Mutex
-	got []*netconf.Config
+	mu        sync.Mutex
+	got       []*netconf.Config
+	announced []announce.Config
+	console   strings.Builder
+}
+
+func (f *fakeNetwork) announce(ctx context.Context, cfg announce.Config) error {
+	f.mu.Lock()
+	f.announced = append(f.announced, cfg)
+	f.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+func (f *fakeNetwork) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.console.Write(p)
 }
 
 func (f *fakeNetwork) Run(ctx context.Context, cfg *netconf.Config, _ func()) error {
@@ -91,8 +109,10 @@ func device(t *testing.T, s *settings.Settings, reboot func() error) (string, st
 			WiFiRadio: func() (wifi.Radio, error) {
 				return nil, fmt.Errorf("test: %w", wifi.ErrNoNL80211)
 			},
-			PermDir: perm,
-			Reboot:  reboot,
+			PermDir:  perm,
+			Reboot:   reboot,
+			Announce: fn.announce,
+			Console:  fn,
 		})
 	}()
 	t.Cleanup(func() {
@@ -149,6 +169,15 @@ func TestPersonalDevice(t *testing.T) {
 	fn.mu.Lock()
 	if len(fn.got) != 1 || fn.got[0].Interfaces[0].Addresses[0] != "192.0.2.10/24" {
 		t.Errorf("network got %+v", fn.got)
+	}
+	// The device announces its host name and the cloud's port, and the
+	// console names that URL with the wizard's setup code.
+	host, _ := os.Hostname()
+	if len(fn.announced) != 1 || fn.announced[0].HostName != host || fn.announced[0].Port != 4200 {
+		t.Errorf("announced %+v, want %s port 4200", fn.announced, host)
+	}
+	if want := "open http://" + host + ".local:4200 "; !strings.Contains(fn.console.String(), want) {
+		t.Errorf("console %q lacks %q", fn.console.String(), want)
 	}
 	fn.mu.Unlock()
 

@@ -373,7 +373,17 @@ func (n *Node) waitForClock(ctx context.Context) bool {
 	}
 	n.log.Warn("waiting for the clock (NTP) before joining the network", "now", n.now())
 	n.update(func(s *Status) { s.State, s.Detail = "waiting", WaitingForClock })
-	poll := n.opts.ClockPoll
+	if !WaitForClock(ctx, set, n.opts.ClockPoll) {
+		return false
+	}
+	n.log.Info("clock set; joining the network", "now", n.now())
+	return true
+}
+
+// WaitForClock asks set every poll (0: 1 s) until it says yes (true) or
+// ctx ends (false). The appliance's other clock-bound services (the
+// supernode, the update checks) wait with it too.
+func WaitForClock(ctx context.Context, set func() bool, poll time.Duration) bool {
 	if poll <= 0 {
 		poll = time.Second
 	}
@@ -386,7 +396,6 @@ func (n *Node) waitForClock(ctx context.Context) bool {
 		case <-t.C:
 		}
 	}
-	n.log.Info("clock set; joining the network", "now", n.now())
 	return true
 }
 

@@ -103,9 +103,7 @@ func RequireArch(t testing.TB, goarch string) {
 	if err := qvm.Check(goarch); err != nil {
 		Skip(t, "%v", err)
 	}
-	if os.Geteuid() != 0 {
-		Skip(t, "QEMU tests run as root")
-	}
+	requireRoot(t)
 }
 
 // RequireMachine checks that a QEMU with the Raspberry Pi model machine
@@ -115,6 +113,11 @@ func RequireMachine(t testing.TB, machine string) {
 	if err := qvm.CheckMachine(machine); err != nil {
 		Skip(t, "%v", err)
 	}
+	requireRoot(t)
+}
+
+func requireRoot(t testing.TB) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		Skip(t, "QEMU tests run as root")
 	}
