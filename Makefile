@@ -28,7 +28,7 @@ lint: deps
 # test of `make run`.
 test: lint
 	@echo "==> go test (unit, in-process networks, real processes on loopback)"
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 40m ./...
 	@echo "==> go test -race"
 	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
 	@echo "==> make run smoke tests (local network; appliance image in QEMU)"

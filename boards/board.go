@@ -32,22 +32,23 @@ const (
 	// BootUEFISystemdBoot: the firmware loads systemd-boot from the removable
 	// media path EFI/BOOT/BOOTX64.EFI (so no NVRAM boot entry is needed) and
 	// systemd-boot starts the kernel's EFI stub with the command line from
-	// loader/entries/gokrazy.conf, the file gokrazy's init rewrites on an A/B
-	// switch.
+	// loader/entries/gokrazy.conf, which names the selected slot's kernel
+	// and its command line (image/bootslot); an A/B switch rewrites it.
 	BootUEFISystemdBoot BootMethod = "uefi-systemd-boot"
 
-	// BootDirectKernel: the boot partition holds only the kernel and
-	// cmdline.txt, and something outside the disk loads both: QEMU's
-	// -kernel and -append, which image/vm reads from the partition at every
-	// start. gokrazy's init still edits cmdline.txt on an A/B switch, so
-	// the next start boots the other root, as on the other boards.
+	// BootDirectKernel: the boot partition holds the two slots' kernels
+	// and cmdline.txt (image/bootslot) and a config.txt that selects one
+	// by os_prefix, and something outside the disk loads them: QEMU's
+	// -kernel and -append, which image/vm reads from the partition the
+	// Pi firmware's way at every start, so an A/B switch of config.txt
+	// boots the other slot next time, as on the other boards.
 	BootDirectKernel BootMethod = "direct-kernel"
 
 	// BootRPiFirmware: the Raspberry Pi's GPU firmware (bootcode.bin and
 	// start*.elf on the Pi 3 family, start4.elf on the Pi 4, the EEPROM
-	// on the Pi 5) reads config.txt, the device tree for the model and
-	// the kernel from the boot partition, and passes cmdline.txt to the
-	// kernel. gokrazy's init edits cmdline.txt on an A/B switch.
+	// on the Pi 5) reads config.txt, then the device tree for the model,
+	// the kernel and cmdline.txt from the slot directory its os_prefix
+	// names (image/bootslot); an A/B switch rewrites that one line.
 	BootRPiFirmware BootMethod = "rpi-firmware"
 )
 
@@ -97,6 +98,11 @@ type Board struct {
 	// PiModels are the Raspberry Pi models the board supports; the image
 	// builder checks the boot partition against each (CheckBootFiles).
 	PiModels []PiModel
+	// BootSize is the boot partition's size when the image options give
+	// none (0: image.DefaultBootSize). It holds two kernels (the A/B
+	// slots of image/bootslot) and room for a third while an update
+	// writes one.
+	BootSize int64
 	// ConfigTxt is the boot partition's config.txt (Pi firmware).
 	ConfigTxt string
 	// LinuxFirmware lists the files that the kernel's drivers load from
@@ -136,11 +142,16 @@ type PiModel struct {
 var ErrBootFiles = errors.New("boards: boot partition incomplete")
 
 // CheckBootFiles checks that files (the boot partition: absolute paths,
-// as the image builder assembles it) hold everything each of the board's
-// Pi models needs to boot: its boot chain's firmware, its device tree,
-// config.txt settings that start it in 64-bit mode (the Pi 5 family
-// always runs 64-bit) and name a kernel, and that kernel, an arm64
-// Image. Boards that do not boot by the Pi firmware have nothing to
+// as the image builder assembles it, in the A/B layout of package
+// image/bootslot) hold everything each of the board's Pi models needs to
+// boot: its boot chain's firmware at the root; config.txt settings that
+// start it in 64-bit mode (the Pi 5 family always runs 64-bit), select a
+// slot directory with os_prefix (a/ or b/; without one the partition is
+// not the A/B layout) and name a kernel; and in the selected slot, as
+// the firmware prefixes them, that kernel, an arm64 Image, and the
+// model's device tree. The other slot must hold the same two: an update
+// switches to it by os_prefix alone, so the build must leave both slots
+// complete. Boards that do not boot by the Pi firmware have nothing to
 // check.
 func (b Board) CheckBootFiles(files map[string][]byte) error {
 	if b.Boot != BootRPiFirmware {
@@ -153,11 +164,15 @@ func (b Board) CheckBootFiles(files map[string][]byte) error {
 	if !ok {
 		return fmt.Errorf("%w: no config.txt", ErrBootFiles)
 	}
+	// The slot directories of image/bootslot, each with the other one;
+	// spelled out here so that boards stays free of the image packages.
+	otherSlot := map[string]string{"a/": "b/", "b/": "a/"}
 	for _, m := range b.PiModels {
 		fail := func(format string, args ...any) error {
 			return fmt.Errorf("%w: %s: %s", ErrBootFiles, m.Name, fmt.Sprintf(format, args...))
 		}
-		for _, f := range append(slices.Clone(m.Firmware), m.DeviceTree) {
+		// The firmware's own files are never prefixed.
+		for _, f := range m.Firmware {
 			if len(files["/"+f]) == 0 {
 				return fail("no %s", f)
 			}
@@ -166,14 +181,27 @@ func (b Board) CheckBootFiles(files map[string][]byte) error {
 		if len(m.Firmware) > 0 && cfg["arm_64bit"] != "1" {
 			return fail("config.txt does not set arm_64bit=1 for it; its firmware would start the kernel in 32-bit mode")
 		}
+		slot := cfg["os_prefix"]
+		other, ok := otherSlot[slot]
+		switch {
+		case slot == "":
+			return fail("config.txt sets no os_prefix for it: not an A/B boot partition (want os_prefix=a/ or b/)")
+		case !ok:
+			return fail("config.txt sets os_prefix=%s for it, not a slot directory (a/ or b/)", slot)
+		}
 		kernel := cfg["kernel"]
 		if kernel == "" {
 			return fail("config.txt names no kernel for it")
 		}
-		k := files["/"+kernel]
-		// The arm64 Image header's magic, "ARM\x64", is at offset 56.
-		if len(k) < 64 || string(k[56:60]) != "ARM\x64" {
-			return fail("kernel %s (config.txt) is missing or not an arm64 Image", kernel)
+		for _, s := range []struct{ dir, role string }{{slot, "selected"}, {other, "other"}} {
+			if len(files["/"+s.dir+m.DeviceTree]) == 0 {
+				return fail("no %s%s (the %s slot)", s.dir, m.DeviceTree, s.role)
+			}
+			k := files["/"+s.dir+kernel]
+			// The arm64 Image header's magic, "ARM\x64", is at offset 56.
+			if len(k) < 64 || string(k[56:60]) != "ARM\x64" {
+				return fail("kernel %s%s (config.txt, the %s slot) is missing or not an arm64 Image", s.dir, kernel, s.role)
+			}
 		}
 	}
 	return nil

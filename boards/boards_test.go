@@ -279,20 +279,34 @@ func TestValidateRejects(t *testing.T) {
 	}
 }
 
-// TestCheckBootFiles: the rpi boot partition passes with everything each
-// model needs, and each missing piece is named.
+// TestCheckBootFiles: the rpi boot partition in the A/B layout passes
+// with everything each model needs, and each missing piece is named.
 func TestCheckBootFiles(t *testing.T) {
+	config := "os_prefix=a/\n" + rpi.ConfigTxt
 	complete := func() map[string][]byte {
 		kernel := make([]byte, 1024)
 		copy(kernel[56:], "ARM\x64")
-		files := map[string][]byte{"/config.txt": []byte(rpi.ConfigTxt), "/vmlinuz": kernel, "/cmdline.txt": []byte("ro\n")}
-		for _, f := range append(rpi.Board.FirmwareFiles, rpi.Board.DeviceTrees...) {
+		files := map[string][]byte{"/config.txt": []byte(config)}
+		for _, f := range rpi.Board.FirmwareFiles {
 			files["/"+f] = []byte("x")
+		}
+		for _, slot := range []string{"a", "b"} {
+			files["/"+slot+"/vmlinuz"] = kernel
+			files["/"+slot+"/cmdline.txt"] = []byte("ro\n")
+			for _, f := range rpi.Board.DeviceTrees {
+				files["/"+slot+"/"+f] = []byte("x")
+			}
 		}
 		return files
 	}
 	if err := rpi.Board.CheckBootFiles(complete()); err != nil {
 		t.Fatalf("complete boot partition: %v", err)
+	}
+	// Slot b selected: a/ is then the other slot, checked the same way.
+	files := complete()
+	files["/config.txt"] = []byte(strings.Replace(config, "os_prefix=a/", "os_prefix=b/", 1))
+	if err := rpi.Board.CheckBootFiles(files); err != nil {
+		t.Fatalf("slot b selected: %v", err)
 	}
 	for _, c := range []struct {
 		name, want string
@@ -300,16 +314,32 @@ func TestCheckBootFiles(t *testing.T) {
 	}{
 		{"no start4.elf", "Raspberry Pi 4 Model B: no start4.elf", func(f map[string][]byte) { delete(f, "/start4.elf") }},
 		{"no bootcode.bin", "Raspberry Pi 3 Model B: no bootcode.bin", func(f map[string][]byte) { delete(f, "/bootcode.bin") }},
-		{"no Pi 500 tree", "Raspberry Pi 500: no bcm2712-rpi-500.dtb", func(f map[string][]byte) { delete(f, "/bcm2712-rpi-500.dtb") }},
+		{"no Pi 500 tree", "Raspberry Pi 500: no a/bcm2712-rpi-500.dtb (the selected slot)", func(f map[string][]byte) { delete(f, "/a/bcm2712-rpi-500.dtb") }},
+		{"no Pi 4 tree in b", "Raspberry Pi 4 Model B: no b/bcm2711-rpi-4-b.dtb (the other slot)", func(f map[string][]byte) { delete(f, "/b/bcm2711-rpi-4-b.dtb") }},
+		{"tree at the root only", "Raspberry Pi 3 Model B: no a/bcm2710-rpi-3-b.dtb", func(f map[string][]byte) {
+			f["/bcm2710-rpi-3-b.dtb"] = f["/a/bcm2710-rpi-3-b.dtb"]
+			delete(f, "/a/bcm2710-rpi-3-b.dtb")
+		}},
 		{"no config.txt", "no config.txt", func(f map[string][]byte) { delete(f, "/config.txt") }},
+		{"no os_prefix", "Raspberry Pi 3 Model B: config.txt sets no os_prefix for it: not an A/B boot partition", func(f map[string][]byte) {
+			f["/config.txt"] = []byte(rpi.ConfigTxt)
+		}},
+		{"os_prefix not a slot", "config.txt sets os_prefix=c/ for it, not a slot directory", func(f map[string][]byte) {
+			f["/config.txt"] = []byte("os_prefix=c/\n" + rpi.ConfigTxt)
+		}},
 		{"32-bit Pi 4", "Raspberry Pi 4 Model B: config.txt does not set arm_64bit=1", func(f map[string][]byte) {
-			f["/config.txt"] = []byte(rpi.ConfigTxt + "[pi4]\narm_64bit=0\n")
+			f["/config.txt"] = []byte(config + "[pi4]\narm_64bit=0\n")
 		}},
 		{"kernel for the Pi 5 only", "Raspberry Pi 3 Model B: config.txt names no kernel", func(f map[string][]byte) {
-			f["/config.txt"] = []byte(strings.Replace(rpi.ConfigTxt, "kernel=vmlinuz", "", 1) + "[pi5]\nkernel=vmlinuz\n")
+			f["/config.txt"] = []byte(strings.Replace(config, "kernel=vmlinuz", "", 1) + "[pi5]\nkernel=vmlinuz\n")
 		}},
-		{"kernel missing", "kernel vmlinuz (config.txt) is missing", func(f map[string][]byte) { delete(f, "/vmlinuz") }},
-		{"32-bit kernel", "not an arm64 Image", func(f map[string][]byte) { f["/vmlinuz"] = make([]byte, 1024) }},
+		{"kernel missing", "kernel a/vmlinuz (config.txt, the selected slot) is missing", func(f map[string][]byte) { delete(f, "/a/vmlinuz") }},
+		{"kernel at the root only", "kernel a/vmlinuz (config.txt, the selected slot) is missing", func(f map[string][]byte) {
+			f["/vmlinuz"] = f["/a/vmlinuz"]
+			delete(f, "/a/vmlinuz")
+		}},
+		{"no b kernel", "kernel b/vmlinuz (config.txt, the other slot) is missing", func(f map[string][]byte) { delete(f, "/b/vmlinuz") }},
+		{"32-bit kernel", "not an arm64 Image", func(f map[string][]byte) { f["/a/vmlinuz"] = make([]byte, 1024) }},
 	} {
 		files := complete()
 		c.change(files)

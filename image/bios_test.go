@@ -7,13 +7,13 @@ import (
 	"hash/crc32"
 	"os"
 	"os/exec"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pc2/pc2/boards/x86"
+	"github.com/pc2/pc2/image/bootslot"
 	"github.com/pc2/pc2/image/fat16"
 	"github.com/pc2/pc2/internal/testing/testenv"
 )
@@ -122,7 +122,7 @@ func TestBuildBIOS(t *testing.T) {
 	}
 	// The installer wrote through mtools: the files fat16 wrote read back
 	// the same, so gokrazy's in-place edits still find them.
-	cmdlineTxt := read("cmdline.txt")
+	cmdlineTxt := read("a/cmdline.txt")
 	if line, _, _ := strings.Cut(string(cmdlineTxt), "\n"); line != res.Cmdline {
 		t.Errorf("cmdline.txt %q, want %q", line, res.Cmdline)
 	}
@@ -137,8 +137,8 @@ func TestBuildBIOS(t *testing.T) {
 	}
 
 	cfg := read(strings.TrimPrefix(syslinuxCfg, "/"))
-	if len(cfg) != cmdlineFileSize {
-		t.Errorf("syslinux.cfg is %d bytes, want %d (padded like cmdline.txt)", len(cfg), cmdlineFileSize)
+	if len(cfg) != bootslot.PadSize {
+		t.Errorf("syslinux.cfg is %d bytes, want %d (padded like cmdline.txt)", len(cfg), bootslot.PadSize)
 	}
 	end := bytes.LastIndexByte(cfg, '\n')
 	if end < 0 || strings.Trim(string(cfg[end+1:]), " ") != "" {
@@ -148,7 +148,7 @@ func TestBuildBIOS(t *testing.T) {
 	if lines[0] != "SERIAL 0 115200" {
 		t.Errorf("syslinux.cfg starts with %q; SERIAL must come first", lines[0])
 	}
-	for _, want := range []string{"DEFAULT pc2", "LABEL pc2", "LINUX /vmlinuz", "NOESCAPE 1", "ALLOWOPTIONS 0"} {
+	for _, want := range []string{"DEFAULT pc2", "LABEL pc2", "LINUX /a/vmlinuz", "NOESCAPE 1", "ALLOWOPTIONS 0"} {
 		if !slices.Contains(lines, want) {
 			t.Errorf("syslinux.cfg lacks the line %q:\n%s", want, cfg[:end])
 		}
@@ -160,15 +160,15 @@ func TestBuildBIOS(t *testing.T) {
 		t.Errorf("syslinux.cfg has %d root= parameters, want 1 (the one an A/B switch rewrites)", n)
 	}
 
-	// An A/B switch (root= replaced, as gokrazy's init does in cmdline.txt)
-	// and a test boot (its flag before the final newline), done in place,
-	// keep the file's length and its last newline inside it.
-	edited := regexp.MustCompile(`root=[^ ]+`).ReplaceAll(cfg, []byte("root=PARTUUID="+strings.ToLower(res.PartGUIDs[0])+"/PARTNROFF=2"))
-	flag := " gokrazy.try_boot_inactive=1"
-	edited = slices.Concat(edited[:end], []byte(flag), edited[end:])[:len(cfg)]
-	want := "\nAPPEND " + strings.Replace(res.Cmdline, "/PARTNROFF=1", "/PARTNROFF=2", 1) + flag + "\n"
-	if !strings.Contains(string(edited), want) {
-		t.Errorf("after the edits syslinux.cfg is %q, want it to contain %q", edited, want)
+	// Selecting slot b (bootslot.Select's edit) keeps the file's length
+	// and its last newline inside it.
+	edited, err := bootslot.Selection(bootslot.Syslinux, cfg, bootslot.B, strings.Replace(res.Cmdline, "/PARTNROFF=1", "/PARTNROFF=2", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "\nLINUX /b/vmlinuz\nAPPEND " + strings.Replace(res.Cmdline, "/PARTNROFF=1", "/PARTNROFF=2", 1) + "\n"
+	if len(edited) != len(cfg) || !strings.Contains(string(edited), want) {
+		t.Errorf("after the edit syslinux.cfg is %q, want it to contain %q", edited, want)
 	}
 }
 

@@ -8,59 +8,61 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/boards"
+	"github.com/pc2/pc2/image/bootslot"
 	"github.com/pc2/pc2/image/fat16"
 )
 
-// cmdlineFileSize is the padded size of cmdline.txt and gokrazy.conf. The
-// padding (spaces after the final newline) absorbs gokrazy's in-place edits
-// that add text, such as " gokrazy.try_boot_inactive=1" (28 bytes); FAT16
-// clusters of 1 KiB or more leave slack behind the file for what an edit
-// writes past the recorded length.
-const cmdlineFileSize = 512
-
-// bootFiles returns the boot partition's files. firmwareDir is the board's
-// FirmwareModule directory ("" when it has none).
+// bootFiles returns the boot partition's files in the A/B layout of
+// package bootslot: slots a and b each get the kernel, the device trees
+// and cmdline.txt (root= naming partition 2 or 3), slot a is selected.
+// firmwareDir is the board's FirmwareModule directory ("" when it has
+// none). The padded files (cmdline.txt, the selectors) absorb edits in
+// place: gokrazy's and bootslot.Select's.
 func bootFiles(opts Options, kernelDir, firmwareDir, cmdline string) (map[string][]byte, error) {
 	kernel, err := os.ReadFile(filepath.Join(kernelDir, opts.Board.KernelImage))
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	pad := func(s string) ([]byte, error) {
-		if len(s) > cmdlineFileSize-64 {
-			return nil, fmt.Errorf("image: kernel command line too long (%d bytes)", len(s))
+	files := map[string][]byte{}
+	cmdlines := map[string]string{}
+	for _, slot := range []string{bootslot.A, bootslot.B} {
+		p, _ := bootslot.Partition(slot)
+		c, err := slotCmdline(cmdline, p)
+		if err != nil {
+			return nil, err
 		}
-		return []byte(s + strings.Repeat(" ", cmdlineFileSize-len(s))), nil
-	}
-	cmdlineTxt, err := pad(cmdline + "\n")
-	if err != nil {
-		return nil, err
-	}
-	files := map[string][]byte{
-		"/" + opts.Board.KernelImage: kernel,
-		"/cmdline.txt":               cmdlineTxt,
+		cmdlines[slot] = c
+		if files["/"+slot+"/"+bootslot.Cmdline], err = bootslot.Pad(c + "\n"); err != nil {
+			return nil, fmt.Errorf("image: kernel command line too long: %w", err)
+		}
+		files["/"+slot+"/"+opts.Board.KernelImage] = kernel
 	}
 	switch opts.Board.Boot {
 	case boards.BootDirectKernel:
-		// The loader (image/vm) reads the kernel and cmdline.txt.
+		// The loader (image/vm) reads config.txt the Pi firmware's way.
+		if files["/"+bootslot.ConfigTxt], err = bootslot.NewConfigTxt("kernel="+opts.Board.KernelImage+"\n", bootslot.A); err != nil {
+			return nil, err
+		}
 		return files, nil
 	case boards.BootRPiFirmware:
-		copyIn := func(dir string, names []string) error {
-			for _, n := range names {
-				b, err := os.ReadFile(filepath.Join(dir, n))
-				if err != nil {
-					return err
-				}
-				files["/"+n] = b
+		for _, n := range opts.Board.FirmwareFiles {
+			b, err := os.ReadFile(filepath.Join(firmwareDir, n))
+			if err != nil {
+				return nil, fmt.Errorf("firmware: %w", err)
 			}
-			return nil
+			files["/"+n] = b
 		}
-		if err := copyIn(firmwareDir, opts.Board.FirmwareFiles); err != nil {
-			return nil, fmt.Errorf("firmware: %w", err)
+		for _, n := range opts.Board.DeviceTrees {
+			b, err := os.ReadFile(filepath.Join(kernelDir, n))
+			if err != nil {
+				return nil, fmt.Errorf("device tree: %w", err)
+			}
+			files["/"+bootslot.A+"/"+n] = b
+			files["/"+bootslot.B+"/"+n] = b
 		}
-		if err := copyIn(kernelDir, opts.Board.DeviceTrees); err != nil {
-			return nil, fmt.Errorf("device tree: %w", err)
+		if files["/"+bootslot.ConfigTxt], err = bootslot.NewConfigTxt(opts.Board.ConfigTxt, bootslot.A); err != nil {
+			return nil, err
 		}
-		files["/config.txt"] = []byte(opts.Board.ConfigTxt)
 		return files, nil
 	case boards.BootUEFISystemdBoot:
 	default:
@@ -70,22 +72,39 @@ func bootFiles(opts Options, kernelDir, firmwareDir, cmdline string) (map[string
 	if err != nil {
 		return nil, fmt.Errorf("EFI boot loader (apt-get install systemd-boot-efi): %w", err)
 	}
+	kernelA := bootslot.A + "/" + opts.Board.KernelImage
 	// '\r' ends the lines before options: see the package comment.
-	entry, err := pad("title PC2\rlinux /" + opts.Board.KernelImage + "\roptions " + cmdline + "\n")
+	entry, err := bootslot.Pad("title PC2\rlinux /" + kernelA + "\roptions " + cmdlines[bootslot.A] + "\n")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("image: kernel command line too long: %w", err)
 	}
 	files["/"+opts.Board.EFIRemovablePath] = loader
 	// editor no: nobody at the console may change the command line
 	// (init=/bin/sh would bypass the appliance's password).
 	files["/loader/loader.conf"] = []byte("default gokrazy.conf\ntimeout 0\neditor no\n")
-	files["/loader/entries/gokrazy.conf"] = entry
+	files["/"+bootslot.Entry] = entry
 	if opts.Board.BIOSBootCode != "" { // see bios.go
-		if files[syslinuxCfg], err = pad(syslinuxConfig(opts.Board.KernelImage, cmdline)); err != nil {
-			return nil, err
+		if files["/"+bootslot.Syslinux], err = bootslot.Pad(syslinuxConfig(kernelA, cmdlines[bootslot.A])); err != nil {
+			return nil, fmt.Errorf("image: kernel command line too long: %w", err)
 		}
 	}
 	return files, nil
+}
+
+// slotCmdline returns cmdline with its root= field naming partition p.
+func slotCmdline(cmdline string, p int) (string, error) {
+	fields := strings.Fields(cmdline)
+	for i, f := range fields {
+		if strings.HasPrefix(f, "root=") {
+			r, err := bootslot.WithPartition(f, p)
+			if err != nil {
+				return "", err
+			}
+			fields[i] = r
+			return strings.Join(fields, " "), nil
+		}
+	}
+	return "", fmt.Errorf("image: no root= on the kernel command line %q", cmdline)
 }
 
 // bootPartition returns the boot partition image.

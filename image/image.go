@@ -8,12 +8,13 @@
 // Pi firmware, device trees and config.txt), and assembles a GPT (or, on
 // the Pi, MBR) disk; for the x86 board:
 //
-//	p1  boot    FAT16, EFI system partition: vmlinuz, cmdline.txt,
+//	p1  boot    FAT16, EFI system partition: boot slots a/ and b/
+//	            (vmlinuz, cmdline.txt; package bootslot),
 //	            EFI/BOOT/BOOTX64.EFI, loader/loader.conf,
 //	            loader/entries/gokrazy.conf; for legacy BIOS boot
 //	            (bios.go) also syslinux.cfg, ldlinux.sys, ldlinux.c32
 //	p2  root A  squashfs (the built root)
-//	p3  root B  squashfs slot, left empty; gokrazy's updater fills it
+//	p3  root B  squashfs slot, left empty; the updater fills it
 //	p4  perm    ext4, formatted at build time (gokrazy never formats it)
 //
 // Decisions, and why:
@@ -28,16 +29,13 @@
 //     the kernel's PARTUUID is the partition's GUID, so the MBR-style
 //     PARTUUID=<disk signature>-02 form cannot match; the PARTNROFF form is
 //     the GPT form that gokrazy's init (github.com/gokrazy/internal/rootdev)
-//     also understands, and an A/B switch rewrites it in place to
-//     PARTNROFF=2 — same length, so the file never grows.
-//   - Boot partition: FAT16 written by package fat16, because gokrazy's init
-//     edits cmdline.txt and loader/entries/gokrazy.conf in place with a
-//     FAT16-only reader (see package fat16). Both files are padded with
-//     trailing spaces after the final newline so that the in-place edits
-//     that add text (gokrazy.try_boot_inactive=1) stay inside the file.
-//     In gokrazy.conf the lines before "options" end in '\r', which
-//     systemd-boot accepts as a line end, because gokrazy's test-boot edit
-//     appends its flag before every '\n' in the file.
+//     also understands; slot b's cmdline.txt names PARTNROFF=2.
+//   - Boot partition: FAT16 written by package fat16, whose in-place
+//     readers and writers (and gokrazy's) understand only that, in the
+//     A/B layout of package bootslot: two kernel sets and one-sector
+//     selectors, padded with spaces after the final newline so that a
+//     switch is one in-place write. In gokrazy.conf the lines before
+//     "options" end in '\r', which systemd-boot accepts as a line end.
 //   - squashfs: mksquashfs from squashfs-tools with gzip (zlib, which the
 //     kernel.amd64 config enables) and -reproducible; see writeSquashfs for
 //     why not go-diskfs.
@@ -56,6 +54,7 @@
 package image
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -204,7 +203,7 @@ func (o *Options) setDefaults() error {
 		}
 	}
 	if o.BootSize == 0 {
-		o.BootSize = DefaultBootSize
+		o.BootSize = cmp.Or(o.Board.BootSize, DefaultBootSize)
 	}
 	if o.RootSize == 0 {
 		o.RootSize = DefaultRootSize

@@ -16,14 +16,16 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pc2/pc2/boards"
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/boards/qemuarm64"
 	"github.com/pc2/pc2/boards/rpi"
 	"github.com/pc2/pc2/image/bootpart"
+	"github.com/pc2/pc2/image/bootslot"
 	"github.com/pc2/pc2/image/vm"
 	"github.com/pc2/pc2/internal/testing/testenv"
-	"golang.org/x/sys/unix"
 )
 
 func needTools(t *testing.T) {
@@ -315,8 +317,8 @@ func buildFor(t *testing.T, board boards.Board) (*Result, Options) {
 }
 
 // TestBuildArm64 builds the qemuarm64 image: arm64 programs, the same GPT
-// layout, and a boot partition with only the kernel and cmdline.txt
-// (direct kernel boot, no EFI boot loader).
+// layout, and a boot partition with only config.txt and each slot's
+// kernel and cmdline.txt (direct kernel boot, no EFI boot loader).
 func TestBuildArm64(t *testing.T) {
 	res, opts := buildFor(t, qemuarm64.Board)
 
@@ -329,7 +331,7 @@ func TestBuildArm64(t *testing.T) {
 		names = append(names, p)
 	}
 	sort.Strings(names)
-	if want := []string{"/cmdline.txt", "/vmlinuz"}; !slices.Equal(names, want) {
+	if want := []string{"/a/cmdline.txt", "/a/vmlinuz", "/b/cmdline.txt", "/b/vmlinuz", "/config.txt"}; !slices.Equal(names, want) {
 		t.Errorf("boot files %v, want %v", names, want)
 	}
 	if !strings.Contains(res.Cmdline, "console=ttyAMA0") {
@@ -395,21 +397,30 @@ func TestBuildRPi(t *testing.T) {
 		return b
 	}
 	cfg := string(read("config.txt"))
+	if len(cfg) != bootslot.PadSize || !strings.HasPrefix(cfg, "os_prefix=a/\n") {
+		t.Errorf("config.txt is %d bytes, want %d starting with os_prefix=a/:\n%s", len(cfg), bootslot.PadSize, cfg)
+	}
 	for _, want := range []string{"arm_64bit=1", "enable_uart=1", "kernel=vmlinuz"} {
 		if !strings.Contains(cfg, want+"\n") {
 			t.Errorf("config.txt lacks %s:\n%s", want, cfg)
 		}
 	}
-	cmdline, _, _ := strings.Cut(string(read("cmdline.txt")), "\n")
-	if cmdline != res.Cmdline || !strings.Contains(cmdline, "console=serial0,115200") {
-		t.Errorf("cmdline.txt %q, want %q with console=serial0,115200", cmdline, res.Cmdline)
-	}
-	if k := read("vmlinuz"); len(k) < 1<<20 || string(k[56:60]) != "ARM\x64" {
-		t.Errorf("vmlinuz (%d bytes) is not an arm64 Image", len(k))
-	}
-	for _, m := range rpi.Models {
-		if len(read(m.DeviceTree)) == 0 {
-			t.Errorf("%s: %s is empty", m.Name, m.DeviceTree)
+	// Both slots are complete; each cmdline.txt names its own root.
+	for slot, root := range map[string]string{"a": "-02 ", "b": "-03 "} {
+		cmdline, _, _ := strings.Cut(string(read(slot+"/cmdline.txt")), "\n")
+		if !strings.Contains(cmdline, root) || !strings.Contains(cmdline, "console=serial0,115200") {
+			t.Errorf("%s/cmdline.txt %q, want root ...%s with console=serial0,115200", slot, cmdline, root)
+		}
+		if slot == "a" && cmdline != res.Cmdline {
+			t.Errorf("a/cmdline.txt %q, want %q", cmdline, res.Cmdline)
+		}
+		if k := read(slot + "/vmlinuz"); len(k) < 1<<20 || string(k[56:60]) != "ARM\x64" {
+			t.Errorf("%s/vmlinuz (%d bytes) is not an arm64 Image", slot, len(k))
+		}
+		for _, m := range rpi.Models {
+			if len(read(slot+"/"+m.DeviceTree)) == 0 {
+				t.Errorf("%s: %s/%s is empty", m.Name, slot, m.DeviceTree)
+			}
 		}
 	}
 	for _, f := range rpi.Board.FirmwareFiles {

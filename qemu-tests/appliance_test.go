@@ -208,10 +208,10 @@ func TestPersonalImage(t *testing.T) {
 func TestPersonalImageArm64(t *testing.T) {
 	vm := testPersonalImage(t, qemuarm64.Board)
 	serial := vm.Serial()
-	// gokrazy's init must read cmdline.txt from the FAT16 boot partition
+	// The init must read the boot slots from the FAT16 boot partition
 	// (A/B switches edit it) and mount perm.
-	if !strings.Contains(serial, "cmdline: root=PARTUUID=") {
-		t.Errorf("serial console lacks gokrazy's cmdline.txt read")
+	if !strings.Contains(serial, bootSlotsMark) {
+		t.Errorf("serial console lacks the init's boot slots line")
 	}
 	if strings.Contains(serial, "Could not mount permanent storage") {
 		t.Error("perm (ext4) was not mounted")

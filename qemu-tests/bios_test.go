@@ -48,7 +48,7 @@ func TestBIOSPersonalImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	txt, err := qvm.ReadBootFile(f, "cmdline.txt")
+	txt, err := qvm.ReadBootFile(f, "a/cmdline.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestBIOSPersonalImage(t *testing.T) {
 	if m == nil {
 		t.Fatalf("serial console lacks the kernel's command line")
 	}
-	if got, want := strings.TrimSpace(m[1]), "BOOT_IMAGE=/vmlinuz "+cmdline; got != want {
+	if got, want := strings.TrimSpace(m[1]), "BOOT_IMAGE=/a/vmlinuz "+cmdline; got != want {
 		t.Errorf("kernel command line %q, want %q (cmdline.txt's)", got, want)
 	}
 }

@@ -66,9 +66,9 @@ func TestBootGokrazy(t *testing.T) {
 		}
 	}
 	serial := vm.Serial()
-	// "cmdline: root=" is gokrazy reading cmdline.txt from the FAT16 boot
-	// partition, which it must be able to do for A/B switches.
-	for _, want := range []string{"Run /gokrazy/init as init process", "cmdline: root=PARTUUID="} {
+	// bootSlotsMark is the init reading the boot slots from the FAT16
+	// boot partition, which it must be able to do for A/B switches.
+	for _, want := range []string{"Run /gokrazy/init as init process", bootSlotsMark} {
 		if !strings.Contains(serial, want) {
 			t.Errorf("serial console lacks %q", want)
 		}

@@ -207,12 +207,12 @@ type mark struct{ name, text string }
 
 // Console lines every image prints: the kernel's first line (printed when
 // the serial console registers, a fraction of a second into the kernel),
-// the start of gokrazy's init, init reading cmdline.txt, and gokrazy's
+// the start of gokrazy's init, the init reading the boot slots, and gokrazy's
 // web interface listening on the DHCP address (the lease arrived).
 var kernelMarks = []mark{
 	{"kernel output", "Linux version"},
 	{"init started", "Run /gokrazy/init"},
-	{"cmdline read", "cmdline: root="},
+	{"boot slots read", bootSlotsMark},
 	{"DHCP lease", "now listening on 10.0.2.15:"},
 }
 

@@ -25,14 +25,18 @@ import (
 // kernel found root by PARTUUID on the SD card and started gokrazy's
 // init; the init found no watchdog (the harness's workaround, see
 // image/vm's raspi.go: had the driver been there, QEMU would have reset
-// the machine here); and the init read cmdline.txt from the FAT boot
+// the machine here); and the init read the boot slots from the FAT boot
 // partition, as it must for A/B switches.
 var piBootMarks = []string{
 	"VFS: Mounted root (squashfs filesystem) readonly",
 	"Run /gokrazy/init as init process",
 	"disabling hardware watchdog, as it could not be opened",
-	"cmdline: root=PARTUUID=",
+	bootSlotsMark,
 }
+
+// bootSlotsMark is the init's console line naming the running root
+// partition and the selected boot slot (update.BeginTestBoot).
+const bootSlotsMark = "boot slots running="
 
 // checkPiBoot checks the console of a Pi boot: the marks, perm (p4 of the
 // SD card, whose kernel name is dev) mounted read-write and grown into

@@ -108,7 +108,7 @@ func (d *Device) rebootSoon() {
 // testBoot is the device's half of the health gate: it commits the
 // update once the services are healthy for a few seconds in a row, or
 // records why they are not and reboots into the old version before the
-// init's deadline (update.WatchTestBoot) would.
+// init's deadline (update.BeginTestBoot) would.
 func (d *Device) testBoot(ctx context.Context, u *update.Updater, p *update.Pending) {
 	limit := time.Duration(p.HealthTimeout)
 	limit -= min(limit/4, 15*time.Second)

@@ -187,7 +187,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("release: %w", err)
 	}
-	payload, err := manifest.BootPayload(bytes.NewReader(boot))
+	payload, err := manifest.BootPayload(bytes.NewReader(boot), "")
 	if err != nil {
 		return nil, fmt.Errorf("release: the boot partition: %w", err)
 	}

@@ -64,12 +64,15 @@ func TestRPiBundleBootFiles(t *testing.T) {
 		t.Errorf("bundle's boot partition: %v", err)
 	}
 	for _, m := range rpi.Models {
-		if len(files["/"+m.DeviceTree]) == 0 {
-			t.Errorf("%s: no %s", m.Name, m.DeviceTree)
+		if len(files["/a/"+m.DeviceTree]) == 0 {
+			t.Errorf("%s: no a/%s", m.Name, m.DeviceTree)
 		}
 	}
-	cmdline, _, _ := strings.Cut(string(files["/cmdline.txt"]), "\n")
+	cmdline, _, _ := strings.Cut(string(files["/a/cmdline.txt"]), "\n")
 	if !strings.HasPrefix(cmdline, "root=PARTUUID=") || !strings.Contains(cmdline, "-02 ") {
-		t.Errorf("cmdline.txt %q does not select root A (MBR form)", cmdline)
+		t.Errorf("a/cmdline.txt %q does not select root A (MBR form)", cmdline)
+	}
+	if !strings.HasPrefix(string(files["/config.txt"]), "os_prefix=a/\n") {
+		t.Errorf("config.txt does not select slot a:\n%s", files["/config.txt"])
 	}
 }

@@ -4,51 +4,19 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
-	"strconv"
+	"io"
 	"strings"
 
-	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/image/bootslot"
 	"github.com/pc2/pc2/image/fat16"
 )
 
-// gokrazy's test-boot flags: try_boot_inactive=1 makes gokrazy's init
-// switch into the inactive root once, and replaces itself by
-// switch_on_boot=1 when it does (nothing reads that one).
-const (
-	flagTryInactive  = "gokrazy.try_boot_inactive=1"
-	flagSwitchOnBoot = "gokrazy.switch_on_boot=1"
-)
-
-// ErrBootConfig is wrapped by errors about the boot partition's command
-// line files.
+// ErrBootConfig is wrapped by errors about the boot partition's
+// selectors and command lines.
 var ErrBootConfig = errors.New("update: boot configuration")
 
 // bootVolume is a boot partition: its FAT16 file system from offset 0.
 type bootVolume = fat16.ReadWriterAt
-
-// cmdline is one command line file of a boot partition.
-type cmdline struct {
-	path string
-	data []byte
-}
-
-// readCmdlines returns the command line files vol has (cmdline.txt must
-// be there).
-func readCmdlines(vol bootVolume) ([]cmdline, error) {
-	var out []cmdline
-	for _, p := range manifest.CmdlineFiles {
-		b, err := fat16.ReadFile(vol, p)
-		if errors.Is(err, fs.ErrNotExist) && p != manifest.CmdlineFiles[0] {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBootConfig, err)
-		}
-		out = append(out, cmdline{path: p, data: b})
-	}
-	return out, nil
-}
 
 // cmdlineLine returns the start and end of the line of data holding the
 // kernel command line: the one with a root= field. Lines end at '\n' or
@@ -110,51 +78,12 @@ func rootField(data []byte) (string, error) {
 	return "", fmt.Errorf("%w: no root= field", ErrBootConfig)
 }
 
-// rootPartition returns the partition number (2 or 3) a root= field
-// names: the GPT form root=PARTUUID=<p1 GUID>/PARTNROFF=1|2 or the MBR form
-// root=PARTUUID=<signature>-02|03 that image.Build and gokrazy use.
-func rootPartition(field string) (int, error) {
-	v := strings.TrimPrefix(field, "root=PARTUUID=")
-	if v == field {
-		return 0, fmt.Errorf("%w: %q is not a root=PARTUUID= field", ErrBootConfig, field)
-	}
-	if _, off, ok := strings.Cut(v, "/PARTNROFF="); ok {
-		n, err := strconv.Atoi(off)
-		if err != nil || n < 1 || n > 2 {
-			return 0, fmt.Errorf("%w: %q names no root partition", ErrBootConfig, field)
-		}
-		return n + 1, nil
-	}
-	if i := strings.LastIndexByte(v, '-'); i > 0 {
-		n, err := strconv.ParseUint(v[i+1:], 16, 8)
-		if err == nil && len(v[i+1:]) == 2 && (n == 2 || n == 3) {
-			return int(n), nil
-		}
-	}
-	return 0, fmt.Errorf("%w: %q names no root partition", ErrBootConfig, field)
-}
-
-// withPartition returns field naming partition p instead.
-func withPartition(field string, p int) (string, error) {
-	if _, err := rootPartition(field); err != nil {
-		return "", err
-	}
-	if i := strings.Index(field, "/PARTNROFF="); i >= 0 {
-		return field[:i] + "/PARTNROFF=" + strconv.Itoa(p-1), nil
-	}
-	return field[:len(field)-2] + fmt.Sprintf("%02x", p), nil
-}
-
-// setRoot replaces the root= field by root and removes the test-boot
-// flags.
+// setRoot replaces the root= field by root.
 func setRoot(root string) func([]string) []string {
 	return func(fields []string) []string {
 		out := fields[:0:0]
 		for _, f := range fields {
-			switch {
-			case f == flagTryInactive || f == flagSwitchOnBoot:
-				continue
-			case strings.HasPrefix(f, "root="):
+			if strings.HasPrefix(f, "root=") {
 				f = root
 			}
 			out = append(out, f)
@@ -163,96 +92,30 @@ func setRoot(root string) func([]string) []string {
 	}
 }
 
-// addTryInactive adds gokrazy's test-boot flag.
-func addTryInactive(fields []string) []string {
-	for _, f := range fields {
-		if f == flagTryInactive {
-			return fields
-		}
-	}
-	return append(fields, flagTryInactive)
-}
-
-// bootConfig is the command line state of a boot partition.
+// bootConfig is the selection of a boot partition.
 type bootConfig struct {
-	root      string // root= field of cmdline.txt
-	partition int    // the partition it names
-	testBoot  bool   // cmdline.txt asks gokrazy's init for a test boot
-	flags     bool   // a test-boot flag is on some command line
+	slot      string // the slot the selectors name
+	partition int    // its root partition
 }
 
-// readBootConfig reads vol's command lines.
-func readBootConfig(vol bootVolume) (bootConfig, error) {
-	files, err := readCmdlines(vol)
+// readBootConfig reads vol's selection.
+func readBootConfig(vol io.ReaderAt) (bootConfig, error) {
+	slot, err := bootslot.Selected(vol)
 	if err != nil {
-		return bootConfig{}, err
+		return bootConfig{}, fmt.Errorf("%w: %w", ErrBootConfig, err)
 	}
-	var c bootConfig
-	if c.root, err = rootField(files[0].data); err != nil {
-		return c, err
-	}
-	if c.partition, err = rootPartition(c.root); err != nil {
-		return c, err
-	}
-	for i, f := range files {
-		s, e, err := cmdlineLine(f.data)
-		if err != nil {
-			return c, fmt.Errorf("%s: %w", f.path, err)
-		}
-		fields := strings.Fields(string(f.data[s:e]))
-		for _, fl := range fields {
-			if fl == flagTryInactive || fl == flagSwitchOnBoot {
-				c.flags = true
-				if i == 0 && fl == flagTryInactive {
-					c.testBoot = true
-				}
-			}
-		}
-	}
-	return c, nil
+	p, err := bootslot.Partition(slot)
+	return bootConfig{slot: slot, partition: p}, err
 }
 
-// rewriteCmdlines edits every command line file of vol in place (same
-// length: only the files' data is written).
-func rewriteCmdlines(vol bootVolume, edit func([]string) []string, only0 bool) error {
-	files, err := readCmdlines(vol)
+// selectRoot makes vol boot root partition p with its slot's kernel.
+func selectRoot(vol bootVolume, p int) error {
+	slot, err := bootslot.Of(p)
 	if err != nil {
 		return err
 	}
-	if only0 {
-		files = files[:1]
-	}
-	for _, f := range files {
-		b, err := editCmdline(f.data, edit)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f.path, err)
-		}
-		if bytes.Equal(b, f.data) {
-			continue
-		}
-		if err := fat16.Rewrite(vol, f.path, b); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrBootConfig, f.path, err)
-		}
+	if err := bootslot.Select(vol, slot); err != nil {
+		return fmt.Errorf("%w: %v", ErrBootConfig, err)
 	}
 	return nil
-}
-
-// selectRoot makes every command line of vol boot partition p, without
-// test-boot flags.
-func selectRoot(vol bootVolume, p int) error {
-	c, err := readBootConfig(vol)
-	if err != nil {
-		return err
-	}
-	root, err := withPartition(c.root, p)
-	if err != nil {
-		return err
-	}
-	return rewriteCmdlines(vol, setRoot(root), false)
-}
-
-// enableTestBoot asks gokrazy's init to boot the inactive root once: the
-// flag goes on cmdline.txt, the only file gokrazy's init reads it from.
-func enableTestBoot(vol bootVolume) error {
-	return rewriteCmdlines(vol, addTryInactive, true)
 }

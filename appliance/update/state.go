@@ -43,6 +43,9 @@ type State struct {
 	Pending *Pending `json:"pending,omitempty"`
 	// Last is the last update's result.
 	Last *Result `json:"last,omitempty"`
+	// Installing is the update being written (its outcome still empty):
+	// found at a start, the device stopped in the middle of it.
+	Installing *Result `json:"installing,omitempty"`
 }
 
 // Pending is an update between its install and its commit or rollback.

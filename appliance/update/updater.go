@@ -1,15 +1,17 @@
 // Package update is the device's half of the over-the-air updates: it
 // installs a verified release bundle (package manifest) on the inactive
-// root partition (and the boot partition when its payload changed), asks
-// gokrazy's init for a test boot, and keeps the bookkeeping on perm that
-// lets the test boot commit or return to the old version: the Updater for
-// the device service, WatchTestBoot and NoteExit for the init's deadline
-// and the device service's exits. Its admin API endpoints and their client
+// root partition and its boot slot (image/bootslot; the slot's files only
+// when they changed), selects that slot for a test boot, and keeps the
+// bookkeeping on perm that lets the test boot commit or return to the old
+// version and kernel: the Updater for the device service, BeginTestBoot
+// for the init's start of a test boot and its deadline, and NoteExit for
+// the device service's exits. Its admin API endpoints and their client
 // are package updateapi, the periodic check of an update server package
 // pull.
 package update
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,12 +20,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/image/bootslot"
 	"github.com/pc2/pc2/image/fat16"
 	"github.com/pc2/pc2/provisioning/identity"
 )
@@ -41,6 +45,9 @@ var (
 	ErrBusy    = errors.New("update: another update is being installed")
 	ErrTesting = errors.New("update: an update is waiting for its test boot")
 	ErrNoKeys  = errors.New("update: this image trusts no release key (built without one), so it accepts no update")
+	// ErrBootLayout: the new release's boot files do not fit this
+	// device's boot partition layout (a reflash installs them).
+	ErrBootLayout = errors.New("update: the boot partition's layout")
 )
 
 // Options configure an Updater.
@@ -227,15 +234,19 @@ func (u *Updater) plan(raw, sig []byte, st *State) (*Plan, error) {
 	return p, nil
 }
 
-// bootChanged compares the payload files of the device's boot partition
-// with want.
+// bootChanged compares the payload files of the device's inactive boot
+// slot (the one an update writes) and its shared boot files with want.
 func (u *Updater) bootChanged(want map[string]string) (bool, error) {
 	f, err := os.Open(u.disk.Boot)
 	if err != nil {
 		return false, fmt.Errorf("update: %w", err)
 	}
 	defer f.Close()
-	have, err := manifest.BootPayload(f)
+	slot, err := bootslot.Of(u.disk.Inactive())
+	if err != nil {
+		return false, err
+	}
+	have, err := manifest.BootPayload(f, slot)
 	if err != nil {
 		return false, fmt.Errorf("update: the boot partition: %w", err)
 	}
@@ -287,6 +298,12 @@ func (u *Updater) Install(ctx context.Context, source string, raw, sig []byte, f
 		u.status.Installing = ""
 		u.mu.Unlock()
 	}()
+	// Recorded before anything is fetched or written: a power cut in the
+	// middle is told at the next start (Resume).
+	st.Installing = &Result{Version: m.Version, From: u.opts.Release.Version, Source: source, Time: u.now()}
+	if err := u.store.save(st); err != nil {
+		return nil, err
+	}
 	u.logf(slog.LevelInfo, "installing %s (%s, %s) over %s from %s; needs %s", m.Version, m.Board, m.Channel,
 		u.opts.Release.Version, source, strings.Join(plan.Needs, " and "))
 	pending, err := u.write(ctx, plan, source, fetch)
@@ -299,10 +316,12 @@ func (u *Updater) Install(ctx context.Context, source string, raw, sig []byte, f
 		return nil, err
 	}
 	st.Pending = pending
+	st.Installing = nil
 	if err := u.store.save(st); err != nil {
 		return nil, err
 	}
-	if err := u.withBoot(true, enableTestBoot); err != nil {
+	// The switch: the selectors name the new slot, one sector each.
+	if err := u.withBoot(true, func(v bootVolume) error { return selectRoot(v, pending.Partition) }); err != nil {
 		st.Pending = nil
 		u.finish(st, &Result{Version: m.Version, From: u.opts.Release.Version, Outcome: Failed, Reason: err.Error(), Source: source})
 		return nil, err
@@ -333,6 +352,7 @@ func (u *Updater) finish(st *State, r *Result) {
 	r.Time = u.now()
 	st.Last = r
 	st.Pending = nil
+	st.Installing = nil
 	level := slog.LevelInfo
 	if r.Outcome != Installed {
 		level = slog.LevelWarn
@@ -380,17 +400,12 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 			m.Artifacts[n].SHA256[:16], u.now().Sub(start).Round(time.Millisecond))
 	}
 	target := u.disk.Inactive()
-	var bootSHA string
+	var boot []bootWrite
 	if p, ok := staged[manifest.Boot]; ok {
+		// Planned before the root is written: nothing is written unless
+		// every boot file has its place on this device.
 		var err error
-		if bootSHA, err = u.prepareBoot(p); err != nil {
-			return nil, err
-		}
-	}
-	if p, ok := staged[manifest.Boot]; ok {
-		// Checked before the root is written: nothing is written unless
-		// everything fits.
-		if err := fits(p, u.disk.Boot); err != nil {
+		if boot, err = u.planBoot(p, target); err != nil {
 			return nil, err
 		}
 	}
@@ -399,14 +414,10 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 		return nil, err
 	}
 	u.logf(slog.LevelInfo, "root written to partition %d and read back in %s", target, u.now().Sub(start).Round(time.Millisecond))
-	if p, ok := staged[manifest.Boot]; ok {
-		// The one step that is not A/B: the boot partition is shared. It
-		// is written only when its payload changed.
-		start := u.now()
-		if err := writePartition(u.disk.Boot, p, bootSHA); err != nil {
+	if len(boot) > 0 {
+		if err := u.writeBoot(boot, target); err != nil {
 			return nil, err
 		}
-		u.logf(slog.LevelInfo, "boot partition written and read back in %s", u.now().Sub(start).Round(time.Millisecond))
 	}
 	return &Pending{Version: m.Version, From: u.opts.Release.Version, MinVersion: m.MinVersion, Partition: target,
 		BootWritten: staged[manifest.Boot] != "", Source: source, Installed: u.now(),
@@ -441,84 +452,178 @@ func stage(ctx context.Context, fetch Fetch, m *manifest.Manifest, name, path st
 	return f.Close()
 }
 
-// prepareBoot makes a staged boot partition fit this device: its command
-// lines name the device's root partition (the one running), and the
-// device's settings file replaces the release's, and the volume's
-// trailing zeros, which the artifact leaves out, are restored (sparse). It
-// returns the SHA-256 of the result: the whole partition to write.
-func (u *Updater) prepareBoot(path string) (string, error) {
-	cur, err := os.Open(u.disk.Boot)
-	if err != nil {
-		return "", fmt.Errorf("update: %w", err)
-	}
-	defer cur.Close()
-	curCfg, err := readBootConfig(cur)
-	if err != nil {
-		return "", fmt.Errorf("the boot partition: %w", err)
-	}
-	root, err := withPartition(curCfg.root, u.disk.Running)
-	if err != nil {
-		return "", err
-	}
-	settings, settingsErr := fat16.ReadFile(cur, manifest.SettingsFile)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return "", fmt.Errorf("update: %w", err)
-	}
-	defer f.Close()
-	size, err := fat16.Size(f)
-	if err != nil {
-		return "", fmt.Errorf("%w: the boot artifact: %v", manifest.ErrArtifact, err)
-	}
-	// The artifact leaves out the volume's trailing zeros; put them back
-	// (sparse) so the staged file is the whole partition.
-	if n, err := sizeOf(f); err != nil || n > size {
-		return "", fmt.Errorf("%w: the boot artifact is larger than its FAT volume", manifest.ErrArtifact)
-	} else if err := f.Truncate(size); err != nil {
-		return "", fmt.Errorf("update: %w", err)
-	}
-	newCfg, err := readBootConfig(f)
-	if err != nil {
-		return "", fmt.Errorf("%w: the boot artifact: %v", manifest.ErrArtifact, err)
-	}
-	if (strings.Contains(newCfg.root, "/PARTNROFF=")) != (strings.Contains(root, "/PARTNROFF=")) {
-		return "", fmt.Errorf("%w: the boot artifact's root= %s is not of this disk's kind (%s)", manifest.ErrArtifact, newCfg.root, root)
-	}
-	if err := rewriteCmdlines(f, setRoot(root), false); err != nil {
-		return "", fmt.Errorf("update: the boot artifact: %w", err)
-	}
-	if settingsErr == nil {
-		if err := fat16.Rewrite(f, manifest.SettingsFile, settings); err != nil {
-			return "", fmt.Errorf("update: keeping the device settings in the new boot partition: %w", err)
-		}
-	} else if !errors.Is(settingsErr, fs.ErrNotExist) {
-		return "", fmt.Errorf("update: the device settings on the boot partition: %w", settingsErr)
-	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("update: %w", err)
-	}
-	a, err := manifest.Describe(path)
-	return a.SHA256, err
+// bootWrite is one file an update writes to the boot partition.
+type bootWrite struct {
+	path string // on the device's boot partition
+	data []byte
 }
 
-// fits checks that the file src fits the partition dst.
-func fits(src, dst string) error {
-	s, err := os.Stat(src)
+// fixedFiles are boot files a boot loader finds by their sectors, not by
+// name (SYSLINUX's ldlinux.sys): they cannot move, so an update cannot
+// replace them.
+var fixedFiles = map[string]bool{"ldlinux.sys": true}
+
+// planBoot reads a staged boot artifact and returns the files of the
+// device's boot partition to write for target's slot: the artifact's
+// slot files (cmdline.txt with this disk's root= for target) into
+// target's slot, and the shared files (firmware, boot loaders, config.txt
+// keeping the device's selection) whose contents changed. The settings
+// file and the loaders' selectors are the device's own. A file the
+// device's boot partition has no place for is refused: the layout
+// changed, and only a reflash brings the new one.
+func (u *Updater) planBoot(path string, target int) ([]bootWrite, error) {
+	rel, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("update: %w", err)
+		return nil, fmt.Errorf("update: %w", err)
 	}
-	f, err := os.Open(dst)
+	defer rel.Close()
+	// The artifact leaves out the volume's trailing zeros; put them back
+	// (sparse) so that it reads as the whole partition.
+	size, err := fat16.Size(rel)
 	if err != nil {
-		return fmt.Errorf("update: %w", err)
+		return nil, fmt.Errorf("%w: the boot artifact: %v", manifest.ErrArtifact, err)
 	}
-	defer f.Close()
-	n, err := sizeOf(f)
+	if n, err := sizeOf(rel); err != nil || n > size {
+		return nil, fmt.Errorf("%w: the boot artifact is larger than its FAT volume", manifest.ErrArtifact)
+	} else if err := rel.Truncate(size); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	relSlot, err := bootslot.Selected(rel)
 	if err != nil {
-		return fmt.Errorf("update: %s: %w", dst, err)
+		return nil, fmt.Errorf("%w: the boot artifact: %v", manifest.ErrArtifact, err)
 	}
-	if s.Size() > n {
-		return fmt.Errorf("%w: the boot partition image (%d bytes) does not fit %s (%d bytes)", manifest.ErrArtifact, s.Size(), dst, n)
+	dev, err := os.Open(u.disk.Boot)
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
 	}
+	defer dev.Close()
+	cur, err := readBootConfig(dev)
+	if err != nil {
+		return nil, fmt.Errorf("the boot partition: %w", err)
+	}
+	slot, err := bootslot.Of(target)
+	if err != nil {
+		return nil, err
+	}
+	// This disk's root= for target, from the running slot's command line.
+	runSlot, err := bootslot.Of(u.disk.Running)
+	if err != nil {
+		return nil, err
+	}
+	runCmdline, err := bootslot.ReadCmdline(dev, runSlot)
+	if err != nil {
+		return nil, fmt.Errorf("the boot partition: %w", err)
+	}
+	runRoot, err := rootField([]byte(runCmdline + "\n"))
+	if err != nil {
+		return nil, fmt.Errorf("the boot partition: slot %s: %w", runSlot, err)
+	}
+	root, err := bootslot.WithPartition(runRoot, target)
+	if err != nil {
+		return nil, err
+	}
+	var out []bootWrite
+	err = fat16.Walk(rel, func(p string, _ int64) error {
+		lower := strings.ToLower(p)
+		s, name, inSlot := bootslot.Split(p)
+		dst := p
+		switch {
+		case inSlot && s != relSlot:
+			return nil
+		case inSlot:
+			dst = slot + "/" + name
+		case lower == strings.ToLower(manifest.SettingsFile) || lower == bootslot.Entry || lower == bootslot.Syslinux:
+			return nil
+		}
+		data, err := fat16.ReadFile(rel, p)
+		if err != nil {
+			return fmt.Errorf("%w: the boot artifact: %v", manifest.ErrArtifact, err)
+		}
+		switch {
+		case inSlot && strings.EqualFold(name, bootslot.Cmdline):
+			relRoot, err := rootField(data)
+			if err != nil {
+				return fmt.Errorf("%w: the boot artifact: %s: %v", manifest.ErrArtifact, p, err)
+			}
+			if strings.Contains(relRoot, "/PARTNROFF=") != strings.Contains(root, "/PARTNROFF=") {
+				return fmt.Errorf("%w: the boot artifact's root= %s is not of this disk's kind (%s)", manifest.ErrArtifact, relRoot, root)
+			}
+			if data, err = editCmdline(data, setRoot(root)); err != nil {
+				return fmt.Errorf("%w: the boot artifact: %s: %v", manifest.ErrArtifact, p, err)
+			}
+		case lower == bootslot.ConfigTxt:
+			if data, err = bootslot.Selection(bootslot.ConfigTxt, data, cur.slot, ""); err != nil {
+				return fmt.Errorf("%w: the boot artifact: %v", manifest.ErrArtifact, err)
+			}
+		}
+		have, err := fat16.ReadFile(dev, dst)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("%w: the new release has boot file %s, which this device's boot partition has no place for; install it by reflashing", ErrBootLayout, dst)
+		case err != nil:
+			return fmt.Errorf("update: the boot partition: %w", err)
+		case bytes.Equal(have, data):
+			return nil
+		case fixedFiles[lower]:
+			return fmt.Errorf("%w: the new release changes %s, which the boot loader finds by its sectors; install it by reflashing", ErrBootLayout, p)
+		}
+		out = append(out, bootWrite{path: dst, data: data})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The slot first: a shared file (firmware) changes the running
+	// version's start too, so it comes last.
+	slices.SortStableFunc(out, func(a, b bootWrite) int {
+		_, _, sa := bootslot.Split(a.path)
+		_, _, sb := bootslot.Split(b.path)
+		switch {
+		case sa == sb:
+			return 0
+		case sa:
+			return -1
+		}
+		return 1
+	})
+	return out, nil
+}
+
+// writeBoot writes the planned boot files: each into clusters no file
+// uses, then switched in by its directory entry (fat16.Replace), so a
+// power cut leaves each file whole, old or new. The slot's files are not
+// selected by anything until the update selects them; the shared ones
+// are not A/B (the Pi firmware and the boot loaders have one place).
+func (u *Updater) writeBoot(files []bootWrite, target int) error {
+	start := u.now()
+	var slotFiles, shared []string
+	var n int64
+	err := u.withBoot(true, func(v bootVolume) error {
+		for _, f := range files {
+			if err := fat16.Replace(v, f.path, f.data); err != nil {
+				if errors.Is(err, fat16.ErrTooLarge) {
+					return fmt.Errorf("%w: %v", ErrNoSpace, err)
+				}
+				return fmt.Errorf("update: the boot partition: %w", err)
+			}
+			n += int64(len(f.data))
+			if _, name, ok := bootslot.Split(f.path); ok {
+				slotFiles = append(slotFiles, name)
+			} else {
+				shared = append(shared, f.path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slot, _ := bootslot.Of(target)
+	msg := fmt.Sprintf("boot slot %s written (%s; %d bytes in all) in %s", slot, strings.Join(slotFiles, ", "), n, u.now().Sub(start).Round(time.Millisecond))
+	if len(shared) > 0 {
+		msg += "; shared boot files replaced: " + strings.Join(shared, ", ")
+	}
+	u.logf(slog.LevelInfo, "%s", msg)
 	return nil
 }
 
@@ -562,36 +667,56 @@ const (
 
 // Resume is called once at every start of the device service: it finds
 // out whether this boot is the test boot of an update, records the
-// outcome of a test boot that ended, and removes stale test-boot flags.
+// outcome of a test boot that ended, and makes a selection that no
+// update explains name the running version again.
 func (u *Updater) Resume() (BootState, *Pending, error) {
 	st, err := u.store.load()
 	if err != nil {
 		return Normal, nil, err
 	}
 	var cfg bootConfig
-	if err := u.withBoot(false, func(v bootVolume) (err error) { cfg, err = readBootConfig(v); return err }); err != nil {
+	err = u.withBoot(false, func(v bootVolume) (err error) { cfg, err = readBootConfig(v); return err })
+	if errors.Is(err, bootslot.ErrDisagree) {
+		// A power cut between two selectors' writes: this start came
+		// through one of them; both name the running slot again (an
+		// update not committed yet is then recorded as rolled back).
+		u.log.Warn("update: the boot selectors disagree (a power cut during a switch); they name the running partition again", "err", err)
+		err = u.withBoot(true, func(v bootVolume) error {
+			if err := selectRoot(v, u.disk.Running); err != nil {
+				return err
+			}
+			cfg, err = readBootConfig(v)
+			return err
+		})
+	}
+	if err != nil {
 		return Normal, nil, err
+	}
+	if in := st.Installing; in != nil {
+		u.finish(st, &Result{Version: in.Version, From: in.From, Outcome: Failed, Source: in.Source,
+			Reason: "the install was interrupted: the device stopped before it ended (a power cut or a crash); the running version was not touched"})
 	}
 	p := st.Pending
 	switch {
 	case p == nil:
-		if cfg.flags && cfg.partition == u.disk.Running {
-			u.log.Info("update: removing a stale test-boot flag from the boot configuration")
+		if cfg.partition != u.disk.Running {
+			// No update explains it (its record was lost): the next
+			// start would run whatever the other slot holds.
+			u.log.Warn("update: the boot configuration names the other partition with no update pending; it names the running one again",
+				"named", cfg.partition, "running", u.disk.Running)
 			return Normal, nil, u.withBoot(true, func(v bootVolume) error { return selectRoot(v, u.disk.Running) })
 		}
 		return Normal, nil, nil
-	case p.Partition == u.disk.Running && cfg.partition == u.disk.Running:
-		// Committed, but the device stopped before recording it.
-		u.commitState(st)
-		return Committed, p, nil
 	case p.Partition == u.disk.Running:
-		// (With p.Failure set, the test failed and its reboot did not
-		// happen: the caller reboots.)
-		u.logf(slog.LevelInfo, "test boot of %s on partition %d (the boot configuration keeps %d)", p.Version, p.Partition, cfg.partition)
+		// The init (BeginTestBoot) selected the old version again for
+		// any start after this one; the commit selects this one. (With
+		// p.Failure set, the test failed and its reboot did not happen:
+		// the caller reboots.)
+		u.logf(slog.LevelInfo, "test boot of %s on partition %d (the boot configuration names %d until the commit)", p.Version, p.Partition, cfg.partition)
 		return TestBoot, p, nil
-	case cfg.testBoot:
-		// Written, but the reboot into the test boot has not happened
-		// yet (the device service restarted first): the next boot tests.
+	case cfg.partition == p.Partition:
+		// Written and selected, but the reboot into the test boot has
+		// not happened yet (the device service restarted first).
 		u.log.Info("update: written and waiting for the reboot into its test boot", "version", p.Version)
 		return Normal, p, nil
 	default:
@@ -603,17 +728,12 @@ func (u *Updater) Resume() (BootState, *Pending, error) {
 			}
 		}
 		u.finish(st, &Result{Version: p.Version, From: p.From, Outcome: RolledBack, Reason: reason, Source: p.Source})
-		if cfg.flags {
-			if err := u.withBoot(true, func(v bootVolume) error { return selectRoot(v, u.disk.Running) }); err != nil {
-				return Returned, p, err
-			}
-		}
 		return Returned, p, nil
 	}
 }
 
 // Commit makes the running test boot permanent: the boot configuration
-// names this partition from now on.
+// selects this partition's slot from now on.
 func (u *Updater) Commit() error {
 	st, err := u.store.load()
 	if err != nil {
@@ -653,7 +773,12 @@ func (u *Updater) Fail(reason string) error {
 	}
 	u.logf(slog.LevelWarn, "test boot of %s failed: %s; returning to partition %d", st.Pending.Version, reason, u.disk.Inactive())
 	st.Pending.Failure = reason
-	return u.store.save(st)
+	if err := u.store.save(st); err != nil {
+		return err
+	}
+	// The init selected the old version at the start of this boot; make
+	// sure of it before the reboot.
+	return u.withBoot(true, func(v bootVolume) error { return selectRoot(v, u.disk.Inactive()) })
 }
 
 // NoteExit records, during a test boot, that the device service is

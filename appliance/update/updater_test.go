@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,11 +20,13 @@ import (
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/image/fat16"
 	"github.com/pc2/pc2/internal/testing/updatetest"
 )
 
 // TestInstallTestBootCommit is the happy path: install on partition 2,
-// gokrazy's test boot of partition 3, the commit, and the next boot.
+// the test boot of partition 3 (its init selects 2 again for any later
+// start), the commit, and the next boot.
 func TestInstallTestBootCommit(t *testing.T) {
 	d := updatetest.NewDevice(t)
 	r := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.5"})
@@ -49,14 +52,9 @@ func TestInstallTestBootCommit(t *testing.T) {
 	if !bytes.Equal(after[1], before[1]) {
 		t.Error("partition 2, the running root, was written")
 	}
-	// The boot partition: only the data of cmdline.txt changed.
-	e := d.Ext["/cmdline.txt"]
-	if !bytes.Equal(after[0][:e.Offset], before[0][:e.Offset]) || !bytes.Equal(after[0][e.Offset+e.Length:], before[0][e.Offset+e.Length:]) {
-		t.Error("the boot partition changed outside cmdline.txt")
-	}
-	if got, want := d.BootFile("cmdline.txt"), updatetest.GokrazyTryEdit(t, updatetest.CmdlineTxt(t, updatetest.GPTRoot(updatetest.DevGUID, 2))); !bytes.Equal(got, want) {
-		t.Errorf("cmdline.txt:\n%q\nwant\n%q", got, want)
-	}
+	// The boot partition: only the selectors changed, to slot b.
+	d.CheckSelected(3)
+	checkBootFiles(t, d, d.Files)
 	d.CheckNoStaging()
 	p := d.State().Pending
 	if p == nil {
@@ -80,8 +78,11 @@ func TestInstallTestBootCommit(t *testing.T) {
 		t.Errorf("the log lacks the install:\n%s", st.Log)
 	}
 
-	// The device reboots; gokrazy's init boots partition 3 once.
-	d.GokrazyBootsInactive()
+	// The device reboots into slot b; its init selects slot a again
+	// before anything else runs.
+	rebooted := 0
+	d.BeginTestBoot(3, &rebooted)
+	d.CheckSelected(2)
 	u3 := d.Updater(3, manifest.ReleaseInfo{Version: "1.1.0", Board: updatetest.Board, MinVersion: "1.0.5"}, nil)
 	bs, pend, err := u3.Resume()
 	if err != nil || bs != update.TestBoot || pend == nil || pend.Version != "1.1.0" {
@@ -90,7 +91,7 @@ func TestInstallTestBootCommit(t *testing.T) {
 	if err := u3.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	d.CheckCmdlines(updatetest.GPTRoot(updatetest.DevGUID, 3))
+	d.CheckSelected(3)
 	st2 := d.State()
 	if st2.Pending != nil || st2.Last == nil || st2.Last.Outcome != update.Installed || st2.Last.Version != "1.1.0" || st2.Last.From != "1.0.0" {
 		t.Errorf("state after Commit: pending %+v, last %+v", st2.Pending, st2.Last)
@@ -110,7 +111,24 @@ func TestInstallTestBootCommit(t *testing.T) {
 	if err != nil || bs != update.Normal || pend != nil {
 		t.Errorf("Resume after the commit = %v, %+v, %v; want Normal", bs, pend, err)
 	}
-	d.CheckCmdlines(updatetest.GPTRoot(updatetest.DevGUID, 3))
+	d.CheckSelected(3)
+	if rebooted != 0 {
+		t.Errorf("the init's gate rebooted %d times", rebooted)
+	}
+}
+
+// checkBootFiles checks that the device's boot partition holds want's
+// files, except the selectors (CheckSelected checks those).
+func checkBootFiles(t testing.TB, d *updatetest.Device, want map[string][]byte) {
+	t.Helper()
+	for name, b := range want {
+		if name == "loader/entries/gokrazy.conf" || name == "syslinux.cfg" {
+			continue
+		}
+		if !bytes.Equal(d.BootFile(name), b) {
+			t.Errorf("boot file %s changed", name)
+		}
+	}
 }
 
 // startTestBoot installs a release of version v on the device running
@@ -118,7 +136,7 @@ func TestInstallTestBootCommit(t *testing.T) {
 func startTestBoot(tb testing.TB, d *updatetest.Device, v string) *update.Updater {
 	tb.Helper()
 	updatetest.InstallRelease(tb, d.Updater(2, updatetest.RunningRelease("1.0.0"), nil), d.Release(tb.TempDir(), updatetest.RelSpec{Version: v, MinVersion: "1.0.0"}))
-	d.GokrazyBootsInactive()
+	d.BeginTestBoot(3, new(int))
 	u3 := d.Updater(3, updatetest.RunningRelease(v), nil)
 	if bs, _, err := u3.Resume(); err != nil || bs != update.TestBoot {
 		tb.Fatalf("Resume = %v, %v; want TestBoot", bs, err)
@@ -145,7 +163,7 @@ func checkRolledBack(t testing.TB, d *updatetest.Device, want func(string) bool)
 	if s := u2.Status(false); s.Last == nil || s.Last.Outcome != update.RolledBack || s.Testing != nil {
 		t.Errorf("Status = %+v, want rolled back", s)
 	}
-	d.CheckCmdlines(updatetest.GPTRoot(updatetest.DevGUID, 2))
+	d.CheckSelected(2)
 	if bs, _, err := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil).Resume(); err != nil || bs != update.Normal {
 		t.Errorf("Resume on the next boot = %v, %v; want Normal", bs, err)
 	}
@@ -190,13 +208,47 @@ func TestNoteExitOutsideTestBoot(t *testing.T) {
 }
 
 func TestResumeStates(t *testing.T) {
-	t.Run("stale flag", func(t *testing.T) {
+	t.Run("selection without an update", func(t *testing.T) {
+		// The state on perm was lost while slot b was selected: the
+		// running version is selected again.
+		d := updatetest.NewDevice(t)
+		selectRoot(t, d, 3)
+		bs, _, err := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil).Resume()
+		if err != nil || bs != update.Normal {
+			t.Errorf("Resume = %v, %v; want Normal", bs, err)
+		}
+		d.CheckSelected(2)
+	})
+	t.Run("install interrupted", func(t *testing.T) {
+		// The power went while an install was writing: the next start
+		// says so.
+		d := updatetest.NewDevice(t)
+		if err := os.MkdirAll(d.Dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		st := `{"installing": {"version": "1.1.0", "from": "1.0.0", "outcome": "", "source": "push", "time": "2025-06-01T11:00:00Z"}}`
+		if err := os.WriteFile(filepath.Join(d.Dir, "state.json"), []byte(st), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		bs, _, err := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil).Resume()
+		if err != nil || bs != update.Normal {
+			t.Errorf("Resume = %v, %v; want Normal", bs, err)
+		}
+		if s := d.State(); s.Installing != nil || s.Last == nil || s.Last.Outcome != update.Failed || s.Last.Version != "1.1.0" ||
+			!strings.Contains(s.Last.Reason, "interrupted") {
+			t.Errorf("state: installing %+v, last %+v; want 1.1.0 failed, interrupted", s.Installing, s.Last)
+		}
+	})
+	t.Run("selectors disagree", func(t *testing.T) {
+		// A power cut between the entry's and syslinux.cfg's writes of
+		// a selection: the next start names the running slot in both.
 		d := updatetest.NewDevice(t)
 		f, err := os.OpenFile(d.Boot, os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := update.EnableTestBoot(f); err != nil {
+		root3 := updatetest.GPTRoot(updatetest.DevGUID, 3)
+		if err := fat16.Rewrite(f, "loader/entries/gokrazy.conf", updatetest.Entry(t, "b", root3)); err != nil {
 			t.Fatal(err)
 		}
 		f.Close()
@@ -204,37 +256,61 @@ func TestResumeStates(t *testing.T) {
 		if err != nil || bs != update.Normal {
 			t.Errorf("Resume = %v, %v; want Normal", bs, err)
 		}
-		d.CheckCmdlines(updatetest.GPTRoot(updatetest.DevGUID, 2))
+		d.CheckSelected(2)
+	})
+	t.Run("written, the reboot not yet", func(t *testing.T) {
+		d := updatetest.NewDevice(t)
+		updatetest.InstallRelease(t, d.Updater(2, updatetest.RunningRelease("1.0.0"), nil), d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0"}))
+		bs, p, err := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil).Resume()
+		if err != nil || bs != update.Normal || p == nil || p.Version != "1.1.0" {
+			t.Errorf("Resume = %v, %+v, %v; want Normal with 1.1.0 pending", bs, p, err)
+		}
+		d.CheckSelected(3)
 	})
 	t.Run("committed, not recorded", func(t *testing.T) {
+		// The commit selected slot b and the power went before the state
+		// was saved: the next start is a test boot again.
 		d := updatetest.NewDevice(t)
 		startTestBoot(t, d, "1.1.0")
-		f, err := os.OpenFile(d.Boot, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
+		selectRoot(t, d, 3)
+		d.BeginTestBoot(3, new(int))
+		d.CheckSelected(2)
+		u3 := d.Updater(3, updatetest.RunningRelease("1.1.0"), nil)
+		bs, p, err := u3.Resume()
+		if err != nil || bs != update.TestBoot || p == nil || p.Version != "1.1.0" {
+			t.Errorf("Resume = %v, %+v, %v; want TestBoot", bs, p, err)
 		}
-		if err := update.SelectRoot(f, 3); err != nil {
+		if err := u3.Commit(); err != nil {
 			t.Fatal(err)
-		}
-		f.Close()
-		bs, p, err := d.Updater(3, updatetest.RunningRelease("1.1.0"), nil).Resume()
-		if err != nil || bs != update.Committed || p == nil || p.Version != "1.1.0" {
-			t.Errorf("Resume = %v, %+v, %v; want Committed", bs, p, err)
 		}
 		if st := d.State(); st.Pending != nil || st.Last == nil || st.Last.Outcome != update.Installed {
 			t.Errorf("state: pending %+v, last %+v", st.Pending, st.Last)
 		}
+		d.CheckSelected(3)
 	})
 }
 
-func TestWatchTestBoot(t *testing.T) {
+// selectRoot selects root partition p on the device's boot partition.
+func selectRoot(t testing.TB, d *updatetest.Device, p int) {
+	t.Helper()
+	f, err := os.OpenFile(d.Boot, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := update.SelectRoot(f, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBeginTestBoot(t *testing.T) {
 	type gate struct {
 		slept    []time.Duration
 		rebooted int
 	}
 	watch := func(t *testing.T, d *updatetest.Device, running int, during func()) (*gate, error) {
 		g := &gate{}
-		err := update.WatchTestBoot(update.GateOptions{
+		w, err := update.BeginTestBoot(update.GateOptions{
 			Dir:    d.Dir,
 			Disk:   d.Disk(running),
 			Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
@@ -246,7 +322,10 @@ func TestWatchTestBoot(t *testing.T) {
 			},
 			Reboot: func() error { g.rebooted++; return nil },
 		})
-		return g, err
+		if err != nil {
+			return g, err
+		}
+		return g, w()
 	}
 
 	t.Run("no health check", func(t *testing.T) {
@@ -255,13 +334,14 @@ func TestWatchTestBoot(t *testing.T) {
 		update.NoteExit(d.Dir, d.Disk(3), errors.New("crashed"))
 		g, err := watch(t, d, 3, nil)
 		if err != nil || g.rebooted != 1 || !slices.Equal(g.slept, []time.Duration{90 * time.Second}) {
-			t.Fatalf("WatchTestBoot = %v after sleeping %v, rebooted %d times; want one reboot after 1m30s", err, g.slept, g.rebooted)
+			t.Fatalf("BeginTestBoot = %v after sleeping %v, rebooted %d times; want one reboot after 1m30s", err, g.slept, g.rebooted)
 		}
 		p := d.State().Pending
 		if p == nil || !strings.Contains(p.Failure, "no health check passed within 1m30s") || !strings.Contains(p.Failure, "exited 1 times, last:") {
 			t.Fatalf("pending after the gate: %+v", p)
 		}
 		reason := p.Failure
+		d.CheckSelected(2)
 		checkRolledBack(t, d, func(r string) bool { return r == reason })
 	})
 	t.Run("failed already", func(t *testing.T) {
@@ -271,7 +351,7 @@ func TestWatchTestBoot(t *testing.T) {
 		}
 		g, err := watch(t, d, 3, nil)
 		if err != nil || g.rebooted != 1 || len(g.slept) != 0 {
-			t.Errorf("WatchTestBoot = %v after sleeping %v, rebooted %d times; want a reboot at once", err, g.slept, g.rebooted)
+			t.Errorf("BeginTestBoot = %v after sleeping %v, rebooted %d times; want a reboot at once", err, g.slept, g.rebooted)
 		}
 		if p := d.State().Pending; p == nil || p.Failure != "no tunnel" {
 			t.Errorf("pending %+v, want the failure kept", p)
@@ -286,7 +366,7 @@ func TestWatchTestBoot(t *testing.T) {
 			}
 		})
 		if err != nil || g.rebooted != 0 || len(g.slept) != 1 {
-			t.Errorf("WatchTestBoot = %v after sleeping %v, rebooted %d times; want no reboot", err, g.slept, g.rebooted)
+			t.Errorf("BeginTestBoot = %v after sleeping %v, rebooted %d times; want no reboot", err, g.slept, g.rebooted)
 		}
 		if st := d.State(); st.Last == nil || st.Last.Outcome != update.Installed {
 			t.Errorf("last %+v, want installed", st.Last)
@@ -296,14 +376,15 @@ func TestWatchTestBoot(t *testing.T) {
 		d := updatetest.NewDevice(t)
 		for _, running := range []int{2, 3} {
 			if g, err := watch(t, d, running, nil); err != nil || g.rebooted != 0 || len(g.slept) != 0 {
-				t.Errorf("running %d: WatchTestBoot = %v after sleeping %v, rebooted %d times", running, err, g.slept, g.rebooted)
+				t.Errorf("running %d: BeginTestBoot = %v after sleeping %v, rebooted %d times", running, err, g.slept, g.rebooted)
 			}
 		}
 		// Installed, not rebooted yet: still the old system.
 		updatetest.InstallRelease(t, d.Updater(2, updatetest.RunningRelease("1.0.0"), nil), d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0"}))
 		if g, err := watch(t, d, 2, nil); err != nil || g.rebooted != 0 || len(g.slept) != 0 {
-			t.Errorf("before the test boot: WatchTestBoot = %v after sleeping %v, rebooted %d times", err, g.slept, g.rebooted)
+			t.Errorf("before the test boot: BeginTestBoot = %v after sleeping %v, rebooted %d times", err, g.slept, g.rebooted)
 		}
+		d.CheckSelected(3)
 	})
 }
 
@@ -385,7 +466,7 @@ func TestInstallRefused(t *testing.T) {
 func TestInstallBelowFloor(t *testing.T) {
 	d := updatetest.NewDevice(t)
 	updatetest.InstallRelease(t, d.Updater(2, updatetest.RunningRelease("1.0.0"), nil), d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.3.0", MinVersion: "1.2.0"}))
-	d.GokrazyBootsInactive()
+	d.BeginTestBoot(3, new(int))
 	if err := d.Updater(3, updatetest.RunningRelease("1.3.0"), nil).Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +493,7 @@ func TestInstallBelowFloor(t *testing.T) {
 func TestCommitFloorWithoutMinVersion(t *testing.T) {
 	d := updatetest.NewDevice(t)
 	updatetest.InstallRelease(t, d.Updater(2, manifest.ReleaseInfo{Version: "1.0.0", Board: updatetest.Board}, nil), d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.5"}))
-	d.GokrazyBootsInactive()
+	d.BeginTestBoot(3, new(int))
 	if err := d.Updater(3, manifest.ReleaseInfo{Version: "1.1.0", Board: updatetest.Board}, nil).Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -518,34 +599,31 @@ func TestInstallBoot(t *testing.T) {
 			if !bytes.Equal(after[2][:len(r.Root)], r.Root) {
 				t.Error("partition 3 does not hold the root artifact")
 			}
-			if !bytes.Equal(d.BootFile("vmlinuz"), updatetest.KernelOf("1.1.0")) {
-				t.Error("the boot partition does not have the new kernel")
+			// Slot b has the new kernel with this disk's root= for partition
+			// 3; slot a, the running version's, is untouched.
+			if !bytes.Equal(d.BootFile("b/vmlinuz"), updatetest.KernelOf("1.1.0")) {
+				t.Error("slot b does not have the new kernel")
 			}
-			// The release's payload, this device's command lines (its own
-			// disk GUID, the running root) and settings.
-			have, err := manifest.BootPayload(bytes.NewReader(after[0]))
+			want := maps.Clone(d.Files)
+			delete(want, "b/vmlinuz")
+			checkBootFiles(t, d, want)
+			have, err := manifest.BootPayload(bytes.NewReader(after[0]), "b")
 			if err != nil || !maps.Equal(have, r.Manifest.Artifacts[manifest.Boot].Files) {
-				t.Errorf("boot payload %v, %v; want the release's", have, err)
+				t.Errorf("slot b's payload %v, %v; want the release's", have, err)
 			}
-			if got, want := d.BootFile("cmdline.txt"), updatetest.GokrazyTryEdit(t, updatetest.CmdlineTxt(t, updatetest.GPTRoot(updatetest.DevGUID, 2))); !bytes.Equal(got, want) {
-				t.Errorf("cmdline.txt:\n%q\nwant\n%q", got, want)
-			}
-			for name, want := range map[string][]byte{
-				"loader/entries/gokrazy.conf": updatetest.GokrazyConf(t, updatetest.GPTRoot(updatetest.DevGUID, 2)),
-				"syslinux.cfg":                updatetest.SyslinuxCfg(t, updatetest.GPTRoot(updatetest.DevGUID, 2)),
-				manifest.SettingsFile:         d.Settings,
-			} {
-				if got := d.BootFile(name); !bytes.Equal(got, want) {
-					t.Errorf("%s:\n%q\nwant\n%q", name, got, want)
-				}
-			}
+			d.CheckSelected(3)
 			if p := d.State().Pending; p == nil || !p.BootWritten {
 				t.Errorf("pending %+v, want BootWritten", p)
 			}
+			if log := u.Status(true).Log; !strings.Contains(log, "boot slot b written (vmlinuz;") {
+				t.Errorf("the log does not tell what was written to slot b:\n%s", log)
+			}
+			fsckClean(t, after[0])
 			d.CheckNoStaging()
 
 			// The test boot and commit work on the new boot partition.
-			d.GokrazyBootsInactive()
+			d.BeginTestBoot(3, new(int))
+			d.CheckSelected(2)
 			u3 := d.Updater(3, updatetest.RunningRelease("1.1.0"), nil)
 			if bs, _, err := u3.Resume(); err != nil || bs != update.TestBoot {
 				t.Fatalf("Resume = %v, %v; want TestBoot", bs, err)
@@ -553,7 +631,7 @@ func TestInstallBoot(t *testing.T) {
 			if err := u3.Commit(); err != nil {
 				t.Fatal(err)
 			}
-			d.CheckCmdlines(updatetest.GPTRoot(updatetest.DevGUID, 3))
+			d.CheckSelected(3)
 			if !bytes.Equal(d.BootFile(manifest.SettingsFile), d.Settings) {
 				t.Error("the commit lost the device settings")
 			}
@@ -566,7 +644,7 @@ func TestInstallBootOfOtherKind(t *testing.T) {
 	u := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil)
 	r := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0", Kernel: updatetest.KernelOf("1.1.0")})
 	// An MBR-style boot partition for a GPT device.
-	files := updatetest.PCBootFiles(t, updatetest.MBRRoot(2), updatetest.KernelOf("1.1.0"), updatetest.SettingsJSON(`{}`))
+	files := updatetest.PCBootFiles(t, updatetest.MBRRoot(2), updatetest.KernelOf("1.1.0"), updatetest.KernelOf("1.1.0"), updatetest.SettingsJSON(`{}`))
 	vol, _ := updatetest.BuildVolume(t, files)
 	r.Boot = vol
 	a := r.Manifest.Artifacts[manifest.Boot]
@@ -602,8 +680,8 @@ func TestInstallFetchFails(t *testing.T) {
 		}
 	}
 	updatetest.InstallRelease(t, u, r)
-	if !bytes.Equal(d.BootFile("vmlinuz"), updatetest.KernelOf("1.1.0")) {
-		t.Error("the later install did not write the boot partition")
+	if !bytes.Equal(d.BootFile("b/vmlinuz"), updatetest.KernelOf("1.1.0")) {
+		t.Error("the later install did not write slot b")
 	}
 }
 
@@ -650,4 +728,87 @@ func TestInstallRootTooLarge(t *testing.T) {
 		t.Errorf("Install = %v, want a root that does not fit", err)
 	}
 	d.CheckUntouched(before)
+}
+
+// TestInstallBootRollback: a release with a new kernel fails its test
+// boot; the device returns to the old root with the old kernel (slot a
+// was never written), and the same release installs again later.
+func TestInstallBootRollback(t *testing.T) {
+	d := updatetest.NewDevice(t)
+	r := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0", Kernel: updatetest.KernelOf("1.1.0")})
+	updatetest.InstallRelease(t, d.Updater(2, updatetest.RunningRelease("1.0.0"), nil), r)
+	d.BeginTestBoot(3, new(int))
+	u3 := d.Updater(3, updatetest.RunningRelease("1.1.0"), nil)
+	if bs, _, err := u3.Resume(); err != nil || bs != update.TestBoot {
+		t.Fatalf("Resume = %v, %v; want TestBoot", bs, err)
+	}
+	if err := u3.Fail("no tunnel"); err != nil {
+		t.Fatal(err)
+	}
+	checkRolledBack(t, d, func(r string) bool { return r == "no tunnel" })
+	if !bytes.Equal(d.BootFile("a/vmlinuz"), d.Files["a/vmlinuz"]) {
+		t.Error("slot a, the old version's kernel, changed")
+	}
+	u := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil)
+	// Slot b already holds this release's kernel: only the root.
+	if plan, err := u.Check(r.Raw, r.Sig); err != nil || !slices.Equal(plan.Needs, []string{manifest.Root}) {
+		t.Fatalf("Check = %+v, %v; want needs root only", plan, err)
+	}
+	updatetest.InstallRelease(t, u, r)
+	d.CheckSelected(3)
+}
+
+// TestInstallBootNoPlace: a release whose boot files do not fit this
+// device's layout (a new file; a changed file the boot loader finds by
+// its sectors) is refused before anything is written.
+func TestInstallBootNoPlace(t *testing.T) {
+	for name, edit := range map[string]func(map[string][]byte){
+		"new device tree": func(f map[string][]byte) { f["a/new.dtb"] = []byte("dtb") },
+		"new ldlinux.sys": func(f map[string][]byte) { f["ldlinux.sys"] = []byte("another syslinux") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := updatetest.NewDevice(t)
+			u := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil)
+			r := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0", Kernel: updatetest.KernelOf("1.1.0")})
+			files := updatetest.PCBootFiles(t, updatetest.GPTRoot(updatetest.RelGUID, 2), updatetest.KernelOf("1.1.0"), updatetest.KernelOf("1.1.0"), updatetest.SettingsJSON(`{}`))
+			edit(files)
+			vol, _ := updatetest.BuildVolume(t, files)
+			payload, err := manifest.BootPayload(bytes.NewReader(vol), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Boot = vol
+			a := r.Manifest.Artifacts[manifest.Boot]
+			a.Size, a.SHA256, a.Files = int64(len(vol)), updatetest.SHA256(vol), payload
+			r.Manifest.Artifacts[manifest.Boot] = a
+			if r.Raw, r.Sig, err = manifest.Sign(r.Manifest, d.Key); err != nil {
+				t.Fatal(err)
+			}
+			before := d.Snapshot()
+			_, err = u.Install(t.Context(), "push", r.Raw, r.Sig, r.Fetcher().Fetch)
+			if !errors.Is(err, update.ErrBootLayout) || !strings.Contains(err.Error(), "reflash") {
+				t.Errorf("Install = %v, want ErrBootLayout", err)
+			}
+			d.CheckUntouched(before)
+			if st := d.State(); st.Pending != nil || st.Last == nil || st.Last.Outcome != update.Failed {
+				t.Errorf("state: pending %+v, last %+v; want failed", st.Pending, st.Last)
+			}
+		})
+	}
+}
+
+// fsckClean runs fsck.fat -n on a boot partition image when dosfstools
+// is installed.
+func fsckClean(t *testing.T, img []byte) {
+	t.Helper()
+	if _, err := exec.LookPath("fsck.fat"); err != nil {
+		return
+	}
+	p := filepath.Join(t.TempDir(), "boot.img")
+	if err := os.WriteFile(p, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("fsck.fat", "-n", p).CombinedOutput(); err != nil {
+		t.Errorf("fsck.fat -n: %v\n%s", err, out)
+	}
 }

@@ -36,4 +36,6 @@ var Board = boards.Board{
 		"console=ttyAMA0,115200",
 	},
 	Boot: boards.BootDirectKernel,
+	// Two 59 MB arm64 Images, and a third while an update writes one.
+	BootSize: 256 << 20,
 }

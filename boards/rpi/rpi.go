@@ -6,18 +6,22 @@
 //
 // The disk is MBR, not GPT: the Pi 3 family's boot ROM reads only MBR
 // (the Pi 4 and 5 read both). Root selection is then
-// root=PARTUUID=<disk signature>-02, which gokrazy's init rewrites to -03
-// on an A/B switch.
+// root=PARTUUID=<disk signature>-02 or -03, in each boot slot's own
+// cmdline.txt.
 //
-// Boot partition (the Pi firmware reads FAT16 and FAT32): the firmware
-// files, the kernel as vmlinuz (config.txt's kernel= names it; the Pi 5
-// has no start*.elf, its EEPROM reads config.txt itself), one device tree
-// per model (the firmware picks the model's file by name), config.txt and
-// cmdline.txt. No Pi is attached to the build machines; QEMU's raspi3b
-// and raspi4b machines boot the image from its SD card (qemu-tests), but
-// QEMU skips the firmware stage (image/vm does its part), so the image
-// builder checks the boot partition against every model instead
-// (boards.Board.CheckBootFiles).
+// Boot partition (the Pi firmware reads FAT16 and FAT32), in the A/B
+// layout of package image/bootslot: the firmware files and config.txt at
+// the root, and in each slot directory (a/, b/) the kernel as vmlinuz
+// (config.txt's kernel= names it; the Pi 5 has no start*.elf, its EEPROM
+// reads config.txt itself), one device tree per model (the firmware
+// picks the model's file by name) and cmdline.txt. config.txt's first
+// line, os_prefix=a/ or b/, selects the slot: the firmware prepends it to
+// the kernel's, the device tree's and cmdline.txt's names, and an A/B
+// switch rewrites it. No Pi is attached to the build machines; QEMU's
+// raspi3b and raspi4b machines boot the image from its SD card
+// (qemu-tests), but QEMU skips the firmware stage (image/vm does its
+// part), so the image builder checks the boot partition against every
+// model instead (boards.Board.CheckBootFiles).
 //
 // Root file system: brcmfmac's Wi-Fi firmware under /lib/firmware/brcm for
 // the Pi 3B, 3B+, 4B and 5 (WiFiFirmware); Debian has none for the
@@ -128,7 +132,9 @@ var LinuxFirmwareLinks = map[string]string{
 //     3 family this also fixes the core clock so the mini UART's baud
 //     rate is stable.
 //   - kernel=vmlinuz: the file name kernel.rpi uses; without it each model
-//     would look for its own kernel8.img/kernel_2712.img.
+//     would look for its own kernel8.img/kernel_2712.img. The image
+//     builder puts os_prefix before these lines (image/bootslot), so the
+//     firmware loads the selected slot's a/vmlinuz or b/vmlinuz.
 //   - disable_splash=1: no rainbow screen, a few hundred ms faster.
 //   - [cm4] otg_mode=1: the Compute Module 4's USB 2 port runs as a host
 //     on the SoC's xHCI controller (as Raspberry Pi OS configures it);
@@ -168,6 +174,8 @@ var Board = boards.Board{
 	},
 	PiModels:  Models,
 	ConfigTxt: ConfigTxt,
+	// Two 46 MB arm64 Images, and a third while an update writes one.
+	BootSize: 256 << 20,
 	Cmdline: []string{
 		"ro", "init=/gokrazy/init", "rootwait", "panic=10", "oops=panic",
 		"console=tty1", "console=serial0,115200",

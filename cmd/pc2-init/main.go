@@ -23,9 +23,10 @@
 // about 13 MB, which most Pis, with their own Ethernet, would carry for
 // nothing.
 // Unreadable settings are logged and change nothing. During the test boot
-// of an over-the-air update the init also keeps the health gate's
-// deadline (update.WatchTestBoot): a new version whose device service
-// does not commit it in time is left for the old one, by a reboot.
+// of an over-the-air update the init first selects the old version's
+// boot slot for any later start, then keeps the health gate's deadline
+// (update.BeginTestBoot): a new version whose device service does not
+// commit it in time is left for the old one, by a reboot.
 // Before the services
 // start, the init also limits transparent huge pages to programs that ask
 // for them (limitHugePages).
@@ -72,13 +73,18 @@ func run() error {
 		return fmt.Errorf("boot: %w", err)
 	}
 	limitHugePages()
-	// During the test boot of an update: the health gate's deadline.
+	// During the test boot of an update: the old version is selected for
+	// any later start before anything else runs, and the health gate's
+	// deadline is kept.
+	watch, err := update.BeginTestBoot(update.GateOptions{Logger: slog.Default(), Reboot: func() error {
+		unix.Sync()
+		return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	}})
+	if err != nil {
+		log.Printf("pc2-init: update health gate: %v", err)
+	}
 	go func() {
-		err := update.WatchTestBoot(update.GateOptions{Logger: slog.Default(), Reboot: func() error {
-			unix.Sync()
-			return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
-		}})
-		if err != nil {
+		if err := watch(); err != nil {
 			log.Printf("pc2-init: update health gate: %v", err)
 		}
 	}()

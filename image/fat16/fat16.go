@@ -1,23 +1,21 @@
 // Package fat16 writes FAT16 file systems for the appliance's boot partition.
 //
-// Why FAT16 and not FAT32 (which github.com/diskfs/go-diskfs writes): gokrazy's
-// init edits the kernel command line in place on every A/B root switch and
-// test boot. It locates cmdline.txt and loader/entries/gokrazy.conf with a
-// minimal reader that only understands FAT16 (fixed root directory, 16-bit
-// cluster numbers) and files stored in one contiguous run of clusters, then
-// overwrites their bytes directly on the block device. A FAT32 boot partition
-// boots, but updates could never switch roots. UEFI firmware reads FAT16 as
-// well as FAT32.
-//
-// gokrazy's reader also assumes a single FAT (it skips the FAT count when
-// computing where the root directory starts), so this writer writes one.
-//
+// Why FAT16 and not FAT32 (which github.com/diskfs/go-diskfs writes): the
+// appliance changes its boot partition in place on the device, without
+// mounting it (A/B slot switches, settings, an update's boot files), and
+// this package's readers and writers, like gokrazy's own FAT reader (which
+// its init still uses to look for its test-boot flag), understand only
+// FAT16: a fixed root directory and 16-bit cluster numbers. UEFI firmware
+// reads FAT16 as well as FAT32. gokrazy's reader also assumes a single FAT
+// (it skips the FAT count when computing where the root directory
+// starts), so this writer writes one.
+
 // The writer is deliberately small: regular files and directories only,
 // every file contiguous, 8.3 short names plus VFAT long names (needed for
 // "gokrazy.conf", whose extension is four characters), one timestamp for all
 // entries, and entries sorted by name, so the same input gives the same bytes.
 //
-// The reader (ReadFile, Rewrite, Walk, Size) takes any FAT16 volume with
+// The reader (ReadFile, Rewrite, Replace, Walk, Size) takes any FAT16 volume with
 // 512-byte sectors, files in any directory and in any cluster order, so it
 // also works after another system (mtools, the firmware, gokrazy) changed it.
 package fat16

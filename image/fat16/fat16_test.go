@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pc2/pc2/internal/testing/memvol"
 )
 
 func testFS(t testing.TB) (*FS, map[string][]byte) {
@@ -191,18 +193,7 @@ func TestReadFile(t *testing.T) {
 }
 
 // memVol is a writable volume in memory.
-type memVol []byte
-
-func (m memVol) ReadAt(p []byte, off int64) (int, error) {
-	return bytes.NewReader(m).ReadAt(p, off)
-}
-
-func (m memVol) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(m)) {
-		return 0, errors.New("write past the end")
-	}
-	return copy(m[off:], p), nil
-}
+type memVol = memvol.Vol
 
 // TestRewrite replaces a file in place with shorter, longer (within its
 // clusters) and too long contents, and checks the other files and, with

@@ -310,6 +310,134 @@ type ReadWriterAt interface {
 	io.WriterAt
 }
 
+// Replace gives the existing regular file at path name (as for ReadFile)
+// of vol new contents without writing over its old ones: data goes into
+// clusters that no file or directory of vol reaches, then the file's
+// directory entry is pointed at them in one write (the switch), then its
+// old clusters are freed. A power cut before the switch leaves the file
+// as it was, after it the new file; the clusters a cut leaves allocated
+// but unreached are taken again by the next Replace (it goes by what the
+// directories reach, not by the FAT alone) or reclaimed by fsck. When vol
+// has a Sync method (an *os.File), each phase is synced before the next.
+// Data larger than the free clusters is refused with ErrTooLarge before
+// anything is written.
+func Replace(vol ReadWriterAt, name string, data []byte) error {
+	w, err := openFile(vol, name)
+	if err != nil {
+		return err
+	}
+	v, e, old := w.v, w.e, w.chain
+	used, err := v.reached()
+	if err != nil {
+		return err
+	}
+	need := (int64(len(data)) + v.clusterBytes - 1) / v.clusterBytes
+	var cs []int64
+	for c := int64(2); c < v.clusters+2 && int64(len(cs)) < need; c++ {
+		if !used[c] {
+			cs = append(cs, c)
+		}
+	}
+	if int64(len(cs)) < need {
+		return fmt.Errorf("%w: %s needs %d free bytes, the volume has %d", ErrTooLarge, name, need*v.clusterBytes, int64(len(cs))*v.clusterBytes)
+	}
+	write := w.write
+	sync := func() error {
+		if s, ok := vol.(interface{ Sync() error }); ok {
+			if err := s.Sync(); err != nil {
+				return fmt.Errorf("fat16: sync %s: %w", name, err)
+			}
+		}
+		return nil
+	}
+	setFAT := w.setFAT
+	rest := data
+	for i, c := range cs {
+		n := min(int64(len(rest)), v.clusterBytes)
+		if err := write("data", rest[:n], v.clusterOff(c)); err != nil {
+			return err
+		}
+		rest = rest[n:]
+		next := uint16(0xffff)
+		if i+1 < len(cs) {
+			next = uint16(cs[i+1])
+		}
+		if err := setFAT(c, next); err != nil {
+			return err
+		}
+	}
+	if err := sync(); err != nil {
+		return err
+	}
+	entry := make([]byte, 6)
+	if len(cs) > 0 {
+		binary.LittleEndian.PutUint16(entry, uint16(cs[0]))
+	}
+	binary.LittleEndian.PutUint32(entry[2:], uint32(len(data)))
+	if err := write("directory entry", entry, e.off+26); err != nil {
+		return err
+	}
+	if err := sync(); err != nil {
+		return err
+	}
+	for _, c := range old {
+		if err := setFAT(c, 0); err != nil {
+			return err
+		}
+	}
+	return sync()
+}
+
+// reached returns the clusters that the directories of v reach: their
+// own and their files'.
+func (v *volume) reached() (map[int64]bool, error) {
+	used := map[int64]bool{}
+	mark := func(p string, first int64) error {
+		cs, err := v.chain(p, first)
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			if used[c] {
+				return fmt.Errorf("fat16: %s: cluster %d is used twice", p, c)
+			}
+			used[c] = true
+		}
+		return nil
+	}
+	var walk func(dir string, first int64) error
+	walk = func(dir string, first int64) error {
+		if dir != "" {
+			if err := mark(dir, first); err != nil {
+				return err
+			}
+		}
+		ents, err := v.readDir(dir, first)
+		if err != nil {
+			return err
+		}
+		for _, d := range ents {
+			p := strings.TrimPrefix(dir+"/"+d.name, "/")
+			if d.dir {
+				if err := walk(p, d.cluster); err != nil {
+					return err
+				}
+				continue
+			}
+			if d.cluster != 0 {
+				if err := mark(p, d.cluster); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk("", 0); err != nil {
+		return nil, err
+	}
+	return used, nil
+}
+
 // Rewrite replaces the contents of the existing regular file at path name
 // (as for ReadFile) of vol in place: data goes into the clusters the file already has, its
 // directory entry gets the new length, and clusters it no longer needs are
@@ -322,30 +450,16 @@ type ReadWriterAt interface {
 // clusters that fsck reclaims); callers that care keep the length
 // unchanged (padding), so only the data is ever written.
 func Rewrite(vol ReadWriterAt, name string, data []byte) error {
-	v, err := openVolume(vol)
+	w, err := openFile(vol, name)
 	if err != nil {
 		return err
 	}
-	e, err := v.find(name)
-	if err != nil {
-		return err
-	}
-	var cs []int64
-	if e.cluster != 0 {
-		if cs, err = v.chain(name, e.cluster); err != nil {
-			return err
-		}
-	}
+	v, e, cs := w.v, w.e, w.chain
 	need := (int64(len(data)) + v.clusterBytes - 1) / v.clusterBytes
 	if need > int64(len(cs)) {
 		return fmt.Errorf("%w: %s has room for %d bytes, got %d", ErrTooLarge, name, int64(len(cs))*v.clusterBytes, len(data))
 	}
-	write := func(what string, b []byte, off int64) error {
-		if _, err := vol.WriteAt(b, off); err != nil {
-			return fmt.Errorf("fat16: write %s %s: %w", name, what, err)
-		}
-		return nil
-	}
+	write := w.write
 	rest := data
 	for _, c := range cs[:need] {
 		n := min(int64(len(rest)), v.clusterBytes)
@@ -368,15 +482,7 @@ func Rewrite(vol ReadWriterAt, name string, data []byte) error {
 		return err
 	}
 	// Free the clusters past the new end, in every FAT copy.
-	setFAT := func(c int64, val uint16) error {
-		b := binary.LittleEndian.AppendUint16(nil, val)
-		for f := int64(0); f < v.fats; f++ {
-			if err := write("FAT", b, v.fatOff+f*v.fatBytes+c*2); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	setFAT := w.setFAT
 	if need > 0 && need < int64(len(cs)) {
 		if err := setFAT(cs[need-1], 0xffff); err != nil {
 			return err
@@ -384,6 +490,52 @@ func Rewrite(vol ReadWriterAt, name string, data []byte) error {
 	}
 	for _, c := range cs[need:] {
 		if err := setFAT(c, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fileWriter changes one regular file of a volume in place.
+type fileWriter struct {
+	vol   ReadWriterAt
+	name  string
+	v     *volume
+	e     dirEntry
+	chain []int64 // the file's clusters
+}
+
+func openFile(vol ReadWriterAt, name string) (*fileWriter, error) {
+	v, err := openVolume(vol)
+	if err != nil {
+		return nil, err
+	}
+	e, err := v.find(name)
+	if err != nil {
+		return nil, err
+	}
+	w := &fileWriter{vol: vol, name: name, v: v, e: e}
+	if e.cluster != 0 {
+		if w.chain, err = v.chain(name, e.cluster); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// write writes b at off of the volume; what names it in errors.
+func (w *fileWriter) write(what string, b []byte, off int64) error {
+	if _, err := w.vol.WriteAt(b, off); err != nil {
+		return fmt.Errorf("fat16: write %s %s: %w", w.name, what, err)
+	}
+	return nil
+}
+
+// setFAT sets cluster c's entry to val in every FAT copy.
+func (w *fileWriter) setFAT(c int64, val uint16) error {
+	b := binary.LittleEndian.AppendUint16(nil, val)
+	for f := int64(0); f < w.v.fats; f++ {
+		if err := w.write("FAT", b, w.v.fatOff+f*w.v.fatBytes+c*2); err != nil {
 			return err
 		}
 	}

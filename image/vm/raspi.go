@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/pc2/pc2/boards"
 )
 
 // Raspberry Pi machines: QEMU's models of real boards, which boot the rpi
@@ -19,9 +17,12 @@ import (
 // QEMU has no model of the Pi's GPU, so the firmware stage (bootcode.bin,
 // start*.elf) does not run; the harness does its part instead, from the
 // image's own boot partition and nothing else: it reads config.txt for the
-// kernel's file name, takes that kernel and the model's device tree, and
-// passes cmdline.txt with the two edits the firmware makes to it (see
-// firmwareCmdline). The rest of the boot is the board's: the kernel finds
+// kernel's file name and os_prefix, the slot directory of package
+// image/bootslot's A/B layout; takes that kernel and the model's device
+// tree from the slot, and passes the slot's cmdline.txt with the two
+// edits the firmware makes to it (see firmwareCmdline). Unlike the
+// firmware it does not fall back to the root when the slot lacks a file
+// (see bootConfig). The rest of the boot is the board's: the kernel finds
 // the SD card, mounts root by PARTUUID and starts gokrazy's init.
 //
 // One addition is QEMU's, not the Pi's, and stays in the harness (never in
@@ -177,45 +178,39 @@ type raspiBoot struct {
 	cmdline     string
 }
 
+// readRaspiBoot reads what the firmware of model m loads: config.txt
+// with m's sections, then os_prefix + the kernel, os_prefix + the
+// device tree and os_prefix + cmdline.txt.
 func readRaspiBoot(image string, m raspi) (raspiBoot, error) {
 	f, err := os.Open(image)
 	if err != nil {
 		return raspiBoot{}, err
 	}
 	defer f.Close()
-	read := func(name string) ([]byte, error) {
-		b, err := ReadBootFile(f, name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", image, err)
-		}
-		return b, nil
+	fail := func(what string, err error) (raspiBoot, error) {
+		return raspiBoot{}, fmt.Errorf("vm: %s: %s%w", image, what, err)
 	}
-	config, err := read("config.txt")
+	c, err := readBootConfig(f, m.filters)
 	if err != nil {
-		return raspiBoot{}, err
+		return fail("", err)
 	}
-	cfg := boards.ParseConfigTxt(string(config), m.filters)
-	name := cfg["kernel"]
+	name := c.settings["kernel"]
 	if name == "" {
 		// The firmware's default for a 64-bit Pi 3 or 4.
 		name = "kernel8.img"
 	}
 	var b raspiBoot
-	if b.kernel, err = read(name); err != nil {
-		return raspiBoot{}, err
+	if b.kernel, err = c.read(f, name); err != nil {
+		return fail("kernel: ", err)
 	}
-	if b.dtb, err = read(m.dtb); err != nil {
-		return raspiBoot{}, err
+	if b.dtb, err = c.read(f, m.dtb); err != nil {
+		return fail("device tree: ", err)
 	}
-	c, err := read("cmdline.txt")
+	line, err := c.cmdline(f)
 	if err != nil {
-		return raspiBoot{}, err
+		return fail("", err)
 	}
-	line, _, _ := strings.Cut(string(c), "\n")
-	if line = strings.TrimSpace(line); line == "" {
-		return raspiBoot{}, fmt.Errorf("vm: %s: empty cmdline.txt", image)
-	}
-	b.cmdline = firmwareCmdline(line, cfg)
+	b.cmdline = firmwareCmdline(line, c.settings)
 	return b, nil
 }
 

@@ -12,9 +12,12 @@
 //     Options.BIOS under QEMU's default firmware, SeaBIOS (legacy BIOS),
 //     which boots the same image through SYSLINUX (see package image).
 //   - arm64 (board qemuarm64): qemu-system-aarch64 -M virt -cpu cortex-a72
-//     with direct kernel boot: Command reads the kernel and cmdline.txt from
-//     the image's boot partition (see ReadBootFile) and passes them as
-//     -kernel and -append. cortex-a72 rather than max: max enables pointer
+//     with direct kernel boot: Command reads config.txt from the image's
+//     boot partition the Pi firmware's way (see ReadBootFile and
+//     bootConfig), then the kernel it names and cmdline.txt from the slot
+//     its os_prefix selects (a/vmlinuz and a/cmdline.txt, or b/ after an
+//     A/B switch; package image/bootslot), and passes them as -kernel and
+//     -append. cortex-a72 rather than max: max enables pointer
 //     authentication, which TCG emulates slowly.
 //   - arm64 on a Raspberry Pi model (Options.Machine raspi3b or raspi4b,
 //     board rpi): the SD card image booted as the Pi firmware would, see
@@ -28,7 +31,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+
+	"github.com/pc2/pc2/image/bootslot"
 )
 
 // Binary is the QEMU system emulator for amd64 guests.
@@ -36,10 +40,6 @@ const Binary = "qemu-system-x86_64"
 
 // BinaryArm64 is the QEMU system emulator for arm64 guests.
 const BinaryArm64 = "qemu-system-aarch64"
-
-// DirectKernel is the kernel's file name on the boot partition of a
-// direct-kernel-boot image (boards.BootDirectKernel).
-const DirectKernel = "vmlinuz"
 
 // HostAddr is the host's loopback as the guest sees it.
 const HostAddr = "10.0.2.2"
@@ -242,28 +242,33 @@ func Command(image string, opts Options) (*exec.Cmd, map[int]int, error) {
 	return exec.Command(Binary, args...), ports, nil
 }
 
-// directBoot copies the kernel from image's boot partition to dir and
-// returns its path and the command line from cmdline.txt (its first line;
-// the rest of the file is padding).
+// directBoot copies the kernel that config.txt names from the slot its
+// os_prefix selects on image's boot partition to dir, and returns its
+// path and the slot's command line (bootConfig). It reads the partition
+// anew at each start, so a VM that the device switched to the other slot
+// boots that slot next time, as a Pi would.
 func directBoot(image, dir string) (kernel, cmdline string, err error) {
 	f, err := os.Open(image)
 	if err != nil {
 		return "", "", err
 	}
 	defer f.Close()
-	k, err := ReadBootFile(f, DirectKernel)
+	c, err := readBootConfig(f, nil)
 	if err != nil {
-		return "", "", fmt.Errorf("%s: %w", image, err)
+		return "", "", fmt.Errorf("vm: %s: %w", image, err)
 	}
-	c, err := ReadBootFile(f, "cmdline.txt")
+	name := c.settings["kernel"]
+	if name == "" {
+		return "", "", fmt.Errorf("vm: %s: %s names no kernel (kernel=)", image, bootslot.ConfigTxt)
+	}
+	k, err := c.read(f, name)
 	if err != nil {
-		return "", "", fmt.Errorf("%s: %w", image, err)
+		return "", "", fmt.Errorf("vm: %s: kernel: %w", image, err)
 	}
-	line, _, _ := strings.Cut(string(c), "\n")
-	if cmdline = strings.TrimSpace(line); cmdline == "" {
-		return "", "", fmt.Errorf("vm: %s: empty cmdline.txt", image)
+	if cmdline, err = c.cmdline(f); err != nil {
+		return "", "", fmt.Errorf("vm: %s: %w", image, err)
 	}
-	kernel = filepath.Join(dir, DirectKernel)
+	kernel = filepath.Join(dir, "kernel")
 	if err := os.WriteFile(kernel, k, 0o644); err != nil {
 		return "", "", err
 	}

@@ -3,48 +3,81 @@ package manifest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"strings"
 
+	"github.com/pc2/pc2/image/bootslot"
 	"github.com/pc2/pc2/image/fat16"
-)
-
-// The files of a boot partition that differ between devices of one
-// release, and so are not part of its payload (BootPayload).
-var (
-	// CmdlineFiles hold the kernel command line, which names the disk's
-	// root partition, as image.Build writes them: cmdline.txt first (read
-	// by gokrazy's init, the Pi firmware and image/vm's direct kernel
-	// boot), then systemd-boot's entry (UEFI) and SYSLINUX's configuration
-	// (legacy BIOS). Each is padded with spaces after its final newline,
-	// so edits that change the length stay inside the file.
-	CmdlineFiles = []string{"cmdline.txt", "loader/entries/gokrazy.conf", "syslinux.cfg"}
 )
 
 // SettingsFile is the device settings on the boot partition (package
 // settings' BootFile; named here so the format does not depend on it).
 const SettingsFile = "pc2-settings.json"
 
+// SlotPrefix keys the files of a boot slot in BootPayload ("slot/vmlinuz"
+// is the slot's kernel, whichever slot it is).
+const SlotPrefix = "slot/"
+
 // BootPayload returns the SHA-256 (hex) of each file of a boot partition
-// by path, without the files that differ between devices of one release
-// (CmdlineFiles and SettingsFile): the boot artifact's Files.
-func BootPayload(vol io.ReaderAt) (map[string]string, error) {
-	out := map[string]string{}
-	skip := map[string]bool{SettingsFile: true}
-	for _, p := range CmdlineFiles {
-		skip[p] = true
+// in the A/B layout (package bootslot) that is the same on every device
+// of a release: the files of slot (the selected one when slot is "")
+// keyed SlotPrefix+name, with cmdline.txt hashed without its root= field
+// (it names the device's disk); config.txt hashed as if it selected slot
+// a; and every file outside the slots except the settings file and the
+// boot loaders' selectors (loader/entries/gokrazy.conf, syslinux.cfg),
+// which are made from the slot's cmdline.txt. The other slot is left
+// out: it holds the version the device returns to. This is the boot
+// artifact's Files, and what a device compares with its slot to write.
+func BootPayload(vol io.ReaderAt, slot string) (map[string]string, error) {
+	if slot == "" {
+		s, err := bootslot.Selected(vol)
+		if err != nil {
+			return nil, err
+		}
+		slot = s
 	}
+	out := map[string]string{}
 	err := fat16.Walk(vol, func(p string, size int64) error {
-		if skip[strings.ToLower(strings.TrimPrefix(p, "/"))] {
+		key := strings.TrimPrefix(p, "/")
+		lower := strings.ToLower(key)
+		s, name, inSlot := bootslot.Split(key)
+		switch {
+		case inSlot && s != slot:
+			return nil
+		case inSlot:
+			key = SlotPrefix + name
+		case lower == SettingsFile || lower == bootslot.Entry || lower == bootslot.Syslinux:
 			return nil
 		}
 		b, err := fat16.ReadFile(vol, p)
 		if err != nil {
 			return err
 		}
+		switch {
+		case inSlot && strings.EqualFold(name, bootslot.Cmdline):
+			b = []byte(withoutRoot(string(b)))
+		case lower == bootslot.ConfigTxt:
+			if b, err = bootslot.Selection(bootslot.ConfigTxt, b, bootslot.A, ""); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+		}
 		h := sha256.Sum256(b)
-		out[strings.TrimPrefix(p, "/")] = hex.EncodeToString(h[:])
+		out[key] = hex.EncodeToString(h[:])
 		return nil
 	})
 	return out, err
+}
+
+// withoutRoot returns a cmdline.txt's first line without its root= field
+// and without padding.
+func withoutRoot(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	var keep []string
+	for _, f := range strings.Fields(first) {
+		if !strings.HasPrefix(f, "root=") {
+			keep = append(keep, f)
+		}
+	}
+	return strings.Join(keep, " ")
 }

@@ -211,8 +211,8 @@ func TestAPIInstall(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("installed was not called")
 	}
-	if !bytes.Equal(d.BootFile("vmlinuz"), updatetest.KernelOf("1.1.0")) {
-		t.Error("the boot partition does not have the new kernel")
+	if !bytes.Equal(d.BootFile("b/vmlinuz"), updatetest.KernelOf("1.1.0")) {
+		t.Error("boot slot b does not have the new kernel")
 	}
 	if p := d.State().Pending; p == nil || p.Version != "1.1.0" || !strings.HasPrefix(p.Source, "push from 127.0.0.1:") {
 		t.Errorf("pending %+v, want 1.1.0 pushed from loopback", p)
@@ -222,7 +222,7 @@ func TestAPIInstall(t *testing.T) {
 	if code != http.StatusOK || st.Testing == nil || st.Testing.Version != "1.1.0" || st.Version != "1.0.0" || st.Partition != 2 {
 		t.Errorf("GET /api/update?log=1: %d %+v", code, st)
 	}
-	for _, line := range []string{"installing 1.1.0", fmt.Sprintf("root: %d bytes received and checked", len(r.Root)), "boot partition written", "1.1.0 written to partition 3"} {
+	for _, line := range []string{"installing 1.1.0", fmt.Sprintf("root: %d bytes received and checked", len(r.Root)), "boot slot b written", "1.1.0 written to partition 3"} {
 		if !strings.Contains(st.Log, line) {
 			t.Errorf("the log lacks %q:\n%s", line, st.Log)
 		}

@@ -2,7 +2,7 @@
 // (packages update, updateapi and pull): an appliance disk made of files
 // (a FAT16 boot partition like image.Build writes, two root partitions and
 // the updater's directory on perm), signed release bundles for it, and the
-// edits gokrazy's init makes to the boot partition.
+// init's start of a test boot.
 package updatetest
 
 import (
@@ -27,6 +27,7 @@ import (
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/image/bootslot"
 	"github.com/pc2/pc2/image/fat16"
 	"github.com/pc2/pc2/provisioning/identity"
 )
@@ -53,12 +54,6 @@ const Board = "testpc"
 
 // RootPartSize is the size of the fake root partitions.
 const RootPartSize = 3 << 20
-
-// gokrazy's test-boot flags, as gokrazy's init writes them.
-const (
-	flagTryInactive  = "gokrazy.try_boot_inactive=1"
-	flagSwitchOnBoot = "gokrazy.switch_on_boot=1"
-)
 
 // The updater's files on perm that the fixtures look at, as
 // docs/architecture.md lists them.
@@ -93,23 +88,25 @@ func Padded(tb testing.TB, s string) []byte {
 	return []byte(s + strings.Repeat(" ", cmdlinePadded-len(s)))
 }
 
-// CmdlineTxt, GokrazyConf and SyslinuxCfg are the command line files as
-// image/boot.go and image/bios.go write them.
+// CmdlineTxt, Entry and SyslinuxCfg are the command line files as
+// image/boot.go and image/bios.go write them: a slot's cmdline.txt, and
+// the loaders' selectors naming slot's kernel with the command line
+// whose root= is root.
 func CmdlineTxt(tb testing.TB, root string) []byte {
 	tb.Helper()
 	return Padded(tb, KernelCmdline(root)+"\n")
 }
 
-func GokrazyConf(tb testing.TB, root string) []byte {
+func Entry(tb testing.TB, slot, root string) []byte {
 	tb.Helper()
-	return Padded(tb, "title PC2\rlinux /vmlinuz\roptions "+KernelCmdline(root)+"\n")
+	return Padded(tb, "title PC2\rlinux /"+slot+"/vmlinuz\roptions "+KernelCmdline(root)+"\n")
 }
 
-func SyslinuxCfg(tb testing.TB, root string) []byte {
+func SyslinuxCfg(tb testing.TB, slot, root string) []byte {
 	tb.Helper()
 	return Padded(tb, strings.Join([]string{
 		"SERIAL 0 115200", "DEFAULT pc2", "PROMPT 0", "NOESCAPE 1", "ALLOWOPTIONS 0",
-		"LABEL pc2", "LINUX /vmlinuz", "APPEND " + KernelCmdline(root),
+		"LABEL pc2", "LINUX /" + slot + "/vmlinuz", "APPEND " + KernelCmdline(root),
 	}, "\n")+"\n")
 }
 
@@ -120,16 +117,25 @@ func SettingsJSON(s string) []byte {
 }
 
 // PCBootFiles returns the files of an x86 boot partition (UEFI and BIOS)
-// whose command lines name root.
-func PCBootFiles(tb testing.TB, root string, kernel, settings []byte) map[string][]byte {
+// in the A/B layout of image/bootslot: slot a (root partition 2) holds
+// kernelA, slot b kernelB, the cmdline.txt of each names its partition
+// of the disk whose root= for partition 2 is root2, and the selectors
+// name slot a.
+func PCBootFiles(tb testing.TB, root2 string, kernelA, kernelB, settings []byte) map[string][]byte {
 	tb.Helper()
+	root3, err := bootslot.WithPartition(root2, 3)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	files := map[string][]byte{
-		"vmlinuz":                     kernel,
-		"cmdline.txt":                 CmdlineTxt(tb, root),
+		"a/vmlinuz":                   kernelA,
+		"a/cmdline.txt":               CmdlineTxt(tb, root2),
+		"b/vmlinuz":                   kernelB,
+		"b/cmdline.txt":               CmdlineTxt(tb, root3),
 		"EFI/BOOT/BOOTX64.EFI":        []byte("systemd-boot, not really"),
 		"loader/loader.conf":          []byte("default gokrazy.conf\ntimeout 0\neditor no\n"),
-		"loader/entries/gokrazy.conf": GokrazyConf(tb, root),
-		"syslinux.cfg":                SyslinuxCfg(tb, root),
+		"loader/entries/gokrazy.conf": Entry(tb, bootslot.A, root2),
+		"syslinux.cfg":                SyslinuxCfg(tb, bootslot.A, root2),
 		"ldlinux.sys":                 bytes.Repeat([]byte("ldlinux"), 1000),
 	}
 	if settings != nil {
@@ -182,33 +188,6 @@ func ReadVolFile(tb testing.TB, vol []byte, name string) []byte {
 		tb.Fatalf("read %s: %v", name, err)
 	}
 	return b
-}
-
-// GokrazyTryEdit is gokrazy's init asking for a test boot the way it
-// edits a file in place: its flag goes before the '\n' that ends the
-// command line, and the padding shrinks by as much.
-func GokrazyTryEdit(tb testing.TB, data []byte) []byte {
-	tb.Helper()
-	i := bytes.LastIndexByte(data, '\n')
-	out := append(bytes.Clone(data[:i]), " "+flagTryInactive...)
-	out = append(out, data[i:len(data)-len(flagTryInactive)-1]...)
-	if len(out) != len(data) || !bytes.HasSuffix(out, []byte(" ")) {
-		tb.Fatalf("the fake gokrazy edit needs padding: %q", data)
-	}
-	return out
-}
-
-// GokrazySwitchEdit is gokrazy's init starting the test boot: it
-// replaces its try flag by switch_on_boot and pads the line before the
-// newline to keep the file's length.
-func GokrazySwitchEdit(tb testing.TB, data []byte) []byte {
-	tb.Helper()
-	try := " " + flagTryInactive
-	sw := " " + flagSwitchOnBoot + strings.Repeat(" ", len(flagTryInactive)-len(flagSwitchOnBoot))
-	if !bytes.Contains(data, []byte(try+"\n")) {
-		tb.Fatalf("no %q before a newline in %q", try, data)
-	}
-	return bytes.Replace(data, []byte(try), []byte(sw), 1)
 }
 
 // ReleaseKey returns the release key made from a fixed seed.
@@ -267,7 +246,7 @@ func NewDevice(tb testing.TB) *Device {
 		Settings: SettingsJSON(`{"hostname":"the-device","update":{"url":"https://example.org/"}}`),
 	}
 	d.Key, d.KeyID = ReleaseKey(tb, 7)
-	d.Files = PCBootFiles(tb, GPTRoot(DevGUID, 2), KernelOf("1.0.0"), d.Settings)
+	d.Files = PCBootFiles(tb, GPTRoot(DevGUID, 2), KernelOf("1.0.0"), KernelOf("1.0.0"), d.Settings)
 	vol, ext := BuildVolume(tb, d.Files)
 	d.Ext = ext
 	for path, b := range map[string][]byte{d.Boot: vol, d.Roots[0]: RootPattern(2), d.Roots[1]: RootPattern(3)} {
@@ -366,14 +345,21 @@ func (d *Device) BootFile(name string) []byte {
 	return ReadVolFile(d.tb, vol, name)
 }
 
-// CheckCmdlines checks that every command line file is the one
-// image.Build writes for root, without flags.
-func (d *Device) CheckCmdlines(root string) {
+// CheckSelected checks that the boot partition selects root partition p:
+// the loaders' selectors name p's slot and its command line, and each
+// slot's cmdline.txt names its own partition of the device's disk.
+func (d *Device) CheckSelected(p int) {
 	d.tb.Helper()
+	slot, err := bootslot.Of(p)
+	if err != nil {
+		d.tb.Fatal(err)
+	}
+	root := GPTRoot(DevGUID, p)
 	for name, want := range map[string][]byte{
-		"cmdline.txt":                 CmdlineTxt(d.tb, root),
-		"loader/entries/gokrazy.conf": GokrazyConf(d.tb, root),
-		"syslinux.cfg":                SyslinuxCfg(d.tb, root),
+		"a/cmdline.txt":               CmdlineTxt(d.tb, GPTRoot(DevGUID, 2)),
+		"b/cmdline.txt":               CmdlineTxt(d.tb, GPTRoot(DevGUID, 3)),
+		"loader/entries/gokrazy.conf": Entry(d.tb, slot, root),
+		"syslinux.cfg":                SyslinuxCfg(d.tb, slot, root),
 	} {
 		if got := d.BootFile(name); !bytes.Equal(got, want) {
 			d.tb.Errorf("%s:\n%q\nwant\n%q", name, got, want)
@@ -381,29 +367,26 @@ func (d *Device) CheckCmdlines(root string) {
 	}
 }
 
-// GokrazyBootsInactive does what gokrazy's init does at the start of a
-// test boot: it swaps its try flag for switch_on_boot in cmdline.txt.
-func (d *Device) GokrazyBootsInactive() {
+// BeginTestBoot starts the init of the version on partition running, as
+// cmd/pc2-init does (update.BeginTestBoot), with a clock that does not
+// wait and a reboot that counts; it returns the deadline's watcher.
+func (d *Device) BeginTestBoot(running int, rebooted *int) func() error {
 	d.tb.Helper()
-	f, err := os.OpenFile(d.Boot, os.O_RDWR, 0)
+	watch, err := update.BeginTestBoot(update.GateOptions{
+		Dir: d.Dir, Disk: d.Disk(running), Sleep: func(time.Duration) {},
+		Reboot: func() error { *rebooted++; return nil },
+	})
 	if err != nil {
-		d.tb.Fatal(err)
+		d.tb.Fatalf("BeginTestBoot: %v", err)
 	}
-	defer f.Close()
-	b, err := fat16.ReadFile(f, "cmdline.txt")
-	if err != nil {
-		d.tb.Fatal(err)
-	}
-	if err := fat16.Rewrite(f, "cmdline.txt", GokrazySwitchEdit(d.tb, b)); err != nil {
-		d.tb.Fatal(err)
-	}
+	return watch
 }
 
 // RelSpec describes a fake release.
 type RelSpec struct {
 	Version, MinVersion string
 	Board               string // default Board
-	Kernel              []byte // default the device's
+	Kernel              []byte // default the device's slot a's
 	Untrimmed           bool   // the boot artifact keeps its trailing zeros
 	Key                 ed25519.PrivateKey
 	Edit                func(*manifest.Manifest)
@@ -427,7 +410,7 @@ func (d *Device) Release(dir string, s RelSpec) *Release {
 		s.Board = Board
 	}
 	if s.Kernel == nil {
-		s.Kernel = d.Files["vmlinuz"]
+		s.Kernel = d.Files["a/vmlinuz"]
 	}
 	if s.Key == nil {
 		s.Key = d.Key
@@ -439,7 +422,7 @@ func (d *Device) Release(dir string, s RelSpec) *Release {
 	copy(seed[:], s.Version)
 	root := make([]byte, 3<<19+333)
 	rand.NewChaCha8(seed).Read(root)
-	vol, _ := BuildVolume(tb, PCBootFiles(tb, GPTRoot(RelGUID, 2), s.Kernel, SettingsJSON(`{}`)))
+	vol, _ := BuildVolume(tb, PCBootFiles(tb, GPTRoot(RelGUID, 2), s.Kernel, s.Kernel, SettingsJSON(`{}`)))
 	boot := vol
 	if !s.Untrimmed {
 		// As pc2 release writes it: without the trailing zero blocks.
@@ -462,7 +445,7 @@ func (d *Device) Release(dir string, s RelSpec) *Release {
 		}
 		arts[name] = a
 	}
-	files, err := manifest.BootPayload(bytes.NewReader(vol))
+	files, err := manifest.BootPayload(bytes.NewReader(vol), "")
 	if err != nil {
 		tb.Fatal(err)
 	}
