@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
 	"maps"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +27,7 @@ import (
 	"github.com/pc2/pc2/appliance/update/updateapi"
 	"github.com/pc2/pc2/boards/qemu"
 	"github.com/pc2/pc2/image/fat16"
+	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 )
@@ -38,7 +43,10 @@ import (
 //     again: the next start tests E again, which commits;
 //  3. F over E, killed during F's test boot after its init selected E's
 //     slot again: E with E's kernel, F recorded as rolled back;
-//  4. F again, committed, killed after the commit: F with F's kernel.
+//  4. G, found on the update server by the owner's "Check for updates
+//     now" on the dashboard (the settings say manual) and installed by its
+//     "Install" button, the progress shown there; committed, then killed
+//     after the commit: G with G's kernel.
 func TestUpdateBootKilled(t *testing.T) {
 	board := qemu.Board
 	qemutest.RequireArch(t, board.GOARCH)
@@ -49,11 +57,22 @@ func TestUpdateBootKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The update server: G appears at /stable/qemu/ in step 4.
+	serverRoot := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.FileServer(http.Dir(serverRoot))}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
 	st := &settings.Settings{Profile: profile.Personal, Hostname: "pc2-boot", Supernodes: []string{guestAddr},
-		AdminPasswordHash: hash, Update: &settings.Update{HealthTimeout: config.Duration(60 * time.Second)}}
+		AdminPasswordHash: hash, Update: &settings.Update{URL: fmt.Sprintf("http://10.0.2.2:%d/", ln.Addr().(*net.TCPAddr).Port),
+			Manual: true, HealthTimeout: config.Duration(60 * time.Second)}}
 	a := buildRelease(t, board, key, "1.0.0", t.TempDir(), st, nil)
 	e := bootChanging(t, buildRelease(t, board, key, "1.1.0", t.TempDir(), nil, nil), key, "e")
 	f := bootChanging(t, buildRelease(t, board, key, "1.2.0", t.TempDir(), nil, nil), key, "f")
+	g := bootChanging(t, buildRelease(t, board, key, "1.3.0", t.TempDir(), nil, nil), key, "g")
 
 	img := qemutest.CopyImage(t, a.Image)
 	var vm *qemutest.VM
@@ -76,7 +95,7 @@ func TestUpdateBootKilled(t *testing.T) {
 	}
 	// working waits for the node online and returns its version, checking
 	// that the kernel of the last start had that version's marker.
-	markers := map[string]string{"1.0.0": "", "1.1.0": "e", "1.2.0": "f"}
+	markers := map[string]string{"1.0.0": "", "1.1.0": "e", "1.2.0": "f", "1.3.0": "g"}
 	working := func(step string) string {
 		t.Helper()
 		waitOnline(t, vm, 3*time.Minute)
@@ -128,6 +147,11 @@ func TestUpdateBootKilled(t *testing.T) {
 
 	boot()
 	working("A")
+	// The owner: the wizard keeps the provisioned identity.
+	owner := cloudtest.New(t, client.Base, &http.Client{Timeout: 2 * time.Minute})
+	owner.Step("keep", nil)
+	owner.Password("owner password 1")
+	owner.Step("skip", nil)
 
 	// 1. As the boot slot is written.
 	push(e)
@@ -164,17 +188,58 @@ func TestUpdateBootKilled(t *testing.T) {
 		t.Fatalf("3: last %+v, want 1.2.0 rolled back", s.Last)
 	}
 
-	// 4. F committed, then killed.
-	if out, err := pc2(t, "update", "--device", strings.TrimPrefix(client.Base, "http://"), "--bundle", f, "--password-file", passwordFile(t)); err != nil {
-		t.Fatalf("4: push F: %v\n%s", err, out)
+	// 4. G from the dashboard, committed, then killed.
+	if err := os.CopyFS(filepath.Join(serverRoot, "stable", board.Name), os.DirFS(g)); err != nil {
+		t.Fatal(err)
 	}
-	if v := working("4 (F committed)"); v != "1.2.0" {
-		t.Fatalf("4: on %s, want F", v)
+	owner.Base = client.Base
+	csrf := owner.CSRF("/_/")
+	if r := owner.Post("/_/update/check", url.Values{"csrf": {csrf}}); r.Code != http.StatusSeeOther || !strings.Contains(r.Location(), "1.3.0") {
+		t.Fatalf("4: check for updates: %d %s %s", r.Code, r.Location(), r.Err())
+	}
+	if r := owner.Get("/_/"); !strings.Contains(r.Body, "Install version 1.3.0 now") {
+		t.Fatalf("4: the dashboard does not offer 1.3.0")
+	}
+	if r := owner.Post("/_/update/install", url.Values{"csrf": {csrf}}); r.Code != http.StatusSeeOther || strings.Contains(r.Location(), "err=") {
+		t.Fatalf("4: install: %d %s", r.Code, r.Location())
+	}
+	progress := map[string]bool{}
+	progressRe := regexp.MustCompile(`Installing 1\.3\.0: ([a-z ]+[a-z0-9])`)
+	for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		// Not owner.Get: the device goes away when it reboots.
+		resp, err := owner.C.Get(owner.Base + "/_/")
+		if err != nil {
+			break // rebooting
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			break
+		}
+		m := progressRe.FindStringSubmatch(string(body))
+		if m == nil {
+			if len(progress) > 0 {
+				break // written
+			}
+			continue
+		}
+		progress[m[1]] = true
+	}
+	t.Logf("4: progress shown on the dashboard: %v", slices.Sorted(maps.Keys(progress)))
+	if !progress["receiving the root"] {
+		t.Errorf("4: the dashboard never showed the root being received: %v", progress)
+	}
+	waitStatusUpdate(t, client, "1.3.0", update.Installed)
+	if v := working("4 (G from the dashboard, committed)"); v != "1.3.0" {
+		t.Fatalf("4: on %s, want G", v)
+	}
+	if s := status(); s.Last == nil || !strings.HasPrefix(s.Last.Source, "pull") {
+		t.Errorf("4: last %+v, want pulled", s.Last)
 	}
 	vm.Stop()
 	boot()
-	if v := working("4 (killed after the commit)"); v != "1.2.0" {
-		t.Fatalf("4: on %s after the kill, want F", v)
+	if v := working("4 (killed after the commit)"); v != "1.3.0" {
+		t.Fatalf("4: on %s after the kill, want G", v)
 	}
 }
 
@@ -212,16 +277,6 @@ func lastMarker(t *testing.T, serial string) string {
 		return ""
 	}
 	return m[1]
-}
-
-// passwordFile writes the admin password for pc2 update.
-func passwordFile(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(p, []byte(testAdminPassword+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // bootChanging returns a copy of res's bundle whose boot slot differs from

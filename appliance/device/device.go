@@ -55,6 +55,7 @@ import (
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/appliance/update/manifest"
+	"github.com/pc2/pc2/appliance/update/pull"
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/announce"
 	"github.com/pc2/pc2/services/backup"
@@ -181,6 +182,9 @@ type Device struct {
 	// says why).
 	updates    *update.Updater
 	updatesOff string
+	// puller is the link to the update server, when the settings name
+	// one.
+	puller atomic.Pointer[pull.Puller]
 
 	resetOnce sync.Once
 	// verify serialises admin password checks: each costs argon2id's
@@ -291,14 +295,15 @@ func Run(ctx context.Context, opts Options) error {
 	switch s.Profile {
 	case profile.Personal:
 		err = personal.Run(ctx, profile.NodeConfig(s, d.opts.PermDir), personal.Options{
-			Logger:      log.With("service", "node"),
-			Listener:    opts.Listener,
-			Version:     opts.Version,
-			AdminRoutes: d.routes,
-			Console:     d.opts.Console,
-			Updates:     d.dashboardUpdates,
-			ClockSet:    d.opts.ClockSet,
-			LocalURL:    localURL,
+			Logger:        log.With("service", "node"),
+			Listener:      opts.Listener,
+			Version:       opts.Version,
+			AdminRoutes:   d.routes,
+			Console:       d.opts.Console,
+			Updates:       d.dashboardUpdates,
+			UpdateActions: dashboardActions{d},
+			ClockSet:      d.opts.ClockSet,
+			LocalURL:      localURL,
 			Started: func(n *personal.Node) {
 				d.node.Store(n)
 				goRun(func() { d.follow(ctx, n) })

@@ -73,10 +73,12 @@ func (d *Device) startUpdates(ctx context.Context, s *settings.Settings, goRun f
 	if us.URL != "" {
 		cfg := pullConfig(us)
 		cfg.Installed, cfg.Logger = d.installed, d.log
+		p := pull.New(u, cfg)
+		d.puller.Store(p)
 		goRun(func() {
 			// The update window is wall-clock time.
 			if d.waitForClock(ctx, "checking for updates") {
-				pull.Run(ctx, u, cfg)
+				p.Run(ctx)
 			}
 		})
 	}
@@ -86,7 +88,7 @@ func (d *Device) startUpdates(ctx context.Context, s *settings.Settings, goRun f
 func pullConfig(us settings.Update) pull.Config {
 	w, _ := settings.ParseWindow(us.Window) // checked with the settings
 	return pull.Config{URL: us.URL, Channel: us.Channel, Interval: time.Duration(us.Interval),
-		Window: pull.Window{From: w.From, To: w.To}}
+		Window: pull.Window{From: w.From, To: w.To}, Manual: us.Manual}
 }
 
 // installed reboots into the test boot of an update just written.
@@ -237,6 +239,49 @@ func (d *Device) dashboardUpdates() cloud.UpdateStatus {
 	if st.Testing != nil {
 		out.Last = "testing " + st.Testing.Version
 	}
-	out.NextCheck, out.Source, out.Problem = st.NextCheck, st.URL, st.CheckErr
+	out.NextCheck, out.Source, out.Problem, out.Available = st.NextCheck, st.URL, st.CheckErr, st.Available
+	out.CanCheck = d.puller.Load() != nil && st.Testing == nil
+	if out.Installing = st.Installing; st.Progress != nil {
+		out.Progress = st.Progress.Step
+		if st.Progress.Total > 0 {
+			out.Progress += fmt.Sprintf(": %.1f of %.1f MB", float64(st.Progress.Done)/1e6, float64(st.Progress.Total)/1e6)
+		}
+	}
 	return out
+}
+
+// dashboardActions are the dashboard's update buttons.
+type dashboardActions struct{ d *Device }
+
+func (a dashboardActions) Check(ctx context.Context) (string, error) {
+	p := a.d.puller.Load()
+	if p == nil {
+		return "", errors.New("no update server in the settings")
+	}
+	return p.Check(ctx)
+}
+
+// Install starts the install in the background: the dashboard follows its
+// progress, and the device reboots into its test boot when it is written
+// (the pull config's Installed).
+func (a dashboardActions) Install() error {
+	p := a.d.puller.Load()
+	if p == nil {
+		return errors.New("no update server in the settings")
+	}
+	st := a.d.updates.Status(false)
+	switch {
+	case st.Testing != nil:
+		return fmt.Errorf("version %s is being tested", st.Testing.Version)
+	case st.Installing != "":
+		return fmt.Errorf("version %s is being installed", st.Installing)
+	case st.Available == "":
+		return errors.New("no newer version found; check for updates first")
+	}
+	go func() {
+		if _, err := p.Install(context.Background()); err != nil {
+			a.d.log.Warn("update from the dashboard failed", "version", st.Available, "err", err)
+		}
+	}()
+	return nil
 }

@@ -50,8 +50,10 @@ type Options struct {
 	TLSCheck time.Duration
 	// Version is shown on the status page.
 	Version string
-	// Updates, if set, describes the device's updates on the dashboard.
-	Updates func() cloud.UpdateStatus
+	// Updates, if set, describes the device's updates on the dashboard;
+	// UpdateActions are its buttons.
+	Updates       func() cloud.UpdateStatus
+	UpdateActions cloud.UpdateActions
 	// Routes, if set, adds handlers to the node's mux, served on its own
 	// listener and through the relays and gateways alike.
 	Routes func(*http.ServeMux)
@@ -262,7 +264,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		backups = n.backups
 	}
 	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n), Backups: backups,
-		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
+		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, UpdateActions: opts.UpdateActions, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
 		HTTPClient: opts.NamesClient,
 		ShowSetupCode: func(code string) {
 			if opts.Console != nil {

@@ -22,6 +22,9 @@ type Update struct {
 	// Window limits checks and installs to a daily span, UTC
 	// ("02:00-05:00"; empty: any time).
 	Window string `json:"window,omitempty"`
+	// Manual: the device checks but installs an update only when the
+	// owner says so on the dashboard.
+	Manual bool `json:"manual,omitempty"`
 	// HealthTimeout is how long a new version has after its test boot
 	// starts to pass the health check before the device returns to the
 	// old one (default 5m).

@@ -88,12 +88,45 @@ type Status struct {
 	Floor   string `json:"floor,omitempty"`
 	// Partition is the running root partition (2 or 3).
 	Partition int `json:"partition"`
-	// Installing is the version being written, Testing the one on test.
-	Installing string   `json:"installing,omitempty"`
-	Testing    *Pending `json:"testing,omitempty"`
-	Last       *Result  `json:"last,omitempty"`
+	// Installing is the version being written, Progress how far that
+	// is; Testing the one on test.
+	Installing string    `json:"installing,omitempty"`
+	Progress   *Progress `json:"progress,omitempty"`
+	Testing    *Pending  `json:"testing,omitempty"`
+	Last       *Result   `json:"last,omitempty"`
 	PullStatus
 	Log string `json:"log,omitempty"`
+}
+
+// Progress is how far an install is: its step and, while an artifact is
+// received, the bytes so far of its total.
+type Progress struct {
+	Step  string `json:"step"`
+	Done  int64  `json:"done,omitempty"`
+	Total int64  `json:"total,omitempty"`
+}
+
+// setProgress records the install's step.
+func (u *Updater) setProgress(step string, done, total int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.status.Progress = &Progress{Step: step, Done: done, Total: total}
+}
+
+// progressReader reports the bytes read through it as step's progress.
+type progressReader struct {
+	r     io.Reader
+	u     *Updater
+	step  string
+	done  int64
+	total int64
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	p.u.setProgress(p.step, p.done, p.total)
+	return n, err
 }
 
 // PullStatus is where and when the device looks for updates by itself
@@ -103,6 +136,9 @@ type PullStatus struct {
 	NextCheck time.Time `json:"next_check,omitzero"`
 	LastCheck time.Time `json:"last_check,omitzero"`
 	CheckErr  string    `json:"check_error,omitempty"`
+	// Available is a newer release the last check found and verified,
+	// not installed yet (the owner installs it, or the next check does).
+	Available string `json:"available,omitempty"`
 }
 
 // New returns an Updater.
@@ -295,7 +331,7 @@ func (u *Updater) Install(ctx context.Context, source string, raw, sig []byte, f
 	u.mu.Unlock()
 	defer func() {
 		u.mu.Lock()
-		u.status.Installing = ""
+		u.status.Installing, u.status.Progress = "", nil
 		u.mu.Unlock()
 	}()
 	// Recorded before anything is fetched or written: a power cut in the
@@ -392,7 +428,7 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 	for _, n := range plan.Needs {
 		p := filepath.Join(staging, n)
 		start := u.now()
-		if err := stage(ctx, fetch, m, n, p); err != nil {
+		if err := u.stage(ctx, fetch, m, n, p); err != nil {
 			return nil, err
 		}
 		staged[n] = p
@@ -410,6 +446,7 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 		}
 	}
 	start := u.now()
+	u.setProgress(fmt.Sprintf("writing the root to partition %d", target), 0, 0)
 	if err := writePartition(u.disk.Root(target), staged[manifest.Root], m.Artifacts[manifest.Root].SHA256); err != nil {
 		return nil, err
 	}
@@ -425,13 +462,15 @@ func (u *Updater) write(ctx context.Context, plan *Plan, source string, fetch Fe
 }
 
 // stage fetches artifact name into path, checking it against m.
-func stage(ctx context.Context, fetch Fetch, m *manifest.Manifest, name, path string) error {
+func (u *Updater) stage(ctx context.Context, fetch Fetch, m *manifest.Manifest, name, path string) error {
+	step := "receiving the " + name
+	u.setProgress(step, 0, m.Artifacts[name].Size)
 	rc, err := fetch(ctx, name)
 	if err != nil {
 		return fmt.Errorf("update: fetch %s: %w", name, err)
 	}
 	defer rc.Close()
-	c, err := manifest.Check(rc, m, name)
+	c, err := manifest.Check(&progressReader{r: rc, u: u, step: step, total: m.Artifacts[name].Size}, m, name)
 	if err != nil {
 		return err
 	}
@@ -596,6 +635,8 @@ func (u *Updater) planBoot(path string, target int) ([]bootWrite, error) {
 // are not A/B (the Pi firmware and the boot loaders have one place).
 func (u *Updater) writeBoot(files []bootWrite, target int) error {
 	start := u.now()
+	slot, _ := bootslot.Of(target)
+	u.setProgress("writing boot slot "+slot, 0, 0)
 	var slotFiles, shared []string
 	var n int64
 	err := u.withBoot(true, func(v bootVolume) error {
@@ -618,7 +659,6 @@ func (u *Updater) writeBoot(files []bootWrite, target int) error {
 	if err != nil {
 		return err
 	}
-	slot, _ := bootslot.Of(target)
 	msg := fmt.Sprintf("boot slot %s written (%s; %d bytes in all) in %s", slot, strings.Join(slotFiles, ", "), n, u.now().Sub(start).Round(time.Millisecond))
 	if len(shared) > 0 {
 		msg += "; shared boot files replaced: " + strings.Join(shared, ", ")

@@ -551,8 +551,9 @@ func TestInstallBusy(t *testing.T) {
 		done <- err
 	}()
 	<-started
-	if s := u.Status(false); s.Installing != "1.1.0" {
-		t.Errorf("Status.Installing = %q during the install, want 1.1.0", s.Installing)
+	if s := u.Status(false); s.Installing != "1.1.0" || s.Progress == nil || s.Progress.Step != "receiving the root" ||
+		s.Progress.Total != int64(len(r.Root)) || s.Progress.Done != 0 {
+		t.Errorf("Status during the install: installing %q, progress %+v; want 1.1.0 receiving the root, 0 of %d", s.Installing, s.Progress, len(r.Root))
 	}
 	r2 := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.2.0", MinVersion: "1.0.0"})
 	f2 := r2.Fetcher()
@@ -569,8 +570,8 @@ func TestInstallBusy(t *testing.T) {
 	if p := d.State().Pending; p == nil || p.Version != "1.1.0" {
 		t.Errorf("pending %+v, want 1.1.0", p)
 	}
-	if s := u.Status(false); s.Installing != "" {
-		t.Errorf("Status.Installing = %q after the install", s.Installing)
+	if s := u.Status(false); s.Installing != "" || s.Progress != nil {
+		t.Errorf("Status after the install: installing %q, progress %+v", s.Installing, s.Progress)
 	}
 }
 

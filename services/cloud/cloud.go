@@ -91,6 +91,9 @@ type Options struct {
 	Version string
 	// Updates, if set, describes the device's updates on the dashboard.
 	Updates func() UpdateStatus
+	// UpdateActions, if set, are the dashboard's buttons to check for
+	// an update at once and to install the one found.
+	UpdateActions UpdateActions
 	// Backups, if set, are the node's backups: the dashboard's card and
 	// page, restores, and the wizard's restore of the data.
 	Backups Backups

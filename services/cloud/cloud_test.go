@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"context"
 	"crypto/ed25519"
 	"log/slog"
 	"net/http"
@@ -93,6 +94,32 @@ type env struct {
 	mu      sync.Mutex
 	codes   []string     // shown by ShowSetupCode
 	updates UpdateStatus // what Options.Updates answers
+	actions fakeUpdates  // Options.UpdateActions
+}
+
+// fakeUpdates is the device's update buttons: Check answers found,
+// Install counts.
+type fakeUpdates struct {
+	mu        sync.Mutex
+	found     string
+	checkErr  error
+	checks    int
+	installs  int
+	installEr error
+}
+
+func (f *fakeUpdates) Check(context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checks++
+	return f.found, f.checkErr
+}
+
+func (f *fakeUpdates) Install() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.installs++
+	return f.installEr
 }
 
 func newEnv(t *testing.T) *env {
@@ -103,6 +130,7 @@ func newEnv(t *testing.T) *env {
 	e.srv, err = New(Options{DataDir: e.dir, Node: e.node, Version: "test", Now: e.clock.now, Logs: logs,
 		ShowSetupCode: func(c string) { e.mu.Lock(); e.codes = append(e.codes, c); e.mu.Unlock() },
 		Updates:       func() UpdateStatus { e.mu.Lock(); defer e.mu.Unlock(); return e.updates },
+		UpdateActions: &e.actions,
 		Logger:        slog.New(logs.Handler(slog.NewTextHandler(testlog.Writer(t), nil)))})
 	if err != nil {
 		t.Fatal(err)

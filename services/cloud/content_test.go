@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"net/url"
 	"os"
@@ -262,5 +263,78 @@ func TestDashboard(t *testing.T) {
 	}
 	if r := b.Get("/_/assets/"); r.Code != http.StatusNotFound {
 		t.Errorf("asset listing: %d", r.Code)
+	}
+}
+
+// TestDashboardUpdateButtons: the owner checks for an update and installs
+// the one found from the dashboard, and follows its progress; the buttons
+// need the owner's session and its CSRF token.
+func TestDashboardUpdateButtons(t *testing.T) {
+	e := newEnv(t)
+	b := e.setup("owner password")
+	if r := b.Get("/_/"); strings.Contains(r.Body, "update-check") {
+		t.Error("a check button on a device without an update server")
+	}
+	e.mu.Lock()
+	e.updates = UpdateStatus{CanCheck: true, NextCheck: e.clock.now().Add(time.Hour)}
+	e.mu.Unlock()
+	r := b.Get("/_/")
+	if !strings.Contains(r.Body, `id="update-check"`) || strings.Contains(r.Body, `id="update-install"`) {
+		t.Fatalf("dashboard with an update server: check button %t, install button %t",
+			strings.Contains(r.Body, `id="update-check"`), strings.Contains(r.Body, `id="update-install"`))
+	}
+	csrf := b.CSRF("/_/")
+
+	// Strangers and forged forms change nothing.
+	stranger := e.browser(e.local.URL)
+	if r := stranger.Post("/_/update/install", url.Values{"csrf": {csrf}}); r.Code != http.StatusUnauthorized {
+		t.Errorf("a stranger's install: %d, want 401", r.Code)
+	}
+	if r := b.Post("/_/update/check", nil); r.Code != http.StatusForbidden {
+		t.Errorf("a check without the CSRF token: %d", r.Code)
+	}
+	e.actions.mu.Lock()
+	if e.actions.checks+e.actions.installs != 0 {
+		t.Errorf("refused requests reached the device: %d checks, %d installs", e.actions.checks, e.actions.installs)
+	}
+	e.actions.found = "1.3.0"
+	e.actions.mu.Unlock()
+
+	r = b.Post("/_/update/check", url.Values{"csrf": {csrf}})
+	if r.Code != http.StatusSeeOther || !strings.Contains(r.Location(), "1.3.0") {
+		t.Fatalf("check: %d %s", r.Code, r.Location())
+	}
+	e.mu.Lock()
+	e.updates.Available = "1.3.0"
+	e.mu.Unlock()
+	if r := b.Get("/_/"); !strings.Contains(r.Body, "Install version 1.3.0 now") {
+		t.Fatal("the dashboard does not offer the version found")
+	}
+	r = b.Post("/_/update/install", url.Values{"csrf": {csrf}})
+	if r.Code != http.StatusSeeOther || !strings.Contains(r.Location(), "msg=") {
+		t.Fatalf("install: %d %s", r.Code, r.Location())
+	}
+	e.actions.mu.Lock()
+	if e.actions.installs != 1 {
+		t.Errorf("%d installs, want 1", e.actions.installs)
+	}
+	e.actions.installEr = errors.New("another update is being installed")
+	e.actions.mu.Unlock()
+	if r := b.Post("/_/update/install", url.Values{"csrf": {csrf}}); !strings.Contains(r.Location(), "err=") {
+		t.Errorf("a refused install: %s, want the error", r.Location())
+	}
+
+	// While it installs: its progress, the page refreshes, no buttons.
+	e.mu.Lock()
+	e.updates.Installing, e.updates.Progress = "1.3.0", "receiving the root: 12 of 36 MB"
+	e.mu.Unlock()
+	r = b.Get("/_/")
+	for _, want := range []string{"Installing 1.3.0: receiving the root: 12 of 36 MB", `http-equiv="refresh"`} {
+		if !strings.Contains(r.Body, want) {
+			t.Errorf("dashboard during the install lacks %q", want)
+		}
+	}
+	if strings.Contains(r.Body, `id="update-check"`) || strings.Contains(r.Body, `id="update-install"`) {
+		t.Error("buttons during the install")
 	}
 }

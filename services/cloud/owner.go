@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -101,6 +102,16 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/_/login", http.StatusSeeOther)
 }
 
+// UpdateActions start the device's updates from the dashboard.
+type UpdateActions interface {
+	// Check looks for a newer release at once and returns its version
+	// ("" when up to date).
+	Check(ctx context.Context) (string, error)
+	// Install starts installing the release the last check found; its
+	// progress shows in UpdateStatus, and the device reboots into it.
+	Install() error
+}
+
 // UpdateStatus is the dashboard's view of the device's updates.
 type UpdateStatus struct {
 	// Last is the last update's result in words ("" for none).
@@ -113,6 +124,13 @@ type UpdateStatus struct {
 	Source    string
 	// Problem is the last check's error.
 	Problem string
+	// Available is a newer release found and not installed yet.
+	Available string
+	// Installing is the version being installed and Progress how far
+	// ("receiving the root: 12 of 36 MB").
+	Installing, Progress string
+	// CanCheck: the device has an update server to check (an UpdateActions is set too).
+	CanCheck bool
 }
 
 // dashboard is the dashboard's data.
@@ -158,6 +176,7 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.opts.Updates != nil {
 		u := s.opts.Updates()
+		u.CanCheck = u.CanCheck && s.opts.UpdateActions != nil
 		d.Updates = &u
 	}
 	d.Backup = s.backupView(r.Context(), false)
@@ -540,4 +559,38 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("deleted", "path", p)
 	back(w, r, page, "Deleted "+path.Base(p)+".", "")
+}
+
+// handleUpdateCheck is the dashboard's "Check for updates" button.
+func (s *Server) handleUpdateCheck(w http.ResponseWriter, r *http.Request) {
+	if s.opts.UpdateActions == nil {
+		back(w, r, "/_/", "", "This device has no update server to check.")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	v, err := s.opts.UpdateActions.Check(ctx)
+	switch {
+	case err != nil:
+		back(w, r, "/_/", "", "Checking for updates: "+err.Error())
+	case v == "":
+		back(w, r, "/_/", "This device is up to date.", "")
+	default:
+		back(w, r, "/_/", "Version "+v+" is available.", "")
+	}
+}
+
+// handleUpdateInstall is the dashboard's "Install" button for the
+// version a check found.
+func (s *Server) handleUpdateInstall(w http.ResponseWriter, r *http.Request) {
+	if s.opts.UpdateActions == nil {
+		back(w, r, "/_/", "", "This device has no update server.")
+		return
+	}
+	if err := s.opts.UpdateActions.Install(); err != nil {
+		back(w, r, "/_/", "", "Installing the update: "+err.Error())
+		return
+	}
+	s.log.Info("owner started an update")
+	back(w, r, "/_/", "The update is being installed; the device restarts into it when it is written.", "")
 }

@@ -184,6 +184,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /_/backup/unfriend", s.owner(s.withBackups(s.handleBackupUnfriend)))
 	mux.HandleFunc("GET /_/shares", s.owner(s.handleSharesPage))
 	mux.HandleFunc("POST /_/share", s.owner(s.handleShare))
+	mux.HandleFunc("POST /_/update/check", s.owner(s.handleUpdateCheck))
+	mux.HandleFunc("POST /_/update/install", s.owner(s.handleUpdateInstall))
 	mux.HandleFunc("POST /_/unshare", s.owner(s.handleUnshare))
 	mux.Handle("/_/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such page")

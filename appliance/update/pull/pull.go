@@ -1,17 +1,20 @@
 // Package pull is the device's periodic check of an update server: every
 // interval, inside a daily window, it fetches the manifest of its board and
-// channel and has the updater install a newer release.
+// channel and has the updater install a newer release (or, set to manual,
+// shows it for the owner to install from the dashboard; the owner can also
+// check at once).
 package pull
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pc2/pc2/appliance/update"
@@ -33,6 +36,9 @@ type Config struct {
 	Window Window
 	// Client fetches (default: a client with a 30 s header timeout).
 	Client *http.Client
+	// Manual: the periodic checks only show what they found; the owner
+	// installs it (Puller.Install).
+	Manual bool
 	// Installed is called after an update was written (the device
 	// reboots into its test boot).
 	Installed func(*manifest.Manifest)
@@ -78,9 +84,32 @@ func (w Window) Next(t time.Time) time.Time {
 
 // Run checks the update server every interval (within the window) and
 // has u install a newer release of the device's board on its channel,
-// until ctx ends or an update was installed. A release that was refused or
-// rolled back here is not tried again; a newer one is.
-func Run(ctx context.Context, u *update.Updater, cfg Config) {
+// until ctx ends or an update was installed: New(u, cfg).Run(ctx).
+func Run(ctx context.Context, u *update.Updater, cfg Config) { New(u, cfg).Run(ctx) }
+
+// Puller is a device's link to its update server: Run looks for updates
+// every interval, Check looks at once, Install installs what a check
+// found. A release that was refused or rolled back here is not tried
+// again; a newer one is.
+type Puller struct {
+	u    *update.Updater
+	cfg  Config
+	log  *slog.Logger
+	base string // the bundle folder's URL, with a final slash
+
+	mu     sync.Mutex
+	status update.PullStatus
+	found  *found // a newer release a check found, not installed yet
+}
+
+// found is a release a check found and verified.
+type found struct {
+	raw, sig []byte
+	m        manifest.Manifest
+}
+
+// New returns the Puller of u with cfg's defaults filled in.
+func New(u *update.Updater, cfg Config) *Puller {
 	if cfg.Channel == "" {
 		cfg.Channel = manifest.Stable
 	}
@@ -96,78 +125,147 @@ func Run(ctx context.Context, u *update.Updater, cfg Config) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p := &puller{u: u, cfg: cfg, log: cfg.Logger}
+	p := &Puller{u: u, cfg: cfg, log: cfg.Logger}
 	p.base = strings.TrimSuffix(cfg.URL, "/") + "/" + url.PathEscape(cfg.Channel) + "/" + url.PathEscape(u.Release().Board) + "/"
 	p.status.URL = p.base
 	u.SetPullStatus(p.status)
+	return p
+}
+
+// setStatus changes the pull status under the lock and publishes it.
+func (p *Puller) setStatus(f func(*update.PullStatus)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(&p.status)
+	p.u.SetPullStatus(p.status)
+}
+
+// Run checks every interval within the window; it installs what it
+// finds unless the config is Manual. It returns when ctx ends or after
+// an install.
+func (p *Puller) Run(ctx context.Context) {
 	for {
-		next := cfg.Window.Next(cfg.Now().Add(cfg.Interval))
-		p.status.NextCheck = next
-		u.SetPullStatus(p.status)
-		t := time.NewTimer(next.Sub(cfg.Now()))
+		next := p.cfg.Window.Next(p.cfg.Now().Add(p.cfg.Interval))
+		p.setStatus(func(s *update.PullStatus) { s.NextCheck = next })
+		t := time.NewTimer(next.Sub(p.cfg.Now()))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		m, err := p.once(ctx)
+		v, err := p.Check(ctx)
 		if ctx.Err() != nil {
 			// Stopping: a check cut short is no check.
 			return
 		}
-		p.status.LastCheck = cfg.Now()
-		p.status.CheckErr = ""
-		if err != nil {
-			p.status.CheckErr = err.Error()
-		}
-		u.SetPullStatus(p.status)
 		if err != nil {
 			p.log.Warn("update check failed", "url", p.base, "err", err)
 			continue
 		}
-		if m != nil && cfg.Installed != nil {
-			cfg.Installed(m)
+		if v == "" || p.cfg.Manual {
+			continue
+		}
+		if m, err := p.Install(ctx); err != nil {
+			p.log.Warn("update failed", "version", v, "err", err)
+		} else if m != nil {
 			return
 		}
 	}
 }
 
-// puller is one Run.
-type puller struct {
-	u      *update.Updater
-	cfg    Config
-	log    *slog.Logger
-	base   string // the bundle folder's URL, with a final slash
-	status update.PullStatus
+// Check looks for a newer release on the server at once and returns its
+// version ("" when the device is up to date); the release's manifest is
+// verified (a refused one is recorded as such) and kept for Install. The
+// status shows the check and what it found.
+func (p *Puller) Check(ctx context.Context) (string, error) {
+	f, err := p.check(ctx)
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	p.mu.Lock()
+	p.found = f
+	p.mu.Unlock()
+	p.setStatus(func(s *update.PullStatus) {
+		s.LastCheck, s.CheckErr, s.Available = p.cfg.Now(), "", ""
+		if err != nil {
+			s.CheckErr = err.Error()
+		}
+		if f != nil {
+			s.Available = f.m.Version
+		}
+	})
+	if f == nil {
+		return "", err
+	}
+	return f.m.Version, nil
 }
 
-// once checks the server once and installs what it finds; it returns the
-// installed manifest, or nil when there was nothing to install.
-func (p *puller) once(ctx context.Context) (*manifest.Manifest, error) {
-	get := func(ctx context.Context, name string, limit int64) (io.ReadCloser, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+url.PathEscape(name), nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := p.cfg.Client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return nil, fmt.Errorf("GET %s: %s", req.URL, resp.Status)
-		}
-		if limit > 0 {
-			return struct {
-				io.Reader
-				io.Closer
-			}{io.LimitReader(resp.Body, limit), resp.Body}, nil
-		}
-		return resp.Body, nil
+// Install installs the release the last check found, then calls the
+// config's Installed. It returns the installed manifest.
+func (p *Puller) Install(ctx context.Context) (*manifest.Manifest, error) {
+	p.mu.Lock()
+	f := p.found
+	p.mu.Unlock()
+	if f == nil {
+		return nil, errors.New("pull: no newer release found; check for updates first")
 	}
+	fetch := func(ctx context.Context, name string) (io.ReadCloser, error) {
+		// Install verified the manifest before it asks for an artifact.
+		a, ok := f.m.Artifacts[name]
+		if !ok {
+			return nil, fmt.Errorf("no %s artifact", name)
+		}
+		return p.get(ctx, a.File, 0)
+	}
+	p.log.Info("installing an update from the server", "version", f.m.Version, "url", p.base)
+	m, err := p.u.Install(ctx, "pull from "+p.base, f.raw, f.sig, fetch)
+	if errors.Is(err, update.ErrBusy) {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.found == f {
+		p.found = nil
+	}
+	p.mu.Unlock()
+	p.setStatus(func(s *update.PullStatus) { s.Available = "" })
+	if err != nil {
+		return nil, err
+	}
+	if p.cfg.Installed != nil {
+		p.cfg.Installed(m)
+	}
+	return m, nil
+}
+
+// get fetches name from the bundle folder, at most limit bytes (0: all).
+func (p *Puller) get(ctx context.Context, name string, limit int64) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+url.PathEscape(name), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.cfg.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", req.URL, resp.Status)
+	}
+	if limit > 0 {
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(resp.Body, limit), resp.Body}, nil
+	}
+	return resp.Body, nil
+}
+
+// check fetches and verifies the server's manifest; nil when the device
+// is up to date.
+func (p *Puller) check(ctx context.Context) (*found, error) {
 	small := func(name string) ([]byte, error) {
-		rc, err := get(ctx, name, manifest.MaxSize+1)
+		rc, err := p.get(ctx, name, manifest.MaxSize+1)
 		if err != nil {
 			return nil, err
 		}
@@ -199,18 +297,11 @@ func (p *puller) once(ctx context.Context) (*manifest.Manifest, error) {
 		// Tried and failed here; wait for a newer release.
 		return nil, fmt.Errorf("release %s was %s here (%s); waiting for a newer one", v, last.Outcome, last.Reason)
 	}
-	var m manifest.Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%w: %v", manifest.ErrMalformed, err)
-	}
-	fetch := func(ctx context.Context, name string) (io.ReadCloser, error) {
-		// Install verified the manifest before it asks for an artifact.
-		a, ok := m.Artifacts[name]
-		if !ok {
-			return nil, fmt.Errorf("no %s artifact", name)
-		}
-		return get(ctx, a.File, 0)
+	plan, err := p.u.Check(raw, sig)
+	if err != nil {
+		p.u.Refuse(raw, "pull from "+p.base, err)
+		return nil, err
 	}
 	p.log.Info("update available", "version", v, "running", running, "url", p.base)
-	return p.u.Install(ctx, "pull from "+p.base, raw, sig, fetch)
+	return &found{raw: raw, sig: sig, m: *plan.Manifest}, nil
 }

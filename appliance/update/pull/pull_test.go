@@ -221,3 +221,52 @@ func TestPullRefusedNotRetried(t *testing.T) {
 		t.Fatal("the newer release was not installed")
 	}
 }
+
+// TestPullManual: set to manual, the periodic checks only show the newer
+// release; the owner's Install (the dashboard's button) installs it, and
+// Check looks at once.
+func TestPullManual(t *testing.T) {
+	d := updatetest.NewDevice(t)
+	s := newReleaseServer(t)
+	u := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil)
+	installed := make(chan *manifest.Manifest, 1)
+	p := New(u, Config{URL: s.URL + "/", Interval: 20 * time.Millisecond, Client: s.Client(), Manual: true,
+		Installed: func(m *manifest.Manifest) { installed <- m }, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if _, err := p.Install(t.Context()); err == nil {
+		t.Fatal("Install before any check found something")
+	}
+	// Nothing on the server yet: the check says so.
+	if v, err := p.Check(t.Context()); err == nil || v != "" || !strings.Contains(u.Status(false).CheckErr, "404") {
+		t.Fatalf("Check of an empty server = %q, %v; status %+v", v, err, u.Status(false).PullStatus)
+	}
+	r := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0"})
+	s.serve(r.Dir)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	testenv.WaitFor(t, 10*time.Second, "three checks", func() bool { return s.count(manifest.ManifestFile) >= 3 })
+	cancel()
+	<-done
+	if st := u.Status(false); st.Available != "1.1.0" || st.CheckErr != "" || st.Testing != nil {
+		t.Fatalf("after the manual checks: %+v, want 1.1.0 available, nothing installed", st.PullStatus)
+	}
+	if n := s.count("root.img"); n != 0 {
+		t.Fatalf("the manual checks fetched the root %d times", n)
+	}
+	if v, err := p.Check(t.Context()); err != nil || v != "1.1.0" {
+		t.Fatalf("Check = %q, %v; want 1.1.0", v, err)
+	}
+	m, err := p.Install(t.Context())
+	if err != nil || m.Version != "1.1.0" {
+		t.Fatalf("Install = %+v, %v", m, err)
+	}
+	if got := <-installed; got.Version != "1.1.0" {
+		t.Errorf("Installed called with %s", got.Version)
+	}
+	if st := u.Status(false); st.Available != "" || st.Testing == nil || st.Testing.Version != "1.1.0" {
+		t.Errorf("after Install: %+v", st)
+	}
+	if _, err := p.Install(t.Context()); err == nil {
+		t.Error("a second Install succeeded without a check")
+	}
+}
