@@ -149,10 +149,11 @@ var ErrBootFiles = errors.New("boards: boot partition incomplete")
 // slot directory with os_prefix (a/ or b/; without one the partition is
 // not the A/B layout) and name a kernel; and in the selected slot, as
 // the firmware prefixes them, that kernel, an arm64 Image, and the
-// model's device tree. The other slot must hold the same two: an update
-// switches to it by os_prefix alone, so the build must leave both slots
-// complete. Boards that do not boot by the Pi firmware have nothing to
-// check.
+// model's device tree. The other slot must have the same two files, so
+// that an update has their places to write; the image builder leaves
+// them empty (the other slot's root partition is empty too, and the
+// updater never selects a slot that does not hold its release's files).
+// Boards that do not boot by the Pi firmware have nothing to check.
 func (b Board) CheckBootFiles(files map[string][]byte) error {
 	if b.Boot != BootRPiFirmware {
 		return nil
@@ -193,14 +194,17 @@ func (b Board) CheckBootFiles(files map[string][]byte) error {
 		if kernel == "" {
 			return fail("config.txt names no kernel for it")
 		}
-		for _, s := range []struct{ dir, role string }{{slot, "selected"}, {other, "other"}} {
-			if len(files["/"+s.dir+m.DeviceTree]) == 0 {
-				return fail("no %s%s (the %s slot)", s.dir, m.DeviceTree, s.role)
-			}
-			k := files["/"+s.dir+kernel]
-			// The arm64 Image header's magic, "ARM\x64", is at offset 56.
-			if len(k) < 64 || string(k[56:60]) != "ARM\x64" {
-				return fail("kernel %s%s (config.txt, the %s slot) is missing or not an arm64 Image", s.dir, kernel, s.role)
+		if len(files["/"+slot+m.DeviceTree]) == 0 {
+			return fail("no %s%s (the selected slot)", slot, m.DeviceTree)
+		}
+		k := files["/"+slot+kernel]
+		// The arm64 Image header's magic, "ARM\x64", is at offset 56.
+		if len(k) < 64 || string(k[56:60]) != "ARM\x64" {
+			return fail("kernel %s%s (config.txt, the selected slot) is missing or not an arm64 Image", slot, kernel)
+		}
+		for _, f := range []string{m.DeviceTree, kernel} {
+			if _, ok := files["/"+other+f]; !ok {
+				return fail("no %s%s: the other slot has no place for an update's %s", other, f, f)
 			}
 		}
 	}

@@ -15,6 +15,10 @@ import (
 // bootFiles returns the boot partition's files in the A/B layout of
 // package bootslot: slots a and b each get the kernel, the device trees
 // and cmdline.txt (root= naming partition 2 or 3), slot a is selected.
+// Slot b's kernel and device trees are empty files: its root partition
+// is empty too until the first update writes both (a second kernel would
+// add 16-59 MB to every image and to every update's boot artifact, and
+// the updater selects a slot only once it holds its release's files).
 // firmwareDir is the board's FirmwareModule directory ("" when it has
 // none). The padded files (cmdline.txt, the selectors) absorb edits in
 // place: gokrazy's and bootslot.Select's.
@@ -35,7 +39,7 @@ func bootFiles(opts Options, kernelDir, firmwareDir, cmdline string) (map[string
 		if files["/"+slot+"/"+bootslot.Cmdline], err = bootslot.Pad(c + "\n"); err != nil {
 			return nil, fmt.Errorf("image: kernel command line too long: %w", err)
 		}
-		files["/"+slot+"/"+opts.Board.KernelImage] = kernel
+		files["/"+slot+"/"+opts.Board.KernelImage] = slotFile(slot, kernel)
 	}
 	switch opts.Board.Boot {
 	case boards.BootDirectKernel:
@@ -58,7 +62,7 @@ func bootFiles(opts Options, kernelDir, firmwareDir, cmdline string) (map[string
 				return nil, fmt.Errorf("device tree: %w", err)
 			}
 			files["/"+bootslot.A+"/"+n] = b
-			files["/"+bootslot.B+"/"+n] = b
+			files["/"+bootslot.B+"/"+n] = slotFile(bootslot.B, b)
 		}
 		if files["/"+bootslot.ConfigTxt], err = bootslot.NewConfigTxt(opts.Board.ConfigTxt, bootslot.A); err != nil {
 			return nil, err
@@ -89,6 +93,15 @@ func bootFiles(opts Options, kernelDir, firmwareDir, cmdline string) (map[string
 		}
 	}
 	return files, nil
+}
+
+// slotFile is a kernel or device tree file of slot: b for slot a, empty
+// for slot b (see bootFiles).
+func slotFile(slot string, b []byte) []byte {
+	if slot == bootslot.A {
+		return b
+	}
+	return []byte{}
 }
 
 // slotCmdline returns cmdline with its root= field naming partition p.

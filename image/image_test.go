@@ -405,7 +405,8 @@ func TestBuildRPi(t *testing.T) {
 			t.Errorf("config.txt lacks %s:\n%s", want, cfg)
 		}
 	}
-	// Both slots are complete; each cmdline.txt names its own root.
+	// Slot a is complete, slot b has the same files empty (its root is
+	// empty too); each cmdline.txt names its own root.
 	for slot, root := range map[string]string{"a": "-02 ", "b": "-03 "} {
 		cmdline, _, _ := strings.Cut(string(read(slot+"/cmdline.txt")), "\n")
 		if !strings.Contains(cmdline, root) || !strings.Contains(cmdline, "console=serial0,115200") {
@@ -413,6 +414,17 @@ func TestBuildRPi(t *testing.T) {
 		}
 		if slot == "a" && cmdline != res.Cmdline {
 			t.Errorf("a/cmdline.txt %q, want %q", cmdline, res.Cmdline)
+		}
+		if slot == "b" {
+			if k := read("b/vmlinuz"); len(k) != 0 {
+				t.Errorf("b/vmlinuz has %d bytes, want an empty place for the first update", len(k))
+			}
+			for _, m := range rpi.Models {
+				if d := read("b/" + m.DeviceTree); len(d) != 0 {
+					t.Errorf("b/%s has %d bytes, want none", m.DeviceTree, len(d))
+				}
+			}
+			continue
 		}
 		if k := read(slot + "/vmlinuz"); len(k) < 1<<20 || string(k[56:60]) != "ARM\x64" {
 			t.Errorf("%s/vmlinuz (%d bytes) is not an arm64 Image", slot, len(k))

@@ -258,14 +258,17 @@ func (u *Updater) plan(raw, sig []byte, st *State) (*Plan, error) {
 		return nil, err
 	}
 	p := &Plan{Manifest: m, Needs: []string{manifest.Root}}
-	if b, ok := m.Artifacts[manifest.Boot]; ok {
-		changed, err := u.bootChanged(b.Files)
-		if err != nil {
-			return nil, err
-		}
-		if changed {
-			p.Needs = append(p.Needs, manifest.Boot)
-		}
+	b, ok := m.Artifacts[manifest.Boot]
+	if !ok {
+		// Its kernel must be in the new root's boot slot (checkSlot).
+		return nil, fmt.Errorf("%w: the release has no boot artifact, which the new root's boot slot needs", manifest.ErrArtifact)
+	}
+	changed, err := u.bootChanged(b.Files)
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		p.Needs = append(p.Needs, manifest.Boot)
 	}
 	return p, nil
 }
@@ -343,6 +346,9 @@ func (u *Updater) Install(ctx context.Context, source string, raw, sig []byte, f
 	u.logf(slog.LevelInfo, "installing %s (%s, %s) over %s from %s; needs %s", m.Version, m.Board, m.Channel,
 		u.opts.Release.Version, source, strings.Join(plan.Needs, " and "))
 	pending, err := u.write(ctx, plan, source, fetch)
+	if err == nil {
+		err = u.checkSlot(m, pending.Partition)
+	}
 	if err != nil {
 		outcome := Failed
 		if errors.Is(err, manifest.ErrArtifact) {
@@ -495,6 +501,37 @@ func (u *Updater) stage(ctx context.Context, fetch Fetch, m *manifest.Manifest, 
 type bootWrite struct {
 	path string // on the device's boot partition
 	data []byte
+}
+
+// checkSlot verifies, before anything selects it, that the boot slot of
+// root partition p holds the release's slot files (the boot artifact's
+// payload hashes): a slot without its kernel (the image builder leaves
+// slot b's empty, a power cut may leave one half written) is never
+// selected.
+func (u *Updater) checkSlot(m *manifest.Manifest, p int) error {
+	slot, err := bootslot.Of(p)
+	if err != nil {
+		return err
+	}
+	var have map[string]string
+	if err := u.withBoot(false, func(v bootVolume) (err error) { have, err = manifest.BootPayload(v, slot); return err }); err != nil {
+		return fmt.Errorf("update: the boot partition: %w", err)
+	}
+	want := m.Artifacts[manifest.Boot].Files
+	n := 0
+	for k, h := range want {
+		if !strings.HasPrefix(k, manifest.SlotPrefix) {
+			continue
+		}
+		n++
+		if have[k] != h {
+			return fmt.Errorf("update: boot slot %s does not hold the release's %s after the install; it is not selected", slot, strings.TrimPrefix(k, manifest.SlotPrefix))
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: the release describes no boot slot files", manifest.ErrArtifact)
+	}
+	return nil
 }
 
 // fixedFiles are boot files a boot loader finds by their sectors, not by

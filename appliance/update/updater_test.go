@@ -813,3 +813,34 @@ func fsckClean(t *testing.T, img []byte) {
 		t.Errorf("fsck.fat -n: %v\n%s", err, out)
 	}
 }
+
+// TestInstallFreshDevice: as flashed, slot b's kernel is an empty file;
+// the first update writes it even when the release's kernel is the
+// running one, and only then selects slot b. A release without a boot
+// artifact is refused: nothing could fill the slot.
+func TestInstallFreshDevice(t *testing.T) {
+	d := updatetest.NewDevice(t)
+	d.Files = updatetest.PCBootFiles(t, updatetest.GPTRoot(updatetest.DevGUID, 2), updatetest.KernelOf("1.0.0"), []byte{}, d.Settings)
+	vol, _ := updatetest.BuildVolume(t, d.Files)
+	if err := os.WriteFile(d.Boot, vol, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil)
+
+	noBoot := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0", Edit: func(m *manifest.Manifest) {
+		delete(m.Artifacts, manifest.Boot)
+	}})
+	before := d.Snapshot()
+	_, err := u.Install(t.Context(), "push", noBoot.Raw, noBoot.Sig, noBoot.Fetcher().Fetch)
+	checkRefused(t, d, before, err, manifest.ErrArtifact, "1.1.0")
+
+	r := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0"})
+	if plan, err := u.Check(r.Raw, r.Sig); err != nil || !slices.Equal(plan.Needs, []string{manifest.Root, manifest.Boot}) {
+		t.Fatalf("Check = %+v, %v; want root and boot (slot b is empty)", plan, err)
+	}
+	updatetest.InstallRelease(t, u, r)
+	if !bytes.Equal(d.BootFile("b/vmlinuz"), updatetest.KernelOf("1.0.0")) {
+		t.Error("slot b does not hold the release's kernel")
+	}
+	d.CheckSelected(3)
+}
