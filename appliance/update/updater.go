@@ -534,10 +534,11 @@ func (u *Updater) checkSlot(m *manifest.Manifest, p int) error {
 	return nil
 }
 
-// fixedFiles are boot files a boot loader finds by their sectors, not by
-// name (SYSLINUX's ldlinux.sys): they cannot move, so an update cannot
-// replace them.
-var fixedFiles = map[string]bool{"ldlinux.sys": true}
+// fixedFiles are boot files an update cannot replace: SYSLINUX's
+// ldlinux.c32 must be the version of the device's own ldlinux.sys, which
+// the boot sector finds by its sectors (manifest.SyslinuxLoader), so a
+// new SYSLINUX needs a reflash.
+var fixedFiles = map[string]bool{"ldlinux.c32": true}
 
 // planBoot reads a staged boot artifact and returns the files of the
 // device's boot partition to write for target's slot: the artifact's
@@ -608,7 +609,7 @@ func (u *Updater) planBoot(path string, target int) ([]bootWrite, error) {
 			return nil
 		case inSlot:
 			dst = slot + "/" + name
-		case lower == strings.ToLower(manifest.SettingsFile) || lower == bootslot.Entry || lower == bootslot.Syslinux:
+		case lower == strings.ToLower(manifest.SettingsFile) || lower == manifest.SyslinuxLoader || lower == bootslot.Entry || lower == bootslot.Syslinux:
 			return nil
 		}
 		data, err := fat16.ReadFile(rel, p)
@@ -641,7 +642,7 @@ func (u *Updater) planBoot(path string, target int) ([]bootWrite, error) {
 		case bytes.Equal(have, data):
 			return nil
 		case fixedFiles[lower]:
-			return fmt.Errorf("%w: the new release changes %s, which the boot loader finds by its sectors; install it by reflashing", ErrBootLayout, p)
+			return fmt.Errorf("%w: the new release changes %s, which must match the device's own SYSLINUX; install it by reflashing", ErrBootLayout, p)
 		}
 		out = append(out, bootWrite{path: dst, data: data})
 		return nil

@@ -765,7 +765,7 @@ func TestInstallBootRollback(t *testing.T) {
 func TestInstallBootNoPlace(t *testing.T) {
 	for name, edit := range map[string]func(map[string][]byte){
 		"new device tree": func(f map[string][]byte) { f["a/new.dtb"] = []byte("dtb") },
-		"new ldlinux.sys": func(f map[string][]byte) { f["ldlinux.sys"] = []byte("another syslinux") },
+		"new SYSLINUX":    func(f map[string][]byte) { f["ldlinux.c32"] = []byte("another syslinux") },
 	} {
 		t.Run(name, func(t *testing.T) {
 			d := updatetest.NewDevice(t)
@@ -841,6 +841,41 @@ func TestInstallFreshDevice(t *testing.T) {
 	updatetest.InstallRelease(t, u, r)
 	if !bytes.Equal(d.BootFile("b/vmlinuz"), updatetest.KernelOf("1.0.0")) {
 		t.Error("slot b does not hold the release's kernel")
+	}
+	d.CheckSelected(3)
+}
+
+// TestInstallKeepsLdlinuxSys: a release whose ldlinux.sys differs (SYSLINUX's
+// installer placed it elsewhere on that image, after a kernel of another
+// size) installs, and the device keeps its own, which its boot sector
+// finds by its sectors.
+func TestInstallKeepsLdlinuxSys(t *testing.T) {
+	d := updatetest.NewDevice(t)
+	u := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil)
+	r := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0", Kernel: updatetest.KernelOf("1.1.0")})
+	files := updatetest.PCBootFiles(t, updatetest.GPTRoot(updatetest.RelGUID, 2), updatetest.KernelOf("1.1.0"), updatetest.KernelOf("1.1.0"), updatetest.SettingsJSON(`{}`))
+	files["ldlinux.sys"] = bytes.Repeat([]byte("LDLINUX elsewhere "), 400)
+	vol, _ := updatetest.BuildVolume(t, files)
+	payload, err := manifest.BootPayload(bytes.NewReader(vol), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(payload, r.Manifest.Artifacts[manifest.Boot].Files) {
+		t.Fatalf("ldlinux.sys changed the boot payload: %v", payload)
+	}
+	r.Boot = vol
+	a := r.Manifest.Artifacts[manifest.Boot]
+	a.Size, a.SHA256 = int64(len(vol)), updatetest.SHA256(vol)
+	r.Manifest.Artifacts[manifest.Boot] = a
+	if r.Raw, r.Sig, err = manifest.Sign(r.Manifest, d.Key); err != nil {
+		t.Fatal(err)
+	}
+	updatetest.InstallRelease(t, u, r)
+	if !bytes.Equal(d.BootFile("ldlinux.sys"), d.Files["ldlinux.sys"]) {
+		t.Error("the device's ldlinux.sys was replaced")
+	}
+	if !bytes.Equal(d.BootFile("b/vmlinuz"), updatetest.KernelOf("1.1.0")) {
+		t.Error("slot b does not hold the new kernel")
 	}
 	d.CheckSelected(3)
 }

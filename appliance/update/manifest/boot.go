@@ -15,6 +15,13 @@ import (
 // settings' BootFile; named here so the format does not depend on it).
 const SettingsFile = "pc2-settings.json"
 
+// Syslinux's ldlinux.sys records its own sectors: where SYSLINUX's
+// installer put it on each image (after the other files, so it moves
+// whenever a kernel's size changes). It is the device's own, like the
+// settings: left out of BootPayload and never replaced by an update
+// (ldlinux.c32, loaded by name, tells a new SYSLINUX version).
+const SyslinuxLoader = "ldlinux.sys"
+
 // SlotPrefix keys the files of a boot slot in BootPayload ("slot/vmlinuz"
 // is the slot's kernel, whichever slot it is).
 const SlotPrefix = "slot/"
@@ -24,9 +31,10 @@ const SlotPrefix = "slot/"
 // of a release: the files of slot (the selected one when slot is "")
 // keyed SlotPrefix+name, with cmdline.txt hashed without its root= field
 // (it names the device's disk); config.txt hashed as if it selected slot
-// a; and every file outside the slots except the settings file and the
-// boot loaders' selectors (loader/entries/gokrazy.conf, syslinux.cfg),
-// which are made from the slot's cmdline.txt. The other slot is left
+// a; and every file outside the slots except the settings file,
+// ldlinux.sys (SyslinuxLoader) and the boot loaders' selectors
+// (loader/entries/gokrazy.conf, syslinux.cfg), which are made from the
+// slot's cmdline.txt. The other slot is left
 // out: it holds the version the device returns to. This is the boot
 // artifact's Files, and what a device compares with its slot to write.
 func BootPayload(vol io.ReaderAt, slot string) (map[string]string, error) {
@@ -47,7 +55,7 @@ func BootPayload(vol io.ReaderAt, slot string) (map[string]string, error) {
 			return nil
 		case inSlot:
 			key = SlotPrefix + name
-		case lower == SettingsFile || lower == bootslot.Entry || lower == bootslot.Syslinux:
+		case lower == SettingsFile || lower == SyslinuxLoader || lower == bootslot.Entry || lower == bootslot.Syslinux:
 			return nil
 		}
 		b, err := fat16.ReadFile(vol, p)

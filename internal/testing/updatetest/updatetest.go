@@ -137,6 +137,7 @@ func PCBootFiles(tb testing.TB, root2 string, kernelA, kernelB, settings []byte)
 		"loader/entries/gokrazy.conf": Entry(tb, bootslot.A, root2),
 		"syslinux.cfg":                SyslinuxCfg(tb, bootslot.A, root2),
 		"ldlinux.sys":                 bytes.Repeat([]byte("ldlinux"), 1000),
+		"ldlinux.c32":                 bytes.Repeat([]byte("ldlinux.c32 "), 500),
 	}
 	if settings != nil {
 		files[manifest.SettingsFile] = settings
