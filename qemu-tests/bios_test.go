@@ -37,7 +37,7 @@ func TestBIOSPersonalImage(t *testing.T) {
 	}
 
 	// SYSLINUX, not some other path, started the kernel (its banner goes to
-	// the serial port: SERIAL in syslinux.cfg), with cmdline.txt's command
+	// the serial port: SERIAL in syslinux.cfg), with slot a's cmdline.txt command
 	// line (syslinux.cfg's APPEND), after the BOOT_IMAGE= SYSLINUX adds.
 	serial := vm.Serial()
 	if !strings.Contains(serial, "SYSLINUX") {

@@ -118,7 +118,7 @@ func TestUpdate(t *testing.T) { testUpdate(t, qemu.Board) }
 
 // TestUpdateArm64 is TestUpdate for the arm64 userland and kernel (the
 // Raspberry Pi's programs) on QEMU's virt machine, whose direct kernel
-// boot reads cmdline.txt, and with it the A/B choice, at every start.
+// boot reads config.txt, and with it the A/B choice, at every start.
 func TestUpdateArm64(t *testing.T) { testUpdate(t, qemuarm64.Board) }
 
 func testUpdate(t *testing.T, board boards.Board) {

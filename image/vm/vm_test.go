@@ -194,8 +194,10 @@ func TestReadRaspiBoot(t *testing.T) {
 			t.Errorf("slot %s: command line %q, want %q", slot, b.cmdline, want)
 		}
 	}
-	// os_prefix in a section of another model does not apply.
-	files := slotFiles(t, bootslot.A, "kernel=vmlinuz\n[pi4]\nos_prefix=b/\n")
+	// os_prefix in a section of another model does not apply (written by
+	// hand: bootslot.NewConfigTxt refuses a second os_prefix).
+	files := slotFiles(t, bootslot.A, "kernel=vmlinuz\n")
+	files["config.txt"] = []byte("os_prefix=a/\nkernel=vmlinuz\n[pi4]\nos_prefix=b/\n")
 	if b, err := readRaspiBoot(writeDisk(t, dir, false, files), m); err != nil || string(b.kernel) != "kernel a" {
 		t.Errorf("[pi4] os_prefix=b/ on a Pi 3: kernel %q, %v; want slot a's", b.kernel, err)
 	}

@@ -55,7 +55,7 @@ type Options struct {
 	BIOS bool
 	// FollowReboots starts QEMU again (same disk, same host ports, the
 	// console output appended) when the guest reboots, which ends QEMU
-	// (-no-reboot; a new QEMU also re-reads cmdline.txt for arm64's
+	// (-no-reboot; a new QEMU also re-reads config.txt and the slot for arm64's
 	// direct kernel boot). Needs Writable.
 	FollowReboots bool
 	// Tap adds a second network card on this host tap interface
