@@ -271,11 +271,7 @@ func (v *volume) clusterOff(c int64) int64 { return v.dataOff + (c-2)*v.clusterB
 // so it also reads files another system rewrote non-contiguously; it needs
 // 512-byte sectors (what New writes).
 func ReadFile(vol io.ReaderAt, name string) ([]byte, error) {
-	v, err := openVolume(vol)
-	if err != nil {
-		return nil, err
-	}
-	e, err := v.find(name)
+	v, e, err := openEntry(vol, name)
 	if err != nil {
 		return nil, err
 	}
@@ -496,6 +492,16 @@ func Rewrite(vol ReadWriterAt, name string, data []byte) error {
 	return nil
 }
 
+// openEntry opens vol and finds the regular file at path name.
+func openEntry(vol io.ReaderAt, name string) (*volume, dirEntry, error) {
+	v, err := openVolume(vol)
+	if err != nil {
+		return nil, dirEntry{}, err
+	}
+	e, err := v.find(name)
+	return v, e, err
+}
+
 // fileWriter changes one regular file of a volume in place.
 type fileWriter struct {
 	vol   ReadWriterAt
@@ -506,11 +512,7 @@ type fileWriter struct {
 }
 
 func openFile(vol ReadWriterAt, name string) (*fileWriter, error) {
-	v, err := openVolume(vol)
-	if err != nil {
-		return nil, err
-	}
-	e, err := v.find(name)
+	v, e, err := openEntry(vol, name)
 	if err != nil {
 		return nil, err
 	}
