@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/pc2/pc2/appliance/update"
 	"github.com/pc2/pc2/appliance/update/manifest"
 	"github.com/pc2/pc2/image/fat16"
+	"github.com/pc2/pc2/internal/testing/memvol"
 	"github.com/pc2/pc2/internal/testing/updatetest"
 )
 
@@ -619,7 +619,7 @@ func TestInstallBoot(t *testing.T) {
 			if log := u.Status(true).Log; !strings.Contains(log, "boot slot b written (vmlinuz;") {
 				t.Errorf("the log does not tell what was written to slot b:\n%s", log)
 			}
-			fsckClean(t, after[0])
+			memvol.FsckClean(t, after[0])
 			d.CheckNoStaging()
 
 			// The test boot and commit work on the new boot partition.
@@ -795,22 +795,6 @@ func TestInstallBootNoPlace(t *testing.T) {
 				t.Errorf("state: pending %+v, last %+v; want failed", st.Pending, st.Last)
 			}
 		})
-	}
-}
-
-// fsckClean runs fsck.fat -n on a boot partition image when dosfstools
-// is installed.
-func fsckClean(t *testing.T, img []byte) {
-	t.Helper()
-	if _, err := exec.LookPath("fsck.fat"); err != nil {
-		return
-	}
-	p := filepath.Join(t.TempDir(), "boot.img")
-	if err := os.WriteFile(p, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("fsck.fat", "-n", p).CombinedOutput(); err != nil {
-		t.Errorf("fsck.fat -n: %v\n%s", err, out)
 	}
 }
 

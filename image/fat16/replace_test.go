@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"errors"
 	iofs "io/fs"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -48,7 +45,7 @@ func TestReplace(t *testing.T) {
 	if err := Replace(vol, "a/missing", nil); !errors.Is(err, iofs.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
 	}
-	fsckClean(t, img)
+	memvol.FsckClean(t, img)
 }
 
 // TestReplaceCut cuts the power at every write of a Replace: the file
@@ -84,20 +81,5 @@ func TestReplaceCut(t *testing.T) {
 			}
 			return
 		}
-	}
-}
-
-// fsckClean runs fsck.fat -n on img when dosfstools is installed.
-func fsckClean(t *testing.T, img []byte) {
-	t.Helper()
-	if _, err := exec.LookPath("fsck.fat"); err != nil {
-		return
-	}
-	p := filepath.Join(t.TempDir(), "fat.img")
-	if err := os.WriteFile(p, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("fsck.fat", "-n", p).CombinedOutput(); err != nil {
-		t.Fatalf("fsck.fat: %v\n%s", err, out)
 	}
 }

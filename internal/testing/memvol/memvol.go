@@ -1,12 +1,16 @@
 // Package memvol is a disk volume in memory for the tests of the packages
 // that change a boot partition in place (fat16, bootslot): reads and
 // writes at offsets, every write recorded, and a power cut after a chosen
-// number of writes.
+// number of writes; and fsck.fat's verdict on a volume.
 package memvol
 
 import (
 	"bytes"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
 )
 
 // ErrCut is what a write returns after the power cut.
@@ -44,4 +48,21 @@ func (c *Cut) WriteAt(p []byte, off int64) (int, error) {
 	}
 	c.Writes = append(c.Writes, Write{off, int64(len(p))})
 	return c.Vol.WriteAt(p, off)
+}
+
+// FsckClean runs fsck.fat -n on the FAT volume img when dosfstools is
+// installed (scripts/deps.sh installs it) and fails tb if it finds
+// anything to repair.
+func FsckClean(tb testing.TB, img []byte) {
+	tb.Helper()
+	if _, err := exec.LookPath("fsck.fat"); err != nil {
+		return
+	}
+	p := filepath.Join(tb.TempDir(), "fat.img")
+	if err := os.WriteFile(p, img, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	if out, err := exec.Command("fsck.fat", "-n", p).CombinedOutput(); err != nil {
+		tb.Errorf("fsck.fat -n: %v\n%s", err, out)
+	}
 }
