@@ -457,6 +457,7 @@ func TestRestartKeepsIdentityAndSettings(t *testing.T) {
 type deviceInfoJSON struct {
 	Settings       settings.Settings `json:"settings"`
 	SettingsSource string            `json:"settings_source"`
+	HostName       string            `json:"host_name"`
 	Network        struct {
 		Changes []string `json:"changes"`
 	} `json:"network"`

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"time"
 
@@ -25,14 +26,16 @@ type deviceInfo struct {
 	Settings       *settings.Settings `json:"settings"`
 	SettingsSource string             `json:"settings_source"`
 	SettingsIssue  string             `json:"settings_problem,omitempty"`
-	Board          hardware.Board     `json:"board"`
-	Light          string             `json:"status_light"`
-	Network        NetworkStatus      `json:"network"`
-	WiFi           *wifi.Status       `json:"wifi,omitempty"`
-	Processes      []Process          `json:"processes"`
-	Memory         Memory             `json:"memory"`
-	Version        string             `json:"version,omitempty"`
-	Perm           *PermStatus        `json:"perm,omitempty"`
+	// HostName is the running system's (the init sets the settings').
+	HostName  string         `json:"host_name"`
+	Board     hardware.Board `json:"board"`
+	Light     string         `json:"status_light"`
+	Network   NetworkStatus  `json:"network"`
+	WiFi      *wifi.Status   `json:"wifi,omitempty"`
+	Processes []Process      `json:"processes"`
+	Memory    Memory         `json:"memory"`
+	Version   string         `json:"version,omitempty"`
+	Perm      *PermStatus    `json:"perm,omitempty"`
 	// BackupEngine is what the image's backup engine says it is
 	// (`restic version`), or why it does not run.
 	BackupEngine string `json:"backup_engine,omitempty"`
@@ -54,6 +57,7 @@ func (d *Device) routes(mux *http.ServeMux) {
 			Perm:           d.perm,
 			BackupEngine:   d.backupEngine(),
 		}
+		info.HostName, _ = os.Hostname()
 		if d.loaded.WiFi != nil {
 			st := d.wifi.Status()
 			info.WiFi = &st

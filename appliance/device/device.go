@@ -24,6 +24,11 @@
 //	GET  /api/update, POST /api/update/check, POST /api/update
 //	                         over-the-air updates (package updateapi)
 //
+// The personal cloud's dashboard has a settings page (settingspage.go):
+// the owner's changes are checked, written to the boot partition and
+// applied by a restart, a network change on trial until the owner keeps
+// it.
+//
 // Over-the-air updates (updates.go): at start the device finishes the
 // bookkeeping of an update that was being tested (update.Updater.Resume);
 // during the test boot of a new version it runs the health gate and
@@ -275,6 +280,10 @@ func Run(ctx context.Context, opts Options) error {
 	goRun(func() { button.Run(ctx) })
 
 	d.startUpdates(ctx, s, goRun)
+	keeper := d.newTrialKeeper()
+	if count := keeper.start(); count != nil {
+		goRun(func() { count(ctx) })
+	}
 
 	localURL := d.startAnnounce(ctx, goRun)
 
@@ -295,15 +304,16 @@ func Run(ctx context.Context, opts Options) error {
 	switch s.Profile {
 	case profile.Personal:
 		err = personal.Run(ctx, profile.NodeConfig(s, d.opts.PermDir), personal.Options{
-			Logger:        log.With("service", "node"),
-			Listener:      opts.Listener,
-			Version:       opts.Version,
-			AdminRoutes:   d.routes,
-			Console:       d.opts.Console,
-			Updates:       d.dashboardUpdates,
-			UpdateActions: dashboardActions{d},
-			ClockSet:      d.opts.ClockSet,
-			LocalURL:      localURL,
+			Logger:         log.With("service", "node"),
+			Listener:       opts.Listener,
+			Version:        opts.Version,
+			AdminRoutes:    d.routes,
+			Console:        d.opts.Console,
+			Updates:        d.dashboardUpdates,
+			UpdateActions:  dashboardActions{d},
+			DeviceSettings: keeper,
+			ClockSet:       d.opts.ClockSet,
+			LocalURL:       localURL,
 			Started: func(n *personal.Node) {
 				d.node.Store(n)
 				goRun(func() { d.follow(ctx, n) })

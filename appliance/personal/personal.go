@@ -54,6 +54,8 @@ type Options struct {
 	// UpdateActions are its buttons.
 	Updates       func() cloud.UpdateStatus
 	UpdateActions cloud.UpdateActions
+	// DeviceSettings are the dashboard's settings page (the appliance's).
+	DeviceSettings cloud.DeviceSettings
 	// Routes, if set, adds handlers to the node's mux, served on its own
 	// listener and through the relays and gateways alike.
 	Routes func(*http.ServeMux)
@@ -264,7 +266,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		backups = n.backups
 	}
 	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n), Backups: backups,
-		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, UpdateActions: opts.UpdateActions, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
+		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, UpdateActions: opts.UpdateActions, DeviceSettings: opts.DeviceSettings, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
 		HTTPClient: opts.NamesClient,
 		ShowSetupCode: func(code string) {
 			if opts.Console != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/rootdisk"
 	"github.com/pc2/pc2/image/bootpart"
+	"github.com/pc2/pc2/image/fat16"
 	"github.com/pc2/pc2/internal/atomicfile"
 )
 
@@ -110,8 +111,17 @@ func readBoot(disk string) ([]byte, error) {
 }
 
 // WriteImage replaces the settings in a disk image (or a flashed disk) in
+// place, within the clusters the file has (bootpart.Rewrite).
+func WriteImage(disk string, s *Settings) error { return writeBoot(disk, s, bootpart.Rewrite) }
+
+// WriteDevice replaces the settings on a running device's boot disk so
+// that a power cut leaves the old file or the new one, whole
+// (bootpart.Replace): the device's own changes (the dashboard's settings
+// page) take this path, where `pc2 image settings` rewrites a card in
 // place.
-func WriteImage(disk string, s *Settings) error {
+func WriteDevice(disk string, s *Settings) error { return writeBoot(disk, s, bootpart.Replace) }
+
+func writeBoot(disk string, s *Settings, write func(fat16.ReadWriterAt, string, []byte) error) error {
 	data, err := Encode(s)
 	if err != nil {
 		return err
@@ -120,7 +130,7 @@ func WriteImage(disk string, s *Settings) error {
 	if err != nil {
 		return fmt.Errorf("settings: %w", err)
 	}
-	if err := bootpart.Rewrite(f, BootFile, data); err != nil {
+	if err := write(f, BootFile, data); err != nil {
 		f.Close()
 		return fmt.Errorf("settings: %s: %w", disk, err)
 	}

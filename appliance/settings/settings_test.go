@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/config"
+	"github.com/pc2/pc2/image/bootpart"
 	"github.com/pc2/pc2/image/fat16"
 	"github.com/pc2/pc2/provisioning/password"
 )
@@ -106,8 +108,9 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
-// TestWriteImage changes the settings of a disk image in place and reads
-// them back; the other boot files stay.
+// TestWriteImage changes the settings of a disk image in place
+// (WriteImage) and as a device does (WriteDevice, into new clusters), in
+// either order, and reads them back.
 func TestWriteImage(t *testing.T) {
 	first, err := Encode(&Settings{Profile: Personal})
 	if err != nil {
@@ -115,15 +118,26 @@ func TestWriteImage(t *testing.T) {
 	}
 	disk := testDisk(t, first)
 	s := sample(t)
-	if err := WriteImage(disk, s); err != nil {
+	for i, write := range []func(string, *Settings) error{WriteImage, WriteDevice, WriteImage, WriteDevice} {
+		s.Hostname = fmt.Sprintf("box%d", i)
+		if err := write(disk, s); err != nil {
+			t.Fatal(err)
+		}
+		back, err := ReadImage(disk)
+		if err != nil || back.Hostname != s.Hostname || back.AdminPasswordHash != s.AdminPasswordHash {
+			t.Fatalf("write %d: read back %+v, %v", i, back, err)
+		}
+		if err := write(testDisk(t, nil), s); err == nil {
+			t.Fatalf("write %d: image without a settings file: no error", i)
+		}
+	}
+	f, err := os.Open(disk)
+	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := ReadImage(disk)
-	if err != nil || back.Hostname != "box" || back.AdminPasswordHash != s.AdminPasswordHash {
-		t.Fatalf("read back %+v, %v", back, err)
-	}
-	if err := WriteImage(testDisk(t, nil), s); err == nil {
-		t.Fatal("image without a settings file: no error")
+	defer f.Close()
+	if b, err := bootpart.ReadFile(f, "cmdline.txt"); err != nil || string(b) != "root=x\n" {
+		t.Errorf("cmdline.txt after the writes: %q, %v", b, err)
 	}
 }
 

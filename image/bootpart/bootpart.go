@@ -63,6 +63,25 @@ func Rewrite(disk fat16.ReadWriterAt, name string, data []byte) error {
 	return nil
 }
 
+// Replace gives the existing file at path name of the boot partition new
+// contents without writing over the old ones (fat16.Replace): a power cut
+// leaves the old file or the new one, whole. When disk has a Sync method
+// (an *os.File), each phase is synced before the next.
+func Replace(disk fat16.ReadWriterAt, name string, data []byte) error {
+	off, err := Offset(disk)
+	if err != nil {
+		return err
+	}
+	var vol fat16.ReadWriterAt = offsetRW{disk, off}
+	if s, ok := disk.(interface{ Sync() error }); ok {
+		vol = syncOffsetRW{offsetRW{disk, off}, s}
+	}
+	if err := fat16.Replace(vol, name, data); err != nil {
+		return fmt.Errorf("boot partition: %w", err)
+	}
+	return nil
+}
+
 // Walk calls fn for every file of the boot partition with its path and size
 // (fat16.Walk); ReadFile and Rewrite take the paths. An error fn returns
 // ends the walk and comes back wrapped, like the partition's own errors.
@@ -85,3 +104,11 @@ type offsetRW struct {
 
 func (o offsetRW) ReadAt(p []byte, off int64) (int, error)  { return o.rw.ReadAt(p, o.off+off) }
 func (o offsetRW) WriteAt(p []byte, off int64) (int, error) { return o.rw.WriteAt(p, o.off+off) }
+
+// syncOffsetRW is an offsetRW whose disk syncs.
+type syncOffsetRW struct {
+	offsetRW
+	s interface{ Sync() error }
+}
+
+func (o syncOffsetRW) Sync() error { return o.s.Sync() }

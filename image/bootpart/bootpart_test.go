@@ -22,6 +22,14 @@ func (m memDisk) WriteAt(p []byte, off int64) (int, error) {
 	return copy(m[off:], p), nil
 }
 
+// syncDisk counts syncs.
+type syncDisk struct {
+	memDisk
+	syncs int
+}
+
+func (s *syncDisk) Sync() error { s.syncs++; return nil }
+
 // TestNested reads, rewrites and lists files in subdirectories of partition
 // 1 of an MBR disk.
 func TestNested(t *testing.T) {
@@ -47,6 +55,15 @@ func TestNested(t *testing.T) {
 	files["loader/entries/gokrazy.conf"] = []byte("title gokrazy\noptions root=y\n")
 	if err := Rewrite(disk, "/loader/entries/gokrazy.conf", files["loader/entries/gokrazy.conf"]); err != nil {
 		t.Fatal(err)
+	}
+	// Replace: new contents of another size, each phase synced.
+	files["EFI/BOOT/BOOTX64.EFI"] = bytes.Repeat([]byte{0xbb}, 9000)
+	sd := &syncDisk{memDisk: disk}
+	if err := Replace(sd, "EFI/BOOT/BOOTX64.EFI", files["EFI/BOOT/BOOTX64.EFI"]); err != nil {
+		t.Fatal(err)
+	}
+	if sd.syncs < 2 {
+		t.Errorf("Replace synced %d times, want each phase synced", sd.syncs)
 	}
 	seen := 0
 	err = Walk(disk, func(p string, size int64) error {

@@ -94,6 +94,9 @@ type Options struct {
 	// UpdateActions, if set, are the dashboard's buttons to check for
 	// an update at once and to install the one found.
 	UpdateActions UpdateActions
+	// DeviceSettings, if set, are the settings of the device the cloud
+	// runs on: the dashboard's settings page.
+	DeviceSettings DeviceSettings
 	// Backups, if set, are the node's backups: the dashboard's card and
 	// page, restores, and the wizard's restore of the data.
 	Backups Backups

@@ -95,6 +95,7 @@ type env struct {
 	codes   []string     // shown by ShowSetupCode
 	updates UpdateStatus // what Options.Updates answers
 	actions fakeUpdates  // Options.UpdateActions
+	dev     fakeSettings // Options.DeviceSettings
 }
 
 // fakeUpdates is the device's update buttons: Check answers found,
@@ -130,8 +131,8 @@ func newEnv(t *testing.T) *env {
 	e.srv, err = New(Options{DataDir: e.dir, Node: e.node, Version: "test", Now: e.clock.now, Logs: logs,
 		ShowSetupCode: func(c string) { e.mu.Lock(); e.codes = append(e.codes, c); e.mu.Unlock() },
 		Updates:       func() UpdateStatus { e.mu.Lock(); defer e.mu.Unlock(); return e.updates },
-		UpdateActions: &e.actions,
-		Logger:        slog.New(logs.Handler(slog.NewTextHandler(testlog.Writer(t), nil)))})
+		UpdateActions: &e.actions, DeviceSettings: &e.dev,
+		Logger: slog.New(logs.Handler(slog.NewTextHandler(testlog.Writer(t), nil)))})
 	if err != nil {
 		t.Fatal(err)
 	}

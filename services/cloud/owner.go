@@ -147,7 +147,11 @@ type dashboard struct {
 	Logs     []string
 	Sessions int
 	Services []NameService
-	Msg, Err string
+	// HasSettings: the device's settings page exists; Trial is a
+	// network change on trial there.
+	HasSettings bool
+	Trial       *SettingsTrial
+	Msg, Err    string
 }
 
 // nameURL is the friendly URL of name: the scheme and port of its names
@@ -178,6 +182,9 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		u := s.opts.Updates()
 		u.CanCheck = u.CanCheck && s.opts.UpdateActions != nil
 		d.Updates = &u
+	}
+	if ds := s.opts.DeviceSettings; ds != nil {
+		d.HasSettings, d.Trial = true, ds.Form().Trial
 	}
 	d.Backup = s.backupView(r.Context(), false)
 	var err error

@@ -58,6 +58,15 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return strings.Join(segs, "/")
 	},
+	"trialOf": func(t *SettingsTrial, csrf string) any {
+		if t == nil {
+			return nil
+		}
+		return struct {
+			*SettingsTrial
+			CSRF string
+		}{t, csrf}
+	},
 	"percent": func(a, b int64) int64 {
 		if b <= 0 {
 			return 0
@@ -186,6 +195,10 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /_/share", s.owner(s.handleShare))
 	mux.HandleFunc("POST /_/update/check", s.owner(s.handleUpdateCheck))
 	mux.HandleFunc("POST /_/update/install", s.owner(s.handleUpdateInstall))
+	mux.HandleFunc("GET /_/settings", s.owner(s.handleSettingsPage))
+	mux.HandleFunc("POST /_/settings", s.owner(s.handleSettings))
+	mux.HandleFunc("POST /_/settings/keep", s.owner(s.handleSettingsKeep))
+	mux.HandleFunc("POST /_/settings/undo", s.owner(s.handleSettingsUndo))
 	mux.HandleFunc("POST /_/unshare", s.owner(s.handleUnshare))
 	mux.Handle("/_/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such page")
