@@ -36,6 +36,10 @@ type Config struct {
 	Window Window
 	// Client fetches (default: a client with a 30 s header timeout).
 	Client *http.Client
+	// IdleTimeout ends a fetch whose body sends nothing for that long
+	// (default 1 min): a server that stalls mid-artifact must not hold
+	// the updater's one install until the device restarts.
+	IdleTimeout time.Duration
 	// Manual: the periodic checks only show what they found; the owner
 	// installs it (Puller.Install).
 	Manual bool
@@ -46,8 +50,11 @@ type Config struct {
 	Now       func() time.Time // default time.Now
 }
 
-// DefaultInterval is Config.Interval's default.
-const DefaultInterval = 6 * time.Hour
+// Defaults of Config.
+const (
+	DefaultInterval    = 6 * time.Hour
+	DefaultIdleTimeout = time.Minute
+)
 
 // Window is a daily span of time, in minutes after midnight UTC; the
 // zero value is the whole day. The device's settings write it as
@@ -118,6 +125,9 @@ func New(u *update.Updater, cfg Config) *Puller {
 	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: 30 * time.Second}}
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -238,27 +248,67 @@ func (p *Puller) Install(ctx context.Context) (*manifest.Manifest, error) {
 	return m, nil
 }
 
-// get fetches name from the bundle folder, at most limit bytes (0: all).
+// get fetches name from the bundle folder, at most limit bytes (0: all);
+// the fetch ends with an error when the body stalls for the config's
+// IdleTimeout.
 func (p *Puller) get(ctx context.Context, name string, limit int64) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+url.PathEscape(name), nil)
 	if err != nil {
+		cancel(nil)
 		return nil, err
 	}
 	resp, err := p.cfg.Client.Do(req)
 	if err != nil {
+		cancel(nil)
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
+		cancel(nil)
 		return nil, fmt.Errorf("GET %s: %s", req.URL, resp.Status)
 	}
+	idle := p.cfg.IdleTimeout
+	stalled := fmt.Errorf("GET %s: nothing received for %v", req.URL, idle)
+	b := &idleBody{rc: resp.Body, ctx: ctx, idle: idle, cancel: cancel,
+		timer: time.AfterFunc(idle, func() { cancel(stalled) })}
 	if limit > 0 {
 		return struct {
 			io.Reader
 			io.Closer
-		}{io.LimitReader(resp.Body, limit), resp.Body}, nil
+		}{io.LimitReader(b, limit), b}, nil
 	}
-	return resp.Body, nil
+	return b, nil
+}
+
+// idleBody is a response body whose request is cancelled when no byte
+// arrives for idle.
+type idleBody struct {
+	rc     io.ReadCloser
+	ctx    context.Context
+	idle   time.Duration
+	timer  *time.Timer
+	cancel context.CancelCauseFunc
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.idle)
+	}
+	if err != nil && err != io.EOF {
+		if cause := context.Cause(b.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			err = cause
+		}
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	err := b.rc.Close()
+	b.cancel(nil)
+	return err
 }
 
 // check fetches and verifies the server's manifest; nil when the device

@@ -3,6 +3,7 @@ package pull
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -268,5 +269,51 @@ func TestPullManual(t *testing.T) {
 	}
 	if _, err := p.Install(t.Context()); err == nil {
 		t.Error("a second Install succeeded without a check")
+	}
+}
+
+// TestPullStalledArtifact: a server that stops sending mid-artifact ends
+// the install with an error after the idle timeout, and the updater is
+// free for the next one (it used to hold its one install until a
+// restart).
+func TestPullStalledArtifact(t *testing.T) {
+	d := updatetest.NewDevice(t)
+	r := d.Release(t.TempDir(), updatetest.RelSpec{Version: "1.1.0", MinVersion: "1.0.0"})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	prefix := "/stable/" + updatetest.Board + "/"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		name := strings.TrimPrefix(req.URL.Path, prefix)
+		if name != "root.img" {
+			http.ServeFile(w, req, filepath.Join(r.Dir, name))
+			return
+		}
+		w.Header().Set("Content-Length", "1000000")
+		w.Write(make([]byte, 1000))
+		w.(http.Flusher).Flush()
+		select { // stalls
+		case <-release:
+		case <-req.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	u := d.Updater(2, updatetest.RunningRelease("1.0.0"), nil)
+	p := New(u, Config{URL: srv.URL + "/", Client: srv.Client(), IdleTimeout: 300 * time.Millisecond, Manual: true,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	for i := range 2 {
+		if v, err := p.Check(t.Context()); err != nil || v != "1.1.0" {
+			t.Fatalf("check %d = %q, %v", i, v, err)
+		}
+		start := time.Now()
+		_, err := p.Install(t.Context())
+		if err == nil || errors.Is(err, update.ErrBusy) || !strings.Contains(err.Error(), "nothing received for 300ms") {
+			t.Fatalf("install %d from a stalled server: %v", i, err)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("install %d took %v to give up", i, took)
+		}
+	}
+	if st := u.Status(false); st.Testing != nil || st.Installing != "" {
+		t.Errorf("after the stalled installs: %+v", st)
 	}
 }
