@@ -91,7 +91,6 @@ const InitPackage = "github.com/pc2/pc2/cmd/pc2-init"
 // GokrazyServices are gokrazy's own programs, installed under /gokrazy and
 // supervised by the init.
 var GokrazyServices = map[string]string{
-	"dhcp":    "github.com/gokrazy/gokrazy/cmd/dhcp",
 	"ntp":     "github.com/gokrazy/gokrazy/cmd/ntp",
 	"randomd": "github.com/gokrazy/gokrazy/cmd/randomd",
 }

@@ -232,7 +232,7 @@ func checkRootWithUnsquashfs(t *testing.T, root string) {
 		t.Fatalf("unsquashfs: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"squashfs-root/gokrazy/init", "squashfs-root/gokrazy/dhcp", "squashfs-root/gokrazy/ntp",
+		"squashfs-root/gokrazy/init", "squashfs-root/gokrazy/ntp",
 		"squashfs-root/gokrazy/randomd", "squashfs-root/etc/resolv.conf -> /tmp/resolv.conf",
 		"squashfs-root/etc/gokr-pw.txt", "squashfs-root/etc/hostname", "squashfs-root/perm",
 	} {

@@ -435,8 +435,8 @@ func TestRestartKeepsIdentityAndSettings(t *testing.T) {
 	if !strings.Contains(strings.Join(info.Network.Changes, "\n"), "10.0.2.15/24") {
 		t.Errorf("netconf did not add the static address: %+v", info.Network)
 	}
-	if !strings.Contains(vm.Serial(), "eth0 has a static address in the device settings; no /gokrazy/dhcp") {
-		t.Errorf("gokrazy's DHCP client ran although eth0 is static")
+	if l, ok := info.Network.Leases["eth0"]; ok {
+		t.Errorf("the device leased %s on eth0 although it is static", l.Address)
 	}
 	id, _ := identity.ParseDID(first.DID)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -459,7 +459,8 @@ type deviceInfoJSON struct {
 	SettingsSource string            `json:"settings_source"`
 	HostName       string            `json:"host_name"`
 	Network        struct {
-		Changes []string `json:"changes"`
+		Changes []string                `json:"changes"`
+		Leases  map[string]device.Lease `json:"leases"`
 	} `json:"network"`
 	Processes    []device.Process `json:"processes"`
 	Memory       device.Memory    `json:"memory"`

@@ -561,7 +561,7 @@ func idleMemory(b *testing.B, board boards.Board, prof string, cpus int, machine
 	b.ReportMetric(kib(totalPSS), "total-PSS-MB")
 	b.ReportMetric(idleTotal, "idle-total-MB")
 	b.ReportMetric(pc2Idle, "pc2-idle-MB")
-	for _, name := range []string{"pc2", "init", "dhcp", "ntp", "randomd"} {
+	for _, name := range []string{"pc2", "init", "ntp", "randomd"} {
 		b.ReportMetric(kib(perName[name]), name+"-MB")
 	}
 	b.ReportMetric(after.used-before.used, "request-delta-MB")

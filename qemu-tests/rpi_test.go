@@ -97,9 +97,9 @@ func TestRaspi3b(t *testing.T) {
 	if !strings.Contains(v.Serial(), "cdc_ether") {
 		t.Errorf("the kernel did not take QEMU's USB network device as CDC Ethernet")
 	}
-	if !strings.Contains(v.Serial(), "pc2-init: usb0 appeared; starting /gokrazy/dhcp") {
-		t.Errorf("the init did not start a DHCP client for usb0 when it appeared")
-	}
+	// The wizard answered through QEMU's forward to usb0's address, which
+	// only the device's DHCP client for usb0 (keep.Options.DHCPAlso)
+	// can have set: the settings have no static address.
 
 	owner := cloudtest.New(t, fmt.Sprintf("http://127.0.0.1:%d", v.HostPort(4200)), &http.Client{Timeout: time.Minute})
 	if r := owner.Get("/"); r.Code != http.StatusSeeOther || r.Location() != "/_/setup" {

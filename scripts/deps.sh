@@ -53,6 +53,9 @@ file_pkg /usr/lib/SYSLINUX/gptmbr.bin syslinux
 file_pkg /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
 file_pkg /usr/share/keyrings/debian-archive-keyring.gpg debian-archive-keyring
 file_pkg /usr/sbin/nginx nginx # not in a non-root user's PATH
+# The device's DHCP client is tested against dnsmasq in a network namespace
+# (internal/testing/dhcptest).
+file_pkg /usr/sbin/dnsmasq dnsmasq-base
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "deps: missing ${need_apt[*]}; run as root or install them with apt-get" >&2

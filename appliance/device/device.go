@@ -162,6 +162,17 @@ type NetworkStatus struct {
 	Applied   time.Time `json:"applied,omitzero"`
 	Changes   []string  `json:"changes,omitempty"` // of the last apply that changed something
 	LastError string    `json:"last_error,omitempty"`
+	// Leases are the DHCP leases held, by interface.
+	Leases map[string]Lease `json:"leases,omitempty"`
+}
+
+// Lease is a DHCP lease in GET /api/device.
+type Lease struct {
+	Address string    `json:"address"`
+	Router  string    `json:"router,omitempty"`
+	DNS     []string  `json:"dns,omitempty"`
+	Server  string    `json:"server,omitempty"`
+	Expires time.Time `json:"expires"`
 }
 
 // Device is a running device service.
@@ -261,7 +272,9 @@ func Run(ctx context.Context, opts Options) error {
 		d.opts.KeysFile = manifest.KeysPath
 	}
 	if d.net == nil {
-		d.net = &NetconfNetwork{Logger: log.With("service", "netconf"), StatePath: filepath.Join(d.opts.PermDir, "pc2", "netconf-state.json")}
+		host, _ := os.Hostname()
+		d.net = &NetconfNetwork{Logger: log.With("service", "netconf"), StatePath: filepath.Join(d.opts.PermDir, "pc2", "netconf-state.json"),
+			DHCPAlso: dhcpAlso(s), Hostname: host}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -342,6 +355,25 @@ func Run(ctx context.Context, opts Options) error {
 		d.light.SetState(hardware.StateError)
 	}
 	return err
+}
+
+// dhcpAlso are the interfaces that get an address by DHCP when present,
+// besides the network settings' DHCP interfaces: eth0 and USB Ethernet
+// (usb0, where the kernel's CDC Ethernet driver puts an adapter of that
+// class: the only wired network of a Pi Zero 2 W, and QEMU's raspi3b
+// network) unless the settings make them static (settings that list only
+// other interfaces leave eth0 on DHCP), and wlan0 on a Wi-Fi network.
+func dhcpAlso(s *settings.Settings) []string {
+	var out []string
+	for _, name := range []string{"eth0", "usb0"} {
+		if s.DHCPOn(name) {
+			out = append(out, name)
+		}
+	}
+	if s.WiFi != nil {
+		out = append(out, "wlan0")
+	}
+	return out
 }
 
 // localPort is the port of the personal cloud and the supernode's

@@ -2,16 +2,18 @@ package device
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
+	"github.com/pc2/pc2/services/dhcp"
 	"github.com/pc2/pc2/services/netconf"
+	"github.com/pc2/pc2/services/netconf/keep"
 )
 
 // NetconfNetwork is the Network of a real device: netconf on this
-// process's network namespace.
+// process's network namespace, with its DHCP clients (package keep).
 type NetconfNetwork struct {
 	Logger *slog.Logger
 	// StatePath is netconf's record of the addresses it manages.
@@ -19,6 +21,9 @@ type NetconfNetwork struct {
 	// Quiet is how long link events must settle before a re-apply
 	// (default 500 ms).
 	Quiet time.Duration
+	// DHCPAlso and Hostname: see keep.Options.
+	DHCPAlso []string
+	Hostname string
 
 	mu     sync.Mutex
 	status NetworkStatus
@@ -35,41 +40,25 @@ func (n *NetconfNetwork) Run(ctx context.Context, cfg *netconf.Config, changed f
 		return err
 	}
 	defer m.Close()
-	w, err := m.Watch(ctx)
-	if err != nil {
-		return fmt.Errorf("netconf: watch: %w", err)
-	}
-	events, unsubscribe := w.Subscribe()
-	defer unsubscribe()
-	quiet := n.Quiet
-	if quiet == 0 {
-		quiet = 500 * time.Millisecond
-	}
-	settled := netconf.Debounce(ctx, events, quiet)
-	for {
-		changes, err := m.Apply(ctx, c)
-		n.record(changes, err)
-		if err != nil {
-			n.Logger.Error("network settings not applied", "err", err)
-		} else if len(changes) > 0 {
-			n.Logger.Info("network settings applied", "changes", len(changes))
+	return keep.Run(ctx, m, c, keep.Options{Logger: n.Logger, Quiet: n.Quiet, Changed: changed, Applied: n.record,
+		Leased: n.leased, DHCPAlso: n.DHCPAlso, Hostname: n.Hostname})
+}
+
+func (n *NetconfNetwork) leased(leases map[string]*dhcp.Lease) {
+	out := make(map[string]Lease, len(leases))
+	for name, l := range leases {
+		ls := Lease{Address: l.Address.String(), Server: l.Server.String(), Expires: l.Acquired.Add(l.Time)}
+		if l.Router.IsValid() {
+			ls.Router = l.Router.String()
 		}
-		// Re-apply after links or addresses change: a link that went down
-		// and up again loses its routes.
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-w.Done():
-			return w.Err()
-		case _, ok := <-settled:
-			if !ok {
-				return nil
-			}
-			if changed != nil {
-				changed()
-			}
+		for _, d := range l.DNS {
+			ls.DNS = append(ls.DNS, d.String())
 		}
+		out[name] = ls
 	}
+	n.mu.Lock()
+	n.status.Leases = out
+	n.mu.Unlock()
 }
 
 func (n *NetconfNetwork) record(changes []netconf.Change, err error) {
@@ -95,5 +84,6 @@ func (n *NetconfNetwork) Status() NetworkStatus {
 	defer n.mu.Unlock()
 	s := n.status
 	s.Changes = append([]string(nil), s.Changes...)
+	s.Leases = maps.Clone(s.Leases)
 	return s
 }

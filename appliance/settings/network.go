@@ -12,15 +12,14 @@ import (
 // The rules for what is valid are netconf's (Check converts and asks it),
 // so that the init and the device refuse the same files as netconf would:
 // both must agree on whether the boot partition's file or the perm copy is
-// used, or the init could leave out the DHCP client that the device's
-// network settings rely on.
+// used, or the init could set another host name than the device sends.
 type Network struct {
 	Interfaces []Interface `json:"interfaces,omitempty"`
 }
 
 // Interface modes.
 const (
-	// ModeDHCP (the default) leaves addressing to gokrazy's DHCP client.
+	// ModeDHCP (the default): the device's DHCP client (package netconf/keep).
 	ModeDHCP = "dhcp"
 	// ModeStatic sets the listed addresses, gateways and routes.
 	ModeStatic = "static"

@@ -325,7 +325,7 @@ func (s *Settings) Redacted() *Settings {
 }
 
 // DHCPOn reports whether the wired interface name (eth0, or usb0 on a
-// Raspberry Pi) should get its address from gokrazy's DHCP client: not
+// Raspberry Pi) should get its address from the device's DHCP client: not
 // when the network settings make it static. An interface without a name
 // in the settings is the first Ethernet interface, which is eth0 on
 // every board that has one.

@@ -27,6 +27,8 @@ func TestInitDeps(t *testing.T) {
 		"github.com/libp2p/",
 		"github.com/caddyserver/",
 		"github.com/pion/",
+		// Addresses and DHCP are the device service's.
+		m + "/services/dhcp", m + "/services/netconf/keep", "github.com/insomniacslk/",
 	}
 	for _, d := range deptest.Forbidden(t, "./cmd/pc2-init", bad) {
 		t.Errorf("pc2-init links %s", d)

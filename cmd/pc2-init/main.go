@@ -11,17 +11,11 @@
 //
 // Some device settings (package settings, on the boot partition) matter
 // before any service starts, so the init reads them: the hostname, set
-// before the DHCP client sends it; a static address on a wired
-// interface, which leaves gokrazy's DHCP client for it out (it would add
-// a leased address next to the static one); a Wi-Fi network, which adds
-// a DHCP client on wlan0; and the time servers of gokrazy's NTP client.
-// gokrazy's DHCP client serves eth0 by default; on a Raspberry Pi a
-// second one serves usb0, where the kernel's CDC Ethernet driver puts a
-// USB Ethernet adapter of that class (the only wired network of a
-// Zero 2 W, and QEMU's raspi3b network). That one starts only once usb0
-// exists (superviseWhenPresent): a waiting DHCP client is a Go process of
-// about 13 MB, which most Pis, with their own Ethernet, would carry for
-// nothing.
+// before the device's DHCP clients send it, and the time servers of
+// gokrazy's NTP client. Addresses, DHCP included, are `pc2 device`'s
+// (package netconf runs one DHCP client per interface in that process;
+// gokrazy's DHCP program, one 11 MB process per interface, is not in the
+// image).
 // Unreadable settings are logged and change nothing. During the test boot
 // of an over-the-air update the init first selects the old version's
 // boot slot for any later start, then keeps the health gate's deadline
@@ -46,7 +40,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/gokrazy/gokrazy"
 	"golang.org/x/sys/unix"
@@ -88,8 +81,6 @@ func run() error {
 			log.Printf("pc2-init: update health gate: %v", err)
 		}
 	}()
-	dhcpOn := func(string) bool { return true }
-	wlan := false
 	var ntp []string
 	if l, err := settings.Load(settings.Paths{}); err != nil {
 		log.Printf("pc2-init: device settings: %v", err)
@@ -99,8 +90,6 @@ func run() error {
 				log.Printf("pc2-init: set hostname %q: %v", l.Hostname, err)
 			}
 		}
-		dhcpOn = l.DHCPOn
-		wlan = l.WiFi != nil
 		ntp = l.NTP
 	}
 	var services []*gokrazy.Service
@@ -115,22 +104,7 @@ func run() error {
 			services = append(services, gokrazy.NewService(exec.Command(p, ntp...)))
 			continue
 		}
-		if p != "/gokrazy/dhcp" {
-			services = append(services, gokrazy.NewService(exec.Command(p)))
-			continue
-		}
-		if dhcpOn("eth0") {
-			services = append(services, gokrazy.NewService(exec.Command(p, "-interface=eth0")))
-		} else {
-			log.Printf("pc2-init: eth0 has a static address in the device settings; no %s for it", p)
-		}
-		if isRaspberryPi() && dhcpOn("usb0") {
-			go superviseWhenPresent("usb0", p, "-interface=usb0")
-		}
-		if wlan {
-			// pc2 device joins the Wi-Fi network; this leases its address.
-			services = append(services, gokrazy.NewService(exec.Command(p, "-interface=wlan0")))
-		}
+		services = append(services, gokrazy.NewService(exec.Command(p)))
 	}
 	// Our services run as the table says. Without one (an image not made
 	// by package image) only gokrazy's services run: there is no way to
@@ -145,35 +119,6 @@ func run() error {
 	// gokrazy's own update API would install unsigned images.
 	update.RefuseGokrazyUpdates(http.DefaultServeMux)
 	return gokrazy.SuperviseServices(services)
-}
-
-// superviseWhenPresent waits until the network interface ifname exists,
-// then runs prog with args, again 5 s after each exit, for good. It is
-// not one of gokrazy's services (those are fixed when supervision
-// starts), so its output goes to the init's, the console.
-func superviseWhenPresent(ifname, prog string, args ...string) {
-	for {
-		if _, err := os.Stat(filepath.Join("/sys/class/net", ifname)); err == nil {
-			break
-		}
-		time.Sleep(2 * time.Second)
-	}
-	log.Printf("pc2-init: %s appeared; starting %s for it", ifname, prog)
-	for {
-		cmd := exec.Command(prog, args...)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		err := cmd.Run()
-		log.Printf("pc2-init: %s %s exited (%v); again in 5 s", prog, strings.Join(args, " "), err)
-		time.Sleep(5 * time.Second)
-	}
-}
-
-// isRaspberryPi reports whether the device tree names a Raspberry Pi
-// (package hardware tells the models apart; the init needs only this and
-// stays small without it).
-func isRaspberryPi() bool {
-	b, err := os.ReadFile("/proc/device-tree/model")
-	return err == nil && strings.HasPrefix(string(b), "Raspberry Pi ")
 }
 
 // thpEnabled selects the kernel's transparent huge page mode.

@@ -14,9 +14,10 @@ import (
 type Mode string
 
 const (
-	// ModeDHCP leaves addressing to gokrazy's DHCP client (and the
-	// kernel's IPv6 autoconfiguration). netconf only brings the link up,
-	// sets the MTU and, if DNS servers are given, writes resolv.conf.
+	// ModeDHCP leaves addressing to a DHCP client (package keep runs one,
+	// package dhcp) and the kernel's IPv6 autoconfiguration. Apply only brings
+	// the link up, sets the MTU and, if DNS servers are given, writes
+	// resolv.conf; package keep applies the lease on top.
 	ModeDHCP Mode = "dhcp"
 	// ModeStatic configures the addresses, gateways and routes listed in
 	// the Interface.
@@ -26,8 +27,8 @@ const (
 // Config is the network part of the device settings file.
 //
 // The zero value means DHCP on the first Ethernet-like interface: netconf
-// brings that link up and leaves addressing and resolv.conf to gokrazy's
-// DHCP client.
+// brings that link up and leaves addressing and resolv.conf to the DHCP
+// client (package keep's).
 type Config struct {
 	// Interfaces lists the interfaces netconf manages. Interfaces not
 	// listed are left alone (apart from removing what netconf itself
@@ -63,8 +64,8 @@ type Interface struct {
 
 	// DNS lists name servers (IPv4 or IPv6) and Search the search
 	// domains. When any interface lists DNS servers, netconf owns
-	// resolv.conf, also in DHCP mode (gokrazy's DHCP client then stops
-	// updating it).
+	// resolv.conf, also in DHCP mode (package keep then leaves the lease's name
+	// servers out).
 	DNS    []string `json:"dns,omitempty"`
 	Search []string `json:"search,omitempty"`
 

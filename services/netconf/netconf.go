@@ -4,8 +4,10 @@
 // Apply makes the kernel match a Config (DHCP or static addresses, IPv6,
 // gateways, extra routes, MTU, resolv.conf) and is idempotent: it only
 // touches what differs, and removes only what netconf itself added earlier,
-// never addresses or routes the kernel or a DHCP client set up. Watch
+// never addresses or routes the kernel or another program set up. Watch
 // reports link and address changes; the tunnel client reconnects on them.
+// The device's loop (Apply again after link changes, with the leases of
+// its DHCP clients) is the subpackage keep.
 //
 // Everything goes through one netlink handle and namespace, so tests run
 // the same code inside a throwaway network namespace.
@@ -23,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"sync"
 
@@ -38,7 +41,8 @@ const RouteProtocol netlink.RouteProtocol = 77
 // DefaultResolvConfPath is where resolv.conf is written when
 // Options.ResolvConfPath is empty. On gokrazy /etc is read-only and
 // /etc/resolv.conf is a symlink to /tmp/resolv.conf, which gokrazy's init
-// at boot points at /proc/net/pnp and gokrazy's DHCP client rewrites.
+// at boot points at /proc/net/pnp and netconf writes (static name servers,
+// or a lease's).
 const DefaultResolvConfPath = "/tmp/resolv.conf"
 
 // Options configures a Manager. The zero value manages the namespace of the
@@ -175,3 +179,29 @@ func retryDump[T any](f func() (T, error)) (T, error) {
 	}
 	return v, err
 }
+
+// FirstEthernet returns the name of the Ethernet-like link with the
+// lowest index (the interface an unnamed one of a Config is), or "".
+func (m *Manager) FirstEthernet() (string, error) { return m.firstEthernet() }
+
+// LinkUp sets the link name up; false when there is no such link.
+func (m *Manager) LinkUp(name string) (bool, error) {
+	l, err := m.h.LinkByName(name)
+	if err != nil {
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			return false, nil
+		}
+		return false, fmt.Errorf("netconf: %s: %w", name, err)
+	}
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		return true, nil
+	}
+	if err := m.h.LinkSetUp(l); err != nil {
+		return true, fmt.Errorf("netconf: set link %s up: %w", name, err)
+	}
+	return true, nil
+}
+
+// InNamespace runs f on an OS thread in the Manager's network namespace:
+// sockets f opens belong to it.
+func (m *Manager) InNamespace(f func() error) error { return m.inNamespace(f) }
