@@ -202,6 +202,17 @@ func (m *Manager) LinkUp(name string) (bool, error) {
 	return true, nil
 }
 
+// LinkExists reports whether the namespace has a link called name.
+func (m *Manager) LinkExists(name string) (bool, error) {
+	if _, err := m.h.LinkByName(name); err != nil {
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			return false, nil
+		}
+		return false, fmt.Errorf("netconf: %s: %w", name, err)
+	}
+	return true, nil
+}
+
 // InNamespace runs f on an OS thread in the Manager's network namespace:
 // sockets f opens belong to it.
 func (m *Manager) InNamespace(f func() error) error { return m.inNamespace(f) }

@@ -40,6 +40,14 @@ func NewPair(t testing.TB) Pair {
 		*ns = h
 		t.Cleanup(func() { h.Close() })
 	}
+	p.Link(t)
+	return p
+}
+
+// Link joins the namespaces with a new veth pair (NewPair does; after
+// Unlink, again).
+func (p Pair) Link(t testing.TB) {
+	t.Helper()
 	hc, err := netlink.NewHandleAt(p.Client)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +78,23 @@ func NewPair(t testing.TB) Pair {
 	if err := hs.LinkSetUp(peer); err != nil {
 		t.Fatal(err)
 	}
-	return p
+}
+
+// Unlink removes the veth pair, as a pulled-out adapter goes.
+func (p Pair) Unlink(t testing.TB) {
+	t.Helper()
+	h, err := netlink.NewHandleAt(p.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	dev, err := h.LinkByName("veth0")
+	if err == nil {
+		err = h.LinkDel(dev)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Up sets the client's veth0 up.

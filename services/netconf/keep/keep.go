@@ -84,15 +84,18 @@ func Run(ctx context.Context, m *netconf.Manager, cfg netconf.Config, opts Optio
 		quiet = 500 * time.Millisecond
 	}
 	// Link-ups go to the DHCP client of their interface (ask again at
-	// once), everything to the debouncer.
+	// once), removals end it, everything goes to the debouncer.
 	forDebounce := make(chan netconf.Event, netconf.SubscriberBuffer)
 	k := &keeper{m: m, log: log, opts: opts, leases: map[string]*dhcp.Lease{}, kicks: map[string]chan struct{}{},
-		leased: make(chan struct{}, 1)}
+		gone: map[string]func(){}, leased: make(chan struct{}, 1)}
 	go func() {
 		defer close(forDebounce)
 		for ev := range events {
-			if ev.Kind == netconf.LinkUp {
+			switch ev.Kind {
+			case netconf.LinkUp:
 				k.kick(ev.Interface)
+			case netconf.LinkDown:
+				k.linkDown(ev.Interface)
 			}
 			select {
 			case forDebounce <- ev:
@@ -244,6 +247,7 @@ type keeper struct {
 	mu     sync.Mutex
 	leases map[string]*dhcp.Lease
 	kicks  map[string]chan struct{} // by interface with a client
+	gone   map[string]func()        // ends the running client, by interface
 	leased chan struct{}
 }
 
@@ -275,29 +279,16 @@ func (k *keeper) snapshot() map[string]*dhcp.Lease {
 	return maps.Clone(k.leases)
 }
 
-// run waits for the interface, brings it up and keeps a lease on it.
+// run keeps a lease on the interface name whenever it exists: it waits
+// for the interface, brings it up and runs a DHCP client on it, until the
+// interface goes away (a USB adapter pulled out: the client's socket
+// belongs to the old interface), when the lease is dropped and the wait
+// begins again.
 func (k *keeper) run(ctx context.Context, name string) {
 	k.mu.Lock()
 	kick := k.kicks[name]
 	k.mu.Unlock()
 	log := k.log.With("interface", name)
-	for waited := false; ; waited = true {
-		ok, err := k.m.LinkUp(name)
-		if err != nil {
-			log.Warn("netconf: DHCP interface not brought up", "err", err)
-		}
-		if ok {
-			break
-		}
-		if !waited {
-			log.Info("netconf: waiting for the interface to appear for DHCP")
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(2 * time.Second):
-		}
-	}
 	open := k.opts.OpenDHCP
 	if open == nil {
 		open = func(iface string) (c dhcp.Client, err error) {
@@ -308,35 +299,89 @@ func (k *keeper) run(ctx context.Context, name string) {
 			return c, err
 		}
 	}
-	select {
-	case <-kick: // a link-up from before the client: it asks at once anyway
-	default:
-	}
 	for ctx.Err() == nil {
-		err := dhcp.Run(ctx, dhcp.Config{Interface: name, Hostname: k.opts.Hostname, Logger: k.log, Open: open, Kick: kick, Retry: k.opts.Retry},
-			func(l *dhcp.Lease) {
-				k.mu.Lock()
-				if l == nil {
-					delete(k.leases, name)
-				} else {
-					k.leases[name] = l
-				}
-				held := maps.Clone(k.leases)
-				k.mu.Unlock()
-				if k.opts.Leased != nil {
-					k.opts.Leased(held)
-				}
-				select {
-				case k.leased <- struct{}{}:
-				default:
-				}
-			})
+		for waited := false; ; waited = true {
+			ok, err := k.m.LinkUp(name)
+			if err != nil {
+				log.Warn("netconf: DHCP interface not brought up", "err", err)
+			}
+			if ok {
+				break
+			}
+			if !waited {
+				log.Info("netconf: waiting for the interface to appear for DHCP")
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+		select {
+		case <-kick: // a link-up from before the client: it asks at once anyway
+		default:
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		k.mu.Lock()
+		k.gone[name] = cancel
+		k.mu.Unlock()
+		err := dhcp.Run(cctx, dhcp.Config{Interface: name, Hostname: k.opts.Hostname, Logger: k.log, Open: open, Kick: kick, Retry: k.opts.Retry},
+			func(l *dhcp.Lease) { k.setLease(name, l) })
+		cancel()
+		k.mu.Lock()
+		delete(k.gone, name)
+		k.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
 		if err != nil {
 			log.Error("netconf: DHCP client stopped; again in 5 s", "err", err)
+		} else {
+			log.Warn("netconf: the interface went away; its lease is dropped")
 		}
+		k.setLease(name, nil)
 		select {
 		case <-ctx.Done():
 		case <-time.After(5 * time.Second):
 		}
+	}
+}
+
+// setLease records the lease held on name (nil: none) and has Run apply
+// it.
+func (k *keeper) setLease(name string, l *dhcp.Lease) {
+	k.mu.Lock()
+	_, had := k.leases[name]
+	if l == nil {
+		delete(k.leases, name)
+	} else {
+		k.leases[name] = l
+	}
+	held := maps.Clone(k.leases)
+	k.mu.Unlock()
+	if l == nil && !had {
+		return
+	}
+	if k.opts.Leased != nil {
+		k.opts.Leased(held)
+	}
+	select {
+	case k.leased <- struct{}{}:
+	default:
+	}
+}
+
+// linkDown ends the DHCP client of name when the interface is gone (not
+// when it only lost its carrier: the client keeps its lease, and asks
+// again when the link comes back up).
+func (k *keeper) linkDown(name string) {
+	k.mu.Lock()
+	cancel, ok := k.gone[name]
+	k.mu.Unlock()
+	if !ok {
+		return
+	}
+	if exists, err := k.m.LinkExists(name); err == nil && !exists {
+		cancel()
 	}
 }

@@ -106,7 +106,8 @@ func TestLeasedConfig(t *testing.T) {
 // namespace: it brings the link up, applies the lease (address, default
 // route through the router, resolv.conf with the server's name server),
 // and when the server refuses the address (back with another range) takes
-// the old address away and applies the new one.
+// the old address away and applies the new one; an interface that goes
+// away loses its lease, and gets one again when it is back.
 func TestRunDHCP(t *testing.T) {
 	p := dhcptest.NewPair(t)
 	h, err := netlink.NewHandleAt(p.Client)
@@ -189,7 +190,7 @@ func TestRunDHCP(t *testing.T) {
 	}
 
 	stop()
-	p.Dnsmasq(t, "192.0.2.100", "192.0.2.109")
+	_, stop2 := p.Dnsmasq(t, "192.0.2.100", "192.0.2.109")
 	var second string
 	testenv.WaitFor(t, 30*time.Second, "the new lease applied", func() bool {
 		second = leased(netip.MustParsePrefix("192.0.2.96/28"))
@@ -198,4 +199,23 @@ func TestRunDHCP(t *testing.T) {
 	if slices.Contains(addrs(), first) {
 		t.Errorf("the refused address %s is still on veth0: %q", first, addrs())
 	}
+
+	// The interface goes away (an adapter pulled out): the lease goes
+	// with it; when it is back, a new client leases it again.
+	stop2()
+	p.Unlink(t)
+	testenv.WaitFor(t, 30*time.Second, "the lease dropped", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		_, ok := held["veth0"]
+		return !ok
+	})
+	p.Link(t)
+	p.Dnsmasq(t, "192.0.2.100", "192.0.2.109")
+	if dev, err = h.LinkByName("veth0"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "a lease on the new interface", func() bool {
+		return applied(leased(netip.MustParsePrefix("192.0.2.96/28")))
+	})
 }
