@@ -307,7 +307,8 @@ func Run(ctx context.Context, opts Options) error {
 	})
 	if s.WiFi != nil {
 		goRun(func() {
-			err := wifi.Run(ctx, s.WiFi.Config(), wifi.Options{Logger: log.With("service", "wifi"), State: &d.wifi, Open: opts.WiFiRadio})
+			err := wifi.Run(ctx, s.WiFi.Config(), wifi.Options{Logger: log.With("service", "wifi"), State: &d.wifi, Open: opts.WiFiRadio,
+				Others: s.OtherWiFi()})
 			if err != nil && ctx.Err() == nil {
 				log.Error("wifi stopped", "err", err)
 			}

@@ -259,8 +259,11 @@ func (k *trialKeeper) Form() cloud.SettingsForm {
 		f.Addresses, f.DNS = strings.Join(in.Addresses, " "), strings.Join(in.DNS, " ")
 		f.Gateway4, f.Gateway6 = in.Gateway4, in.Gateway6
 	}
-	if s.WiFi != nil {
-		f.WiFiSSID, f.WiFiSet = s.WiFi.SSID, s.WiFi.Passphrase != ""
+	for _, w := range wifiNetworks(s) {
+		f.WiFi = append(f.WiFi, cloud.WiFiNetwork{SSID: w.SSID, Set: w.Passphrase != ""})
+	}
+	if len(f.WiFi) < settings.MaxWiFiNetworks {
+		f.WiFi = append(f.WiFi, cloud.WiFiNetwork{}) // a new one
 	}
 	if u := s.Update; u != nil {
 		f.UpdateServer, f.UpdateChannel, f.UpdateWindow, f.UpdateManual = u.URL, u.Channel, u.Window, u.Manual
@@ -405,18 +408,32 @@ func applyForm(cur *settings.Settings, f cloud.SettingsForm) (*settings.Settings
 		s.Network = &settings.Network{Interfaces: []settings.Interface{in}}
 	}
 
-	switch {
-	case f.WiFiSSID == "":
-		if f.WiFiPassphrase != "" {
-			return nil, errors.New("a Wi-Fi passphrase needs the network's name")
+	// Wi-Fi: the named rows in order; a blank passphrase keeps the one
+	// stored for the same network.
+	var nets []settings.WiFi
+	for _, w := range f.WiFi {
+		if w.SSID == "" {
+			if w.Passphrase != "" {
+				return nil, errors.New("a Wi-Fi passphrase needs the network's name")
+			}
+			continue
 		}
-		s.WiFi = nil
-	case f.WiFiPassphrase != "":
-		s.WiFi = &settings.WiFi{SSID: f.WiFiSSID, Passphrase: f.WiFiPassphrase}
-	case cur.WiFi != nil && cur.WiFi.SSID == f.WiFiSSID:
-		// The same network: the passphrase stays.
-	default:
-		s.WiFi = &settings.WiFi{SSID: f.WiFiSSID}
+		n := settings.WiFi{SSID: w.SSID, Passphrase: w.Passphrase}
+		if n.Passphrase == "" {
+			for _, old := range wifiNetworks(cur) {
+				if old.SSID == n.SSID {
+					n.Passphrase = old.Passphrase
+				}
+			}
+		}
+		nets = append(nets, n)
+	}
+	s.WiFi, s.WiFiNetworks = nil, nil
+	if len(nets) > 0 {
+		s.WiFi, s.WiFiNetworks = &nets[0], nets[1:]
+		if len(s.WiFiNetworks) == 0 {
+			s.WiFiNetworks = nil
+		}
 	}
 
 	if f.UpdateChannel == settings.ChannelStable && (cur.Update == nil || cur.Update.Channel == "") {
@@ -432,6 +449,14 @@ func applyForm(cur *settings.Settings, f cloud.SettingsForm) (*settings.Settings
 		return nil, err
 	}
 	return s, nil
+}
+
+// wifiNetworks are s's Wi-Fi networks in order of preference.
+func wifiNetworks(s *settings.Settings) []settings.WiFi {
+	if s.WiFi == nil {
+		return nil
+	}
+	return append([]settings.WiFi{*s.WiFi}, s.WiFiNetworks...)
 }
 
 // Keep implements cloud.DeviceSettings.

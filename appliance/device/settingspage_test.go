@@ -3,9 +3,11 @@ package device
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -92,7 +94,10 @@ func newFakeBoot(t *testing.T, s *settings.Settings) *fakeBoot {
 // but for change.
 func form(k *trialKeeper, change func(*cloud.SettingsForm)) cloud.SettingsForm {
 	f := k.Form()
-	f.Trial, f.Last, f.WiFiSet, f.UpdateServer = nil, "", false, ""
+	f.Trial, f.Last, f.UpdateServer = nil, "", ""
+	for i := range f.WiFi {
+		f.WiFi[i].Set = false
+	}
 	if change != nil {
 		change(&f)
 	}
@@ -112,7 +117,7 @@ func TestSettingsApply(t *testing.T) {
 	fb := newFakeBoot(t, startSettings())
 	k := fb.start()
 	f := k.Form()
-	if f.Hostname != "pc2" || f.Static || f.WiFiSSID != "home" || !f.WiFiSet || f.WiFiPassphrase != "" ||
+	if f.Hostname != "pc2" || f.Static || !reflect.DeepEqual(f.WiFi, []cloud.WiFiNetwork{{SSID: "home", Set: true}, {}}) ||
 		f.UpdateServer != "https://updates.test/" || f.TrialMinutes != settings.DefaultTrialMinutes || f.Trial != nil {
 		t.Fatalf("form %+v", f)
 	}
@@ -128,10 +133,11 @@ func TestSettingsApply(t *testing.T) {
 		{func(f *cloud.SettingsForm) { f.UpdateWindow = "25:00-03:00" }, "update window"},
 		{func(f *cloud.SettingsForm) { f.UpdateChannel = "nightly" }, "channel"},
 		{func(f *cloud.SettingsForm) { f.NTP = "-x" }, "ntp"},
-		{func(f *cloud.SettingsForm) { f.WiFiSSID, f.WiFiPassphrase = "", "orphan passphrase" }, "needs the network's name"},
-		{func(f *cloud.SettingsForm) { f.WiFiPassphrase = "short" }, "passphrase"},
-		{func(f *cloud.SettingsForm) { f.WiFiSSID, f.TrialMinutes = "other", 0 }, "minutes to keep"},
-		{func(f *cloud.SettingsForm) { f.WiFiSSID, f.TrialMinutes = "other", 31 }, "minutes to keep"},
+		{func(f *cloud.SettingsForm) { f.WiFi[1].Passphrase = "orphan passphrase" }, "needs the network's name"},
+		{func(f *cloud.SettingsForm) { f.WiFi[0].Passphrase = "short" }, "passphrase"},
+		{func(f *cloud.SettingsForm) { f.WiFi[1].SSID = "home" }, "listed twice"},
+		{func(f *cloud.SettingsForm) { f.WiFi[0].SSID, f.TrialMinutes = "other", 0 }, "minutes to keep"},
+		{func(f *cloud.SettingsForm) { f.WiFi[0].SSID, f.TrialMinutes = "other", 31 }, "minutes to keep"},
 	} {
 		if _, err := k.Apply(form(k, bad.change)); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("refused form: %v, want %q", err, bad.want)
@@ -163,11 +169,35 @@ func TestSettingsApply(t *testing.T) {
 		t.Errorf("a change without the network left a trial: %+v", tr)
 	}
 
+	// Wi-Fi networks: a second one, then the two swapped with blank
+	// passphrases: each passphrase stays with its network. A Wi-Fi change
+	// runs on trial.
+	for i, change := range []func(*cloud.SettingsForm){
+		func(f *cloud.SettingsForm) {
+			f.WiFi[1] = cloud.WiFiNetwork{SSID: "hotspot", Passphrase: "hotspot passphrase"}
+		},
+		func(f *cloud.SettingsForm) { f.WiFi[0].SSID, f.WiFi[1].SSID = "hotspot", "home" },
+	} {
+		if _, err := k.Apply(form(k, change)); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 10*time.Second, "restart", func() bool { _, r := fb.counts(); return r == 2+i })
+		fb.reboot(fmt.Sprint("boot-wifi-", i))
+		k = fb.start()
+		if err := k.Keep(); err != nil {
+			t.Fatalf("Wi-Fi change %d not on trial: %v", i, err)
+		}
+	}
+	if w := wifiNetworks(k.current); len(w) != 2 || w[0] != (settings.WiFi{SSID: "hotspot", Passphrase: "hotspot passphrase"}) ||
+		w[1] != (settings.WiFi{SSID: "home", Passphrase: "secret passphrase"}) {
+		t.Errorf("Wi-Fi networks after the swap: %+v", w)
+	}
+
 	// A write that fails: said, nothing recorded, no restart.
 	fb.mu.Lock()
 	fb.writeErr = errors.New("disk gone")
 	fb.mu.Unlock()
-	if _, err := k.Apply(form(k, func(f *cloud.SettingsForm) { f.WiFiSSID = "other" })); err == nil || !strings.Contains(err.Error(), "disk gone") {
+	if _, err := k.Apply(form(k, func(f *cloud.SettingsForm) { f.WiFi[0].SSID = "other" })); err == nil || !strings.Contains(err.Error(), "disk gone") {
 		t.Errorf("failed write: %v", err)
 	}
 	if tr, _ := settings.LoadTrial(fb.path); tr != nil {

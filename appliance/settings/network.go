@@ -90,3 +90,12 @@ type WiFi struct {
 
 // Config is w as the wifi service's config.
 func (w WiFi) Config() wifi.Config { return wifi.Config{SSID: w.SSID, Passphrase: w.Passphrase} }
+
+// OtherWiFi are s's further Wi-Fi networks as the wifi service's configs.
+func (s *Settings) OtherWiFi() []wifi.Config {
+	var out []wifi.Config
+	for _, w := range s.WiFiNetworks {
+		out = append(out, w.Config())
+	}
+	return out
+}

@@ -87,8 +87,11 @@ type Settings struct {
 	// Network configures the wired network (nil: DHCP on the first
 	// Ethernet interface).
 	Network *Network `json:"network,omitempty"`
-	// WiFi joins a wireless network (devices with Wi-Fi only).
-	WiFi *WiFi `json:"wifi,omitempty"`
+	// WiFi joins a wireless network (devices with Wi-Fi only);
+	// WiFiNetworks are more, tried in this order when WiFi cannot be
+	// joined (another access point, a phone's hotspot).
+	WiFi         *WiFi  `json:"wifi,omitempty"`
+	WiFiNetworks []WiFi `json:"wifi_networks,omitempty"`
 	// AdminPasswordHash is the argon2id hash of the admin password, which
 	// guards the device's admin API (never the password itself).
 	AdminPasswordHash string `json:"admin_password_hash,omitempty"`
@@ -199,10 +202,8 @@ func (s *Settings) Check() error {
 	if err := s.Network.Check(); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
-	if s.WiFi != nil {
-		if err := s.WiFi.Config().Validate(); err != nil {
-			return err
-		}
+	if err := s.checkWiFi(); err != nil {
+		return err
 	}
 	if s.AdminPasswordHash != "" {
 		if err := password.Check(s.AdminPasswordHash); err != nil {
@@ -259,6 +260,35 @@ func (s *Settings) Check() error {
 	return nil
 }
 
+// MaxWiFiNetworks bounds WiFi and WiFiNetworks together.
+const MaxWiFiNetworks = 8
+
+// checkWiFi checks the Wi-Fi networks: each as the wifi service checks
+// it, none twice, more only with a first.
+func (s *Settings) checkWiFi() error {
+	if s.WiFi == nil {
+		if len(s.WiFiNetworks) > 0 {
+			return errors.New("wifi_networks: more Wi-Fi networks need a first one (wifi)")
+		}
+		return nil
+	}
+	all := append([]WiFi{*s.WiFi}, s.WiFiNetworks...)
+	if len(all) > MaxWiFiNetworks {
+		return fmt.Errorf("wifi: %d networks, at most %d", len(all), MaxWiFiNetworks)
+	}
+	seen := map[string]bool{}
+	for _, w := range all {
+		if err := w.Config().Validate(); err != nil {
+			return err
+		}
+		if seen[w.SSID] {
+			return fmt.Errorf("wifi: network %q listed twice", w.SSID)
+		}
+		seen[w.SSID] = true
+	}
+	return nil
+}
+
 // checkHostname accepts one RFC 1123 label.
 func checkHostname(h string) error {
 	if len(h) > 63 {
@@ -311,12 +341,19 @@ func Encode(s *Settings) ([]byte, error) {
 // Redacted returns a copy of s safe to show: secrets replaced by "(set)".
 func (s *Settings) Redacted() *Settings {
 	c := *s
-	if c.WiFi != nil {
-		w := *c.WiFi
+	redact := func(w WiFi) WiFi {
 		if w.Passphrase != "" {
 			w.Passphrase = "(set)"
 		}
+		return w
+	}
+	if c.WiFi != nil {
+		w := redact(*c.WiFi)
 		c.WiFi = &w
+	}
+	c.WiFiNetworks = nil
+	for _, w := range s.WiFiNetworks {
+		c.WiFiNetworks = append(c.WiFiNetworks, redact(w))
 	}
 	if c.AdminPasswordHash != "" {
 		c.AdminPasswordHash = "(set)"

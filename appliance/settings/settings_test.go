@@ -71,10 +71,16 @@ func TestEncodeParse(t *testing.T) {
 	if back.Hostname != "box" || back.WiFi.Passphrase != "secret passphrase" || back.Network.Interfaces[0].Gateway4 != "192.168.1.1" {
 		t.Fatalf("round trip: %+v", back)
 	}
+	s.WiFiNetworks = []WiFi{{SSID: "hotspot", Passphrase: "hotspot passphrase"}, {SSID: "cafe"}}
 	r := s.Redacted()
-	if r.WiFi.Passphrase != "(set)" || r.AdminPasswordHash != "(set)" || s.WiFi.Passphrase != "secret passphrase" {
-		t.Fatalf("redacted %+v, original %+v", r.WiFi, s.WiFi)
+	if r.WiFi.Passphrase != "(set)" || r.AdminPasswordHash != "(set)" || s.WiFi.Passphrase != "secret passphrase" ||
+		r.WiFiNetworks[0].Passphrase != "(set)" || r.WiFiNetworks[1].Passphrase != "" || s.WiFiNetworks[0].Passphrase != "hotspot passphrase" {
+		t.Fatalf("redacted %+v %+v, original %+v %+v", r.WiFi, r.WiFiNetworks, s.WiFi, s.WiFiNetworks)
 	}
+	if o := s.OtherWiFi(); len(o) != 2 || o[0].SSID != "hotspot" || o[0].Passphrase != "hotspot passphrase" {
+		t.Errorf("OtherWiFi %v", o)
+	}
+	s.WiFiNetworks = nil
 	s.Supernodes = []string{strings.Repeat("x", ReservedSize)}
 	if _, err := Encode(s); err == nil || !strings.Contains(err.Error(), "do not fit") {
 		t.Fatalf("oversized settings: %v", err)
@@ -89,6 +95,10 @@ func TestParseErrors(t *testing.T) {
 		{`{"profile":"personal","wifi":{"ssid":"a","passphrase":"` + strings.Repeat("z", 64) + `"}}`, "passphrase"},
 		{`{"profile":"personal","network":{"interfaces":[{"mode":"static","addresses":["10.0.0.1"]}]}}`, "network"},
 		{`{"profile":"personal","reset_button":"17"}`, "reset_button"},
+		{`{"profile":"personal","wifi_networks":[{"ssid":"b"}]}`, "need a first one"},
+		{`{"profile":"personal","wifi":{"ssid":"a"},"wifi_networks":[{"ssid":"a"}]}`, "listed twice"},
+		{`{"profile":"personal","wifi":{"ssid":"a"},"wifi_networks":[{"ssid":"b","passphrase":"short"}]}`, "passphrase"},
+		{`{"profile":"personal","wifi":{"ssid":"a"},"wifi_networks":[{"ssid":"b"},{"ssid":"c"},{"ssid":"d"},{"ssid":"e"},{"ssid":"f"},{"ssid":"g"},{"ssid":"h"},{"ssid":"i"}]}`, "at most 8"},
 		{`not json`, "invalid character"},
 		// gokrazy's NTP client takes servers as arguments: no options.
 		{`{"profile":"personal","ntp":["-h"]}`, "ntp"},

@@ -122,7 +122,8 @@ func Same(a, b *Settings) bool {
 // device reaches the network (and the owner reaches it): its wired
 // addressing or its Wi-Fi.
 func NetworkChanged(a, b *Settings) bool {
-	return !bytes.Equal(mustJSON(a.Network), mustJSON(b.Network)) || !bytes.Equal(mustJSON(a.WiFi), mustJSON(b.WiFi))
+	return !bytes.Equal(mustJSON(a.Network), mustJSON(b.Network)) || !bytes.Equal(mustJSON(a.WiFi), mustJSON(b.WiFi)) ||
+		!bytes.Equal(mustJSON(a.WiFiNetworks), mustJSON(b.WiFiNetworks))
 }
 
 // Clone returns a deep copy of s.

@@ -58,6 +58,7 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return strings.Join(segs, "/")
 	},
+	"inc": func(i int) int { return i + 1 },
 	"trialOf": func(t *SettingsTrial, csrf string) any {
 		if t == nil {
 			return nil

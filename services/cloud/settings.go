@@ -3,6 +3,7 @@ package cloud
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,11 +37,9 @@ type SettingsForm struct {
 	// Static: the addresses below instead of DHCP.
 	Static                             bool
 	Addresses, Gateway4, Gateway6, DNS string
-	// WiFiSSID is the Wi-Fi network ("": none). WiFiPassphrase is a new
-	// passphrase ("" keeps the stored one); the page never shows it, only
-	// WiFiSet (one is stored).
-	WiFiSSID, WiFiPassphrase string
-	WiFiSet                  bool
+	// WiFi are the Wi-Fi networks in order of preference (the page shows
+	// one empty row more for a new one; rows without a name are none).
+	WiFi []WiFiNetwork
 	// UpdateServer is shown only: the release keys it goes with are
 	// the image's.
 	UpdateServer, UpdateChannel, UpdateWindow string
@@ -53,6 +52,17 @@ type SettingsForm struct {
 	Trial *SettingsTrial
 	Last  string
 }
+
+// WiFiNetwork is a row of the Wi-Fi networks. Passphrase is a new
+// passphrase ("" keeps the stored one of the same network, else it is
+// open); the page never shows it, only Set (one is stored).
+type WiFiNetwork struct {
+	SSID, Passphrase string
+	Set              bool
+}
+
+// maxWiFiRows bounds the Wi-Fi rows a form may send.
+const maxWiFiRows = 16
 
 // SettingsTrial is a network change on trial.
 type SettingsTrial struct {
@@ -106,7 +116,11 @@ func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) {
 	}
 	// The form again, as the owner filled it in (but the passphrase).
 	cur := ds.Form()
-	f.WiFiPassphrase, f.WiFiSet, f.UpdateServer, f.Trial, f.Last = "", cur.WiFiSet, cur.UpdateServer, cur.Trial, cur.Last
+	for i := range f.WiFi {
+		f.WiFi[i].Passphrase = ""
+		f.WiFi[i].Set = slices.ContainsFunc(cur.WiFi, func(w WiFiNetwork) bool { return w.Set && w.SSID == f.WiFi[i].SSID })
+	}
+	f.UpdateServer, f.Trial, f.Last = cur.UpdateServer, cur.Trial, cur.Last
 	s.render(w, r, http.StatusUnprocessableEntity, "settings", "Device settings", settingsPage{SettingsForm: f, Err: err.Error()})
 }
 
@@ -139,9 +153,18 @@ func settingsFromRequest(r *http.Request) (SettingsForm, error) {
 	v := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
 	f := SettingsForm{Hostname: v("hostname"), Interface: v("interface"), Static: v("mode") == "static",
 		Addresses: v("addresses"), Gateway4: v("gateway4"), Gateway6: v("gateway6"), DNS: v("dns"),
-		WiFiSSID: v("wifi_ssid"), WiFiPassphrase: r.PostFormValue("wifi_passphrase"),
 		UpdateChannel: v("update_channel"), UpdateWindow: v("update_window"), UpdateManual: v("update_manual") == "1",
 		NTP: v("ntp")}
+	for i := 0; ; i++ {
+		ssid, ok := r.PostForm[fmt.Sprintf("wifi_ssid_%d", i)]
+		if !ok {
+			break
+		}
+		if i == maxWiFiRows {
+			return f, fmt.Errorf("more than %d Wi-Fi networks", maxWiFiRows)
+		}
+		f.WiFi = append(f.WiFi, WiFiNetwork{SSID: strings.TrimSpace(ssid[0]), Passphrase: r.PostFormValue(fmt.Sprintf("wifi_passphrase_%d", i))})
+	}
 	switch m := v("mode"); m {
 	case "static", "dhcp":
 	default:

@@ -2,8 +2,10 @@ package cloud
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -45,22 +47,23 @@ func TestSettingsPage(t *testing.T) {
 	b := e.setup("owner password")
 	e.dev.mu.Lock()
 	e.dev.form = SettingsForm{Hostname: "box", Static: true, Addresses: "192.168.1.10/24", Gateway4: "192.168.1.1",
-		WiFiSSID: "home", WiFiSet: true, UpdateServer: "https://updates.test/", UpdateChannel: "beta", TrialMinutes: 5,
+		WiFi: []WiFiNetwork{{SSID: "home", Set: true}, {}}, UpdateServer: "https://updates.test/", UpdateChannel: "beta", TrialMinutes: 5,
 		Last: "The device returned to its previous network settings: not kept within 5 minutes."}
 	e.dev.mu.Unlock()
 	if r := b.Get("/_/"); !strings.Contains(r.Body, `id="settings-link"`) || strings.Contains(r.Body, `id="trial"`) {
 		t.Errorf("dashboard: settings link %t, trial banner %t", strings.Contains(r.Body, `id="settings-link"`), strings.Contains(r.Body, `id="trial"`))
 	}
 	r := b.Get("/_/settings")
-	for _, want := range []string{`value="box"`, `id="mode-static" checked`, `value="192.168.1.10/24"`, `value="home"`,
-		"empty: keep the one set", "https://updates.test/", `<option value="beta" selected>`, "not kept within 5 minutes", `value="5"`} {
+	for _, want := range []string{`value="box"`, `id="mode-static" checked`, `value="192.168.1.10/24"`, `id="wifi-ssid-0" value="home"`,
+		"empty: keep the one set", `id="wifi-ssid-1" value=""`, "Network 2", "https://updates.test/", `<option value="beta" selected>`, "not kept within 5 minutes", `value="5"`} {
 		if !strings.Contains(r.Body, want) {
 			t.Errorf("settings page lacks %q", want)
 		}
 	}
 	csrf := b.CSRF("/_/settings")
 	form := url.Values{"csrf": {csrf}, "hostname": {"box2"}, "mode": {"dhcp"}, "dns": {"9.9.9.9, 1.1.1.1"},
-		"wifi_ssid": {"home"}, "wifi_passphrase": {"new passphrase 1"}, "update_channel": {"stable"},
+		"wifi_ssid_0": {"home"}, "wifi_passphrase_0": {"new passphrase 1"}, "wifi_ssid_1": {" hotspot "}, "wifi_passphrase_1": {""},
+		"wifi_ssid_3": {"skipped: rows end at the first gap"}, "update_channel": {"stable"},
 		"update_window": {"02:00-05:00"}, "update_manual": {"1"}, "ntp": {"10.0.2.2"}, "trial_minutes": {"2"}}
 
 	// Strangers and forged forms change nothing.
@@ -92,9 +95,9 @@ func TestSettingsPage(t *testing.T) {
 		t.Fatalf("save: %d %s", r.Code, r.Body)
 	}
 	e.dev.mu.Lock()
-	want := SettingsForm{Hostname: "box2", DNS: "9.9.9.9, 1.1.1.1", WiFiSSID: "home", WiFiPassphrase: "new passphrase 1",
+	want := SettingsForm{Hostname: "box2", DNS: "9.9.9.9, 1.1.1.1", WiFi: []WiFiNetwork{{SSID: "home", Passphrase: "new passphrase 1"}, {SSID: "hotspot"}},
 		UpdateChannel: "stable", UpdateWindow: "02:00-05:00", UpdateManual: true, NTP: "10.0.2.2", TrialMinutes: 2}
-	if len(e.dev.applied) != 1 || e.dev.applied[0] != want {
+	if len(e.dev.applied) != 1 || !reflect.DeepEqual(e.dev.applied[0], want) {
 		t.Errorf("applied %+v\nwant %+v", e.dev.applied, want)
 	}
 	e.dev.applyErr = errors.New("network: netconf: interface (first Ethernet): mode static needs at least one address")
@@ -109,6 +112,13 @@ func TestSettingsPage(t *testing.T) {
 	if r.Code != http.StatusUnprocessableEntity || !strings.Contains(r.Body, "mode static needs at least one address") ||
 		!strings.Contains(r.Body, `value="box2"`) || !strings.Contains(r.Body, `id="mode-static" checked`) || strings.Contains(r.Body, "new passphrase 1") {
 		t.Errorf("refused save: %d\n%s", r.Code, r.Body)
+	}
+	many := url.Values{"csrf": {csrf}, "mode": {"dhcp"}}
+	for i := range 17 {
+		many.Set(fmt.Sprintf("wifi_ssid_%d", i), fmt.Sprint("net", i))
+	}
+	if r := b.Post("/_/settings", many); r.Code != http.StatusUnprocessableEntity || !strings.Contains(r.Body, "more than 16 Wi-Fi networks") {
+		t.Errorf("17 Wi-Fi rows: %d", r.Code)
 	}
 	form.Set("mode", "bridge")
 	if r := b.Post("/_/settings", form); r.Code != http.StatusUnprocessableEntity || !strings.Contains(r.Body, `address mode &#34;bridge&#34;`) {

@@ -19,9 +19,12 @@
 // a second until it is up or Options.ConnectTimeout passes. When it is not,
 // a scan tells a missing network (ErrNotFound) from one that refused us:
 // wrong passphrase, or a security mode the device cannot use (ErrRejected,
-// ErrUnsupported). Run logs the error and tries again after a jittered
-// exponential backoff (services/backoff), so a wrong passphrase costs one
-// log line per attempt, at most about one a minute, never a hot loop.
+// ErrUnsupported). With Options.Others (more networks, in order of
+// preference) Run tries the next network at once; when the last one has
+// failed too it logs the error and starts again with the first after a
+// jittered exponential backoff (services/backoff), so a wrong passphrase
+// costs one log line per round, at most about one a minute, never a hot
+// loop. A lost connection is rejoined starting with the preferred network.
 // While connected it polls every Options.PollInterval; a lost association
 // is logged and rejoined at once, or after a backoff when the previous
 // one lasted less than a minute (a flapping link). State holds the current

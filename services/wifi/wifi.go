@@ -80,6 +80,11 @@ type Options struct {
 	// Open returns the Radio; nil opens the kernel's nl80211. It returns
 	// an error wrapping ErrNoNL80211 when there is no Wi-Fi support.
 	Open func() (Radio, error)
+	// Others are more networks, tried in this order after Run's when an
+	// attempt to join one fails (a second access point, the phone's
+	// hotspot). After a whole round has failed Run waits out the backoff
+	// and starts again with its own network, the preferred one.
+	Others []Config
 }
 
 // Phase is where Run is.
@@ -148,21 +153,12 @@ func (s *State) setPhase(p Phase, f func(*Status)) {
 	})
 }
 
-// Run joins the network of cfg and keeps it joined until ctx ends, then
-// returns nil. Without Wi-Fi hardware it logs why and returns nil at once
+// Run joins the network of cfg (or one of opts.Others) and keeps it
+// joined until ctx ends, then returns nil. Without Wi-Fi hardware it logs why and returns nil at once
 // (State: PhaseNoHardware). It returns an error only for an invalid cfg or
 // when the kernel's nl80211 cannot be opened for another reason.
 func Run(ctx context.Context, cfg Config, opts Options) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	pmk, err := cfg.PMK()
-	if err != nil {
-		return fmt.Errorf("wifi: derive the key of %q: %w", cfg.SSID, err)
-	}
 	r := &runner{
-		cfg:            cfg,
-		pmk:            pmk,
 		log:            opts.Logger,
 		state:          opts.State,
 		ifname:         opts.Interface,
@@ -170,6 +166,19 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		poll:           cmp.Or(opts.PollInterval, DefaultPollInterval),
 		connectTimeout: cmp.Or(opts.ConnectTimeout, DefaultConnectTimeout),
 		hardwareWait:   cmp.Or(opts.HardwareWait, DefaultHardwareWait),
+	}
+	for _, c := range append([]Config{cfg}, opts.Others...) {
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		if slices.ContainsFunc(r.nets, func(n network) bool { return n.SSID == c.SSID }) {
+			return fmt.Errorf("wifi: network %q listed twice", c.SSID)
+		}
+		pmk, err := c.PMK()
+		if err != nil {
+			return fmt.Errorf("wifi: derive the key of %q: %w", c.SSID, err)
+		}
+		r.nets = append(r.nets, network{Config: c, pmk: pmk})
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -210,15 +219,17 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	case err != nil:
 		return err
 	}
-	r.log.Info("wifi: using interface", "interface", ifc.Name, "network", cfg)
+	r.log.Info("wifi: using interface", "interface", ifc.Name, "network", cfg, "others", len(opts.Others))
 	r.loop(ctx, radio)
 	r.state.setPhase(PhaseStopped, nil)
 	return nil
 }
 
 type runner struct {
-	cfg            Config
-	pmk            []byte
+	// nets are the networks in order of preference, cur the one being
+	// joined or joined.
+	nets           []network
+	cur            int
 	log            *slog.Logger
 	state          *State
 	ifname         string
@@ -228,10 +239,19 @@ type runner struct {
 	hardwareWait   time.Duration
 }
 
+// network is a Config with its key.
+type network struct {
+	Config
+	pmk []byte
+}
+
+// net is the network being joined or joined.
+func (r *runner) net() network { return r.nets[r.cur] }
+
 var errNoInterface = errors.New("wifi: no wireless station interface")
 
 func (r *runner) noHardware(why string) {
-	r.log.Warn("wifi: no Wi-Fi hardware, Wi-Fi stays off", "reason", why, "ssid", r.cfg.SSID)
+	r.log.Warn("wifi: no Wi-Fi hardware, Wi-Fi stays off", "reason", why, "ssid", r.net().SSID)
 	r.state.setPhase(PhaseNoHardware, func(st *Status) { st.Detail = why })
 }
 
@@ -306,18 +326,27 @@ func (r *runner) loop(ctx context.Context, radio Radio) {
 			held := time.Since(start).Round(time.Second)
 			err = fmt.Errorf("connection to %s lost after %v: %w", l.BSSID, held, err)
 			if held >= stableAfter {
-				r.log.Warn("wifi: connection lost, rejoining", "interface", ifc.Name, "ssid", r.cfg.SSID, "err", err)
+				r.log.Warn("wifi: connection lost, rejoining", "interface", ifc.Name, "ssid", r.net().SSID, "err", err)
 				r.state.update(func(st *Status) { st.LastError, st.LastErrorAt = err.Error(), time.Now() })
-				failures = 0
+				failures, r.cur = 0, 0
 				continue
 			}
 			// Short-lived: count it as a failed attempt, so that a
 			// flapping link backs off.
 			msg = "wifi: connection lost soon after joining"
 		}
+		if r.cur+1 < len(r.nets) {
+			// The next network at once; the backoff is for whole rounds.
+			r.log.Warn(msg+"; trying the next one", "interface", ifc.Name, "ssid", r.net().SSID, "next", r.nets[r.cur+1].SSID, "err", err)
+			r.state.update(func(st *Status) { st.LastError, st.LastErrorAt = err.Error(), time.Now() })
+			r.cur++
+			continue
+		}
+		failed := r.net().SSID
+		r.cur = 0
 		failures++
 		wait := r.policy.Wait(failures)
-		r.log.Error(msg, "interface", ifc.Name, "ssid", r.cfg.SSID, "attempt", failures, "retry_in", wait.Round(100*time.Millisecond), "err", err)
+		r.log.Error(msg, "interface", ifc.Name, "ssid", failed, "attempt", failures, "retry_in", wait.Round(100*time.Millisecond), "err", err)
 		now := time.Now()
 		r.state.setPhase(PhaseRetrying, func(st *Status) {
 			st.Failures, st.LastError, st.LastErrorAt, st.NextAttempt = failures, err.Error(), now, now.Add(wait)
@@ -329,17 +358,17 @@ func (r *runner) loop(ctx context.Context, radio Radio) {
 }
 
 func (r *runner) connected(ifc Interface, l Link, failures int) {
-	r.log.Info("wifi: connected", "interface", ifc.Name, "ssid", r.cfg.SSID, "bssid", l.BSSID.String(), "frequency_mhz", l.FrequencyMHz, "signal_dbm", l.SignalDBm)
+	r.log.Info("wifi: connected", "interface", ifc.Name, "ssid", r.net().SSID, "bssid", l.BSSID.String(), "frequency_mhz", l.FrequencyMHz, "signal_dbm", l.SignalDBm)
 	r.state.setPhase(PhaseConnected, func(st *Status) {
-		st.Interface, st.Failures, st.LastError, st.LastErrorAt = ifc.Name, failures, "", time.Time{}
+		st.SSID, st.Interface, st.Failures, st.LastError, st.LastErrorAt = r.net().SSID, ifc.Name, failures, "", time.Time{}
 		st.BSSID, st.FrequencyMHz, st.SignalDBm = l.BSSID.String(), l.FrequencyMHz, l.SignalDBm
 	})
 }
 
-// ours reports whether l is an association with the configured network.
-// An SSID the driver did not report counts as ours.
+// ours reports whether l is an association with the network being
+// joined. An SSID the driver did not report counts as ours.
 func (r *runner) ours(l Link) bool {
-	return l.Connected && (l.SSID == "" || l.SSID == r.cfg.SSID)
+	return l.Connected && (l.SSID == "" || l.SSID == r.net().SSID)
 }
 
 // join makes one attempt: it returns once the interface is associated
@@ -354,13 +383,16 @@ func (r *runner) join(ctx context.Context, radio Radio, attempt int) (Interface,
 	if err != nil {
 		return Interface{}, Link{}, err
 	}
-	r.state.setPhase(PhaseConnecting, func(st *Status) { st.Interface = ifc.Name })
+	r.state.setPhase(PhaseConnecting, func(st *Status) { st.Interface, st.SSID = ifc.Name, r.net().SSID })
 	if err := radio.SetUp(ifc); err != nil {
 		return ifc, Link{}, fmt.Errorf("set %s up: %w", ifc.Name, err)
 	}
 	if l, err := radio.Link(ifc); err == nil && l.Connected {
-		if r.ours(l) {
-			return ifc, l, nil // e.g. left up by a Run before a restart
+		if i := slices.IndexFunc(r.nets, func(n network) bool { return n.SSID == l.SSID }); i >= 0 || l.SSID == "" {
+			if i >= 0 { // one of ours: e.g. left up by a Run before a restart
+				r.cur = i
+			}
+			return ifc, l, nil
 		}
 		r.log.Info("wifi: leaving another network", "interface", ifc.Name, "ssid", l.SSID)
 		if err := radio.Disconnect(ifc); err != nil && !errors.Is(err, syscall.ENOTCONN) {
@@ -372,16 +404,17 @@ func (r *runner) join(ctx context.Context, radio Radio, attempt int) (Interface,
 	if attempt > 1 {
 		level = slog.LevelDebug // the failure before was logged already
 	}
-	r.log.Log(ctx, level, "wifi: connecting", "interface", ifc.Name, "network", r.cfg, "attempt", attempt)
-	err = radio.Connect(ifc, r.cfg.SSID, r.pmk)
+	n := r.net()
+	r.log.Log(ctx, level, "wifi: connecting", "interface", ifc.Name, "network", n.Config, "attempt", attempt)
+	err = radio.Connect(ifc, n.SSID, n.pmk)
 	if errors.Is(err, syscall.EALREADY) {
 		// An earlier attempt is still running (ours, or one from before a
 		// restart): abandon it and start over.
 		r.disconnect(radio, ifc)
-		err = radio.Connect(ifc, r.cfg.SSID, r.pmk)
+		err = radio.Connect(ifc, n.SSID, n.pmk)
 	}
 	if err != nil {
-		return ifc, Link{}, fmt.Errorf("connect %s to %q: %w", ifc.Name, r.cfg.SSID, err)
+		return ifc, Link{}, fmt.Errorf("connect %s to %q: %w", ifc.Name, n.SSID, err)
 	}
 	l, err := r.awaitAssociation(ctx, radio, ifc)
 	if err == nil || ctx.Err() != nil {
@@ -438,7 +471,7 @@ func (r *runner) diagnose(ctx context.Context, radio Radio, ifc Interface) error
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	ssid, within := r.cfg.SSID, r.connectTimeout
+	ssid, pmk, within := r.net().SSID, r.net().pmk, r.connectTimeout
 	if err != nil {
 		return fmt.Errorf("not connected to %q within %v, and a scan to find out why failed: %w", ssid, within, err)
 	}
@@ -464,11 +497,11 @@ func (r *runner) diagnose(ctx context.Context, radio Radio, ifc Interface) error
 		return fmt.Errorf("%w: %s offers only the TKIP cipher; set the access point to WPA2 with AES (CCMP)", ErrUnsupported, seen)
 	case best.Security == SecurityOther:
 		return fmt.Errorf("%w: %s uses a security mode this device does not know", ErrUnsupported, seen)
-	case r.pmk == nil && best.Security != SecurityOpen:
+	case pmk == nil && best.Security != SecurityOpen:
 		return fmt.Errorf("%w: %s needs a passphrase", ErrRejected, seen)
-	case r.pmk != nil && best.Security == SecurityOpen:
+	case pmk != nil && best.Security == SecurityOpen:
 		return fmt.Errorf("%w: %s is open or uses WEP or WPA1; for an open network leave the passphrase empty", ErrRejected, seen)
-	case r.pmk != nil:
+	case pmk != nil:
 		return fmt.Errorf("%w: %s is in range but the handshake did not complete within %v: wrong passphrase?", ErrRejected, seen, within)
 	}
 	return fmt.Errorf("%w: %s is in range but did not let us join within %v", ErrRejected, seen, within)
@@ -501,7 +534,7 @@ func (r *runner) watch(ctx context.Context, radio Radio, ifc Interface, cur Link
 			return fmt.Errorf("now associated with %q instead", l.SSID)
 		}
 		if !bytes.Equal(l.BSSID, cur.BSSID) {
-			r.log.Info("wifi: roamed", "interface", ifc.Name, "ssid", r.cfg.SSID, "from", cur.BSSID.String(), "to", l.BSSID.String(), "signal_dbm", l.SignalDBm)
+			r.log.Info("wifi: roamed", "interface", ifc.Name, "ssid", r.net().SSID, "from", cur.BSSID.String(), "to", l.BSSID.String(), "signal_dbm", l.SignalDBm)
 		}
 		cur = l
 		r.state.update(func(st *Status) {

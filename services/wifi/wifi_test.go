@@ -578,3 +578,56 @@ func TestStateZeroValue(t *testing.T) {
 		t.Errorf("got %+v, want phase starting", got)
 	}
 }
+
+// TestOtherNetworks: the preferred network is not there, so Run tries the
+// next one at once (no backoff between the networks of a round) and stays
+// on it; when that connection is lost it starts again with the preferred
+// one, and only after a whole round has failed does it back off.
+func TestOtherNetworks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(t)
+		office := Config{SSID: "office", Passphrase: "office passphrase"}
+		r := startRun(t, office, f, func(o *Options) { o.Others = []Config{wpa2} })
+
+		r.at(23500 * time.Millisecond)
+		if st := r.wantPhase(PhaseConnected); st.SSID != testSSID || st.Failures != 0 {
+			t.Errorf("on the second network: %+v", st)
+		}
+		wantConnects(t, r, secs(0, 20))
+		wantLogs(t, r, "WARN wifi: could not join network; trying the next one", 1)
+		wantLogs(t, r, "ERROR wifi: could not join network", 0)
+
+		// Both gone after a minute and more on "home".
+		r.at(100 * time.Second)
+		f.do(func(f *fakeRadio) { f.inRange, f.assoc = false, nil })
+		r.at(150 * time.Second)
+		var ssids []string
+		for _, c := range f.callList() {
+			if strings.HasPrefix(c, "connect ") {
+				ssids = append(ssids, strings.Fields(c)[2])
+			}
+		}
+		if want := []string{`"office"`, `"home"`, `"office"`, `"home"`, `"office"`}; !slices.Equal(ssids, want) {
+			t.Errorf("networks tried: %q, want %q", ssids, want)
+		}
+		if lines := wantLogs(t, r, "ERROR wifi: could not join network", 1); len(lines) == 1 && !strings.Contains(lines[0], "ssid=home") {
+			t.Errorf("the round's failure names the last network: %s", lines[0])
+		}
+		if st := r.state.Status(); st.Failures != 1 {
+			t.Errorf("failures after one failed round: %+v", st)
+		}
+		wantNoSecret(t, r, "office passphrase")
+	})
+}
+
+// TestOtherNetworksRefused: the same network twice, or a bad one among
+// the others, is refused before anything starts.
+func TestOtherNetworksRefused(t *testing.T) {
+	noOpen := func() (Radio, error) { return nil, errors.New("opened") }
+	if err := Run(context.Background(), wpa2, Options{Open: noOpen, Others: []Config{wpa2}}); err == nil || !strings.Contains(err.Error(), "listed twice") {
+		t.Errorf("the same network twice: %v", err)
+	}
+	if err := Run(context.Background(), wpa2, Options{Open: noOpen, Others: []Config{{SSID: "x", Passphrase: "short"}}}); err == nil || !strings.Contains(err.Error(), "passphrase") {
+		t.Errorf("a bad other network: %v", err)
+	}
+}

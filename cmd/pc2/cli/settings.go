@@ -77,7 +77,7 @@ func (f *settingsFlags) apply(s *settings.Settings) error {
 		}
 	}
 	if *f.noWiFi {
-		s.WiFi = nil
+		s.WiFi, s.WiFiNetworks = nil, nil
 	}
 	if *f.wifiSSID != "" {
 		s.WiFi = &settings.WiFi{SSID: *f.wifiSSID}
