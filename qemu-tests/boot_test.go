@@ -3,53 +3,36 @@
 package qemutests
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pc2/pc2/boards/qemu"
-	"github.com/pc2/pc2/image"
-	"github.com/pc2/pc2/internal/testing/testlog"
+	"github.com/pc2/pc2/appliance/profile"
+	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 )
 
-// TestBootGokrazy builds the qemu image with the init and gokrazy's services
-// and waits until gokrazy's web interface answers through the forwarded
-// port 80.
+// TestBootGokrazy boots the personal image and waits until gokrazy's web
+// interface answers through the forwarded port 8080 (the image's gokrazy
+// password makes the init listen there). The image's network is
+// `pc2 device`'s (its DHCP client): an image of the init and gokrazy's
+// services alone configures no address.
 func TestBootGokrazy(t *testing.T) {
 	qemutest.Require(t)
-	const password = "pc2-test-password"
-	dir := t.TempDir()
-	res, err := image.Build(context.Background(), image.Options{
-		Board: qemu.Board,
-		ExtraFiles: map[string][]byte{
-			"/etc/gokr-pw.txt": []byte(password),
-			"/etc/hostname":    []byte("pc2-qemu"),
-		},
-		SourceDateEpoch: 1700000000,
-		Output:          filepath.Join(dir, "disk.img"),
-		RootSize:        128 * image.MiB,
-		PermSize:        64 * image.MiB,
-		Logger:          slog.New(slog.NewTextHandler(testlog.Writer(t), nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	const password = "pc2-test-password" // buildBoardImage's
+	img := buildProfileImage(t, settings.Settings{Profile: profile.Personal, Supernodes: []string{placeholderSupernode(t)}}, nil)
 
-	vm := qemutest.Boot(t, res.Image, qemutest.Options{Forward: []int{80}})
-	url := fmt.Sprintf("http://gokrazy:%s@127.0.0.1:%d/", password, vm.HostPort(80))
+	vm := qemutest.Boot(t, img, qemutest.Options{Forward: []int{profile.GokrazyHTTPPort}})
+	url := fmt.Sprintf("http://gokrazy:%s@127.0.0.1:%d/", password, vm.HostPort(profile.GokrazyHTTPPort))
 	body := vm.WaitHTTP(t, url, 3*time.Minute)
 	bootTime := time.Since(vm.Started)
 	t.Logf("boot time (QEMU start to HTTP 200): %v", bootTime.Round(100*time.Millisecond))
 
-	if !strings.Contains(string(body), "pc2-qemu") {
-		t.Errorf("status page does not show hostname pc2-qemu")
+	if !strings.Contains(string(body), "pc2") || !strings.Contains(string(body), "/user/pc2") {
+		t.Errorf("status page does not show the host name pc2 and the device service")
 	}
 	// gokrazy's own update API, with the right password, writes nothing
 	// (issue 16, finding 8): it would bypass the release signatures.
