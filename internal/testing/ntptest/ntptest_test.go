@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/beevik/ntp"
+
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 // TestQuery asks the server with the NTP client gokrazy's NTP service
@@ -28,9 +30,12 @@ func TestQuery(t *testing.T) {
 	if d := r.Time.Sub(want); d < -time.Millisecond || d > time.Millisecond {
 		t.Fatalf("server time %v, want %v", r.Time, want)
 	}
-	if r.Stratum != 1 || s.Answered.Load() != 1 {
-		t.Fatalf("stratum %d, %d answers", r.Stratum, s.Answered.Load())
+	if r.Stratum != 1 {
+		t.Fatalf("stratum %d", r.Stratum)
 	}
+	// The server counts an answer once its write returned, which may be
+	// after the client has read it.
+	testenv.WaitFor(t, 5*time.Second, "one answer counted", func() bool { return s.Answered.Load() == 1 })
 	// A server's own answer (mode 4) and a short packet get nothing.
 	for _, req := range [][]byte{make([]byte, 10), append([]byte{4<<3 | 4}, make([]byte, 47)...)} {
 		if _, ok := answer(req, want, time.Now); ok {
