@@ -81,24 +81,13 @@ func (p Pair) Link(t testing.TB) {
 }
 
 // Unlink removes the veth pair, as a pulled-out adapter goes.
-func (p Pair) Unlink(t testing.TB) {
-	t.Helper()
-	h, err := netlink.NewHandleAt(p.Client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	dev, err := h.LinkByName("veth0")
-	if err == nil {
-		err = h.LinkDel(dev)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+func (p Pair) Unlink(t testing.TB) { p.veth0(t, (*netlink.Handle).LinkDel) }
 
 // Up sets the client's veth0 up.
-func (p Pair) Up(t testing.TB) {
+func (p Pair) Up(t testing.TB) { p.veth0(t, (*netlink.Handle).LinkSetUp) }
+
+// veth0 applies f to the client's veth0.
+func (p Pair) veth0(t testing.TB, f func(*netlink.Handle, netlink.Link) error) {
 	t.Helper()
 	h, err := netlink.NewHandleAt(p.Client)
 	if err != nil {
@@ -107,7 +96,7 @@ func (p Pair) Up(t testing.TB) {
 	defer h.Close()
 	dev, err := h.LinkByName("veth0")
 	if err == nil {
-		err = h.LinkSetUp(dev)
+		err = f(h, dev)
 	}
 	if err != nil {
 		t.Fatal(err)
