@@ -142,23 +142,26 @@ func TestForgedClientAddresses(t *testing.T) {
 	}
 }
 
-// TestNameRenewed (issue 16, finding 8): grants are short, so that a
-// released or revoked name's old grant is not honoured for long, and the
-// node renews its own name by itself when half of the grant's life is
-// left; a grant is never renewed earlier.
+// TestNameRenewed (issue 16, finding 8; issue 20): a grant routes
+// visitors for a short time, so that a released or revoked name's old
+// grant is not honoured for long, and the node renews its own name by
+// itself when half of that time is left, never earlier; the name stays
+// reserved for much longer. When the operator revokes the name, the node
+// forgets it and its dashboard says why.
 func TestNameRenewed(t *testing.T) {
-	gw := gwtest.Start(t, gwtest.Options{GrantTTL: 6 * time.Second})
+	op := testOperatorKey(t)
+	gw := gwtest.Start(t, gwtest.Options{Operator: op, GrantTTL: time.Hour, RouteTTL: 6 * time.Second})
 	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: gw.Addrs,
 		NameServices: []cloud.NameService{{Domain: "pc2.test", API: gw.API}}}
-	setUpNode(t, cfg, Options{NameCheck: 200 * time.Millisecond}, "renewing")
+	base := setUpNode(t, cfg, Options{NameCheck: 200 * time.Millisecond}, "renewing")
 	ctx := context.Background()
 	names := &namesapi.Client{API: gw.API}
 	first, err := names.Lookup(ctx, "renewing.pc2.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := first.Expires.Sub(first.IssuedAt); got != 6*time.Second {
-		t.Fatalf("grant lifetime %v, want the configured 6s", got)
+	if route, life := first.RouteUntil.Sub(first.IssuedAt), first.Expires.Sub(first.IssuedAt); route != 6*time.Second || life != time.Hour {
+		t.Fatalf("grant routes for %v and lasts %v, want the configured 6s and 1h", route, life)
 	}
 	// Not renewed while more than half is left (checks every 200 ms)...
 	time.Sleep(time.Until(first.IssuedAt.Add(2 * time.Second)))
@@ -169,12 +172,70 @@ func TestNameRenewed(t *testing.T) {
 	seqs := map[uint64]bool{first.Seq: true}
 	testenv.WaitFor(t, 20*time.Second, "two renewals", func() bool {
 		ni, err := names.Lookup(ctx, "renewing.pc2.test")
-		if err != nil || ni.Status != records.StatusActive || !ni.Expires.After(time.Now()) {
-			t.Fatalf("the name lapsed: %+v %v", ni, err)
+		if err != nil || ni.Status != records.StatusActive || !ni.RouteUntil.After(time.Now()) || !ni.Since.Equal(first.Since) {
+			t.Fatalf("the name lapsed or changed holding: %+v %v", ni, err)
 		}
 		seqs[ni.Seq] = true
 		return len(seqs) >= 3
 	})
+
+	// The operator revokes it (as pc2 operator revoke does).
+	cur, err := names.Lookup(ctx, "renewing.pc2.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokeName(t, gw, op, cur, "spam reported")
+	owner := cloudtest.New(t, base, nil)
+	owner.Login("owner password")
+	testenv.WaitFor(t, 20*time.Second, "the dashboard to say the name was revoked", func() bool {
+		page := owner.Get("/_/").Body
+		return strings.Contains(page, "renewing.pc2.test was revoked by the operator of pc2.test: spam reported")
+	})
+}
+
+func testOperatorKey(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, k, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// revokeName signs the operator's revocation of cur's holding and puts
+// it into gw's DHT from a client node, as pc2 operator revoke does.
+func revokeName(t *testing.T, gw *gwtest.Gateway, op ed25519.PrivateKey, cur *namesapi.NameInfo, reason string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	boot, err := dht.ParseAddrInfos(gw.Addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(nil)
+	n, err := dht.New(ctx, dht.Config{Key: key, Mode: dht.ModeClient, Bootstrap: boot, AllowUnknownDomains: true, Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g, err := n.CurrentName(ctx, cur.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rev := records.Grant{Version: records.Version, Name: cur.Name, DID: g.Grant.DID, Seq: dht.NextSeq(g.Grant.Seq, now),
+		Status: records.StatusRevoked, IssuedAt: now.Unix(), Expires: now.Add(time.Hour).Unix(), Operator: g.Grant.Operator,
+		Since: g.Grant.HoldingSince(), After: g.Grant.After, Reason: reason}
+	val, err := records.SignGrant(op, &rev, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.PutVerified(ctx, records.NameKey(cur.Name), val); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // setUpNode runs a fresh node with cfg and opts (Listener and Logger set

@@ -40,6 +40,13 @@ type GatewayConfig struct {
 	// this supernode grants names for; each must be the key the domain's
 	// entry pins. Other domains are served, but their claims are refused.
 	OperatorKeys map[string]string `json:"operator_keys,omitempty"`
+	// Delegations are the operator's delegation files (`pc2 operator
+	// delegate`) of the domains this supernode grants names for with its
+	// own key: each must be from the operator the domain's entry pins,
+	// to this supernode's key. Grants it signs carry the delegation, so
+	// every DHT node checks them without the operator's key ever being
+	// on this machine.
+	Delegations map[string]string `json:"delegations,omitempty"`
 	// TLS is, per domain of OperatorKeys, where its visitors' TLS ends:
 	// "auto" (the default: at the node once it holds a certificate,
 	// else here), "end-to-end" (only at the node: visitors of a node
@@ -52,9 +59,12 @@ type GatewayConfig struct {
 	Policy gateway.Policy `json:"policy,omitempty"`
 	// Reserved are labels nobody may claim, on top of the built-in list.
 	Reserved []string `json:"reserved,omitempty"`
-	// GrantTTL is the lifetime of the name grants this supernode signs
-	// (default 90 days; nodes renew at half of it).
+	// GrantTTL is how long a grant this supernode signs keeps the name
+	// reserved to its holder (default 90 days); RouteTTL how long it
+	// routes visitors to it (default 24 hours; nodes renew at half of
+	// it).
 	GrantTTL config.Duration `json:"grant_ttl,omitempty"`
+	RouteTTL config.Duration `json:"route_ttl,omitempty"`
 	// RateLimit and Burst limit requests per client IP per second (0:
 	// the gateway's defaults).
 	RateLimit float64 `json:"rate_limit,omitempty"`
@@ -110,6 +120,11 @@ func (g *GatewayConfig) check(c *Config) error {
 			return fmt.Errorf("gateway: operator key for %s, which is not in domains", d)
 		}
 	}
+	for d := range g.Delegations {
+		if _, ok := trust[d]; !ok {
+			return fmt.Errorf("gateway: delegation for %s, which is not in domains", d)
+		}
+	}
 	for d, m := range g.TLS {
 		if _, ok := g.OperatorKeys[d]; !ok {
 			return fmt.Errorf("gateway: tls for %s, which has no operator key here (its record says the mode)", d)
@@ -146,9 +161,41 @@ func (g *GatewayConfig) operatorKeys(c *Config) (map[string]ed25519.PrivateKey, 
 	return keys, nil
 }
 
+// delegations loads the delegation files and checks each against the
+// pinned operator of its domain and this supernode's key.
+func (g *GatewayConfig) delegations(c *Config, self identity.ID) (map[string]records.SignedDelegation, error) {
+	trust, err := c.Trust()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]records.SignedDelegation{}
+	for d, file := range g.Delegations {
+		var sd records.SignedDelegation
+		if err := config.Load(file, &sd); err != nil {
+			return nil, fmt.Errorf("gateway: delegation of %s: %w", d, err)
+		}
+		del, err := records.ParseDelegation(sd)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: delegation %s: %w", file, err)
+		}
+		switch {
+		case del.Domain != d:
+			return nil, fmt.Errorf("gateway: delegation %s is for %s, not %s", file, del.Domain, d)
+		case del.Operator != trust[d]:
+			return nil, fmt.Errorf("gateway: delegation %s is signed by %s, but domains pins %s for %s", file, del.Operator.DID(), trust[d].DID(), d)
+		case del.Supernode != self:
+			return nil, fmt.Errorf("gateway: delegation %s is to %s, not this supernode (%s)", file, del.Supernode.DID(), self.DID())
+		case time.Now().Unix() >= del.Expires:
+			return nil, fmt.Errorf("gateway: delegation %s expired at %s: ask the operator for a new one", file, time.Unix(del.Expires, 0).UTC().Format(time.RFC3339))
+		}
+		out[d] = sd
+	}
+	return out, nil
+}
+
 // startGateway runs the gateway and its names API; the returned func
 // stops them.
-func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRelay, gateways *dht.GatewaySet,
+func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.PrivateKey, rel gateway.LocalRelay, gateways *dht.GatewaySet,
 	relayCert *atomic.Pointer[func(*tls.ClientHelloInfo) (*tls.Certificate, error)], log *slog.Logger) (func(), error) {
 	gc := cfg.Gateway
 	keys, err := gc.operatorKeys(cfg)
@@ -160,12 +207,16 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 		domains = append(domains, d.Domain)
 	}
 	self, _ := node.ID()
+	dels, err := gc.delegations(cfg, self)
+	if err != nil {
+		return nil, err
+	}
 	var g *gateway.Gateway
 	names, err := gateway.NewNames(gateway.NamesConfig{
-		Store: node, Operators: keys, Policy: gc.Policy, Reserved: gc.Reserved, GrantTTL: time.Duration(gc.GrantTTL),
+		Store: node, Operators: keys, Delegations: dels, Key: key, Policy: gc.Policy, Reserved: gc.Reserved,
+		GrantTTL: time.Duration(gc.GrantTTL), RouteTTL: time.Duration(gc.RouteTTL),
 		StateFile: filepath.Join(cfg.DataDir, "names.json"), Self: self, Logger: log,
-		Changed:   func(name string) { g.Forget(name) },
-		Primaries: gateways, Host: node.Host(),
+		Changed: func(name string) { g.Forget(name) },
 	})
 	if err != nil {
 		return nil, err
@@ -177,11 +228,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, rel gateway.LocalRe
 	if err != nil {
 		return nil, err
 	}
-	// The domain's other gateways hand claims for new names to this one
-	// when it is the domain's primary.
-	node.Host().SetStreamHandler(gateway.ProtocolNames, names.ServeNames(gateways.Allowed))
 	var stops []func()
-	stops = append(stops, func() { node.Host().RemoveStreamHandler(gateway.ProtocolNames) })
 	stop := func() {
 		for _, f := range stops {
 			f()

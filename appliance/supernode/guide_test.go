@@ -198,3 +198,5 @@ func jsonFields(t reflect.Type, into map[string]bool) map[string]bool {
 	}
 	return into
 }
+
+func (noNames) Unpublish(string) {}

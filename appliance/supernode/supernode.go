@@ -133,7 +133,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	defer rel.Close()
 	if cfg.Gateway != nil {
-		stop, err := startGateway(cfg, opts, node, rel, gws, &relayCert, log.With("service", "gateway"))
+		stop, err := startGateway(cfg, opts, node, key, rel, gws, &relayCert, log.With("service", "gateway"))
 		if err != nil {
 			return err
 		}

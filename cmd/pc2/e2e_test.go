@@ -224,9 +224,34 @@ func TestThreeSupernodeProcesses(t *testing.T) {
 		t.Fatalf("got %+v, want alice.%s -> %s", nres, domain, aliceDID)
 	}
 
+	// The operator revokes alice's name without her key; the reason
+	// travels with the revocation. A key that does not govern the domain
+	// cannot.
+	_, malloryDID := newKey(t, bin, dir, "mallory")
+	r := runPC2(t, bin, "", "operator", "revoke", "--operator-key", filepath.Join(dir, "mallory.key"), "--reason", "mine now",
+		"--bootstrap", sns[0].addr(t, "tcp"), "alice."+domain)
+	if r.code == 0 || !strings.Contains(r.stderr, "not "+malloryDID) {
+		t.Fatalf("revoke with another key: exit %d, %q", r.code, r.stderr)
+	}
+	out = mustPC2(t, bin, "operator", "revoke", "--operator-key", opKey, "--reason", "abuse report 42", "--bootstrap", sns[0].addr(t, "tcp"), "alice."+domain)
+	if !strings.Contains(out, "revoked alice."+domain) {
+		t.Fatalf("revoke printed %q", out)
+	}
+	var rres struct {
+		Name struct {
+			Grant struct{ DID, Status, Reason string }
+		}
+	}
+	js = mustPC2(t, bin, "resolve", "--bootstrap", sns[2].addr(t, "tcp"), "alice."+domain)
+	if err := json.Unmarshal([]byte(js), &rres); err != nil {
+		t.Fatal(err)
+	}
+	if g := rres.Name.Grant; g.DID != aliceDID || g.Status != "revoked" || g.Reason != "abuse report 42" {
+		t.Fatalf("after the revocation: %+v", g)
+	}
+
 	// A name granted by a key that does not govern the domain is refused.
-	_, _ = newKey(t, bin, dir, "mallory")
-	r := runPC2(t, bin, "", "publish", "name", "--operator-key", filepath.Join(dir, "mallory.key"), "--key", filepath.Join(dir, "mallory.key"),
+	r = runPC2(t, bin, "", "publish", "name", "--operator-key", filepath.Join(dir, "mallory.key"), "--key", filepath.Join(dir, "mallory.key"),
 		"--name", "bob."+domain, "--bootstrap", sns[0].addr(t, "tcp"))
 	if r.code == 0 {
 		t.Fatalf("forged operator grant published")

@@ -137,6 +137,7 @@ type UpdateStatus struct {
 type dashboard struct {
 	DID      string
 	Name     string
+	NameLost string
 	URL      string
 	Node     NodeStatus
 	Usage    files.Usage
@@ -172,7 +173,7 @@ func nameURL(name, api string) string {
 
 func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	o := s.state.getOwner()
-	d := dashboard{DID: s.opts.Node.DID(), Name: o.Name, URL: nameURL(o.Name, o.NameAPI), Node: s.opts.Node.Status(),
+	d := dashboard{DID: s.opts.Node.DID(), Name: o.Name, NameLost: o.NameLost, URL: nameURL(o.Name, o.NameAPI), Node: s.opts.Node.Status(),
 		Version: s.opts.Version, Sessions: s.auth.sessionCount(), Services: s.opts.NameServices,
 		Msg: r.URL.Query().Get("msg"), Err: r.URL.Query().Get("err")}
 	if d.Version == "" {

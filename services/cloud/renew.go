@@ -7,14 +7,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // RenewName renews the owner's name at the names API it was claimed at
-// when less than half of its grant's lifetime is left: grants are short
-// (so a released or revoked name's old grant is not honoured for long)
-// and would lapse without it. It reports whether it renewed; no name, or
-// one with time left, is no error.
+// when less than half of the time its grant routes visitors is left:
+// that time is short (so a released or revoked name's old grant is not
+// honoured for long) and would run out without it. It reports whether it
+// renewed; no name, or one with time left, is no error. A name the node
+// no longer holds (revoked, granted to an earlier claim, released) is
+// forgotten, and the dashboard says why.
 func (s *Server) RenewName(ctx context.Context) (bool, error) {
 	o := s.state.getOwner()
 	key := s.opts.Node.Key()
@@ -26,8 +29,27 @@ func (s *Server) RenewName(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("renew %s: %w", o.Name, err)
 	}
-	if ni.DID != s.opts.Node.DID() {
-		return false, fmt.Errorf("renew %s: the name is held by %s, not this node", o.Name, ni.DID)
+	var lost string
+	switch {
+	case ni.DID != s.opts.Node.DID():
+		// Two supernodes granted the name at once and the other claim
+		// came first (records.Beats), or it lapsed and was claimed again.
+		lost = fmt.Sprintf("%s was granted to another node (%s), whose claim came first", o.Name, ni.DID)
+	case ni.Status == records.StatusRevoked:
+		lost = o.Name + " was revoked by the operator of " + strings.SplitN(o.Name, ".", 2)[1]
+		if ni.Reason != "" {
+			lost += ": " + ni.Reason
+		}
+	case ni.Status == records.StatusReleased:
+		lost = o.Name + " was released"
+	}
+	if lost != "" {
+		name := o.Name
+		if err := s.state.updateOwner(func(o *owner) { o.Name, o.NameAPI, o.NameOperator, o.NameLost = "", "", "", lost }); err != nil {
+			return false, fmt.Errorf("renew %s: %w", name, err)
+		}
+		s.log.Warn("name lost", "name", name, "why", lost)
+		return false, fmt.Errorf("renew %s: %s", name, lost)
 	}
 	if o.NameOperator == "" {
 		// Claimed before the operator was recorded: pin it now.
@@ -36,7 +58,13 @@ func (s *Server) RenewName(ctx context.Context) (bool, error) {
 		}
 	}
 	now := s.opts.Now()
-	if half := ni.IssuedAt.Add(ni.Expires.Sub(ni.IssuedAt) / 2); now.Before(half) {
+	// Half of the time the grant routes visitors (its reservation,
+	// Expires, is longer).
+	until := ni.Expires
+	if !ni.RouteUntil.IsZero() {
+		until = ni.RouteUntil
+	}
+	if half := ni.IssuedAt.Add(until.Sub(ni.IssuedAt) / 2); now.Before(half) {
 		return false, nil
 	}
 	if _, err := c.Claim(ctx, key, o.Name, ""); err != nil {

@@ -27,6 +27,10 @@ type owner struct {
 	// node trusts the gateways that operator's domain record lists, and
 	// no other record of the domain.
 	NameOperator string `json:"name_operator,omitempty"`
+	// NameLost says why the node no longer holds the name it claimed
+	// (revoked by the operator and why, granted to an earlier claim,
+	// released elsewhere), for the dashboard, until another is claimed.
+	NameLost string `json:"name_lost,omitempty"`
 }
 
 // session is a logged-in browser (state/sessions.json). The map key is

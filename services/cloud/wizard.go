@@ -423,7 +423,9 @@ type claimed struct {
 }
 
 // into records c as the owner's name.
-func (c claimed) into(o *owner) { o.Name, o.NameAPI, o.NameOperator = c.name, c.api, c.operator }
+func (c claimed) into(o *owner) {
+	o.Name, o.NameAPI, o.NameOperator, o.NameLost = c.name, c.api, c.operator, ""
+}
 
 // claimName claims (or, for its holder, renews) the name of the form's
 // label and name service with the node key.

@@ -110,19 +110,6 @@ func (s *GatewaySet) Allowed(ctx context.Context, p peer.ID) bool {
 	return s.has(p)
 }
 
-// Primary is the first gateway domain's record lists: the supernode that
-// grants the domain's new names (gateway.Primaries). An error when no
-// record of the domain was resolved.
-func (s *GatewaySet) Primary(ctx context.Context, domain string) (peer.ID, error) {
-	s.refresh(ctx, func(time.Duration) bool { return false })
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ids := s.byDomain[domain]; len(ids) > 0 {
-		return ids[0], nil
-	}
-	return "", fmt.Errorf("dht: no gateways of %s known", domain)
-}
-
 // TLSMode is the TLS mode domain's record states (records.Domain.TLS);
 // false when no record of the domain was resolved.
 func (s *GatewaySet) TLSMode(ctx context.Context, domain string) (string, bool) {

@@ -113,3 +113,5 @@ func FuzzSkeletonOf(f *testing.F) {
 		}
 	})
 }
+
+func (noStore) Unpublish(string) {}

@@ -185,7 +185,10 @@ type entry struct {
 
 // Errors of resolution and routing.
 var (
-	errNoName  = errors.New("no such name")
+	errNoName = errors.New("no such name")
+	// errLapsed: the name is held, but its holder's node has not renewed
+	// the grant in time (records.Grant.RouteUntil).
+	errLapsed  = errors.New("the name lapsed: its node has not renewed it")
 	errOffline = errors.New("node offline")
 )
 
@@ -292,6 +295,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errNoName):
 		page(w, http.StatusNotFound, "No such name", html.EscapeString(name)+" is not registered.")
+		return
+	case errors.Is(err, errLapsed):
+		page(w, http.StatusNotFound, html.EscapeString(name)+" is not in use", html.EscapeString(name)+
+			" is held, but its owner's node has not renewed it lately. It is back once the node is online again.")
 		return
 	case err != nil:
 		g.log.Warn("resolve failed", "name", name, "err", err)
@@ -413,6 +420,8 @@ func (g *Gateway) lookup(ctx context.Context, name string, fresh bool) (*entry, 
 		return nil, err // not cached: the DHT may answer next time
 	case res.Name.Grant.Status != records.StatusActive:
 		ne.err = errNoName // revoked or released
+	case !res.Name.Grant.RoutesAt(now.Unix()):
+		ne.err = errLapsed
 	default:
 		ne.res = res
 	}
@@ -625,7 +634,7 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request, name strin
 	st := Status{Name: name}
 	code := http.StatusOK
 	switch {
-	case errors.Is(err, errNoName):
+	case errors.Is(err, errNoName), errors.Is(err, errLapsed):
 		code = http.StatusNotFound
 		st.Error = err.Error()
 	case err != nil:

@@ -54,6 +54,7 @@ type world struct {
 }
 
 type supernode struct {
+	key    ed25519.PrivateKey
 	node   *dht.Node
 	relay  *relayserver.Relay
 	cancel context.CancelFunc
@@ -100,7 +101,7 @@ func (w *world) addSupernode() *supernode {
 			t.Fatal(err)
 		}
 	}
-	s := &supernode{node: n, relay: r}
+	s := &supernode{key: key, node: n, relay: r}
 	var once sync.Once
 	s.cancel = func() { once.Do(func() { r.Close(); n.Close() }) }
 	t.Cleanup(s.cancel)

@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/host"
 	"golang.org/x/time/rate"
 
 	"github.com/pc2/pc2/internal/atomicfile"
@@ -47,8 +46,10 @@ type NameStore interface {
 	// CurrentName is the newest valid record of fqdn, or an error
 	// wrapping dht.ErrNotFound.
 	CurrentName(ctx context.Context, fqdn string) (*records.Name, error)
-	// Publish stores a signed record and keeps it published.
+	// Publish stores a signed record and keeps it published;
+	// Unpublish stops republishing it.
 	Publish(ctx context.Context, key string, value []byte) (dht.PutResult, error)
+	Unpublish(key string)
 }
 
 // Name policies: who may claim a name that nobody holds.
@@ -78,10 +79,15 @@ var DefaultReserved = []string{
 
 // Defaults of NamesConfig.
 const (
-	// DefaultGrantTTL is short enough that a name's old grant, which a
-	// set of DHT nodes could go on serving after a release or a
-	// revocation, lapses within it; nodes renew at half of it.
-	DefaultGrantTTL    = 90 * 24 * time.Hour
+	// DefaultGrantTTL is how long a name stays reserved to its holder
+	// after the last renewal (records.Grant.Expires): a node that is off
+	// for weeks keeps its name.
+	DefaultGrantTTL = 90 * 24 * time.Hour
+	// DefaultRouteTTL is how long a grant routes visitors
+	// (records.Grant.RouteUntil): short, so an old grant that DHT nodes
+	// replay after a release or a revocation is honoured for that long
+	// at most. Nodes renew at half of it.
+	DefaultRouteTTL    = 24 * time.Hour
 	DefaultClaimWindow = 10 * time.Minute
 	// DefaultMaxNamesPerDID is how many names one DID may hold through
 	// this supernode's grants.
@@ -101,15 +107,22 @@ type NamesConfig struct {
 	// Store reads and publishes name records. Required.
 	Store NameStore
 	// Operators are the operator keys of the domains this supernode grants
-	// names for. A served domain without one answers lookups; its claims
-	// get a 503 naming the reason.
+	// names for with the operator's own key.
 	Operators map[string]ed25519.PrivateKey
+	// Delegations are the domains this supernode grants names for under
+	// the operator's delegation, signing with Key. A served domain with
+	// neither answers lookups; its claims get a 503 naming the reason.
+	Delegations map[string]records.SignedDelegation
+	// Key is this supernode's own key (required with Delegations).
+	Key ed25519.PrivateKey
 	// Policy applies to new claims on every domain.
 	Policy Policy
 	// Reserved labels are refused on top of DefaultReserved.
 	Reserved []string
-	// GrantTTL is a grant's lifetime; holders renew by claiming again.
-	GrantTTL time.Duration
+	// GrantTTL is how long a grant keeps the name reserved to its
+	// holder; RouteTTL how long it routes visitors. Holders renew by
+	// claiming again, at half of RouteTTL.
+	GrantTTL, RouteTTL time.Duration
 	// ClaimWindow is how old (by its issued-at) a claim may be when it
 	// arrives; older ones are refused as replays.
 	ClaimWindow time.Duration
@@ -125,10 +138,6 @@ type NamesConfig struct {
 	StateFile string
 	// Changed is told a name's record changed (the gateway's cache).
 	Changed func(fqdn string)
-	// Primaries and Host, if set, hand claims for new names to the
-	// domain's primary supernode over ProtocolNames (names_primary.go).
-	Primaries Primaries
-	Host      host.Host
 	// Self is this supernode's DID, shown by /api/health.
 	Self   identity.ID
 	Logger *slog.Logger
@@ -140,6 +149,7 @@ type NamesConfig struct {
 type Names struct {
 	cfg      NamesConfig
 	log      *slog.Logger
+	grants   map[string]granter // by domain: how this supernode signs its grants
 	reserved map[string]bool
 	allow    map[identity.ID]bool
 	invites  map[string]bool // hashed codes the operator issued
@@ -172,6 +182,12 @@ func NewNames(cfg NamesConfig) (*Names, error) {
 	if cfg.GrantTTL > records.MaxNameLifetime {
 		return nil, fmt.Errorf("names: grant lifetime %v is above the %v records allow", cfg.GrantTTL, records.MaxNameLifetime)
 	}
+	if cfg.RouteTTL <= 0 {
+		cfg.RouteTTL = DefaultRouteTTL
+	}
+	if cfg.RouteTTL > cfg.GrantTTL {
+		cfg.RouteTTL = cfg.GrantTTL
+	}
 	if cfg.ClaimWindow <= 0 {
 		cfg.ClaimWindow = DefaultClaimWindow
 	}
@@ -190,6 +206,7 @@ func NewNames(cfg NamesConfig) (*Names, error) {
 	if cfg.NewNames <= 0 {
 		cfg.NewNames = DefaultNewNames
 	}
+	grants := map[string]granter{}
 	for d, k := range cfg.Operators {
 		if err := records.ValidDomain(d); err != nil {
 			return nil, fmt.Errorf("names: %w", err)
@@ -197,8 +214,32 @@ func NewNames(cfg NamesConfig) (*Names, error) {
 		if len(k) != ed25519.PrivateKeySize {
 			return nil, fmt.Errorf("names: operator key of %s is not an Ed25519 private key", d)
 		}
+		id, err := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
+		if err != nil {
+			return nil, fmt.Errorf("names: operator key of %s: %w", d, err)
+		}
+		grants[d] = granter{key: k, operator: id}
 	}
-	n := &Names{cfg: cfg, log: cfg.Logger, reserved: map[string]bool{}, allow: map[identity.ID]bool{},
+	for d, sd := range cfg.Delegations {
+		if _, dup := grants[d]; dup {
+			continue // the operator's own key signs
+		}
+		del, err := records.ParseDelegation(sd)
+		if err != nil {
+			return nil, fmt.Errorf("names: delegation for %s: %w", d, err)
+		}
+		if del.Domain != d {
+			return nil, fmt.Errorf("names: the delegation given for %s is for %s", d, del.Domain)
+		}
+		if len(cfg.Key) != ed25519.PrivateKeySize {
+			return nil, errors.New("names: delegations need the supernode's key")
+		}
+		if self, err := identity.IDFromPublicKey(cfg.Key.Public().(ed25519.PublicKey)); err != nil || self != del.Supernode {
+			return nil, fmt.Errorf("names: the delegation for %s is to %s, not this supernode", d, del.Supernode.DID())
+		}
+		grants[d] = granter{key: cfg.Key, operator: del.Operator, delegation: &sd, self: del.Supernode, until: time.Unix(del.Expires, 0)}
+	}
+	n := &Names{grants: grants, cfg: cfg, log: cfg.Logger, reserved: map[string]bool{}, allow: map[identity.ID]bool{},
 		invites: map[string]bool{}, used: map[string]string{}, seen: map[[32]byte]time.Time{},
 		reservedKeys: map[string]string{}, held: map[string]heldName{},
 		perAddr: newIPLimiter(rate.Every(time.Hour), cfg.NewNamesPerClient, cfg.Now),
@@ -317,9 +358,6 @@ func (n *Names) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/api/health" && r.Method == http.MethodGet:
 		v = n.health(domain)
 	case path == "/api/names" && r.Method == http.MethodPost:
-		if n.forwardNew(w, r, domain) {
-			return
-		}
 		v, status, err = n.claim(r, domain)
 	case strings.HasPrefix(path, "/api/names/"):
 		rest := strings.TrimPrefix(path, "/api/names/")
@@ -370,7 +408,7 @@ func (n *Names) health(domain string) namesapi.Health {
 	if n.cfg.Self != (identity.ID{}) {
 		h.Gateway = n.cfg.Self.DID()
 	}
-	if _, ok := n.cfg.Operators[domain]; ok {
+	if _, ok := n.grants[domain]; ok {
 		h.Grants = true
 		h.Policy = n.cfg.Policy.Mode
 		if h.Policy == "" {
@@ -386,6 +424,16 @@ func info(g *records.Grant) *namesapi.NameInfo {
 	if g.Status == records.StatusActive {
 		ni.URL = "https://" + g.Name
 	}
+	if g.Signer != (identity.ID{}) {
+		ni.Signer = g.Signer.DID()
+	}
+	if g.Since != 0 {
+		ni.Since = time.Unix(g.Since, 0).UTC()
+	}
+	if g.RouteUntil != 0 {
+		ni.RouteUntil = time.Unix(g.RouteUntil, 0).UTC()
+	}
+	ni.Reason = g.Reason
 	return ni
 }
 
@@ -453,6 +501,9 @@ func (n *Names) available(ctx context.Context, name, domain string) (*namesapi.A
 		a.Available = true
 	case cur.Grant.Status == records.StatusRevoked:
 		a.Reason = full + " was revoked by the operator"
+		if cur.Grant.Reason != "" {
+			a.Reason += ": " + cur.Grant.Reason
+		}
 	default:
 		a.Reason = full + " is held by " + cur.Grant.DID.DID()
 	}
@@ -593,15 +644,38 @@ func (n *Names) fresh(sc records.SignedClaim, c *records.Claim, cur *records.Nam
 	return nil
 }
 
-// operator returns the key this supernode grants domain's names with.
-func (n *Names) operator(domain string) (ed25519.PrivateKey, identity.ID, error) {
-	key, ok := n.cfg.Operators[domain]
-	if !ok {
-		return nil, identity.ID{}, refuse(http.StatusServiceUnavailable, "not_granted_here",
-			"this gateway serves %s but does not grant its names: claim through a supernode of the domain's operator", domain)
+// granter is how this supernode signs a domain's grants: with the
+// operator's key, or with its own under the operator's delegation.
+type granter struct {
+	key        ed25519.PrivateKey
+	operator   identity.ID
+	delegation *records.SignedDelegation // nil: key is the operator's
+	self       identity.ID               // the delegation's supernode
+	until      time.Time                 // the delegation's end
+}
+
+func (gr granter) sign(g *records.Grant, sc *records.SignedClaim) ([]byte, error) {
+	g.Operator = gr.operator
+	if gr.delegation == nil {
+		return records.SignGrant(gr.key, g, sc)
 	}
-	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
-	return key, id, err
+	g.Signer = gr.self
+	return records.SignDelegatedGrant(gr.key, *gr.delegation, g, sc)
+}
+
+// granterOf returns how this supernode grants domain's names.
+func (n *Names) granterOf(domain string) (granter, error) {
+	gr, ok := n.grants[domain]
+	switch {
+	case !ok:
+		return granter{}, refuse(http.StatusServiceUnavailable, "not_granted_here",
+			"this gateway serves %s but does not grant its names: claim through a supernode of the domain's operator", domain)
+	case gr.delegation != nil && !n.cfg.Now().Before(gr.until):
+		n.log.Error("the operator's delegation to grant names has expired", "domain", domain, "expired", gr.until)
+		return granter{}, refuse(http.StatusServiceUnavailable, "not_granted_here",
+			"this gateway's delegation to grant names under %s has expired: claim through another supernode of the domain", domain)
+	}
+	return gr, nil
 }
 
 // claim is POST /api/names.
@@ -614,7 +688,7 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 	if err != nil {
 		return nil, 0, err
 	}
-	key, opID, err := n.operator(domain)
+	gr, err := n.granterOf(domain)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -645,11 +719,7 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 			return nil, 0, err
 		}
 	}
-	var seq uint64
-	if cur != nil {
-		seq = cur.Grant.Seq
-	}
-	g, err := n.grant(r.Context(), key, opID, c, req.Claim, records.StatusActive, seq)
+	g, err := n.grant(r.Context(), gr, c, req.Claim, records.StatusActive, cur, renewal)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -692,17 +762,47 @@ func (n *Names) admit(c *records.Claim, invite string) (string, error) {
 	return "", nil
 }
 
-// grant signs and publishes the operator's grant for claim (n.mu held).
-func (n *Names) grant(ctx context.Context, key ed25519.PrivateKey, opID identity.ID, c *records.Claim, sc records.SignedClaim, st records.Status, seq uint64) (*records.Grant, error) {
+// grant signs and publishes a grant for claim (n.mu held): the next
+// record of cur's holding when same is set (a renewal, a release), else
+// the first of a new holding that follows cur.
+func (n *Names) grant(ctx context.Context, gr granter, c *records.Claim, sc records.SignedClaim, st records.Status, cur *records.Name, same bool) (*records.Grant, error) {
 	now := n.cfg.Now()
-	g := &records.Grant{Version: records.Version, Name: c.Name, DID: c.DID, Seq: dht.NextSeq(seq, now), Status: st,
-		IssuedAt: now.Unix(), Expires: now.Add(n.cfg.GrantTTL).Unix(), Operator: opID}
-	val, err := records.SignGrant(key, g, &sc)
+	g := &records.Grant{Version: records.Version, Name: c.Name, DID: c.DID, Status: st,
+		IssuedAt: now.Unix(), Expires: now.Add(n.cfg.GrantTTL).Unix(), Since: now.Unix()}
+	if st == records.StatusActive {
+		g.RouteUntil = now.Add(n.cfg.RouteTTL).Unix()
+	}
+	var seq uint64
+	if cur != nil {
+		seq = cur.Grant.Seq
+		if same {
+			g.Since, g.After = cur.Grant.HoldingSince(), cur.Grant.After
+		} else {
+			g.After = cur.Grant.Seq
+		}
+	}
+	g.Seq = dht.NextSeq(seq, now)
+	val, err := gr.sign(g, &sc)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := n.cfg.Store.Publish(ctx, records.NameKey(c.Name), val); err != nil {
-		return nil, fmt.Errorf("publish %s: %w", c.Name, err)
+	key := records.NameKey(c.Name)
+	_, perr := n.cfg.Store.Publish(ctx, key, val)
+	if perr != nil || !same {
+		// Another supernode of the domain may have granted the name to
+		// someone else at the same moment: the first holding wins
+		// everywhere (records.Beats), and the loser is told here.
+		// (A tie in Beats went to the other record's bytes, as the
+		// network holds it.)
+		if won, err := n.cfg.Store.CurrentName(ctx, c.Name); err == nil && won.Grant.DID != c.DID &&
+			records.Beats(&won.Grant, g) >= 0 {
+			n.cfg.Store.Unpublish(key)
+			n.log.Info("claim lost to an earlier one", "name", c.Name, "did", c.DID.DID(), "holder", won.Grant.DID.DID())
+			return nil, refuse(http.StatusConflict, "taken", "%s was granted to %s by another supernode of the domain an instant earlier", c.Name, won.Grant.DID.DID())
+		}
+	}
+	if perr != nil {
+		return nil, fmt.Errorf("publish %s: %w", c.Name, perr)
 	}
 	n.seen[sha256.Sum256(sc.Body)] = now
 	if n.cfg.Changed != nil {
@@ -724,7 +824,7 @@ func (n *Names) release(r *http.Request, name, domain string) (*namesapi.NameInf
 	if c.Name != full {
 		return nil, refuse(http.StatusBadRequest, "bad_claim", "the claim releases %s, not %s", c.Name, full)
 	}
-	key, opID, err := n.operator(domain)
+	gr, err := n.granterOf(domain)
 	if err != nil {
 		return nil, err
 	}
@@ -743,7 +843,7 @@ func (n *Names) release(r *http.Request, name, domain string) (*namesapi.NameInf
 	if err := n.fresh(req.Claim, c, cur); err != nil {
 		return nil, err
 	}
-	g, err := n.grant(r.Context(), key, opID, c, req.Claim, records.StatusReleased, cur.Grant.Seq)
+	g, err := n.grant(r.Context(), gr, c, req.Claim, records.StatusReleased, cur, true)
 	if err != nil {
 		return nil, err
 	}

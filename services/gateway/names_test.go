@@ -11,9 +11,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/internal/testing/testenv"
@@ -428,43 +431,43 @@ func TestNamesSquatting(t *testing.T) {
 	}
 }
 
-// TestNamesOneGranter (issue 16, finding 8): two supernodes hold the
-// operator key. Claims for the same free names race at both; the second
-// supernode hands claims for new names to the domain's primary (the
-// first gateway its record lists), so each name is granted once and the
-// loser is told it is taken. Renewals by the holder are served where they
-// arrive, also while the primary is away; a new claim then gets a 503.
-func TestNamesOneGranter(t *testing.T) {
-	w := newWorld(t, 2)
+// delegate signs the operator's delegation of testDomain to s.
+func (w *world) delegate(s *supernode, life time.Duration) records.SignedDelegation {
+	w.t.Helper()
+	id, err := identity.IDFromPublicKey(s.key.Public().(ed25519.PublicKey))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	now := time.Now()
+	sd, err := records.SignDelegation(w.operator, &records.Delegation{Version: records.Version, Domain: testDomain,
+		Operator: w.opID, Supernode: id, IssuedAt: now.Add(-time.Minute).Unix(), Expires: now.Add(life).Unix()})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return sd
+}
+
+// TestNamesDelegatedRace (issue 20): neither supernode holds the operator
+// key; each grants under its own delegation. Claims for the same free
+// names race at both: every name ends with one holder, the same at both
+// supernodes, and whoever was told the name was theirs holds it unless
+// the race was too close to see (counted). A renewal at the other
+// supernode keeps the holding; after a release and a new holder, the old
+// holder's grant replayed into the DHT is refused.
+func TestNamesDelegatedRace(t *testing.T) {
+	w := newWorld(t, 3)
 	a, b := w.sns[0], w.sns[1]
-	sets := map[*supernode]*dht.GatewaySet{}
-	setUp := func(s *supernode) (*Names, *httptest.Server) {
-		// As a supernode does: one gateway set of its domains says who may
-		// hand claims over and which gateway is the primary.
-		gws, err := dht.NewGatewaySet(dht.GatewaysConfig{Resolve: s.node.ResolveDomain, Domains: func() []string { return []string{testDomain} },
-			MinRefresh: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sets[s] = gws
-		names, _, srv := w.namesGateway(s, true, func(c *NamesConfig) {
-			c.Primaries, c.Host = gws, s.node.Host()
+	setUp := func(s *supernode) *httptest.Server {
+		_, _, srv := w.namesGateway(s, false, func(c *NamesConfig) {
+			c.Key, c.Delegations = s.key, map[string]records.SignedDelegation{testDomain: w.delegate(s, time.Hour)}
 			c.NewNamesPerClient, c.MaxNamesPerDID = 100, 100
 		})
-		s.node.Host().SetStreamHandler(ProtocolNames, names.ServeNames(gws.Allowed))
-		return names, srv
+		return srv
 	}
-	namesA, srvA := setUp(a) // listed first: the primary
-	namesB, srvB := setUp(b)
-	// Both supernodes know the domain's record with both gateways (a
-	// gateway just listed is known within MinRefresh).
-	testenv.WaitFor(t, 20*time.Second, "each supernode to know both gateways", func() bool {
-		ctx := context.Background()
-		return sets[a].Allowed(ctx, b.node.Host().ID()) && sets[b].Allowed(ctx, a.node.Host().ID())
-	})
+	srvA, srvB := setUp(a), setUp(b)
 	ctx := context.Background()
 	cA, cB := &namesapi.Client{API: srvA.URL}, &namesapi.Client{API: srvB.URL}
-
+	lateLosers := 0
 	for i := range 8 {
 		name := fmt.Sprintf("race%d.%s", i, testDomain)
 		alice, aliceID := newKey(t)
@@ -484,62 +487,120 @@ func TestNamesOneGranter(t *testing.T) {
 				results <- result{c.id.DID(), err}
 			}()
 		}
-		var won []string
+		var told []string
 		for range 2 {
 			r := <-results
 			var ae *namesapi.APIError
 			switch {
 			case r.err == nil:
-				won = append(won, r.did)
+				told = append(told, r.did)
 			case errors.As(r.err, &ae) && ae.Code == "taken":
 			default:
 				t.Fatalf("%s: %v", name, r.err)
 			}
 		}
-		if len(won) != 1 {
-			t.Fatalf("%s granted to %d claimers (%v)", name, len(won), won)
+		if len(told) == 0 {
+			t.Fatalf("%s: both claims refused", name)
 		}
-		if got, err := cB.Lookup(ctx, name); err != nil || got.DID != won[0] {
-			t.Fatalf("%s resolves to %+v %v, want the one granted (%s)", name, got, err, won[0])
+		var holder string
+		testenv.WaitFor(t, 10*time.Second, name+" to have one holder at both supernodes", func() bool {
+			ga, errA := cA.Lookup(ctx, name)
+			gb, errB := cB.Lookup(ctx, name)
+			if errA != nil || errB != nil || ga.DID != gb.DID {
+				return false
+			}
+			holder = ga.DID
+			return true
+		})
+		if !slices.Contains(told, holder) {
+			t.Fatalf("%s is held by %s, who was told it was taken (granted to %v)", name, holder, told)
+		}
+		if len(told) == 2 {
+			lateLosers++
+		}
+		got, _ := cA.Lookup(ctx, name)
+		if got.Signer == "" || got.Since.IsZero() || got.RouteUntil.IsZero() || !got.RouteUntil.Before(got.Expires) {
+			t.Fatalf("%s: a delegated grant without signer, holding or route time: %+v", name, got)
 		}
 	}
+	t.Logf("races too close for the claim's answer to see: %d of 8 (the loser learns at its next lookup)", lateLosers)
 
-	// A visitor cannot make B decide by posing as a forwarded request.
-	spoofer, _ := newKey(t)
-	sc, err := namesapi.SignClaim(spoofer, "spoof."+testDomain, records.ActionHold, time.Now())
+	// A renewal at B of a name granted at A keeps the holding.
+	alice, aliceID := newKey(t)
+	first, err := cA.Claim(ctx, alice, "kept."+testDomain, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := json.Marshal(namesapi.ClaimRequest{Claim: sc})
-	req, _ := http.NewRequest("POST", srvB.URL+"/api/names", bytes.NewReader(body))
-	req.Host = testDomain
-	req.Header.Set(clientHeader, "192.0.2.1")
-	resp, err := srvB.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	namesA.mu.Lock()
-	_, atA := namesA.held["spoof."+testDomain]
-	namesA.mu.Unlock()
-	namesB.mu.Lock()
-	_, atB := namesB.held["spoof."+testDomain]
-	namesB.mu.Unlock()
-	if resp.StatusCode != http.StatusCreated || !atA || atB {
-		t.Fatalf("a new claim at B with a forged hand-over header: %s, granted by A %v, by B %v; want A", resp.Status, atA, atB)
-	}
-
-	// The holder renews at B while A is away; a new claim at B waits for A.
-	alice, _ := newKey(t)
-	if _, err := cA.Claim(ctx, alice, "kept."+testDomain, ""); err != nil {
-		t.Fatal(err)
-	}
-	a.node.Host().RemoveStreamHandler(ProtocolNames)
 	time.Sleep(1100 * time.Millisecond) // a later claim (issued-at has second resolution)
-	if _, err := cB.Claim(ctx, alice, "kept."+testDomain, ""); err != nil {
-		t.Fatalf("renewal at B while the primary is away: %v", err)
+	renewed, err := cB.Claim(ctx, alice, "kept."+testDomain, "")
+	if err != nil || !renewed.Since.Equal(first.Since) || renewed.Seq <= first.Seq || renewed.Signer == first.Signer {
+		t.Fatalf("renewal at B: %+v %v (first %+v)", renewed, err, first)
 	}
-	carol, _ := newKey(t)
-	_, err = cB.Claim(ctx, carol, "new."+testDomain, "")
-	wantAPIError(t, "a new name at B while the primary is away", err, 503, "primary_unreachable")
+
+	// Alice's active grant, kept by an attacker, outlives her release and
+	// bob's new holding; put back into the DHT it is refused.
+	key := records.NameKey("kept." + testDomain)
+	old, err := a.node.GetNewest(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := cB.Release(ctx, alice, "kept."+testDomain); err != nil {
+		t.Fatal(err)
+	}
+	bob, bobID := newKey(t)
+	if _, err := cA.Claim(ctx, bob, "kept."+testDomain, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, akey, _ := ed25519.GenerateKey(nil)
+	attacker, err := dht.New(ctx, dht.Config{Key: akey, Mode: dht.ModeClient, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		Bootstrap: []peer.AddrInfo{w.sns[2].node.AddrInfo()}, Trust: w.trust, Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	if err := attacker.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := attacker.PutVerified(ctx, key, old)
+	if !errors.Is(err, dht.ErrRefused) || res.Stored != 0 || res.Superseded == 0 {
+		t.Fatalf("alice's old grant replayed: %+v (%v), want refused by every supernode", res, err)
+	}
+	if got, err := cA.Lookup(ctx, "kept."+testDomain); err != nil || got.DID != bobID.DID() {
+		t.Fatalf("after the replay kept resolves to %+v %v, want bob %s (alice %s)", got, err, bobID.DID(), aliceID.DID())
+	}
+}
+
+// TestNameLapses (issue 20): a grant routes visitors only until its
+// RouteUntil; a name whose node did not renew it in time gets a page
+// that says so (not the node), while the name stays reserved to its
+// holder, who renews it back into use.
+func TestNameLapses(t *testing.T) {
+	w := newWorld(t, 1)
+	s := w.sns[0]
+	_, _, srv := w.namesGateway(s, true, func(c *NamesConfig) { c.GrantTTL, c.RouteTTL = time.Hour, 2*time.Second })
+	ctx := context.Background()
+	c := &namesapi.Client{API: srv.URL}
+	alice, _ := newKey(t)
+	ni, err := c.Claim(ctx, alice, "sleepy."+testDomain, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(ni.RouteUntil) + 100*time.Millisecond)
+	code, body := request(t, srv, "GET", "sleepy."+testDomain, "/", nil)
+	if code != http.StatusNotFound || !strings.Contains(body, "has not renewed it lately") {
+		t.Fatalf("a lapsed name: %d %s", code, body)
+	}
+	if st := status(t, srv, "sleepy."+testDomain); !strings.Contains(st.Error, "lapsed") {
+		t.Fatalf("status of a lapsed name: %+v", st)
+	}
+	bob, _ := newKey(t)
+	_, err = c.Claim(ctx, bob, "sleepy."+testDomain, "")
+	wantAPIError(t, "another DID claiming a lapsed name", err, http.StatusConflict, "taken")
+	if _, err := c.Claim(ctx, alice, "sleepy."+testDomain, ""); err != nil {
+		t.Fatalf("the holder renewing a lapsed name: %v", err)
+	}
+	if st := status(t, srv, "sleepy."+testDomain); st.Error != "" && strings.Contains(st.Error, "lapsed") {
+		t.Fatalf("still lapsed after the renewal: %+v", st)
+	}
 }

@@ -85,6 +85,18 @@ func (c *clientFlags) client(ctx context.Context, env Env) (*dht.Node, error) {
 	return node, nil
 }
 
+// joined bounds ctx by --timeout and joins the DHT as client does; stop
+// leaves it and ends the bound.
+func (c *clientFlags) joined(ctx context.Context, env Env) (context.Context, *dht.Node, func(), error) {
+	ctx, cancel := withTimeout(ctx, c.timeout)
+	node, err := c.client(ctx, env)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, node, func() { node.Close(); cancel() }, nil
+}
+
 func fmtTime(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
 
 func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
@@ -115,13 +127,11 @@ func parsePeer(flagName, s string) (records.Peer, error) {
 // key (0 if none), and puts the record sign makes for the next seq, checking
 // that the supernodes kept it.
 func (c *clientFlags) publishNext(ctx context.Context, env Env, key string, sign func(seq uint64, now time.Time) ([]byte, error)) (uint64, dht.PutResult, error) {
-	ctx, cancel := withTimeout(ctx, c.timeout)
-	defer cancel()
-	node, err := c.client(ctx, env)
+	ctx, node, stop, err := c.joined(ctx, env)
 	if err != nil {
 		return 0, dht.PutResult{}, err
 	}
-	defer node.Close()
+	defer stop()
 	cur, err := node.CurrentSeq(ctx, key)
 	if err != nil {
 		return 0, dht.PutResult{}, err

@@ -44,13 +44,11 @@ func runResolve(ctx context.Context, env Env, args []string) error {
 		}
 	}
 
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
-	node, err := cf.client(ctx, env)
+	ctx, node, stop, err := cf.joined(ctx, env)
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer stop()
 
 	var out any
 	if isName {

@@ -29,8 +29,9 @@ type Options struct {
 	// HTTPSListener, if set, serves HTTPS with certificates from ACME.
 	HTTPListener, HTTPSListener net.Listener
 	ACME                        supernode.ACMEConfig
-	// GrantTTL is the lifetime of name grants (0: the default).
-	GrantTTL time.Duration
+	// GrantTTL is the lifetime of name grants, RouteTTL how long they
+	// route visitors (0: the defaults).
+	GrantTTL, RouteTTL time.Duration
 	// ServeOnly: the supernode serves the domain without its operator
 	// key (it grants no names and does not list itself in the domain's
 	// record): another supernode of the operator's does.
@@ -75,7 +76,7 @@ func Start(t testing.TB, o Options) *Gateway {
 		Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: o.Bootstrap, AllowPrivateDials: true,
 		Domains: []supernode.DomainTrust{{Domain: o.Domain, Operator: op.DID()}},
 		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile},
-			GrantTTL: config.Duration(o.GrantTTL)}}
+			GrantTTL: config.Duration(o.GrantTTL), RouteTTL: config.Duration(o.RouteTTL)}}
 	if o.ServeOnly {
 		cfg.Gateway.OperatorKeys = nil
 	}

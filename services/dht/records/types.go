@@ -3,6 +3,7 @@ package records
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 
 	"github.com/pc2/pc2/provisioning/identity"
@@ -115,6 +116,50 @@ type Grant struct {
 	Expires   int64       `cbor:"7,keyasint" json:"expires"`
 	Operator  identity.ID `cbor:"8,keyasint" json:"operator"`
 	ClaimHash []byte      `cbor:"9,keyasint,omitempty" json:"claim_hash,omitempty"`
+	// Signer is the supernode that signed the grant under the
+	// operator's delegation, which the record carries (zero: the
+	// operator signed it with its own key).
+	Signer identity.ID `cbor:"10,keyasint,omitzero" json:"signer,omitzero"`
+	// Since is when this holding began: the first grant of the name to
+	// DID after it was free. Renewals, the release and a revocation
+	// keep it. Zero in records written before holdings were dated.
+	Since int64 `cbor:"11,keyasint,omitempty" json:"since,omitempty"`
+	// After is the seq of the newest record of the name the granter
+	// saw when this holding began (0: none). A holding that began after
+	// another's record beats it; two holdings that did not see each
+	// other (claims that raced on two supernodes) are decided by Since
+	// (see Beats).
+	After uint64 `cbor:"12,keyasint,omitempty" json:"after,omitempty"`
+	// Reason says why, for a revocation (shown to the holder).
+	Reason string `cbor:"13,keyasint,omitempty" json:"reason,omitempty"`
+	// RouteUntil is when gateways stop routing the name to DID unless
+	// the holder's node renewed it (0: at Expires). It is short (a day
+	// by default): an old grant that DHT nodes replay after a release
+	// or revocation is honoured for that long at most. Expires, longer,
+	// is how long the name stays reserved to its holder, so a node that
+	// is off for a holiday keeps its name.
+	RouteUntil int64 `cbor:"14,keyasint,omitempty" json:"route_until,omitempty"`
+}
+
+// RoutesAt reports whether an active grant still routes visitors at
+// unix time now (its holder renewed it in time).
+func (g *Grant) RoutesAt(now int64) bool {
+	if g.Status != StatusActive {
+		return false
+	}
+	if g.RouteUntil != 0 {
+		return now < g.RouteUntil
+	}
+	return now < g.Expires
+}
+
+// HoldingSince is when g's holding began (IssuedAt for records written
+// before holdings were dated).
+func (g *Grant) HoldingSince() int64 {
+	if g.Since != 0 {
+		return g.Since
+	}
+	return g.IssuedAt
 }
 
 // Claim is the holder's signed request for (or release of) a name: the proof
@@ -128,10 +173,12 @@ type Claim struct {
 	Nonce    []byte      `cbor:"6,keyasint" json:"nonce"`
 }
 
-// Name is a decoded name record: the grant and, unless revoked, the claim.
+// Name is a decoded name record: the grant, unless revoked the claim,
+// and the delegation of a grant a supernode signed.
 type Name struct {
-	Grant Grant  `json:"grant"`
-	Claim *Claim `json:"claim,omitempty"`
+	Grant      Grant       `json:"grant"`
+	Claim      *Claim      `json:"claim,omitempty"`
+	Delegation *Delegation `json:"delegation,omitempty"`
 }
 
 // Domain says which operator key governs a domain and which gateways serve
@@ -252,14 +299,21 @@ type SignedClaim struct {
 
 // SignClaim encodes c and signs it with key, which must be c.DID's key.
 func SignClaim(key ed25519.PrivateKey, c *Claim) (SignedClaim, error) {
-	if err := checkSigner(key, c.DID, "name claim"); err != nil {
-		return SignedClaim{}, err
+	body, sig, err := signBody(key, c.DID, "name claim", tagClaim, c)
+	return SignedClaim{Body: body, Sig: sig}, err
+}
+
+// signBody encodes v and signs it with key (which must be signer's): the
+// halves of a signed statement that travels on its own or inside a
+// record (a claim, a delegation).
+func signBody(key ed25519.PrivateKey, signer identity.ID, what, tag string, v any) (body, sig []byte, err error) {
+	if err := checkSigner(key, signer, what); err != nil {
+		return nil, nil, err
 	}
-	body, err := marshal(c)
-	if err != nil {
-		return SignedClaim{}, fmt.Errorf("encode name claim: %w", err)
+	if body, err = marshal(v); err != nil {
+		return nil, nil, fmt.Errorf("encode %s: %w", what, err)
 	}
-	return SignedClaim{Body: body, Sig: sign(key, tagClaim, body)}, nil
+	return body, sign(key, tag, body), nil
 }
 
 // ParseClaim decodes and verifies a signed claim on its own (as an operator
@@ -294,8 +348,40 @@ func SignGrant(operator ed25519.PrivateKey, g *Grant, claim *SignedClaim) ([]byt
 	if err := checkSigner(operator, g.Operator, "name grant"); err != nil {
 		return nil, err
 	}
+	if g.Signer != (identity.ID{}) {
+		return nil, errors.New("sign name grant: a grant with a signer is signed under its delegation (SignDelegatedGrant)")
+	}
+	return signGrant(operator, g, claim, envelope{Kind: KindName})
+}
+
+// SignDelegatedGrant is SignGrant for a supernode the domain's operator
+// delegated granting to: key is the supernode's, del the operator's
+// delegation to it, which the record carries. It sets g.Signer.
+func SignDelegatedGrant(key ed25519.PrivateKey, del SignedDelegation, g *Grant, claim *SignedClaim) ([]byte, error) {
+	d, err := ParseDelegation(del)
+	if err != nil {
+		return nil, err
+	}
+	_, domain, err := SplitName(g.Name)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case d.Domain != domain:
+		return nil, fmt.Errorf("sign name grant: the delegation is for %s, not %s", d.Domain, domain)
+	case d.Operator != g.Operator:
+		return nil, fmt.Errorf("sign name grant: the delegation is from %s, the grant names %s", d.Operator.DID(), g.Operator.DID())
+	}
+	if err := checkSigner(key, d.Supernode, "name grant"); err != nil {
+		return nil, err
+	}
 	gg := *g
-	env := envelope{Kind: KindName}
+	gg.Signer = d.Supernode
+	return signGrant(key, &gg, claim, envelope{Kind: KindName, Delegation: del.Body, DelegationSig: del.Sig})
+}
+
+func signGrant(key ed25519.PrivateKey, g *Grant, claim *SignedClaim, env envelope) ([]byte, error) {
+	gg := *g
 	if claim != nil {
 		h := sha256.Sum256(claim.Body)
 		gg.ClaimHash = h[:]
@@ -307,7 +393,7 @@ func SignGrant(operator ed25519.PrivateKey, g *Grant, claim *SignedClaim) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("encode name grant: %w", err)
 	}
-	env.Body, env.Sig = body, sign(operator, tagGrant, body)
+	env.Body, env.Sig = body, sign(key, tagGrant, body)
 	return marshal(&env)
 }
 

@@ -237,13 +237,32 @@ func (v *Validator) ParseName(key string, value []byte) (*Name, error) {
 	if err := v.checkOperator(domain, g.Operator); err != nil {
 		return nil, fmt.Errorf("name %s: %w", g.Name, err)
 	}
-	if !verify(g.Operator.PublicKey(), tagGrant, env.Body, env.Sig) {
+	n := &Name{Grant: g}
+	signer := g.Operator
+	if g.Signer != (identity.ID{}) {
+		if n.Delegation, err = v.checkDelegation(env, &g, domain); err != nil {
+			return nil, err
+		}
+		signer = g.Signer
+	} else if len(env.Delegation) != 0 || len(env.DelegationSig) != 0 {
+		return nil, fmt.Errorf("name grant for %s: %w: a delegation on a grant the operator signed", g.Name, ErrInconsistent)
+	}
+	if !verify(signer.PublicKey(), tagGrant, env.Body, env.Sig) {
 		return nil, fmt.Errorf("name grant for %s: %w", g.Name, ErrBadSignature)
 	}
 	if err := v.checkTimes(g.IssuedAt, g.Expires, MaxNameLifetime); err != nil {
 		return nil, fmt.Errorf("name grant for %s: %w", g.Name, err)
 	}
-	n := &Name{Grant: g}
+	switch {
+	case g.Since > g.IssuedAt:
+		return nil, fmt.Errorf("name grant for %s: %w: holding begins after the grant", g.Name, ErrMalformed)
+	case g.After >= g.Seq && g.After != 0:
+		return nil, fmt.Errorf("name grant for %s: %w: follows a record of seq %d with seq %d", g.Name, ErrMalformed, g.After, g.Seq)
+	case g.RouteUntil != 0 && (g.RouteUntil <= g.IssuedAt || g.RouteUntil > g.Expires):
+		return nil, fmt.Errorf("name grant for %s: %w: routes until outside its life", g.Name, ErrMalformed)
+	case len(g.Reason) > maxString:
+		return nil, fmt.Errorf("name grant for %s: %w: reason of %d bytes", g.Name, ErrMalformed, len(g.Reason))
+	}
 	switch g.Status {
 	case StatusActive, StatusReleased:
 		if len(env.Claim) == 0 {
@@ -385,6 +404,25 @@ func selectBest(values [][]byte, rank func([]byte) (order, error)) (int, error) 
 	return best, nil
 }
 
+// selectName picks the winning name record by Beats.
+func selectName(v *Validator, key string, values [][]byte) (int, error) {
+	best := -1
+	var bestRec *Name
+	for i, val := range values {
+		rec, err := v.ParseName(key, val)
+		if err != nil {
+			continue
+		}
+		if best < 0 || nameWins(rec, bestRec, val, values[best]) {
+			best, bestRec = i, rec
+		}
+	}
+	if best < 0 {
+		return 0, errors.New("records: no valid record to select")
+	}
+	return best, nil
+}
+
 // Namespaced returns the libp2p record validator for all PC2 namespaces.
 // Anything else (unknown namespace) is refused by the returned map.
 func (v *Validator) Namespaced() record.NamespacedValidator {
@@ -430,6 +468,9 @@ func (n nsValidator) Validate(key string, value []byte) error {
 }
 
 func (n nsValidator) Select(key string, values [][]byte) (int, error) {
+	if n.ns == NamespaceName {
+		return selectName(n.v, key, values)
+	}
 	return selectBest(values, func(val []byte) (order, error) {
 		rec, err := n.v.Parse(key, val)
 		if err != nil {

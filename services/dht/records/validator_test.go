@@ -180,11 +180,11 @@ func TestTimes(t *testing.T) {
 	v := strictValidator(t)
 	g := testGrant(t, testName, idOf(t, keyA), StatusRevoked)
 	g.Expires = unix(0)
-	_, err := v.ParseName(NameKey(testName), signGrant(t, keyOperator, g, nil))
+	_, err := v.ParseName(NameKey(testName), mustSignGrant(t, keyOperator, g, nil))
 	wantErr(t, err, ErrExpired)
 	g = testGrant(t, testName, idOf(t, keyA), StatusRevoked)
 	g.IssuedAt = unix(time.Hour)
-	_, err = v.ParseName(NameKey(testName), signGrant(t, keyOperator, g, nil))
+	_, err = v.ParseName(NameKey(testName), mustSignGrant(t, keyOperator, g, nil))
 	wantErr(t, err, ErrFuture)
 	d := testDomainRecord(t, keyOperator)
 	d.Expires = unix(-time.Second)
@@ -220,7 +220,7 @@ func TestLifetime(t *testing.T) {
 		{KindName, MaxNameLifetime, func(l time.Duration) error {
 			g := testGrant(t, testName, idOf(t, keyA), StatusRevoked)
 			g.IssuedAt, g.Expires = issued, issued+int64(l/time.Second)
-			_, err := v.ParseName(NameKey(testName), signGrant(t, keyOperator, g, nil))
+			_, err := v.ParseName(NameKey(testName), mustSignGrant(t, keyOperator, g, nil))
 			return err
 		}},
 		{KindDomain, MaxDomainLifetime, func(l time.Duration) error {
@@ -317,7 +317,7 @@ func TestVersion(t *testing.T) {
 
 		g := testGrant(t, testName, idOf(t, keyA), StatusRevoked)
 		g.Version = ver
-		_, err = v.ParseName(NameKey(testName), signGrant(t, keyOperator, g, nil))
+		_, err = v.ParseName(NameKey(testName), mustSignGrant(t, keyOperator, g, nil))
 		wantErr(t, err, ErrVersion)
 
 		dom := testDomainRecord(t, keyOperator)
@@ -330,7 +330,7 @@ func TestVersion(t *testing.T) {
 		sc := signClaim(t, keyA, c)
 		_, err = ParseClaim(sc)
 		wantErr(t, err, ErrVersion)
-		value := signGrant(t, keyOperator, testGrant(t, testName, idOf(t, keyA), StatusActive), &sc)
+		value := mustSignGrant(t, keyOperator, testGrant(t, testName, idOf(t, keyA), StatusActive), &sc)
 		_, err = v.ParseName(NameKey(testName), value)
 		wantErr(t, err, ErrVersion)
 	}
@@ -457,7 +457,7 @@ func TestTrust(t *testing.T) {
 		sc := signClaim(t, keyA, testClaim(t, keyA, name, ActionHold))
 		g := testGrant(t, name, a, StatusActive)
 		g.Operator = idOf(t, opKey)
-		return signGrant(t, opKey, g, &sc)
+		return mustSignGrant(t, opKey, g, &sc)
 	}
 	domainBy := func(opKey ed25519.PrivateKey, domain string) []byte {
 		d := testDomainRecord(t, opKey)
@@ -557,47 +557,47 @@ func TestNameConsistency(t *testing.T) {
 		c := testClaim(t, keyA, testName, ActionHold)
 		body := mustMarshal(t, c)
 		forged := SignedClaim{Body: body, Sig: sign(keyB, tagClaim, body)}
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &forged), ErrBadSignature)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &forged), ErrBadSignature)
 		_, err := ParseClaim(forged)
 		wantErr(t, err, ErrBadSignature)
 		// The right key with the grant's tag.
 		forged.Sig = sign(keyA, tagGrant, body)
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &forged), ErrBadSignature)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &forged), ErrBadSignature)
 	})
 	t.Run("claim signature flipped", func(t *testing.T) {
 		bad := SignedClaim{Body: hold.Body, Sig: bytes.Clone(hold.Sig)}
 		bad.Sig[10] ^= 0x80
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &bad), ErrBadSignature)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &bad), ErrBadSignature)
 	})
 	t.Run("grant for one claim, envelope carrying another", func(t *testing.T) {
 		c2 := testClaim(t, keyA, testName, ActionHold)
 		c2.Nonce = []byte("another nonce!!!")
 		other := signClaim(t, keyA, c2)
-		env := decodeEnv(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &hold))
+		env := decodeEnv(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &hold))
 		env.Claim, env.ClaimSig = other.Body, other.Sig
 		check(t, mustMarshal(t, env), ErrInconsistent)
 	})
 	t.Run("claim for another name", func(t *testing.T) {
 		sc := signClaim(t, keyA, testClaim(t, keyA, "bob.ela.city", ActionHold))
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &sc), ErrInconsistent)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &sc), ErrInconsistent)
 	})
 	t.Run("claim by another DID", func(t *testing.T) {
 		sc := signClaim(t, keyB, testClaim(t, keyB, testName, ActionHold))
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &sc), ErrInconsistent)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &sc), ErrInconsistent)
 		// And the other way round: B's grant with A's claim.
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, b, StatusActive), &hold), ErrInconsistent)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, b, StatusActive), &hold), ErrInconsistent)
 	})
 	t.Run("active grant with a release claim", func(t *testing.T) {
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &release), ErrInconsistent)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &release), ErrInconsistent)
 	})
 	t.Run("released grant with a hold claim", func(t *testing.T) {
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusReleased), &hold), ErrInconsistent)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusReleased), &hold), ErrInconsistent)
 	})
 	t.Run("active grant without a claim", func(t *testing.T) {
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), nil), ErrInconsistent)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), nil), ErrInconsistent)
 	})
 	t.Run("released grant without a claim", func(t *testing.T) {
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusReleased), nil), ErrInconsistent)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusReleased), nil), ErrInconsistent)
 	})
 	t.Run("revoked grant with a claim hash but no claim", func(t *testing.T) {
 		g := testGrant(t, testName, a, StatusRevoked)
@@ -612,29 +612,29 @@ func TestNameConsistency(t *testing.T) {
 		check(t, nameEnvelope(t, testGrant(t, testName, a, StatusActive), &hold), ErrInconsistent)
 	})
 	t.Run("revoked grant keeping the last claim", func(t *testing.T) {
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, StatusRevoked), &hold), nil)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusRevoked), &hold), nil)
 	})
 	t.Run("unknown status", func(t *testing.T) {
-		check(t, signGrant(t, keyOperator, testGrant(t, testName, a, Status(3)), &hold), ErrMalformed)
+		check(t, mustSignGrant(t, keyOperator, testGrant(t, testName, a, Status(3)), &hold), ErrMalformed)
 	})
 	t.Run("claim issued after the grant, within skew", func(t *testing.T) {
 		c := testClaim(t, keyA, testName, ActionHold)
 		g := testGrant(t, testName, a, StatusActive)
 		c.IssuedAt = g.IssuedAt + int64(DefaultClockSkew/time.Second)
 		sc := signClaim(t, keyA, c)
-		check(t, signGrant(t, keyOperator, g, &sc), nil)
+		check(t, mustSignGrant(t, keyOperator, g, &sc), nil)
 	})
 	t.Run("claim issued after the grant, beyond skew", func(t *testing.T) {
 		c := testClaim(t, keyA, testName, ActionHold)
 		g := testGrant(t, testName, a, StatusActive)
 		c.IssuedAt = g.IssuedAt + int64(DefaultClockSkew/time.Second) + 1
 		sc := signClaim(t, keyA, c)
-		check(t, signGrant(t, keyOperator, g, &sc), ErrFuture)
+		check(t, mustSignGrant(t, keyOperator, g, &sc), ErrFuture)
 	})
 	t.Run("invalid grant name", func(t *testing.T) {
 		for _, name := range []string{"Alice.ela.city", "al.ela.city", "alice.city", "alice_x.ela.city"} {
 			g := testGrant(t, name, a, StatusRevoked)
-			_, err := v.ParseName(NameKey(name), signGrant(t, keyOperator, g, nil))
+			_, err := v.ParseName(NameKey(name), mustSignGrant(t, keyOperator, g, nil))
 			wantErr(t, err, ErrInvalidName)
 		}
 	})
@@ -798,17 +798,17 @@ func TestSelectName(t *testing.T) {
 	hold := signClaim(t, keyA, testClaim(t, keyA, testName, ActionHold))
 	release := signClaim(t, keyA, testClaim(t, keyA, testName, ActionRelease))
 
-	active := signGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &hold)
+	active := mustSignGrant(t, keyOperator, testGrant(t, testName, a, StatusActive), &hold)
 	rg := testGrant(t, testName, a, StatusReleased)
 	rg.Seq = 2
-	released := signGrant(t, keyOperator, rg, &release)
+	released := mustSignGrant(t, keyOperator, rg, &release)
 	vg := testGrant(t, testName, a, StatusRevoked)
 	vg.Seq = 3
-	revoked := signGrant(t, keyOperator, vg, nil)
+	revoked := mustSignGrant(t, keyOperator, vg, nil)
 	// A grant by an untrusted operator with a huge seq must not win.
 	og := testGrant(t, testName, a, StatusActive)
 	og.Seq, og.Operator = 1000, idOf(t, keyOther)
-	usurper := signGrant(t, keyOther, og, &hold)
+	usurper := mustSignGrant(t, keyOther, og, &hold)
 
 	for _, values := range [][][]byte{
 		{active, released, revoked, usurper},

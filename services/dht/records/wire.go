@@ -66,11 +66,12 @@ func (k Kind) String() string {
 // Signature domain tags, prefixed to the signed bytes so a signature made for
 // one purpose cannot verify for another (or for anything outside PC2).
 const (
-	tagDID    = "pc2/record/did/v1\x00"
-	tagGrant  = "pc2/record/name-grant/v1\x00"
-	tagClaim  = "pc2/record/name-claim/v1\x00"
-	tagDomain = "pc2/record/domain/v1\x00"
-	tagBackup = "pc2/record/backup/v1\x00"
+	tagDID        = "pc2/record/did/v1\x00"
+	tagGrant      = "pc2/record/name-grant/v1\x00"
+	tagClaim      = "pc2/record/name-claim/v1\x00"
+	tagDomain     = "pc2/record/domain/v1\x00"
+	tagBackup     = "pc2/record/backup/v1\x00"
+	tagDelegation = "pc2/record/delegation/v1\x00"
 )
 
 // envelope is the DHT value: a kind, a canonical body, and signatures. Name
@@ -81,6 +82,9 @@ type envelope struct {
 	Sig      []byte `cbor:"3,keyasint"`
 	Claim    []byte `cbor:"4,keyasint,omitempty"`
 	ClaimSig []byte `cbor:"5,keyasint,omitempty"`
+	// A grant signed by a supernode carries the operator's delegation.
+	Delegation    []byte `cbor:"6,keyasint,omitempty"`
+	DelegationSig []byte `cbor:"7,keyasint,omitempty"`
 }
 
 var (

@@ -26,6 +26,17 @@ type NameInfo struct {
 	Expires  time.Time      `json:"expires"`
 	Operator string         `json:"operator"`
 	URL      string         `json:"url,omitempty"`
+	// Signer is the supernode that granted it under the operator's
+	// delegation ("" when the operator's key signed).
+	Signer string `json:"signer,omitempty"`
+	// Since is when the holder's holding began.
+	Since time.Time `json:"since,omitzero"`
+	// RouteUntil is when gateways stop routing the name unless its node
+	// renews it (zero: at Expires); Expires is how long it stays
+	// reserved to its holder.
+	RouteUntil time.Time `json:"route_until,omitzero"`
+	// Reason is the operator's, for a revoked name.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Availability is GET /api/names/{name}/available.
