@@ -32,11 +32,17 @@ type Config struct {
 	// owner.
 	CreateKey bool `json:"create_key,omitempty"`
 	// Supernodes are full multiaddrs (with /p2p/<id>) of the supernodes to
-	// publish through. Required.
+	// publish through. Without any, the node asks its name services'
+	// gateways (GET https://<domain>/api/supernodes).
 	Supernodes []string `json:"supernodes"`
 	// MaxAttached is how many of Supernodes to stay attached to at once,
 	// in their order; the others are the failover (default 2).
 	MaxAttached int `json:"max_attached,omitempty"`
+	// PinSupernodes keeps the node to Supernodes. By default one entry
+	// point is enough: the node also attaches to the other supernodes
+	// its operators' signed domain records list, fastest first, and
+	// remembers them for its next start (discover.go).
+	PinSupernodes bool `json:"pin_supernodes,omitempty"`
 	// Listen is the personal cloud's address (default ":4200").
 	Listen string `json:"listen,omitempty"`
 	// DataDir holds the personal cloud: the owner's files and its state
@@ -120,8 +126,8 @@ func LoadConfig(path string) (*Config, error) {
 	if c.KeyFile == "" {
 		return nil, fmt.Errorf("config %s: key_file is required", path)
 	}
-	if len(c.Supernodes) == 0 {
-		return nil, fmt.Errorf("config %s: supernodes is required (at least one)", path)
+	if len(c.Supernodes) == 0 && (len(c.NameServices) == 0 || c.PinSupernodes) {
+		return nil, fmt.Errorf("config %s: supernodes is required (at least one), or name_services to learn them from", path)
 	}
 	if c.Mode != "" && c.Mode != ModeDirect && c.Mode != ModeRelayed {
 		return nil, fmt.Errorf("config %s: mode %q (want direct or relayed)", path, c.Mode)

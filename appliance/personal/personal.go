@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -37,6 +38,10 @@ type Options struct {
 	Listener net.Listener
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// DiscoverEvery is how often the node looks up its operators'
+	// supernodes again (default DefaultDiscoverEvery; the first time two
+	// seconds after start).
+	DiscoverEvery time.Duration
 	// NameCheck is how often the node checks whether its name's grant
 	// is due for renewal (default 1 h, so a grant that routes for a day
 	// is renewed between 12 and 13 h; the first check a minute after
@@ -479,9 +484,18 @@ func (n *Node) handler(app http.Handler, direct bool) http.Handler {
 // published. It returns when ctx ends.
 func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *http.Server) error {
 	cfg, log := n.cfg, n.log
-	boot, err := dht.ParseAddrInfos(cfg.Supernodes)
+	configured, err := dht.ParseAddrInfos(cfg.Supernodes)
 	if err != nil {
 		return fmt.Errorf("supernodes: %w", err)
+	}
+	boot := configured
+	if !cfg.PinSupernodes {
+		// What discovery found last time (the entry point may be gone),
+		// and what the name services' gateways list.
+		boot = mergeInfos(configured, loadSaved(filepath.Join(cfg.CloudDir(), supernodesFile)))
+		if boot, err = n.entryPoints(ctx, boot); err != nil {
+			return nil // ctx ended
+		}
 	}
 	n.update(func(s *Status) {
 		s.State, s.Detail, s.Seq, s.Published, s.StoredOn, s.SentTo = "starting", "", 0, time.Time{}, 0, 0
@@ -560,6 +574,10 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 		}()
 		wg.Add(1)
 		go func() { defer wg.Done(); tc.Run(ctx) }()
+		if !cfg.PinSupernodes {
+			wg.Add(1)
+			go func() { defer wg.Done(); n.discoverLoop(ctx, node.Host(), gateways, tc, configured) }()
+		}
 		serve(tc.Listener(), "relayed HTTP")
 		if n.tls != nil {
 			wg.Add(1)
@@ -633,23 +651,27 @@ func (n *Node) gateways(node *dht.Node, boot []peer.AddrInfo) (*dht.GatewaySet, 
 // (cloud.Server.RenewName), checking every Options.NameCheck until ctx
 // ends.
 func (n *Node) keepName(ctx context.Context) {
-	every := n.opts.NameCheck
-	if every <= 0 {
-		every = time.Hour
-	}
-	wait := min(time.Minute, every)
+	every := cmp.Or(n.opts.NameCheck, time.Hour)
+	repeat(ctx, min(time.Minute, every), every, func() {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if _, err := n.cloud.RenewName(rctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("name not renewed; trying again later", "err", err)
+		}
+	})
+}
+
+// repeat calls f after first, then every period, until ctx ends.
+func repeat(ctx context.Context, first, period time.Duration, f func()) {
+	wait := first
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		wait = every
-		rctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if _, err := n.cloud.RenewName(rctx); err != nil && ctx.Err() == nil {
-			n.log.Warn("name not renewed; trying again later", "err", err)
-		}
-		cancel()
+		wait = period
+		f()
 	}
 }
 

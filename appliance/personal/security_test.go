@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,6 +245,20 @@ func revokeName(t *testing.T, gw *gwtest.Gateway, op ed25519.PrivateKey, cur *na
 // claimed at the first name service. It returns the node's base URL.
 func setUpNode(t *testing.T, cfg *Config, opts Options, label string) string {
 	t.Helper()
+	base, _ := startNode(t, cfg, opts)
+	owner := cloudtest.New(t, base, nil)
+	owner.CreateIdentity()
+	owner.Password("owner password")
+	if r := owner.Claim(label, ""); r.Code != http.StatusSeeOther {
+		t.Fatalf("claim: %d %s", r.Code, r.Err())
+	}
+	return base
+}
+
+// startNode runs a node with cfg and opts (Listener and Logger set here)
+// until the test ends or stop is called; it returns its base URL.
+func startNode(t *testing.T, cfg *Config, opts Options) (base string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -252,13 +267,8 @@ func setUpNode(t *testing.T, cfg *Config, opts Options, label string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, opts) }()
-	t.Cleanup(func() { cancel(); <-done })
-	base := "http://" + ln.Addr().String()
-	owner := cloudtest.New(t, base, nil)
-	owner.CreateIdentity()
-	owner.Password("owner password")
-	if r := owner.Claim(label, ""); r.Code != http.StatusSeeOther {
-		t.Fatalf("claim: %d %s", r.Code, r.Err())
-	}
-	return base
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return "http://" + ln.Addr().String(), stop
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // GatewayConfig is the web gateway's part of the config. It serves every
@@ -217,6 +219,9 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 		GrantTTL: time.Duration(gc.GrantTTL), RouteTTL: time.Duration(gc.RouteTTL),
 		StateFile: filepath.Join(cfg.DataDir, "names.json"), Self: self, Logger: log,
 		Changed: func(name string) { g.Forget(name) },
+		Supernodes: func(ctx context.Context, domain string) []namesapi.SupernodeEntry {
+			return domainSupernodes(ctx, node, gateways, domain)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -300,6 +305,43 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 	}
 	log.Info("web gateway up", "domains", domains, "grants_for", len(keys))
 	return stop, nil
+}
+
+// domainSupernodes is GET /api/supernodes: this supernode and the
+// others domain's record lists, with full multiaddrs.
+func domainSupernodes(ctx context.Context, node *dht.Node, gateways *dht.GatewaySet, domain string) []namesapi.SupernodeEntry {
+	self, _ := node.ID()
+	var out []namesapi.SupernodeEntry
+	add := func(id identity.ID, addrs []string) {
+		if len(addrs) == 0 || slices.ContainsFunc(out, func(e namesapi.SupernodeEntry) bool { return e.DID == id.DID() }) {
+			return
+		}
+		pid, err := dht.IDToPeer(id)
+		if err != nil {
+			return
+		}
+		e := namesapi.SupernodeEntry{DID: id.DID()}
+		for _, a := range addrs {
+			m, err := ma.NewMultiaddr(a)
+			if err != nil {
+				continue
+			}
+			if _, err := m.ValueForProtocol(ma.P_P2P); err != nil {
+				m = m.Encapsulate(ma.StringCast("/p2p/" + pid.String()))
+			}
+			e.Addrs = append(e.Addrs, m.String())
+		}
+		out = append(out, e)
+	}
+	var own []string
+	for _, a := range node.Multiaddrs() {
+		own = append(own, a.String())
+	}
+	add(self, own)
+	for _, p := range gateways.Listed(ctx)[domain] {
+		add(p.ID, p.Addrs)
+	}
+	return out
 }
 
 // keepListed keeps this supernode listed as a gateway in the record of

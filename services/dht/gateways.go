@@ -66,9 +66,10 @@ type GatewaySet struct {
 
 	mu       sync.Mutex
 	byDomain map[string][]peer.ID // in the record's order
-	tlsModes map[string]string    // the records' TLS modes
-	fetched  time.Time            // the last resolution's start (zero: never)
-	running  chan struct{}        // closed when the running resolution ends
+	listed   map[string][]records.Peer
+	tlsModes map[string]string // the records' TLS modes
+	fetched  time.Time         // the last resolution's start (zero: never)
+	running  chan struct{}     // closed when the running resolution ends
 }
 
 // NewGatewaySet returns a set resolving with cfg.Resolve.
@@ -88,7 +89,8 @@ func NewGatewaySet(cfg GatewaysConfig) (*GatewaySet, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &GatewaySet{cfg: cfg, static: map[peer.ID]bool{}, byDomain: map[string][]peer.ID{}, tlsModes: map[string]string{}}
+	s := &GatewaySet{cfg: cfg, static: map[peer.ID]bool{}, byDomain: map[string][]peer.ID{}, tlsModes: map[string]string{},
+		listed: map[string][]records.Peer{}}
 	for _, p := range cfg.Static {
 		s.static[p] = true
 	}
@@ -108,6 +110,20 @@ func (s *GatewaySet) Allowed(ctx context.Context, p peer.ID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.has(p)
+}
+
+// Listed returns, by domain, the gateways (the domain's supernodes) its
+// record lists with their addresses, resolving the records first when
+// they are due (bounded by ctx): what a node discovers supernodes from.
+func (s *GatewaySet) Listed(ctx context.Context) map[string][]records.Peer {
+	s.refresh(ctx, func(time.Duration) bool { return false })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]records.Peer, len(s.listed))
+	for d, ps := range s.listed {
+		out[d] = slices.Clone(ps)
+	}
+	return out
 }
 
 // TLSMode is the TLS mode domain's record states (records.Domain.TLS);
@@ -169,6 +185,7 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 	defer cancel()
 	domains := s.cfg.Domains()
 	found := map[string][]peer.ID{}
+	peers := map[string][]records.Peer{}
 	modes := map[string]string{}
 	for _, d := range domains {
 		op, ok := s.pinned(d)
@@ -191,24 +208,26 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 			}
 		}
 		found[d] = ids
+		peers[d] = rec.Gateways
 		modes[d] = rec.TLS
 	}
 	s.mu.Lock()
 	keep := map[string][]peer.ID{}
+	keepPeers := map[string][]records.Peer{}
 	keepModes := map[string]string{}
 	for _, d := range domains {
 		if ids, ok := found[d]; ok {
-			keep[d], keepModes[d] = ids, modes[d]
+			keep[d], keepPeers[d], keepModes[d] = ids, peers[d], modes[d]
 		} else if _, pinned := s.pinned(d); pinned {
 			if old, ok := s.byDomain[d]; ok {
-				keep[d] = old
+				keep[d], keepPeers[d] = old, s.listed[d]
 			}
 			if old, ok := s.tlsModes[d]; ok {
 				keepModes[d] = old
 			}
 		}
 	}
-	s.byDomain, s.tlsModes = keep, keepModes
+	s.byDomain, s.listed, s.tlsModes = keep, keepPeers, keepModes
 	s.running = nil
 	s.mu.Unlock()
 	close(done)

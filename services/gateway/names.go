@@ -30,6 +30,7 @@ import (
 // The names API, served on the apex of each domain:
 //
 //	GET    /api/health                  this gateway, its domains and what it grants
+//	GET    /api/supernodes              the domain's supernodes (a node's entry point)
 //	GET    /api/names/{name}            the name's grant (404 when nobody holds it)
 //	GET    /api/names/{name}/available  whether a claim could succeed, and why not
 //	POST   /api/names                   claim or renew: {"claim": SignedClaim, "invite": "..."}
@@ -138,6 +139,9 @@ type NamesConfig struct {
 	StateFile string
 	// Changed is told a name's record changed (the gateway's cache).
 	Changed func(fqdn string)
+	// Supernodes, if set, lists a domain's supernodes for
+	// GET /api/supernodes (a node's entry point).
+	Supernodes func(ctx context.Context, domain string) []namesapi.SupernodeEntry
 	// Self is this supernode's DID, shown by /api/health.
 	Self   identity.ID
 	Logger *slog.Logger
@@ -357,6 +361,10 @@ func (n *Names) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case path == "/api/health" && r.Method == http.MethodGet:
 		v = n.health(domain)
+	case path == "/api/supernodes" && r.Method == http.MethodGet && n.cfg.Supernodes != nil:
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		v = namesapi.SupernodeList{Domain: domain, Supernodes: n.cfg.Supernodes(ctx, domain)}
 	case path == "/api/names" && r.Method == http.MethodPost:
 		v, status, err = n.claim(r, domain)
 	case strings.HasPrefix(path, "/api/names/"):

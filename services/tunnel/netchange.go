@@ -37,8 +37,9 @@ func (c *Client) checkConns(h host.Host) {
 	// Dials that failed on the old network say nothing of the new one:
 	// libp2p's dial backoff would hold the next ones back, and dials in
 	// flight or waiting to retry start again at once (loop, openAttach).
+	supernodes := c.Supernodes()
 	if sw, ok := h.Network().(*swarm.Swarm); ok {
-		for _, ai := range c.cfg.Supernodes {
+		for _, ai := range supernodes {
 			sw.Backoff().Clear(ai.ID)
 		}
 	}
@@ -53,7 +54,7 @@ func (c *Client) checkConns(h host.Host) {
 		}
 	}
 	closed := 0
-	for _, ai := range c.cfg.Supernodes {
+	for _, ai := range supernodes {
 		for _, conn := range h.Network().ConnsToPeer(ai.ID) {
 			ip, err := manet.ToIP(conn.LocalMultiaddr())
 			if err != nil || ip.IsUnspecified() {

@@ -50,7 +50,7 @@ func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := Status{Mode: "offline", LastError: c.lastErr, Direct: c.direct}
-	for _, ai := range c.cfg.Supernodes {
+	for _, ai := range c.order {
 		l := c.links[ai.ID]
 		ls := LinkStatus{ID: ai.ID.String(), Attached: l.attached, LastError: l.lastErr}
 		if l.attached {

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -108,6 +109,8 @@ type Client struct {
 	kick  chan struct{}        // Reconnect
 
 	mu      sync.Mutex
+	order   []peer.AddrInfo // the supernodes, in preference order (SetSupernodes)
+	run     *running        // set while Run runs
 	links   map[peer.ID]*link
 	changed chan struct{} // closed and replaced on every attachment change
 	netGen  chan struct{} // closed and replaced on every network change (Reconnect)
@@ -127,7 +130,17 @@ type link struct {
 	ports     map[string]int
 	turn      *relay.TURNInfo // the supernode's STUN/TURN credentials
 	lastErr   string
-	probe     chan struct{} // Reconnect: ping now, give up without a pong
+	probe     chan struct{}      // Reconnect: ping now, give up without a pong
+	stop      context.CancelFunc // ends its loop; nil when none runs
+	leaving   bool               // its loop was stopped (no longer listed) and is ending
+	restart   bool               // listed again while leaving: start a loop when it has ended
+}
+
+// running is what Run shares with the loops SetSupernodes starts.
+type running struct {
+	ctx   context.Context
+	slots chan struct{}
+	wg    sync.WaitGroup
 }
 
 // New returns a Client; Run starts it.
@@ -173,6 +186,7 @@ func New(cfg Config) (*Client, error) {
 	for _, ai := range cfg.Supernodes {
 		c.links[ai.ID] = &link{info: ai}
 	}
+	c.order = slices.Clone(cfg.Supernodes)
 	return c, nil
 }
 
@@ -234,24 +248,13 @@ func (c *Client) Run(ctx context.Context) error {
 	defer c.ln.Close()
 	defer c.tlsLn.Close()
 
-	slots := make(chan struct{}, c.cfg.MaxAttached)
-	var wg sync.WaitGroup
-	for i, ai := range c.cfg.Supernodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// The spares start a moment later, so the first MaxAttached
-			// supernodes of the list get the slots when they answer.
-			if i >= c.cfg.MaxAttached {
-				select {
-				case <-time.After(spareDelay):
-				case <-ctx.Done():
-					return
-				}
-			}
-			c.loop(ctx, ai, slots)
-		}()
+	run := &running{ctx: ctx, slots: make(chan struct{}, c.cfg.MaxAttached)}
+	c.mu.Lock()
+	c.run = run
+	for i, ai := range c.order {
+		c.startLoop(ai, c.spareWait(i))
 	}
+	c.mu.Unlock()
 	go func() {
 		for {
 			select {
@@ -262,8 +265,101 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	wg.Wait()
+	<-ctx.Done()
+	run.wg.Wait()
 	return nil
+}
+
+// spareWait is how long the loop of the supernode at index i of the
+// order waits before it asks for a slot: the first MaxAttached at once;
+// the spares a moment later, each after the one before, so the
+// preferred supernodes get the slots when they answer (a slot that
+// frees goes to the loop that has waited longest).
+func (c *Client) spareWait(i int) time.Duration {
+	if i < c.cfg.MaxAttached {
+		return 0
+	}
+	return spareDelay + time.Duration(i-c.cfg.MaxAttached)*spareStep
+}
+
+// spareStep separates the spares' starts.
+const spareStep = 20 * time.Millisecond
+
+// startLoop runs ai's attach loop after wait (c.mu held, c.run set).
+func (c *Client) startLoop(ai peer.AddrInfo, wait time.Duration) {
+	run, l := c.run, c.links[ai.ID]
+	if run.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(run.ctx)
+	l.stop = cancel
+	run.wg.Add(1)
+	go func() {
+		defer run.wg.Done()
+		if wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() == nil {
+			c.loop(ctx, ai, run.slots)
+		}
+		cancel()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		l.stop, l.leaving = nil, false
+		if l.restart {
+			l.restart = false
+			c.startLoop(l.info, spareDelay)
+		}
+	}()
+}
+
+// SetSupernodes replaces the supernodes the node may attach to, in
+// order of preference (a node's discovery, from its operators' domain
+// records): new ones start as spares, those no longer listed are
+// detached from. An empty list is ignored: the node keeps what it has.
+func (c *Client) SetSupernodes(list []peer.AddrInfo) {
+	if len(list) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keep := map[peer.ID]bool{}
+	for i, ai := range list {
+		keep[ai.ID] = true
+		l, ok := c.links[ai.ID]
+		if !ok {
+			l = &link{}
+			c.links[ai.ID] = l
+		}
+		l.info = ai
+		switch {
+		case c.run == nil:
+		case l.stop == nil:
+			c.startLoop(ai, max(c.spareWait(i), spareDelay))
+		case l.leaving:
+			l.restart = true // listed again while its old loop ends
+		}
+	}
+	for id, l := range c.links {
+		if !keep[id] && l.stop != nil && !l.leaving {
+			c.log.Info("supernode no longer listed; leaving it", "supernode", id)
+			l.stop()
+			l.leaving, l.restart = true, false
+		}
+	}
+	c.order = slices.Clone(list)
+	c.notify()
+}
+
+// Supernodes returns the supernodes the node may attach to now, in order
+// of preference.
+func (c *Client) Supernodes() []peer.AddrInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.order)
 }
 
 // spareDelay is how long the spare supernodes leave the preferred ones at

@@ -28,6 +28,7 @@ import (
 
 	"github.com/pc2/pc2/internal/testing/echotest"
 	"github.com/pc2/pc2/internal/testing/relayfront"
+	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
@@ -597,5 +598,40 @@ func TestReconnectWaitsWhileLinkDown(t *testing.T) {
 		if time.Since(start) > 10*time.Second {
 			t.Fatalf("the dead connection was not replaced once the link was up: %+v", nd.client.Status().Supernodes[0])
 		}
+	}
+}
+
+// TestSetSupernodes (issue 20): the node starts with one supernode and
+// is told of two more (its discovery): it attaches to a second at once
+// and to both others when the first dies; a supernode no longer listed
+// is left, and one listed again is attached to again.
+func TestSetSupernodes(t *testing.T) {
+	a, b, c := newSupernode(t, relay.Limits{}), newSupernode(t, relay.Limits{}), newSupernode(t, relay.Limits{})
+	nd := newNode(t, nil, a)
+	waitAttached(t, a, nd.id)
+	nd.client.SetSupernodes([]peer.AddrInfo{a.node.AddrInfo(), b.node.AddrInfo(), c.node.AddrInfo()})
+	testenv.WaitFor(t, 20*time.Second, "a second attachment", func() bool { return len(nd.client.Attached()) == 2 })
+	if n := len(nd.client.Status().Supernodes); n != 3 {
+		t.Fatalf("status lists %d supernodes, want 3", n)
+	}
+	a.stop()
+	waitAttached(t, b, nd.id)
+	waitAttached(t, c, nd.id)
+	if code, body := get(t, c, nd.id, "GET", "/hello", nil); code != 200 {
+		t.Fatalf("through C after A died: %d %q", code, body)
+	}
+	// B is no longer listed: the node leaves it (C and B held the two
+	// slots; A is dead).
+	nd.client.SetSupernodes([]peer.AddrInfo{a.node.AddrInfo(), c.node.AddrInfo()})
+	testenv.WaitFor(t, 10*time.Second, "the node to leave B", func() bool { return !b.relay.Attached(nd.id) })
+	if !c.relay.Attached(nd.id) {
+		t.Fatal("C was left too")
+	}
+	// Listed again at once (its loop may still be ending): attached again.
+	nd.client.SetSupernodes([]peer.AddrInfo{c.node.AddrInfo(), b.node.AddrInfo()})
+	waitAttached(t, b, nd.id)
+	nd.client.SetSupernodes(nil) // ignored
+	if got := nd.client.Supernodes(); len(got) != 2 || got[0].ID != c.node.Host().ID() {
+		t.Fatalf("supernodes after an empty list: %v", got)
 	}
 }

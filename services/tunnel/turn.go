@@ -33,7 +33,7 @@ func (c *Client) TURN() []relay.TURNInfo {
 	defer c.mu.Unlock()
 	now := c.cfg.Now().Unix()
 	var out []relay.TURNInfo
-	for _, ai := range c.cfg.Supernodes {
+	for _, ai := range c.order {
 		if l := c.links[ai.ID]; l.attached && l.turn != nil && l.turn.Expires > now {
 			out = append(out, *l.turn)
 		}

@@ -9,6 +9,7 @@ import (
 	"crypto/ed25519"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,7 +50,11 @@ type Gateway struct {
 	HTTPPort int
 	Operator identity.ID
 	DataDir  string // the supernode's (its certificates in certs/)
+	stop     func()
 }
+
+// Stop ends the supernode before the test does (it dies).
+func (g *Gateway) Stop() { g.stop() }
 
 // Start runs the gateway supernode until the test ends.
 func Start(t testing.TB, o Options) *Gateway {
@@ -97,12 +102,15 @@ func Start(t testing.TB, o Options) *Gateway {
 	done := make(chan error, 1)
 	opts.Ready = func(a []string) { ready <- a }
 	go func() { done <- supernode.Run(ctx, cfg, opts) }()
-	t.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
 	g := &Gateway{Domain: o.Domain, API: "http://" + o.HTTPListener.Addr().String(),
-		HTTPPort: o.HTTPListener.Addr().(*net.TCPAddr).Port, Operator: op, DataDir: cfg.DataDir}
+		HTTPPort: o.HTTPListener.Addr().(*net.TCPAddr).Port, Operator: op, DataDir: cfg.DataDir, stop: stop}
 	select {
 	case g.Addrs = <-ready:
 	case err := <-done:
+		once.Do(func() {})
 		t.Fatalf("gateway supernode: %v", err)
 	}
 	return g

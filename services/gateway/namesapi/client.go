@@ -92,6 +92,15 @@ func (c *Client) Available(ctx context.Context, name string) (*Availability, err
 	return &a, c.do(ctx, http.MethodGet, name, "/api/names/"+url.PathEscape(name)+"/available", nil, &a)
 }
 
+// Supernodes asks a domain's gateway for the domain's supernodes.
+func (c *Client) Supernodes(ctx context.Context, domain string) (*SupernodeList, error) {
+	if err := records.ValidDomain(domain); err != nil {
+		return nil, err
+	}
+	var l SupernodeList
+	return &l, c.doDomain(ctx, http.MethodGet, domain, "/api/supernodes", nil, &l)
+}
+
 func (c *Client) now() time.Time {
 	if c.Now != nil {
 		return c.Now()
@@ -104,6 +113,10 @@ func (c *Client) do(ctx context.Context, method, name, path string, body, out an
 	if err != nil {
 		return err
 	}
+	return c.doDomain(ctx, method, domain, path, body, out)
+}
+
+func (c *Client) doDomain(ctx context.Context, method, domain, path string, body, out any) error {
 	base := c.API
 	if base == "" {
 		base = "https://" + domain

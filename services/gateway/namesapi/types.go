@@ -51,3 +51,19 @@ type ClaimRequest struct {
 	Claim  records.SignedClaim `json:"claim"`
 	Invite string              `json:"invite,omitempty"`
 }
+
+// SupernodeList is GET /api/supernodes on a domain's apex: the domain's
+// supernodes, as the gateway knows them (its operator's signed domain
+// record and itself). A node whose config names no supernode starts
+// from it; it then checks what it learned against the signed records.
+type SupernodeList struct {
+	Domain     string           `json:"domain"`
+	Supernodes []SupernodeEntry `json:"supernodes"`
+}
+
+// SupernodeEntry is one supernode: its DID and full multiaddrs (with
+// /p2p/<peer id>).
+type SupernodeEntry struct {
+	DID   string   `json:"did"`
+	Addrs []string `json:"addrs"`
+}

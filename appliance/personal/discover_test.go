@@ -1,0 +1,93 @@
+package personal
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/pc2/pc2/internal/testing/cloudtest"
+	"github.com/pc2/pc2/internal/testing/gwtest"
+	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/dht"
+)
+
+// TestDiscovery (issue 20): a node whose config lists one supernode
+// learns the operator's other two from the domain record, attaches to
+// two, and when its entry point dies stays attached to two by itself;
+// started again with only the dead entry point in its config, it
+// attaches through the supernodes it saved.
+func TestDiscovery(t *testing.T) {
+	_, op, _ := ed25519.GenerateKey(nil)
+	first := gwtest.Start(t, gwtest.Options{Operator: op})
+	gws := []*gwtest.Gateway{first,
+		gwtest.Start(t, gwtest.Options{Operator: op, Bootstrap: first.Addrs}),
+		gwtest.Start(t, gwtest.Options{Operator: op, Bootstrap: first.Addrs})}
+	ids := make([]peer.ID, len(gws))
+	for i, g := range gws {
+		ais, err := dht.ParseAddrInfos(g.Addrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = ais[0].ID
+	}
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: first.Addrs,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: first.API}}}
+	base, stop := startNode(t, cfg, Options{DiscoverEvery: 500 * time.Millisecond})
+	owner := cloudtest.New(t, base, nil)
+	owner.CreateIdentity()
+	owner.Password("owner password")
+	if r := owner.Claim("disco", ""); r.Code != http.StatusSeeOther {
+		t.Fatalf("claim: %d %s", r.Code, r.Err())
+	}
+
+	// status reads the node's status from the local network.
+	status := func(base string) (known int, attached []peer.ID) {
+		r := cloudtest.New(t, base, nil).Get("/api/status")
+		var st Status
+		if r.Code != http.StatusOK || json.Unmarshal([]byte(r.Body), &st) != nil || st.Tunnel == nil {
+			return 0, nil
+		}
+		for _, l := range st.Tunnel.Supernodes {
+			if l.Attached {
+				id, _ := peer.Decode(l.ID)
+				attached = append(attached, id)
+			}
+		}
+		return len(st.Tunnel.Supernodes), attached
+	}
+	testenv.WaitFor(t, 30*time.Second, "the node to know all three supernodes and attach to two", func() bool {
+		known, attached := status(base)
+		return known == 3 && len(attached) == 2
+	})
+	gws[0].Stop()
+	testenv.WaitFor(t, 30*time.Second, "the node to attach to the other two", func() bool {
+		_, attached := status(base)
+		return len(attached) == 2 && slices.Contains(attached, ids[1]) && slices.Contains(attached, ids[2])
+	})
+
+	// Again, with the dead entry point alone in the config (the first
+	// run's node stops: the same key and data).
+	stop()
+	again, _ := startNode(t, cfg, Options{DiscoverEvery: time.Hour})
+	testenv.WaitFor(t, 30*time.Second, "the restarted node to attach through the saved supernodes", func() bool {
+		_, attached := status(again)
+		return len(attached) == 2
+	})
+
+	// A node whose config names no supernode, only a name service: its
+	// gateway's /api/supernodes is the entry point.
+	fresh := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), CreateKey: true, Mode: ModeRelayed,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: gws[1].API}}}
+	base3, _ := startNode(t, fresh, Options{DiscoverEvery: time.Hour})
+	testenv.WaitFor(t, 30*time.Second, "a node without supernodes in its config to attach through the name service's", func() bool {
+		known, attached := status(base3)
+		return known >= 2 && len(attached) == 2
+	})
+}
