@@ -35,8 +35,14 @@ type Config struct {
 	// DataDir holds the record store. Required: a supernode must not lose
 	// records on restart.
 	DataDir string `json:"data_dir"`
-	// Domains this supernode trusts, with their operators.
+	// Domains this supernode serves (and trusts), with their operators.
 	Domains []DomainTrust `json:"domains,omitempty"`
+	// Mesh are the domains of other operators this supernode trusts
+	// without serving them (a mesh of operators): it stores and checks
+	// their records, resolves their names, lets their gateways forward
+	// to nodes attached here, and serves their names to visitors who
+	// reach it when their operator's record allows (records.Domain.Mesh).
+	Mesh []DomainTrust `json:"mesh,omitempty"`
 	// AllowPrivateDials lets the supernode dial loopback, private,
 	// link-local and CGNAT addresses (a supernode for a LAN, tests). By
 	// default it dials public addresses only: the addresses in records and
@@ -129,18 +135,23 @@ func (c *Config) Check() error {
 // Trust returns the pinned domain operators.
 func (c *Config) Trust() (records.TrustMap, error) {
 	t := records.TrustMap{}
-	for _, d := range c.Domains {
-		if err := records.ValidDomain(d.Domain); err != nil {
-			return nil, fmt.Errorf("domains: %w", err)
+	for _, list := range []struct {
+		name    string
+		domains []DomainTrust
+	}{{"domains", c.Domains}, {"mesh", c.Mesh}} {
+		for _, d := range list.domains {
+			if err := records.ValidDomain(d.Domain); err != nil {
+				return nil, fmt.Errorf("%s: %w", list.name, err)
+			}
+			id, err := identity.ParseDID(d.Operator)
+			if err != nil {
+				return nil, fmt.Errorf("%s: operator of %s: %w", list.name, d.Domain, err)
+			}
+			if _, dup := t[d.Domain]; dup {
+				return nil, fmt.Errorf("%s: %s listed twice (in domains or mesh)", list.name, d.Domain)
+			}
+			t[d.Domain] = id
 		}
-		id, err := identity.ParseDID(d.Operator)
-		if err != nil {
-			return nil, fmt.Errorf("domains: operator of %s: %w", d.Domain, err)
-		}
-		if _, dup := t[d.Domain]; dup {
-			return nil, fmt.Errorf("domains: %s listed twice", d.Domain)
-		}
-		t[d.Domain] = id
 	}
 	return t, nil
 }

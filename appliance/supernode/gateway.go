@@ -57,6 +57,11 @@ type GatewayConfig struct {
 	// gateway of the domain follows; unset, the record keeps the mode it
 	// has (a new record: auto).
 	TLS map[string]string `json:"tls,omitempty"`
+	// MeshOpen are domains of OperatorKeys whose record lets other
+	// operators' gateways (those that have them in their mesh) serve
+	// their names to visitors who reach them (records.Domain.Mesh). A
+	// domain of OperatorKeys not listed here is closed to the mesh.
+	MeshOpen []string `json:"mesh_open,omitempty"`
 	// Policy says who may claim new names (open, invite, allowlist).
 	Policy gateway.Policy `json:"policy,omitempty"`
 	// Reserved are labels nobody may claim, on top of the built-in list.
@@ -125,6 +130,11 @@ func (g *GatewayConfig) check(c *Config) error {
 	for d := range g.Delegations {
 		if _, ok := trust[d]; !ok {
 			return fmt.Errorf("gateway: delegation for %s, which is not in domains", d)
+		}
+	}
+	for _, d := range g.MeshOpen {
+		if _, ok := g.OperatorKeys[d]; !ok {
+			return fmt.Errorf("gateway: mesh_open lists %s, which has no operator key here (its record says it)", d)
 		}
 	}
 	for d, m := range g.TLS {
@@ -227,7 +237,12 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 		return nil, err
 	}
 	var cm *certs.Manager // set before the gateway serves
+	var mesh []string
+	for _, d := range cfg.Mesh {
+		mesh = append(mesh, d.Domain)
+	}
 	g, err = gateway.New(gateway.Config{Host: node.Host(), Resolver: node, Relay: rel, Domains: domains, API: names,
+		Mesh: mesh, MeshOpen: gateways.MeshOpen,
 		Rate: rate.Limit(gc.RateLimit), Burst: gc.Burst, Logger: log, RelayWS: relayWS(node),
 		OwnChallenge: func(name string) bool { return cm != nil && cm.Ordering(name) }})
 	if err != nil {
@@ -301,7 +316,8 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 	lctx, lcancel := context.WithCancel(context.Background())
 	stops = append(stops, lcancel)
 	for d, key := range keys {
-		go keepListed(lctx, node, d, gc.TLS[d], key, len(cfg.Bootstrap) > 0, log)
+		open := slices.Contains(gc.MeshOpen, d)
+		go keepListed(lctx, node, d, dht.DomainOptions{TLS: gc.TLS[d], Mesh: &open}, key, len(cfg.Bootstrap) > 0, log)
 	}
 	log.Info("web gateway up", "domains", domains, "grants_for", len(keys))
 	return stop, nil
@@ -347,7 +363,7 @@ func domainSupernodes(ctx context.Context, node *dht.Node, gateways *dht.Gateway
 // keepListed keeps this supernode listed as a gateway in the record of
 // domain, whose operator key it holds (dht.Node.ListGateway): at start
 // (retried every 30 s until it works), then hourly.
-func keepListed(ctx context.Context, node *dht.Node, domain, tlsMode string, key ed25519.PrivateKey, joining bool, log *slog.Logger) {
+func keepListed(ctx context.Context, node *dht.Node, domain string, o dht.DomainOptions, key ed25519.PrivateKey, joining bool, log *slog.Logger) {
 	// A supernode that joins others lists itself once it has: before,
 	// it reads no record (and would start a new list without the
 	// others) and its record reaches no one (the domain's other gateways
@@ -368,7 +384,7 @@ func keepListed(ctx context.Context, node *dht.Node, domain, tlsMode string, key
 		case <-time.After(wait):
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
-		published, err := node.ListGateway(pctx, domain, tlsMode, key)
+		published, err := node.ListGatewayWith(pctx, domain, o, key)
 		cancel()
 		switch {
 		case err != nil:

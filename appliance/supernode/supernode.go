@@ -112,9 +112,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		Limits: relay.Limits{BytesPerSecond: cfg.RelayBytesPerSecond},
 	}
 	// Other supernodes' gateways forward to nodes attached here only if
-	// the operator of a domain served here lists them.
+	// the operator of a domain trusted here (served or of the mesh)
+	// lists them.
 	var domains []string
-	for _, d := range cfg.Domains {
+	for _, d := range slices.Concat(cfg.Domains, cfg.Mesh) {
 		domains = append(domains, d.Domain)
 	}
 	gws, err := dht.NewGatewaySet(dht.GatewaysConfig{Resolve: node.ResolveDomain, Domains: func() []string { return domains },

@@ -68,6 +68,7 @@ type GatewaySet struct {
 	byDomain map[string][]peer.ID // in the record's order
 	listed   map[string][]records.Peer
 	tlsModes map[string]string // the records' TLS modes
+	mesh     map[string]bool   // the records' Mesh
 	fetched  time.Time         // the last resolution's start (zero: never)
 	running  chan struct{}     // closed when the running resolution ends
 }
@@ -90,7 +91,7 @@ func NewGatewaySet(cfg GatewaysConfig) (*GatewaySet, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &GatewaySet{cfg: cfg, static: map[peer.ID]bool{}, byDomain: map[string][]peer.ID{}, tlsModes: map[string]string{},
-		listed: map[string][]records.Peer{}}
+		listed: map[string][]records.Peer{}, mesh: map[string]bool{}}
 	for _, p := range cfg.Static {
 		s.static[p] = true
 	}
@@ -124,6 +125,20 @@ func (s *GatewaySet) Listed(ctx context.Context) map[string][]records.Peer {
 		out[d] = slices.Clone(ps)
 	}
 	return out
+}
+
+// MeshOpen reports whether domain's record lets other operators'
+// gateways serve its names (records.Domain.Mesh).
+func (s *GatewaySet) MeshOpen(ctx context.Context, domain string) bool {
+	s.mu.Lock()
+	open := s.mesh[domain]
+	s.mu.Unlock()
+	// A domain just opened is seen within MinRefresh (what a visitor's
+	// requests can make the set resolve).
+	s.refresh(ctx, func(age time.Duration) bool { return !open && age >= s.cfg.MinRefresh })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mesh[domain]
 }
 
 // TLSMode is the TLS mode domain's record states (records.Domain.TLS);
@@ -187,6 +202,7 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 	found := map[string][]peer.ID{}
 	peers := map[string][]records.Peer{}
 	modes := map[string]string{}
+	mesh := map[string]bool{}
 	for _, d := range domains {
 		op, ok := s.pinned(d)
 		if !ok {
@@ -210,24 +226,26 @@ func (s *GatewaySet) resolve(done chan struct{}) {
 		found[d] = ids
 		peers[d] = rec.Gateways
 		modes[d] = rec.TLS
+		mesh[d] = rec.Mesh
 	}
 	s.mu.Lock()
 	keep := map[string][]peer.ID{}
 	keepPeers := map[string][]records.Peer{}
 	keepModes := map[string]string{}
+	keepMesh := map[string]bool{}
 	for _, d := range domains {
 		if ids, ok := found[d]; ok {
-			keep[d], keepPeers[d], keepModes[d] = ids, peers[d], modes[d]
+			keep[d], keepPeers[d], keepModes[d], keepMesh[d] = ids, peers[d], modes[d], mesh[d]
 		} else if _, pinned := s.pinned(d); pinned {
 			if old, ok := s.byDomain[d]; ok {
-				keep[d], keepPeers[d] = old, s.listed[d]
+				keep[d], keepPeers[d], keepMesh[d] = old, s.listed[d], s.mesh[d]
 			}
 			if old, ok := s.tlsModes[d]; ok {
 				keepModes[d] = old
 			}
 		}
 	}
-	s.byDomain, s.listed, s.tlsModes = keep, keepPeers, keepModes
+	s.byDomain, s.listed, s.tlsModes, s.mesh = keep, keepPeers, keepModes, keepMesh
 	s.running = nil
 	s.mu.Unlock()
 	close(done)
@@ -247,6 +265,22 @@ const DomainListTTL = 30 * 24 * time.Hour
 // gateways of an operator's supernodes find each other (GatewaySet)
 // without a hand-made record.
 func (n *Node) ListGateway(ctx context.Context, domain, tlsMode string, operator ed25519.PrivateKey) (bool, error) {
+	return n.ListGatewayWith(ctx, domain, DomainOptions{TLS: tlsMode}, operator)
+}
+
+// DomainOptions are what a supernode holding the operator key states in
+// the domain record besides the gateways: its TLS mode (as for
+// ListGateway) and, unless Mesh is nil, whether other operators'
+// gateways may serve its names (records.Domain.Mesh; nil keeps the
+// record's).
+type DomainOptions struct {
+	TLS  string
+	Mesh *bool
+}
+
+// ListGatewayWith is ListGateway with the record's options.
+func (n *Node) ListGatewayWith(ctx context.Context, domain string, o DomainOptions, operator ed25519.PrivateKey) (bool, error) {
+	tlsMode := o.TLS
 	if err := records.ValidTLSMode(tlsMode); err != nil {
 		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
 	}
@@ -283,6 +317,10 @@ func (n *Node) ListGateway(ctx context.Context, domain, tlsMode string, operator
 	if keepMode && old.Operator == opID {
 		tlsMode = old.TLS
 	}
+	mesh := old.Mesh && old.Operator == opID
+	if o.Mesh != nil {
+		mesh = *o.Mesh
+	}
 	now := n.cfg.now()
 	others := make([]records.Peer, 0, len(old.Gateways)+1)
 	listed := false
@@ -293,7 +331,7 @@ func (n *Node) ListGateway(ctx context.Context, domain, tlsMode string, operator
 		}
 		others = append(others, g)
 	}
-	if old.Operator == opID && listed && old.TLS == tlsMode && now.Add(DomainListTTL/2).Unix() < old.Expires {
+	if old.Operator == opID && listed && old.TLS == tlsMode && old.Mesh == mesh && now.Add(DomainListTTL/2).Unix() < old.Expires {
 		return false, nil
 	}
 	if old.Operator != opID {
@@ -305,7 +343,7 @@ func (n *Node) ListGateway(ctx context.Context, domain, tlsMode string, operator
 		others = others[over:]
 	}
 	rec := &records.Domain{Version: records.Version, Domain: domain, Operator: opID, Seq: old.Seq + 1,
-		IssuedAt: now.Unix(), Expires: now.Add(DomainListTTL).Unix(), Gateways: others, TLS: tlsMode}
+		IssuedAt: now.Unix(), Expires: now.Add(DomainListTTL).Unix(), Gateways: others, TLS: tlsMode, Mesh: mesh}
 	signed, err := records.SignDomain(operator, rec)
 	if err != nil {
 		return false, fmt.Errorf("list gateway of %s: %w", domain, err)

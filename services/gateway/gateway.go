@@ -100,6 +100,14 @@ type Config struct {
 	Relay LocalRelay
 	// Domains are the domains served (lowercase, e.g. "ela.city").
 	Domains []string
+	// Mesh are other operators' domains this supernode trusts. A
+	// visitor's request for one of their names is served here when the
+	// domain's record allows it (MeshOpen, records.Domain.Mesh), and
+	// otherwise answered 421 with where the name is served: never "not
+	// served here". Only over HTTP: this gateway has no certificate for
+	// them (with HTTPS, port 80 redirects to the domain's own gateways).
+	Mesh     []string
+	MeshOpen func(ctx context.Context, domain string) bool
 	// API serves each domain's apex (the names API); nil answers 404.
 	API http.Handler
 	// CacheTTL is how long a resolution is used without asking the DHT
@@ -271,8 +279,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	label, domain, ok := g.split(host)
 	if !ok {
-		page(w, http.StatusNotFound, "Not served here", html.EscapeString(host)+" is not a domain this gateway serves.")
-		return
+		if label, domain, ok = splitUnder(host, g.cfg.Mesh); !ok {
+			page(w, http.StatusNotFound, "Not served here", html.EscapeString(host)+" is not a domain this gateway serves.")
+			return
+		}
+		if label == "" || g.cfg.MeshOpen == nil || !g.cfg.MeshOpen(r.Context(), domain) {
+			page(w, http.StatusMisdirectedRequest, "Served elsewhere", html.EscapeString(host)+" is served by the gateways of "+
+				html.EscapeString(domain)+"'s operator, not by this one. Its address leads there.")
+			return
+		}
 	}
 	if label == "" {
 		if g.cfg.API == nil {
@@ -384,7 +399,13 @@ type entryKey struct{}
 // false when host is not under a served domain or has more than one
 // label below it.
 func (g *Gateway) split(host string) (label, domain string, ok bool) {
-	for _, d := range g.cfg.Domains {
+	return splitUnder(host, g.cfg.Domains)
+}
+
+// splitUnder splits host into a label and one of domains (label ""
+// for the apex).
+func splitUnder(host string, domains []string) (label, domain string, ok bool) {
+	for _, d := range domains {
 		if host == d {
 			return "", d, true
 		}

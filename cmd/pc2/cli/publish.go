@@ -18,7 +18,7 @@ func init() {
 
 const publishUsage = `usage:
   pc2 publish [did] --key FILE --bootstrap MULTIADDR [--direct MULTIADDR]... [--supernode MULTIADDR]... [--name FQDN]... [--service NAME=ENDPOINT]... [--ttl 24h]
-  pc2 publish domain --operator-key FILE --domain DOMAIN --bootstrap MULTIADDR [--gateway MULTIADDR]... [--tls auto|end-to-end|gateway] [--ttl 2160h]
+  pc2 publish domain --operator-key FILE --domain DOMAIN --bootstrap MULTIADDR [--gateway MULTIADDR]... [--tls auto|end-to-end|gateway] [--mesh] [--ttl 2160h]
   pc2 publish name --operator-key FILE --key HOLDER_KEY --name FQDN --bootstrap MULTIADDR [--ttl 2160h] [--status active|released|revoked]`
 
 func runPublish(ctx context.Context, env Env, args []string) error {
@@ -104,6 +104,7 @@ func publishDomain(ctx context.Context, env Env, args []string) error {
 	ttl := fs.Duration("ttl", 90*24*time.Hour, "record lifetime (at most 400 days)")
 	var gateways multiFlag
 	fs.Var(&gateways, "gateway", "a gateway serving the domain, full `multiaddr` (repeatable)")
+	mesh := fs.Bool("mesh", false, "let the gateways of other operators that trust this domain serve its names to visitors who reach them")
 	tlsMode := fs.String("tls", "auto", "where visitors' TLS ends: auto (at the node once it has a certificate), end-to-end (only at the node) or gateway (only at the gateways)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
@@ -125,7 +126,7 @@ func publishDomain(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rec := &records.Domain{Version: records.Version, Domain: *domain, Operator: opID, TLS: *tlsMode}
+	rec := &records.Domain{Version: records.Version, Domain: *domain, Operator: opID, TLS: *tlsMode, Mesh: *mesh}
 	for _, g := range gateways {
 		p, err := parsePeer("gateway", g)
 		if err != nil {

@@ -40,6 +40,10 @@ type Options struct {
 	// TLS is the domain's TLS mode (auto, end-to-end, gateway; "":
 	// auto).
 	TLS string
+	// Mesh are other operators' domains the supernode trusts;
+	// MeshOpen lets their gateways serve this domain's names.
+	Mesh     []supernode.DomainTrust
+	MeshOpen bool
 }
 
 // Gateway is a running gateway supernode.
@@ -82,8 +86,12 @@ func Start(t testing.TB, o Options) *Gateway {
 		Domains: []supernode.DomainTrust{{Domain: o.Domain, Operator: op.DID()}},
 		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile},
 			GrantTTL: config.Duration(o.GrantTTL), RouteTTL: config.Duration(o.RouteTTL)}}
+	cfg.Mesh = o.Mesh
+	if o.MeshOpen {
+		cfg.Gateway.MeshOpen = []string{o.Domain}
+	}
 	if o.ServeOnly {
-		cfg.Gateway.OperatorKeys = nil
+		cfg.Gateway.OperatorKeys, cfg.Gateway.MeshOpen = nil, nil
 	}
 	if o.TLS != "" && !o.ServeOnly {
 		cfg.Gateway.TLS = map[string]string{o.Domain: o.TLS}

@@ -197,6 +197,10 @@ type Domain struct {
 	// gateway). Every gateway of the domain follows it, and nodes read
 	// it to know whether to get certificates of their own.
 	TLS string `cbor:"8,keyasint,omitempty" json:"tls,omitempty"`
+	// Mesh lets the gateways of other operators that trust the domain
+	// (a mesh of operators) serve its names to visitors who reach them;
+	// without it they answer that the name is served elsewhere.
+	Mesh bool `cbor:"9,keyasint,omitempty" json:"mesh,omitempty"`
 }
 
 // TLS modes of a domain (Domain.TLS).

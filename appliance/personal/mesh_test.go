@@ -1,0 +1,72 @@
+package personal
+
+import (
+	"crypto/ed25519"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/internal/testing/gwtest"
+	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/cloud"
+)
+
+// TestMeshVisitors (issue 20): two operators, each with a domain and a
+// supernode that has the other's domain in its mesh. A visitor whose
+// request for bob.ela.test reaches pc2.test's gateway gets bob's node
+// (ela.test's record lets the mesh serve it); alice.pc2.test, whose
+// record does not, is answered 421 at ela.test's gateway with where it
+// is served, never "not served here" and never the node.
+func TestMeshVisitors(t *testing.T) {
+	_, opA, _ := ed25519.GenerateKey(nil)
+	_, opB, _ := ed25519.GenerateKey(nil)
+	did := func(k ed25519.PrivateKey) string {
+		id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
+		return id.DID()
+	}
+	a := gwtest.Start(t, gwtest.Options{Domain: "pc2.test", Operator: opA,
+		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: did(opB)}}})
+	b := gwtest.Start(t, gwtest.Options{Domain: "ela.test", Operator: opB, Bootstrap: a.Addrs, MeshOpen: true,
+		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: did(opA)}}})
+
+	bob := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: b.Addrs, PinSupernodes: true,
+		NameServices: []cloud.NameService{{Domain: "ela.test", API: b.API}}}
+	setUpNode(t, bob, Options{}, "bob")
+	alice := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: a.Addrs, PinSupernodes: true,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: a.API}}}
+	setUpNode(t, alice, Options{}, "alice")
+
+	visit := func(gw *gwtest.Gateway, host string) (int, string) {
+		// The polls below are one client: slow enough for its limit.
+		time.Sleep(100 * time.Millisecond)
+		req, _ := http.NewRequest("GET", gw.API+"/api/status", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	testenv.WaitFor(t, 30*time.Second, "bob.ela.test through pc2.test's gateway", func() bool {
+		code, body := visit(a, "bob.ela.test")
+		return code == http.StatusOK && strings.Contains(body, `"name":"bob.ela.test"`)
+	})
+	testenv.WaitFor(t, 30*time.Second, "alice.pc2.test at her own gateway", func() bool {
+		code, _ := visit(a, "alice.pc2.test")
+		return code == http.StatusOK
+	})
+	code, body := visit(b, "alice.pc2.test")
+	if code != http.StatusMisdirectedRequest || !strings.Contains(body, "pc2.test") {
+		t.Fatalf("alice.pc2.test at ela.test's gateway: %d %s", code, body)
+	}
+	if code, _ := visit(a, "carol.example.test"); code != http.StatusNotFound {
+		t.Fatalf("a domain of no operator of the mesh: %d", code)
+	}
+}
