@@ -393,6 +393,11 @@ func keepListed(ctx context.Context, node *dht.Node, domain string, o dht.Domain
 			continue
 		case published:
 			log.Info("listed this gateway in the domain record", "domain", domain)
+			// Another supernode of the domain may have listed itself at
+			// the same moment from the same old record: one of the two
+			// listings is lost. Look again soon.
+			wait = time.Minute
+			continue
 		}
 		wait = time.Hour
 	}

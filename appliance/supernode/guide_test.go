@@ -200,3 +200,7 @@ func jsonFields(t reflect.Type, into map[string]bool) map[string]bool {
 }
 
 func (noNames) Unpublish(string) {}
+
+func (noNames) CurrentTally(context.Context, string, string) (*records.Tally, error) {
+	return nil, dht.ErrNotFound
+}

@@ -153,3 +153,18 @@ func (n *Node) CurrentName(ctx context.Context, fqdn string) (*records.Name, err
 	}
 	return name, nil
 }
+
+// CurrentTally returns the newest valid tally of domain's subject
+// (records.Tally; a full lookup), or an error wrapping ErrNotFound.
+func (n *Node) CurrentTally(ctx context.Context, domain, subject string) (*records.Tally, error) {
+	key := records.TallyKey(domain, subject)
+	val, err := n.GetNewest(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("tally %s/%s: %w", domain, subject, err)
+	}
+	t, err := n.validator.ParseTally(key, val)
+	if err != nil {
+		return nil, fmt.Errorf("tally %s/%s: %w", domain, subject, err)
+	}
+	return t, nil
+}

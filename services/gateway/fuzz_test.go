@@ -115,3 +115,7 @@ func FuzzSkeletonOf(f *testing.F) {
 }
 
 func (noStore) Unpublish(string) {}
+
+func (noStore) CurrentTally(context.Context, string, string) (*records.Tally, error) {
+	return nil, dht.ErrNotFound
+}

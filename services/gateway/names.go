@@ -51,6 +51,9 @@ type NameStore interface {
 	// Unpublish stops republishing it.
 	Publish(ctx context.Context, key string, value []byte) (dht.PutResult, error)
 	Unpublish(key string)
+	// CurrentTally is the newest valid tally of domain's subject
+	// (records.Tally), or an error wrapping dht.ErrNotFound.
+	CurrentTally(ctx context.Context, domain, subject string) (*records.Tally, error)
 }
 
 // Name policies: who may claim a name that nobody holds.
@@ -662,6 +665,11 @@ type granter struct {
 	until      time.Time                 // the delegation's end
 }
 
+func (gr granter) signTally(t *records.Tally) ([]byte, error) {
+	t.Operator = gr.operator
+	return records.SignTally(gr.key, gr.delegation, t)
+}
+
 func (gr granter) sign(g *records.Grant, sc *records.SignedClaim) ([]byte, error) {
 	g.Operator = gr.operator
 	if gr.delegation == nil {
@@ -723,7 +731,13 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 		if invite, err = n.admit(c, req.Invite); err != nil {
 			return nil, 0, err
 		}
+		if err := n.inviteShared(r.Context(), domain, invite, c.Name); err != nil {
+			return nil, 0, err
+		}
 		if err := n.capNew(c.DID, clientKey(r)); err != nil {
+			return nil, 0, err
+		}
+		if err := n.capShared(r.Context(), domain, c); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -733,7 +747,14 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 	}
 	if invite != "" {
 		n.used[invite] = c.Name
+		n.tally(r.Context(), gr, domain, records.TallyInvite+invite, func(names []records.TalliedName) []records.TalliedName {
+			return append(names, records.TalliedName{Name: c.Name, Expires: g.Expires})
+		})
 	}
+	n.tally(r.Context(), gr, domain, records.TallyDID+c.DID.String(), func(names []records.TalliedName) []records.TalliedName {
+		names = slices.DeleteFunc(names, func(t records.TalliedName) bool { return t.Name == c.Name })
+		return append(names, records.TalliedName{Name: c.Name, Expires: g.Expires})
+	})
 	n.held[c.Name] = heldName{DID: c.DID, Key: lkey, Expires: g.Expires}
 	if err := n.save(); err != nil {
 		// The name is granted; only the state's record of it is lost.
@@ -745,6 +766,91 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 	}
 	n.log.Info("name granted", "name", c.Name, "did", c.DID.DID(), "renewal", renewal, "seq", g.Seq)
 	return info(g), status, nil
+}
+
+// Shared limits: the domain's granting supernodes keep which names each
+// invite code was used for and which names each DID holds in tally
+// records (records.Tally) in the DHT, so an invite is good for one name
+// in the domain and the per-DID cap holds for the domain, whichever of
+// its supernodes a claim reaches. Each supernode keeps its own record
+// too (names.json): the stricter of the two applies. Two claims at two
+// supernodes in the same instant can both pass (the tally is read, then
+// written); the window is one round trip.
+
+// inviteShared refuses an invite code (its hash) the domain's tally
+// says was used for another name (n.mu held).
+func (n *Names) inviteShared(ctx context.Context, domain, invite, name string) error {
+	if invite == "" {
+		return nil
+	}
+	t, err := n.cfg.Store.CurrentTally(ctx, domain, records.TallyInvite+invite)
+	switch {
+	case errors.Is(err, dht.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("invite code: %w", err)
+	}
+	for _, used := range t.Live(n.cfg.Now().Unix()) {
+		if used.Name != name {
+			return refuse(http.StatusForbidden, "invite_used", "this invite code was already used")
+		}
+	}
+	return nil
+}
+
+// capShared applies the per-DID cap to the names the domain's tally
+// says c.DID holds (n.mu held).
+func (n *Names) capShared(ctx context.Context, domain string, c *records.Claim) error {
+	t, err := n.cfg.Store.CurrentTally(ctx, domain, records.TallyDID+c.DID.String())
+	switch {
+	case errors.Is(err, dht.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("names of %s: %w", c.DID.DID(), err)
+	}
+	count := 0
+	for _, held := range t.Live(n.cfg.Now().Unix()) {
+		if held.Name != c.Name {
+			count++
+		}
+	}
+	if count >= n.cfg.MaxNamesPerDID {
+		return refuse(http.StatusForbidden, "too_many_names", "%s holds %d names under %s, the most one DID may", c.DID.DID(), count, domain)
+	}
+	return nil
+}
+
+// tally publishes domain's tally of subject with the names edit makes of
+// the live ones (n.mu held). A failure is logged: the claim it follows
+// is decided.
+func (n *Names) tally(ctx context.Context, gr granter, domain, subject string, edit func([]records.TalliedName) []records.TalliedName) {
+	now := n.cfg.Now()
+	var seq uint64
+	var names []records.TalliedName
+	cur, err := n.cfg.Store.CurrentTally(ctx, domain, subject)
+	switch {
+	case err == nil:
+		seq, names = cur.Seq, cur.Live(now.Unix())
+	case !errors.Is(err, dht.ErrNotFound):
+		n.log.Warn("names: tally not read; not updated", "domain", domain, "subject", subject, "err", err)
+		return
+	}
+	names = edit(names)
+	if len(names) > 16 {
+		names = names[len(names)-16:]
+	}
+	t := &records.Tally{Version: records.Version, Domain: domain, Subject: subject, Seq: dht.NextSeq(seq, now),
+		IssuedAt: now.Unix(), Expires: now.Add(n.cfg.GrantTTL).Unix(), Names: names}
+	for _, tn := range names {
+		t.Expires = max(t.Expires, tn.Expires)
+	}
+	val, err := gr.signTally(t)
+	if err == nil {
+		_, err = n.cfg.Store.Publish(ctx, records.TallyKey(domain, subject), val)
+	}
+	if err != nil {
+		n.log.Warn("names: tally not published", "domain", domain, "subject", subject, "err", err)
+	}
 }
 
 // admit applies the policy to a new claim and returns the hashed invite
@@ -855,6 +961,9 @@ func (n *Names) release(r *http.Request, name, domain string) (*namesapi.NameInf
 	if err != nil {
 		return nil, err
 	}
+	n.tally(r.Context(), gr, domain, records.TallyDID+c.DID.String(), func(names []records.TalliedName) []records.TalliedName {
+		return slices.DeleteFunc(names, func(t records.TalliedName) bool { return t.Name == full })
+	})
 	if _, ok := n.held[full]; ok {
 		delete(n.held, full)
 		if err := n.save(); err != nil {

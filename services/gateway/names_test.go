@@ -604,3 +604,54 @@ func TestNameLapses(t *testing.T) {
 		t.Fatalf("still lapsed after the renewal: %+v", st)
 	}
 }
+
+// TestNamesSharedLimits (issue 20): two supernodes grant the domain's
+// names under their delegations with the same invite codes: a code used
+// at one is refused at the other, and the per-DID cap counts the names a
+// DID got at both (tally records in the DHT), also after a supernode
+// restarts without its state file.
+func TestNamesSharedLimits(t *testing.T) {
+	w := newWorld(t, 3)
+	a, b := w.sns[0], w.sns[1]
+	codes := []string{"welcome-code-1", "welcome-code-2", "welcome-code-3", "welcome-code-4"}
+	setUp := func(s *supernode) *httptest.Server {
+		_, _, srv := w.namesGateway(s, false, func(c *NamesConfig) {
+			c.Key, c.Delegations = s.key, map[string]records.SignedDelegation{testDomain: w.delegate(s, time.Hour)}
+			c.Policy = Policy{Mode: PolicyInvite, Invites: codes}
+			c.StateFile = filepath.Join(t.TempDir(), "names.json")
+			c.MaxNamesPerDID = 2
+		})
+		return srv
+	}
+	cA, cB := &namesapi.Client{API: setUp(a).URL}, &namesapi.Client{API: setUp(b).URL}
+	ctx := context.Background()
+	alice, _ := newKey(t)
+	if _, err := cA.Claim(ctx, alice, "one."+testDomain, codes[0]); err != nil {
+		t.Fatal(err)
+	}
+	bob, _ := newKey(t)
+	_, err := cB.Claim(ctx, bob, "two."+testDomain, codes[0])
+	wantAPIError(t, "a code used at A, at B", err, http.StatusForbidden, "invite_used")
+	if _, err := cB.Claim(ctx, alice, "three."+testDomain, codes[1]); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cA.Claim(ctx, alice, "four."+testDomain, codes[2])
+	wantAPIError(t, "a third name for alice, at A after one at each", err, http.StatusForbidden, "too_many_names")
+	// Alice releases one at A: she may have another, at B.
+	if _, err := cA.Release(ctx, alice, "three."+testDomain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cB.Claim(ctx, alice, "five."+testDomain, codes[3]); err != nil {
+		t.Fatalf("a second name after a release: %v", err)
+	}
+	// A supernode that lost its state file still sees the used code.
+	c := w.sns[2]
+	_, _, srv := w.namesGateway(c, false, func(cfg *NamesConfig) {
+		cfg.Key, cfg.Delegations = c.key, map[string]records.SignedDelegation{testDomain: w.delegate(c, time.Hour)}
+		cfg.Policy = Policy{Mode: PolicyInvite, Invites: codes}
+		cfg.StateFile = filepath.Join(t.TempDir(), "names.json")
+	})
+	carol, _ := newKey(t)
+	_, err = (&namesapi.Client{API: srv.URL}).Claim(ctx, carol, "six."+testDomain, codes[1])
+	wantAPIError(t, "a used code at a third supernode with no state", err, http.StatusForbidden, "invite_used")
+}

@@ -224,6 +224,69 @@ func New(t testing.TB) *Topology {
 	return tp
 }
 
+// AddPublic adds a host to the public segment at 203.0.113.<last> (and
+// 2001:db8::<last>), reaching home6's LAN through it as the others do:
+// a scenario that needs more public machines than the fixed ones (a mesh
+// of supernodes). last must not be taken.
+func (tp *Topology) AddPublic(name string, last byte) *Host {
+	tp.t.Helper()
+	return tp.addPublic(name, last, "eth0")
+}
+
+// addPublic is AddPublic with the name of the host's uplink interface.
+func (tp *Topology) addPublic(name string, last byte, iface string) *Host {
+	tp.t.Helper()
+	h := tp.newHost(name)
+	port := fmt.Sprintf("pub%d", last)
+	tp.must(tp.public.veth(port, h, iface))
+	br, err := tp.public.nl.LinkByName("br0")
+	tp.must(wrap("public: bridge", err))
+	tp.must(tp.public.enslave(port, br))
+	tp.must(tp.public.setUp(port))
+	tp.must(h.configure(iface, netip.PrefixFrom(host(publicNet, last), 24), netip.Addr{}))
+	tp.must(h.configure(iface, netip.PrefixFrom(host6(public6, last), 64), netip.Addr{}))
+	h.nic, h.uplink = link{h, iface}, link{tp.public, port}
+	tp.must(h.route(home6LAN, host6(public6, 6)))
+	h.public = h.addrs[0]
+	return h
+}
+
+// AddHome adds a home behind NAT: a router on the public segment at
+// 203.0.113.<last> that masquerades its LAN 192.168.<last>.0/24, and a
+// node on that LAN (192.168.<last>.2) that reaches the internet only
+// through it, as home1 and node1.
+func (tp *Topology) AddHome(name string, last byte) (router, node *Host) {
+	tp.t.Helper()
+	router = tp.addPublic(name+"-router", last, "wan")
+	node = tp.newHost(name)
+	lanNet := netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, last, 0}), 24)
+	tp.lan(router, lanNet, node, "eth0")
+	node.public = router.Addr()
+	if err := router.makeRouter(ipv4Forwarding, routerRules); err != nil {
+		tp.t.Fatalf("nattest: %v", err)
+	}
+	return router, node
+}
+
+// newHost makes a host in a namespace of its own, torn down with the
+// topology.
+func (tp *Topology) newHost(name string) *Host {
+	tp.t.Helper()
+	nss, err := newNamespaces(1)
+	if err != nil {
+		tp.t.Fatalf("nattest: %v", err)
+	}
+	h := &Host{name: name, ns: nss[0], topo: tp, path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), nss[0])}
+	tp.nsMu.Lock()
+	tp.hosts = append(tp.hosts, h)
+	tp.nsMu.Unlock()
+	if h.nl, err = netlink.NewHandleAt(h.ns, unix.NETLINK_ROUTE); err != nil {
+		tp.t.Fatalf("nattest: netlink handle in %s: %v", name, err)
+	}
+	tp.must(h.setUp("lo"))
+	return h
+}
+
 // lan connects router's "lan" interface (first address of p) to h's iface
 // (second address of p, default route via the router).
 func (tp *Topology) lan(router *Host, p netip.Prefix, h *Host, iface string) {

@@ -78,22 +78,28 @@ func ParseDelegation(sd SignedDelegation) (*Delegation, error) {
 // carries: the operator the node trusts for the domain signed it, to the
 // grant's signer, and it was valid when the grant was issued and is now.
 func (v *Validator) checkDelegation(env *envelope, g *Grant, domain string) (*Delegation, error) {
+	return v.checkDelegated(env, "name grant for "+g.Name, domain, g.Operator, g.Signer, g.IssuedAt)
+}
+
+// checkDelegated checks the delegation env carries for a record (what)
+// of domain that signer signed for operator at issued.
+func (v *Validator) checkDelegated(env *envelope, what, domain string, operator, signer identity.ID, issued int64) (*Delegation, error) {
 	if len(env.Delegation) == 0 {
-		return nil, fmt.Errorf("name grant for %s: %w: signed by %s without a delegation", g.Name, ErrWrongOperator, g.Signer.DID())
+		return nil, fmt.Errorf("%s: %w: signed by %s without a delegation", what, ErrWrongOperator, signer.DID())
 	}
 	d, err := ParseDelegation(SignedDelegation{Body: env.Delegation, Sig: env.DelegationSig})
 	if err != nil {
-		return nil, fmt.Errorf("name grant for %s: %w", g.Name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	switch {
 	case d.Domain != domain:
-		return nil, fmt.Errorf("name grant for %s: %w: delegation for %s", g.Name, ErrInconsistent, d.Domain)
-	case d.Operator != g.Operator:
-		return nil, fmt.Errorf("name grant for %s: %w: delegation from %s", g.Name, ErrWrongOperator, d.Operator.DID())
-	case d.Supernode != g.Signer:
-		return nil, fmt.Errorf("name grant for %s: %w: delegation to %s, grant by %s", g.Name, ErrWrongOperator, d.Supernode.DID(), g.Signer.DID())
-	case g.IssuedAt < d.IssuedAt || g.IssuedAt >= d.Expires:
-		return nil, fmt.Errorf("name grant for %s: %w: issued outside its delegation", g.Name, ErrWrongOperator)
+		return nil, fmt.Errorf("%s: %w: delegation for %s", what, ErrInconsistent, d.Domain)
+	case d.Operator != operator:
+		return nil, fmt.Errorf("%s: %w: delegation from %s", what, ErrWrongOperator, d.Operator.DID())
+	case d.Supernode != signer:
+		return nil, fmt.Errorf("%s: %w: delegation to %s, signed by %s", what, ErrWrongOperator, d.Supernode.DID(), signer.DID())
+	case issued < d.IssuedAt || issued >= d.Expires:
+		return nil, fmt.Errorf("%s: %w: issued outside its delegation", what, ErrWrongOperator)
 	}
 	if err := v.checkTimes(d.IssuedAt, d.Expires, MaxDelegationLifetime); err != nil {
 		return nil, fmt.Errorf("delegation of %s to %s: %w", d.Domain, d.Supernode.DID(), err)

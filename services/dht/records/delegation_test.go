@@ -146,3 +146,55 @@ func TestRoutesAt(t *testing.T) {
 		t.Error("a released name routes")
 	}
 }
+
+// TestTally: tallies signed by the operator or a delegated supernode
+// validate; anything else is refused.
+func TestTally(t *testing.T) {
+	v := strictValidator(t)
+	subject := TallyDID + idOf(t, keyA).String()
+	tally := func() *Tally {
+		return &Tally{Version: Version, Domain: testDomain, Subject: subject, Seq: 1, IssuedAt: unix(-time.Hour),
+			Expires: unix(24 * time.Hour), Operator: idOf(t, keyOperator), Names: []TalliedName{{Name: testName, Expires: unix(time.Hour)}}}
+	}
+	good := signDelegation(t, keyOperator, testDelegation(t, keyOperator, keySuper))
+	for name, sign := range map[string]func() ([]byte, error){
+		"by the operator":          func() ([]byte, error) { return SignTally(keyOperator, nil, tally()) },
+		"by a delegated supernode": func() ([]byte, error) { return SignTally(keySuper, &good, tally()) },
+	} {
+		val, err := sign()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := v.ParseTally(TallyKey(testDomain, subject), val)
+		if err != nil || len(got.Live(unix(0))) != 1 || len(got.Live(unix(2*time.Hour))) != 0 {
+			t.Fatalf("%s: %+v %v", name, got, err)
+		}
+	}
+	otherDomain := tally()
+	otherDomain.Names = []TalliedName{{Name: "alice.pc2.net", Expires: unix(time.Hour)}}
+	badSubject := tally()
+	badSubject.Subject = "invite-xyz"
+	for name, tc := range map[string]struct {
+		key  []byte
+		del  *SignedDelegation
+		t    *Tally
+		want error
+	}{
+		"another key as the operator":    {keyOther, nil, func() *Tally { x := tally(); x.Operator = idOf(t, keyOther); return x }(), ErrWrongOperator},
+		"a supernode without delegation": {keySuper, nil, func() *Tally { x := tally(); x.Operator = idOf(t, keySuper); return x }(), ErrWrongOperator},
+		"a name of another domain":       {keyOperator, nil, otherDomain, ErrMalformed},
+		"a malformed subject":            {keyOperator, nil, badSubject, ErrMalformed},
+	} {
+		val, err := SignTally(tc.key, tc.del, tc.t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.ParseTally(TallyKey(testDomain, tc.t.Subject), val); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", name, err, tc.want)
+		}
+	}
+	val, _ := SignTally(keyOperator, nil, tally())
+	if _, err := v.ParseTally(TallyKey(testDomain, TallyDID+idOf(t, keyB).String()), val); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("under another subject's key: %v", err)
+	}
+}

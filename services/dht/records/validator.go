@@ -431,11 +431,12 @@ func (v *Validator) Namespaced() record.NamespacedValidator {
 		NamespaceName:   nsValidator{v: v, ns: NamespaceName},
 		NamespaceDomain: nsValidator{v: v, ns: NamespaceDomain},
 		NamespaceBackup: nsValidator{v: v, ns: NamespaceBackup},
+		NamespaceTally:  nsValidator{v: v, ns: NamespaceTally},
 	}
 }
 
 // Parse validates a value of any PC2 namespace and returns the decoded
-// record (*DID, *Name, *Domain or *Backup).
+// record (*DID, *Name, *Domain, *Backup or *Tally).
 func (v *Validator) Parse(key string, value []byte) (any, error) {
 	ns, _, err := splitKey(key)
 	if err != nil {
@@ -450,6 +451,8 @@ func (v *Validator) Parse(key string, value []byte) (any, error) {
 		return v.ParseDomain(key, value)
 	case NamespaceBackup:
 		return v.ParseBackup(key, value)
+	case NamespaceTally:
+		return v.ParseTally(key, value)
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnknownKind, ns)
 }
@@ -492,6 +495,8 @@ func SeqOf(rec any) (seq uint64, issuedAt int64, err error) {
 	case *Domain:
 		return r.Seq, r.IssuedAt, nil
 	case *Backup:
+		return r.Seq, r.IssuedAt, nil
+	case *Tally:
 		return r.Seq, r.IssuedAt, nil
 	}
 	return 0, 0, ErrUnknownKind

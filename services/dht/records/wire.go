@@ -47,6 +47,7 @@ const (
 	KindName   Kind = 2
 	KindDomain Kind = 3
 	KindBackup Kind = 4
+	KindTally  Kind = 5
 )
 
 func (k Kind) String() string {
@@ -59,6 +60,8 @@ func (k Kind) String() string {
 		return "domain"
 	case KindBackup:
 		return "backup"
+	case KindTally:
+		return "tally"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -72,6 +75,7 @@ const (
 	tagDomain     = "pc2/record/domain/v1\x00"
 	tagBackup     = "pc2/record/backup/v1\x00"
 	tagDelegation = "pc2/record/delegation/v1\x00"
+	tagTally      = "pc2/record/tally/v1\x00"
 )
 
 // envelope is the DHT value: a kind, a canonical body, and signatures. Name
