@@ -122,7 +122,7 @@ func TestMeshNAT(t *testing.T) {
 		_, h := tp.AddHome(fmt.Sprintf("home%d", i), byte(50+i))
 		key, _, _ := keyFile(t, dir, fmt.Sprintf("node%d.key", i))
 		cfg := &personal.Config{KeyFile: key, Mode: personal.ModeRelayed, Supernodes: []string{o.addrs[0]},
-			DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i)),
+			DataDir:      filepath.Join(dir, fmt.Sprintf("node%d", i)),
 			NameServices: []cloud.NameService{{Domain: o.domain, API: "http://" + o.sns[0].Addr().String(), Operator: o.opDID}}}
 		nodes[i] = &node{name: fmt.Sprintf("n%d.%s", i, o.domain), key: key, proc: start(t, h, "node", fmt.Sprintf("node%d", i), cfg)}
 		k, err := identity.LoadKeyFile(key)

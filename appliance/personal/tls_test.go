@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,20 +40,7 @@ import (
 // whose domain is end to end only, hold no key for the names. Alice is
 // also reached over WebSocket, and her owner logs in through it.
 func TestEndToEndTLS(t *testing.T) {
-	httpsLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pb := pebbletest.Start(t, pebbletest.Options{TLSPort: httpsLn.Addr().(*net.TCPAddr).Port})
-	for _, h := range []string{"pc2.test", "alice.pc2.test", "bob.pc2.test", "carol.pc2.test"} {
-		if err := pb.AddA(h, "127.0.0.1"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	roots, err := pb.IssuingRoots()
-	if err != nil {
-		t.Fatal(err)
-	}
+	httpsLn, pb, roots := pebbleFor(t, "pc2.test", "alice.pc2.test", "bob.pc2.test", "carol.pc2.test")
 	_, op, _ := ed25519.GenerateKey(nil)
 	gw1 := gwtest.Start(t, gwtest.Options{Operator: op, HTTPSListener: httpsLn, TLS: "end-to-end",
 		ACME: supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}})
@@ -213,4 +201,26 @@ func TestEndToEndTLS(t *testing.T) {
 		}
 		b.CheckNoErrors()
 	}
+}
+
+// pebbleFor starts Pebble whose DNS sends hosts to 127.0.0.1, with its
+// TLS-ALPN-01 challenges on the returned listener (a gateway's HTTPS),
+// and returns the roots it issues under.
+func pebbleFor(t *testing.T, hosts ...string) (net.Listener, *pebbletest.Server, *x509.CertPool) {
+	t.Helper()
+	httpsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := pebbletest.Start(t, pebbletest.Options{TLSPort: httpsLn.Addr().(*net.TCPAddr).Port})
+	for _, h := range hosts {
+		if err := pb.AddA(h, "127.0.0.1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots, err := pb.IssuingRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return httpsLn, pb, roots
 }

@@ -52,6 +52,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"MeshAlsoServed", `{"key_file": "/k", "data_dir": "/d", "domains": [{"domain": "ela.city", "operator": "` + opDID + `"}], "mesh": [{"domain": "ela.city", "operator": "` + opDID + `"}]}`, "listed twice"},
 		{"BadMeshOperator", `{"key_file": "/k", "data_dir": "/d", "mesh": [{"domain": "pc2.net", "operator": "nobody"}]}`, "mesh: operator of pc2.net"},
 		{"MeshOpenWithoutKey", `{"key_file": "/k", "data_dir": "/d", "domains": [{"domain": "ela.city", "operator": "` + opDID + `"}], "gateway": {"http_listen": ":80", "mesh_open": ["ela.city"]}}`, "mesh_open lists ela.city"},
+		{"BadCustomPolicy", `{"key_file": "/k", "data_dir": "/d", "domains": [{"domain": "ela.city", "operator": "` + opDID + `"}], "gateway": {"http_listen": ":80", "custom_domains": {"policy": "everyone"}}}`, "custom_domains: policy"},
 		{"BadDuration", `{"key_file": "/k", "data_dir": "/d", "republish_interval": "soon"}`, "invalid duration"},
 		{"NegativeDuration", `{"key_file": "/k", "data_dir": "/d", "republish_interval": "-1h"}`, "negative"},
 		{"BadTURNListen", `{"key_file": "/k", "data_dir": "/d", "turn_listen": "3478"}`, "turn_listen"},

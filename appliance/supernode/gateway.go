@@ -62,6 +62,10 @@ type GatewayConfig struct {
 	// their names to visitors who reach them (records.Domain.Mesh). A
 	// domain of OperatorKeys not listed here is closed to the mesh.
 	MeshOpen []string `json:"mesh_open,omitempty"`
+	// CustomDomains, if set, serves owners' own domains: a host whose
+	// DNS points here and holds a proof signed by a node's DID (a TXT
+	// record at _pc2.<host>) goes to that node.
+	CustomDomains *CustomDomainsConfig `json:"custom_domains,omitempty"`
 	// Policy says who may claim new names (open, invite, allowlist).
 	Policy gateway.Policy `json:"policy,omitempty"`
 	// Reserved are labels nobody may claim, on top of the built-in list.
@@ -78,6 +82,35 @@ type GatewayConfig struct {
 	Burst     int     `json:"burst,omitempty"`
 	// ACME gets the HTTPS certificates (with HTTPSListen).
 	ACME ACMEConfig `json:"acme,omitempty"`
+}
+
+// CustomDomainsConfig is the operator's policy for owners' own domains.
+type CustomDomainsConfig struct {
+	// Policy is "open" (any node with a valid proof) or "allowlist".
+	Policy string `json:"policy"`
+	// Allow are the DIDs of the allowlist.
+	Allow []string `json:"allow,omitempty"`
+	// PerNode bounds the custom domains served for one node (default 3).
+	PerNode int `json:"per_node,omitempty"`
+	// DNSServer is the DNS server proofs are read from, host:port
+	// (default: the system's resolver).
+	DNSServer string `json:"dns_server,omitempty"`
+}
+
+// custom builds the gateway's custom-domain settings.
+func (c *CustomDomainsConfig) custom(node *dht.Node) (*gateway.Custom, error) {
+	if c == nil {
+		return nil, nil
+	}
+	g := &gateway.Custom{Policy: c.Policy, PerNode: c.PerNode, ResolveDID: node.ResolveDID, LookupTXT: gateway.LookupTXTWith(c.DNSServer)}
+	for _, d := range c.Allow {
+		id, err := identity.ParseDID(d)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: custom_domains: allow: %w", err)
+		}
+		g.Allow = append(g.Allow, id)
+	}
+	return g, nil
 }
 
 // ACMEConfig says where the gateway's certificates come from. Without a
@@ -130,6 +163,16 @@ func (g *GatewayConfig) check(c *Config) error {
 	for d := range g.Delegations {
 		if _, ok := trust[d]; !ok {
 			return fmt.Errorf("gateway: delegation for %s, which is not in domains", d)
+		}
+	}
+	if cd := g.CustomDomains; cd != nil {
+		if cd.Policy != gateway.CustomOpen && cd.Policy != gateway.CustomAllowlist {
+			return fmt.Errorf("gateway: custom_domains: policy %q: want open or allowlist", cd.Policy)
+		}
+		if cd.DNSServer != "" {
+			if _, _, err := net.SplitHostPort(cd.DNSServer); err != nil {
+				return fmt.Errorf("gateway: custom_domains: dns_server %q: %w", cd.DNSServer, err)
+			}
 		}
 	}
 	for _, d := range g.MeshOpen {
@@ -241,8 +284,12 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 	for _, d := range cfg.Mesh {
 		mesh = append(mesh, d.Domain)
 	}
+	custom, err := gc.CustomDomains.custom(node)
+	if err != nil {
+		return nil, err
+	}
 	g, err = gateway.New(gateway.Config{Host: node.Host(), Resolver: node, Relay: rel, Domains: domains, API: names,
-		Mesh: mesh, MeshOpen: gateways.MeshOpen,
+		Mesh: mesh, MeshOpen: gateways.MeshOpen, Custom: custom,
 		Rate: rate.Limit(gc.RateLimit), Burst: gc.Burst, Logger: log, RelayWS: relayWS(node),
 		OwnChallenge: func(name string) bool { return cm != nil && cm.Ordering(name) }})
 	if err != nil {

@@ -15,6 +15,7 @@
 package cloud
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -87,6 +88,9 @@ type Options struct {
 	Node Node
 	// NameServices are offered by the wizard's name step.
 	NameServices []NameService
+	// LookupTXT reads DNS TXT records for the own-domains page's check
+	// (nil: the system's resolver).
+	LookupTXT func(ctx context.Context, name string) ([]string, error)
 	// Version is shown on the dashboard.
 	Version string
 	// Updates, if set, describes the device's updates on the dashboard.

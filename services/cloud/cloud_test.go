@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -92,10 +93,11 @@ type env struct {
 	dir     string
 
 	mu      sync.Mutex
-	codes   []string     // shown by ShowSetupCode
-	updates UpdateStatus // what Options.Updates answers
-	actions fakeUpdates  // Options.UpdateActions
-	dev     fakeSettings // Options.DeviceSettings
+	codes   []string            // shown by ShowSetupCode
+	updates UpdateStatus        // what Options.Updates answers
+	actions fakeUpdates         // Options.UpdateActions
+	dev     fakeSettings        // Options.DeviceSettings
+	txt     map[string][]string // what Options.LookupTXT finds
 }
 
 // fakeUpdates is the device's update buttons: Check answers found,
@@ -132,6 +134,14 @@ func newEnv(t *testing.T) *env {
 		ShowSetupCode: func(c string) { e.mu.Lock(); e.codes = append(e.codes, c); e.mu.Unlock() },
 		Updates:       func() UpdateStatus { e.mu.Lock(); defer e.mu.Unlock(); return e.updates },
 		UpdateActions: &e.actions, DeviceSettings: &e.dev,
+		LookupTXT: func(_ context.Context, name string) ([]string, error) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if v, ok := e.txt[name]; ok {
+				return v, nil
+			}
+			return nil, errors.New("no such host")
+		},
 		Logger: slog.New(logs.Handler(slog.NewTextHandler(testlog.Writer(t), nil)))})
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,8 @@ type owner struct {
 	// (revoked by the operator and why, granted to an earlier claim,
 	// released elsewhere), for the dashboard, until another is claimed.
 	NameLost string `json:"name_lost,omitempty"`
+	// Domains are the owner's own domains (domains.go).
+	Domains []string `json:"domains,omitempty"`
 }
 
 // session is a logged-in browser (state/sessions.json). The map key is

@@ -56,6 +56,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
+	"github.com/pc2/pc2/services/gateway/customdomain"
 	"github.com/pc2/pc2/services/relay"
 	"github.com/pc2/pc2/services/relay/nodeproxy"
 )
@@ -108,6 +109,8 @@ type Config struct {
 	// them (with HTTPS, port 80 redirects to the domain's own gateways).
 	Mesh     []string
 	MeshOpen func(ctx context.Context, domain string) bool
+	// Custom, if set, serves owners' own domains (customdomain.go).
+	Custom *Custom
 	// API serves each domain's apex (the names API); nil answers 404.
 	API http.Handler
 	// CacheTTL is how long a resolution is used without asking the DHT
@@ -208,6 +211,17 @@ func New(cfg Config) (*Gateway, error) {
 	if len(cfg.Domains) == 0 {
 		return nil, errors.New("gateway: no domains to serve")
 	}
+	if c := cfg.Custom; c != nil {
+		switch {
+		case c.ResolveDID == nil:
+			return nil, errors.New("gateway: custom domains need ResolveDID")
+		case c.Policy != CustomOpen && c.Policy != CustomAllowlist:
+			return nil, fmt.Errorf("gateway: custom domain policy %q: want open or allowlist", c.Policy)
+		}
+		if c.LookupTXT == nil {
+			c.LookupTXT = LookupTXTWith("")
+		}
+	}
 	for _, d := range cfg.Domains {
 		if err := records.ValidDomain(d); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
@@ -278,18 +292,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	label, domain, ok := g.split(host)
+	custom := false
 	if !ok {
-		if label, domain, ok = splitUnder(host, g.cfg.Mesh); !ok {
+		if label, domain, ok = splitUnder(host, g.cfg.Mesh); ok {
+			if label == "" || g.cfg.MeshOpen == nil || !g.cfg.MeshOpen(r.Context(), domain) {
+				page(w, http.StatusMisdirectedRequest, "Served elsewhere", html.EscapeString(host)+" is served by the gateways of "+
+					html.EscapeString(domain)+"'s operator, not by this one. Its address leads there.")
+				return
+			}
+		} else if custom = g.cfg.Custom != nil; !custom {
 			page(w, http.StatusNotFound, "Not served here", html.EscapeString(host)+" is not a domain this gateway serves.")
 			return
 		}
-		if label == "" || g.cfg.MeshOpen == nil || !g.cfg.MeshOpen(r.Context(), domain) {
-			page(w, http.StatusMisdirectedRequest, "Served elsewhere", html.EscapeString(host)+" is served by the gateways of "+
-				html.EscapeString(domain)+"'s operator, not by this one. Its address leads there.")
-			return
-		}
 	}
-	if label == "" {
+	if label == "" && !custom {
 		if g.cfg.API == nil {
 			page(w, http.StatusNotFound, "Not found", "This gateway has no API for "+html.EscapeString(domain)+".")
 			return
@@ -297,10 +313,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.cfg.API.ServeHTTP(w, r)
 		return
 	}
-	name := label + "." + domain
-	if err := records.ValidLabel(label); err != nil {
-		page(w, http.StatusNotFound, "No such name", html.EscapeString(name)+" is not a name anyone can hold.")
-		return
+	name := host
+	if !custom {
+		name = label + "." + domain
+		if err := records.ValidLabel(label); err != nil {
+			page(w, http.StatusNotFound, "No such name", html.EscapeString(name)+" is not a name anyone can hold.")
+			return
+		}
 	}
 	e, err := g.lookup(r.Context(), name, false)
 	if _, status := r.URL.Query()["status"]; status && r.Method == http.MethodGet {
@@ -308,6 +327,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case errors.Is(err, errNoName) && custom:
+		page(w, http.StatusNotFound, "Not set up", html.EscapeString(name)+" has no valid PC2 proof in its DNS (a TXT record at "+
+			html.EscapeString(customdomain.TXTName(name))+"), or its node may not use this gateway.")
+		return
 	case errors.Is(err, errNoName):
 		page(w, http.StatusNotFound, "No such name", html.EscapeString(name)+" is not registered.")
 		return
@@ -345,6 +368,10 @@ func (g *Gateway) Allowed(ctx context.Context, name string) error {
 	}
 	label, domain, ok := g.split(host)
 	switch {
+	case !ok && g.isCustom(host):
+		// An owner's domain whose DNS points here: its proof decides.
+		_, err := g.lookup(ctx, host, false)
+		return err
 	case !ok:
 		return fmt.Errorf("gateway: %s is not under a domain served here", host)
 	case label == "":
@@ -432,7 +459,13 @@ func (g *Gateway) lookup(ctx context.Context, name string, fresh bool) (*entry, 
 			return e, e.err
 		}
 	}
-	res, err := g.cfg.Resolver.ResolveName(ctx, name)
+	var res *dht.NameResolution
+	var err error
+	if g.isCustom(name) {
+		res, err = g.resolveCustom(ctx, name)
+	} else {
+		res, err = g.cfg.Resolver.ResolveName(ctx, name)
+	}
 	ne := &entry{name: name, resolved: now}
 	switch {
 	case errors.Is(err, dht.ErrNotFound):

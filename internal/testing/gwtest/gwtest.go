@@ -44,6 +44,8 @@ type Options struct {
 	// MeshOpen lets their gateways serve this domain's names.
 	Mesh     []supernode.DomainTrust
 	MeshOpen bool
+	// CustomDomains is the custom-domain policy (nil: none).
+	CustomDomains *supernode.CustomDomainsConfig
 }
 
 // Gateway is a running gateway supernode.
@@ -87,6 +89,7 @@ func Start(t testing.TB, o Options) *Gateway {
 		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile},
 			GrantTTL: config.Duration(o.GrantTTL), RouteTTL: config.Duration(o.RouteTTL)}}
 	cfg.Mesh = o.Mesh
+	cfg.Gateway.CustomDomains = o.CustomDomains
 	if o.MeshOpen {
 		cfg.Gateway.MeshOpen = []string{o.Domain}
 	}

@@ -12,6 +12,8 @@ import (
 
 	"filippo.io/edwards25519"
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/pc2/pc2/provisioning/identity"
 )
 
 // MaxRecordSize bounds the encoded size of any record value. A did record
@@ -178,4 +180,11 @@ func decodeEnvelope(value []byte) (*envelope, error) {
 		return nil, err
 	}
 	return &env, nil
+}
+
+// VerifyStatement checks sig, by id's key, over tag followed by msg, as
+// records' own signatures are checked (small-order keys refused): for
+// statements that travel outside the DHT (a custom domain's DNS proof).
+func VerifyStatement(id identity.ID, tag string, msg, sig []byte) bool {
+	return verify(id.PublicKey(), tag, msg, sig)
 }

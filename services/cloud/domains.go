@@ -1,0 +1,146 @@
+package cloud
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pc2/pc2/services/gateway/customdomain"
+)
+
+// Own domains: the owner adds cloud.example.org (or an apex) and the
+// page shows the DNS records to create at the domain's DNS provider: a
+// CNAME to the node's name (whose DNS leads to the operator's gateways;
+// for an apex, which cannot have a CNAME, A/AAAA records with the
+// name's addresses) and a TXT record at _pc2.<domain> holding the proof
+// the node's key signs (customdomain.Sign). The gateways serve the
+// domain for this node once they find the proof. The page reads the TXT
+// record back to say whether it is in place.
+
+// maxDomains bounds the owner's own domains (the operators' gateways
+// bound how many they serve per node too).
+const maxDomains = 8
+
+// domainRow is one own domain on the page: the DNS records to create
+// and what the DNS says now.
+type domainRow struct {
+	Domain  string
+	Records []dnsRecord
+	Status  string
+	OK      bool
+}
+
+// dnsRecord is one record to create.
+type dnsRecord struct{ Name, Type, Value string }
+
+// records are the DNS records that make domain this node's: a CNAME to
+// the node's name (an apex, which cannot have one, gets the name's
+// addresses) and the proof.
+func domainRecords(domain, name string, addrs []string, proof string) []dnsRecord {
+	var out []dnsRecord
+	switch {
+	case strings.Count(domain, ".") > 1:
+		out = append(out, dnsRecord{domain, "CNAME", name + "."})
+	case len(addrs) == 0:
+		out = append(out, dnsRecord{domain, "A/AAAA", "the addresses of " + name + " (not found right now)"})
+	default:
+		for _, a := range addrs {
+			t := "A"
+			if strings.Contains(a, ":") {
+				t = "AAAA"
+			}
+			out = append(out, dnsRecord{domain, t, a})
+		}
+	}
+	return append(out, dnsRecord{customdomain.TXTName(domain), "TXT", proof})
+}
+
+func (s *Server) handleDomainsPage(w http.ResponseWriter, r *http.Request) {
+	o := s.state.getOwner()
+	key := s.opts.Node.Key()
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	var rows []domainRow
+	var addrs []string
+	if o.Name != "" {
+		addrs, _ = net.DefaultResolver.LookupHost(ctx, o.Name)
+	}
+	for _, d := range o.Domains {
+		var proof string
+		if key != nil {
+			proof, _ = customdomain.Sign(key, d)
+		}
+		row := domainRow{Domain: d, Records: domainRecords(d, o.Name, addrs, proof)}
+		row.Status, row.OK = s.checkDomain(ctx, d)
+		rows = append(rows, row)
+	}
+	s.render(w, r, http.StatusOK, "domains", "Your own domains", struct {
+		Name     string
+		Rows     []domainRow
+		Msg, Err string
+	}{o.Name, rows, r.URL.Query().Get("msg"), r.URL.Query().Get("err")})
+}
+
+// checkDomain reads domain's proof back from DNS.
+func (s *Server) checkDomain(ctx context.Context, domain string) (string, bool) {
+	lookup := s.opts.LookupTXT
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupTXT
+	}
+	txts, err := lookup(ctx, customdomain.TXTName(domain))
+	if err != nil {
+		return "no proof found in DNS yet (" + err.Error() + ")", false
+	}
+	id, err := customdomain.Verify(txts, domain)
+	switch {
+	case err != nil:
+		return err.Error(), false
+	case id.DID() != s.opts.Node.DID():
+		return "the proof in DNS is another node's (" + id.DID() + ")", false
+	}
+	return "the proof is in place: the gateways serve " + domain + " for this node", true
+}
+
+func (s *Server) handleDomainAdd(w http.ResponseWriter, r *http.Request) {
+	d := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(r.PostFormValue("domain"))), ".")
+	if err := customdomain.Check(d); err != nil {
+		back(w, r, "/_/domains", "", "not a domain name: "+d)
+		return
+	}
+	if o := s.state.getOwner(); o.Name != "" && (d == o.Name || strings.HasSuffix(o.Name, "."+d)) {
+		back(w, r, "/_/domains", "", d+" is your PC2 name's own domain")
+		return
+	}
+	var full bool
+	err := s.state.updateOwner(func(o *owner) {
+		if slices.Contains(o.Domains, d) {
+			return
+		}
+		if full = len(o.Domains) >= maxDomains; !full {
+			o.Domains = append(o.Domains, d)
+		}
+	})
+	switch {
+	case err != nil:
+		back(w, r, "/_/domains", "", err.Error())
+	case full:
+		back(w, r, "/_/domains", "", "at most 8 own domains")
+	default:
+		s.log.Info("own domain added", "domain", d)
+		back(w, r, "/_/domains", "added "+d+": create the DNS records below", "")
+	}
+}
+
+func (s *Server) handleDomainRemove(w http.ResponseWriter, r *http.Request) {
+	d := r.PostFormValue("domain")
+	if err := s.state.updateOwner(func(o *owner) {
+		o.Domains = slices.DeleteFunc(o.Domains, func(x string) bool { return x == d })
+	}); err != nil {
+		back(w, r, "/_/domains", "", err.Error())
+		return
+	}
+	back(w, r, "/_/domains", "removed "+d+" here; delete its TXT record at your DNS provider to stop it", "")
+}
