@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/gateway"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
@@ -88,12 +91,8 @@ func TestMeshNAT(t *testing.T) {
 			return 0, err.Error()
 		}
 		defer resp.Body.Close()
-		var b strings.Builder
-		fmt.Fprint(&b, resp.Status)
-		buf := make([]byte, 4096)
-		n, _ := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		return resp.StatusCode, b.String()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		return resp.StatusCode, string(b)
 	}
 	// Each operator's two supernodes list themselves in its domain
 	// record: a node discovers the second from it.
@@ -124,7 +123,7 @@ func TestMeshNAT(t *testing.T) {
 		cfg := &personal.Config{KeyFile: key, Mode: personal.ModeRelayed, Supernodes: []string{o.addrs[0]},
 			DataDir:      filepath.Join(dir, fmt.Sprintf("node%d", i)),
 			NameServices: []cloud.NameService{{Domain: o.domain, API: "http://" + o.sns[0].Addr().String(), Operator: o.opDID}}}
-		nodes[i] = &node{name: fmt.Sprintf("n%d.%s", i, o.domain), key: key, proc: start(t, h, "node", fmt.Sprintf("node%d", i), cfg)}
+		nodes[i] = &node{name: fmt.Sprintf("node%d.%s", i, o.domain), key: key, proc: start(t, h, "node", fmt.Sprintf("node%d", i), cfg)}
 		k, err := identity.LoadKeyFile(key)
 		if err != nil {
 			t.Fatal(err)
@@ -165,6 +164,17 @@ func TestMeshNAT(t *testing.T) {
 		t.Logf("%s: %d names through %d gateways in %v", what, len(names), len(gws), time.Since(begin).Round(time.Millisecond))
 	}
 	everywhere("at start", nodes, gateways(), 2*time.Minute)
+
+	// Each node attaches to its operator's second supernode too, which
+	// it learned of from the domain record (its config names the first
+	// only).
+	for i, o := range ops {
+		testenv.WaitFor(t, 2*time.Minute, nodes[i].name+" to attach to "+o.sns[1].Name(), func() bool {
+			code, body := get(o.sns[1], nodes[i].name, "/?status")
+			var st gateway.Status
+			return code == http.StatusOK && json.Unmarshal([]byte(body), &st) == nil && st.Attached
+		})
+	}
 
 	// Every node's entry point dies: the nodes are attached to the
 	// second supernode they discovered.

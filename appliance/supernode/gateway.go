@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -423,7 +424,13 @@ func keepListed(ctx context.Context, node *dht.Node, domain string, o dht.Domain
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	// The domain's supernodes often start together (joining when the
+	// first of them is up): a moment of each one's own makes two of
+	// them listing themselves from the same old record unlikely.
 	wait := time.Duration(0)
+	if joining {
+		wait = rand.N(3 * time.Second)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -442,8 +449,9 @@ func keepListed(ctx context.Context, node *dht.Node, domain string, o dht.Domain
 			log.Info("listed this gateway in the domain record", "domain", domain)
 			// Another supernode of the domain may have listed itself at
 			// the same moment from the same old record: one of the two
-			// listings is lost. Look again soon.
-			wait = time.Minute
+			// listings is lost. Look again soon, at a moment of its own
+			// (supernodes started together would race again).
+			wait = time.Minute + rand.N(30*time.Second)
 			continue
 		}
 		wait = time.Hour

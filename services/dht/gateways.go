@@ -115,9 +115,12 @@ func (s *GatewaySet) Allowed(ctx context.Context, p peer.ID) bool {
 
 // Listed returns, by domain, the gateways (the domain's supernodes) its
 // record lists with their addresses, resolving the records first when
-// they are due (bounded by ctx): what a node discovers supernodes from.
+// the last resolution is older than MinRefresh (bounded by ctx): what a
+// node discovers supernodes from.
 func (s *GatewaySet) Listed(ctx context.Context) map[string][]records.Peer {
-	s.refresh(ctx, func(time.Duration) bool { return false })
+	// Answers are at most MinRefresh old (what a caller, such as a
+	// visitor of /api/supernodes, can make the set resolve).
+	s.refresh(ctx, func(age time.Duration) bool { return age >= s.cfg.MinRefresh })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string][]records.Peer, len(s.listed))
@@ -144,7 +147,12 @@ func (s *GatewaySet) MeshOpen(ctx context.Context, domain string) bool {
 // TLSMode is the TLS mode domain's record states (records.Domain.TLS);
 // false when no record of the domain was resolved.
 func (s *GatewaySet) TLSMode(ctx context.Context, domain string) (string, bool) {
-	s.refresh(ctx, func(time.Duration) bool { return false })
+	s.mu.Lock()
+	_, known := s.tlsModes[domain]
+	s.mu.Unlock()
+	// A record not resolved yet (published after this set first looked)
+	// is looked for again after MinRefresh, not MaxAge.
+	s.refresh(ctx, func(age time.Duration) bool { return !known && age >= s.cfg.MinRefresh })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m, ok := s.tlsModes[domain]
