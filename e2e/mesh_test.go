@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/gateway"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )
@@ -29,7 +33,8 @@ import (
 // visitor reaches every name through every gateway. Then each node's
 // entry point dies, then a whole operator: every name of the surviving
 // operators still serves through every surviving gateway. A name its
-// holder releases stops resolving at every gateway within a minute.
+// operator revokes, and one its holder releases, stop resolving at
+// every gateway within a minute.
 func TestMeshNAT(t *testing.T) {
 	tp := nattest.New(t)
 	dir := t.TempDir()
@@ -40,6 +45,8 @@ func TestMeshNAT(t *testing.T) {
 		sns    [2]*nattest.Host
 		addrs  [2]string
 		procs  [2]*nattest.Proc
+		// revoker is the operator's own machine.
+		revoker *nattest.Host
 	}
 	ops := make([]*operator, 3)
 	for i := range ops {
@@ -191,6 +198,24 @@ func TestMeshNAT(t *testing.T) {
 	dead = append(dead, ops[1].sns[1])
 	everywhere("operator 1 gone", []*node{nodes[0], nodes[2]}, gateways(dead...), 2*time.Minute)
 
+	// Operator 0 revokes node0's name (from a machine of its own, as
+	// pc2 operator revoke does): within a minute no gateway serves it.
+	ops[0].revoker = tp.AddPublic("operator0", 60)
+	start(t, ops[0].revoker, "revoke", "revoke", revokeConfig{OperatorKey: ops[0].opFile, Name: nodes[0].name,
+		Reason: "abuse report 7", Bootstrap: ops[0].addrs[1]})
+	gone := func(what string, n *node) {
+		t.Helper()
+		begin := time.Now()
+		for _, gw := range gateways(dead...) {
+			testenv.WaitFor(t, time.Minute, n.name+" to stop at "+gw.Name(), func() bool {
+				code, _ := get(gw, n.name, "/hello")
+				return code == http.StatusNotFound
+			})
+		}
+		t.Logf("%s %s: gone from every gateway within %v", n.name, what, time.Since(begin).Round(time.Millisecond))
+	}
+	gone("revoked", nodes[0])
+
 	// The holder of n2 releases it: within a minute no gateway serves it
 	// (their caches keep a resolution 30 s).
 	k, err := identity.LoadKeyFile(nodes[2].key)
@@ -201,12 +226,51 @@ func TestMeshNAT(t *testing.T) {
 	if _, err := api.Release(context.Background(), k, nodes[2].name); err != nil {
 		t.Fatalf("release %s: %v", nodes[2].name, err)
 	}
-	released := time.Now()
-	for _, gw := range gateways(dead...) {
-		testenv.WaitFor(t, time.Minute, nodes[2].name+" to stop at "+gw.Name(), func() bool {
-			code, _ := get(gw, nodes[2].name, "/hello")
-			return code == http.StatusNotFound
-		})
+	gone("released", nodes[2])
+}
+
+// revokeConfig is the revoke role's config: the operator's tool.
+type revokeConfig struct {
+	OperatorKey string `json:"operator_key"`
+	Name        string `json:"name"`
+	Reason      string `json:"reason"`
+	Bootstrap   string `json:"bootstrap"`
+}
+
+// runRevoke is the revoke role of TestHelper: a DHT client that revokes
+// a name with the operator key (dht.Node.RevokeName, as pc2 operator
+// revoke), says ready, and exits.
+func runRevoke(ctx context.Context, path string, log *slog.Logger) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
 	}
-	t.Logf("%s released: gone from every gateway within %v", nodes[2].name, time.Since(released).Round(time.Millisecond))
+	var c revokeConfig
+	if err := json.Unmarshal(b, &c); err != nil {
+		return err
+	}
+	op, err := identity.LoadKeyFile(c.OperatorKey)
+	if err != nil {
+		return err
+	}
+	boot, err := dht.ParseAddrInfos([]string{c.Bootstrap})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, key, _ := ed25519.GenerateKey(nil)
+	n, err := dht.New(ctx, dht.Config{Key: key, Mode: dht.ModeClient, Bootstrap: boot, AllowUnknownDomains: true, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	if err := n.Bootstrap(ctx); err != nil {
+		return err
+	}
+	if _, _, err := n.RevokeName(ctx, c.Name, op, c.Reason, time.Hour); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	return nil
 }

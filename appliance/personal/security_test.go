@@ -222,19 +222,7 @@ func revokeName(t *testing.T, gw *gwtest.Gateway, op ed25519.PrivateKey, cur *na
 	if err := n.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	g, err := n.CurrentName(ctx, cur.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	rev := records.Grant{Version: records.Version, Name: cur.Name, DID: g.Grant.DID, Seq: dht.NextSeq(g.Grant.Seq, now),
-		Status: records.StatusRevoked, IssuedAt: now.Unix(), Expires: now.Add(time.Hour).Unix(), Operator: g.Grant.Operator,
-		Since: g.Grant.HoldingSince(), After: g.Grant.After, Reason: reason}
-	val, err := records.SignGrant(op, &rev, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.PutVerified(ctx, records.NameKey(cur.Name), val); err != nil {
+	if _, _, err := n.RevokeName(ctx, cur.Name, op, reason, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 }

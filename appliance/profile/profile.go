@@ -15,7 +15,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/settings"
@@ -76,13 +78,13 @@ func Check(s *settings.Settings) error {
 	if err := s.Check(); err != nil {
 		return err
 	}
-	if s.Profile == Personal && len(s.Supernodes) == 0 {
-		return errors.New("profile personal needs at least one supernode")
+	if s.Profile == Personal && len(s.Supernodes) == 0 && len(s.NameServices) == 0 {
+		return errors.New("profile personal needs a supernode, or a name service to learn them from")
 	}
 	if _, err := dht.ParseAddrInfos(s.Supernodes); err != nil {
 		return fmt.Errorf("supernodes: %w", err)
 	}
-	for _, d := range s.Domains {
+	for _, d := range slices.Concat(s.Domains, s.Mesh) {
 		if err := records.ValidDomain(d.Domain); err != nil {
 			return fmt.Errorf("domains: %w", err)
 		}
@@ -171,7 +173,7 @@ func nameServices(ns []settings.NameService) []cloud.NameService {
 // under perm.
 func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
 	c := &supernode.Config{KeyFile: KeyFile(perm), CreateKey: true, DataDir: filepath.Join(DataDir(perm), "supernode"),
-		Bootstrap: s.Supernodes, Listen: s.Listen, Domains: s.Domains,
+		Bootstrap: s.Supernodes, Listen: s.Listen, Domains: s.Domains, Mesh: s.Mesh,
 		// STUN/TURN on the standard port, relaying on the machine's own
 		// (public) address.
 		TURNListen:        ":3478",
@@ -186,13 +188,30 @@ func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
 // domains it grants names for.
 func OperatorKeyFile(perm string) string { return filepath.Join(perm, "pc2", "operator.key") }
 
+// DelegationFile is where a supernode keeps the operator's delegation
+// (pc2 operator delegate) to grant domain's names with its own key.
+func DelegationFile(perm, domain string) string {
+	return filepath.Join(perm, "pc2", "delegation-"+domain+".json")
+}
+
 // gatewayConfig is the web gateway's config for s: port 80, and 443 with
 // ACME when s asks for HTTPS; it grants the names of the domains whose
 // pinned operator is the key at OperatorKeyFile.
 func gatewayConfig(s *settings.Settings, perm string) *supernode.GatewayConfig {
 	g := &supernode.GatewayConfig{HTTPListen: ":80"}
+	for _, d := range s.Domains {
+		if _, err := os.Stat(DelegationFile(perm, d.Domain)); err == nil {
+			if g.Delegations == nil {
+				g.Delegations = map[string]string{}
+			}
+			g.Delegations[d.Domain] = DelegationFile(perm, d.Domain)
+		}
+	}
 	if sg := s.Gateway; sg != nil {
 		g.Policy = gateway.Policy{Mode: sg.NamePolicy, Invites: sg.Invites, Allow: sg.Allow}
+		if sg.CustomDomains != "" {
+			g.CustomDomains = &supernode.CustomDomainsConfig{Policy: sg.CustomDomains}
+		}
 		if sg.HTTPS {
 			g.HTTPSListen = ":443"
 			g.ACME = supernode.ACMEConfig{CA: sg.ACMECA, CARoot: sg.ACMECARoot, Email: sg.ACMEEmail}
@@ -206,6 +225,9 @@ func gatewayConfig(s *settings.Settings, perm string) *supernode.GatewayConfig {
 						g.OperatorKeys = map[string]string{}
 					}
 					g.OperatorKeys[d.Domain] = OperatorKeyFile(perm)
+					if sg := s.Gateway; sg != nil && sg.MeshOpen {
+						g.MeshOpen = append(g.MeshOpen, d.Domain)
+					}
 					if sg := s.Gateway; sg != nil && sg.TLS != "" {
 						if g.TLS == nil {
 							g.TLS = map[string]string{}

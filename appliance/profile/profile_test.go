@@ -1,7 +1,9 @@
 package profile
 
 import (
+	"crypto/ed25519"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -122,7 +124,7 @@ func TestSettingsErrors(t *testing.T) {
 	}{
 		{settings.Settings{}, "profile is required"},
 		{settings.Settings{Profile: "router"}, `unknown profile "router"`},
-		{settings.Settings{Profile: Personal}, "at least one supernode"},
+		{settings.Settings{Profile: Personal}, "needs a supernode, or a name service"},
 		{settings.Settings{Profile: Personal, Supernodes: []string{"/ip4/1.2.3.4/tcp/1"}}, "supernodes"},
 		{settings.Settings{Profile: Supernode, Domains: []settings.Domain{{Domain: "Bad_Domain"}}}, "domains"},
 		{settings.Settings{Profile: Supernode, Domains: []settings.Domain{{Domain: "ela.city", Operator: "did:boson:x"}}}, "domains"},
@@ -182,5 +184,52 @@ func TestFullConfigs(t *testing.T) {
 	s.NameServices = nil
 	if got := NodeConfig(s, PermDir).NameServices; got != nil {
 		t.Errorf("no name services: the cloud got %+v", got)
+	}
+}
+
+// TestSupernodeMeshSettings (issue 20): the image's settings carry the
+// mesh, mesh_open and custom domains into the supernode's config, and a
+// delegation on perm makes it grant that domain with its own key.
+func TestSupernodeMeshSettings(t *testing.T) {
+	perm := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(perm, "pc2"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, op, _ := ed25519.GenerateKey(nil)
+	opID, _ := identity.IDFromPublicKey(op.Public().(ed25519.PublicKey))
+	if err := identity.WriteKeyFile(OperatorKeyFile(perm), op); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(DelegationFile(perm, "pc2.net"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := "did:boson:6T4CWb3fo5ufzi8XoLa6GCF3mH65zNRy1E5wGNVGzdDG"
+	s := &settings.Settings{Profile: Supernode,
+		Domains: []settings.Domain{{Domain: "ela.city", Operator: opID.DID()}, {Domain: "pc2.net", Operator: other}},
+		Mesh:    []settings.Domain{{Domain: "ela.net", Operator: other}},
+		Gateway: &settings.Gateway{MeshOpen: true, CustomDomains: "open"}}
+	if err := Check(s); err != nil {
+		t.Fatal(err)
+	}
+	c := SupernodeConfig(s, perm)
+	g := c.Gateway
+	switch {
+	case !reflect.DeepEqual(c.Mesh, []supernode.DomainTrust{{Domain: "ela.net", Operator: other}}):
+		t.Errorf("mesh %+v", c.Mesh)
+	case !reflect.DeepEqual(g.MeshOpen, []string{"ela.city"}):
+		t.Errorf("mesh_open %v, want the domain of the operator key", g.MeshOpen)
+	case g.Delegations["pc2.net"] != DelegationFile(perm, "pc2.net") || len(g.Delegations) != 1:
+		t.Errorf("delegations %v", g.Delegations)
+	case g.CustomDomains == nil || g.CustomDomains.Policy != "open":
+		t.Errorf("custom domains %+v", g.CustomDomains)
+	}
+	s.Gateway.CustomDomains = "everyone"
+	if err := Check(s); err == nil || !strings.Contains(err.Error(), "custom_domains") {
+		t.Errorf("custom_domains everyone: %v", err)
+	}
+	s.Gateway.CustomDomains = ""
+	s.Mesh = append(s.Mesh, settings.Domain{Domain: "ela.city", Operator: other})
+	if err := Check(s); err == nil || !strings.Contains(err.Error(), "listed twice") {
+		t.Errorf("a domain both served and in the mesh: %v", err)
 	}
 }

@@ -69,8 +69,11 @@ type Settings struct {
 	// Supernodes: full multiaddrs of the supernodes to use (personal) or to
 	// bootstrap from (supernode).
 	Supernodes []string `json:"supernodes,omitempty"`
-	// Domains a supernode trusts, with their operators.
+	// Domains a supernode serves (and trusts), with their operators.
 	Domains []Domain `json:"domains,omitempty"`
+	// Mesh are other operators' domains a supernode trusts without
+	// serving them (supernode.Config.Mesh).
+	Mesh []Domain `json:"mesh,omitempty"`
 	// PublicURL of the personal node, published in its did record.
 	PublicURL string `json:"public_url,omitempty"`
 	// NameServices are the domains the personal cloud's setup wizard
@@ -153,6 +156,13 @@ type Gateway struct {
 	// certificate), end-to-end (only at the node) or gateway (always at
 	// the gateways).
 	TLS string `json:"tls,omitempty"`
+	// MeshOpen lets the mesh's other gateways serve the names of the
+	// domains whose names this supernode grants (supernode
+	// GatewayConfig.MeshOpen).
+	MeshOpen bool `json:"mesh_open,omitempty"`
+	// CustomDomains serves owners' own domains: "open" (any node with a
+	// valid proof) or "" (off).
+	CustomDomains string `json:"custom_domains,omitempty"`
 }
 
 // NameService is a domain whose names a personal node may claim.
@@ -223,6 +233,9 @@ func (s *Settings) Check() error {
 		case "", "auto", "end-to-end", "gateway":
 		default:
 			return fmt.Errorf("gateway: tls %q: want auto, end-to-end or gateway", g.TLS)
+		}
+		if g.CustomDomains != "" && g.CustomDomains != "open" {
+			return fmt.Errorf("gateway: custom_domains %q: want open or nothing", g.CustomDomains)
 		}
 	}
 	for i, ns := range s.NameServices {

@@ -2,8 +2,10 @@ package dht
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht/records"
@@ -167,4 +169,39 @@ func (n *Node) CurrentTally(ctx context.Context, domain, subject string) (*recor
 		return nil, fmt.Errorf("tally %s/%s: %w", domain, subject, err)
 	}
 	return t, nil
+}
+
+// RevokeName takes fqdn back from its holder with the domain's operator
+// key: it publishes the next record of the holder's holding, with status
+// revoked and reason (shown to the holder), lasting ttl. It beats every
+// grant of that holding (records.Beats) wherever it arrives. It returns
+// the revoked grant (the holder's) and where the revocation went.
+func (n *Node) RevokeName(ctx context.Context, fqdn string, operator ed25519.PrivateKey, reason string, ttl time.Duration) (*records.Grant, PutResult, error) {
+	opID, err := identity.IDFromPublicKey(operator.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, PutResult{}, err
+	}
+	cur, err := n.CurrentName(ctx, fqdn)
+	if err != nil {
+		return nil, PutResult{}, fmt.Errorf("revoke %s: %w", fqdn, err)
+	}
+	g := cur.Grant
+	switch {
+	case g.Operator != opID:
+		return nil, PutResult{}, fmt.Errorf("revoke %s: its grant is from operator %s, not %s", fqdn, g.Operator.DID(), opID.DID())
+	case g.Status == records.StatusRevoked:
+		return nil, PutResult{}, fmt.Errorf("revoke %s: already revoked (%s)", fqdn, g.Reason)
+	}
+	now := n.cfg.now()
+	rev := records.Grant{Version: records.Version, Name: fqdn, DID: g.DID, Seq: NextSeq(g.Seq, now), Status: records.StatusRevoked,
+		IssuedAt: now.Unix(), Expires: now.Add(ttl).Unix(), Operator: opID, Since: g.HoldingSince(), After: g.After, Reason: reason}
+	val, err := records.SignGrant(operator, &rev, nil)
+	if err != nil {
+		return nil, PutResult{}, err
+	}
+	res, err := n.PutVerified(ctx, records.NameKey(fqdn), val)
+	if err != nil {
+		return nil, res, fmt.Errorf("revoke %s: %w", fqdn, err)
+	}
+	return &g, res, nil
 }

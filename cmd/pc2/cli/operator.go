@@ -9,7 +9,6 @@ import (
 
 	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/provisioning/identity"
-	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 )
 
@@ -99,7 +98,7 @@ func operatorRevoke(ctx context.Context, env Env, args []string) error {
 	if _, _, err := records.SplitName(name); err != nil {
 		return usageErr("%v", err)
 	}
-	op, opID, err := loadKeyID(*opFile)
+	op, err := identity.LoadKeyFile(*opFile)
 	if err != nil {
 		return err
 	}
@@ -108,29 +107,9 @@ func operatorRevoke(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer stop()
-	cur, err := node.CurrentName(ctx, name)
-	if err != nil {
-		return fmt.Errorf("revoke %s: %w", name, err)
-	}
-	g := cur.Grant
-	if g.Operator != opID {
-		return fmt.Errorf("revoke %s: its grant is from operator %s, not %s", name, g.Operator.DID(), opID.DID())
-	}
-	if g.Status == records.StatusRevoked {
-		return fmt.Errorf("revoke %s: already revoked (%s)", name, g.Reason)
-	}
-	now := time.Now()
-	// The next record of the holder's holding: it beats every grant of
-	// that holding (records.Beats) wherever it arrives.
-	rev := records.Grant{Version: records.Version, Name: name, DID: g.DID, Seq: dht.NextSeq(g.Seq, now), Status: records.StatusRevoked,
-		IssuedAt: now.Unix(), Expires: now.Add(*ttl).Unix(), Operator: opID, Since: g.HoldingSince(), After: g.After, Reason: *reason}
-	val, err := records.SignGrant(op, &rev, nil)
+	g, res, err := node.RevokeName(ctx, name, op, *reason, *ttl)
 	if err != nil {
 		return err
-	}
-	res, err := node.PutVerified(ctx, records.NameKey(name), val)
-	if err != nil {
-		return fmt.Errorf("revoke %s: %w", name, err)
 	}
 	fmt.Fprintf(env.Stdout, "revoked %s (held by %s): %s (stored on %d of %d peers)\n", name, g.DID.DID(), *reason, res.Stored, res.Sent)
 	return nil
