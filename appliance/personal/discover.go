@@ -251,25 +251,44 @@ func (n *Node) entryPoints(ctx context.Context, known []peer.AddrInfo) ([]peer.A
 func (n *Node) discoverLoop(ctx context.Context, h host.Host, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo) {
 	every := cmp.Or(n.opts.DiscoverEvery, DefaultDiscoverEvery)
 	path := filepath.Join(n.cfg.CloudDir(), supernodesFile)
-	repeat(ctx, min(2*time.Second, every), every, func() {
-		if err := n.discoverOnce(ctx, h, gateways, tc, configured, path); err != nil && ctx.Err() == nil {
+	wait := min(2*time.Second, every)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		found, err := n.discoverOnce(ctx, h, gateways, tc, configured, path)
+		if err != nil && ctx.Err() == nil {
 			n.log.Warn("supernode discovery", "err", err)
 		}
-	})
+		// Until a domain record is found (a node without a name yet: its
+		// operator is not known before the wizard's claim), look often.
+		wait = every
+		if !found {
+			wait = min(every, discoverRetry)
+		}
+	}
 }
 
-func (n *Node) discoverOnce(ctx context.Context, h host.Host, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo, path string) error {
+// discoverRetry is how soon discovery looks again when it found no
+// domain record.
+const discoverRetry = 30 * time.Second
+
+// discoverOnce looks the supernodes up once; found says whether a
+// domain record listed any.
+func (n *Node) discoverOnce(ctx context.Context, h host.Host, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo, path string) (found bool, err error) {
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	listed := listedInfos(gateways.Listed(lctx))
 	if len(listed) == 0 {
-		return nil // no name yet, or the records are not reachable: keep what the node has
+		return false, nil // no name yet, or the records are not reachable: keep what the node has
 	}
 	// A supernode no longer listed (retired by its operator) is left.
 	candidates := mergeInfos(configured, listed)
 	order := rank(measure(lctx, h, candidates), configured)
 	if len(order) == 0 {
-		return errors.New("no supernode answered")
+		return true, errors.New("no supernode answered")
 	}
 	before := tc.Supernodes()
 	tc.SetSupernodes(order)
@@ -281,7 +300,7 @@ func (n *Node) discoverOnce(ctx context.Context, h host.Host, gateways *dht.Gate
 		n.log.Info("supernodes discovered", "supernodes", ids)
 	}
 	if err := saveSupernodes(path, order); err != nil {
-		return fmt.Errorf("save the discovered supernodes: %w", err)
+		return true, fmt.Errorf("save the discovered supernodes: %w", err)
 	}
-	return nil
+	return true, nil
 }
