@@ -369,7 +369,11 @@ func (g *Gateway) Allowed(ctx context.Context, name string) error {
 	label, domain, ok := g.split(host)
 	switch {
 	case !ok && g.isCustom(host):
-		// An owner's domain whose DNS points here: its proof decides.
+		// An owner's domain whose DNS points here: its proof decides
+		// (a DNS lookup, counted as a name's DHT lookup is).
+		if err := g.handshakeAllowed(ctx, host); err != nil {
+			return err
+		}
 		_, err := g.lookup(ctx, host, false)
 		return err
 	case !ok:
@@ -383,12 +387,8 @@ func (g *Gateway) Allowed(ctx context.Context, name string) error {
 		return err
 	}
 	full := label + "." + domain
-	// A handshake for a name not in the cache costs a DHT lookup: it
-	// counts in its client's request limit, as a request would.
-	if hello, ok := ctx.Value(certmagic.ClientHelloInfoCtxKey).(*tls.ClientHelloInfo); ok && hello.Conn != nil && !g.cached(full) {
-		if !g.limiter.allow(netaddr.ClientKey(netaddr.Host(hello.Conn.RemoteAddr().String()))) {
-			return errHandshakeLimited
-		}
+	if err := g.handshakeAllowed(ctx, full); err != nil {
+		return err
 	}
 	e, err := g.lookup(ctx, full, false)
 	if err != nil {
@@ -396,6 +396,18 @@ func (g *Gateway) Allowed(ctx context.Context, name string) error {
 	}
 	if tlsMode(e.res) == records.TLSEndToEnd {
 		return fmt.Errorf("gateway: %s is end to end: its TLS ends only at its node", full)
+	}
+	return nil
+}
+
+// handshakeAllowed counts a TLS handshake for name in its client's
+// request limit when name is not in the cache: it costs a lookup, as a
+// request would.
+func (g *Gateway) handshakeAllowed(ctx context.Context, name string) error {
+	if hello, ok := ctx.Value(certmagic.ClientHelloInfoCtxKey).(*tls.ClientHelloInfo); ok && hello.Conn != nil && !g.cached(name) {
+		if !g.limiter.allow(netaddr.ClientKey(netaddr.Host(hello.Conn.RemoteAddr().String()))) {
+			return errHandshakeLimited
+		}
 	}
 	return nil
 }

@@ -752,6 +752,10 @@ func (n *Names) claim(r *http.Request, domain string) (*namesapi.NameInfo, int, 
 		})
 	}
 	n.tally(r.Context(), gr, domain, records.TallyDID+c.DID.String(), func(names []records.TalliedName) []records.TalliedName {
+		half := n.cfg.Now().Add(n.cfg.GrantTTL / 2).Unix()
+		if i := slices.IndexFunc(names, func(t records.TalliedName) bool { return t.Name == c.Name }); i >= 0 && names[i].Expires > half {
+			return names // counted, for long enough: a renewal need not write
+		}
 		names = slices.DeleteFunc(names, func(t records.TalliedName) bool { return t.Name == c.Name })
 		return append(names, records.TalliedName{Name: c.Name, Expires: g.Expires})
 	})
@@ -835,7 +839,10 @@ func (n *Names) tally(ctx context.Context, gr granter, domain, subject string, e
 		n.log.Warn("names: tally not read; not updated", "domain", domain, "subject", subject, "err", err)
 		return
 	}
-	names = edit(names)
+	before := slices.Clone(names)
+	if names = edit(names); cur != nil && slices.Equal(before, names) {
+		return // nothing to change
+	}
 	if len(names) > 16 {
 		names = names[len(names)-16:]
 	}
