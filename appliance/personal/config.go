@@ -43,6 +43,12 @@ type Config struct {
 	// its operators' signed domain records list, fastest first, and
 	// remembers them for its next start (discover.go).
 	PinSupernodes bool `json:"pin_supernodes,omitempty"`
+	// OtherOperators lets the node attach to one supernode of another
+	// operator of its operator's mesh too (from its name services'
+	// /api/supernodes), so that it stays reachable when its own
+	// operator's supernodes are all gone. Off by default: a relay reads
+	// what it relays unless visitors' TLS ends on the node.
+	OtherOperators bool `json:"other_operators,omitempty"`
 	// Listen is the personal cloud's address (default ":4200").
 	Listen string `json:"listen,omitempty"`
 	// DataDir holds the personal cloud: the owner's files and its state

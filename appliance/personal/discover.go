@@ -145,6 +145,61 @@ func listedInfos(listed map[string][]records.Peer) []peer.AddrInfo {
 	return out
 }
 
+// otherOperators are the supernodes of other operators of the mesh, as
+// the name services' gateways list them (GET /api/supernodes): those
+// whose domain's operator is not the one of the node's domain.
+func (n *Node) otherOperators(ctx context.Context) []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for _, ns := range n.cfg.NameServices {
+		own := ns.Operator
+		if d, o := n.cloud.NameOperator(); d == ns.Domain && o != "" {
+			own = o
+		}
+		c := &namesapi.Client{API: ns.API, HTTP: n.opts.NamesClient}
+		l, err := c.Supernodes(ctx, ns.Domain)
+		if err != nil || own == "" {
+			continue // the own operator unknown: nothing to tell the others from
+		}
+		for _, e := range l.Supernodes {
+			if e.Operator == "" || e.Operator == own {
+				continue
+			}
+			if ais, err := dht.ParseAddrInfos(e.Addrs); err == nil {
+				out = mergeInfos(out, ais)
+			}
+		}
+	}
+	return out
+}
+
+// preferOther makes the first slots of order (the supernodes the node
+// attaches to) hold both its own operator's fastest and the fastest of
+// another operator (one of others), when both answered; order is
+// otherwise kept.
+func preferOther(order, others []peer.AddrInfo, slots int) []peer.AddrInfo {
+	isOther := func(ai peer.AddrInfo) bool {
+		return slices.ContainsFunc(others, func(o peer.AddrInfo) bool { return o.ID == ai.ID })
+	}
+	isOwn := func(ai peer.AddrInfo) bool { return !isOther(ai) }
+	if len(others) == 0 || len(order) <= slots {
+		return order
+	}
+	out := slices.Clone(order)
+	// move puts the first entry that is want after position at.
+	move := func(want func(peer.AddrInfo) bool, at int) {
+		if slices.ContainsFunc(out[:slots], want) {
+			return
+		}
+		if i := slices.IndexFunc(out, want); i >= 0 {
+			o := out[i]
+			out = slices.Insert(slices.Delete(out, i, i+1), at, o)
+		}
+	}
+	move(isOwn, 0)
+	move(isOther, slots-1)
+	return out
+}
+
 // measured is a supernode with its round trip (ok false: no answer).
 type measured struct {
 	ai  peer.AddrInfo
@@ -286,7 +341,12 @@ func (n *Node) discoverOnce(ctx context.Context, h host.Host, gateways *dht.Gate
 	}
 	// A supernode no longer listed (retired by its operator) is left.
 	candidates := mergeInfos(configured, listed)
-	order := rank(measure(lctx, h, candidates), configured)
+	var others []peer.AddrInfo
+	if n.cfg.OtherOperators {
+		others = n.otherOperators(lctx)
+		candidates = mergeInfos(candidates, others)
+	}
+	order := preferOther(rank(measure(lctx, h, candidates), configured), others, max(n.cfg.MaxAttached, 2))
 	if len(order) == 0 {
 		return true, errors.New("no supernode answered")
 	}

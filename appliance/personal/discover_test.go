@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,4 +91,30 @@ func TestDiscovery(t *testing.T) {
 		known, attached := status(base3)
 		return known >= 2 && len(attached) == 2
 	})
+}
+
+func TestPreferOther(t *testing.T) {
+	id := func(s string) peer.AddrInfo { return peer.AddrInfo{ID: peer.ID(s)} }
+	own1, own2, own3, other1, other2 := id("own1"), id("own2"), id("own3"), id("other1"), id("other2")
+	ids := func(l []peer.AddrInfo) string {
+		var s []string
+		for _, ai := range l {
+			s = append(s, string(ai.ID))
+		}
+		return strings.Join(s, " ")
+	}
+	others := []peer.AddrInfo{other1, other2}
+	for _, c := range []struct{ order, want []peer.AddrInfo }{
+		{[]peer.AddrInfo{own1, own2, own3, other1}, []peer.AddrInfo{own1, other1, own2, own3}},
+		{[]peer.AddrInfo{other1, other2, own1}, []peer.AddrInfo{own1, other1, other2}},
+		{[]peer.AddrInfo{own1, other2, own2}, []peer.AddrInfo{own1, other2, own2}},
+		{[]peer.AddrInfo{own1, own2}, []peer.AddrInfo{own1, own2}},
+	} {
+		if got := preferOther(c.order, others, 2); ids(got) != ids(c.want) {
+			t.Errorf("%s: got %s, want %s", ids(c.order), ids(got), ids(c.want))
+		}
+	}
+	if got := preferOther([]peer.AddrInfo{own1, own2, own3}, nil, 2); ids(got) != "own1 own2 own3" {
+		t.Errorf("without others: %s", ids(got))
+	}
 }

@@ -2,6 +2,7 @@ package personal
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -69,4 +71,52 @@ func TestMeshVisitors(t *testing.T) {
 	if code, _ := visit(a, "carol.example.test"); code != http.StatusNotFound {
 		t.Fatalf("a domain of no operator of the mesh: %d", code)
 	}
+}
+
+// TestOtherOperators (issue 20): a node whose owner allows it attaches
+// to a supernode of another operator of its operator's mesh too, learned
+// from its name service's /api/supernodes; when its own operator's
+// supernode dies, visitors still reach it through the other operator's
+// gateway (its domain's record lets the mesh serve its names).
+func TestOtherOperators(t *testing.T) {
+	_, opA, _ := ed25519.GenerateKey(nil)
+	_, opB, _ := ed25519.GenerateKey(nil)
+	did := func(k ed25519.PrivateKey) string {
+		id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
+		return id.DID()
+	}
+	a := gwtest.Start(t, gwtest.Options{Domain: "pc2.test", Operator: opA, MeshOpen: true,
+		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: did(opB)}}})
+	b := gwtest.Start(t, gwtest.Options{Domain: "ela.test", Operator: opB, Bootstrap: a.Addrs,
+		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: did(opA)}}})
+	bPeer := b.Addrs[0][strings.LastIndex(b.Addrs[0], "/")+1:]
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: a.Addrs, OtherOperators: true,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: a.API}}}
+	base := setUpNode(t, cfg, Options{DiscoverEvery: 500 * time.Millisecond}, "alice")
+	local := cloudtest.New(t, base, nil)
+	testenv.WaitFor(t, 30*time.Second, "the node to attach to the other operator's supernode too", func() bool {
+		var st Status
+		if json.Unmarshal([]byte(local.Get("/api/status").Body), &st) != nil || st.Tunnel == nil {
+			return false
+		}
+		for _, l := range st.Tunnel.Supernodes {
+			if l.ID == bPeer && l.Attached {
+				return true
+			}
+		}
+		return false
+	})
+	a.Stop()
+	testenv.WaitFor(t, 30*time.Second, "alice.pc2.test through the other operator's gateway", func() bool {
+		time.Sleep(100 * time.Millisecond)
+		req, _ := http.NewRequest("GET", b.API+"/api/status", nil)
+		req.Host = "alice.pc2.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"name":"alice.pc2.test"`)
+	})
 }

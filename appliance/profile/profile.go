@@ -147,7 +147,8 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 	// Backups (the owner picks where on the dashboard) take the settings'
 	// perm copy along with the cloud's data.
 	c := &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
-		NameServices: nameServices(s.NameServices), Quota: s.Quota,
+		NameServices: nameServices(s.NameServices), Quota: s.Quota, OtherOperators: s.OtherOperators,
+		PinSupernodes: s.PinSupernodes,
 		Backup: personal.BackupConfig{Restic: ResticBinary, MemoryLimit: ResticMemoryLimit, Connections: ResticConnections,
 			Include: map[string]string{"settings": filepath.Join(DataDir(perm), filepath.Base(settings.PermFile))}}}
 	// Visitors' TLS ends on the device unless the settings turn it off.

@@ -74,6 +74,13 @@ type Settings struct {
 	// Mesh are other operators' domains a supernode trusts without
 	// serving them (supernode.Config.Mesh).
 	Mesh []Domain `json:"mesh,omitempty"`
+	// PinSupernodes keeps a personal node to Supernodes (no discovery:
+	// personal.Config.PinSupernodes).
+	PinSupernodes bool `json:"pin_supernodes,omitempty"`
+	// OtherOperators lets a personal node attach to a supernode of
+	// another operator of its operator's mesh too
+	// (personal.Config.OtherOperators).
+	OtherOperators bool `json:"other_operators,omitempty"`
 	// PublicURL of the personal node, published in its did record.
 	PublicURL string `json:"public_url,omitempty"`
 	// NameServices are the domains the personal cloud's setup wizard

@@ -258,6 +258,10 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 	if err != nil {
 		return nil, err
 	}
+	trust, err := cfg.Trust()
+	if err != nil {
+		return nil, err
+	}
 	var domains []string
 	for _, d := range cfg.Domains {
 		domains = append(domains, d.Domain)
@@ -274,7 +278,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 		StateFile: filepath.Join(cfg.DataDir, "names.json"), Self: self, Logger: log,
 		Changed: func(name string) { g.Forget(name) },
 		Supernodes: func(ctx context.Context, domain string) []namesapi.SupernodeEntry {
-			return domainSupernodes(ctx, node, gateways, domain)
+			return domainSupernodes(ctx, node, gateways, trust, domain)
 		},
 	})
 	if err != nil {
@@ -373,9 +377,10 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 
 // domainSupernodes is GET /api/supernodes: this supernode and the
 // others domain's record lists, with full multiaddrs.
-func domainSupernodes(ctx context.Context, node *dht.Node, gateways *dht.GatewaySet, domain string) []namesapi.SupernodeEntry {
+func domainSupernodes(ctx context.Context, node *dht.Node, gateways *dht.GatewaySet, trust records.TrustMap, domain string) []namesapi.SupernodeEntry {
 	self, _ := node.ID()
 	var out []namesapi.SupernodeEntry
+	d := domain
 	add := func(id identity.ID, addrs []string) {
 		if len(addrs) == 0 || slices.ContainsFunc(out, func(e namesapi.SupernodeEntry) bool { return e.DID == id.DID() }) {
 			return
@@ -384,7 +389,7 @@ func domainSupernodes(ctx context.Context, node *dht.Node, gateways *dht.Gateway
 		if err != nil {
 			return
 		}
-		e := namesapi.SupernodeEntry{DID: id.DID()}
+		e := namesapi.SupernodeEntry{DID: id.DID(), Domain: d, Operator: trust[d].DID()}
 		for _, a := range addrs {
 			m, err := ma.NewMultiaddr(a)
 			if err != nil {
@@ -402,8 +407,23 @@ func domainSupernodes(ctx context.Context, node *dht.Node, gateways *dht.Gateway
 		own = append(own, a.String())
 	}
 	add(self, own)
-	for _, p := range gateways.Listed(ctx)[domain] {
+	listed := gateways.Listed(ctx)
+	for _, p := range listed[domain] {
 		add(p.ID, p.Addrs)
+	}
+	// Then the mesh's other operators' supernodes, by domain.
+	others := make([]string, 0, len(listed))
+	for o := range listed {
+		if o != domain && trust[o] != trust[domain] {
+			others = append(others, o)
+		}
+	}
+	slices.Sort(others)
+	for _, o := range others {
+		d = o
+		for _, p := range listed[o] {
+			add(p.ID, p.Addrs)
+		}
 	}
 	return out
 }

@@ -54,16 +54,21 @@ type ClaimRequest struct {
 
 // SupernodeList is GET /api/supernodes on a domain's apex: the domain's
 // supernodes, as the gateway knows them (its operator's signed domain
-// record and itself). A node whose config names no supernode starts
-// from it; it then checks what it learned against the signed records.
+// record and itself), then those of the other operators' domains of its
+// mesh. A node whose config names no supernode starts from it; it then
+// checks what it learned of its own operator against the signed
+// records, and uses the others' only when its owner allows.
 type SupernodeList struct {
 	Domain     string           `json:"domain"`
 	Supernodes []SupernodeEntry `json:"supernodes"`
 }
 
 // SupernodeEntry is one supernode: its DID and full multiaddrs (with
-// /p2p/<peer id>).
+// /p2p/<peer id>), and the domain (with its operator) whose record lists
+// it: the asked domain's, or another operator's of the gateway's mesh.
 type SupernodeEntry struct {
-	DID   string   `json:"did"`
-	Addrs []string `json:"addrs"`
+	DID      string   `json:"did"`
+	Addrs    []string `json:"addrs"`
+	Domain   string   `json:"domain,omitempty"`
+	Operator string   `json:"operator,omitempty"`
 }
