@@ -211,7 +211,22 @@ func TestThreeSupernodeProcesses(t *testing.T) {
 	// Domain and name, resolved by name.
 	mustPC2(t, bin, "publish", "domain", "--operator-key", opKey, "--domain", domain, "--bootstrap", sns[0].addr(t, "tcp"))
 	mustPC2(t, bin, "publish", "name", "--operator-key", opKey, "--key", aliceKey, "--name", "alice."+domain, "--bootstrap", sns[1].addr(t, "quic"))
+	// The operator delegates granting to supernode 2 and lists it in
+	// the domain's record.
+	delegation := filepath.Join(dir, "sn2.delegation.json")
+	out = mustPC2(t, bin, "operator", "delegate", "--operator-key", opKey, "--domain", domain, "--supernode", sns[2].addr(t, "tcp"),
+		"--out", delegation, "--bootstrap", sns[0].addr(t, "tcp"))
+	if !strings.Contains(out, "delegated granting names of "+domain) || !strings.Contains(out, "listed ") {
+		t.Fatalf("operator delegate printed %q", out)
+	}
+	if b, err := os.ReadFile(delegation); err != nil || !strings.Contains(string(b), `"sig"`) {
+		t.Fatalf("delegation file: %s %v", b, err)
+	}
 	js = mustPC2(t, bin, "resolve", "--bootstrap", sns[2].addr(t, "tcp"), "alice."+domain)
+	sn2Transport := sns[2].addr(t, "tcp")[:strings.Index(sns[2].addr(t, "tcp"), "/p2p/")]
+	if !strings.Contains(js, sn2Transport) {
+		t.Fatalf("the domain record does not list supernode 2 (%s):\n%s", sn2Transport, js)
+	}
 	var nres struct {
 		Type string
 		Name struct{ Grant struct{ DID, Status string } }

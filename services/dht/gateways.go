@@ -288,6 +288,23 @@ type DomainOptions struct {
 
 // ListGatewayWith is ListGateway with the record's options.
 func (n *Node) ListGatewayWith(ctx context.Context, domain string, o DomainOptions, operator ed25519.PrivateKey) (bool, error) {
+	selfID, err := n.ID()
+	if err != nil {
+		return false, err
+	}
+	var addrs []string
+	for _, a := range n.Multiaddrs() {
+		if len(addrs) < 8 { // within the validator's bound
+			addrs = append(addrs, a.String())
+		}
+	}
+	return n.ListPeer(ctx, domain, records.Peer{ID: selfID, Addrs: addrs}, o, operator)
+}
+
+// ListPeer is ListGatewayWith for another supernode, p: the operator's
+// tool lists a supernode it delegated (pc2 operator delegate), which
+// holds no operator key to list itself.
+func (n *Node) ListPeer(ctx context.Context, domain string, p records.Peer, o DomainOptions, operator ed25519.PrivateKey) (bool, error) {
 	tlsMode := o.TLS
 	if err := records.ValidTLSMode(tlsMode); err != nil {
 		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
@@ -296,19 +313,10 @@ func (n *Node) ListGatewayWith(ctx context.Context, domain string, o DomainOptio
 	if tlsMode == "auto" {
 		tlsMode = records.TLSAuto
 	}
-	selfID, err := n.ID()
-	if err != nil {
-		return false, err
-	}
+	selfID, addrs := p.ID, p.Addrs
 	opID, err := identity.IDFromPublicKey(operator.Public().(ed25519.PublicKey))
 	if err != nil {
 		return false, fmt.Errorf("list gateway of %s: %w", domain, err)
-	}
-	var addrs []string
-	for _, a := range n.Multiaddrs() {
-		if len(addrs) < 8 { // within the validator's bound
-			addrs = append(addrs, a.String())
-		}
 	}
 	key := records.DomainKey(domain)
 	old := &records.Domain{}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pc2/pc2/internal/atomicfile"
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 )
 
@@ -17,11 +18,13 @@ func init() {
 }
 
 const operatorUsage = `usage:
-  pc2 operator delegate --operator-key FILE --domain DOMAIN --supernode DID [--ttl 2160h] --out FILE
+  pc2 operator delegate --operator-key FILE --domain DOMAIN --supernode DID|MULTIADDR [--ttl 2160h] --out FILE [--bootstrap MULTIADDR]
   pc2 operator revoke   --operator-key FILE --reason TEXT --bootstrap MULTIADDR NAME
 delegate signs the operator's delegation that lets a supernode grant names
 of DOMAIN with its own key (its config's gateway.delegations); the operator
-key stays with the operator. revoke takes NAME back from its holder, without
+key stays with the operator. Given the supernode's full multiaddr and
+--bootstrap, it also lists the supernode in the domain's record, so nodes
+discover it and the domain's nodes and relays take its forwarded visitors. revoke takes NAME back from its holder, without
 the holder's key, and publishes the revocation to the DHT: every gateway
 stops serving the name, and the holder's dashboard shows REASON.`
 
@@ -31,18 +34,20 @@ func runOperator(ctx context.Context, env Env, args []string) error {
 	}
 	switch args[0] {
 	case "delegate":
-		return operatorDelegate(env, args[1:])
+		return operatorDelegate(ctx, env, args[1:])
 	case "revoke":
 		return operatorRevoke(ctx, env, args[1:])
 	}
 	return usageErr("unknown operator command %q\n%s", args[0], operatorUsage)
 }
 
-func operatorDelegate(env Env, args []string) error {
+func operatorDelegate(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("operator delegate", env)
+	var cf clientFlags
+	cf.register(fs)
 	opFile := fs.String("operator-key", "", "the domain operator's key `file`")
 	domain := fs.String("domain", "", "the `domain` whose names the supernode may grant")
-	super := fs.String("supernode", "", "the supernode's `did`:boson:...")
+	super := fs.String("supernode", "", "the supernode: its `did`:boson:..., or its full multiaddr (/p2p/<id>) to list it too")
 	ttl := fs.Duration("ttl", 90*24*time.Hour, "how long the delegation lasts (at most 400 days); sign a new one before")
 	out := fs.String("out", "", "write the delegation to this `file`")
 	rest, err := parseFlags(fs, args)
@@ -52,9 +57,17 @@ func operatorDelegate(env Env, args []string) error {
 	if len(rest) > 0 || *opFile == "" || *domain == "" || *super == "" || *out == "" {
 		return usageErr("%s", operatorUsage)
 	}
+	var listed *records.Peer
 	sid, err := identity.ParseDID(*super)
 	if err != nil {
-		return usageErr("--supernode: %v", err)
+		p, perr := parsePeer("supernode", *super)
+		if perr != nil {
+			return usageErr("--supernode: neither a DID (%v) nor a full multiaddr (%v)", err, perr)
+		}
+		sid, listed = p.ID, &p
+	}
+	if listed != nil && len(cf.bootstrap) == 0 {
+		return usageErr("--supernode as a multiaddr lists it in the domain record: give --bootstrap too")
 	}
 	op, opID, err := loadKeyID(*opFile)
 	if err != nil {
@@ -74,6 +87,18 @@ func operatorDelegate(env Env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "delegated granting names of %s to %s until %s: %s\n", *domain, sid.DID(), fmtTime(now.Add(*ttl).Unix()), *out)
+	if listed == nil {
+		return nil
+	}
+	ctx, node, stop, err := cf.joined(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if _, err := node.ListPeer(ctx, *domain, *listed, dht.DomainOptions{}, op); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "listed %s in the record of %s\n", sid.DID(), *domain)
 	return nil
 }
 
