@@ -31,7 +31,7 @@ func TestHelper(t *testing.T) {
 		t.Skip("helper process of the end-to-end scenarios")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if role != "supernode" && role != "node" && role != "attacker" && role != "revoke" {
+	if role != "supernode" && role != "node" && role != "attacker" && role != "operator" {
 		t.Fatalf("unknown role %q", role)
 	}
 	ctx := context.Background()
@@ -45,8 +45,8 @@ func TestHelper(t *testing.T) {
 		}
 	case "attacker":
 		err = runAttacker(path)
-	case "revoke":
-		err = runRevoke(ctx, path, log)
+	case "operator":
+		err = runOperator(ctx, path, log)
 	case "node":
 		var cfg *personal.Config
 		if cfg, err = personal.LoadConfig(path); err == nil {

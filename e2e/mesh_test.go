@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/pc2/pc2/appliance/personal"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/internal/testing/nattest"
@@ -21,6 +23,7 @@ import (
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )
@@ -45,8 +48,8 @@ func TestMeshNAT(t *testing.T) {
 		sns    [2]*nattest.Host
 		addrs  [2]string
 		procs  [2]*nattest.Proc
-		// revoker is the operator's own machine.
-		revoker *nattest.Host
+		// admin is the operator's own machine.
+		admin *nattest.Host
 	}
 	ops := make([]*operator, 3)
 	for i := range ops {
@@ -83,6 +86,12 @@ func TestMeshNAT(t *testing.T) {
 				Domains: []supernode.DomainTrust{{Domain: o.domain, Operator: o.opDID}}, Mesh: mesh,
 				Gateway: &supernode.GatewayConfig{HTTPListen: ":80", OperatorKeys: map[string]string{o.domain: o.opFile},
 					MeshOpen: []string{o.domain}}}
+			if j == 1 {
+				// The second supernode grants under a delegation: the
+				// operator key is not on it.
+				cfg.Gateway.OperatorKeys, cfg.Gateway.MeshOpen = nil, nil
+				cfg.Gateway.Delegations = map[string]string{o.domain: delegate(t, dir, o.opFile, o.domain, snKeys[h])}
+			}
 			o.procs[j] = start(t, h, "supernode", h.Name(), cfg)
 		}
 	}
@@ -101,8 +110,16 @@ func TestMeshNAT(t *testing.T) {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 		return resp.StatusCode, string(b)
 	}
-	// Each operator's two supernodes list themselves in its domain
-	// record: a node discovers the second from it.
+	// Each operator lists its delegated supernode in its domain's record
+	// (pc2 operator delegate does it, from the operator's machine); the
+	// first, which holds the key, lists itself. A node discovers the
+	// second from the record.
+	for i, o := range ops {
+		admin := tp.AddPublic(fmt.Sprintf("operator%d", i), byte(60+i))
+		start(t, admin, "operator", fmt.Sprintf("list%d", i), operatorConfig{Action: "list", OperatorKey: o.opFile,
+			Domain: o.domain, Peer: o.addrs[1], Bootstrap: o.addrs[0]})
+		o.admin = admin
+	}
 	for _, o := range ops {
 		testenv.WaitFor(t, 3*time.Minute, o.domain+"'s record to list both its supernodes", func() bool {
 			var l namesapi.SupernodeList
@@ -200,8 +217,7 @@ func TestMeshNAT(t *testing.T) {
 
 	// Operator 0 revokes node0's name (from a machine of its own, as
 	// pc2 operator revoke does): within a minute no gateway serves it.
-	ops[0].revoker = tp.AddPublic("operator0", 60)
-	start(t, ops[0].revoker, "revoke", "revoke", revokeConfig{OperatorKey: ops[0].opFile, Name: nodes[0].name,
+	start(t, ops[0].admin, "operator", "revoke", operatorConfig{Action: "revoke", OperatorKey: ops[0].opFile, Name: nodes[0].name,
 		Reason: "abuse report 7", Bootstrap: ops[0].addrs[1]})
 	gone := func(what string, n *node) {
 		t.Helper()
@@ -229,23 +245,56 @@ func TestMeshNAT(t *testing.T) {
 	gone("released", nodes[2])
 }
 
-// revokeConfig is the revoke role's config: the operator's tool.
-type revokeConfig struct {
+// delegate writes the operator's delegation of domain to the supernode
+// of snKey into dir and returns its path (pc2 operator delegate).
+func delegate(t *testing.T, dir, opFile, domain, snKey string) string {
+	t.Helper()
+	op, err := identity.LoadKeyFile(opFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := identity.LoadKeyFile(snKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opID, _ := identity.IDFromPublicKey(op.Public().(ed25519.PublicKey))
+	snID, _ := identity.IDFromPublicKey(sn.Public().(ed25519.PublicKey))
+	now := time.Now()
+	sd, err := records.SignDelegation(op, &records.Delegation{Version: records.Version, Domain: domain, Operator: opID,
+		Supernode: snID, IssuedAt: now.Add(-time.Minute).Unix(), Expires: now.Add(24 * time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(sd)
+	path := filepath.Join(dir, domain+"-"+snID.String()+".delegation.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// operatorConfig is the operator role's config: the operator's tool,
+// revoking a name or listing a supernode in the domain's record.
+type operatorConfig struct {
+	Action      string `json:"action"` // revoke or list
 	OperatorKey string `json:"operator_key"`
-	Name        string `json:"name"`
-	Reason      string `json:"reason"`
+	Name        string `json:"name,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	Domain      string `json:"domain,omitempty"`
+	Peer        string `json:"peer,omitempty"` // a supernode's full multiaddr
 	Bootstrap   string `json:"bootstrap"`
 }
 
-// runRevoke is the revoke role of TestHelper: a DHT client that revokes
-// a name with the operator key (dht.Node.RevokeName, as pc2 operator
-// revoke), says ready, and exits.
-func runRevoke(ctx context.Context, path string, log *slog.Logger) error {
+// runOperator is the operator role of TestHelper: a DHT client that
+// revokes a name (dht.Node.RevokeName, as pc2 operator revoke) or lists
+// a supernode in a domain's record (dht.Node.ListPeer, as pc2 operator
+// delegate), says ready, and exits.
+func runOperator(ctx context.Context, path string, log *slog.Logger) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	var c revokeConfig
+	var c operatorConfig
 	if err := json.Unmarshal(b, &c); err != nil {
 		return err
 	}
@@ -268,7 +317,32 @@ func runRevoke(ctx context.Context, path string, log *slog.Logger) error {
 	if err := n.Bootstrap(ctx); err != nil {
 		return err
 	}
-	if _, _, err := n.RevokeName(ctx, c.Name, op, c.Reason, time.Hour); err != nil {
+	switch c.Action {
+	case "revoke":
+		_, _, err = n.RevokeName(ctx, c.Name, op, c.Reason, time.Hour)
+	case "list":
+		// After the supernode holding the key has listed itself: the
+		// operator adds a supernode to a domain that is up (two listings
+		// made from one old record at once would lose one).
+		for seq := uint64(0); seq == 0 && ctx.Err() == nil; time.Sleep(200 * time.Millisecond) {
+			seq, _ = n.CurrentSeq(ctx, records.DomainKey(c.Domain))
+		}
+		var ais []peer.AddrInfo
+		if ais, err = dht.ParseAddrInfos([]string{c.Peer}); err == nil {
+			id, perr := dht.PeerToID(ais[0].ID)
+			if perr != nil {
+				return perr
+			}
+			p := records.Peer{ID: id}
+			for _, a := range ais[0].Addrs {
+				p.Addrs = append(p.Addrs, a.String())
+			}
+			_, err = n.ListPeer(ctx, c.Domain, p, dht.DomainOptions{}, op)
+		}
+	default:
+		err = fmt.Errorf("unknown operator action %q", c.Action)
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Println("ready")

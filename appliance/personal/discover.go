@@ -18,6 +18,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/pc2/pc2/internal/atomicfile"
+	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
@@ -200,6 +201,44 @@ func preferOther(order, others []peer.AddrInfo, slots int) []peer.AddrInfo {
 	return out
 }
 
+// presentAt replaces the addresses of each listed supernode by those
+// of its presence record (its own did record: appliance/supernode),
+// which it keeps fresher than its operator's domain record; a supernode
+// without one keeps the record's.
+func presentAt(ctx context.Context, resolve func(context.Context, identity.ID) (*records.DID, error), listed []peer.AddrInfo) []peer.AddrInfo {
+	out := slices.Clone(listed)
+	var wg sync.WaitGroup
+	for i, ai := range out {
+		id, err := dht.PeerToID(ai.ID)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, pingTimeout)
+			defer cancel()
+			d, err := resolve(rctx, id)
+			if err != nil {
+				return
+			}
+			var addrs []ma.Multiaddr
+			for _, s := range d.Direct {
+				if a, err := ma.NewMultiaddr(s); err == nil {
+					if t, _ := peer.SplitAddr(a); t != nil {
+						addrs = append(addrs, t)
+					}
+				}
+			}
+			if len(addrs) > 0 {
+				out[i].Addrs = addrs
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // measured is a supernode with its round trip (ok false: no answer).
 type measured struct {
 	ai  peer.AddrInfo
@@ -303,7 +342,7 @@ func (n *Node) entryPoints(ctx context.Context, known []peer.AddrInfo) ([]peer.A
 // discoverLoop keeps the tunnel's supernodes: every DiscoverEvery (the
 // first time soon after start) it looks the operators' supernodes up,
 // measures them and hands them to tc in order, and saves them.
-func (n *Node) discoverLoop(ctx context.Context, h host.Host, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo) {
+func (n *Node) discoverLoop(ctx context.Context, node *dht.Node, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo) {
 	every := cmp.Or(n.opts.DiscoverEvery, DefaultDiscoverEvery)
 	path := filepath.Join(n.cfg.CloudDir(), supernodesFile)
 	wait := min(2*time.Second, every)
@@ -313,7 +352,7 @@ func (n *Node) discoverLoop(ctx context.Context, h host.Host, gateways *dht.Gate
 			return
 		case <-time.After(wait):
 		}
-		found, err := n.discoverOnce(ctx, h, gateways, tc, configured, path)
+		found, err := n.discoverOnce(ctx, node, gateways, tc, configured, path)
 		if err != nil && ctx.Err() == nil {
 			n.log.Warn("supernode discovery", "err", err)
 		}
@@ -332,13 +371,15 @@ const discoverRetry = 30 * time.Second
 
 // discoverOnce looks the supernodes up once; found says whether a
 // domain record listed any.
-func (n *Node) discoverOnce(ctx context.Context, h host.Host, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo, path string) (found bool, err error) {
+func (n *Node) discoverOnce(ctx context.Context, node *dht.Node, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo, path string) (found bool, err error) {
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	listed := listedInfos(gateways.Listed(lctx))
 	if len(listed) == 0 {
 		return false, nil // no name yet, or the records are not reachable: keep what the node has
 	}
+	listed = presentAt(lctx, node.ResolveDID, listed)
+	h := node.Host()
 	// A supernode no longer listed (retired by its operator) is left.
 	candidates := mergeInfos(configured, listed)
 	var others []peer.AddrInfo

@@ -1,6 +1,7 @@
 package personal
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"net/http"
@@ -11,12 +12,15 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/testenv"
+	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/dht/records"
 )
 
 // TestDiscovery (issue 20): a node whose config lists one supernode
@@ -67,6 +71,21 @@ func TestDiscovery(t *testing.T) {
 		known, attached := status(base)
 		return known == 3 && len(attached) == 2
 	})
+	// Each supernode keeps its presence record: its own did record with
+	// its addresses and the domain it serves.
+	client := dhtClient(t, gws[0].Addrs)
+	for i, g := range gws {
+		id, _ := dht.PeerToID(ids[i])
+		var d *records.DID
+		testenv.WaitFor(t, 30*time.Second, "the presence record of supernode "+g.Addrs[0], func() bool {
+			var err error
+			d, err = client.ResolveDID(context.Background(), id)
+			return err == nil
+		})
+		if len(d.Direct) == 0 || len(d.Services) != 1 || d.Services[0].Endpoint != "pc2.test" || d.Expires-d.IssuedAt > int64(7*time.Hour/time.Second) {
+			t.Errorf("presence record of supernode %d: %+v", i, d)
+		}
+	}
 	gws[0].Stop()
 	testenv.WaitFor(t, 30*time.Second, "the node to attach to the other two", func() bool {
 		_, attached := status(base)
@@ -116,5 +135,31 @@ func TestPreferOther(t *testing.T) {
 	}
 	if got := preferOther([]peer.AddrInfo{own1, own2, own3}, nil, 2); ids(got) != "own1 own2 own3" {
 		t.Errorf("without others: %s", ids(got))
+	}
+}
+
+// TestPresentAt: a listed supernode's own presence record, when it has
+// one, gives the addresses the node dials.
+func TestPresentAt(t *testing.T) {
+	_, k1, _ := ed25519.GenerateKey(nil)
+	_, k2, _ := ed25519.GenerateKey(nil)
+	id1, _ := identity.IDFromPublicKey(k1.Public().(ed25519.PublicKey))
+	id2, _ := identity.IDFromPublicKey(k2.Public().(ed25519.PublicKey))
+	p1, _ := dht.IDToPeer(id1)
+	p2, _ := dht.IDToPeer(id2)
+	stale := ma.StringCast("/ip4/192.0.2.1/tcp/8090")
+	fresh := "/ip4/198.51.100.7/tcp/8090/p2p/" + p1.String()
+	resolve := func(_ context.Context, id identity.ID) (*records.DID, error) {
+		if id == id1 {
+			return &records.DID{ID: id1, Direct: []string{fresh}}, nil
+		}
+		return nil, dht.ErrNotFound
+	}
+	got := presentAt(context.Background(), resolve, []peer.AddrInfo{{ID: p1, Addrs: []ma.Multiaddr{stale}}, {ID: p2, Addrs: []ma.Multiaddr{stale}}})
+	if len(got[0].Addrs) != 1 || got[0].Addrs[0].String() != "/ip4/198.51.100.7/tcp/8090" {
+		t.Errorf("with a presence record: %v", got[0].Addrs)
+	}
+	if len(got[1].Addrs) != 1 || !got[1].Addrs[0].Equal(stale) {
+		t.Errorf("without one: %v", got[1].Addrs)
 	}
 }

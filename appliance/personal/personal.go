@@ -576,7 +576,7 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 		go func() { defer wg.Done(); tc.Run(ctx) }()
 		if !cfg.PinSupernodes {
 			wg.Add(1)
-			go func() { defer wg.Done(); n.discoverLoop(ctx, node.Host(), gateways, tc, configured) }()
+			go func() { defer wg.Done(); n.discoverLoop(ctx, node, gateways, tc, configured) }()
 		}
 		serve(tc.Listener(), "relayed HTTP")
 		if n.tls != nil {

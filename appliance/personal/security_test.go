@@ -209,22 +209,31 @@ func revokeName(t *testing.T, gw *gwtest.Gateway, op ed25519.PrivateKey, cur *na
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	boot, err := dht.ParseAddrInfos(gw.Addrs)
+	if _, _, err := dhtClient(t, gw.Addrs).RevokeName(ctx, cur.Name, op, reason, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dhtClient is a DHT client node joined through the supernodes at addrs,
+// until the test ends.
+func dhtClient(t *testing.T, addrs []string) *dht.Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	boot, err := dht.ParseAddrInfos(addrs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(nil)
-	n, err := dht.New(ctx, dht.Config{Key: key, Mode: dht.ModeClient, Bootstrap: boot, AllowUnknownDomains: true, Logger: testlog.New(t, 8)})
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Bootstrap: boot, AllowUnknownDomains: true, Logger: testlog.New(t, 8)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Close()
+	t.Cleanup(func() { n.Close() })
 	if err := n.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := n.RevokeName(ctx, cur.Name, op, reason, time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	return n
 }
 
 // setUpNode runs a fresh node with cfg and opts (Listener and Logger set

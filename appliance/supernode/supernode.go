@@ -155,6 +155,11 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if opts.Ready != nil {
 		opts.Ready(addrs)
 	}
+	var served []string
+	for _, d := range cfg.Domains {
+		served = append(served, d.Domain)
+	}
+	go keepPresence(ctx, node, key, served, log)
 
 	// Other supernodes may start later than this one: keep trying to join
 	// until one answers, with capped exponential backoff.
