@@ -122,14 +122,19 @@ func TestMeshNAT(t *testing.T) {
 	}
 	for _, o := range ops {
 		testenv.WaitFor(t, 3*time.Minute, o.domain+"'s record to list both its supernodes", func() bool {
-			var l namesapi.SupernodeList
 			c := &namesapi.Client{API: "http://" + o.sns[0].Addr().String(), HTTP: user}
-			got, err := c.Supernodes(context.Background(), o.domain)
+			l, err := c.Supernodes(context.Background(), o.domain)
 			if err != nil {
 				return false
 			}
-			l = *got
-			return len(l.Supernodes) == 2
+			// After them, the mesh's other operators' supernodes.
+			own := 0
+			for _, e := range l.Supernodes {
+				if e.Domain == o.domain && e.Operator == o.opDID {
+					own++
+				}
+			}
+			return own == 2 && len(l.Supernodes) == 6
 		})
 	}
 

@@ -274,7 +274,7 @@ func TestNotConfigured(t *testing.T) {
 	bad := filepath.Join(dir, "bad.json")
 	os.WriteFile(bad, []byte(`{"profile":"personal"}`), 0o600)
 	err = Run(context.Background(), Options{Paths: settings.Paths{Disk: filepath.Join(dir, "none"), PermFile: bad}})
-	if err == nil || !strings.Contains(err.Error(), "at least one supernode") {
+	if err == nil || !strings.Contains(err.Error(), "needs a supernode, or a name service") {
 		t.Fatalf("settings without supernodes: %v", err)
 	}
 }
