@@ -320,6 +320,11 @@ func (n *Node) entryPoints(ctx context.Context, known []peer.AddrInfo) ([]peer.A
 				continue
 			}
 			for _, e := range l.Supernodes {
+				// Other operators' supernodes only where the owner allows
+				// (the gateway lists its mesh's after its domain's).
+				if e.Domain != "" && e.Domain != ns.Domain && !n.cfg.OtherOperators {
+					continue
+				}
 				if ais, err := dht.ParseAddrInfos(e.Addrs); err == nil {
 					all = mergeInfos(all, ais)
 				}
@@ -346,13 +351,14 @@ func (n *Node) discoverLoop(ctx context.Context, node *dht.Node, gateways *dht.G
 	every := cmp.Or(n.opts.DiscoverEvery, DefaultDiscoverEvery)
 	path := filepath.Join(n.cfg.CloudDir(), supernodesFile)
 	wait := min(2*time.Second, every)
+	var others []peer.AddrInfo // other operators' supernodes, as last learned
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		found, err := n.discoverOnce(ctx, node, gateways, tc, configured, path)
+		found, err := n.discoverOnce(ctx, node, gateways, tc, configured, &others, path)
 		if err != nil && ctx.Err() == nil {
 			n.log.Warn("supernode discovery", "err", err)
 		}
@@ -370,8 +376,11 @@ func (n *Node) discoverLoop(ctx context.Context, node *dht.Node, gateways *dht.G
 const discoverRetry = 30 * time.Second
 
 // discoverOnce looks the supernodes up once; found says whether a
-// domain record listed any.
-func (n *Node) discoverOnce(ctx context.Context, node *dht.Node, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo, path string) (found bool, err error) {
+// domain record listed any. others holds the other operators'
+// supernodes last learned: kept when the name service cannot be asked
+// (above all when the node's own operator is gone, which is when they
+// matter).
+func (n *Node) discoverOnce(ctx context.Context, node *dht.Node, gateways *dht.GatewaySet, tc *tunnel.Client, configured []peer.AddrInfo, others *[]peer.AddrInfo, path string) (found bool, err error) {
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	listed := listedInfos(gateways.Listed(lctx))
@@ -382,12 +391,13 @@ func (n *Node) discoverOnce(ctx context.Context, node *dht.Node, gateways *dht.G
 	h := node.Host()
 	// A supernode no longer listed (retired by its operator) is left.
 	candidates := mergeInfos(configured, listed)
-	var others []peer.AddrInfo
 	if n.cfg.OtherOperators {
-		others = n.otherOperators(lctx)
-		candidates = mergeInfos(candidates, others)
+		if got := n.otherOperators(lctx); len(got) > 0 {
+			*others = got
+		}
+		candidates = mergeInfos(candidates, *others)
 	}
-	order := preferOther(rank(measure(lctx, h, candidates), configured), others, max(n.cfg.MaxAttached, 2))
+	order := preferOther(rank(measure(lctx, h, candidates), configured), *others, max(n.cfg.MaxAttached, 2))
 	if len(order) == 0 {
 		return true, errors.New("no supernode answered")
 	}

@@ -1,6 +1,7 @@
 package personal
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // TestMeshVisitors (issue 20): two operators, each with a domain and a
@@ -119,4 +121,40 @@ func TestOtherOperators(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"name":"alice.pc2.test"`)
 	})
+}
+
+// TestEntryPointOwnOperator (issue 20): a node that starts from its name
+// service's /api/supernodes, which lists the mesh's other operators'
+// supernodes too, takes only its own operator's unless its owner allows
+// the others.
+func TestEntryPointOwnOperator(t *testing.T) {
+	_, opA, _ := ed25519.GenerateKey(nil)
+	_, opB, _ := ed25519.GenerateKey(nil)
+	did := func(k ed25519.PrivateKey) string {
+		id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
+		return id.DID()
+	}
+	a := gwtest.Start(t, gwtest.Options{Domain: "pc2.test", Operator: opA,
+		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: did(opB)}}})
+	b := gwtest.Start(t, gwtest.Options{Domain: "ela.test", Operator: opB, Bootstrap: a.Addrs,
+		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: did(opA)}}})
+	bPeer := b.Addrs[0][strings.LastIndex(b.Addrs[0], "/")+1:]
+	// The gateway lists B once it has read ela.test's record.
+	testenv.WaitFor(t, 30*time.Second, "pc2.test's gateway to list the other operator's supernode", func() bool {
+		l, err := (&namesapi.Client{API: a.API}).Supernodes(context.Background(), "pc2.test")
+		return err == nil && len(l.Supernodes) == 2 && l.Supernodes[1].Domain == "ela.test"
+	})
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), CreateKey: true, Mode: ModeRelayed, PinSupernodes: false,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: a.API}}}
+	base, _ := startNode(t, cfg, Options{DiscoverEvery: time.Hour})
+	local := cloudtest.New(t, base, nil)
+	var st Status
+	testenv.WaitFor(t, 30*time.Second, "the node to attach", func() bool {
+		return json.Unmarshal([]byte(local.Get("/api/status").Body), &st) == nil && st.Tunnel != nil && st.Tunnel.Mode == "relayed"
+	})
+	for _, l := range st.Tunnel.Supernodes {
+		if l.ID == bPeer {
+			t.Fatalf("the node took the other operator's supernode without its owner's leave: %+v", st.Tunnel.Supernodes)
+		}
+	}
 }
