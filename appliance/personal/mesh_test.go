@@ -15,7 +15,6 @@ import (
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/testenv"
-	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )
@@ -29,14 +28,10 @@ import (
 func TestMeshVisitors(t *testing.T) {
 	_, opA, _ := ed25519.GenerateKey(nil)
 	_, opB, _ := ed25519.GenerateKey(nil)
-	did := func(k ed25519.PrivateKey) string {
-		id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
-		return id.DID()
-	}
 	a := gwtest.Start(t, gwtest.Options{Domain: "pc2.test", Operator: opA,
-		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: did(opB)}}})
+		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: didOf(opB)}}})
 	b := gwtest.Start(t, gwtest.Options{Domain: "ela.test", Operator: opB, Bootstrap: a.Addrs, MeshOpen: true,
-		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: did(opA)}}})
+		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: didOf(opA)}}})
 
 	bob := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: b.Addrs, PinSupernodes: true,
 		NameServices: []cloud.NameService{{Domain: "ela.test", API: b.API}}}
@@ -83,14 +78,10 @@ func TestMeshVisitors(t *testing.T) {
 func TestOtherOperators(t *testing.T) {
 	_, opA, _ := ed25519.GenerateKey(nil)
 	_, opB, _ := ed25519.GenerateKey(nil)
-	did := func(k ed25519.PrivateKey) string {
-		id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
-		return id.DID()
-	}
 	a := gwtest.Start(t, gwtest.Options{Domain: "pc2.test", Operator: opA, MeshOpen: true,
-		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: did(opB)}}})
+		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: didOf(opB)}}})
 	b := gwtest.Start(t, gwtest.Options{Domain: "ela.test", Operator: opB, Bootstrap: a.Addrs,
-		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: did(opA)}}})
+		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: didOf(opA)}}})
 	bPeer := b.Addrs[0][strings.LastIndex(b.Addrs[0], "/")+1:]
 	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: a.Addrs, OtherOperators: true,
 		NameServices: []cloud.NameService{{Domain: "pc2.test", API: a.API}}}
@@ -130,14 +121,10 @@ func TestOtherOperators(t *testing.T) {
 func TestEntryPointOwnOperator(t *testing.T) {
 	_, opA, _ := ed25519.GenerateKey(nil)
 	_, opB, _ := ed25519.GenerateKey(nil)
-	did := func(k ed25519.PrivateKey) string {
-		id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
-		return id.DID()
-	}
 	a := gwtest.Start(t, gwtest.Options{Domain: "pc2.test", Operator: opA,
-		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: did(opB)}}})
+		Mesh: []supernode.DomainTrust{{Domain: "ela.test", Operator: didOf(opB)}}})
 	b := gwtest.Start(t, gwtest.Options{Domain: "ela.test", Operator: opB, Bootstrap: a.Addrs,
-		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: did(opA)}}})
+		Mesh: []supernode.DomainTrust{{Domain: "pc2.test", Operator: didOf(opA)}}})
 	bPeer := b.Addrs[0][strings.LastIndex(b.Addrs[0], "/")+1:]
 	// The gateway lists B once it has read ela.test's record.
 	testenv.WaitFor(t, 30*time.Second, "pc2.test's gateway to list the other operator's supernode", func() bool {

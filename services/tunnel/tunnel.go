@@ -350,8 +350,9 @@ func (c *Client) SetSupernodes(list []peer.AddrInfo) {
 			l.leaving, l.restart = true, false
 		}
 	}
+	// The order is not in the did record (the attachments are, and
+	// setAttached signals them): no change to signal here.
 	c.order = slices.Clone(list)
-	c.notify()
 }
 
 // Supernodes returns the supernodes the node may attach to now, in order
