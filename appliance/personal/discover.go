@@ -397,10 +397,17 @@ func (n *Node) discoverOnce(ctx context.Context, node *dht.Node, gateways *dht.G
 		}
 		candidates = mergeInfos(candidates, *others)
 	}
-	order := preferOther(rank(measure(lctx, h, candidates), configured), *others, max(n.cfg.MaxAttached, 2))
-	if len(order) == 0 {
-		return true, errors.New("no supernode answered")
+	ms := measure(lctx, h, candidates)
+	if ctx.Err() != nil {
+		return true, nil // stopping: the measurements say nothing
 	}
+	if !slices.ContainsFunc(ms, func(m measured) bool { return m.ok }) {
+		// The node's own network is down, or every supernode is: what
+		// it knows stays (saving only the configured entry points would
+		// lose the others for its next start).
+		return true, errors.New("no supernode answered; keeping the known ones")
+	}
+	order := preferOther(rank(ms, configured), *others, max(n.cfg.MaxAttached, 2))
 	before := tc.Supernodes()
 	tc.SetSupernodes(order)
 	if !slices.EqualFunc(before, order, func(a, b peer.AddrInfo) bool { return a.ID == b.ID }) {

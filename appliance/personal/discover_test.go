@@ -95,6 +95,12 @@ func TestDiscovery(t *testing.T) {
 	// Again, with the dead entry point alone in the config (the first
 	// run's node stops: the same key and data).
 	stop()
+	saved := loadSaved(filepath.Join(cfg.CloudDir(), supernodesFile))
+	for _, id := range ids[1:] {
+		if !slices.ContainsFunc(saved, func(ai peer.AddrInfo) bool { return ai.ID == id }) {
+			t.Fatalf("the stopped node saved %v, without the live supernode %s", saved, id)
+		}
+	}
 	again, _ := startNode(t, cfg, Options{DiscoverEvery: time.Hour})
 	testenv.WaitFor(t, 30*time.Second, "the restarted node to attach through the saved supernodes", func() bool {
 		_, attached := status(again)
