@@ -74,6 +74,20 @@ func hostSupernode(t testing.TB) (*dht.Node, string) {
 	return sn, strings.Replace(addr, "/ip4/127.0.0.1/", "/ip4/10.0.2.2/", 1)
 }
 
+// guestReachable returns the libp2p listener and announced address of a
+// host supernode that guests reach too: a free loopback port, announced
+// at 10.0.2.2 (QEMU's user network maps it to the host's loopback).
+func guestReachable(t testing.TB) (listen, announce []string) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}, []string{fmt.Sprintf("/ip4/10.0.2.2/tcp/%d", port)}
+}
+
 // hostRelay runs the relay on the host supernode sn with its HTTP front on
 // loopback, and returns the front's address.
 func hostRelay(t *testing.T, sn *dht.Node) string {

@@ -20,6 +20,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/pebbletest"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
+	"github.com/pc2/pc2/services/dht"
 )
 
 // TestEndToEndTLSAppliance (issue 18): the personal image, set up in its
@@ -28,9 +29,11 @@ import (
 // gateway's splice (TLS-ALPN-01), and a browser on the host reaches
 // https://bob.pc2.test over HTTP/2 with TLS ending in the VM: the gateway
 // holds no key for the name, the node says "end-to-end", and so does the
-// gateway's ?status. The VM attaches to the gateway's supernode; its
-// wizard claims the name at a second supernode of the operator's over
-// plain HTTP (the VM does not trust Pebble's roots for the names API).
+// gateway's ?status. The VM's settings name no supernode, only the name
+// service of a second supernode of the operator's (issue 20): the VM
+// starts from its /api/supernodes, learns both supernodes and attaches
+// to both; its wizard claims the name there over plain HTTP (the VM
+// does not trust Pebble's roots for the names API).
 func TestEndToEndTLSAppliance(t *testing.T) {
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,11 +52,14 @@ func TestEndToEndTLSAppliance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	listen, announce := guestReachable(t)
 	gw := gwtest.Start(t, gwtest.Options{Domain: testDomain, Operator: testOperator, HTTPListener: httpLn, HTTPSListener: httpsLn,
-		ACME: supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}})
-	names := gwtest.Start(t, gwtest.Options{Domain: testDomain, Operator: testOperator, Bootstrap: gw.Addrs})
-	guestAddr := strings.Replace(gw.Addrs[0], "/ip4/127.0.0.1/", "/ip4/10.0.2.2/", 1)
-	s := settings.Settings{Profile: profile.Personal, Supernodes: []string{guestAddr},
+		ACME: supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}, Listen: listen, Announce: announce})
+	listen, announce = guestReachable(t)
+	names := gwtest.Start(t, gwtest.Options{Domain: testDomain, Operator: testOperator, Bootstrap: gw.Addrs, Listen: listen, Announce: announce})
+	// No supernode in the settings: the name service's gateway is the
+	// entry point (GET /api/supernodes), the domain record the rest.
+	s := settings.Settings{Profile: profile.Personal,
 		NameServices: []settings.NameService{{Domain: testDomain, API: fmt.Sprintf("http://10.0.2.2:%d", names.HTTPPort)}},
 		TLS: &settings.NodeTLS{ACMECA: strings.Replace(pb.DirectoryURL, "127.0.0.1", "10.0.2.2", 1), ACMECARoot: string(pb.ClientRootsPEM),
 			ACMEEmail: "bob@" + testDomain}}
@@ -63,17 +69,30 @@ func TestEndToEndTLSAppliance(t *testing.T) {
 	owner := cloudtest.New(t, fmt.Sprintf("http://127.0.0.1:%d", vm.HostPort(4200)), &http.Client{Timeout: time.Minute})
 	owner.CreateIdentity()
 	owner.Password("owner password")
-	// The two supernodes list themselves in the domain's record at
-	// start: until each knows the other, a claim handed to the primary
-	// may be refused for a moment.
-	claim := owner.Claim("bob", "")
-	for end := time.Now().Add(time.Minute); claim.Code != http.StatusSeeOther && strings.Contains(claim.Err(), "primary") && time.Now().Before(end); {
-		time.Sleep(time.Second)
-		claim = owner.Claim("bob", "")
-	}
-	if claim.Code != http.StatusSeeOther {
+	if claim := owner.Claim("bob", ""); claim.Code != http.StatusSeeOther {
 		t.Fatalf("claim in the wizard: %d %s", claim.Code, claim.Err())
 	}
+	// Discovery: both supernodes known and attached to.
+	ids := map[string]bool{}
+	for _, g := range []*gwtest.Gateway{gw, names} {
+		ais, err := dht.ParseAddrInfos(g.Addrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[ais[0].ID.String()] = true
+	}
+	waitStatus(t, vm, 3*time.Minute, "attached to both supernodes", func(st personal.Status) bool {
+		if st.Tunnel == nil {
+			return false
+		}
+		n := 0
+		for _, l := range st.Tunnel.Supernodes {
+			if l.Attached && ids[l.ID] {
+				n++
+			}
+		}
+		return n == 2
+	})
 	st := waitStatus(t, vm, 3*time.Minute, "end to end", func(st personal.Status) bool { return st.TLS != nil && st.TLS.Mode == personal.TLSEndToEnd })
 	t.Logf("the appliance: %s", st.TLS.Why)
 

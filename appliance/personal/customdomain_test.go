@@ -7,18 +7,21 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/dnstest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
 	"github.com/pc2/pc2/services/gateway/customdomain"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // TestCustomDomain (issue 20): alice's node holds alice.pc2.test; her
@@ -114,4 +117,117 @@ func TestCustomDomain(t *testing.T) {
 func didOf(k ed25519.PrivateKey) string {
 	id, _ := identity.IDFromPublicKey(k.Public().(ed25519.PublicKey))
 	return id.DID()
+}
+
+// TestCustomDomainInvite (issue 20): an operator whose gateways take
+// own domains by invite. Alice's own domain is served by none of them
+// until she registers it on her dashboard with a code, at the names API
+// of her name's operator; then by both of the operator's gateways,
+// including one that takes no registrations itself (it reads the
+// shared tally). A used code, an unknown one and none are refused with
+// the reason on the page; a host whose proof is another key's cannot
+// be registered by anyone; the per-node share counts only hosts whose
+// proof still names the node, so removing one's proof frees its slot;
+// registering a listed host again needs no code (the renewal).
+func TestCustomDomainInvite(t *testing.T) {
+	zone := []string{"example.test"}
+	dns := dnstest.Start(t, dnstest.Records{Zones: zone})
+	_, op, _ := ed25519.GenerateKey(nil)
+	codes := []string{"custom-code-0001", "custom-code-0002"}
+	a := gwtest.Start(t, gwtest.Options{Operator: op,
+		CustomDomains: &supernode.CustomDomainsConfig{Policy: "invite", Invites: codes, PerNode: 1, DNSServer: dns.Addr}})
+	b := gwtest.Start(t, gwtest.Options{Operator: op, Bootstrap: a.Addrs,
+		CustomDomains: &supernode.CustomDomainsConfig{Policy: "invite", DNSServer: dns.Addr}})
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: a.Addrs, PinSupernodes: true,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: a.API}}}
+	base := setUpNode(t, cfg, Options{}, "alice")
+	owner := cloudtest.New(t, base, nil)
+	owner.Login("owner password")
+	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof := func(host string) string {
+		p, err := customdomain.Sign(key, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	_, mallory, _ := ed25519.GenerateKey(nil)
+	forged, _ := customdomain.Sign(mallory, "forged.example.test")
+	forged = strings.Replace(forged, "did="+didOf(mallory), "did="+didOf(key), 1)
+	txt := map[string][]string{"_pc2.cloud.example.test": {proof("cloud.example.test")}, "_pc2.dev.example.test": {proof("dev.example.test")},
+		"_pc2.forged.example.test": {forged}}
+	dns.Set(dnstest.Records{Zones: zone, TXT: txt})
+
+	visit := visitStatus
+	if code, body := visit(b, "cloud.example.test"); code != http.StatusNotFound || !strings.Contains(body, "not registered") {
+		t.Fatalf("an unregistered own domain: %d %s", code, body)
+	}
+
+	csrf := owner.CSRF("/_/domains")
+	for _, d := range []string{"cloud.example.test", "dev.example.test"} {
+		owner.Post("/_/domains", url.Values{"csrf": {csrf}, "domain": {d}})
+	}
+	register := func(host, invite string) string {
+		r := owner.Post("/_/domains/register", url.Values{"csrf": {csrf}, "domain": {host}, "invite": {invite}})
+		if r.Code != http.StatusSeeOther {
+			t.Fatalf("register %s: %d %s", host, r.Code, r.Body)
+		}
+		u, _ := url.Parse(r.Location())
+		return u.Query().Get("msg") + u.Query().Get("err")
+	}
+	for invite, want := range map[string]string{"": "need an invite code", "not-a-code-at-all": "unknown invite code"} {
+		if got := register("cloud.example.test", invite); !strings.Contains(got, want) {
+			t.Errorf("register with %q: %q, want %q", invite, got, want)
+		}
+	}
+	if got := register("cloud.example.test", codes[0]); !strings.Contains(got, "registered cloud.example.test") {
+		t.Fatalf("register with a code: %q", got)
+	}
+	if page := owner.Get("/_/domains").Body; !strings.Contains(page, "Registered with your name's operator until") {
+		t.Error("the page does not show the registration")
+	}
+	for _, g := range []*gwtest.Gateway{a, b} {
+		testenv.WaitFor(t, 45*time.Second, "cloud.example.test through "+g.API, func() bool {
+			code, body := visit(g, "cloud.example.test")
+			return code == http.StatusOK && strings.Contains(body, didOf(key))
+		})
+	}
+	if got := register("dev.example.test", codes[0]); !strings.Contains(got, "already used") {
+		t.Errorf("a used code: %q", got)
+	}
+	if got := register("dev.example.test", codes[1]); !strings.Contains(got, "the most one node may") {
+		t.Errorf("over the per-node share: %q", got)
+	}
+
+	// Anyone may send a registration (the proof says whose host it is),
+	// but not for a host whose proof another key signed.
+	api := &namesapi.Client{API: a.API}
+	if _, err := api.RegisterHost(context.Background(), "pc2.test", "forged.example.test", codes[1]); err == nil || !strings.Contains(err.Error(), "no valid proof") {
+		t.Errorf("a forged proof: %v", err)
+	}
+	// A supernode without codes takes no registrations.
+	if _, err := (&namesapi.Client{API: b.API}).RegisterHost(context.Background(), "pc2.test", "dev.example.test", codes[1]); err == nil || !strings.Contains(err.Error(), "no such API call") {
+		t.Errorf("a registration at the supernode without codes: %v", err)
+	}
+	// Registering a listed host again is its renewal: no code needed.
+	if hi, err := api.RegisterHost(context.Background(), "pc2.test", "cloud.example.test", ""); err != nil || hi.DID != didOf(key) {
+		t.Errorf("registered again without a code: %+v %v", hi, err)
+	}
+	// cloud's proof removed: it stops, and its slot is free for dev.
+	delete(txt, "_pc2.cloud.example.test")
+	dns.Set(dnstest.Records{Zones: zone, TXT: txt})
+	if got := register("dev.example.test", codes[1]); !strings.Contains(got, "registered dev.example.test") {
+		t.Fatalf("register dev once cloud's proof is gone: %q", got)
+	}
+	testenv.WaitFor(t, 45*time.Second, "dev.example.test through the gateway that takes no registrations", func() bool {
+		code, _ := visit(b, "dev.example.test")
+		return code == http.StatusOK
+	})
+	testenv.WaitFor(t, 45*time.Second, "cloud.example.test to stop without its proof", func() bool {
+		code, _ := visit(b, "cloud.example.test")
+		return code == http.StatusNotFound
+	})
 }

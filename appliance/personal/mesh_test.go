@@ -40,19 +40,7 @@ func TestMeshVisitors(t *testing.T) {
 		NameServices: []cloud.NameService{{Domain: "pc2.test", API: a.API}}}
 	setUpNode(t, alice, Options{}, "alice")
 
-	visit := func(gw *gwtest.Gateway, host string) (int, string) {
-		// The polls below are one client: slow enough for its limit.
-		time.Sleep(100 * time.Millisecond)
-		req, _ := http.NewRequest("GET", gw.API+"/api/status", nil)
-		req.Host = host
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	visit := visitStatus
 	testenv.WaitFor(t, 30*time.Second, "bob.ela.test through pc2.test's gateway", func() bool {
 		code, body := visit(a, "bob.ela.test")
 		return code == http.StatusOK && strings.Contains(body, `"name":"bob.ela.test"`)
@@ -144,4 +132,20 @@ func TestEntryPointOwnOperator(t *testing.T) {
 			t.Fatalf("the node took the other operator's supernode without its owner's leave: %+v", st.Tunnel.Supernodes)
 		}
 	}
+}
+
+// visitStatus asks gw's plain HTTP port for host's /api/status, as a
+// visitor whose DNS points there.
+func visitStatus(gw *gwtest.Gateway, host string) (int, string) {
+	// Tests poll as one client: slow enough for its limit.
+	time.Sleep(100 * time.Millisecond)
+	req, _ := http.NewRequest("GET", gw.API+"/api/status", nil)
+	req.Host = host
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }

@@ -648,8 +648,8 @@ func (n *Node) gateways(node *dht.Node, boot []peer.AddrInfo) (*dht.GatewaySet, 
 }
 
 // keepName renews the owner's name before its grant lapses
-// (cloud.Server.RenewName), checking every Options.NameCheck until ctx
-// ends.
+// (cloud.Server.RenewName), and its own domains' registrations
+// (RenewHosts), checking every Options.NameCheck until ctx ends.
 func (n *Node) keepName(ctx context.Context) {
 	every := cmp.Or(n.opts.NameCheck, time.Hour)
 	repeat(ctx, min(time.Minute, every), every, func() {
@@ -657,6 +657,9 @@ func (n *Node) keepName(ctx context.Context) {
 		defer cancel()
 		if _, err := n.cloud.RenewName(rctx); err != nil && ctx.Err() == nil {
 			n.log.Warn("name not renewed; trying again later", "err", err)
+		}
+		if err := n.cloud.RenewHosts(rctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("own domain not renewed; trying again later", "err", err)
 		}
 	})
 }

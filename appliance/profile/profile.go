@@ -174,7 +174,7 @@ func nameServices(ns []settings.NameService) []cloud.NameService {
 // under perm.
 func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
 	c := &supernode.Config{KeyFile: KeyFile(perm), CreateKey: true, DataDir: filepath.Join(DataDir(perm), "supernode"),
-		Bootstrap: s.Supernodes, Listen: s.Listen, Domains: s.Domains, Mesh: s.Mesh,
+		Bootstrap: s.Supernodes, Listen: s.Listen, Announce: s.Announce, Domains: s.Domains, Mesh: s.Mesh,
 		// STUN/TURN on the standard port, relaying on the machine's own
 		// (public) address.
 		TURNListen:        ":3478",
@@ -211,7 +211,7 @@ func gatewayConfig(s *settings.Settings, perm string) *supernode.GatewayConfig {
 	if sg := s.Gateway; sg != nil {
 		g.Policy = gateway.Policy{Mode: sg.NamePolicy, Invites: sg.Invites, Allow: sg.Allow}
 		if sg.CustomDomains != "" {
-			g.CustomDomains = &supernode.CustomDomainsConfig{Policy: sg.CustomDomains}
+			g.CustomDomains = &supernode.CustomDomainsConfig{Policy: sg.CustomDomains, Invites: sg.CustomDomainInvites}
 		}
 		if sg.HTTPS {
 			g.HTTPSListen = ":443"

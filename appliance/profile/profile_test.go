@@ -223,6 +223,18 @@ func TestSupernodeMeshSettings(t *testing.T) {
 	case g.CustomDomains == nil || g.CustomDomains.Policy != "open":
 		t.Errorf("custom domains %+v", g.CustomDomains)
 	}
+	s.Gateway.CustomDomains, s.Gateway.CustomDomainInvites = "invite", []string{"d0m-welcome-alice"}
+	if err := Check(s); err != nil {
+		t.Fatal(err)
+	}
+	if g := SupernodeConfig(s, "/perm").Gateway.CustomDomains; g.Policy != "invite" || len(g.Invites) != 1 {
+		t.Errorf("custom domains by invite: %+v", g)
+	}
+	s.Gateway.CustomDomains = "open"
+	if err := Check(s); err == nil || !strings.Contains(err.Error(), "custom_domain_invites") {
+		t.Errorf("invites with the open policy: %v", err)
+	}
+	s.Gateway.CustomDomainInvites = nil
 	s.Gateway.CustomDomains = "everyone"
 	if err := Check(s); err == nil || !strings.Contains(err.Error(), "custom_domains") {
 		t.Errorf("custom_domains everyone: %v", err)

@@ -90,6 +90,10 @@ type Settings struct {
 	Quota int64 `json:"quota,omitempty"`
 	// Listen overrides the supernode's libp2p listeners.
 	Listen []string `json:"listen,omitempty"`
+	// Announce are more addresses the supernode is reachable at, besides
+	// its interfaces' (the public address in front of a port forward or
+	// a provider's 1:1 NAT; dht.Config.Announce).
+	Announce []string `json:"announce,omitempty"`
 	// PrivateNetwork: the supernode serves a private network (a LAN, a
 	// lab), so it dials and relays to private addresses; by default it
 	// reaches public addresses only.
@@ -168,8 +172,10 @@ type Gateway struct {
 	// GatewayConfig.MeshOpen).
 	MeshOpen bool `json:"mesh_open,omitempty"`
 	// CustomDomains serves owners' own domains: "open" (any node with a
-	// valid proof) or "" (off).
-	CustomDomains string `json:"custom_domains,omitempty"`
+	// valid proof), "invite" (hosts registered with one of
+	// CustomDomainInvites) or "" (off).
+	CustomDomains       string   `json:"custom_domains,omitempty"`
+	CustomDomainInvites []string `json:"custom_domain_invites,omitempty"`
 }
 
 // NameService is a domain whose names a personal node may claim.
@@ -241,8 +247,11 @@ func (s *Settings) Check() error {
 		default:
 			return fmt.Errorf("gateway: tls %q: want auto, end-to-end or gateway", g.TLS)
 		}
-		if g.CustomDomains != "" && g.CustomDomains != "open" {
-			return fmt.Errorf("gateway: custom_domains %q: want open or nothing", g.CustomDomains)
+		if g.CustomDomains != "" && g.CustomDomains != "open" && g.CustomDomains != "invite" {
+			return fmt.Errorf("gateway: custom_domains %q: want open, invite or nothing", g.CustomDomains)
+		}
+		if len(g.CustomDomainInvites) > 0 && g.CustomDomains != "invite" {
+			return errors.New("gateway: custom_domain_invites are for custom_domains invite")
 		}
 	}
 	for i, ns := range s.NameServices {

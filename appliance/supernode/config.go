@@ -14,6 +14,7 @@ import (
 	"github.com/pc2/pc2/appliance/settings"
 
 	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 )
 
@@ -30,6 +31,12 @@ type Config struct {
 	CreateKey bool `json:"create_key,omitempty"`
 	// Listen are libp2p multiaddrs; empty: UDP 39001 QUIC and TCP 8090.
 	Listen []string `json:"listen,omitempty"`
+	// Announce are more addresses this supernode is reachable at,
+	// besides its listening ones: the public address in front of a port
+	// forward or a cloud provider's 1:1 NAT (where the interface holds
+	// only a private address), or a /dns4 name. They are told to peers
+	// and listed in its presence and domain records.
+	Announce []string `json:"announce,omitempty"`
 	// Bootstrap are other supernodes' full multiaddrs (/p2p/<id>).
 	Bootstrap []string `json:"bootstrap,omitempty"`
 	// DataDir holds the record store. Required: a supernode must not lose
@@ -106,6 +113,9 @@ func (c *Config) Check() error {
 		return errors.New("data_dir is required (records must survive a restart)")
 	}
 	if _, err := c.Trust(); err != nil {
+		return err
+	}
+	if _, err := dht.ParseAnnounce(c.Announce); err != nil {
 		return err
 	}
 	if c.TURNListen != "" {

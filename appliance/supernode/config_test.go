@@ -56,6 +56,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"BadDuration", `{"key_file": "/k", "data_dir": "/d", "republish_interval": "soon"}`, "invalid duration"},
 		{"NegativeDuration", `{"key_file": "/k", "data_dir": "/d", "republish_interval": "-1h"}`, "negative"},
 		{"BadTURNListen", `{"key_file": "/k", "data_dir": "/d", "turn_listen": "3478"}`, "turn_listen"},
+		{"BadAnnounce", `{"key_file": "/k", "data_dir": "/d", "announce": ["203.0.113.7:8090"]}`, "announce"},
 		{"BadTURNRelayIP", `{"key_file": "/k", "data_dir": "/d", "turn_relay_ip": "2001:db8::1"}`, "not an IPv4 address"},
 		{"BadTURNPorts", `{"key_file": "/k", "data_dir": "/d", "turn_port_min": 50000, "turn_port_max": 40000}`, "not a port range"},
 	}

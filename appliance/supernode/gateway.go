@@ -87,10 +87,16 @@ type GatewayConfig struct {
 
 // CustomDomainsConfig is the operator's policy for owners' own domains.
 type CustomDomainsConfig struct {
-	// Policy is "open" (any node with a valid proof) or "allowlist".
+	// Policy is "open" (any node with a valid proof), "invite" (hosts
+	// registered with an invite code at one of the operator's
+	// supernodes: POST /api/hosts) or "allowlist".
 	Policy string `json:"policy"`
 	// Allow are the DIDs of the allowlist.
 	Allow []string `json:"allow,omitempty"`
+	// Invites are the codes of the invite policy, each good for one
+	// host; a supernode without codes serves registered hosts but takes
+	// no registrations.
+	Invites []string `json:"invites,omitempty"`
 	// PerNode bounds the custom domains served for one node (default 3).
 	PerNode int `json:"per_node,omitempty"`
 	// DNSServer is the DNS server proofs are read from, host:port
@@ -103,7 +109,8 @@ func (c *CustomDomainsConfig) custom(node *dht.Node) (*gateway.Custom, error) {
 	if c == nil {
 		return nil, nil
 	}
-	g := &gateway.Custom{Policy: c.Policy, PerNode: c.PerNode, ResolveDID: node.ResolveDID, LookupTXT: gateway.LookupTXTWith(c.DNSServer)}
+	g := &gateway.Custom{Policy: c.Policy, PerNode: c.PerNode, ResolveDID: node.ResolveDID, LookupTXT: gateway.LookupTXTWith(c.DNSServer),
+		Invites: c.Invites, Tally: node.CurrentTally}
 	for _, d := range c.Allow {
 		id, err := identity.ParseDID(d)
 		if err != nil {
@@ -167,8 +174,11 @@ func (g *GatewayConfig) check(c *Config) error {
 		}
 	}
 	if cd := g.CustomDomains; cd != nil {
-		if cd.Policy != gateway.CustomOpen && cd.Policy != gateway.CustomAllowlist {
-			return fmt.Errorf("gateway: custom_domains: policy %q: want open or allowlist", cd.Policy)
+		if cd.Policy != gateway.CustomOpen && cd.Policy != gateway.CustomInvite && cd.Policy != gateway.CustomAllowlist {
+			return fmt.Errorf("gateway: custom_domains: policy %q: want open, invite or allowlist", cd.Policy)
+		}
+		if len(cd.Invites) > 0 && cd.Policy != gateway.CustomInvite {
+			return fmt.Errorf("gateway: custom_domains: invites with policy %q (they are for the invite policy)", cd.Policy)
 		}
 		if cd.DNSServer != "" {
 			if _, _, err := net.SplitHostPort(cd.DNSServer); err != nil {
@@ -271,8 +281,12 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 	if err != nil {
 		return nil, err
 	}
+	custom, err := gc.CustomDomains.custom(node)
+	if err != nil {
+		return nil, err
+	}
 	var g *gateway.Gateway
-	names, err := gateway.NewNames(gateway.NamesConfig{
+	names, err := gateway.NewNames(gateway.NamesConfig{Custom: custom,
 		Store: node, Operators: keys, Delegations: dels, Key: key, Policy: gc.Policy, Reserved: gc.Reserved,
 		GrantTTL: time.Duration(gc.GrantTTL), RouteTTL: time.Duration(gc.RouteTTL),
 		StateFile: filepath.Join(cfg.DataDir, "names.json"), Self: self, Logger: log,
@@ -288,10 +302,6 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 	var mesh []string
 	for _, d := range cfg.Mesh {
 		mesh = append(mesh, d.Domain)
-	}
-	custom, err := gc.CustomDomains.custom(node)
-	if err != nil {
-		return nil, err
 	}
 	g, err = gateway.New(gateway.Config{Host: node.Host(), Resolver: node, Relay: rel, Domains: domains, API: names,
 		Mesh: mesh, MeshOpen: gateways.MeshOpen, Custom: custom,

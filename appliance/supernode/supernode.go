@@ -88,6 +88,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		Key:               key,
 		Mode:              dht.ModeServer,
 		ListenAddrs:       listenAddrs,
+		Announce:          cfg.Announce,
 		WebSocketTLS:      wsTLS,
 		Bootstrap:         boot,
 		DataDir:           filepath.Join(cfg.DataDir, "records"),

@@ -2,6 +2,8 @@ package cloud
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pc2/pc2/services/gateway/customdomain"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // Own domains: the owner adds cloud.example.org (or an apex) and the
@@ -31,6 +34,9 @@ type domainRow struct {
 	Records []dnsRecord
 	Status  string
 	OK      bool
+	// Registered is until when the name's operator serves it by
+	// registration ("" when not registered).
+	Registered string
 }
 
 // dnsRecord is one record to create.
@@ -75,6 +81,9 @@ func (s *Server) handleDomainsPage(w http.ResponseWriter, r *http.Request) {
 		}
 		row := domainRow{Domain: d, Records: domainRecords(d, o.Name, addrs, proof)}
 		row.Status, row.OK = s.checkDomain(ctx, d)
+		if reg, ok := o.Registered[d]; ok {
+			row.Registered = reg.Until.UTC().Format("2 January 2006")
+		}
 		rows = append(rows, row)
 	}
 	s.render(w, r, http.StatusOK, "domains", "Your own domains", struct {
@@ -138,9 +147,84 @@ func (s *Server) handleDomainRemove(w http.ResponseWriter, r *http.Request) {
 	d := r.PostFormValue("domain")
 	if err := s.state.updateOwner(func(o *owner) {
 		o.Domains = slices.DeleteFunc(o.Domains, func(x string) bool { return x == d })
+		delete(o.Registered, d)
 	}); err != nil {
 		back(w, r, "/_/domains", "", err.Error())
 		return
 	}
 	back(w, r, "/_/domains", "removed "+d+" here; delete its TXT record at your DNS provider to stop it", "")
+}
+
+// Registration (gateway.CustomInvite): where the operator of the
+// owner's name takes own domains by invite, the owner registers each
+// with a code at the names API the name was claimed at; the node
+// renews the registration at half its time (RenewHosts).
+
+func (s *Server) handleDomainRegister(w http.ResponseWriter, r *http.Request) {
+	d := r.PostFormValue("domain")
+	o := s.state.getOwner()
+	if !slices.Contains(o.Domains, d) {
+		back(w, r, "/_/domains", "", "add "+d+" first")
+		return
+	}
+	if o.Name == "" {
+		back(w, r, "/_/domains", "", "claim a PC2 name first: the domain is registered with its operator")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	if err := s.registerHost(ctx, o, d, strings.TrimSpace(r.PostFormValue("invite"))); err != nil {
+		back(w, r, "/_/domains", "", err.Error())
+		return
+	}
+	back(w, r, "/_/domains", "registered "+d+" with the operator of "+o.Name, "")
+}
+
+// registerHost registers (or renews) d with the operator of o's name.
+func (s *Server) registerHost(ctx context.Context, o owner, d, invite string) error {
+	_, domain, _ := strings.Cut(o.Name, ".")
+	c := &namesapi.Client{API: o.NameAPI, HTTP: s.opts.HTTPClient, Now: s.opts.Now}
+	hi, err := c.RegisterHost(ctx, domain, d, invite)
+	if err != nil {
+		var ae *namesapi.APIError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("register %s: %s", d, ae.Message)
+		}
+		return fmt.Errorf("register %s: %w", d, err)
+	}
+	if err := s.state.updateOwner(func(o *owner) {
+		if !slices.Contains(o.Domains, d) {
+			return // removed meanwhile
+		}
+		if o.Registered == nil {
+			o.Registered = map[string]hostRegistration{}
+		}
+		o.Registered[d] = hostRegistration{At: s.opts.Now(), Until: hi.Expires}
+	}); err != nil {
+		return fmt.Errorf("register %s: %w", d, err)
+	}
+	s.log.Info("own domain registered", "domain", d, "until", hi.Expires)
+	return nil
+}
+
+// RenewHosts renews the own domains registered with the name's
+// operator when less than half of their time is left; the first error
+// is returned after all were tried.
+func (s *Server) RenewHosts(ctx context.Context) error {
+	o := s.state.getOwner()
+	if o.Name == "" {
+		return nil
+	}
+	now := s.opts.Now()
+	var errs []error
+	for _, d := range o.Domains {
+		reg, ok := o.Registered[d]
+		if !ok || now.Before(reg.At.Add(reg.Until.Sub(reg.At)/2)) {
+			continue
+		}
+		if err := s.registerHost(ctx, o, d, ""); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

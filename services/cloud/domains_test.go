@@ -1,14 +1,20 @@
 package cloud
 
 import (
+	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/pc2/pc2/services/gateway/customdomain"
+	"github.com/pc2/pc2/services/gateway/namesapi"
 )
 
 // TestDomainsPage (issue 20): the owner adds her own domain and gets the
@@ -78,5 +84,58 @@ func TestDomainsPage(t *testing.T) {
 	b.Post("/_/domains/remove", url.Values{"csrf": {csrf}, "domain": {"cloud.example.test"}})
 	if page := b.Get("/_/domains").Body; strings.Contains(page, `data-domain="cloud.example.test"`) {
 		t.Error("a removed domain is still on the page")
+	}
+}
+
+// TestRenewHosts: an own domain registered with the name's operator is
+// registered again (without a code) once half its time is gone, and
+// not before; a removed domain is not.
+func TestRenewHosts(t *testing.T) {
+	e := newEnv(t)
+	e.setup("owner password")
+	var mu sync.Mutex
+	var calls []namesapi.HostRequest
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req namesapi.HostRequest
+		if r.URL.Path != "/api/hosts" || r.Host != "pc2.test" || json.NewDecoder(r.Body).Decode(&req) != nil {
+			http.Error(w, `{"error": "bad request"}`, http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		calls = append(calls, req)
+		mu.Unlock()
+		json.NewEncoder(w).Encode(namesapi.HostInfo{Host: req.Host, DID: e.node.DID(), Domain: "pc2.test", Expires: e.clock.now().Add(90 * 24 * time.Hour)})
+	}))
+	t.Cleanup(api.Close)
+	if err := e.srv.state.updateOwner(func(o *owner) {
+		o.Name, o.NameAPI, o.Domains = "alice.pc2.test", api.URL, []string{"cloud.example.test", "gone.example.test"}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"cloud.example.test", "gone.example.test"} {
+		if err := e.srv.registerHost(context.Background(), e.srv.state.getOwner(), d, "code-0001"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := e.browser(e.local.URL)
+	b.Login("owner password")
+	b.Post("/_/domains/remove", url.Values{"csrf": {b.CSRF("/_/domains")}, "domain": {"gone.example.test"}})
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(calls) }
+	e.clock.add(44 * 24 * time.Hour)
+	if err := e.srv.RenewHosts(context.Background()); err != nil || count() != 2 {
+		t.Fatalf("before half its time: %v, %d calls", err, count())
+	}
+	e.clock.add(2 * 24 * time.Hour)
+	if err := e.srv.RenewHosts(context.Background()); err != nil || count() != 3 {
+		t.Fatalf("after half its time: %v, %d calls", err, count())
+	}
+	mu.Lock()
+	last := calls[2]
+	mu.Unlock()
+	if last.Host != "cloud.example.test" || last.Invite != "" {
+		t.Errorf("renewal %+v, want cloud.example.test without a code", last)
+	}
+	if reg := e.srv.state.getOwner().Registered; len(reg) != 1 || !reg["cloud.example.test"].Until.After(e.clock.now().Add(89*24*time.Hour)) {
+		t.Errorf("registrations after the renewal: %+v", reg)
 	}
 }

@@ -195,6 +195,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /_/domains", s.owner(s.handleDomainsPage))
 	mux.HandleFunc("POST /_/domains", s.owner(s.handleDomainAdd))
 	mux.HandleFunc("POST /_/domains/remove", s.owner(s.handleDomainRemove))
+	mux.HandleFunc("POST /_/domains/register", s.owner(s.handleDomainRegister))
 	mux.HandleFunc("GET /_/shares", s.owner(s.handleSharesPage))
 	mux.HandleFunc("POST /_/share", s.owner(s.handleShare))
 	mux.HandleFunc("POST /_/update/check", s.owner(s.handleUpdateCheck))

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,6 +35,16 @@ type owner struct {
 	NameLost string `json:"name_lost,omitempty"`
 	// Domains are the owner's own domains (domains.go).
 	Domains []string `json:"domains,omitempty"`
+	// Registered are the own domains registered with the name's
+	// operator (whose gateways take them by invite), by domain.
+	Registered map[string]hostRegistration `json:"registered,omitempty"`
+}
+
+// hostRegistration is an own domain's registration: when, and until
+// when the operator's gateways serve it (renewed at half).
+type hostRegistration struct {
+	At    time.Time `json:"at"`
+	Until time.Time `json:"until"`
 }
 
 // session is a logged-in browser (state/sessions.json). The map key is
@@ -113,7 +125,15 @@ func (st *stateStore) setupDone() bool {
 func (st *stateStore) getOwner() owner {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.owner
+	return st.owner.clone()
+}
+
+// clone is o with its own copies of its slices and maps (callers read
+// theirs while updateOwner changes the store's).
+func (o owner) clone() owner {
+	o.Domains = slices.Clone(o.Domains)
+	o.Registered = maps.Clone(o.Registered)
+	return o
 }
 
 // updateOwner changes the owner record and saves it; on a failed save
@@ -121,7 +141,7 @@ func (st *stateStore) getOwner() owner {
 func (st *stateStore) updateOwner(f func(*owner)) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	old := st.owner
+	old := st.owner.clone()
 	f(&st.owner)
 	if err := st.save("owner.json", &st.owner); err != nil {
 		st.owner = old

@@ -1,12 +1,19 @@
 package dht
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
 func testPeerID(t *testing.T, seed byte) peer.ID {
@@ -58,5 +65,30 @@ func TestParseAddrInfosKeepsOrder(t *testing.T) {
 	}
 	if _, err := ParseAddrInfos([]string{"not an address"}); err == nil {
 		t.Error("a malformed address: got no error")
+	}
+}
+
+// Announced addresses follow the listening ones in what the host tells
+// peers (identify) and in Multiaddrs; a peer learns them on connecting.
+// A malformed one, or one naming a peer, stops the node at start.
+func TestAnnounce(t *testing.T) {
+	const public = "/ip4/203.0.113.7/tcp/8090"
+	a := startNode(t, "announcer", ModeServer, nil, func(c *Config) { c.Announce = []string{public, "/dns4/sn1.pc2.test/tcp/8090"} })
+	var got []string
+	for _, m := range a.Multiaddrs() {
+		got = append(got, m.String())
+	}
+	if len(got) != 3 || !strings.HasPrefix(got[0], "/ip4/127.0.0.1/tcp/") || got[1] != public+"/p2p/"+a.Host().ID().String() {
+		t.Fatalf("multiaddrs %v: want the listening one, then the announced", got)
+	}
+	b := startNode(t, "learner", ModeClient, []peer.AddrInfo{{ID: a.Host().ID(), Addrs: a.Host().Addrs()[:1]}}, nil)
+	testenv.WaitFor(t, 10*time.Second, "the peer to learn the announced address", func() bool {
+		return slices.ContainsFunc(b.Host().Peerstore().Addrs(a.Host().ID()), func(m ma.Multiaddr) bool { return m.String() == public })
+	})
+	for _, bad := range []string{"203.0.113.7:8090", "/ip4/203.0.113.7/tcp/8090/p2p/" + a.Host().ID().String()} {
+		_, err := New(context.Background(), Config{Key: testKey("bad"), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Announce: []string{bad}})
+		if err == nil || !strings.Contains(err.Error(), "announce") {
+			t.Errorf("announce %q: %v, want refused", bad, err)
+		}
 	}
 }

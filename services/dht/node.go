@@ -135,6 +135,13 @@ type Config struct {
 	// Limits; the zero value: a server sized for DefaultServerPeers, a
 	// client with libp2p's defaults). Ignored when Host is set.
 	Limits Limits
+	// Announce are more addresses the host tells peers it is reachable
+	// at, besides its listening ones: the public address of a server
+	// whose interface holds only a private one (1:1 NAT at a cloud
+	// provider, a port forward), or a /dns4 name. They reach the records
+	// that list the node (its presence record, its operator's domain
+	// record) through Multiaddrs. Ignored when Host is set.
+	Announce []string
 	// WebSocketTLS is the TLS config of the host's secure WebSocket
 	// listeners (a ListenAddrs entry ending in /tls/ws): a supernode's,
 	// handed connections for relay.<domain> by its gateway's port 443.
@@ -265,6 +272,10 @@ func newHost(cfg Config) (host.Host, error) {
 		return nil, fmt.Errorf("node key: %w", err)
 	}
 	worked := &lastWorked{}
+	announce, err := ParseAnnounce(cfg.Announce)
+	if err != nil {
+		return nil, err
+	}
 	listen := cfg.ListenAddrs
 	if len(listen) == 0 && cfg.Mode == ModeServer {
 		listen = DefaultListenAddrs
@@ -278,7 +289,9 @@ func newHost(cfg Config) (host.Host, error) {
 		// A WebSocket listener is a supernode's loopback end of its port
 		// 443 (the gateway hands it relay.<domain>): not an address to
 		// tell anyone.
-		libp2p.AddrsFactory(withoutWebSocket),
+		libp2p.AddrsFactory(func(addrs []ma.Multiaddr) []ma.Multiaddr {
+			return append(withoutWebSocket(addrs), announce...)
+		}),
 		// TLS 1.3 first: Go's TLS picks AES-GCM where both ends have AES
 		// instructions and ChaCha20-Poly1305 elsewhere (the Pi 4); Noise
 		// is always ChaCha20 (relay throughput: docs/benchmarks.md).
@@ -411,6 +424,23 @@ func IsWebSocket(a ma.Multiaddr) bool {
 		}
 	}
 	return false
+}
+
+// ParseAnnounce parses Config.Announce: transport addresses, without
+// /p2p/ (the host's own ID follows them wherever they are listed).
+func ParseAnnounce(l []string) ([]ma.Multiaddr, error) {
+	var out []ma.Multiaddr
+	for _, s := range l {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("announce %q: %w", s, err)
+		}
+		if t, id := peer.SplitAddr(a); id != "" || t == nil {
+			return nil, fmt.Errorf("announce %q: a transport address, without /p2p/", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // withoutWebSocket drops WebSocket listeners from the addresses a host

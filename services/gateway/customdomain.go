@@ -28,6 +28,11 @@ import (
 const (
 	CustomOpen      = "open"      // any DID with a proof
 	CustomAllowlist = "allowlist" // the DIDs in Custom.Allow
+	// CustomInvite: hosts registered with an invite code at one of the
+	// operator's granting supernodes (POST /api/hosts), which lists them
+	// in the DID's tally (records.TallyHosts), shared by the operator's
+	// gateways.
+	CustomInvite = "invite"
 )
 
 // DefaultCustomPerNode is how many custom domains one DID may have
@@ -47,6 +52,11 @@ type Custom struct {
 	LookupTXT func(ctx context.Context, name string) ([]string, error)
 	// ResolveDID finds a DID's record (dht.Node.ResolveDID). Required.
 	ResolveDID func(ctx context.Context, id identity.ID) (*records.DID, error)
+	// Invites are the codes of CustomInvite, each good for one host.
+	Invites []string
+	// Tally reads a domain's tally (dht.Node.CurrentTally; required with
+	// CustomInvite): the hosts registered for a DID.
+	Tally func(ctx context.Context, domain, subject string) (*records.Tally, error)
 
 	mu    sync.Mutex
 	hosts map[identity.ID][]string // custom hosts served per DID
@@ -97,23 +107,34 @@ func (g *Gateway) resolveCustom(ctx context.Context, host string) (*dht.NameReso
 	if err := customdomain.Check(host); err != nil {
 		return nil, fmt.Errorf("%w: %v", dht.ErrNotFound, err)
 	}
-	txts, err := c.LookupTXT(ctx, customdomain.TXTName(host))
+	id, err := c.proof(ctx, host)
 	switch {
 	case errors.Is(err, ErrNoRecord):
 		return nil, fmt.Errorf("%w: %s has no proof", dht.ErrNotFound, host)
+	case customdomain.Refused(err):
+		g.log.Info("custom domain refused", "host", host, "err", err)
+		return nil, fmt.Errorf("%w: %v", dht.ErrNotFound, err)
 	case err != nil:
 		return nil, fmt.Errorf("custom domain %s: %w", host, err)
 	}
-	id, err := customdomain.Verify(txts, host)
-	if err != nil {
-		g.log.Info("custom domain refused", "host", host, "err", err)
-		return nil, fmt.Errorf("%w: %v", dht.ErrNotFound, err)
+	switch c.Policy {
+	case CustomAllowlist:
+		if !slices.Contains(c.Allow, id) {
+			g.log.Info("custom domain refused: the DID is not on the allowlist", "host", host, "did", id.DID())
+			return nil, fmt.Errorf("%w: %s may not use custom domains here", dht.ErrNotFound, id.DID())
+		}
+	case CustomInvite:
+		// The shared tally bounds the hosts per DID: no count here.
+		ok, err := c.registered(ctx, g.cfg.Domains, id, host)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("custom domain %s: %w", host, err)
+		case !ok:
+			g.log.Info("custom domain refused: not registered", "host", host, "did", id.DID())
+			return nil, fmt.Errorf("%w: %s is not registered here (the owner registers it with an invite code)", dht.ErrNotFound, host)
+		}
 	}
-	if c.Policy == CustomAllowlist && !slices.Contains(c.Allow, id) {
-		g.log.Info("custom domain refused: the DID is not on the allowlist", "host", host, "did", id.DID())
-		return nil, fmt.Errorf("%w: %s may not use custom domains here", dht.ErrNotFound, id.DID())
-	}
-	if !c.admit(id, host) {
+	if c.Policy != CustomInvite && !c.admit(id, host) {
 		g.log.Info("custom domain refused: the DID has its share", "host", host, "did", id.DID())
 		return nil, fmt.Errorf("%w: %s has its share of custom domains here", dht.ErrNotFound, id.DID())
 	}
@@ -130,6 +151,43 @@ func (g *Gateway) resolveCustom(ctx context.Context, host string) (*dht.NameReso
 	return res, nil
 }
 
+// registered reports whether one of domains' tallies lists host among
+// id's hosts, unexpired.
+func (c *Custom) registered(ctx context.Context, domains []string, id identity.ID, host string) (bool, error) {
+	var errs []error
+	for _, d := range domains {
+		t, err := c.Tally(ctx, d, records.TallyHosts+id.String())
+		switch {
+		case errors.Is(err, dht.ErrNotFound):
+			continue
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		}
+		if slices.ContainsFunc(t.Live(time.Now().Unix()), func(n records.TalliedName) bool { return n.Name == host }) {
+			return true, nil
+		}
+	}
+	return false, errors.Join(errs...)
+}
+
+// perNode is PerNode or its default.
+func (c *Custom) perNode() int {
+	if c.PerNode <= 0 {
+		return DefaultCustomPerNode
+	}
+	return c.PerNode
+}
+
+// proof reads host's proof from DNS and returns the DID it names.
+func (c *Custom) proof(ctx context.Context, host string) (identity.ID, error) {
+	txts, err := c.LookupTXT(ctx, customdomain.TXTName(host))
+	if err != nil {
+		return identity.ID{}, err
+	}
+	return customdomain.Verify(txts, host)
+}
+
 // admit counts host among id's custom domains, up to PerNode.
 func (c *Custom) admit(id identity.ID, host string) bool {
 	c.mu.Lock()
@@ -141,11 +199,7 @@ func (c *Custom) admit(id identity.ID, host string) bool {
 	if slices.Contains(hs, host) {
 		return true
 	}
-	limit := c.PerNode
-	if limit <= 0 {
-		limit = DefaultCustomPerNode
-	}
-	if len(hs) >= limit {
+	if len(hs) >= c.perNode() {
 		return false
 	}
 	c.hosts[id] = append(hs, host)

@@ -215,8 +215,10 @@ func New(cfg Config) (*Gateway, error) {
 		switch {
 		case c.ResolveDID == nil:
 			return nil, errors.New("gateway: custom domains need ResolveDID")
-		case c.Policy != CustomOpen && c.Policy != CustomAllowlist:
-			return nil, fmt.Errorf("gateway: custom domain policy %q: want open or allowlist", c.Policy)
+		case c.Policy != CustomOpen && c.Policy != CustomInvite && c.Policy != CustomAllowlist:
+			return nil, fmt.Errorf("gateway: custom domain policy %q: want open, invite or allowlist", c.Policy)
+		case c.Policy == CustomInvite && c.Tally == nil:
+			return nil, errors.New("gateway: the custom-domain invite policy needs Tally")
 		}
 		if c.LookupTXT == nil {
 			c.LookupTXT = LookupTXTWith("")
@@ -328,8 +330,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case errors.Is(err, errNoName) && custom:
+		why := "or its node may not use this gateway"
+		if g.cfg.Custom.Policy == CustomInvite {
+			why = "or its owner has not registered it with this gateway's operator (own domains here need an invite code)"
+		}
 		page(w, http.StatusNotFound, "Not set up", html.EscapeString(name)+" has no valid PC2 proof in its DNS (a TXT record at "+
-			html.EscapeString(customdomain.TXTName(name))+"), or its node may not use this gateway.")
+			html.EscapeString(customdomain.TXTName(name))+"), "+why+".")
 		return
 	case errors.Is(err, errNoName):
 		page(w, http.StatusNotFound, "No such name", html.EscapeString(name)+" is not registered.")

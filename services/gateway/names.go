@@ -140,6 +140,10 @@ type NamesConfig struct {
 	// the per-DID cap and look-alike checks) across restarts (required
 	// with PolicyInvite).
 	StateFile string
+	// Custom, when its policy is CustomInvite, lets owners register
+	// their own domains here (POST /api/hosts; the same settings the
+	// gateway serves them by).
+	Custom *Custom
 	// Changed is told a name's record changed (the gateway's cache).
 	Changed func(fqdn string)
 	// Supernodes, if set, lists a domain's supernodes for
@@ -160,6 +164,8 @@ type Names struct {
 	reserved map[string]bool
 	allow    map[identity.ID]bool
 	invites  map[string]bool // hashed codes the operator issued
+	// hostInvites are the hashed codes of Custom.Invites.
+	hostInvites map[string]bool
 
 	reservedKeys map[string]string // look-alike key -> reserved label
 
@@ -284,6 +290,9 @@ func NewNames(cfg NamesConfig) (*Names, error) {
 	default:
 		return nil, fmt.Errorf("names: policy %q: want open, invite or allowlist", cfg.Policy.Mode)
 	}
+	if err := n.initHosts(); err != nil {
+		return nil, err
+	}
 	if cfg.StateFile != "" {
 		if err := n.load(); err != nil {
 			return nil, err
@@ -368,6 +377,8 @@ func (n *Names) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
 		v = namesapi.SupernodeList{Domain: domain, Supernodes: n.cfg.Supernodes(ctx, domain)}
+	case path == "/api/hosts" && r.Method == http.MethodPost && n.hostInvites != nil:
+		v, status, err = n.registerHost(r, domain)
 	case path == "/api/names" && r.Method == http.MethodPost:
 		v, status, err = n.claim(r, domain)
 	case strings.HasPrefix(path, "/api/names/"):
@@ -825,9 +836,9 @@ func (n *Names) capShared(ctx context.Context, domain string, c *records.Claim) 
 }
 
 // tally publishes domain's tally of subject with the names edit makes of
-// the live ones (n.mu held). A failure is logged: the claim it follows
-// is decided.
-func (n *Names) tally(ctx context.Context, gr granter, domain, subject string, edit func([]records.TalliedName) []records.TalliedName) {
+// the live ones (n.mu held). A failure is logged and returned (a claim
+// it follows is decided: claims go on).
+func (n *Names) tally(ctx context.Context, gr granter, domain, subject string, edit func([]records.TalliedName) []records.TalliedName) error {
 	now := n.cfg.Now()
 	var seq uint64
 	var names []records.TalliedName
@@ -837,11 +848,11 @@ func (n *Names) tally(ctx context.Context, gr granter, domain, subject string, e
 		seq, names = cur.Seq, cur.Live(now.Unix())
 	case !errors.Is(err, dht.ErrNotFound):
 		n.log.Warn("names: tally not read; not updated", "domain", domain, "subject", subject, "err", err)
-		return
+		return fmt.Errorf("read the tally: %w", err)
 	}
 	before := slices.Clone(names)
 	if names = edit(names); cur != nil && slices.Equal(before, names) {
-		return // nothing to change
+		return nil // nothing to change
 	}
 	if len(names) > 16 {
 		names = names[len(names)-16:]
@@ -857,7 +868,9 @@ func (n *Names) tally(ctx context.Context, gr granter, domain, subject string, e
 	}
 	if err != nil {
 		n.log.Warn("names: tally not published", "domain", domain, "subject", subject, "err", err)
+		return fmt.Errorf("publish the tally: %w", err)
 	}
+	return nil
 }
 
 // admit applies the policy to a new claim and returns the hashed invite

@@ -44,6 +44,9 @@ type Options struct {
 	// MeshOpen lets their gateways serve this domain's names.
 	Mesh     []supernode.DomainTrust
 	MeshOpen bool
+	// Listen are the supernode's libp2p listeners (nil: a loopback TCP
+	// port); Announce, more addresses it tells (supernode.Config).
+	Listen, Announce []string
 	// CustomDomains is the custom-domain policy (nil: none).
 	CustomDomains *supernode.CustomDomainsConfig
 }
@@ -89,6 +92,10 @@ func Start(t testing.TB, o Options) *Gateway {
 		Gateway: &supernode.GatewayConfig{HTTPListen: "127.0.0.1:0", OperatorKeys: map[string]string{o.Domain: opFile},
 			GrantTTL: config.Duration(o.GrantTTL), RouteTTL: config.Duration(o.RouteTTL)}}
 	cfg.Mesh = o.Mesh
+	if o.Listen != nil {
+		cfg.Listen = o.Listen
+	}
+	cfg.Announce = o.Announce
 	cfg.Gateway.CustomDomains = o.CustomDomains
 	if o.MeshOpen {
 		cfg.Gateway.MeshOpen = []string{o.Domain}

@@ -170,6 +170,17 @@ func TestTally(t *testing.T) {
 			t.Fatalf("%s: %+v %v", name, got, err)
 		}
 	}
+	// Owners' own domains: hosts outside the domain.
+	hosts := tally()
+	hosts.Subject = TallyHosts + idOf(t, keyA).String()
+	hosts.Names = []TalliedName{{Name: "cloud.example.org", Expires: unix(time.Hour)}, {Name: "example.net", Expires: unix(time.Hour)}}
+	if val, err := SignTally(keyOperator, nil, hosts); err != nil {
+		t.Fatal(err)
+	} else if got, err := v.ParseTally(TallyKey(testDomain, hosts.Subject), val); err != nil || !got.HoldsHosts() || len(got.Names) != 2 {
+		t.Fatalf("hosts tally: %+v %v", got, err)
+	}
+	nameAsHost := tally()
+	nameAsHost.Subject = hosts.Subject
 	otherDomain := tally()
 	otherDomain.Names = []TalliedName{{Name: "alice.pc2.net", Expires: unix(time.Hour)}}
 	badSubject := tally()
@@ -184,6 +195,7 @@ func TestTally(t *testing.T) {
 		"a supernode without delegation": {keySuper, nil, func() *Tally { x := tally(); x.Operator = idOf(t, keySuper); return x }(), ErrWrongOperator},
 		"a name of another domain":       {keyOperator, nil, otherDomain, ErrMalformed},
 		"a malformed subject":            {keyOperator, nil, badSubject, ErrMalformed},
+		"a name of the domain as a host": {keyOperator, nil, nameAsHost, ErrMalformed},
 	} {
 		val, err := SignTally(tc.key, tc.del, tc.t)
 		if err != nil {

@@ -26,6 +26,13 @@ const (
 	TallyInvite = "invite-"
 	// TallyDID + a node ID: the names the DID was granted.
 	TallyDID = "did-"
+	// TallyHosts + a node ID: the owners' own domains (hosts under none
+	// of the operator's domains) the operator's gateways serve for the
+	// DID, where they take them by invite only.
+	TallyHosts = "hosts-"
+	// TallyHostInvite + the hex SHA-256 of a custom-domain invite code:
+	// the host it was used for.
+	TallyHostInvite = "hostinvite-"
 )
 
 // maxTallied bounds the names of one tally.
@@ -142,28 +149,41 @@ func (v *Validator) ParseTally(key string, value []byte) (*Tally, error) {
 		return nil, fmt.Errorf("%w: %d names in %s, limit %d", ErrTooManyEntries, len(t.Names), what, maxTallied)
 	}
 	for _, n := range t.Names {
-		if _, d, err := SplitName(n.Name); err != nil || d != t.Domain {
+		if t.HoldsHosts() {
+			if err := ValidDomain(n.Name); err != nil || n.Name == t.Domain || strings.HasSuffix(n.Name, "."+t.Domain) {
+				return nil, fmt.Errorf("%s: %w: %q is not a host outside %s", what, ErrMalformed, n.Name, t.Domain)
+			}
+		} else if _, d, err := SplitName(n.Name); err != nil || d != t.Domain {
 			return nil, fmt.Errorf("%s: %w: %q is not a name under %s", what, ErrMalformed, n.Name, t.Domain)
 		}
 	}
 	return &t, nil
 }
 
+// HoldsHosts says whether t counts owners' own domains (TallyHosts,
+// TallyHostInvite) rather than names under t.Domain.
+func (t *Tally) HoldsHosts() bool {
+	return strings.HasPrefix(t.Subject, TallyHosts) || strings.HasPrefix(t.Subject, TallyHostInvite)
+}
+
 // checkSubject checks a tally's subject: an invite code's hash or a
-// node ID.
+// node ID, after its prefix.
 func checkSubject(s string) error {
-	switch {
-	case strings.HasPrefix(s, TallyInvite):
-		h := strings.TrimPrefix(s, TallyInvite)
-		if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
-			return fmt.Errorf("%w: tally subject %q", ErrMalformed, s)
+	for _, p := range []string{TallyInvite, TallyHostInvite} {
+		if h, ok := strings.CutPrefix(s, p); ok {
+			if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+				return fmt.Errorf("%w: tally subject %q", ErrMalformed, s)
+			}
+			return nil
 		}
-		return nil
-	case strings.HasPrefix(s, TallyDID):
-		if _, err := identity.ParseID(strings.TrimPrefix(s, TallyDID)); err != nil {
-			return fmt.Errorf("%w: tally subject %q: %v", ErrMalformed, s, err)
+	}
+	for _, p := range []string{TallyDID, TallyHosts} {
+		if id, ok := strings.CutPrefix(s, p); ok {
+			if _, err := identity.ParseID(id); err != nil {
+				return fmt.Errorf("%w: tally subject %q: %v", ErrMalformed, s, err)
+			}
+			return nil
 		}
-		return nil
 	}
 	return fmt.Errorf("%w: tally subject %q", ErrMalformed, s)
 }

@@ -91,6 +91,12 @@ func Verify(txts []string, domain string) (identity.ID, error) {
 	return found, nil
 }
 
+// Refused says whether err is Verify's refusal of the TXT records
+// (rather than a failure to read them).
+func Refused(err error) bool {
+	return errors.Is(err, ErrNoProof) || errors.Is(err, ErrBadProof) || errors.Is(err, ErrTwoDIDs)
+}
+
 func verifyOne(fields []string, domain string) (identity.ID, error) {
 	var did, sig string
 	for _, f := range fields {

@@ -92,6 +92,16 @@ func (c *Client) Available(ctx context.Context, name string) (*Availability, err
 	return &a, c.do(ctx, http.MethodGet, name, "/api/names/"+url.PathEscape(name)+"/available", nil, &a)
 }
 
+// RegisterHost registers an owner's own domain host with domain's
+// operator (whose gateways take own domains by invite), or renews it.
+func (c *Client) RegisterHost(ctx context.Context, domain, host, invite string) (*HostInfo, error) {
+	if err := records.ValidDomain(domain); err != nil {
+		return nil, err
+	}
+	var hi HostInfo
+	return &hi, c.doDomain(ctx, http.MethodPost, domain, "/api/hosts", HostRequest{Host: host, Invite: invite}, &hi)
+}
+
 // Supernodes asks a domain's gateway for the domain's supernodes.
 func (c *Client) Supernodes(ctx context.Context, domain string) (*SupernodeList, error) {
 	if err := records.ValidDomain(domain); err != nil {

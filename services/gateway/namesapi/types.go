@@ -72,3 +72,23 @@ type SupernodeEntry struct {
 	Domain   string   `json:"domain,omitempty"`
 	Operator string   `json:"operator,omitempty"`
 }
+
+// HostRequest is the body of POST /api/hosts: register an owner's own
+// domain with the operator whose gateways take them by invite. It
+// needs no signature: the proof in the host's DNS (a TXT record at
+// _pc2.<host>, signed by the node's key) names the node it is for.
+type HostRequest struct {
+	Host string `json:"host"`
+	// Invite is the operator's code; a host already registered for the
+	// same node renews without one.
+	Invite string `json:"invite,omitempty"`
+}
+
+// HostInfo answers POST /api/hosts: the operator's gateways serve Host
+// for DID until Expires unless it is registered again.
+type HostInfo struct {
+	Host    string    `json:"host"`
+	DID     string    `json:"did"`
+	Domain  string    `json:"domain"`
+	Expires time.Time `json:"expires"`
+}
