@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +19,12 @@ import (
 	"github.com/pc2/pc2/appliance/settings"
 	"github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/internal/testing/cloudtest"
+	"github.com/pc2/pc2/internal/testing/dnstest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/pebbletest"
 	"github.com/pc2/pc2/qemu-tests/qemutest"
 	"github.com/pc2/pc2/services/dht"
+	"github.com/pc2/pc2/services/gateway/customdomain"
 )
 
 // TestEndToEndTLSAppliance (issue 18): the personal image, set up in its
@@ -33,7 +37,10 @@ import (
 // service of a second supernode of the operator's (issue 20): the VM
 // starts from its /api/supernodes, learns both supernodes and attaches
 // to both; its wizard claims the name there over plain HTTP (the VM
-// does not trust Pebble's roots for the names API).
+// does not trust Pebble's roots for the names API). Then the owner adds
+// her own domain on the appliance's dashboard, puts the proof it shows
+// into a DNS server on the host (dnsmasq), and the gateway serves the
+// domain to the appliance over HTTPS.
 func TestEndToEndTLSAppliance(t *testing.T) {
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -47,14 +54,19 @@ func TestEndToEndTLSAppliance(t *testing.T) {
 	pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpLn.Addr().(*net.TCPAddr).Port, TLSPort: httpsLn.Addr().(*net.TCPAddr).Port,
 		CertIPs: []string{"10.0.2.2"}})
 	name := "bob." + testDomain
-	for _, n := range []string{testDomain, name} {
+	// The owner's own domain, its proof in a DNS server on the host.
+	const own = "cloud.example.test"
+	zone := []string{"example.test"}
+	dns := dnstest.Start(t, dnstest.Records{Zones: zone})
+	for _, n := range []string{testDomain, name, own} {
 		if err := pb.AddA(n, "127.0.0.1"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	listen, announce := guestReachable(t)
 	gw := gwtest.Start(t, gwtest.Options{Domain: testDomain, Operator: testOperator, HTTPListener: httpLn, HTTPSListener: httpsLn,
-		ACME: supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}, Listen: listen, Announce: announce})
+		ACME: supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}, Listen: listen, Announce: announce,
+		CustomDomains: &supernode.CustomDomainsConfig{Policy: "open", DNSServer: dns.Addr}})
 	listen, announce = guestReachable(t)
 	names := gwtest.Start(t, gwtest.Options{Domain: testDomain, Operator: testOperator, Bootstrap: gw.Addrs, Listen: listen, Announce: announce})
 	// No supernode in the settings: the name service's gateway is the
@@ -128,6 +140,29 @@ func TestEndToEndTLSAppliance(t *testing.T) {
 	if !strings.Contains(st.TLS.Why, leaf.Issuer.CommonName) || !leaf.NotAfter.Equal(st.TLS.Certificate.NotAfter) {
 		t.Fatalf("the certificate presented (%s, until %v) is not the one the appliance holds (%+v)", leaf.Issuer.CommonName, leaf.NotAfter, st.TLS.Certificate)
 	}
+	// The owner adds her own domain on the appliance's dashboard and
+	// puts the proof it shows into her DNS: the gateway serves the
+	// domain to the appliance.
+	owner.Post("/_/domains", url.Values{"csrf": {owner.CSRF("/_/domains")}, "domain": {own}})
+	m := regexp.MustCompile(`<code class="dns-TXT">([^<]+)</code>`).FindStringSubmatch(owner.Get("/_/domains").Body)
+	if m == nil {
+		t.Fatal("the appliance's own-domains page shows no proof")
+	}
+	dns.Set(dnstest.Records{Zones: zone, TXT: map[string][]string{customdomain.TXTName(own): {m[1]}}})
+	var body []byte
+	for end := time.Now().Add(45 * time.Second); ; time.Sleep(time.Second) {
+		if resp, err = browser.Get("https://" + own + "/api/status"); err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(body), st.DID) {
+				break
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("https://%s did not reach the appliance: %v %s", own, err, body)
+		}
+	}
+
 	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/?status", gw.HTTPPort), nil)
 	req.Host = name
 	sresp, err := http.DefaultClient.Do(req)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -17,9 +18,11 @@ import (
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/dnstest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
+	"github.com/pc2/pc2/internal/testing/pebbletest"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/cloud"
+	"github.com/pc2/pc2/services/gateway"
 	"github.com/pc2/pc2/services/gateway/customdomain"
 	"github.com/pc2/pc2/services/gateway/namesapi"
 )
@@ -230,4 +233,66 @@ func TestCustomDomainInvite(t *testing.T) {
 		code, _ := visit(b, "cloud.example.test")
 		return code == http.StatusNotFound
 	})
+}
+
+// TestCustomDomainEndToEnd (issue 20): a node with TLS of its own gets
+// a certificate for its owner's own domain too, once the domain's proof
+// names it: the gateway splices the CA's validation and then visitors'
+// TLS for the host to the node, and holds no key for it.
+func TestCustomDomainEndToEnd(t *testing.T) {
+	const host = "cloud.example.test"
+	httpsLn, pb, roots := pebbleFor(t, "pc2.test", "alice.pc2.test", host)
+	zone := []string{"example.test"}
+	dns := dnstest.Start(t, dnstest.Records{Zones: zone})
+	_, op, _ := ed25519.GenerateKey(nil)
+	gw := gwtest.Start(t, gwtest.Options{Operator: op, HTTPSListener: httpsLn,
+		ACME:          supernode.ACMEConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)},
+		CustomDomains: &supernode.CustomDomainsConfig{Policy: "open", DNSServer: dns.Addr}})
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: gw.Addrs, PinSupernodes: true,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: "https://" + httpsLn.Addr().String()}},
+		TLS:          &TLSConfig{CA: pb.DirectoryURL, CARoot: string(pb.ClientRootsPEM)}}
+	names := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: "pc2.test", RootCAs: roots}}}
+	base := setUpNode(t, cfg, Options{NamesClient: names, TLSCheck: 200 * time.Millisecond, LookupTXT: gateway.LookupTXTWith(dns.Addr)}, "alice")
+	owner := cloudtest.New(t, base, nil)
+	owner.Login("owner password")
+	owner.Post("/_/domains", url.Values{"csrf": {owner.CSRF("/_/domains")}, "domain": {host}})
+	key, err := identity.LoadKeyFile(cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := customdomain.Sign(key, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns.Set(dnstest.Records{Zones: zone, TXT: map[string][]string{"_pc2." + host: {proof}}})
+
+	var st Status
+	testenv.WaitFor(t, 90*time.Second, "the node's own certificate for "+host, func() bool {
+		json.Unmarshal([]byte(owner.Get("/api/status").Body), &st)
+		return st.TLS != nil && st.TLS.Domains[host].Held
+	})
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: roots},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, httpsLn.Addr().String())
+		}}}
+	var resp *http.Response
+	testenv.WaitFor(t, 30*time.Second, "https://"+host+" to reach the node end to end", func() bool {
+		time.Sleep(100 * time.Millisecond) // one client: within its rate
+		if resp, err = client.Get("https://" + host + "/api/status"); err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && resp.TLS.PeerCertificates[0].NotAfter.Equal(st.TLS.Domains[host].NotAfter)
+	})
+	nodeKey, err := pebbletest.StoredKey(filepath.Join(cfg.CloudDir(), "certs"), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pebbletest.SameKey(nodeKey, resp.TLS.PeerCertificates[0].PublicKey) {
+		t.Fatalf("the certificate presented for %s is not the node's key", host)
+	}
+	if k := pebbletest.KeyFiles(filepath.Join(gw.DataDir, "certs"), host); len(k) > 0 {
+		t.Fatalf("the gateway holds a key for %s: %v", host, k)
+	}
 }

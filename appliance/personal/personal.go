@@ -50,6 +50,9 @@ type Options struct {
 	// NamesClient calls the names APIs (nil: namesapi's default, which
 	// checks the certificate against the system's roots).
 	NamesClient *http.Client
+	// LookupTXT reads DNS TXT records: the proofs of the owner's own
+	// domains (nil: the system's resolver).
+	LookupTXT func(ctx context.Context, name string) ([]string, error)
 	// TLSCheck is how often the node looks whether its name needs a
 	// certificate of its own (a new name, the domain's mode); 0: 2 s
 	// (cheap: the domain record is looked up again only when stale).
@@ -227,6 +230,7 @@ func (n *Node) tlsStatus(name string) *TLSStatus {
 		return &TLSStatus{Mode: TLSGateway, Why: tlsOff}
 	}
 	st := n.tls.status(name)
+	st.Domains = n.tls.ownStatus()
 	return &st
 }
 
@@ -273,7 +277,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n), Backups: backups,
 		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, UpdateActions: opts.UpdateActions, DeviceSettings: opts.DeviceSettings, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
-		HTTPClient: opts.NamesClient,
+		HTTPClient: opts.NamesClient, LookupTXT: opts.LookupTXT,
 		ShowSetupCode: func(code string) {
 			if opts.Console != nil {
 				where := "port 4200 of this device"

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -55,6 +56,9 @@ type TLSStatus struct {
 	// LastSpliced is when a visitor's TLS connection last reached the
 	// node end to end.
 	LastSpliced time.Time `json:"last_spliced,omitzero"`
+	// Domains are the certificates of the owner's own domains whose
+	// proof names this node.
+	Domains map[string]certs.NameState `json:"domains,omitempty"`
 }
 
 // nodeTLS is the node's end-to-end TLS: its certificate manager, the
@@ -70,7 +74,16 @@ type nodeTLS struct {
 	kept        map[string]bool
 	domainMode  map[string]string // the domains' modes as last read ("": unknown)
 	lastSpliced time.Time
+	// own are the owner's own domains kept (their proofs name this
+	// node), ownAt when their proofs were last read.
+	own   map[string]bool
+	ownAt time.Time
 }
+
+// ownCheck is how often the proofs of the owner's own domains are read
+// again (each a DNS query); a domain added on the dashboard is seen at
+// once.
+const ownCheck = 5 * time.Minute
 
 // headerTimeout bounds a spliced stream's wait for its header.
 const headerTimeout = 10 * time.Second
@@ -100,7 +113,7 @@ func newTLS(n *Node, handler http.Handler) (*nodeTLS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	t := &nodeTLS{n: n, cm: cm, log: log, kept: map[string]bool{}, domainMode: map[string]string{},
+	t := &nodeTLS{n: n, cm: cm, log: log, kept: map[string]bool{}, domainMode: map[string]string{}, own: map[string]bool{},
 		ln: chanlisten.New(&net.TCPAddr{IP: net.IPv4zero})}
 	// A spliced connection holds one of the node's streams at its relay:
 	// an idle one is closed after 30 s, as relayed HTTP's.
@@ -173,7 +186,7 @@ func (t *nodeTLS) answer(h *relay.TLSHeader) byte {
 		return relay.TLSRefused
 	}
 	t.mu.Lock()
-	kept := t.kept[name]
+	kept := t.kept[name] || t.own[name]
 	t.mu.Unlock()
 	if !kept {
 		if name == t.n.cloud.Name() {
@@ -199,6 +212,7 @@ func (t *nodeTLS) answer(h *relay.TLSHeader) byte {
 func (t *nodeTLS) keepLoop(ctx context.Context, gateways *dht.GatewaySet, interval time.Duration) {
 	for {
 		t.check(ctx, gateways)
+		t.checkOwn(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -251,6 +265,91 @@ func (t *nodeTLS) check(ctx context.Context, gateways *dht.GatewaySet) {
 		return
 	}
 	t.log.Info("getting a certificate of the node's own for its name", "name", name)
+}
+
+// checkOwn keeps certificates for the owner's own domains whose DNS
+// proof names this node (the gateways splice their visitors' TLS here
+// as for the name; until the node holds one they terminate it with
+// theirs), and stops renewing those whose proof is gone or another
+// node's. A domain whose proof could not be read stays as it was.
+func (t *nodeTLS) checkOwn(ctx context.Context) {
+	domains := t.n.cloud.OwnDomains()
+	t.mu.Lock()
+	changed := len(domains) != len(t.own)
+	for _, d := range domains {
+		if _, ok := t.own[d]; !ok {
+			changed = true
+		}
+	}
+	due := changed || time.Since(t.ownAt) >= ownCheck
+	t.mu.Unlock()
+	if !due {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	proofs := t.n.cloud.DomainProofs(cctx)
+	cancel()
+	var keep, drop []string
+	t.mu.Lock()
+	t.ownAt = time.Now()
+	for d, kept := range t.own {
+		if proven, read := proofs[d]; kept && ((read && !proven) || !slices.Contains(domains, d)) {
+			drop = append(drop, d)
+		}
+		if !slices.Contains(domains, d) {
+			delete(t.own, d)
+		}
+	}
+	for _, d := range domains {
+		proven, read := proofs[d]
+		switch {
+		case read && proven && !t.own[d]:
+			keep = append(keep, d)
+			t.own[d] = true // before the order: the CA's validation is accepted for kept names only
+		case read && !proven:
+			t.own[d] = false
+		case !read:
+			if _, ok := t.own[d]; !ok {
+				t.own[d] = false // seen; read again at the next check
+			}
+		}
+	}
+	t.mu.Unlock()
+	if len(drop) > 0 {
+		t.cm.Drop(drop...)
+		t.log.Info("no longer keeping certificates for own domains whose proof is gone", "domains", drop)
+	}
+	for _, d := range keep {
+		if err := t.cm.Keep(d); err != nil {
+			t.log.Warn("cannot keep a certificate for an own domain", "domain", d, "err", err)
+			t.mu.Lock()
+			t.own[d] = false
+			t.mu.Unlock()
+			continue
+		}
+		t.log.Info("getting a certificate of the node's own for an own domain", "domain", d)
+	}
+}
+
+// ownStatus is the certificate state of each own domain the node
+// keeps one for.
+func (t *nodeTLS) ownStatus() map[string]certs.NameState {
+	t.mu.Lock()
+	var kept []string
+	for d, k := range t.own {
+		if k {
+			kept = append(kept, d)
+		}
+	}
+	t.mu.Unlock()
+	if len(kept) == 0 {
+		return nil
+	}
+	out := map[string]certs.NameState{}
+	for _, d := range kept {
+		out[d] = t.cm.State(d)
+	}
+	return out
 }
 
 // status tells where visitors' TLS for name ends.

@@ -283,3 +283,7 @@ func (s *Server) Trusted(r *http.Request, relayed bool) bool {
 
 // Name is the name the owner claimed ("" if none).
 func (s *Server) Name() string { return s.state.getOwner().Name }
+
+// OwnDomains are the owner's own domains (the dashboard's "Your own
+// domains").
+func (s *Server) OwnDomains() []string { return s.state.getOwner().Domains }

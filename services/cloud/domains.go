@@ -93,13 +93,39 @@ func (s *Server) handleDomainsPage(w http.ResponseWriter, r *http.Request) {
 	}{o.Name, rows, r.URL.Query().Get("msg"), r.URL.Query().Get("err")})
 }
 
+// DomainProofs reads the proof of each of the owner's own domains from
+// DNS: true when it names this node, false when the DNS says otherwise
+// (no proof, or another node's); a domain whose lookup failed is left
+// out. The node keeps certificates of its own for the true ones.
+func (s *Server) DomainProofs(ctx context.Context) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range s.state.getOwner().Domains {
+		txts, err := s.lookupTXT()(ctx, customdomain.TXTName(d))
+		var dnsErr *net.DNSError
+		switch {
+		case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+			out[d] = false
+		case err != nil:
+			continue
+		default:
+			id, err := customdomain.Verify(txts, d)
+			out[d] = err == nil && id.DID() == s.opts.Node.DID()
+		}
+	}
+	return out
+}
+
+// lookupTXT is Options.LookupTXT or the system's resolver.
+func (s *Server) lookupTXT() func(ctx context.Context, name string) ([]string, error) {
+	if s.opts.LookupTXT != nil {
+		return s.opts.LookupTXT
+	}
+	return net.DefaultResolver.LookupTXT
+}
+
 // checkDomain reads domain's proof back from DNS.
 func (s *Server) checkDomain(ctx context.Context, domain string) (string, bool) {
-	lookup := s.opts.LookupTXT
-	if lookup == nil {
-		lookup = net.DefaultResolver.LookupTXT
-	}
-	txts, err := lookup(ctx, customdomain.TXTName(domain))
+	txts, err := s.lookupTXT()(ctx, customdomain.TXTName(domain))
 	if err != nil {
 		return "no proof found in DNS yet (" + err.Error() + ")", false
 	}

@@ -79,7 +79,7 @@ func LookupTXTWith(addr string) func(ctx context.Context, name string) ([]string
 		txts, err := r.LookupTXT(ctx, name)
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
-			return nil, fmt.Errorf("%w: %v", ErrNoRecord, err)
+			return nil, fmt.Errorf("%w: %w", ErrNoRecord, err)
 		}
 		return txts, err
 	}

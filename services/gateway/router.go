@@ -187,15 +187,18 @@ func (g *Gateway) splice(c net.Conn, client string, hello *sni.Hello) bool {
 	if !ok {
 		return false
 	}
-	label, domain, ok := g.split(host)
-	if !ok || label == "" || records.ValidLabel(label) != nil {
+	var name string
+	if label, domain, ok := g.split(host); ok && label != "" && records.ValidLabel(label) == nil {
+		name = label + "." + domain
+	} else if g.isCustom(host) {
+		name = host // an owner's own domain: auto, as its node holds a certificate or not
+	} else {
 		return false // not a name: the gateway's own certificate or none
 	}
 	acme := slices.Equal(hello.ALPN, []string{relay.ALPNACME})
 	if acme && g.cfg.OwnChallenge != nil && g.cfg.OwnChallenge(host) {
 		return false
 	}
-	name := label + "." + domain
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DialTimeout)
 	defer cancel()
 	e, err := g.lookup(ctx, name, false)
