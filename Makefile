@@ -7,7 +7,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput bench-gateway bench-cloud bench-backup fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput bench-gateway bench-realpath bench-cloud bench-backup fuzz deps clean
 
 all: build
 
@@ -56,6 +56,7 @@ bench: deps
 	$(MAKE) bench-relay
 	$(MAKE) bench-throughput
 	$(MAKE) bench-gateway
+	$(MAKE) bench-realpath
 	$(MAKE) bench-cloud
 	$(MAKE) bench-backup
 
@@ -94,6 +95,17 @@ bench-throughput: deps
 # idle.
 bench-gateway: deps
 	$(GO) test -run '^$$' -bench GatewayRPS -benchtime 3x -timeout 90m ./services/gateway/
+
+# Issue 21's real path (docs/benchmarks.md, "The real path"): `pc2
+# supernode` and `pc2 node` as processes from their configs, the node
+# relayed and serving a 14-byte public file from disk; wrk with 50, 200
+# and 1,000 keep-alive connections through the gateway, beside frp's
+# vhost, Caddy and nginx proxying to the node's listener, the node's
+# listener itself and a bare Go file server. Three 10 s runs per path
+# and load; about 8 minutes (more the first time frp and Caddy are
+# built).
+bench-realpath: deps
+	$(GO) test -run '^$$' -bench RealPath -benchtime 3x -timeout 60m ./cmd/pc2/
 
 # Issue 6's personal cloud figures (docs/benchmarks.md, "Personal cloud"):
 # 1 GiB uploads and downloads through the cloud's handlers on loopback,

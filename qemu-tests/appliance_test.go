@@ -34,6 +34,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/echotest"
 	"github.com/pc2/pc2/internal/testing/gwtest"
 	"github.com/pc2/pc2/internal/testing/pebbletest"
+	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/relayfront"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -79,12 +80,7 @@ func hostSupernode(t testing.TB) (*dht.Node, string) {
 // at 10.0.2.2 (QEMU's user network maps it to the host's loopback).
 func guestReachable(t testing.TB) (listen, announce []string) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := proc.FreePort(t)
 	return []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}, []string{fmt.Sprintf("/ip4/10.0.2.2/tcp/%d", port)}
 }
 

@@ -59,6 +59,12 @@ type Config struct {
 	// AddrsFile, if set, receives the node's full multiaddrs (one per line)
 	// once it listens: scripts and tests use it with port 0.
 	AddrsFile string `json:"addrs_file,omitempty"`
+	// MaxNodes bounds the nodes attached at once (default
+	// dht.DefaultServerPeers, 4096): the supernode raises its open-file
+	// limit for them (or takes fewer, with a warning, where it may not),
+	// sizes its libp2p resource limits, and its relay refuses a node
+	// past it with the reason (the node goes to its next supernode).
+	MaxNodes int `json:"max_nodes,omitempty"`
 	// RelayListenIP is the address mapped TCP ports listen on (default all).
 	RelayListenIP string `json:"relay_listen_ip,omitempty"`
 	// RelayPortMin and RelayPortMax bound mapped TCP ports (default
@@ -117,6 +123,9 @@ func (c *Config) Check() error {
 	}
 	if _, err := dht.ParseAnnounce(c.Announce); err != nil {
 		return err
+	}
+	if c.MaxNodes < 0 {
+		return fmt.Errorf("max_nodes %d: want 0 (the default) or more", c.MaxNodes)
 	}
 	if c.TURNListen != "" {
 		if _, _, err := net.SplitHostPort(c.TURNListen); err != nil {

@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -84,9 +85,11 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			return nil, errors.New("supernode: the gateway's certificates are not ready yet")
 		}}
 	}
+	maxNodes := sizeForFDs(cmp.Or(cfg.MaxNodes, dht.DefaultServerPeers), raiseFDLimit, log)
 	node, err := dht.New(ctx, dht.Config{
 		Key:               key,
 		Mode:              dht.ModeServer,
+		Limits:            dht.Limits{Peers: maxNodes},
 		ListenAddrs:       listenAddrs,
 		Announce:          cfg.Announce,
 		WebSocketTLS:      wsTLS,
@@ -110,7 +113,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	rc := relayserver.Config{
 		Host: node.Host(), ListenIP: cfg.RelayListenIP, PortMin: cfg.RelayPortMin, PortMax: cfg.RelayPortMax,
 		PortsFile: filepath.Join(cfg.DataDir, "relay-ports.json"), Logger: log.With("service", "relay"),
-		Limits: relay.Limits{BytesPerSecond: cfg.RelayBytesPerSecond},
+		Limits: relay.Limits{BytesPerSecond: cfg.RelayBytesPerSecond}, MaxNodes: maxNodes,
 	}
 	// Other supernodes' gateways forward to nodes attached here only if
 	// the operator of a domain trusted here (served or of the mesh)

@@ -19,7 +19,7 @@ import (
 // These tests run the real pc2 binary as separate processes on loopback:
 // three supernodes, then publish and resolve as a user would from a shell.
 
-func buildPC2(t *testing.T) string {
+func buildPC2(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pc2")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
@@ -34,7 +34,7 @@ type pc2Result struct {
 	code           int
 }
 
-func runPC2(t *testing.T, bin string, stdin string, args ...string) pc2Result {
+func runPC2(t testing.TB, bin string, stdin string, args ...string) pc2Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -54,7 +54,7 @@ func runPC2(t *testing.T, bin string, stdin string, args ...string) pc2Result {
 	return pc2Result{o.String(), e.String(), code}
 }
 
-func mustPC2(t *testing.T, bin string, args ...string) string {
+func mustPC2(t testing.TB, bin string, args ...string) string {
 	t.Helper()
 	r := runPC2(t, bin, "", args...)
 	if r.code != 0 {
@@ -63,7 +63,7 @@ func mustPC2(t *testing.T, bin string, args ...string) string {
 	return r.stdout
 }
 
-func newKey(t *testing.T, bin, dir, name string) (keyFile, did string) {
+func newKey(t testing.TB, bin, dir, name string) (keyFile, did string) {
 	t.Helper()
 	keyFile = filepath.Join(dir, name+".key")
 	out := mustPC2(t, bin, "identity", "new", "--key", keyFile)
@@ -81,7 +81,7 @@ type supernodeProc struct {
 }
 
 // startSupernode starts `pc2 supernode` and waits for its addrs file.
-func startSupernode(t *testing.T, bin, dir string, cfg map[string]any) *supernodeProc {
+func startSupernode(t testing.TB, bin, dir string, cfg map[string]any) *supernodeProc {
 	t.Helper()
 	addrsFile := filepath.Join(dir, "addrs")
 	os.Remove(addrsFile)
@@ -112,7 +112,7 @@ func startSupernode(t *testing.T, bin, dir string, cfg map[string]any) *supernod
 	return nil
 }
 
-func (p *supernodeProc) stop(t *testing.T) {
+func (p *supernodeProc) stop(t testing.TB) {
 	if p.cmd.ProcessState != nil {
 		return
 	}
@@ -132,7 +132,7 @@ func (p *supernodeProc) stop(t *testing.T) {
 }
 
 // addr picks the node's address on the given transport ("tcp" or "quic").
-func (p *supernodeProc) addr(t *testing.T, transport string) string {
+func (p *supernodeProc) addr(t testing.TB, transport string) string {
 	t.Helper()
 	for _, a := range p.addrs {
 		if strings.Contains(a, "/"+transport) {

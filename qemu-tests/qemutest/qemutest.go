@@ -18,7 +18,6 @@
 package qemutest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -33,6 +32,7 @@ import (
 
 	qvm "github.com/pc2/pc2/image/vm"
 
+	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
@@ -72,7 +72,7 @@ type VM struct {
 	// Started is when QEMU was started, for boot time measurements.
 	Started time.Time
 	ports   map[int]int
-	serial  *syncBuffer
+	serial  *proc.TailBuffer
 	done    chan struct{}
 	waitErr error
 
@@ -146,7 +146,7 @@ func Boot(t testing.TB, image string, opts Options) *VM {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := &VM{ports: ports, serial: &syncBuffer{}, done: make(chan struct{}), cmd: cmd, boots: 1}
+	vm := &VM{ports: ports, serial: &proc.TailBuffer{}, done: make(chan struct{}), cmd: cmd, boots: 1}
 	vm.cmd.Stdout = vm.serial
 	vm.cmd.Stderr = vm.serial
 	vm.Started = time.Now()
@@ -285,21 +285,4 @@ func (vm *VM) WaitHTTP(t testing.TB, url string, deadline time.Duration) []byte 
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

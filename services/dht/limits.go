@@ -80,6 +80,22 @@ func (l Limits) withDefaults(mode Mode) (_ Limits, ok bool) {
 // connection before the old one timed out) and DHT clients.
 func (l Limits) inboundConns() int { return l.Peers + l.Peers/4 }
 
+// Descriptors is how many file descriptors the host's connections may
+// take with l (one per TCP connection, inbound and outbound): the
+// process's open-file limit must be above it, with room for its other
+// files and sockets.
+func (l Limits) Descriptors(mode Mode) int {
+	l, ok := l.withDefaults(mode)
+	if !ok {
+		return 0
+	}
+	return l.inboundConns() + outboundConns
+}
+
+// PeersFor is the most peers a server's host can be sized for with fds
+// descriptors for its connections (Descriptors' inverse; at least 1).
+func PeersFor(fds int) int { return max(1, (fds-outboundConns)*4/5) }
+
 // outboundConns covers the DHT's own dials (routing table refreshes,
 // lookups, replication): a few hundred peers even in a large network.
 const outboundConns = 1024

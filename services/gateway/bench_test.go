@@ -38,10 +38,12 @@ import (
 	"github.com/pc2/pc2/internal/testing/caddybench"
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/frpbench"
+	"github.com/pc2/pc2/internal/testing/nginxbench"
 	"github.com/pc2/pc2/internal/testing/pebbletest"
 	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
+	"github.com/pc2/pc2/internal/testing/wrkbench"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/certs"
 	"github.com/pc2/pc2/services/cloud"
@@ -160,11 +162,13 @@ var gbTargets = []gbTarget{
 			return "https://" + gbName + ":" + p + gbPath
 		}},
 	{name: "nginx", what: "wrk -> nginx proxy_pass, upstream keepalive 32, worker_processes auto -> node (Debian's nginx)",
-		setup: func(b *testing.B, e *gbEnv) string { return "http://" + gbNginx(b, e.nodeAddr, "", "") + gbPath }},
+		setup: func(b *testing.B, e *gbEnv) string {
+			return "http://" + nginxbench.ReverseProxy(b, e.nodeAddr, "", "") + gbPath
+		}},
 	{name: "nginx-tls", https: true,
 		what: "wrk -> nginx terminating TLS with the node's certificate and key (HTTP/1.1, TLS 1.3), as nginx -> node",
 		setup: func(b *testing.B, e *gbEnv) string {
-			_, p, _ := net.SplitHostPort(gbNginx(b, e.nodeAddr, e.certFile, e.keyFile))
+			_, p, _ := net.SplitHostPort(nginxbench.ReverseProxy(b, e.nodeAddr, e.certFile, e.keyFile))
 			return "https://" + gbName + ":" + p + gbPath
 		}},
 }
@@ -1043,16 +1047,7 @@ func gbCheck(b *testing.B, rawURL string) {
 // gbWrkScript makes wrk connect to 127.0.0.1 whatever the URL's host (so
 // the host is the Host header and the TLS server name) and print its
 // figures in a line gbRun parses.
-const gbWrkScript = `
-wrk.resolve = function(host, service)
-  wrk.addrs = wrk.lookup("127.0.0.1", service)
-end
-done = function(summary, latency, requests)
-  io.write(string.format("pc2-wrk requests=%d duration_us=%d p50_us=%.0f p99_us=%.0f status=%d connect=%d read=%d write=%d timeout=%d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    summary.errors.status, summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout))
-end
-`
+const gbWrkScript = wrkbench.Script
 
 // run runs wrk (or for full handshakes TestGatewayBenchHandshakes) for
 // l for d (whole seconds) and returns its figures, the CPU used
@@ -1092,14 +1087,9 @@ func (e *gbEnv) run(wrk, script string, l gbLoad, d time.Duration) (gbSample, er
 	if err != nil {
 		return gbSample{}, err
 	}
-	var f struct{ requests, durUS, p50, p99, status, connect, read, write, timeout int64 }
-	i := strings.Index(out.String(), "pc2-wrk ")
-	if i < 0 {
-		return gbSample{}, fmt.Errorf("%s printed no figures: %s", filepath.Base(cmd.Args[0]), out.String())
-	}
-	if _, err := fmt.Sscanf(out.String()[i:], "pc2-wrk requests=%d duration_us=%d p50_us=%d p99_us=%d status=%d connect=%d read=%d write=%d timeout=%d",
-		&f.requests, &f.durUS, &f.p50, &f.p99, &f.status, &f.connect, &f.read, &f.write, &f.timeout); err != nil {
-		return gbSample{}, fmt.Errorf("%s's figures: %v: %s", filepath.Base(cmd.Args[0]), err, out.String())
+	f, err := wrkbench.Parse(out.String())
+	if err != nil {
+		return gbSample{}, fmt.Errorf("%s: %v", filepath.Base(cmd.Args[0]), err)
 	}
 	if *gbVerbose {
 		fmt.Printf("%s:\n%s", l.url, out.String())
@@ -1111,18 +1101,18 @@ func (e *gbEnv) run(wrk, script string, l gbLoad, d time.Duration) (gbSample, er
 		handshakes += n1.atNode - n0.atNode
 		resumed += n1.resumedAtNode - n0.resumedAtNode
 	}
-	if f.requests == 0 || f.status > f.requests/2 {
-		return gbSample{}, fmt.Errorf("%d of %d answers were not 2xx or 3xx: %s", f.status, f.requests, out.String())
+	if f.Requests == 0 || f.Status > f.Requests/2 {
+		return gbSample{}, fmt.Errorf("%d of %d answers were not 2xx or 3xx: %s", f.Status, f.Requests, out.String())
 	}
 	span := c1.at.Sub(c0.at).Seconds()
 	wrkCPU := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	mine := float64(c1.tree-c0.tree) / gbClockTick
 	return gbSample{
-		rps:         float64(f.requests-f.status) / (float64(f.durUS) / 1e6),
-		p50:         time.Duration(f.p50) * time.Microsecond,
-		p99:         time.Duration(f.p99) * time.Microsecond,
-		errors:      f.connect + f.read + f.write + f.timeout,
-		failed:      f.status,
+		rps:         f.RPS(),
+		p50:         f.P50,
+		p99:         f.P99,
+		errors:      f.Errors(),
+		failed:      f.Status,
 		cores:       max(0, mine-wrkCPU) / span,
 		sn:          float64(c1.self-c0.self) / gbClockTick / span,
 		node:        float64(c1.node-c0.node) / gbClockTick / span,
@@ -1133,114 +1123,6 @@ func (e *gbEnv) run(wrk, script string, l gbLoad, d time.Duration) (gbSample, er
 		handshakes:  handshakes,
 		resumed:     resumed,
 	}, nil
-}
-
-// gbNginx runs nginx (Debian's package) until the end of b as a reverse
-// proxy to upstream with keep-alive upstream connections, and returns its
-// address. With certFile and keyFile it serves HTTPS with them.
-func gbNginx(b *testing.B, upstream, certFile, keyFile string) string {
-	b.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
-			testenv.SkipOrFail(b, "no nginx (apt-get install nginx): %v", err)
-		}
-	}
-	dir := b.TempDir()
-	ln := gbListen(b)
-	addr := ln.Addr().String()
-	ln.Close() // nginx takes the port from its config
-	listen := "listen " + addr + ";"
-	if certFile != "" {
-		// TLS 1.3 as on the other paths: nginx 1.22's default protocols
-		// stop at TLS 1.2.
-		listen = fmt.Sprintf("listen %s ssl;\n\t\tssl_protocols TLSv1.2 TLSv1.3;\n\t\tssl_certificate %s;\n\t\tssl_certificate_key %s;", addr, certFile, keyFile)
-	}
-	conf := fmt.Sprintf(`daemon off;
-worker_processes auto;
-pid %[1]s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-	access_log off;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	upstream node {
-		server %[2]s;
-		keepalive 32;
-	}
-	server {
-		%[3]s
-		location / {
-			proxy_pass http://node;
-			proxy_http_version 1.1;
-			proxy_set_header Connection "";
-			proxy_set_header Host $host;
-			proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-			proxy_set_header X-Forwarded-Proto $scheme;
-		}
-	}
-}
-`, dir, upstream, listen)
-	file := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", dir, "-c", file, "-e", "stderr")
-	var out gbSyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = proc.SysProcAttr()
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGQUIT) // graceful: the workers go too
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if b.Failed() {
-			b.Logf("nginx output:\n%s", out.String())
-		}
-	})
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-exited:
-			b.Fatalf("nginx exited:\n%s", out.String())
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(end) {
-			b.Fatalf("nginx not listening on %s after 10 s:\n%s", addr, out.String())
-		}
-	}
-}
-
-type gbSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *gbSyncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *gbSyncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
 
 // gbWaitQuiet waits until other processes used at most limit cores over

@@ -24,8 +24,9 @@
 // The apex of each domain is Config.API (the names API). `?status` on a
 // name answers the routing state as JSON without proxying. Unknown names
 // get a 404 page, a malformed Host a 400, a client over its request rate
-// a 429, and one over its share of a node's streams (Config.StreamsPerClient)
-// a 503.
+// a 429. A request over its client's share of a node's streams
+// (Config.StreamsPerClient) or over the node's (StreamsPerNode) waits in
+// line for one, and gets a 503 with Retry-After only after QueueWait.
 package gateway
 
 import (
@@ -37,6 +38,7 @@ import (
 	"fmt"
 	"html"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -89,6 +91,13 @@ const (
 	// DefaultStreamsPerClient is a quarter of a node's streams at a relay
 	// (relay.DefaultLimits.Streams).
 	DefaultStreamsPerClient = 64
+	// DefaultStreamsPerNode is three quarters of them: with the idle
+	// streams the proxy keeps (a quarter), never more than the relay
+	// allows, so load beyond it waits here rather than fail there.
+	DefaultStreamsPerNode = 192
+	// DefaultQueueWait is how long a request over its client's share, or
+	// over the node's, waits in line for a stream.
+	DefaultQueueWait = 10 * time.Second
 )
 
 // Config configures a Gateway.
@@ -130,6 +139,15 @@ type Config struct {
 	// (<= 0: DefaultStreamsPerClient): a stranger holding slow requests
 	// takes this share of the node's streams, not all of them.
 	StreamsPerClient int
+	// StreamsPerNode bounds the requests this gateway has in flight to
+	// one node (<= 0: DefaultStreamsPerNode).
+	StreamsPerNode int
+	// QueueWait is how long a request over either limit waits in line
+	// (first come, first served) before a 503 with Retry-After (<= 0:
+	// DefaultQueueWait). At most 16 times its share wait per client, so
+	// waiting requests stay bounded by the client's connections and
+	// request rate.
+	QueueWait time.Duration
 	// PeekTimeout bounds a port-443 client's wait before its ClientHello
 	// (ServeTLS; 0: sni.DefaultTimeout).
 	PeekTimeout time.Duration
@@ -168,7 +186,8 @@ type Gateway struct {
 	mu    sync.Mutex
 	cache map[string]*entry
 
-	inFlight shares.Counter[shareKey] // requests in flight per client and node
+	inFlight   shares.Counter[shareKey]    // requests in flight per client and node
+	nodeFlight shares.Counter[identity.ID] // requests in flight per node
 }
 
 // shareKey is one client's requests to one node.
@@ -252,6 +271,12 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.StreamsPerClient <= 0 {
 		cfg.StreamsPerClient = DefaultStreamsPerClient
+	}
+	if cfg.StreamsPerNode <= 0 {
+		cfg.StreamsPerNode = DefaultStreamsPerNode
+	}
+	if cfg.QueueWait <= 0 {
+		cfg.QueueWait = DefaultQueueWait
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -350,15 +375,36 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := e.res.Name.Grant.DID
-	release, ok := g.inFlight.Take(shareKey{clientKey(r), id}, g.cfg.StreamsPerClient)
+	release, ok := g.queue(r, id)
 	if !ok {
-		g.log.Debug("client over its share of a node's streams", "client", clientIP(r), "name", name)
+		g.log.Debug("request not served: over its client's or the node's streams for too long", "client", clientIP(r), "name", name)
 		w.Header().Set("Retry-After", "1")
-		page(w, http.StatusServiceUnavailable, "Busy", "You have too many open requests to "+html.EscapeString(name)+". Try again in a moment.")
+		page(w, http.StatusServiceUnavailable, "Busy", html.EscapeString(name)+" has too many requests in flight. Try again in a moment.")
 		return
 	}
 	defer release()
 	g.proxy.ServeNode(w, r.WithContext(context.WithValue(r.Context(), entryKey{}, e)), id)
+}
+
+// queue takes a slot of r's client's share of node id's streams and one
+// of the node's, waiting in line for each up to QueueWait: load beyond
+// what the node takes at once queues here, first come first served,
+// instead of failing at the relay.
+func (g *Gateway) queue(r *http.Request, id identity.ID) (release func(), ok bool) {
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.QueueWait)
+	defer cancel()
+	mine, ok := g.inFlight.Wait(ctx, shareKey{clientKey(r), id}, g.cfg.StreamsPerClient, 16*g.cfg.StreamsPerClient)
+	if !ok {
+		return nil, false
+	}
+	// Every client may wait for the node's slots (its own share bounds
+	// how many of its requests do).
+	node, ok := g.nodeFlight.Wait(ctx, id, g.cfg.StreamsPerNode, math.MaxInt)
+	if !ok {
+		mine()
+		return nil, false
+	}
+	return func() { node(); mine() }, true
 }
 
 // Allowed says whether name may get a TLS certificate: nil for the apex
@@ -578,6 +624,7 @@ func (g *Gateway) dialNode(ctx context.Context, e *entry, id identity.ID, proto 
 // stream with the route's name.
 func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameResolution, proto protocol.ID) (net.Conn, string, error) {
 	var errs []string
+	var busy error
 	if g.cfg.Relay != nil {
 		st, err := g.cfg.Relay.OpenStream(ctx, id, proto)
 		switch {
@@ -617,10 +664,16 @@ func (g *Gateway) dialRoutes(ctx context.Context, id identity.ID, res *dht.NameR
 		if err == nil {
 			return conn, "via " + pid.String(), nil
 		}
+		if errors.Is(err, relay.ErrBusy) {
+			busy = err
+		}
 		errs = append(errs, err.Error())
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if busy != nil {
+		return nil, "", busy // the node is there, at its limit
 	}
 	if len(errs) == 0 {
 		errs = append(errs, "the node is attached to no supernode and has no direct address")

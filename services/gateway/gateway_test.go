@@ -479,15 +479,16 @@ func TestGatewayRateLimit(t *testing.T) {
 
 // TestGatewayStreamShares (issue 16, finding 3): a stranger holding
 // WebSockets to a node from one address gets its share of the node's
-// streams (StreamsPerClient) and a 503 beyond it, while a visitor from
-// another address still gets pages; with the default limits and no
-// share, 300 held streams left every visitor a 503. The IPv6 addresses of
-// one /64 are one client.
+// streams (StreamsPerClient) and a 503 beyond it (once its wait in line
+// ends), while a visitor from another address still gets pages; with
+// the default limits and no share, 300 held streams left every visitor a
+// 503. The IPv6 addresses of one /64 are one client.
 func TestGatewayStreamShares(t *testing.T) {
 	w := newWorld(t, 1)
 	// The request rate limit (200 at once, then 50/s) only slows the
-	// stranger down by seconds; lifted here so the test does not wait.
-	_, srv := w.gateway(w.sns[0], func(cfg *Config) { cfg.Burst = 1000 })
+	// stranger down by seconds, and so would the wait in line of each
+	// WebSocket over its share: lifted here so the test does not wait.
+	_, srv := w.gateway(w.sns[0], func(cfg *Config) { cfg.Burst, cfg.QueueWait = 1000, 10*time.Millisecond })
 	alice := w.node(personal.ModeRelayed, w.sns[0])
 	w.grant("alice."+testDomain, alice.key)
 	w.waitRecord(w.sns[0], alice.id, listsSupernode(w.sns[0]))
@@ -520,6 +521,69 @@ func TestGatewayStreamShares(t *testing.T) {
 		if code, body := get(t, srv, "alice."+testDomain, "/hello"); code != 200 {
 			t.Fatalf("visitor %d while the stranger holds its share: %d %q", i, code, body)
 		}
+	}
+}
+
+// TestGatewayQueues (issue 21): requests beyond a client's share of a
+// node's streams, and beyond the node's, wait in line and are all
+// answered, none with an error; a request that waits longer than
+// QueueWait gets a 503 with Retry-After.
+func TestGatewayQueues(t *testing.T) {
+	w := newWorld(t, 1)
+	_, srv := w.gateway(w.sns[0], func(cfg *Config) {
+		cfg.Burst, cfg.StreamsPerClient, cfg.StreamsPerNode = 10000, 32, 4
+	})
+	alice := w.node(personal.ModeRelayed, w.sns[0])
+	w.grant("alice."+testDomain, alice.key)
+	w.waitRecord(w.sns[0], alice.id, listsSupernode(w.sns[0]))
+	var wg sync.WaitGroup
+	codes := make(chan int, 300)
+	for range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", srv.URL+"/hello", nil)
+			req.Host = "alice." + testDomain
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != http.StatusOK {
+			t.Fatalf("a request in line got %d, want 200 for all", code)
+		}
+	}
+
+	// Lines that do not move: every slot held by WebSockets.
+	_, srv2 := w.gateway(w.sns[0], func(cfg *Config) {
+		cfg.Burst, cfg.StreamsPerClient, cfg.QueueWait = 10000, 2, 200*time.Millisecond
+	})
+	for range 2 {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+srv2.Listener.Addr().String()+"/ws", http.Header{"Host": {"alice." + testDomain}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+	}
+	req, _ := http.NewRequest("GET", srv2.URL+"/hello", nil)
+	req.Host = "alice." + testDomain
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || time.Since(start) < 200*time.Millisecond {
+		t.Fatalf("over the share with no slot freed: %d Retry-After %q after %v, want 503 with Retry-After after the wait",
+			resp.StatusCode, resp.Header.Get("Retry-After"), time.Since(start))
 	}
 }
 

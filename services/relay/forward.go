@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -48,7 +49,7 @@ func open(ctx context.Context, h host.Host, via peer.AddrInfo, proto protocol.ID
 	}
 	st, err := h.NewStream(ctx, via.ID, proto)
 	if err != nil {
-		return nil, fmt.Errorf("relay: %s via %s: %w", what, via.ID, err)
+		return nil, fmt.Errorf("relay: %s via %s: %w", what, via.ID, AsBusy(err))
 	}
 	if d, ok := ctx.Deadline(); ok {
 		st.SetDeadline(d)
@@ -64,6 +65,10 @@ func open(ctx context.Context, h host.Host, via peer.AddrInfo, proto protocol.ID
 	}
 	if m.Type != ok {
 		st.Reset()
+		if strings.HasPrefix(m.Error, ErrBusy.Error()) {
+			// Refused for the node's stream limits: busy, not offline.
+			return nil, fmt.Errorf("%w, %w via %s: %s", ErrForwardRefused, ErrBusy, via.ID, m.Error)
+		}
 		return nil, fmt.Errorf("%w via %s: %s", ErrForwardRefused, via.ID, m.Error)
 	}
 	st.SetDeadline(time.Time{})

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -74,6 +75,21 @@ var (
 	ErrNotAttached = errors.New("relay: node not attached")
 	ErrBusy        = errors.New("relay: node's stream limit reached")
 )
+
+// AsBusy marks err as ErrBusy when it is a stream refused for a resource
+// limit, ours or the other end's (libp2p's resource manager: the node
+// at its streams is busy, not offline); other errors are returned as
+// they are.
+func AsBusy(err error) error {
+	var se *network.StreamError
+	if err == nil || errors.Is(err, ErrBusy) {
+		return err
+	}
+	if errors.Is(err, network.ErrResourceLimitExceeded) || (errors.As(err, &se) && se.ErrorCode == network.StreamResourceLimitExceeded) {
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	return err
+}
 
 // MaxMessage bounds a control message.
 const MaxMessage = 4096

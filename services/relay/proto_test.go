@@ -5,9 +5,13 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
 )
 
 func TestMessageFraming(t *testing.T) {
@@ -120,4 +124,25 @@ func FuzzReadMessage(f *testing.F) {
 			t.Fatalf("round trip changed the message:\n%s\n%s", enc, enc2)
 		}
 	})
+}
+
+// A stream refused for a resource limit, here or at the other end, is a
+// busy node, not an offline one.
+func TestAsBusy(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		busy bool
+	}{
+		{fmt.Errorf("open: %w", network.ErrResourceLimitExceeded), true},
+		{&network.StreamError{ErrorCode: network.StreamResourceLimitExceeded, Remote: true}, true},
+		{&network.StreamError{ErrorCode: network.StreamProtocolNegotiationFailed, Remote: true}, false},
+		{errors.New("connection refused"), false},
+	} {
+		if got := errors.Is(AsBusy(c.err), ErrBusy); got != c.busy {
+			t.Errorf("AsBusy(%v) busy %v, want %v", c.err, got, c.busy)
+		}
+	}
+	if AsBusy(nil) != nil {
+		t.Error("AsBusy(nil) is not nil")
+	}
 }

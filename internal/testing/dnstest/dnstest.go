@@ -5,7 +5,6 @@
 package dnstest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/testenv"
 )
 
@@ -29,21 +29,8 @@ type Server struct {
 	dir string
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	log logBuffer
+	log proc.TailBuffer // dnsmasq's output
 }
-
-// logBuffer is dnsmasq's output, written by exec's copier.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // Records are the server's contents: the zones it answers for (a name
 // under one that has no record of the type asked gets NXDOMAIN or an

@@ -97,6 +97,11 @@ type Config struct {
 	// request carries the client address the node's login limits count,
 	// so a stranger's forwards are refused.
 	Forwarders func(ctx context.Context, p peer.ID) bool
+	// MaxNodes bounds the attached nodes (0: no bound but the host's
+	// resource limits). A node past it is refused with the reason, and
+	// attaches to its next supernode, before the supernode runs out of
+	// descriptors or memory; a node already attached may attach again.
+	MaxNodes int
 	// Listen opens a mapped port's listener (default net.Listen).
 	Listen func(network, addr string) (net.Listener, error)
 	Logger *slog.Logger
@@ -313,7 +318,7 @@ func (r *Relay) OpenStream(ctx context.Context, id identity.ID, proto protocol.I
 	st, err := r.cfg.Host.NewStream(network.WithNoDial(ctx, "relay: the node dials us"), s.peer, proto)
 	if err != nil {
 		<-s.streams
-		return nil, fmt.Errorf("relay: stream to %s: %w", id.DID(), err)
+		return nil, fmt.Errorf("relay: stream to %s: %w", id.DID(), relay.AsBusy(err))
 	}
 	return newLimitedStream(ctx, st, s.in, s.out, func() { <-s.streams }), nil
 }
@@ -371,6 +376,13 @@ func (r *Relay) handleAttach(st network.Stream) {
 		st.Reset()
 		return
 	}
+	if full := r.full(p, len(r.attaching)); full != "" {
+		r.mu.Unlock()
+		log.Info("attach refused", "err", full)
+		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: full})
+		st.Close()
+		return
+	}
 	r.attaching[p] = true
 	r.mu.Unlock()
 	s, err := r.attach(st, p)
@@ -385,6 +397,16 @@ func (r *Relay) handleAttach(st network.Stream) {
 	}
 	log.Info("node attached", "did", s.id.DID())
 	r.serveSession(s, log)
+}
+
+// full says why a new attach of p is refused when the relay holds
+// MaxNodes with pending attaches under way ("" when it is not; r.mu
+// held).
+func (r *Relay) full(p peer.ID, pending int) string {
+	if r.cfg.MaxNodes <= 0 || r.sessions[p] != nil || len(r.sessions)+pending < r.cfg.MaxNodes {
+		return ""
+	}
+	return fmt.Sprintf("this supernode holds the most nodes it takes (%d): attach to another", r.cfg.MaxNodes)
 }
 
 func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
@@ -432,6 +454,10 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 	if r.closed {
 		r.mu.Unlock()
 		return nil, errors.New("relay shutting down")
+	}
+	if full := r.full(p, 0); full != "" {
+		r.mu.Unlock()
+		return nil, errors.New(full)
 	}
 	r.sessions[p] = s
 	r.protect(p)

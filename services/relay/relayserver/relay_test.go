@@ -527,7 +527,7 @@ func TestConnectShares(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	if _, err := relay.Connect(ctx, peers[0].Host(), sn.AddrInfo(), id); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "this peer holds its share") {
+	if _, err := relay.Connect(ctx, peers[0].Host(), sn.AddrInfo(), id); !errors.Is(err, relay.ErrForwardRefused) || !errors.Is(err, relay.ErrBusy) || !strings.Contains(err.Error(), "this peer holds its share") {
 		t.Fatalf("a connect past the peer's share: got %v", err)
 	}
 	for _, p := range peers[1:8] {
@@ -591,5 +591,66 @@ func TestForwardProtocols(t *testing.T) {
 		if _, err := relay.Forward(ctx, gw.Host(), sn.AddrInfo(), id, p); !errors.Is(err, relay.ErrForwardRefused) || !strings.Contains(err.Error(), "no such stream") {
 			t.Errorf("a forward for %s: got %v, want refused", p, err)
 		}
+	}
+}
+
+// TestMaxNodes (issue 21): a relay that holds its most nodes refuses a
+// new one with the reason (the node goes to its next supernode), lets an
+// attached one attach again, and takes a new one once another left.
+func TestMaxNodes(t *testing.T) {
+	sn := newHost(t, dht.ModeServer, nil)
+	r, err := New(Config{Host: sn.Host(), ListenIP: "127.0.0.1", PortMin: 20000, PortMax: 30000, MaxNodes: 2, Logger: testlog.New(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	attach := func(key ed25519.PrivateKey, h *dht.Node) (network.Stream, *relay.Message) {
+		st, ch := openAttach(t, h, sn)
+		relay.WriteMessage(st, relay.SignAttach(key, ch, didOf(key), time.Now(), nil))
+		m, err := relay.ReadMessage(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, m
+	}
+	var keys []ed25519.PrivateKey
+	var hosts []*dht.Node
+	var streams []network.Stream
+	for range 2 {
+		_, key, _ := ed25519.GenerateKey(nil)
+		h := newHost(t, dht.ModeClient, key)
+		st, m := attach(key, h)
+		if m.Type != relay.TypeAttached {
+			t.Fatalf("attach within the limit: %+v", m)
+		}
+		keys, hosts, streams = append(keys, key), append(hosts, h), append(streams, st)
+	}
+	_, third, _ := ed25519.GenerateKey(nil)
+	h3 := newHost(t, dht.ModeClient, third)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h3.Host().Connect(ctx, sn.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h3.Host().NewStream(ctx, sn.Host().ID(), relay.ProtocolAttach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectRefused(t, st, "the most nodes it takes (2)")
+	// An attached node attaching again is not a new one.
+	streams[0].Reset()
+	if _, m := attach(keys[0], hosts[0]); m.Type != relay.TypeAttached {
+		t.Fatalf("an attached node again: %+v", m)
+	}
+	// One leaves: the third gets its place.
+	hosts[1].Host().Network().ClosePeer(sn.Host().ID())
+	id1, _ := identity.ParseDID(didOf(keys[1]))
+	for end := time.Now().Add(10 * time.Second); r.Attached(id1); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the node that left is still attached")
+		}
+	}
+	if _, m := attach(third, h3); m.Type != relay.TypeAttached {
+		t.Fatalf("a new node once another left: %+v", m)
 	}
 }
