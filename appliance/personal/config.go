@@ -7,6 +7,7 @@ package personal
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 
 	"github.com/pc2/pc2/appliance/config"
@@ -51,6 +52,9 @@ type Config struct {
 	OtherOperators bool `json:"other_operators,omitempty"`
 	// Listen is the personal cloud's address (default ":4200").
 	Listen string `json:"listen,omitempty"`
+	// MetricsListen, if set, serves the node's Prometheus metrics at
+	// http://<it>/metrics (host:port; loopback or the local network).
+	MetricsListen string `json:"metrics_listen,omitempty"`
 	// DataDir holds the personal cloud: the owner's files and its state
 	// (default: the folder "cloud" next to the key file).
 	DataDir string `json:"data_dir,omitempty"`
@@ -140,6 +144,11 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if c.Quota < 0 {
 		return nil, fmt.Errorf("config %s: quota %d is negative", path, c.Quota)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return nil, fmt.Errorf("config %s: metrics_listen %q: %w", path, c.MetricsListen, err)
+		}
 	}
 	if t := c.TLS; t != nil {
 		if _, err := certs.Roots(t.CARoot, t.CARootFile); err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/backoff"
@@ -50,6 +51,9 @@ type Options struct {
 	// NamesClient calls the names APIs (nil: namesapi's default, which
 	// checks the certificate against the system's roots).
 	NamesClient *http.Client
+	// MetricsListener, if set, serves the metrics instead of
+	// Config.MetricsListen's address.
+	MetricsListener net.Listener
 	// LookupTXT reads DNS TXT records: the proofs of the owner's own
 	// domains (nil: the system's resolver).
 	LookupTXT func(ctx context.Context, name string) ([]string, error)
@@ -117,6 +121,9 @@ type Node struct {
 	backups       *nodeBackups  // nil when off
 	space         *backup.Space // friends' backups here; nil when off
 	backupChanged chan struct{} // the owner picked another location
+
+	visits  *prometheus.CounterVec // visitors' requests through supernodes (metrics)
+	metrics prometheus.Registerer  // nil: no metrics
 }
 
 // Status is what the status page and /api/status show.
@@ -246,7 +253,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	logs := cloud.NewLogRing(200)
 	log := slog.New(logs.Handler(base.Handler()))
-	n := &Node{cfg: cfg, opts: opts, log: log, keyChanged: make(chan struct{}, 1), backupChanged: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, opts: opts, log: log, keyChanged: make(chan struct{}, 1), backupChanged: make(chan struct{}, 1), visits: newVisits()}
 	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile, cfg.CreateKey)
 	switch {
 	case err == nil:
@@ -292,6 +299,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		return err
 	}
 	defer n.cloud.Close()
+	if n.metrics, err = n.startMetrics(ctx); err != nil {
+		return err
+	}
 
 	ln := opts.Listener
 	if ln == nil {
@@ -310,7 +320,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	// Relayed keep-alive connections are streams counted in the node's
 	// limit at its relay: an idle one is closed after 30 s (the gateway's
 	// pool drops its idle ones after nodeproxy.IdleTimeout, sooner).
-	relayed := &http.Server{Handler: n.handler(n.cloud.RelayedHandler(), false), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
+	relayed := &http.Server{Handler: n.countVisits(n.handler(n.cloud.RelayedHandler(), false)), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
 	// A third for visitors' TLS spliced to the node: relayed too, with
 	// the client's address from the gateway's PROXY header.
 	if n.tls, err = newTLS(n, relayed.Handler); err != nil {
@@ -512,6 +522,7 @@ func (n *Node) runNetwork(ctx context.Context, key ed25519.PrivateKey, relayed *
 		AllowUnknownDomains: true,
 		RepublishInterval:   cfg.RepublishInterval.Or(time.Hour),
 		Limits:              dht.NodeLimits(),
+		Metrics:             n.metrics,
 		Now:                 n.opts.Now,
 		Logger:              log.With("service", "dht"),
 	}

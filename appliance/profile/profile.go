@@ -15,6 +15,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -92,6 +93,11 @@ func Check(s *settings.Settings) error {
 	if _, err := SupernodeConfig(s, PermDir).Trust(); err != nil {
 		return fmt.Errorf("domains: %w", err)
 	}
+	if s.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(s.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen %q: %w", s.MetricsListen, err)
+		}
+	}
 	return nil
 }
 
@@ -148,7 +154,7 @@ func NodeConfig(s *settings.Settings, perm string) *personal.Config {
 	// perm copy along with the cloud's data.
 	c := &personal.Config{KeyFile: KeyFile(perm), Supernodes: s.Supernodes, PublicURL: s.PublicURL,
 		NameServices: nameServices(s.NameServices), Quota: s.Quota, OtherOperators: s.OtherOperators,
-		PinSupernodes: s.PinSupernodes,
+		PinSupernodes: s.PinSupernodes, MetricsListen: s.MetricsListen,
 		Backup: personal.BackupConfig{Restic: ResticBinary, MemoryLimit: ResticMemoryLimit, Connections: ResticConnections,
 			Include: map[string]string{"settings": filepath.Join(DataDir(perm), filepath.Base(settings.PermFile))}}}
 	// Visitors' TLS ends on the device unless the settings turn it off.
@@ -178,7 +184,7 @@ func SupernodeConfig(s *settings.Settings, perm string) *supernode.Config {
 		// STUN/TURN on the standard port, relaying on the machine's own
 		// (public) address.
 		TURNListen:        ":3478",
-		AllowPrivateDials: s.PrivateNetwork, TURNAllowPrivatePeers: s.PrivateNetwork}
+		AllowPrivateDials: s.PrivateNetwork, TURNAllowPrivatePeers: s.PrivateNetwork, MetricsListen: s.MetricsListen}
 	if len(s.Domains) > 0 {
 		c.Gateway = gatewayConfig(s, perm)
 	}

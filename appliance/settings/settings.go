@@ -98,6 +98,9 @@ type Settings struct {
 	// lab), so it dials and relays to private addresses; by default it
 	// reaches public addresses only.
 	PrivateNetwork bool `json:"private_network,omitempty"`
+	// MetricsListen, if set, serves the profile's Prometheus metrics at
+	// http://<it>/metrics (host:port).
+	MetricsListen string `json:"metrics_listen,omitempty"`
 	// Network configures the wired network (nil: DHCP on the first
 	// Ethernet interface).
 	Network *Network `json:"network,omitempty"`

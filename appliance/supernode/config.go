@@ -65,6 +65,10 @@ type Config struct {
 	// sizes its libp2p resource limits, and its relay refuses a node
 	// past it with the reason (the node goes to its next supernode).
 	MaxNodes int `json:"max_nodes,omitempty"`
+	// MetricsListen, if set, serves Prometheus metrics at
+	// http://<it>/metrics (host:port; a loopback or private address:
+	// they are the operator's figures, not the internet's).
+	MetricsListen string `json:"metrics_listen,omitempty"`
 	// RelayListenIP is the address mapped TCP ports listen on (default all).
 	RelayListenIP string `json:"relay_listen_ip,omitempty"`
 	// RelayPortMin and RelayPortMax bound mapped TCP ports (default
@@ -123,6 +127,11 @@ func (c *Config) Check() error {
 	}
 	if _, err := dht.ParseAnnounce(c.Announce); err != nil {
 		return err
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen %q: %w", c.MetricsListen, err)
+		}
 	}
 	if c.MaxNodes < 0 {
 		return fmt.Errorf("max_nodes %d: want 0 (the default) or more", c.MaxNodes)

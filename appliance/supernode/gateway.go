@@ -17,6 +17,7 @@ import (
 
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"golang.org/x/time/rate"
 
@@ -262,8 +263,12 @@ func (g *GatewayConfig) delegations(c *Config, self identity.ID) (map[string]rec
 // startGateway runs the gateway and its names API; the returned func
 // stops them.
 func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.PrivateKey, rel gateway.LocalRelay, gateways *dht.GatewaySet,
-	relayCert *atomic.Pointer[func(*tls.ClientHelloInfo) (*tls.Certificate, error)], log *slog.Logger) (func(), error) {
+	relayCert *atomic.Pointer[func(*tls.ClientHelloInfo) (*tls.Certificate, error)], reg prometheus.Registerer, log *slog.Logger) (func(), error) {
 	gc := cfg.Gateway
+	gm, err := newGatewayMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	keys, err := gc.operatorKeys(cfg)
 	if err != nil {
 		return nil, err
@@ -286,7 +291,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 		return nil, err
 	}
 	var g *gateway.Gateway
-	names, err := gateway.NewNames(gateway.NamesConfig{Custom: custom,
+	names, err := gateway.NewNames(gateway.NamesConfig{Custom: custom, Metrics: reg,
 		Store: node, Operators: keys, Delegations: dels, Key: key, Policy: gc.Policy, Reserved: gc.Reserved,
 		GrantTTL: time.Duration(gc.GrantTTL), RouteTTL: time.Duration(gc.RouteTTL),
 		StateFile: filepath.Join(cfg.DataDir, "names.json"), Self: self, Logger: log,
@@ -339,6 +344,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 		getCert := cm.TLSConfig().GetCertificate
 		relayCert.Store(&getCert)
 		srv := g.Server()
+		srv.Handler = gm.wrap("https", srv.Handler)
 		// Port 443 goes through the gateway's SNI router: names whose
 		// node holds its own certificate are spliced to it, relay.<domain>
 		// goes to the libp2p WebSocket listener, the rest to this
@@ -371,6 +377,7 @@ func startGateway(cfg *Config, opts Options, node *dht.Node, key ed25519.Private
 				redirect.ServeHTTP(w, r)
 			})
 		}
+		srv.Handler = gm.wrap("http", srv.Handler)
 		go srv.Serve(httpLn)
 		stops = append(stops, func() { srv.Close() })
 		log.Info("web gateway (HTTP)", "addr", httpLn.Addr().String(), "redirects_to_https", cm != nil)

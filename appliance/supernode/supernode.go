@@ -39,6 +39,9 @@ type Options struct {
 	// GatewayHTTPSListener, if set, is the gateway's HTTPS listener
 	// instead of Config.Gateway.HTTPSListen's.
 	GatewayHTTPSListener net.Listener
+	// MetricsListener, if set, serves the metrics instead of
+	// Config.MetricsListen's address.
+	MetricsListener net.Listener
 }
 
 // Run starts the supernode's services and blocks until ctx ends.
@@ -85,11 +88,16 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 			return nil, errors.New("supernode: the gateway's certificates are not ready yet")
 		}}
 	}
+	reg, err := startMetrics(ctx, cfg, opts, log.With("service", "metrics"))
+	if err != nil {
+		return err
+	}
 	maxNodes := sizeForFDs(cmp.Or(cfg.MaxNodes, dht.DefaultServerPeers), raiseFDLimit, log)
 	node, err := dht.New(ctx, dht.Config{
 		Key:               key,
 		Mode:              dht.ModeServer,
 		Limits:            dht.Limits{Peers: maxNodes},
+		Metrics:           reg,
 		ListenAddrs:       listenAddrs,
 		Announce:          cfg.Announce,
 		WebSocketTLS:      wsTLS,
@@ -113,7 +121,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	rc := relayserver.Config{
 		Host: node.Host(), ListenIP: cfg.RelayListenIP, PortMin: cfg.RelayPortMin, PortMax: cfg.RelayPortMax,
 		PortsFile: filepath.Join(cfg.DataDir, "relay-ports.json"), Logger: log.With("service", "relay"),
-		Limits: relay.Limits{BytesPerSecond: cfg.RelayBytesPerSecond}, MaxNodes: maxNodes,
+		Limits: relay.Limits{BytesPerSecond: cfg.RelayBytesPerSecond}, MaxNodes: maxNodes, Metrics: reg,
 	}
 	// Other supernodes' gateways forward to nodes attached here only if
 	// the operator of a domain trusted here (served or of the mesh)
@@ -131,6 +139,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if turnSrv != nil {
 		defer turnSrv.Close()
 		rc.TURN = TURNIssuer(turnSrv, time.Duration(cfg.TURNCredentialTTL))
+		if err := turnMetrics(reg, turnSrv.Allocations); err != nil {
+			return err
+		}
 	}
 	rel, err := relayserver.New(rc)
 	if err != nil {
@@ -138,7 +149,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	defer rel.Close()
 	if cfg.Gateway != nil {
-		stop, err := startGateway(cfg, opts, node, key, rel, gws, &relayCert, log.With("service", "gateway"))
+		stop, err := startGateway(cfg, opts, node, key, rel, gws, &relayCert, reg, log.With("service", "gateway"))
 		if err != nil {
 			return err
 		}

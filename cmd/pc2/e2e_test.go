@@ -80,8 +80,9 @@ type supernodeProc struct {
 	log   *bytes.Buffer
 }
 
-// startSupernode starts `pc2 supernode` and waits for its addrs file.
-func startSupernode(t testing.TB, bin, dir string, cfg map[string]any) *supernodeProc {
+// startSupernode starts `pc2 supernode` (with more flags, if any) and
+// waits for its addrs file.
+func startSupernode(t testing.TB, bin, dir string, cfg map[string]any, flags ...string) *supernodeProc {
 	t.Helper()
 	addrsFile := filepath.Join(dir, "addrs")
 	os.Remove(addrsFile)
@@ -91,7 +92,7 @@ func startSupernode(t testing.TB, bin, dir string, cfg map[string]any) *supernod
 	if err := os.WriteFile(cfgFile, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := &supernodeProc{cmd: exec.Command(bin, "supernode", "--config", cfgFile), log: &bytes.Buffer{}}
+	p := &supernodeProc{cmd: exec.Command(bin, append([]string{"supernode", "--config", cfgFile}, flags...)...), log: &bytes.Buffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

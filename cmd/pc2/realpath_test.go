@@ -35,6 +35,7 @@ var (
 	rpDuration = flag.Duration("realpath.duration", 10*time.Second, "length of each load run")
 	rpConns    = flag.String("realpath.conns", "50,200,1000", "keep-alive connections of the load generator, a set of runs for each (comma-separated)")
 	rpVerbose  = flag.Bool("realpath.v", false, "print why the gateway failed requests (from its log), counted")
+	rpProfile  = flag.String("realpath.profile", "", "write the supernode's and the node's CPU profiles (supernode.pprof, node.pprof) into this directory")
 )
 
 // rpBody is the public file the benchmark fetches: 14 bytes, as in the
@@ -208,6 +209,11 @@ type rpNode struct {
 func rpStart(b *testing.B, bin, dir string) (string, rpNode) {
 	opKey, opDID := newKey(b, bin, dir, "operator")
 	gwPort := rpFreePort(b)
+	var snFlags, nodeFlags []string
+	if *rpProfile != "" {
+		snFlags = []string{"--cpuprofile", filepath.Join(*rpProfile, "supernode.pprof")}
+		nodeFlags = []string{"--cpuprofile", filepath.Join(*rpProfile, "node.pprof")}
+	}
 	sn := startSupernode(b, bin, filepath.Join(dir), map[string]any{
 		"key_file": filepath.Join(dir, "sn.key"), "create_key": true, "data_dir": filepath.Join(dir, "sn"),
 		"listen": []string{"/ip4/127.0.0.1/tcp/0"}, "allow_private_dials": true,
@@ -216,7 +222,7 @@ func rpStart(b *testing.B, bin, dir string) (string, rpNode) {
 			// wrk's connections all come from 127.0.0.1: the one
 			// default changed.
 			"rate_limit": 1e9, "burst": 1 << 30},
-	})
+	}, snFlags...)
 	gwPID = sn.cmd.Process.Pid
 	rpSNLog = sn.log
 	node := rpNode{listen: "127.0.0.1:" + rpFreePort(b), dataDir: filepath.Join(dir, "node")}
@@ -228,7 +234,7 @@ func rpStart(b *testing.B, bin, dir string) (string, rpNode) {
 	if err := os.WriteFile(cfgFile, data, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, "node", "--config", cfgFile)
+	cmd := exec.Command(bin, append([]string{"node", "--config", cfgFile}, nodeFlags...)...)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

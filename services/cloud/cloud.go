@@ -126,13 +126,14 @@ type Options struct {
 
 // Server is the personal cloud.
 type Server struct {
-	opts  Options
-	log   *slog.Logger
-	store *files.Store
-	state *stateStore
-	auth  *auth
-	wiz   *wizard
-	mux   *http.ServeMux
+	opts   Options
+	log    *slog.Logger
+	store  *files.Store
+	public publicRoot // the public site's folder, kept open
+	state  *stateStore
+	auth   *auth
+	wiz    *wizard
+	mux    *http.ServeMux
 
 	restore restoreJob
 }
@@ -194,7 +195,10 @@ func New(opts Options) (*Server, error) {
 }
 
 // Close releases the file store.
-func (s *Server) Close() error { return s.store.Close() }
+func (s *Server) Close() error {
+	s.public.close()
+	return s.store.Close()
+}
 
 // Store is the owner's file store.
 func (s *Server) Store() *files.Store { return s.store }

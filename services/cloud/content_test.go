@@ -3,11 +3,14 @@ package cloud
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -336,5 +339,67 @@ func TestDashboardUpdateButtons(t *testing.T) {
 	}
 	if strings.Contains(r.Body, `id="update-check"`) || strings.Contains(r.Body, `id="update-install"`) {
 		t.Error("buttons during the install")
+	}
+}
+
+// TestPublicFolderReplaced (issue 21): the public site keeps its folder
+// open between requests; a public folder moved away and replaced by
+// another serves the new one's files at once, never the old one's, and
+// requests in flight meanwhile are answered.
+func TestPublicFolderReplaced(t *testing.T) {
+	e := newEnv(t)
+	b := e.setup("correct horse")
+	csrf := b.CSRF("/_/")
+	b.Post("/_/mkdir", url.Values{"csrf": {csrf}, "dir": {""}, "name": {"public"}})
+	if r := b.Upload("public/index.html", strings.NewReader("first site")); r.Code != http.StatusCreated {
+		t.Fatalf("upload: %d %s", r.Code, r.Err())
+	}
+	visitor := e.browser(e.relayed.URL)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var bad atomic.Int32
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.Get(e.relayed.URL + "/")
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || (string(body) != "first site" && string(body) != "second site" && !strings.Contains(string(body), "PC2 cloud")) {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	if r := visitor.Get("/"); r.Body != "first site" {
+		t.Fatalf("the first site: %d %q", r.Code, r.Body)
+	}
+	if r := b.Post("/_/move", url.Values{"csrf": {csrf}, "from": {"public"}, "to": {"old-site"}}); r.Code != http.StatusSeeOther {
+		t.Fatalf("move the public folder away: %d %s", r.Code, r.Location())
+	}
+	if r := visitor.Get("/index.html"); r.Code != http.StatusNotFound {
+		t.Fatalf("the public folder moved away: %d %q, want 404", r.Code, r.Body)
+	}
+	b.Post("/_/mkdir", url.Values{"csrf": {csrf}, "dir": {""}, "name": {"public"}})
+	if r := b.Upload("public/index.html", strings.NewReader("second site")); r.Code != http.StatusCreated {
+		t.Fatalf("upload: %d %s", r.Code, r.Err())
+	}
+	if r := visitor.Get("/"); r.Body != "second site" {
+		t.Fatalf("the replaced public folder: %d %q, want the second site", r.Code, r.Body)
+	}
+	close(stop)
+	wg.Wait()
+	if n := bad.Load(); n > 0 {
+		t.Errorf("%d requests during the replacement failed or got something else", n)
 	}
 }

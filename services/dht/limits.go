@@ -9,6 +9,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/x/rate"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultServerPeers is how many peers a server's host is sized for: twice
@@ -191,11 +192,22 @@ func connRate() *rate.Limiter {
 	}
 }
 
-// hostOptions are the libp2p options that size a host for l.
-func (l Limits) hostOptions() ([]libp2p.Option, error) {
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(l.limitConfig()),
-		rcmgr.WithLimitPerSubnet(connsPerIPv4, connsPerIPv6),
-		rcmgr.WithConnRateLimiters(connRate()))
+// hostOptions are the libp2p options that size a host for l; with reg,
+// the resource manager reports to it (connections, streams, memory and
+// descriptors by scope, and what it blocked).
+func (l Limits) hostOptions(reg prometheus.Registerer) ([]libp2p.Option, error) {
+	opts := []rcmgr.Option{rcmgr.WithLimitPerSubnet(connsPerIPv4, connsPerIPv6), rcmgr.WithConnRateLimiters(connRate())}
+	if reg != nil {
+		rcmgr.MustRegisterWith(reg)
+		str, err := rcmgr.NewStatsTraceReporter()
+		if err != nil {
+			return nil, fmt.Errorf("resource manager metrics: %w", err)
+		}
+		opts = append(opts, rcmgr.WithTraceReporter(str))
+	} else {
+		opts = append(opts, rcmgr.WithMetricsDisabled())
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(l.limitConfig()), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}

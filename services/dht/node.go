@@ -34,6 +34,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/p2p/transport/websocket"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht/records"
@@ -135,6 +136,10 @@ type Config struct {
 	// Limits; the zero value: a server sized for DefaultServerPeers, a
 	// client with libp2p's defaults). Ignored when Host is set.
 	Limits Limits
+	// Metrics, if set, receives libp2p's metrics (its resource manager's
+	// and the host's own: connections, streams, identify, ...). Ignored
+	// when Host is set.
+	Metrics prometheus.Registerer
 	// Announce are more addresses the host tells peers it is reachable
 	// at, besides its listening ones: the public address of a server
 	// whose interface holds only a private one (1:1 NAT at a cloud
@@ -299,7 +304,11 @@ func newHost(cfg Config) (host.Host, error) {
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.SwarmOpts(swarm.WithDialRanker(worked.rank)),
 		libp2p.DisableRelay(),
-		libp2p.DisableMetrics(),
+	}
+	if cfg.Metrics != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Metrics))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
 	}
 	if len(listen) == 0 {
 		opts = append(opts, libp2p.NoListenAddrs)
@@ -308,7 +317,7 @@ func newHost(cfg Config) (host.Host, error) {
 		opts = append(opts, libp2p.ConnectionGater(publicDials{}))
 	}
 	if lim, ok := cfg.Limits.withDefaults(cfg.Mode); ok {
-		sized, err := lim.hostOptions()
+		sized, err := lim.hostOptions(cfg.Metrics)
 		if err != nil {
 			return nil, err
 		}

@@ -391,18 +391,31 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // what the node takes at once queues here, first come first served,
 // instead of failing at the relay.
 func (g *Gateway) queue(r *http.Request, id identity.ID) (release func(), ok bool) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.QueueWait)
-	defer cancel()
-	mine, ok := g.inFlight.Wait(ctx, shareKey{clientKey(r), id}, g.cfg.StreamsPerClient, 16*g.cfg.StreamsPerClient)
+	// Without a line, no timer: most requests find a slot at once.
+	var ctx context.Context
+	cancel := func() {}
+	defer func() { cancel() }()
+	wait := func() context.Context {
+		if ctx == nil {
+			ctx, cancel = context.WithTimeout(r.Context(), g.cfg.QueueWait)
+		}
+		return ctx
+	}
+	k := shareKey{clientKey(r), id}
+	mine, ok := g.inFlight.Take(k, g.cfg.StreamsPerClient)
 	if !ok {
-		return nil, false
+		if mine, ok = g.inFlight.Wait(wait(), k, g.cfg.StreamsPerClient, 16*g.cfg.StreamsPerClient); !ok {
+			return nil, false
+		}
 	}
 	// Every client may wait for the node's slots (its own share bounds
 	// how many of its requests do).
-	node, ok := g.nodeFlight.Wait(ctx, id, g.cfg.StreamsPerNode, math.MaxInt)
+	node, ok := g.nodeFlight.Take(id, g.cfg.StreamsPerNode)
 	if !ok {
-		mine()
-		return nil, false
+		if node, ok = g.nodeFlight.Wait(wait(), id, g.cfg.StreamsPerNode, math.MaxInt); !ok {
+			mine()
+			return nil, false
+		}
 	}
 	return func() { node(); mine() }, true
 }

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/pc2/pc2/internal/atomicfile"
@@ -25,6 +26,7 @@ import (
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/dht/records"
 	"github.com/pc2/pc2/services/gateway/namesapi"
+	"github.com/pc2/pc2/services/metrics"
 )
 
 // The names API, served on the apex of each domain:
@@ -144,6 +146,9 @@ type NamesConfig struct {
 	// their own domains here (POST /api/hosts; the same settings the
 	// gateway serves them by).
 	Custom *Custom
+	// Metrics, if set, receives the API's calls by call and result
+	// (pc2_names_api_calls_total).
+	Metrics prometheus.Registerer
 	// Changed is told a name's record changed (the gateway's cache).
 	Changed func(fqdn string)
 	// Supernodes, if set, lists a domain's supernodes for
@@ -175,6 +180,8 @@ type Names struct {
 	held    map[string]heldName    // names granted here and active, by full name
 	perAddr *ipLimiter             // new names per client
 	global  *rate.Limiter          // new names overall
+
+	calls *prometheus.CounterVec // API calls by call and result
 }
 
 // heldName is a name this supernode granted and nobody released.
@@ -293,6 +300,12 @@ func NewNames(cfg NamesConfig) (*Names, error) {
 	if err := n.initHosts(); err != nil {
 		return nil, err
 	}
+	n.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metrics.Namespace, Subsystem: "names", Name: "api_calls_total",
+		Help: "Names API calls, by call (claim, release, lookup, ...) and result (ok, or the refusal's code: taken, invite_used, ...)."},
+		[]string{"call", "result"})
+	if err := metrics.Register(cfg.Metrics, n.calls); err != nil {
+		return nil, err
+	}
 	if cfg.StateFile != "" {
 		if err := n.load(); err != nil {
 			return nil, err
@@ -370,26 +383,43 @@ func (n *Names) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var v any
 	var err error
 	status := http.StatusOK
+	call := "other"
+	defer func() {
+		result := "ok"
+		var ae *apiError
+		if errors.As(err, &ae) {
+			result = ae.code
+		} else if err != nil {
+			result = "unavailable"
+		}
+		n.calls.WithLabelValues(call, result).Inc()
+	}()
 	switch {
 	case path == "/api/health" && r.Method == http.MethodGet:
-		v = n.health(domain)
+		call, v = "health", n.health(domain)
 	case path == "/api/supernodes" && r.Method == http.MethodGet && n.cfg.Supernodes != nil:
+		call = "supernodes"
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
 		v = namesapi.SupernodeList{Domain: domain, Supernodes: n.cfg.Supernodes(ctx, domain)}
 	case path == "/api/hosts" && r.Method == http.MethodPost && n.hostInvites != nil:
+		call = "register_host"
 		v, status, err = n.registerHost(r, domain)
 	case path == "/api/names" && r.Method == http.MethodPost:
+		call = "claim"
 		v, status, err = n.claim(r, domain)
 	case strings.HasPrefix(path, "/api/names/"):
 		rest := strings.TrimPrefix(path, "/api/names/")
 		name, sub, _ := strings.Cut(rest, "/")
 		switch {
 		case sub == "" && r.Method == http.MethodGet:
+			call = "lookup"
 			v, err = n.lookup(r.Context(), name, domain)
 		case sub == "available" && r.Method == http.MethodGet:
+			call = "available"
 			v, err = n.available(r.Context(), name, domain)
 		case sub == "" && r.Method == http.MethodDelete:
+			call = "release"
 			v, err = n.release(r, name, domain)
 		default:
 			err = refuse(http.StatusNotFound, "not_found", "no such API call: %s %s", r.Method, r.URL.Path)

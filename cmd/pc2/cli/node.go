@@ -14,10 +14,11 @@ func init() {
 }
 
 func runNode(ctx context.Context, env Env, args []string) error {
-	path, err := configFlag(env, "node", args)
+	path, stop, err := configFlag(env, "node", args)
 	if err != nil {
 		return err
 	}
+	defer stop()
 	cfg, err := personal.LoadConfig(path)
 	if err != nil {
 		return notConfigured(err)

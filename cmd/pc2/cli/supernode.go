@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/pprof"
 
 	"github.com/pc2/pc2/appliance/config"
 	"github.com/pc2/pc2/appliance/supernode"
@@ -14,10 +16,11 @@ func init() {
 }
 
 func runSupernode(ctx context.Context, env Env, args []string) error {
-	path, err := configFlag(env, "supernode", args)
+	path, stop, err := configFlag(env, "supernode", args)
 	if err != nil {
 		return err
 	}
+	defer stop()
 	cfg, err := supernode.LoadConfig(path)
 	if err != nil {
 		return notConfigured(err)
@@ -32,18 +35,33 @@ func runSupernode(ctx context.Context, env Env, args []string) error {
 	})
 }
 
-// configFlag parses the --config flag of a service command.
-func configFlag(env Env, name string, args []string) (string, error) {
+// configFlag parses the flags of a service command: --config, and
+// --cpuprofile, whose profile runs until stop (the benchmarks profile
+// the product's processes with it).
+func configFlag(env Env, name string, args []string) (path string, stop func(), err error) {
 	fs := newFlagSet(name, env)
-	path := fs.String("config", "", "config `file` (JSON)")
+	cfg := fs.String("config", "", "config `file` (JSON)")
+	prof := fs.String("cpuprofile", "", "write a CPU profile to `file` until the service stops")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	if len(rest) > 0 || *path == "" {
-		return "", usageErr("usage: pc2 %s --config FILE", name)
+	if len(rest) > 0 || *cfg == "" {
+		return "", nil, usageErr("usage: pc2 %s --config FILE [--cpuprofile FILE]", name)
 	}
-	return *path, nil
+	stop = func() {}
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err != nil {
+			return "", nil, fmt.Errorf("cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return "", nil, fmt.Errorf("cpuprofile: %w", err)
+		}
+		stop = func() { pprof.StopCPUProfile(); f.Close() }
+	}
+	return *cfg, stop, nil
 }
 
 // notConfigured gives a missing config file gokrazy's exit status 125, so

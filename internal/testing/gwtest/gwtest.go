@@ -47,6 +47,8 @@ type Options struct {
 	// Listen are the supernode's libp2p listeners (nil: a loopback TCP
 	// port); Announce, more addresses it tells (supernode.Config).
 	Listen, Announce []string
+	// Metrics serves the supernode's metrics (Gateway.Metrics).
+	Metrics bool
 	// CustomDomains is the custom-domain policy (nil: none).
 	CustomDomains *supernode.CustomDomainsConfig
 }
@@ -56,6 +58,7 @@ type Gateway struct {
 	Domain   string
 	Addrs    []string // the supernode's multiaddrs
 	API      string   // http://<its HTTP listener>: the names API
+	Metrics  string   // http://<its metrics listener>/metrics, with Options.Metrics
 	HTTPPort int
 	Operator identity.ID
 	DataDir  string // the supernode's (its certificates in certs/)
@@ -112,6 +115,14 @@ func Start(t testing.TB, o Options) *Gateway {
 		cfg.Gateway.ACME = o.ACME
 		opts.GatewayHTTPSListener = o.HTTPSListener
 	}
+	var metricsURL string
+	if o.Metrics {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.MetricsListener, metricsURL = ln, "http://"+ln.Addr().String()+"/metrics"
+	}
 	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +134,7 @@ func Start(t testing.TB, o Options) *Gateway {
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
-	g := &Gateway{Domain: o.Domain, API: "http://" + o.HTTPListener.Addr().String(),
+	g := &Gateway{Domain: o.Domain, API: "http://" + o.HTTPListener.Addr().String(), Metrics: metricsURL,
 		HTTPPort: o.HTTPListener.Addr().(*net.TCPAddr).Port, Operator: op, DataDir: cfg.DataDir, stop: stop}
 	select {
 	case g.Addrs = <-ready:

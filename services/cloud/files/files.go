@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -192,7 +193,16 @@ type Store struct {
 	inflight int64 // bytes written to uploads not committed yet
 
 	propsMu sync.Mutex // serializes the read-modify-write of dead properties
+
+	// gen counts the changes that may replace a folder (Rename, Remove,
+	// Adopt): a folder opened before (OpenRoot) may no longer be the one
+	// at its path.
+	gen atomic.Uint64
 }
+
+// Generation changes whenever a folder may have been replaced: an
+// *os.Root from OpenRoot stays good for its path while it does not.
+func (s *Store) Generation() uint64 { return s.gen.Load() }
 
 // Entry is a member of a folder as List reports it.
 type Entry struct {
@@ -442,6 +452,7 @@ func (s *Store) MkdirAll(p string) error {
 // Rename renames or moves from to to, which must not exist. A symlink is
 // moved itself, never what it points to.
 func (s *Store) Rename(from, to string) error {
+	defer s.gen.Add(1)
 	from, err := Clean(from)
 	if err != nil {
 		return err
@@ -473,6 +484,7 @@ func (s *Store) Rename(from, to string) error {
 // Remove removes the file or the whole folder p. A symlink is removed
 // itself, never what it points to.
 func (s *Store) Remove(p string) error {
+	defer s.gen.Add(1)
 	p, err := Clean(p)
 	if err != nil {
 		return err
@@ -583,6 +595,7 @@ func (s *Store) syncDir(p string) error {
 // enforced (the owner's own data comes back), but a full disk fails the
 // move.
 func (s *Store) Adopt(dir, p string) (int, error) {
+	defer s.gen.Add(1)
 	p, err := Clean(p)
 	if err != nil {
 		return 0, err

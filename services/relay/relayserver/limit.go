@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
 
@@ -17,6 +18,9 @@ type limitedStream struct {
 	in, out *rate.Limiter // from and to the node
 	release func()
 	once    sync.Once
+	// read and written count the bytes from and to the node (metrics;
+	// nil: not counted).
+	read, written prometheus.Counter
 }
 
 func newLimitedStream(ctx context.Context, st network.Stream, in, out *rate.Limiter, release func()) *limitedStream {
@@ -43,6 +47,9 @@ func (s *limitedStream) waitN(l *rate.Limiter, n int) error {
 
 func (s *limitedStream) Read(p []byte) (int, error) {
 	n, err := s.Stream.Read(p)
+	if n > 0 && s.read != nil {
+		s.read.Add(float64(n))
+	}
 	if n > 0 {
 		if werr := s.waitN(s.in, n); werr != nil && err == nil {
 			err = werr
@@ -55,7 +62,11 @@ func (s *limitedStream) Write(p []byte) (int, error) {
 	if err := s.waitN(s.out, len(p)); err != nil {
 		return 0, err
 	}
-	return s.Stream.Write(p)
+	n, err := s.Stream.Write(p)
+	if n > 0 && s.written != nil {
+		s.written.Add(float64(n))
+	}
+	return n, err
 }
 
 func (s *limitedStream) Close() error {

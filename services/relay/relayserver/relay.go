@@ -54,6 +54,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/pc2/pc2/internal/netaddr"
@@ -104,8 +105,10 @@ type Config struct {
 	MaxNodes int
 	// Listen opens a mapped port's listener (default net.Listen).
 	Listen func(network, addr string) (net.Listener, error)
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Metrics, if set, receives the relay's (relayMetrics).
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Relay is the relay service of a supernode.
@@ -114,6 +117,7 @@ type Relay struct {
 	log   *slog.Logger
 	did   string
 	ports *portTable
+	m     *relayMetrics
 
 	mu        sync.Mutex
 	sessions  map[peer.ID]*session
@@ -234,6 +238,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	r := &Relay{cfg: cfg, log: cfg.Logger, did: id.DID(), ports: pt,
 		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}}
+	if r.m, err = newRelayMetrics(r, cfg.Metrics); err != nil {
+		return nil, err
+	}
 	cfg.Host.SetStreamHandler(relay.ProtocolAttach, r.handleAttach)
 	cfg.Host.SetStreamHandler(relay.ProtocolForward, r.handleForward)
 	cfg.Host.SetStreamHandler(relay.ProtocolConnect, r.handleConnect)
@@ -313,14 +320,22 @@ func (r *Relay) OpenStream(ctx context.Context, id identity.ID, proto protocol.I
 	select {
 	case s.streams <- struct{}{}:
 	default:
+		r.m.refused.WithLabelValues("busy").Inc()
 		return nil, fmt.Errorf("%w (%d) for %s", relay.ErrBusy, cap(s.streams), id.DID())
 	}
 	st, err := r.cfg.Host.NewStream(network.WithNoDial(ctx, "relay: the node dials us"), s.peer, proto)
 	if err != nil {
 		<-s.streams
-		return nil, fmt.Errorf("relay: stream to %s: %w", id.DID(), relay.AsBusy(err))
+		err = relay.AsBusy(err)
+		if errors.Is(err, relay.ErrBusy) {
+			r.m.refused.WithLabelValues("busy").Inc()
+		}
+		return nil, fmt.Errorf("relay: stream to %s: %w", id.DID(), err)
 	}
-	return newLimitedStream(ctx, st, s.in, s.out, func() { <-s.streams }), nil
+	r.m.streams.WithLabelValues(string(proto)).Inc()
+	ls := newLimitedStream(ctx, st, s.in, s.out, func() { <-s.streams })
+	ls.read, ls.written = r.m.fromNode, r.m.toNode
+	return ls, nil
 }
 
 // connAddr is the remote address of c as limits count it.
@@ -378,6 +393,7 @@ func (r *Relay) handleAttach(st network.Stream) {
 	}
 	if full := r.full(p, len(r.attaching)); full != "" {
 		r.mu.Unlock()
+		r.m.refused.WithLabelValues("full").Inc()
 		log.Info("attach refused", "err", full)
 		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: full})
 		st.Close()
@@ -390,6 +406,7 @@ func (r *Relay) handleAttach(st network.Stream) {
 	delete(r.attaching, p)
 	r.mu.Unlock()
 	if err != nil {
+		r.m.refused.WithLabelValues("attach").Inc()
 		log.Warn("attach refused", "err", err)
 		relay.WriteMessage(st, &relay.Message{Type: relay.TypeRefused, Error: err.Error()})
 		st.Close()
