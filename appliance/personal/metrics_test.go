@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,7 +80,18 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("supernode: %s = %v, want at least %v", metric, v, atLeast)
 		}
 	}
+	// No identities or addresses in the labels.
+	for _, secret := range []string{"did:boson:", "12D3KooW", "alice", "127.0.0.1"} {
+		if strings.Contains(sn, secret) {
+			t.Errorf("the supernode's metrics name %q", secret)
+		}
+	}
 	node := scrape(nodeMetrics)
+	for _, secret := range []string{"did:boson:", "12D3KooW", "alice", "127.0.0.1"} {
+		if strings.Contains(node, secret) {
+			t.Errorf("the node's metrics name %q", secret)
+		}
+	}
 	for metric, atLeast := range map[string]float64{
 		`pc2_node_online`:                                1,
 		`pc2_node_supernodes_attached`:                   1,
