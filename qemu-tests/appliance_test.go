@@ -448,6 +448,23 @@ func TestRestartKeepsIdentityAndSettings(t *testing.T) {
 	if l, ok := info.Network.Leases["eth0"]; ok {
 		t.Errorf("the device leased %s on eth0 although it is static", l.Address)
 	}
+	// The log on perm survived the power cut: both boots are in it, and
+	// the owner's dashboard gives the same.
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/api/device/logs", vm.HostPort(4200)), nil)
+	req.SetBasicAuth("admin", "admin password 1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if n := strings.Count(string(logs), "msg=\"device starting\""); resp.StatusCode != http.StatusOK || n != 2 ||
+		!strings.Contains(string(logs), "msg=\"personal cloud set up\"") {
+		t.Fatalf("logs after the restart: %s, %d device starts, want 2 and the first boot's setup:\n%.2000s", resp.Status, n, logs)
+	}
+	if r := fresh.Get("/_/logs.txt"); r.Code != http.StatusOK || !strings.Contains(r.Body, "personal cloud set up") {
+		t.Fatalf("the owner's log download: %d", r.Code)
+	}
 	id, _ := identity.ParseDID(first.DID)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -67,6 +68,16 @@ func (d *Device) routes(mux *http.ServeMux) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(info)
+	}))
+	mux.HandleFunc("GET /api/device/logs", d.admin(func(w http.ResponseWriter, r *http.Request) {
+		if d.logs == nil {
+			http.Error(w, "the logs are kept in memory only on this device (perm not writable at start)", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := d.logs.Copy(w); err != nil {
+			d.log.Warn("log download cut short", "err", err)
+		}
 	}))
 	mux.HandleFunc("POST /api/device/reboot", d.admin(func(w http.ResponseWriter, r *http.Request) {
 		d.log.Warn("reboot requested through the admin API", "from", r.RemoteAddr)
@@ -166,4 +177,13 @@ func (d *Device) serveSupernodeStatus(ln net.Listener) (stop func(), err error) 
 		srv.Shutdown(ctx)
 		<-done
 	}, nil
+}
+
+// logFile is the personal cloud's download of the log on perm (nil
+// without one).
+func (d *Device) logFile() func(io.Writer) error {
+	if d.logs == nil {
+		return nil
+	}
+	return d.logs.Copy
 }

@@ -21,6 +21,7 @@
 //	                         from, board, network and Wi-Fi state, every
 //	                         process's resident memory
 //	POST /api/device/reboot  reboots the device
+//	GET  /api/device/logs    the log kept on perm (text, oldest first)
 //	GET  /api/update, POST /api/update/check, POST /api/update
 //	                         over-the-air updates (package updateapi)
 //
@@ -64,6 +65,7 @@ import (
 	"github.com/pc2/pc2/provisioning/password"
 	"github.com/pc2/pc2/services/announce"
 	"github.com/pc2/pc2/services/backup"
+	"github.com/pc2/pc2/services/logfile"
 	"github.com/pc2/pc2/services/netconf"
 	"github.com/pc2/pc2/services/wifi"
 )
@@ -183,7 +185,8 @@ type Device struct {
 	board  hardware.Board
 	light  *hardware.Light
 	net    Network
-	perm   *PermStatus // growing perm at this boot (nil: not tried)
+	perm   *PermStatus     // growing perm at this boot (nil: not tried)
+	logs   *logfile.Writer // the log on perm (nil: not writable)
 	// engine asks the backup engine its version, once, when the admin
 	// API is first asked (not at start: nothing waits for it there).
 	engine     sync.Once
@@ -217,6 +220,19 @@ func Run(ctx context.Context, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.PermDir == "" {
+		opts.PermDir = profile.PermDir
+	}
+	// The log is kept on perm too (rotated, 5 MiB at most), so that it
+	// survives restarts and power cuts; the owner downloads it from the
+	// dashboard, the operator from the admin API.
+	logs, err := logfile.Open(filepath.Join(opts.PermDir, "pc2", "logs"), "device.log", 0, 0)
+	if err != nil {
+		log.Warn("logs kept in memory only", "err", err)
+	} else {
+		defer logs.Close()
+		log = slog.New(slog.NewMultiHandler(log.Handler(), slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	}
 	loaded, err := settings.Load(opts.Paths)
 	if err != nil {
 		return err
@@ -247,7 +263,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	d := &Device{opts: opts, log: log, loaded: loaded, net: opts.Network, perm: perm}
+	d := &Device{opts: opts, log: log, loaded: loaded, net: opts.Network, perm: perm, logs: logs}
 	if d.guard, err = password.NewGuard(nil, nil); err != nil {
 		return err
 	}
@@ -328,6 +344,7 @@ func Run(ctx context.Context, opts Options) error {
 			DeviceSettings: keeper,
 			ClockSet:       d.opts.ClockSet,
 			LocalURL:       localURL,
+			LogFile:        d.logFile(),
 			Started: func(n *personal.Node) {
 				d.node.Store(n)
 				goRun(func() { d.follow(ctx, n) })

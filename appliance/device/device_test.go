@@ -1,11 +1,13 @@
 package device
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -154,7 +156,10 @@ func TestPersonalDevice(t *testing.T) {
 		AdminPasswordHash: hash, Network: netcfg, WiFi: &settings.WiFi{SSID: "home", Passphrase: "secret passphrase"}},
 		func() error { rebooted <- struct{}{}; return nil })
 
-	cloudtest.New(t, base, nil).CreateIdentity()
+	setup := cloudtest.New(t, base, nil)
+	setup.CreateIdentity()
+	setup.Password("owner password")
+	setup.Step("skip", nil) // no name
 	testenv.WaitFor(t, 30*time.Second, "node online", func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err != nil {
@@ -225,6 +230,25 @@ func TestPersonalDevice(t *testing.T) {
 		// port 8090 on this host.
 		return i.Light == hardware.StateOnlineRelayed.String() || i.Light == hardware.StateOnlineDirect.String()
 	})
+	// The log is kept on perm: the admin API and the owner's dashboard
+	// give it whole; strangers get nothing.
+	if resp := do("GET", "/api/device/logs", "admin password 2"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("logs with a wrong password: %s", resp.Status)
+	}
+	resp = do("GET", "/api/device/logs", "admin password 1")
+	logs, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(logs), "device starting") || !strings.Contains(string(logs), "service=node") {
+		t.Fatalf("logs: %s %.300s", resp.Status, logs)
+	}
+	if onDisk, err := os.ReadFile(filepath.Join(perm, "pc2", "logs", "device.log")); err != nil || !bytes.Equal(onDisk, logs) {
+		t.Fatalf("the log on perm (%v) is not what the admin API gave", err)
+	}
+	if r := setup.Get("/_/logs.txt"); r.Code != http.StatusOK || !strings.Contains(r.Body, "device starting") {
+		t.Fatalf("the owner's log download: %d %.200s", r.Code, r.Body)
+	}
+	if r := cloudtest.New(t, base, nil).Get("/_/logs.txt"); r.Code == http.StatusOK {
+		t.Fatal("a stranger downloaded the log")
+	}
 	select {
 	case <-rebooted:
 		t.Fatal("rebooted before asked")

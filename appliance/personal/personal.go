@@ -51,6 +51,9 @@ type Options struct {
 	// NamesClient calls the names APIs (nil: namesapi's default, which
 	// checks the certificate against the system's roots).
 	NamesClient *http.Client
+	// LogFile, if set, writes the log kept on disk (the appliance's), for
+	// the owner to download from the dashboard.
+	LogFile func(io.Writer) error
 	// MetricsListener, if set, serves the metrics instead of
 	// Config.MetricsListen's address.
 	MetricsListener net.Listener
@@ -284,7 +287,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	n.cloud, err = cloud.New(cloud.Options{DataDir: cfg.CloudDir(), Quota: cfg.Quota, Node: (*cloudNode)(n), Backups: backups,
 		NameServices: cfg.NameServices, Version: opts.Version, Updates: opts.Updates, UpdateActions: opts.UpdateActions, DeviceSettings: opts.DeviceSettings, Logs: logs, Logger: log.With("service", "cloud"), Now: opts.Now,
-		HTTPClient: opts.NamesClient, LookupTXT: opts.LookupTXT,
+		HTTPClient: opts.NamesClient, LookupTXT: opts.LookupTXT, LogFile: opts.LogFile,
 		ShowSetupCode: func(code string) {
 			if opts.Console != nil {
 				where := "port 4200 of this device"

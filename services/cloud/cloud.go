@@ -106,6 +106,10 @@ type Options struct {
 	Backups Backups
 	// Logs, if set, feed the dashboard's recent logs.
 	Logs *LogRing
+	// LogFile, if set, writes the whole log kept on disk (the
+	// appliance's, across restarts), which the owner downloads from the
+	// dashboard (GET /_/logs.txt).
+	LogFile func(io.Writer) error
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil: time.Now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -99,4 +100,18 @@ func (h *ringHandler) WithGroup(name string) slog.Handler {
 		g = h.group + "." + name
 	}
 	return &ringHandler{ring: h.ring, next: h.next.WithGroup(name), prefix: h.prefix, group: g}
+}
+
+// handleLogFile is the whole log kept on disk, as a text file to save.
+func (s *Server) handleLogFile(w http.ResponseWriter, r *http.Request) {
+	if s.opts.LogFile == nil {
+		s.fail(w, r, http.StatusNotFound, "This device keeps its logs in memory only: the recent ones are on the dashboard.")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="pc2-logs.txt"`)
+	w.Header().Set("Cache-Control", "no-store")
+	if err := s.opts.LogFile(w); err != nil {
+		s.log.Warn("log download cut short", "err", err)
+	}
 }

@@ -146,6 +146,7 @@ type dashboard struct {
 	Updates  *UpdateStatus
 	Backup   *backupView
 	Logs     []string
+	LogFile  bool // the whole log can be downloaded
 	Sessions int
 	Services []NameService
 	// HasSettings: the device's settings page exists; Trial is a
@@ -192,6 +193,7 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	if d.Usage, err = s.store.Usage(); err != nil {
 		d.UsageErr = err.Error()
 	}
+	d.LogFile = s.opts.LogFile != nil
 	if s.opts.Logs != nil {
 		d.Logs = s.opts.Logs.Lines()
 		if n := len(d.Logs); n > 50 {

@@ -173,6 +173,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /_/login", s.handleLogin)
 	mux.HandleFunc("POST /_/logout", s.owner(s.handleLogout))
 	mux.HandleFunc("GET /_/{$}", s.owner(s.handleDashboard))
+	mux.HandleFunc("GET /_/logs.txt", s.owner(s.handleLogFile))
 	mux.HandleFunc("POST /_/name", s.owner(s.handleName))
 	mux.HandleFunc("POST /_/password", s.owner(s.handlePassword))
 	mux.HandleFunc("GET /_/files/{path...}", s.owner(s.handleFilesPage))
