@@ -101,9 +101,10 @@ bench-gateway: deps
 # relayed and serving a 14-byte public file from disk; wrk with 50, 200
 # and 1,000 keep-alive connections through the gateway, beside frp's
 # vhost, Caddy and nginx proxying to the node's listener, the node's
-# listener itself and a bare Go file server. Three 10 s runs per path
-# and load; about 8 minutes (more the first time frp and Caddy are
-# built).
+# listener itself and a bare Go file server; and one stream of raw TCP
+# (iperf3) through the relay's mapped port beside frp's tcp proxy with and
+# without tcpMux. Three 10 s runs per path and load; about 12 minutes
+# (more the first time frp and Caddy are built).
 bench-realpath: deps
 	$(GO) test -run '^$$' -bench RealPath -benchtime 3x -timeout 60m ./cmd/pc2/
 

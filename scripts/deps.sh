@@ -24,7 +24,8 @@ esac
 # the boot partition with fsck.fat and mtools. services/turn's interop test
 # runs coturn's TURN client, turnutils_uclient. internal/testing/nattest's NAT
 # routers masquerade with nft. The gateway benchmark (make bench-gateway)
-# loads with wrk and compares with nginx. The personal cloud's browser
+# loads with wrk and compares with nginx; the real path (make
+# bench-realpath) sends raw TCP through the relay with iperf3. The personal cloud's browser
 # end-to-end tests drive headless Chromium through chromedp
 # (internal/testing/browsertest); its WebDAV server is checked with litmus.
 # Backups must stay readable by stock restic: services/backup's test
@@ -40,6 +41,7 @@ declare -A cmd_pkg=(
 	[turnutils_uclient]=coturn
 	[nft]=nftables
 	[wrk]=wrk
+	[iperf3]=iperf3
 	[chromium]=chromium [litmus]=litmus
 	[restic]=restic
 	[avahi-daemon]=avahi-daemon [avahi-resolve]=avahi-utils [dbus-daemon]=dbus

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -206,15 +207,20 @@ type rpNode struct {
 // rpStart runs the supernode and the node from their configs, sets the
 // node up (wizard, name, the public file) and returns the gateway's
 // HTTP port and the node.
-func rpStart(b *testing.B, bin, dir string) (string, rpNode) {
+func rpStart(b *testing.B, bin, dir string, tweak ...func(sn, node map[string]any)) (string, rpNode) {
 	opKey, opDID := newKey(b, bin, dir, "operator")
 	gwPort := rpFreePort(b)
+	snCfg := map[string]any{}
+	nodeCfg := map[string]any{}
+	for _, f := range tweak {
+		f(snCfg, nodeCfg)
+	}
 	var snFlags, nodeFlags []string
 	if *rpProfile != "" {
 		snFlags = []string{"--cpuprofile", filepath.Join(*rpProfile, "supernode.pprof")}
 		nodeFlags = []string{"--cpuprofile", filepath.Join(*rpProfile, "node.pprof")}
 	}
-	sn := startSupernode(b, bin, filepath.Join(dir), map[string]any{
+	snBase := map[string]any{
 		"key_file": filepath.Join(dir, "sn.key"), "create_key": true, "data_dir": filepath.Join(dir, "sn"),
 		"listen": []string{"/ip4/127.0.0.1/tcp/0"}, "allow_private_dials": true,
 		"domains": []map[string]string{{"domain": "pc2.test", "operator": opDID}},
@@ -222,13 +228,16 @@ func rpStart(b *testing.B, bin, dir string) (string, rpNode) {
 			// wrk's connections all come from 127.0.0.1: the one
 			// default changed.
 			"rate_limit": 1e9, "burst": 1 << 30},
-	}, snFlags...)
+	}
+	maps.Copy(snBase, snCfg)
+	sn := startSupernode(b, bin, filepath.Join(dir), snBase, snFlags...)
 	gwPID = sn.cmd.Process.Pid
 	rpSNLog = sn.log
 	node := rpNode{listen: "127.0.0.1:" + rpFreePort(b), dataDir: filepath.Join(dir, "node")}
 	cfg := map[string]any{"key_file": filepath.Join(dir, "node.key"), "data_dir": node.dataDir, "listen": node.listen,
 		"mode": "relayed", "supernodes": []string{sn.addr(b, "tcp")}, "pin_supernodes": true,
 		"name_services": []map[string]string{{"domain": "pc2.test", "api": "http://127.0.0.1:" + gwPort}}}
+	maps.Copy(cfg, nodeCfg)
 	data, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(dir, "node.json")
 	if err := os.WriteFile(cfgFile, data, 0o644); err != nil {
@@ -322,4 +331,116 @@ func rpCPU() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// BenchmarkRealPathTCP (issue 21) measures one stream of raw TCP, iperf3
+// for 10 s, through the relay's mapped port: the node (a `pc2 node`
+// process) exposes an iperf3 server (`expose_tcp`), the supernode (a
+// `pc2 supernode` process, default limits: 1 GiB/s per node each way)
+// maps a port to it; beside it iperf3 straight to the server, through frp
+// v0.70.1's tcp proxy with tcpMux and TLS (as usually run) and without
+// tcpMux (TLS still on). Each path -benchtime times; medians printed.
+func BenchmarkRealPathTCP(b *testing.B) {
+	iperf, err := exec.LookPath("iperf3")
+	if err != nil {
+		testenv.SkipOrFail(b, "no iperf3 (apt-get install iperf3): %v", err)
+	}
+	dir := b.TempDir()
+	server := proc.FreeAddr(b)
+	_, port, _ := net.SplitHostPort(server)
+	srv := exec.Command(iperf, "-s", "-B", "127.0.0.1", "-p", port)
+	srv.SysProcAttr = proc.SysProcAttr()
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	bin := buildPC2(b)
+	_, node := rpStart(b, bin, dir, func(sn, n map[string]any) {
+		sn["relay_listen_ip"] = "127.0.0.1"
+		n["expose_tcp"] = map[string]string{"iperf": server}
+	})
+	// The mapped port, from the node's status (the owner's view).
+	var mapped int
+	testenv.WaitFor(b, 30*time.Second, "the relay's mapped port", func() bool {
+		resp, err := http.Get("http://" + node.listen + "/api/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Tunnel *struct {
+				Supernodes []struct {
+					Ports map[string]int `json:"ports"`
+				} `json:"supernodes"`
+			} `json:"tunnel"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&st) != nil || st.Tunnel == nil {
+			return false
+		}
+		for _, s := range st.Tunnel.Supernodes {
+			if p := s.Ports["iperf"]; p > 0 {
+				mapped = p
+			}
+		}
+		return mapped > 0
+	})
+	paths := []struct {
+		name string
+		addr func() string
+	}{
+		{"direct", func() string { return server }},
+		{"pc2-relay", func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(mapped)) }},
+		{"frp-tcpmux-tls", func() string {
+			return frpbench.Start(b, frpbench.Config{TCP: []frpbench.TCPProxy{{Name: "iperf", LocalAddr: server}}}).TCPAddr("iperf")
+		}},
+		{"frp-tls-nomux", func() string {
+			return frpbench.Start(b, frpbench.Config{TCP: []frpbench.TCPProxy{{Name: "iperf", LocalAddr: server}}, NoMux: true}).TCPAddr("iperf")
+		}},
+	}
+	medians := map[string]float64{}
+	for _, p := range paths {
+		addr := p.addr()
+		b.Run(p.name, func(b *testing.B) {
+			var runs []float64
+			for b.Loop() {
+				bps, err := rpIperf(iperf, addr, *rpDuration)
+				if err != nil {
+					b.Fatal(err)
+				}
+				runs = append(runs, bps)
+			}
+			slices.Sort(runs)
+			medians[p.name] = runs[len(runs)/2]
+			b.ReportMetric(medians[p.name]/1e9, "Gbit/s")
+		})
+	}
+	fmt.Printf("\nraw TCP, one stream, iperf3 %v per run (medians):\n", *rpDuration)
+	for _, p := range paths {
+		fmt.Printf("%-16s %6.2f Gbit/s\n", p.name, medians[p.name]/1e9)
+	}
+	if r, f := medians["pc2-relay"], medians["frp-tcpmux-tls"]; f > 0 {
+		fmt.Printf("pc2's relay: %.2fx frp tcpMux+TLS, %.2fx frp without mux\n", r/f, r/medians["frp-tls-nomux"])
+	}
+}
+
+// rpIperf runs one iperf3 transfer to addr and returns the bits per
+// second the server received.
+func rpIperf(iperf, addr string, d time.Duration) (float64, error) {
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command(iperf, "-c", host, "-p", port, "-t", strconv.Itoa(max(1, int(d.Seconds()))), "-J").Output()
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 to %s: %v: %s", addr, err, out)
+	}
+	var r struct {
+		End struct {
+			Received struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || r.Error != "" || r.End.Received.BitsPerSecond <= 0 {
+		return 0, fmt.Errorf("iperf3 to %s: %v %s", addr, err, r.Error)
+	}
+	return r.End.Received.BitsPerSecond, nil
 }

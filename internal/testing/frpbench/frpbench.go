@@ -49,6 +49,9 @@ type Config struct {
 	HTTP []HTTPProxy
 	// SubdomainHost is frps's subDomainHost (default "frp.test").
 	SubdomainHost string
+	// NoMux turns tcpMux off: each proxied connection gets a work
+	// connection of its own between frpc and frps (TLS still on).
+	NoMux bool
 }
 
 // TCPProxy is an frp "tcp" proxy: a port on frps that forwards to
@@ -126,7 +129,7 @@ func Start(tb testing.TB, cfg Config) *Tunnel {
 	var s strings.Builder
 	fmt.Fprintf(&s, "bindAddr = %q\nbindPort = %s\n", "127.0.0.1", port(t.ServerAddr))
 	fmt.Fprintf(&s, "auth.method = \"token\"\nauth.token = %q\n", tok)
-	s.WriteString("transport.tcpMux = true\ntransport.tls.force = true\n")
+	fmt.Fprintf(&s, "transport.tcpMux = %v\ntransport.tls.force = true\n", !cfg.NoMux)
 	if t.HTTPAddr != "" {
 		fmt.Fprintf(&s, "vhostHTTPPort = %s\nsubDomainHost = %q\n", port(t.HTTPAddr), cfg.SubdomainHost)
 	}
@@ -135,7 +138,7 @@ func Start(tb testing.TB, cfg Config) *Tunnel {
 	var c strings.Builder
 	fmt.Fprintf(&c, "serverAddr = %q\nserverPort = %s\nloginFailExit = true\n", "127.0.0.1", port(t.ServerAddr))
 	fmt.Fprintf(&c, "auth.method = \"token\"\nauth.token = %q\n", tok)
-	c.WriteString("transport.tcpMux = true\ntransport.tls.enable = true\n")
+	fmt.Fprintf(&c, "transport.tcpMux = %v\ntransport.tls.enable = true\n", !cfg.NoMux)
 	fmt.Fprintf(&c, "webServer.addr = %q\nwebServer.port = %s\n", "127.0.0.1", port(admin))
 	c.WriteString("log.to = \"console\"\nlog.level = \"info\"\nlog.disablePrintColor = true\n")
 	for _, p := range cfg.TCP {
