@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -145,4 +146,41 @@ func TestAsBusy(t *testing.T) {
 	if AsBusy(nil) != nil {
 		t.Error("AsBusy(nil) is not nil")
 	}
+}
+
+// spliceCopy copies every byte whatever the reads' sizes: bulk (its
+// buffer grows), then small ones (it shrinks), then bulk again.
+func TestSpliceCopy(t *testing.T) {
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	var src bytes.Buffer
+	sizes := []int{1 << 20, 100, 3, 64 << 10, 1 << 20}
+	var chunks [][]byte
+	rest := data
+	for i := 0; len(rest) > 0; i++ {
+		n := min(sizes[i%len(sizes)], len(rest))
+		chunks = append(chunks, rest[:n])
+		rest = rest[n:]
+	}
+	r := &chunkReader{chunks: chunks}
+	spliceCopy(&src, r)
+	if !bytes.Equal(src.Bytes(), data) {
+		t.Fatalf("copied %d bytes, not the %d given", src.Len(), len(data))
+	}
+}
+
+// chunkReader returns its chunks one per Read (at most len(p) of each).
+type chunkReader struct{ chunks [][]byte }
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
 }
