@@ -131,17 +131,17 @@ func (n *Names) registerHost(r *http.Request, domain string) (*namesapi.HostInfo
 	case !errors.Is(err, dht.ErrNotFound):
 		return nil, 0, fmt.Errorf("invite code: %w", err)
 	}
-	// The DID's share: hosts whose proof still names it.
-	kept := listed[:0:0]
+	// The DID's share: hosts whose proof still names it. Those known to
+	// be gone (no proof, or another node's) leave the tally.
+	var gone []string
 	for _, t := range listed {
-		if pid, err := c.proof(ctx, t.Name); err == nil && pid == id {
-			kept = append(kept, t)
-		} else if err != nil && !errors.Is(err, ErrNoRecord) && !customdomain.Refused(err) {
-			kept = append(kept, t) // not known to be gone: still counts
+		pid, err := c.proof(ctx, t.Name)
+		if (err == nil && pid != id) || errors.Is(err, ErrNoRecord) || customdomain.Refused(err) {
+			gone = append(gone, t.Name)
 		}
 	}
-	if len(kept) >= c.perNode() {
-		return nil, 0, refuse(http.StatusForbidden, "too_many_hosts", "%s has %d own domains at %s's gateways, the most one node may", id.DID(), len(kept), domain)
+	if kept := len(listed) - len(gone); kept >= c.perNode() {
+		return nil, 0, refuse(http.StatusForbidden, "too_many_hosts", "%s has %d own domains at %s's gateways, the most one node may", id.DID(), kept, domain)
 	}
 	if !n.perAddr.allow(clientKey(r)) {
 		return nil, 0, refuse(http.StatusTooManyRequests, "rate_limited", "too many registrations from this address; try again in an hour")
@@ -154,9 +154,7 @@ func (n *Names) registerHost(r *http.Request, domain string) (*namesapi.HostInfo
 		return nil, 0, fmt.Errorf("register %s: %w", host, err)
 	}
 	if err := n.tally(ctx, gr, domain, subject, func(names []records.TalliedName) []records.TalliedName {
-		names = slices.DeleteFunc(names, func(t records.TalliedName) bool {
-			return !slices.ContainsFunc(kept, func(k records.TalliedName) bool { return k.Name == t.Name })
-		})
+		names = slices.DeleteFunc(names, func(t records.TalliedName) bool { return t.Name == host || slices.Contains(gone, t.Name) })
 		return append(names, records.TalliedName{Name: host, Expires: expires})
 	}); err != nil {
 		return nil, 0, fmt.Errorf("register %s: %w", host, err)

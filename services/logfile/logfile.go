@@ -115,6 +115,10 @@ func (w *Writer) Write(p []byte) (int, error) {
 
 // rotate shifts the files by one (w.mu held).
 func (w *Writer) rotate() error {
+	if w.pending != nil {
+		w.pending.Stop() // synced here: the new file's lines get a timer of their own
+		w.pending = nil
+	}
 	w.f.Sync()
 	w.f.Close()
 	w.f = nil
