@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,18 +111,29 @@ func runAttacker(path string) error {
 		}
 	}
 	// 3. Hold as many of the victim's streams as the gateway gives
-	// (finding 3).
+	// (finding 3), all at once: those over the share wait in the
+	// gateway's line and are refused when it ends (issue 21).
 	gw, _ := url.Parse(c.Gateway)
 	gwAddr := net.JoinHostPort(gw.Hostname(), "80")
-	ws := websocket.Dialer{NetDial: func(network, _ string) (net.Conn, error) { return net.Dial(network, gwAddr) }}
+	ws := websocket.Dialer{NetDial: func(network, _ string) (net.Conn, error) { return net.Dial(network, gwAddr) },
+		HandshakeTimeout: 30 * time.Second}
 	var held []*websocket.Conn
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for range 300 {
 		r.Sockets++
-		conn, _, err := ws.Dial("ws://"+c.Name+"/ws", nil)
-		if err == nil {
-			held = append(held, conn)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, _, err := ws.Dial("ws://"+c.Name+"/ws", nil)
+			if err == nil {
+				mu.Lock()
+				held = append(held, conn)
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	r.SocketsHeld = len(held)
 	// 4. Fresh keys attaching with TCP services (finding 4).
 	for range 20 {
