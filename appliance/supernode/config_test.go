@@ -53,6 +53,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"BadMeshOperator", `{"key_file": "/k", "data_dir": "/d", "mesh": [{"domain": "pc2.net", "operator": "nobody"}]}`, "mesh: operator of pc2.net"},
 		{"MeshOpenWithoutKey", `{"key_file": "/k", "data_dir": "/d", "domains": [{"domain": "ela.city", "operator": "` + opDID + `"}], "gateway": {"http_listen": ":80", "mesh_open": ["ela.city"]}}`, "mesh_open lists ela.city"},
 		{"BadCustomPolicy", `{"key_file": "/k", "data_dir": "/d", "domains": [{"domain": "ela.city", "operator": "` + opDID + `"}], "gateway": {"http_listen": ":80", "custom_domains": {"policy": "everyone"}}}`, "custom_domains: policy"},
+		{"CustomPerNodeOver", `{"key_file": "/k", "data_dir": "/d", "domains": [{"domain": "ela.city", "operator": "` + opDID + `"}], "gateway": {"http_listen": ":80", "custom_domains": {"policy": "open", "per_node": 17}}}`, "per_node 17"},
+		{"InvitesWithOpen", `{"key_file": "/k", "data_dir": "/d", "domains": [{"domain": "ela.city", "operator": "` + opDID + `"}], "gateway": {"http_listen": ":80", "custom_domains": {"policy": "open", "invites": ["abcdefgh1"]}}}`, "invites with policy"},
 		{"BadDuration", `{"key_file": "/k", "data_dir": "/d", "republish_interval": "soon"}`, "invalid duration"},
 		{"NegativeDuration", `{"key_file": "/k", "data_dir": "/d", "republish_interval": "-1h"}`, "negative"},
 		{"BadTURNListen", `{"key_file": "/k", "data_dir": "/d", "turn_listen": "3478"}`, "turn_listen"},

@@ -178,6 +178,9 @@ func (g *GatewayConfig) check(c *Config) error {
 		if cd.Policy != gateway.CustomOpen && cd.Policy != gateway.CustomInvite && cd.Policy != gateway.CustomAllowlist {
 			return fmt.Errorf("gateway: custom_domains: policy %q: want open, invite or allowlist", cd.Policy)
 		}
+		if cd.PerNode < 0 || cd.PerNode > records.MaxTallied {
+			return fmt.Errorf("gateway: custom_domains: per_node %d: want 1 to %d (0: the default, %d)", cd.PerNode, records.MaxTallied, gateway.DefaultCustomPerNode)
+		}
 		if len(cd.Invites) > 0 && cd.Policy != gateway.CustomInvite {
 			return fmt.Errorf("gateway: custom_domains: invites with policy %q (they are for the invite policy)", cd.Policy)
 		}

@@ -884,8 +884,8 @@ func (n *Names) tally(ctx context.Context, gr granter, domain, subject string, e
 	if names = edit(names); cur != nil && slices.Equal(before, names) {
 		return nil // nothing to change
 	}
-	if len(names) > 16 {
-		names = names[len(names)-16:]
+	if len(names) > records.MaxTallied {
+		names = names[len(names)-records.MaxTallied:]
 	}
 	t := &records.Tally{Version: records.Version, Domain: domain, Subject: subject, Seq: dht.NextSeq(seq, now),
 		IssuedAt: now.Unix(), Expires: now.Add(n.cfg.GrantTTL).Unix(), Names: names}

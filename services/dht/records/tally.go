@@ -35,8 +35,8 @@ const (
 	TallyHostInvite = "hostinvite-"
 )
 
-// maxTallied bounds the names of one tally.
-const maxTallied = 16
+// MaxTallied bounds the names (or hosts) of one tally.
+const MaxTallied = 16
 
 // Tally is a tally record's body.
 type Tally struct {
@@ -145,8 +145,8 @@ func (v *Validator) ParseTally(key string, value []byte) (*Tally, error) {
 	if err := v.checkTimes(t.IssuedAt, t.Expires, MaxNameLifetime); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if len(t.Names) > maxTallied {
-		return nil, fmt.Errorf("%w: %d names in %s, limit %d", ErrTooManyEntries, len(t.Names), what, maxTallied)
+	if len(t.Names) > MaxTallied {
+		return nil, fmt.Errorf("%w: %d names in %s, limit %d", ErrTooManyEntries, len(t.Names), what, MaxTallied)
 	}
 	for _, n := range t.Names {
 		if t.HoldsHosts() {
