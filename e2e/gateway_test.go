@@ -99,7 +99,7 @@ func TestGatewayNAT(t *testing.T) {
 	cfgA.Gateway.OperatorKeys = map[string]string{testDomain: opFile}
 	start(t, tp.SupernodeA, "supernode", "supernode-a", cfgA)
 	procB := start(t, tp.SupernodeB, "supernode", "supernode-b", snConfig(bKey, aAddr, "b"))
-	start(t, tp.Node1, "node", "alice", &personal.Config{KeyFile: nodeKey, Supernodes: []string{bAddr, aAddr}, MaxAttached: 1,
+	start(t, tp.Node1, "node", "alice", &personal.Config{KeyFile: nodeKey, Supernodes: []string{bAddr, aAddr}, MaxAttached: 1, PinSupernodes: true,
 		P2PListen: []string{"/ip4/0.0.0.0/tcp/8090"}})
 
 	name := "alice." + testDomain

@@ -63,9 +63,11 @@ func TestEndToEndTLS(t *testing.T) {
 		label, route string
 		cfg          Config
 	}{
-		{"alice", "relay", Config{Mode: ModeRelayed, Supernodes: gw1.Addrs}},
-		{"bob", "via " + gw2Peer, Config{Mode: ModeRelayed, Supernodes: gw2.Addrs}},
-		{"carol", "direct", Config{Supernodes: gw2.Addrs, P2PListen: []string{"/ip4/127.0.0.1/tcp/0"}}},
+		// Pinned: each route is the one under test (discovery would
+		// attach bob to gateway 1 too, from its domain record).
+		{"alice", "relay", Config{Mode: ModeRelayed, Supernodes: gw1.Addrs, PinSupernodes: true}},
+		{"bob", "via " + gw2Peer, Config{Mode: ModeRelayed, Supernodes: gw2.Addrs, PinSupernodes: true}},
+		{"carol", "direct", Config{Supernodes: gw2.Addrs, P2PListen: []string{"/ip4/127.0.0.1/tcp/0"}, PinSupernodes: true}},
 	} {
 		name := c.label + ".pc2.test"
 		ncfg := c.cfg
