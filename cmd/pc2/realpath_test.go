@@ -179,12 +179,12 @@ func BenchmarkRealPath(b *testing.B) {
 		}
 		sb.WriteString("\n")
 	}
-	fmt.Fprintf(&sb, "supernode: %s\nnode: %s\n", rpMem(gwPID), rpMem(node.pid))
+	fmt.Fprintf(&sb, "supernode: %s\nnode: %s\n", rpMem(node.sn.cmd.Process.Pid), rpMem(node.pid))
 	fmt.Print(sb.String())
 	if *rpVerbose {
 		// Why the gateway failed requests, from its log.
 		seen := map[string]int{}
-		for _, l := range strings.Split(rpSNLog.String(), "\n") {
+		for _, l := range strings.Split(node.sn.log.String(), "\n") {
 			if i := strings.Index(l, "err="); i >= 0 && strings.Contains(l, "unreachable") {
 				seen[l[i:min(len(l), i+300)]]++
 			}
@@ -195,13 +195,11 @@ func BenchmarkRealPath(b *testing.B) {
 	}
 }
 
-var gwPID int
-var rpSNLog *bytes.Buffer
-
-// rpNode is the node process.
+// rpNode is the node process; sn the supernode's.
 type rpNode struct {
 	listen, dataDir string
 	pid             int
+	sn              *supernodeProc
 }
 
 // rpStart runs the supernode and the node from their configs, sets the
@@ -231,9 +229,7 @@ func rpStart(b *testing.B, bin, dir string, tweak ...func(sn, node map[string]an
 	}
 	maps.Copy(snBase, snCfg)
 	sn := startSupernode(b, bin, filepath.Join(dir), snBase, snFlags...)
-	gwPID = sn.cmd.Process.Pid
-	rpSNLog = sn.log
-	node := rpNode{listen: "127.0.0.1:" + rpFreePort(b), dataDir: filepath.Join(dir, "node")}
+	node := rpNode{listen: "127.0.0.1:" + rpFreePort(b), dataDir: filepath.Join(dir, "node"), sn: sn}
 	cfg := map[string]any{"key_file": filepath.Join(dir, "node.key"), "data_dir": node.dataDir, "listen": node.listen,
 		"mode": "relayed", "supernodes": []string{sn.addr(b, "tcp")}, "pin_supernodes": true,
 		"name_services": []map[string]string{{"domain": "pc2.test", "api": "http://127.0.0.1:" + gwPort}}}

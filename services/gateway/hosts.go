@@ -74,6 +74,10 @@ func (n *Names) registerHost(r *http.Request, domain string) (*namesapi.HostInfo
 	if err != nil {
 		return nil, 0, err
 	}
+	code := hashCode(req.Invite)
+	if req.Invite != "" && !n.hostInvites[code] {
+		return nil, 0, refuse(http.StatusForbidden, "invite_invalid", "unknown invite code") // before any lookup
+	}
 	c := n.cfg.Custom
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
@@ -114,12 +118,8 @@ func (n *Names) registerHost(r *http.Request, domain string) (*namesapi.HostInfo
 		return info, http.StatusOK, nil
 	}
 
-	code := hashCode(req.Invite)
-	switch {
-	case req.Invite == "":
+	if req.Invite == "" {
 		return nil, 0, refuse(http.StatusForbidden, "invite_required", "own domains at %s's gateways need an invite code", domain)
-	case !n.hostInvites[code]:
-		return nil, 0, refuse(http.StatusForbidden, "invite_invalid", "unknown invite code")
 	}
 	switch t, err := c.Tally(ctx, domain, records.TallyHostInvite+code); {
 	case err == nil:
