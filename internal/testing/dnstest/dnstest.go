@@ -6,10 +6,12 @@ package dnstest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -59,12 +61,15 @@ func Start(t testing.TB, recs Records) *Server {
 }
 
 // freePort finds a loopback port free for both UDP and TCP (dnsmasq
-// binds both itself).
+// binds both itself) in 10000-19999, below Linux's ephemeral range
+// (32768 and up) and the relays' mapped ports (20000 and up): Set
+// restarts dnsmasq on the same port, and an ephemeral one could be taken
+// meanwhile by any socket of a test running beside it (seen in CI).
 func freePort(t testing.TB) string {
-	for range 100 {
-		tl, err := net.Listen("tcp", "127.0.0.1:0")
+	for range 1000 {
+		tl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(10000+rand.IntN(10000))))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		addr := tl.Addr().String()
 		ul, err := net.ListenPacket("udp", addr)
