@@ -22,15 +22,7 @@ import (
 // at the node), the bytes relayed; libp2p's resource manager and the
 // process's own figures are there too.
 func TestMetrics(t *testing.T) {
-	gw := gwtest.Start(t, gwtest.Options{Metrics: true})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeMetrics := "http://" + ln.Addr().String() + "/metrics"
-	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: gw.Addrs, PinSupernodes: true,
-		NameServices: []cloud.NameService{{Domain: "pc2.test", API: gw.API}}}
-	setUpNode(t, cfg, Options{MetricsListener: ln}, "alice")
+	gw, nodeMetrics := metricsNode(t)
 	for range 3 {
 		testenv.WaitFor(t, 30*time.Second, "alice through the gateway", func() bool {
 			code, _ := visitStatus(gw, "alice.pc2.test")
@@ -104,4 +96,19 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("node: %s = %v, want at least %v", metric, v, atLeast)
 		}
 	}
+}
+
+// metricsNode starts a supernode and alice's node, relayed through it,
+// both serving metrics, and returns the supernode and the node's
+// metrics URL.
+func metricsNode(t *testing.T) (*gwtest.Gateway, string) {
+	gw := gwtest.Start(t, gwtest.Options{Metrics: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{KeyFile: filepath.Join(t.TempDir(), "node.key"), Mode: ModeRelayed, Supernodes: gw.Addrs, PinSupernodes: true,
+		NameServices: []cloud.NameService{{Domain: "pc2.test", API: gw.API}}}
+	setUpNode(t, cfg, Options{MetricsListener: ln}, "alice")
+	return gw, "http://" + ln.Addr().String() + "/metrics"
 }

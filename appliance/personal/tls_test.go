@@ -169,6 +169,14 @@ func TestEndToEndTLS(t *testing.T) {
 		}
 		ws.Close()
 
+		// Spliced connections over one address's share of alice's
+		// streams wait in line, as requests do: the one past 64 gets its
+		// handshake only once one ahead of it closes. The browser's
+		// kept-alive connection would hold one of them.
+		tr.CloseIdleConnections()
+		time.Sleep(200 * time.Millisecond)
+		spliceQueue(t, httpsLn.Addr().String(), name, roots)
+
 		// The owner, away from home, over end-to-end TLS.
 		owner := cloudtest.New(t, "https://"+name, client)
 		owner.Login("owner password")
@@ -202,6 +210,46 @@ func TestEndToEndTLS(t *testing.T) {
 			t.Errorf("Chromium's WebSocket echo: %q", got)
 		}
 		b.CheckNoErrors()
+	}
+}
+
+// spliceQueue holds gateway.DefaultStreamsPerClient spliced TLS
+// connections to name at addr, checks that one more waits (no handshake)
+// and that it gets its handshake from the node once one is closed.
+func spliceQueue(t *testing.T, addr, name string, roots *x509.CertPool) {
+	t.Helper()
+	dial := func() (*tls.Conn, error) {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 20 * time.Second}, "tcp", addr, &tls.Config{ServerName: name, RootCAs: roots})
+	}
+	var held []*tls.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range gateway.DefaultStreamsPerClient {
+		c, err := dial()
+		if err != nil {
+			t.Fatalf("spliced connection %d of the share: %v", len(held)+1, err)
+		}
+		held = append(held, c)
+	}
+	got := make(chan error, 1)
+	go func() {
+		c, err := dial()
+		if err == nil {
+			c.Close()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("a spliced connection past the share was not held in line: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	held[0].Close()
+	if err := <-got; err != nil {
+		t.Fatalf("a spliced connection waiting in line: %v", err)
 	}
 }
 

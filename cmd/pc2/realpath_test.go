@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -26,6 +28,7 @@ import (
 	"github.com/pc2/pc2/internal/testing/cloudtest"
 	"github.com/pc2/pc2/internal/testing/frpbench"
 	"github.com/pc2/pc2/internal/testing/nginxbench"
+	"github.com/pc2/pc2/internal/testing/pebbletest"
 	"github.com/pc2/pc2/internal/testing/proc"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/wrkbench"
@@ -55,7 +58,11 @@ const rpBody = "hello, world!\n"
 // Beside it, the same file straight from the node's own listener (its
 // local port 4200 handler) and from a bare Go file server
 // (http.FileServer on the same file, in this process), for the node
-// handler's share of the cost. Each path and load runs b.N times
+// handler's share of the cost. Over HTTPS (rpStartTLS), a second
+// supernode whose gateway serves HTTPS with certificates from Pebble:
+// bob's visitors' TLS ends at the gateway, carol's at her node (end to
+// end, spliced), beside Caddy and nginx terminating TLS with carol's
+// certificate in front of her node's listener. Each path and load runs b.N times
 // (-benchtime 3x); errors (answers other than 2xx/3xx, socket errors)
 // are counted, never hidden.
 func BenchmarkRealPath(b *testing.B) {
@@ -73,7 +80,9 @@ func BenchmarkRealPath(b *testing.B) {
 	}
 	dir := b.TempDir()
 	bin := buildPC2(b)
-	gw, node := rpStart(b, bin, dir)
+	e := rpStart(b, bin, dir)
+	node := e.node
+	tl := rpStartTLS(b, bin, dir, e)
 	script, err := wrkbench.WriteScript(dir)
 	if err != nil {
 		b.Fatal(err)
@@ -92,7 +101,7 @@ func BenchmarkRealPath(b *testing.B) {
 		name string
 		url  func() string
 	}{
-		{"gateway+relay+node", func() string { return "http://alice.pc2.test:" + gw + "/hello.txt" }},
+		{"gateway+relay+node", func() string { return "http://alice.pc2.test:" + e.gwPort + "/hello.txt" }},
 		{"frp-vhost", func() string {
 			// frps's vhost HTTP port -> one TLS connection, tcpMux -> frpc
 			// -> the node's listener, as frp is usually run.
@@ -104,6 +113,20 @@ func BenchmarkRealPath(b *testing.B) {
 		{"nginx", func() string { return "http://" + nginxbench.ReverseProxy(b, node.listen, "", "") + "/hello.txt" }},
 		{"node-listener", func() string { return "http://" + node.listen + "/hello.txt" }},
 		{"go-file-server", func() string { return "http://" + ln.Addr().String() + "/hello.txt" }},
+		// HTTPS (HTTP/1.1 over TLS 1.3: wrk offers no ALPN): bob's
+		// visitors' TLS ends at the gateway, carol's at her node (the
+		// gateway splices it); Caddy and nginx terminate with carol's
+		// certificate and key and proxy to her node's listener.
+		{"https-gateway-terminates", func() string { return "https://bob.pc2.test:" + tl.httpsPort + "/hello.txt" }},
+		{"https-end-to-end", func() string { return "https://carol.pc2.test:" + tl.httpsPort + "/hello.txt" }},
+		{"https-caddy", func() string {
+			_, p, _ := net.SplitHostPort(caddybench.ReverseProxyTLS(b, tl.carol.listen, tl.certFile, tl.keyFile).Addr)
+			return "https://carol.pc2.test:" + p + "/hello.txt"
+		}},
+		{"https-nginx", func() string {
+			_, p, _ := net.SplitHostPort(nginxbench.ReverseProxy(b, tl.carol.listen, tl.certFile, tl.keyFile))
+			return "https://carol.pc2.test:" + p + "/hello.txt"
+		}},
 	}
 	type row struct {
 		path  string
@@ -113,7 +136,7 @@ func BenchmarkRealPath(b *testing.B) {
 	var rows []*row
 	for _, p := range paths {
 		url := p.url()
-		rpCheck(b, url)
+		rpCheck(b, url, tl.roots)
 		b.Run(p.name, func(b *testing.B) {
 			for _, c := range conns {
 				r := &row{path: p.name, conns: c}
@@ -142,10 +165,10 @@ func BenchmarkRealPath(b *testing.B) {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nreal path (issue 21): %s, %d CPUs, %v per run\n", rpCPU(), runtime.NumCPU(), *rpDuration)
-	fmt.Fprintf(&sb, "%-20s %6s %12s %10s %10s %8s %8s\n", "path", "conns", "req/s", "p50 ms", "p99 ms", "non-2xx", "socket")
+	fmt.Fprintf(&sb, "%-26s %6s %12s %10s %10s %8s %8s\n", "path", "conns", "req/s", "p50 ms", "p99 ms", "non-2xx", "socket")
 	for _, r := range rows {
 		for _, res := range r.rs {
-			fmt.Fprintf(&sb, "%-20s %6d %12.0f %10.2f %10.2f %8d %8d\n", r.path, r.conns, res.RPS(),
+			fmt.Fprintf(&sb, "%-26s %6d %12.0f %10.2f %10.2f %8d %8d\n", r.path, r.conns, res.RPS(),
 				float64(res.P50)/1e6, float64(res.P99)/1e6, res.Status, res.Errors())
 		}
 	}
@@ -172,6 +195,18 @@ func BenchmarkRealPath(b *testing.B) {
 				fmt.Fprintf(&sb, "; %.2fx %s (p99 %.2f of its)", g/o, other, gp/op)
 			}
 		}
+		for _, https := range []string{"https-gateway-terminates", "https-end-to-end"} {
+			h, hp, ok := median(https, c)
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(&sb, "\n  %s %.0f req/s, p99 %.1f ms", https, h, hp)
+			for _, other := range []string{"https-caddy", "https-nginx"} {
+				if o, op, ok := median(other, c); ok {
+					fmt.Fprintf(&sb, "; %.2fx %s (p99 %.2f of its)", h/o, other, hp/op)
+				}
+			}
+		}
 		if n, _, ok := median("node-listener", c); ok {
 			if f, _, ok := median("go-file-server", c); ok {
 				fmt.Fprintf(&sb, "; the node's own handler at %.0f %% of a bare Go file server", 100*n/f)
@@ -179,12 +214,12 @@ func BenchmarkRealPath(b *testing.B) {
 		}
 		sb.WriteString("\n")
 	}
-	fmt.Fprintf(&sb, "supernode: %s\nnode: %s\n", rpMem(node.sn.cmd.Process.Pid), rpMem(node.pid))
+	fmt.Fprintf(&sb, "supernode: %s\nnode: %s\nHTTPS supernode: %s\n", rpMem(e.sn.cmd.Process.Pid), rpMem(node.pid), rpMem(tl.sn.cmd.Process.Pid))
 	fmt.Print(sb.String())
 	if *rpVerbose {
 		// Why the gateway failed requests, from its log.
 		seen := map[string]int{}
-		for _, l := range strings.Split(node.sn.log.String(), "\n") {
+		for _, l := range strings.Split(e.sn.log.String()+tl.sn.log.String(), "\n") {
 			if i := strings.Index(l, "err="); i >= 0 && strings.Contains(l, "unreachable") {
 				seen[l[i:min(len(l), i+300)]]++
 			}
@@ -195,17 +230,24 @@ func BenchmarkRealPath(b *testing.B) {
 	}
 }
 
-// rpNode is the node process; sn the supernode's.
+// rpNode is a node process.
 type rpNode struct {
 	listen, dataDir string
 	pid             int
-	sn              *supernodeProc
+	owner           *cloudtest.Browser // logged in on the node's listener
 }
 
-// rpStart runs the supernode and the node from their configs, sets the
-// node up (wizard, name, the public file) and returns the gateway's
-// HTTP port and the node.
-func rpStart(b *testing.B, bin, dir string, tweak ...func(sn, node map[string]any)) (string, rpNode) {
+// rpEnv is the supernode (with its HTTP gateway and names API) and alice,
+// relayed through it.
+type rpEnv struct {
+	gwPort, opDID, api string
+	sn                 *supernodeProc
+	node               rpNode
+}
+
+// rpStart runs the supernode and alice's node from their configs, sets
+// the node up (wizard, name, the public file) and returns them.
+func rpStart(b *testing.B, bin, dir string, tweak ...func(sn, node map[string]any)) rpEnv {
 	opKey, opDID := newKey(b, bin, dir, "operator")
 	gwPort := rpFreePort(b)
 	snCfg := map[string]any{}
@@ -228,18 +270,30 @@ func rpStart(b *testing.B, bin, dir string, tweak ...func(sn, node map[string]an
 			"rate_limit": 1e9, "burst": 1 << 30},
 	}
 	maps.Copy(snBase, snCfg)
-	sn := startSupernode(b, bin, filepath.Join(dir), snBase, snFlags...)
-	node := rpNode{listen: "127.0.0.1:" + rpFreePort(b), dataDir: filepath.Join(dir, "node"), sn: sn}
+	e := rpEnv{gwPort: gwPort, opDID: opDID, api: "http://127.0.0.1:" + gwPort}
+	e.sn = startSupernode(b, bin, filepath.Join(dir), snBase, snFlags...)
+	e.node = rpStartNode(b, bin, filepath.Join(dir, "alice"), "alice", e.sn.addr(b, "tcp"), e.api, nodeCfg, nodeFlags...)
+	return e
+}
+
+// rpStartNode runs a relayed node attached to supernode from its config
+// (with extra), sets it up through its wizard, claims label at the names
+// API and uploads the public file.
+func rpStartNode(b *testing.B, bin, dir, label, supernode, api string, extra map[string]any, flags ...string) rpNode {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	node := rpNode{listen: "127.0.0.1:" + rpFreePort(b), dataDir: filepath.Join(dir, "node")}
 	cfg := map[string]any{"key_file": filepath.Join(dir, "node.key"), "data_dir": node.dataDir, "listen": node.listen,
-		"mode": "relayed", "supernodes": []string{sn.addr(b, "tcp")}, "pin_supernodes": true,
-		"name_services": []map[string]string{{"domain": "pc2.test", "api": "http://127.0.0.1:" + gwPort}}}
-	maps.Copy(cfg, nodeCfg)
+		"mode": "relayed", "supernodes": []string{supernode}, "pin_supernodes": true,
+		"name_services": []map[string]string{{"domain": "pc2.test", "api": api}}}
+	maps.Copy(cfg, extra)
 	data, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(dir, "node.json")
 	if err := os.WriteFile(cfgFile, data, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, append([]string{"node", "--config", cfgFile}, nodeFlags...)...)
+	cmd := exec.Command(bin, append([]string{"node", "--config", cfgFile}, flags...)...)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -250,11 +304,11 @@ func rpStart(b *testing.B, bin, dir string, tweak ...func(sn, node map[string]an
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		if b.Failed() {
-			b.Logf("node log:\n%s", log.String())
+			b.Logf("%s's node log:\n%s", label, log.String())
 		}
 	})
 	base := "http://" + node.listen
-	testenv.WaitFor(b, 30*time.Second, "the node's listener", func() bool {
+	testenv.WaitFor(b, 30*time.Second, label+"'s listener", func() bool {
 		resp, err := http.Get(base + "/healthz")
 		if err != nil {
 			return false
@@ -262,21 +316,97 @@ func rpStart(b *testing.B, bin, dir string, tweak ...func(sn, node map[string]an
 		resp.Body.Close()
 		return true
 	})
-	owner := cloudtest.New(b, base, nil)
-	owner.CreateIdentity()
-	owner.Password("owner password")
-	if r := owner.Claim("alice", ""); r.Code != http.StatusSeeOther {
-		b.Fatalf("claim: %d %s", r.Code, r.Err())
+	node.owner = cloudtest.New(b, base, nil)
+	node.owner.CreateIdentity()
+	node.owner.Password("owner password")
+	if r := node.owner.Claim(label, ""); r.Code != http.StatusSeeOther {
+		b.Fatalf("%s: claim: %d %s", label, r.Code, r.Err())
 	}
-	if r := owner.Upload("public/hello.txt", strings.NewReader(rpBody)); r.Code != http.StatusCreated {
-		b.Fatalf("upload: %d %s", r.Code, r.Err())
+	if r := node.owner.Upload("public/hello.txt", strings.NewReader(rpBody)); r.Code != http.StatusCreated {
+		b.Fatalf("%s: upload: %d %s", label, r.Code, r.Err())
 	}
-	return gwPort, node
+	return node
+}
+
+// rpTLS is the HTTPS side of the benchmark: a second supernode whose
+// gateway serves HTTPS only, with certificates from an ACME CA (Pebble),
+// and two nodes relayed through it: bob without a certificate of his own
+// (the gateway terminates his visitors' TLS) and carol with one (the
+// gateway splices her visitors' TLS to her: end to end).
+type rpTLS struct {
+	httpsPort         string
+	sn                *supernodeProc
+	bob, carol        rpNode
+	roots             *x509.CertPool
+	certFile, keyFile string // carol's, for Caddy and nginx to terminate with
+}
+
+// rpStartTLS starts the HTTPS side beside e, in the same DHT and domain;
+// bob and carol claim their names at e's names API.
+func rpStartTLS(b *testing.B, bin, dir string, e rpEnv) *rpTLS {
+	port, httpPort := proc.FreePort(b), proc.FreePort(b)
+	pb := pebbletest.Start(b, pebbletest.Options{TLSPort: port, HTTPPort: httpPort})
+	for _, h := range []string{"bob.pc2.test", "carol.pc2.test"} {
+		if err := pb.AddA(h, "127.0.0.1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	t := &rpTLS{httpsPort: strconv.Itoa(port)}
+	var err error
+	if t.roots, err = pb.IssuingRoots(); err != nil {
+		b.Fatal(err)
+	}
+	acme := map[string]string{"ca": pb.DirectoryURL, "ca_root": string(pb.ClientRootsPEM)}
+	snDir := filepath.Join(dir, "sn2")
+	if err := os.MkdirAll(snDir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	t.sn = startSupernode(b, bin, snDir, map[string]any{
+		"key_file": filepath.Join(snDir, "sn.key"), "create_key": true, "data_dir": filepath.Join(snDir, "data"),
+		"listen": []string{"/ip4/127.0.0.1/tcp/0"}, "allow_private_dials": true, "bootstrap": []string{e.sn.addr(b, "tcp")},
+		"domains": []map[string]string{{"domain": "pc2.test", "operator": e.opDID}},
+		"gateway": map[string]any{"https_listen": "127.0.0.1:" + t.httpsPort, "http_listen": "127.0.0.1:" + strconv.Itoa(httpPort), "acme": acme,
+			"rate_limit": 1e9, "burst": 1 << 30},
+	})
+	at := t.sn.addr(b, "tcp")
+	t.bob = rpStartNode(b, bin, filepath.Join(dir, "bob"), "bob", at, e.api, nil)
+	t.carol = rpStartNode(b, bin, filepath.Join(dir, "carol"), "carol", at, e.api, map[string]any{"tls": acme})
+	testenv.WaitFor(b, 2*time.Minute, "carol's own certificate", func() bool {
+		var st struct {
+			TLS *struct {
+				Mode string `json:"mode"`
+			} `json:"tls"`
+		}
+		json.Unmarshal([]byte(t.carol.owner.Get("/api/status").Body), &st)
+		return st.TLS != nil && st.TLS.Mode == "end-to-end"
+	})
+	certDir := filepath.Join(t.carol.dataDir, "certs")
+	carolKey, err := pebbletest.StoredKey(certDir, "carol.pc2.test")
+	if err != nil {
+		b.Fatal(err)
+	}
+	t.keyFile = pebbletest.KeyFiles(certDir, "carol.pc2.test")[0]
+	t.certFile = strings.TrimSuffix(t.keyFile, ".key") + ".crt"
+	// The gateway presents carol's own key for her name (end to end)
+	// and its own certificate for bob's (terminated there).
+	addr := "127.0.0.1:" + t.httpsPort
+	testenv.WaitFor(b, time.Minute, "carol's certificate at the gateway", func() bool {
+		leaf, err := pebbletest.Leaf(addr, "carol.pc2.test", t.roots)
+		return err == nil && pebbletest.SameKey(carolKey, leaf.PublicKey)
+	})
+	testenv.WaitFor(b, time.Minute, "the gateway's certificate for bob", func() bool {
+		leaf, err := pebbletest.Leaf(addr, "bob.pc2.test", t.roots)
+		return err == nil && slices.Equal(leaf.DNSNames, []string{"bob.pc2.test"}) && !pebbletest.SameKey(carolKey, leaf.PublicKey)
+	})
+	if k := pebbletest.KeyFiles(filepath.Join(snDir, "data", "certs"), "carol.pc2.test"); len(k) > 0 {
+		b.Fatalf("the gateway holds a key for carol's name: %v", k)
+	}
+	return t
 }
 
 // rpCheck waits until url answers the public file.
-func rpCheck(b *testing.B, url string) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+func rpCheck(b *testing.B, url string, roots *x509.CertPool) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		_, port, _ := net.SplitHostPort(addr)
 		return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:"+port)
 	}}}
@@ -351,10 +481,10 @@ func BenchmarkRealPathTCP(b *testing.B) {
 	}
 	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	bin := buildPC2(b)
-	_, node := rpStart(b, bin, dir, func(sn, n map[string]any) {
+	node := rpStart(b, bin, dir, func(sn, n map[string]any) {
 		sn["relay_listen_ip"] = "127.0.0.1"
 		n["expose_tcp"] = map[string]string{"iperf": server}
-	})
+	}).node
 	// The mapped port, from the node's status (the owner's view).
 	var mapped int
 	testenv.WaitFor(b, 30*time.Second, "the relay's mapped port", func() bool {

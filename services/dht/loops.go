@@ -65,6 +65,28 @@ func (n *Node) republishLoop(ctx context.Context) {
 	}
 }
 
+// ClientRefreshInterval is how often a client refreshes its routing
+// table (kad-dht's own period; its 2-minute refresh of a table with
+// fewer than 10 peers is off for clients, see New).
+const ClientRefreshInterval = 10 * time.Minute
+
+// clientRefreshLoop refreshes a client's routing table: a lookup of its
+// own key and of random keys in the buckets not refreshed lately, which
+// finds the servers near it.
+func (n *Node) clientRefreshLoop(ctx context.Context) {
+	defer n.wg.Done()
+	for backoff.Sleep(ctx, ClientRefreshInterval) {
+		select {
+		case err := <-n.dht.RefreshRoutingTable():
+			if err != nil {
+				n.log.Debug("routing table refresh", "err", err)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // replicateLoop re-puts every valid stored record so it reaches the nodes
 // now closest to its key (after joins and departures), and drops records
 // that have expired.

@@ -245,6 +245,17 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		kaddht.MaxRecordAge(records.MaxNameLifetime),
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 	}
+	if cfg.Mode == ModeClient {
+		// A client's routing table holds the few supernodes it knows,
+		// under kad-dht's threshold of 10 peers, below which kad-dht
+		// refreshes it every 2 minutes: a self-lookup at each
+		// supernode, whose DHT stream the supernode keeps open for a
+		// minute after it. That held a stream, a goroutine and about
+		// 16 KB of stack per node on its supernodes half of the time
+		// (docs/benchmarks.md, "10,000 nodes"). Clients refresh every
+		// ClientRefreshInterval instead (clientRefreshLoop).
+		opts = append(opts, kaddht.DisableAutoRefresh())
+	}
 	opts = append(opts, cfg.DHTOptions...)
 	n.dht, err = kaddht.New(n.host, opts...)
 	if err != nil {
@@ -259,6 +270,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Mode == ModeServer && cfg.ReplicateInterval > 0 {
 		n.wg.Add(1)
 		go n.replicateLoop(loopCtx)
+	}
+	if cfg.Mode == ModeClient {
+		n.wg.Add(1)
+		go n.clientRefreshLoop(loopCtx)
 	}
 	log.Info("dht node started", "peer", n.host.ID(), "mode", modeName(cfg.Mode), "addrs", n.host.Addrs())
 	return n, nil

@@ -375,7 +375,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := e.res.Name.Grant.DID
-	release, ok := g.queue(r, id)
+	release, ok := g.queue(r.Context(), clientKey(r), id)
 	if !ok {
 		g.log.Debug("request not served: over its client's or the node's streams for too long", "client", clientIP(r), "name", name)
 		w.Header().Set("Retry-After", "1")
@@ -386,22 +386,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.proxy.ServeNode(w, r.WithContext(context.WithValue(r.Context(), entryKey{}, e)), id)
 }
 
-// queue takes a slot of r's client's share of node id's streams and one
-// of the node's, waiting in line for each up to QueueWait: load beyond
-// what the node takes at once queues here, first come first served,
-// instead of failing at the relay.
-func (g *Gateway) queue(r *http.Request, id identity.ID) (release func(), ok bool) {
+// queue takes a slot of client's share of node id's streams and one of
+// the node's, waiting in line for each up to QueueWait (or until parent
+// ends): load beyond what the node takes at once queues here, first
+// come first served, instead of failing at the relay. A request and a
+// spliced TLS connection each hold one while they last.
+func (g *Gateway) queue(parent context.Context, client string, id identity.ID) (release func(), ok bool) {
 	// Without a line, no timer: most requests find a slot at once.
 	var ctx context.Context
 	cancel := func() {}
 	defer func() { cancel() }()
 	wait := func() context.Context {
 		if ctx == nil {
-			ctx, cancel = context.WithTimeout(r.Context(), g.cfg.QueueWait)
+			ctx, cancel = context.WithTimeout(parent, g.cfg.QueueWait)
 		}
 		return ctx
 	}
-	k := shareKey{clientKey(r), id}
+	k := shareKey{client, id}
 	mine, ok := g.inFlight.Take(k, g.cfg.StreamsPerClient)
 	if !ok {
 		if mine, ok = g.inFlight.Wait(wait(), k, g.cfg.StreamsPerClient, 16*g.cfg.StreamsPerClient); !ok {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"io"
@@ -21,13 +22,17 @@ import (
 
 // Limits of the TLS router's peek (ServeTLS): what one client, and all
 // of them together, may hold in connections that have not finished their
-// ClientHello. A connection past them is closed at once.
+// ClientHello. A connection over its client's share waits in line for a
+// slot (at most PeekLine of them, each up to the peek's timeout, bounded
+// further by the client's connection rate); one past the line or the
+// total is closed at once.
 // A client's share is that of its other per-client limits (64): an
 // office or a carrier-grade NAT opens many connections at once from one
 // address, while a peek lasts a round trip unless the client stalls.
 const (
 	PeeksPerClient = 64
 	PeeksTotal     = 4096
+	PeekLine       = 16 * PeeksPerClient
 )
 
 // RelayLabel is the reserved name of a domain's relays on port 443:
@@ -54,7 +59,9 @@ const RelayConnsPerClient = 64
 //     getting one: a CA's TLS-ALPN-01 validation that is not the
 //     gateway's own, Config.OwnChallenge). Each spliced connection holds
 //     one of the client's share of the node's streams
-//     (Config.StreamsPerClient) while it lasts.
+//     (Config.StreamsPerClient) and one of the node's (StreamsPerNode)
+//     while it lasts; over either it waits in line as a request does,
+//     up to QueueWait, and is closed after that.
 //   - relay.<domain>, unless it is the gateway's own TLS-ALPN-01
 //     validation: raw to the supernode's libp2p WebSocket listener
 //     (Config.RelayWS), which terminates TLS with the gateway's
@@ -95,8 +102,16 @@ func (g *Gateway) route(c net.Conn, term *chanlisten.Listener) {
 	}
 	mine, ok := g.peeking.Take(client, PeeksPerClient)
 	if !ok {
-		c.Close()
-		return
+		// A burst of connections (a page's, an office's): wait for the
+		// peeks ahead, which last a round trip unless their client
+		// stalls, and then at most the peek's timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), cmp.Or(g.cfg.PeekTimeout, sni.DefaultTimeout))
+		mine, ok = g.peeking.Wait(ctx, client, PeeksPerClient, PeekLine)
+		cancel()
+		if !ok {
+			c.Close()
+			return
+		}
 	}
 	all, ok := g.peekingAll.Take(struct{}{}, PeeksTotal)
 	if !ok {
@@ -228,9 +243,10 @@ func (g *Gateway) splice(c net.Conn, client string, hello *sni.Hello) bool {
 		return atGateway(why)
 	}
 	id := e.res.Name.Grant.DID
-	release, ok := g.inFlight.Take(shareKey{client, id}, g.cfg.StreamsPerClient)
+	release, ok := g.queue(context.Background(), client, id)
 	if !ok {
-		c.Close() // over its share: as a 503 would, but there is no HTTP yet
+		g.log.Debug("TLS connection closed: over its client's or the node's streams for too long", "client", client, "name", name)
+		c.Close() // as a 503 would, but there is no HTTP yet
 		return true
 	}
 	defer release()

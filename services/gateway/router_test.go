@@ -26,7 +26,13 @@ import (
 // at once, and another client still gets through.
 func TestServeTLS(t *testing.T) {
 	w := newWorld(t, 1)
-	g, _ := w.gateway(w.sns[0], func(cfg *Config) { cfg.PeekTimeout = 500 * time.Millisecond })
+	// A peek's timeout longer than the steps below take (the stalled
+	// connections must still hold their slots and the line), and a
+	// connection rate that lets one address fill its line.
+	g, _ := w.gateway(w.sns[0], func(cfg *Config) {
+		cfg.PeekTimeout = 3 * time.Second
+		cfg.Rate, cfg.Burst = 1e4, 1e4
+	})
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: testDomain}, DNSNames: []string{testDomain},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -76,13 +82,13 @@ func TestServeTLS(t *testing.T) {
 		}
 	}
 	closedAtOnce("plain HTTP", []byte("GET / HTTP/1.1\r\nHost: "+testDomain+"\r\n\r\n"), 2*time.Second)
-	closedAtOnce("a client that says nothing", nil, 3*time.Second)
+	closedAtOnce("a client that says nothing", nil, 5*time.Second)
 	if c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}); err == nil {
 		c.Close()
 		t.Error("a ClientHello without a server name got a handshake")
 	}
 
-	// Stalled clients: one address's share, then closed at once.
+	// Stalled clients: one address's share, its line, then closed at once.
 	var held []net.Conn
 	for range PeeksPerClient {
 		c, err := net.Dial("tcp", addr)
@@ -98,7 +104,43 @@ func TestServeTLS(t *testing.T) {
 		}
 	}()
 	time.Sleep(100 * time.Millisecond) // the router took them
-	closedAtOnce("a stalled client past its share", []byte{22, 3, 1}, 200*time.Millisecond)
+	// One more connection of that address waits in line (a page's burst
+	// of connections, an office behind one address) and is served once
+	// a peek ahead of it ends.
+	browser := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	got := make(chan error, 1)
+	go func() {
+		resp, err := browser.Get("https://" + testDomain + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		got <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-got:
+		t.Fatalf("a connection past its address's share was not held in line (%v)", err)
+	default:
+	}
+	held[0].Close()
+	held = held[1:]
+	if err := <-got; err != nil {
+		t.Fatalf("a connection waiting in line: %v", err)
+	}
+	// The line holds PeekLine more: past it, closed at once.
+	for range PeekLine + 1 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{22, 3, 1})
+		held = append(held, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	closedAtOnce("a stalled client past its share and its line", []byte{22, 3, 1}, 200*time.Millisecond)
 	// Another address (127.0.0.2 is loopback too) is not affected.
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 	other := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true,

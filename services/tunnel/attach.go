@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/pc2/pc2/services/relay"
 )
@@ -78,6 +79,14 @@ func (c *Client) openAttach(ctx context.Context, ai peer.AddrInfo) (network.Stre
 		case <-ctx.Done():
 		}
 	}(c.netChange())
+	// The loop's own backoff (jittered, capped at MaxBackoff) spaces the
+	// attempts: libp2p's dial backoff on top (5 s after a failed dial,
+	// growing with each to 5 min) would keep a node away from a
+	// supernode that is back, and after a supernode's restart it held
+	// its nodes back in lockstep (docs/benchmarks.md, the attach storm).
+	if sw, ok := h.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(ai.ID)
+	}
 	if err := h.Connect(ctx, ai); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}

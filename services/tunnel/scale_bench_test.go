@@ -3,8 +3,11 @@ package tunnel
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -39,7 +42,8 @@ import (
 
 // Flags of BenchmarkRelayScale.
 var (
-	scaleNodes       = flag.Int("scale.nodes", 2000, "nodes attached to the supernode")
+	scaleNodes       = flag.Int("scale.nodes", 10000, "nodes attached to the supernode (its max_nodes: dht.Limits.Peers and the relay's MaxNodes)")
+	scaleStorm       = flag.Duration("scale.storm", 3*time.Minute, "after the latency runs, restart the supernode and give every node this long to attach again (0: no restart)")
 	scaleAttachConc  = flag.Int("scale.attach", 50, "nodes attaching at a time")
 	scaleAttachWait  = flag.Duration("scale.attachwait", 15*time.Second, "how long one node may take to attach")
 	scaleOpens       = flag.Int("scale.opens", 5000, "streams opened per latency run")
@@ -54,6 +58,16 @@ const scaleHelperEnv = "PC2_SCALE_HELPER"
 // scaleProfileEnv asks the helper for a finely sampled heap profile.
 const scaleProfileEnv = "PC2_SCALE_PROFILE"
 
+// scalePeersEnv is the helper's max_nodes (dht.Limits.Peers and the
+// relay's MaxNodes); scaleSeedEnv its key (hex Ed25519 seed) and
+// scaleListenEnv its listen address, the same across a restart so that
+// the nodes come back to it.
+const (
+	scalePeersEnv  = "PC2_SCALE_PEERS"
+	scaleSeedEnv   = "PC2_SCALE_SEED"
+	scaleListenEnv = "PC2_SCALE_LISTEN"
+)
+
 // scaleReplyPrefix marks the helper's answers on its stdout.
 const scaleReplyPrefix = "scale: "
 
@@ -61,6 +75,7 @@ const scaleReplyPrefix = "scale: "
 type scaleStats struct {
 	Addr        string `json:"addr,omitempty"`
 	RSS         int64  `json:"rss"`
+	PeakRSS     int64  `json:"peak_rss"`
 	HeapInuse   int64  `json:"heap_inuse"`
 	HeapAlloc   int64  `json:"heap_alloc"`
 	StackInuse  int64  `json:"stack_inuse"`
@@ -134,13 +149,16 @@ func scaleRaiseNOFILE() (uint64, error) {
 }
 
 // scaleRSS is a process's resident set size in bytes ("self" or a pid).
-func scaleRSS(pid string) int64 {
+func scaleRSS(pid string) int64 { return scaleStatus(pid, "VmRSS:") }
+
+// scaleStatus is a figure in kB of a process's /proc status, in bytes.
+func scaleStatus(pid, field string) int64 {
 	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb << 10
 		}
@@ -214,16 +232,23 @@ func TestScaleSupernodeHelper(t *testing.T) {
 		// Fine sampling, so that small per-connection allocations show.
 		runtime.MemProfileRate = 4 << 10
 	}
-	// The supernode's host as the appliance builds it, with the limits
-	// dht gives servers.
-	_, key, _ := ed25519.GenerateKey(nil)
-	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeServer, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
+	// The supernode's host as `pc2 supernode` builds it with max_nodes
+	// (dht.Limits sized for them, the relay refusing more).
+	peers, _ := strconv.Atoi(os.Getenv(scalePeersEnv))
+	seed, err := hex.DecodeString(os.Getenv(scaleSeedEnv))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		reply(scaleStats{Error: fmt.Sprintf("%s: want a hex seed of %d bytes", scaleSeedEnv, ed25519.SeedSize)})
+		return
+	}
+	key := ed25519.NewKeyFromSeed(seed)
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeServer, ListenAddrs: []string{cmp.Or(os.Getenv(scaleListenEnv), "/ip4/127.0.0.1/tcp/0")},
+		Limits: dht.Limits{Peers: peers}})
 	if err != nil {
 		reply(scaleStats{Error: err.Error()})
 		return
 	}
 	defer n.Close()
-	r, err := relayserver.New(relayserver.Config{Host: n.Host(), ListenIP: "127.0.0.1"})
+	r, err := relayserver.New(relayserver.Config{Host: n.Host(), ListenIP: "127.0.0.1", MaxNodes: peers})
 	if err != nil {
 		reply(scaleStats{Error: err.Error()})
 		return
@@ -237,7 +262,7 @@ func TestScaleSupernodeHelper(t *testing.T) {
 	stat := func() scaleStats {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		st := scaleStats{RSS: scaleRSS("self"), HeapInuse: int64(ms.HeapInuse), HeapAlloc: int64(ms.HeapAlloc),
+		st := scaleStats{RSS: scaleRSS("self"), PeakRSS: scaleStatus("self", "VmHWM:"), HeapInuse: int64(ms.HeapInuse), HeapAlloc: int64(ms.HeapAlloc),
 			StackInuse: int64(ms.StackInuse), Sys: int64(ms.Sys), Goroutines: runtime.NumGoroutine(),
 			Sessions: len(r.Sessions()), Conns: len(n.Host().Network().Conns()),
 			Connects: connects.Load(), Disconnects: disconnects.Load()}
@@ -445,10 +470,12 @@ func (w *scaleTail) String() string {
 	return fmt.Sprintf("%d lines on stderr, ending:\n%s", w.lines, w.buf)
 }
 
-func scaleStartHelper(b *testing.B) (*scaleHelper, scaleStats) {
+// scaleStartHelper starts the supernode process with the key of seed
+// (hex), listening on listen (empty: a free port).
+func scaleStartHelper(b *testing.B, seed, listen string) (*scaleHelper, scaleStats) {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestScaleSupernodeHelper$", "-test.timeout=0")
-	cmd.Env = append(os.Environ(), scaleHelperEnv+"=1")
+	cmd.Env = append(os.Environ(), scaleHelperEnv+"=1", scalePeersEnv+"="+strconv.Itoa(*scaleNodes), scaleSeedEnv+"="+seed, scaleListenEnv+"="+listen)
 	if *scaleHeapProfile != "" {
 		cmd.Env = append(cmd.Env, scaleProfileEnv+"=1")
 	}
@@ -518,6 +545,75 @@ func (h *scaleHelper) stats(b *testing.B, cmd string) scaleStats {
 		b.Fatalf("%s: %s", cmd, st.Error)
 	}
 	return st
+}
+
+// quit stops the supernode as `pc2 supernode` stops on SIGTERM: its
+// host closes every connection.
+func (h *scaleHelper) quit(b *testing.B) {
+	fmt.Fprintln(h.stdin, "quit")
+	done := make(chan error, 1)
+	go func() { done <- h.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			b.Logf("supernode exited: %v (%s)", err, h.stderr)
+		}
+	case <-time.After(time.Minute):
+		h.cmd.Process.Kill()
+		b.Fatalf("supernode did not quit within a minute: %s", h.stderr)
+	}
+}
+
+// scaleAttachStorm starts the supernode again on the same key and address
+// after it quit with attached nodes on it, all of which redial at once
+// (each within its client's backoff), and watches until they are back
+// or -scale.storm has passed. It returns the new supernode.
+func scaleAttachStorm(b *testing.B, nodes []*scaleNode, attached int, seed, listen string) *scaleHelper {
+	start := time.Now()
+	h, _ := scaleStartHelper(b, seed, listen)
+	b.Logf("attach storm: the supernode restarted in %v; %d nodes were attached", time.Since(start).Round(time.Millisecond), attached)
+	marks := []float64{0.5, 0.9, 0.99, 1}
+	at := map[float64]time.Duration{}
+	var st scaleStats
+	lastLog := time.Duration(0)
+	for {
+		st = h.stats(b, "stat")
+		el := time.Since(start)
+		for _, m := range marks {
+			if _, ok := at[m]; !ok && float64(st.Sessions) >= m*float64(attached) {
+				at[m] = el
+			}
+		}
+		if el-lastLog >= 5*time.Second {
+			lastLog = el
+			b.Logf("  +%4.0fs sessions %d, connections %d, connects %d, disconnects %d, goroutines %d, RSS %.1f MB (peak %.1f MB)",
+				el.Seconds(), st.Sessions, st.Conns, st.Connects, st.Disconnects, st.Goroutines, float64(st.RSS)/(1<<20), float64(st.PeakRSS)/(1<<20))
+		}
+		if st.Sessions >= attached || el > *scaleStorm {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for _, m := range marks {
+		if d, ok := at[m]; ok {
+			b.Logf("  %3.0f %% of the nodes attached again after %v", 100*m, d.Round(100*time.Millisecond))
+			b.ReportMetric(d.Seconds(), fmt.Sprintf("storm-%.0fpct-s", 100*m))
+		} else {
+			b.Logf("  %3.0f %% of the nodes not attached again within %v", 100*m, *scaleStorm)
+		}
+	}
+	// The nodes' own view: any that gave up or were refused say why.
+	var lost int
+	why := map[string]int{}
+	for _, sn := range nodes {
+		if len(sn.client.Attached()) == 0 {
+			lost++
+			why[sn.client.Status().LastError]++
+		}
+	}
+	b.Logf("  %d sessions at the end (peak RSS %.1f MB during the storm); %d nodes not attached, saying: %v", st.Sessions, float64(st.PeakRSS)/(1<<20), lost, why)
+	b.ReportMetric(float64(lost), "storm-not-attached")
+	return h
 }
 
 func (h *scaleHelper) ticks() int64 { return scaleProcTicks(strconv.Itoa(h.cmd.Process.Pid)) }
@@ -628,7 +724,9 @@ func BenchmarkRelayScale(b *testing.B) {
 	b.Logf("%d nodes, attaching %d at a time; %d CPUs (%s); RLIMIT_NOFILE %d", *scaleNodes, *scaleAttachConc,
 		runtime.NumCPU(), scaleCPUModel(), nofile)
 
-	h, hello := scaleStartHelper(b)
+	seed := make([]byte, ed25519.SeedSize)
+	crand.Read(seed)
+	h, hello := scaleStartHelper(b, hex.EncodeToString(seed), "")
 	ai, err := peer.AddrInfoFromString(hello.Addr)
 	if err != nil {
 		b.Fatal(err)
@@ -793,6 +891,12 @@ func BenchmarkRelayScale(b *testing.B) {
 		b.ReportMetric(scaleMs(res.FirstByte.P50), "firstbyte-p50-ms"+sfx)
 		b.ReportMetric(scaleMs(res.FirstByte.P99), "firstbyte-p99-ms"+sfx)
 		b.ReportMetric(float64(res.Errors), "open-errors"+sfx)
+	}
+
+	if *scaleStorm > 0 {
+		listen := ai.Addrs[0].String()
+		h.quit(b)
+		h = scaleAttachStorm(b, nodes, attached, hex.EncodeToString(seed), listen)
 	}
 
 	cpu1 := scaleCPUNow(h)
