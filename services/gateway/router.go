@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -214,9 +215,9 @@ func (g *Gateway) splice(c net.Conn, client string, hello *sni.Hello) bool {
 	if acme && g.cfg.OwnChallenge != nil && g.cfg.OwnChallenge(host) {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DialTimeout)
-	defer cancel()
-	e, err := g.lookup(ctx, name, false)
+	lctx, lcancel := context.WithTimeout(context.Background(), g.cfg.DialTimeout)
+	e, err := g.lookup(lctx, name, false)
+	lcancel()
 	if err != nil {
 		return false // the termination answers as for a request (no certificate)
 	}
@@ -250,7 +251,21 @@ func (g *Gateway) splice(c net.Conn, client string, hello *sni.Hello) bool {
 		return true
 	}
 	defer release()
+	// The dial's time starts after the wait in line: a connection that
+	// waited would otherwise dial with what is left of it, fail, and
+	// turn the name over to termination here for NoSpliceTTL.
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DialTimeout)
+	defer cancel()
 	node, err := g.dialNode(ctx, e, id, relay.ProtocolTLS)
+	if errors.Is(err, relay.ErrBusy) {
+		// The node takes end-to-end TLS but has no stream free: as a
+		// request past the line gets a 503. Terminating here instead
+		// would let a load on the node (anyone's) turn its visitors'
+		// TLS over to the gateway for NoSpliceTTL.
+		g.log.Debug("TLS connection closed: the node is busy", "name", name, "err", err)
+		c.Close()
+		return true
+	}
 	if err != nil {
 		g.noSplice(e, NoSpliceTTL, "the node could not be reached for end-to-end TLS")
 		g.log.Debug("TLS splice: node unreachable", "name", name, "err", err)
