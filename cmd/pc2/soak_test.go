@@ -370,7 +370,10 @@ func (s *soakNameChurn) firstErr() string {
 	return s.first
 }
 
-func (s *soakNameChurn) fail(err error) {
+func (s *soakNameChurn) fail(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return // the soak ended
+	}
 	s.failed.Add(1)
 	s.mu.Lock()
 	if s.first == "" {
@@ -399,7 +402,7 @@ func (s *soakNameChurn) run(ctx context.Context, nodes []*soakNode) {
 		h := held{name: fmt.Sprintf("soak-%d.pc2.test", i), key: nodes[i%len(nodes)].key}
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if _, err := c.Claim(cctx, h.key, h.name, ""); err != nil {
-			s.fail(fmt.Errorf("claim %s: %w", h.name, err))
+			s.fail(ctx, fmt.Errorf("claim %s: %w", h.name, err))
 		} else {
 			s.claims.Add(1)
 			fifo = append(fifo, h)
@@ -408,7 +411,7 @@ func (s *soakNameChurn) run(ctx context.Context, nodes []*soakNode) {
 			old := fifo[0]
 			fifo = fifo[1:]
 			if _, err := c.Release(cctx, old.key, old.name); err != nil {
-				s.fail(fmt.Errorf("release %s: %w", old.name, err))
+				s.fail(ctx, fmt.Errorf("release %s: %w", old.name, err))
 			} else {
 				s.releases.Add(1)
 			}
