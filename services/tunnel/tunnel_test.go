@@ -23,6 +23,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -634,4 +635,36 @@ func TestSetSupernodes(t *testing.T) {
 	if got := nd.client.Supernodes(); len(got) != 2 || got[0].ID != c.node.Host().ID() {
 		t.Fatalf("supernodes after an empty list: %v", got)
 	}
+}
+
+// TestAttachIgnoresDialBackoff (issue 21): a node whose dial to its
+// supernode failed a moment ago (libp2p then refuses dials to that peer
+// for 5 s, and longer after each failure) attaches as soon as the
+// supernode is there: the tunnel's own backoff, capped at 1 s, spaces its
+// attempts. After a supernode restart libp2p's backoff held 10,000 nodes
+// back in waves for minutes (docs/benchmarks.md, the attach storm).
+func TestAttachIgnoresDialBackoff(t *testing.T) {
+	sn := newSupernode(t, relay.Limits{})
+	_, key, _ := ed25519.GenerateKey(nil)
+	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ai := sn.node.AddrInfo()
+	sw := n.Host().Network().(*swarm.Swarm)
+	for _, a := range ai.Addrs {
+		sw.Backoff().AddBackoff(ai.ID, a)
+	}
+	if err := n.Host().Connect(context.Background(), ai); err == nil || !strings.Contains(err.Error(), "dial backoff") {
+		t.Fatalf("libp2p dialled a peer in its backoff (%v): the test would prove nothing", err)
+	}
+	start := time.Now()
+	nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{ai})
+	for !sn.relay.Attached(nd.id) {
+		if time.Since(start) > swarm.BackoffBase-time.Second {
+			t.Fatalf("not attached within %v: libp2p's dial backoff (%v) held the node back", time.Since(start).Round(time.Millisecond), swarm.BackoffBase)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("attached %v after the failed dial", time.Since(start).Round(time.Millisecond))
 }
