@@ -300,7 +300,7 @@ func (c *soakFlaps) run(ctx context.Context, nodes []*soakNode) {
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
 	for {
-		k := int(float64(len(nodes)) * *soakChurn)
+		k := max(0, min(len(nodes), int(float64(len(nodes))**soakChurn)))
 		for _, i := range rand.Perm(len(nodes))[:k] {
 			if !busy[i].CompareAndSwap(false, true) {
 				continue
@@ -386,6 +386,9 @@ func (s *soakNameChurn) run(ctx context.Context, nodes []*soakNode) {
 	type held struct {
 		name string
 		key  ed25519.PrivateKey
+	}
+	if len(nodes) == 0 {
+		return
 	}
 	var fifo []held
 	tick := time.NewTicker(*soakNames)
