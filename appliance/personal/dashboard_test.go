@@ -1,11 +1,9 @@
 package personal
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/pc2/pc2/appliance/supernode"
+	"github.com/pc2/pc2/internal/testing/promtext"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
 	"github.com/pc2/pc2/services/dht"
@@ -62,7 +61,11 @@ func TestGrafanaDashboard(t *testing.T) {
 	// series: the check is on the union, as the dashboard covers both.
 	exposed := map[string]bool{}
 	for _, url := range []string{gw.Metrics, turnMetrics, nodeMetrics} {
-		for name := range scrapeNames(t, url) {
+		m, err := promtext.Scrape(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name := range m {
 			exposed[name] = true
 		}
 	}
@@ -397,38 +400,6 @@ func promMetrics(expr string) ([]string, error) {
 		return nil, fmt.Errorf("unbalanced parentheses")
 	}
 	return names, nil
-}
-
-// scrapeNames are the names of the series url serves in Prometheus's
-// text format (a histogram's as name_bucket, name_sum and name_count:
-// the names a query uses).
-func scrapeNames(t *testing.T, url string) map[string]bool {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("%s: %d %s", url, resp.StatusCode, b)
-	}
-	names := map[string]bool{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if i := strings.IndexAny(line, "{ "); i > 0 {
-			names[line[:i]] = true
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("%s: %v", url, err)
-	}
-	return names
 }
 
 // startTURNSupernode runs a supernode with TURN on loopback and its

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/csv"
@@ -17,7 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +27,7 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/pc2/pc2/internal/testing/promtext"
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/wrkbench"
 	"github.com/pc2/pc2/services/dht"
@@ -114,13 +113,13 @@ func BenchmarkSoak(b *testing.B) {
 	start := time.Now()
 	var samples []soakSample
 	var lastReqs float64
-	if m, err := soakScrape(metrics); err == nil {
+	if m, err := promtext.Scrape(metrics); err == nil {
 		lastReqs = m["pc2_gateway_requests_total"]
 	}
 	ticker := time.NewTicker(*soakSampleAt)
 	for time.Since(start) < *soakDuration {
 		<-ticker.C
-		m, err := soakScrape(metrics)
+		m, err := promtext.Scrape(metrics)
 		if err != nil {
 			b.Logf("metrics: %v", err)
 			continue
@@ -172,36 +171,6 @@ type soakSample struct {
 	Sent, OK, Failed, Skipped      int64
 	P50, P99                       time.Duration
 	Flaps, Claims, Releases        int64
-}
-
-// soakScrape reads a Prometheus text exposition: each metric's series
-// summed.
-func soakScrape(url string) (map[string]float64, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		name := l[:strings.IndexAny(l+" ", "{ ")]
-		f := strings.Fields(l)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			continue
-		}
-		out[name] += v
-	}
-	return out, sc.Err()
 }
 
 // soakNode is one attached node: a DHT client and a tunnel client in
