@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -368,4 +369,52 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("background backup: %s", st.LastError)
 		}
 	})
+}
+
+// TestRestoreAfterStaleLock: the old device died holding the repository's
+// exclusive lock (switched off in a prune). A fresh device's restore
+// still goes through, without waiting on the lock.
+func TestRestoreAfterStaleLock(t *testing.T) {
+	restic := restictest.Restic(t)
+	a, loc, srv := atREST(t, restic, 0)
+	fill(t, a.data, 5, 1000)
+	if _, err := a.svc.BackupNow(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// A restic that takes the exclusive lock and then waits for a new
+	// password it is never given (a FIFO nobody writes): killed there,
+	// it leaves its lock behind.
+	fifo := filepath.Join(t.TempDir(), "new-password")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(restic, "--no-cache", "key", "passwd", "--new-password-file", fifo)
+	cmd.Env = append(os.Environ(), "RESTIC_REPOSITORY=rest:"+loc.URL, "RESTIC_PASSWORD_FILE="+a.pw)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	locks := filepath.Join(srv.Dir, "alice", "locks")
+	testenv.WaitFor(t, time.Minute, "restic's exclusive lock", func() bool {
+		ents, _ := os.ReadDir(locks)
+		return len(ents) > 0
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	if ents, _ := os.ReadDir(locks); len(ents) != 1 {
+		t.Fatalf("%d locks after the kill, want the dead one's (restic said: %s)", len(ents), out.String())
+	}
+
+	b := newDevice(t, restic, nil, words)
+	c, cancel := context.WithTimeout(context.Background(), 90*time.Second) // restic waits 2 minutes for a live lock
+	defer cancel()
+	target := filepath.Join(t.TempDir(), "restored")
+	if err := b.svc.Restore(c, &loc, "latest", "cloud", target, nil); err != nil {
+		t.Fatalf("restore past a dead restic's lock: %v", err)
+	}
+	sameTree(t, a.data, target)
+	if ents, _ := os.ReadDir(locks); len(ents) != 0 {
+		t.Errorf("%d locks left after the restore", len(ents))
+	}
 }

@@ -33,7 +33,7 @@ var (
 	// (exit 12): another identity's backup, or not a PC2 backup.
 	ErrWrongPassword = errors.New("backup: the repository does not open with this identity's backup password")
 	// ErrLocked: another restic holds the repository's lock (exit 11).
-	ErrLocked = errors.New("backup: the repository is locked by another backup or prune")
+	ErrLocked = errors.New("backup: the repository is locked by another backup or prune (a lock of a device that stopped in the middle expires 30 minutes later)")
 	// ErrUnreachable: nothing answers at the location.
 	ErrUnreachable = errors.New("backup: the location does not answer")
 	// ErrFull: the location has no room (or its quota is used up).

@@ -433,11 +433,7 @@ func (s *Service) backupTo(ctx context.Context, loc Location) (Summary, error) {
 	} else if err != nil {
 		return Summary{}, err
 	}
-	// Locks of a restic that died (a power cut) would block us; restic
-	// removes only stale ones.
-	if err := r.Unlock(ctx); err != nil {
-		s.log.Warn("backup: unlock", "err", err)
-	}
+	s.unlockStale(ctx, r)
 	var paths, tags []string
 	for _, name := range slices.Sorted(maps.Keys(s.cfg.Folders)) {
 		dir := s.cfg.Folders[name]
@@ -451,6 +447,16 @@ func (s *Service) backupTo(ctx context.Context, loc Location) (Summary, error) {
 		return Summary{}, errors.New("backup: none of the folders exists")
 	}
 	return r.Backup(ctx, paths, s.cfg.Excludes, tags, s.cfg.Host(), s.setProgress)
+}
+
+// unlockStale removes the locks of a restic that died (a power cut, a
+// device switched off in a prune): they would block the next operation
+// for good. restic removes only stale ones: of this host's dead
+// processes, or older than 30 minutes.
+func (s *Service) unlockStale(ctx context.Context, r *Restic) {
+	if err := r.Unlock(ctx); err != nil {
+		s.log.Warn("backup: unlock", "err", err)
+	}
 }
 
 // maintain forgets old snapshots, and prunes, checks and measures when
@@ -522,6 +528,7 @@ func (s *Service) CheckNow(ctx context.Context) error {
 			return err
 		}
 		defer done()
+		s.unlockStale(ctx, r)
 		return s.check(ctx, r)
 	})
 }
@@ -665,6 +672,8 @@ func (s *Service) Restore(ctx context.Context, loc *Location, snapshot, name, ta
 		if err != nil {
 			return err
 		}
+		// A lost device's restic may have died holding the lock.
+		s.unlockStale(ctx, r)
 		snap, err := pick(snaps, snapshot)
 		if err != nil {
 			return err
