@@ -15,8 +15,16 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/provisioning/identity"
+	"github.com/pc2/pc2/services/relay"
 )
 
 // TestServeTLS: port 443 through the SNI router: a browser's HTTPS
@@ -193,5 +201,80 @@ func TestServeTLSLimitsBeforeLookup(t *testing.T) {
 	}
 	if err := handshake("127.0.0.2", "other."+testDomain); err == nil || res.n.Load() != 6 {
 		t.Fatalf("another client's ClientHello: %v after %d lookups, want a lookup (and no handshake)", err, res.n.Load())
+	}
+}
+
+// busyRelay is the supernode's relay whose node, while busy is set, has
+// no stream free for end-to-end TLS (relay.ErrBusy, as at its stream
+// limit); tlsOpens counts the TLS streams asked of it.
+type busyRelay struct {
+	LocalRelay
+	busy     atomic.Bool
+	tlsOpens atomic.Int32
+}
+
+func (b *busyRelay) OpenStream(ctx context.Context, id identity.ID, proto protocol.ID) (network.Stream, error) {
+	if proto == relay.ProtocolTLS {
+		b.tlsOpens.Add(1)
+		if b.busy.Load() {
+			return nil, fmt.Errorf("%w (256) for %s", relay.ErrBusy, id.DID())
+		}
+	}
+	return b.LocalRelay.OpenStream(ctx, id, proto)
+}
+
+// TestSpliceBusyNode: a visitor's TLS connection to a name whose node has
+// no stream free is closed, as a request past the line gets a 503; it is
+// not terminated at the gateway (which holds a certificate for the name
+// here), and the next connection is offered to the node again. Were the
+// busy node taken for one that does not do end-to-end TLS, anyone's load
+// on it would hand its visitors' TLS to the gateway for NoSpliceTTL.
+func TestSpliceBusyNode(t *testing.T) {
+	w := newWorld(t, 1)
+	br := &busyRelay{}
+	g, srv := w.gateway(w.sns[0], func(cfg *Config) { br.LocalRelay, cfg.Relay = cfg.Relay, br })
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	wildcard := "*." + testDomain
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: wildcard}, DNSNames: []string{wildcard},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsSrv := g.Server()
+	go g.ServeTLS(ln, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, tlsSrv)
+	t.Cleanup(func() { ln.Close(); tlsSrv.Close() })
+
+	alice := w.node(personal.ModeRelayed, w.sns[0])
+	name := "alice." + testDomain
+	w.grant(name, alice.key)
+	w.waitRecord(w.sns[0], alice.id, listsSupernode(w.sns[0]))
+	if code, body := get(t, srv, name, "/hello"); code != 200 {
+		t.Fatalf("alice through the gateway: %d %q", code, body)
+	}
+	handshake := func() error {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", ln.Addr().String(),
+			&tls.Config{ServerName: name, InsecureSkipVerify: true})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+
+	br.busy.Store(true)
+	if err := handshake(); err == nil {
+		t.Fatal("a TLS connection to a busy node got a handshake (terminated at the gateway)")
+	}
+	if n := br.tlsOpens.Load(); n != 1 {
+		t.Fatalf("%d TLS streams asked of the busy node, want 1", n)
+	}
+	if st := status(t, srv, name); st.TLS == TLSAtGateway {
+		t.Errorf("after a busy node the name's TLS is %q (%s)", st.TLS, st.TLSReason)
+	}
+	br.busy.Store(false)
+	handshake() // alice holds no certificate: the gateway terminates this one
+	if n := br.tlsOpens.Load(); n < 2 {
+		t.Fatal("the connection after the busy one was not offered to the node (terminated at the gateway at once)")
 	}
 }
