@@ -204,19 +204,9 @@ func (n *soakNode) start() error {
 
 // attached waits up to timeout for the node's supernode.
 func (n *soakNode) attached(timeout time.Duration) bool {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		ch := n.c.Changed()
-		if len(n.c.Attached()) > 0 {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-t.C:
-			return false
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return n.c.WaitAttached(ctx) == nil
 }
 
 // soakAttach starts count nodes, 50 at a time, and waits until each is

@@ -649,19 +649,9 @@ func scaleStartNode(ai peer.AddrInfo) (*scaleNode, error) {
 
 // waitAttached waits until the node's client reports the supernode.
 func (sn *scaleNode) waitAttached(timeout time.Duration) bool {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		ch := sn.client.Changed()
-		if len(sn.client.Attached()) > 0 {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-t.C:
-			return false
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return sn.client.WaitAttached(ctx) == nil
 }
 
 func (sn *scaleNode) stop() {

@@ -206,6 +206,22 @@ func (c *Client) Changed() <-chan struct{} {
 	return c.changed
 }
 
+// WaitAttached waits until the node is attached to a supernode, or ctx
+// ends (its error).
+func (c *Client) WaitAttached(ctx context.Context) error {
+	for {
+		ch := c.Changed()
+		if len(c.Attached()) > 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (c *Client) notify() {
 	close(c.changed)
 	c.changed = make(chan struct{})

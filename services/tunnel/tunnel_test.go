@@ -420,11 +420,10 @@ func TestStaleSessionReplaced(t *testing.T) {
 	waitAttached(t, sn, first.id)
 	start := time.Now()
 	second := newNode(t, key, sn)
-	for len(second.client.Attached()) == 0 {
-		if time.Since(start) > 5*time.Second {
-			t.Fatal("second attach waited for the stale session")
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := second.client.WaitAttached(ctx); err != nil {
+		t.Fatal("second attach waited for the stale session")
 	}
 	t.Logf("replaced in %v", time.Since(start))
 	first.cancel()
