@@ -89,16 +89,42 @@ func (n *Names) registerHost(r *http.Request, domain string) (*namesapi.HostInfo
 		return nil, 0, fmt.Errorf("proof of %s: %w", host, err)
 	}
 
+	subject := records.TallyHosts + id.String()
+	hosts := func() ([]records.TalliedName, error) {
+		switch t, err := c.Tally(ctx, domain, subject); {
+		case err == nil:
+			return t.Live(n.cfg.Now().Unix()), nil
+		case errors.Is(err, dht.ErrNotFound):
+			return nil, nil
+		default:
+			return nil, fmt.Errorf("hosts of %s: %w", id.DID(), err)
+		}
+	}
+	// The proofs of the DID's other hosts, read before the names API's
+	// lock: up to perNode DNS lookups, which would hold every claim at
+	// this supernode meanwhile. Only a new registration needs them.
+	var gone map[string]bool
+	if req.Invite != "" {
+		before, err := hosts()
+		if err != nil {
+			return nil, 0, err
+		}
+		gone = map[string]bool{}
+		for _, t := range before {
+			if t.Name == host {
+				continue
+			}
+			pid, err := c.proof(ctx, t.Name)
+			gone[t.Name] = (err == nil && pid != id) || errors.Is(err, ErrNoRecord) || customdomain.Refused(err)
+		}
+	}
+
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := n.cfg.Now()
-	subject := records.TallyHosts + id.String()
-	var listed []records.TalliedName
-	switch t, err := c.Tally(ctx, domain, subject); {
-	case err == nil:
-		listed = t.Live(now.Unix())
-	case !errors.Is(err, dht.ErrNotFound):
-		return nil, 0, fmt.Errorf("hosts of %s: %w", id.DID(), err)
+	listed, err := hosts()
+	if err != nil {
+		return nil, 0, err
 	}
 	expires := now.Add(n.cfg.GrantTTL).Unix()
 	info := &namesapi.HostInfo{Host: host, DID: id.DID(), Domain: domain, Expires: time.Unix(expires, 0).UTC()}
@@ -132,15 +158,15 @@ func (n *Names) registerHost(r *http.Request, domain string) (*namesapi.HostInfo
 		return nil, 0, fmt.Errorf("invite code: %w", err)
 	}
 	// The DID's share: hosts whose proof still names it. Those known to
-	// be gone (no proof, or another node's) leave the tally.
-	var gone []string
+	// be gone (no proof, or another node's) leave the tally; one
+	// registered since the proofs were read counts.
+	kept := 0
 	for _, t := range listed {
-		pid, err := c.proof(ctx, t.Name)
-		if (err == nil && pid != id) || errors.Is(err, ErrNoRecord) || customdomain.Refused(err) {
-			gone = append(gone, t.Name)
+		if !gone[t.Name] {
+			kept++
 		}
 	}
-	if kept := len(listed) - len(gone); kept >= c.perNode() {
+	if kept >= c.perNode() {
 		return nil, 0, refuse(http.StatusForbidden, "too_many_hosts", "%s has %d own domains at %s's gateways, the most one node may", id.DID(), kept, domain)
 	}
 	if !n.perAddr.allow(clientKey(r)) {
@@ -154,7 +180,7 @@ func (n *Names) registerHost(r *http.Request, domain string) (*namesapi.HostInfo
 		return nil, 0, fmt.Errorf("register %s: %w", host, err)
 	}
 	if err := n.tally(ctx, gr, domain, subject, func(names []records.TalliedName) []records.TalliedName {
-		names = slices.DeleteFunc(names, func(t records.TalliedName) bool { return t.Name == host || slices.Contains(gone, t.Name) })
+		names = slices.DeleteFunc(names, func(t records.TalliedName) bool { return t.Name == host || gone[t.Name] })
 		return append(names, records.TalliedName{Name: host, Expires: expires})
 	}); err != nil {
 		return nil, 0, fmt.Errorf("register %s: %w", host, err)
