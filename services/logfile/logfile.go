@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/pc2/pc2/internal/atomicfile"
 )
 
 // Defaults: 1 MiB a file, the current one and 4 rotated (5 MiB in all).
@@ -128,7 +130,16 @@ func (w *Writer) rotate() error {
 			return fmt.Errorf("logfile: rotate: %w", err)
 		}
 	}
-	return w.open()
+	if err := w.open(); err != nil {
+		return err
+	}
+	// The renames and the new file last through a power cut: otherwise
+	// the files could come back shifted by one, or the new one lost
+	// with its lines.
+	if err := atomicfile.SyncDir(filepath.Dir(w.path(0))); err != nil {
+		return fmt.Errorf("logfile: rotate: %w", err)
+	}
+	return nil
 }
 
 // Close closes the current file.
