@@ -7,7 +7,7 @@ GO ?= go
 # Packages whose concurrency matters run under the race detector.
 RACE_PKGS := ./provisioning/... ./services/... ./cmd/pc2/cli/ ./appliance/...
 
-.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput bench-gateway bench-realpath bench-soak bench-cloud bench-backup fuzz deps clean
+.PHONY: all build test lint run run-localnet image-x86 image-rpi bench bench-appliance bench-relay bench-throughput bench-gateway bench-realpath bench-soak bench-cloud bench-backup bench-faults fuzz deps clean
 
 all: build
 
@@ -60,6 +60,7 @@ bench: deps
 	$(MAKE) bench-soak
 	$(MAKE) bench-cloud
 	$(MAKE) bench-backup
+	$(MAKE) bench-faults
 
 # Issue 3's appliance figures (docs/benchmarks.md, "Appliance"): image sizes,
 # boot times and idle memory in QEMU (as root, one VM at a time), cold and
@@ -136,6 +137,18 @@ bench-cloud: deps
 # `go test -run '^$$' -bench ApplianceBackupMemory -benchtime 1x ./qemu-tests/`.
 bench-backup: deps
 	$(GO) test -run '^$$' -bench BackupThroughput -benchtime 1x -timeout 30m -v ./services/backup/
+
+# Issue 21's network faults (docs/benchmarks.md, "Network faults: netem on
+# the public segment"): TestGatewayNAT's scenario over HTTP (supernodes A
+# and B, alice's node behind NAT relayed by B, the user's client), clean
+# and then with 1 % loss, 50 ms delay and 10 ms jitter on the public
+# segment of the namespace topology (netem, or nattest's user-space
+# emulator on kernels without it): the gateway's p50/p99 over 2,000 GETs,
+# reattach after flaps of alice's uplink, failover when B dies. As root;
+# about 4 minutes. Other faults: the same go test with -faults.delay,
+# -faults.jitter, -faults.loss (and -faults.requests, -faults.flaps).
+bench-faults: deps
+	$(GO) test -run '^$$' -bench Faults -benchtime 1x -timeout 30m -v ./e2e/
 
 # Short fuzzing runs of every fuzz target (the seed corpora run in `make test`).
 # Every fuzz target of a parser of untrusted input, 30 s each (the seed

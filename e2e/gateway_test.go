@@ -33,7 +33,7 @@ import (
 const testDomain = "pc2.test"
 
 // keyFile writes a new key to dir/name and returns its path and IDs.
-func keyFile(t *testing.T, dir, name string) (string, identity.ID, string) {
+func keyFile(t testing.TB, dir, name string) (string, identity.ID, string) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	path := filepath.Join(dir, name)
@@ -168,7 +168,7 @@ func TestGatewayNAT(t *testing.T) {
 }
 
 // fetch does one request and returns the status and body.
-func fetch(t *testing.T, c *http.Client, method, url string, body io.Reader) (int, string) {
+func fetch(t testing.TB, c *http.Client, method, url string, body io.Reader) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
@@ -184,7 +184,7 @@ func fetch(t *testing.T, c *http.Client, method, url string, body io.Reader) (in
 }
 
 // waitOK polls url until it answers 200 and returns how long that took.
-func waitOK(t *testing.T, c *http.Client, url string, limit time.Duration) time.Duration {
+func waitOK(t testing.TB, c *http.Client, url string, limit time.Duration) time.Duration {
 	t.Helper()
 	begin := time.Now()
 	for {
@@ -209,7 +209,7 @@ func waitOK(t *testing.T, c *http.Client, url string, limit time.Duration) time.
 }
 
 // routing is a name's ?status.
-func routing(t *testing.T, c *http.Client, base string) gateway.Status {
+func routing(t testing.TB, c *http.Client, base string) gateway.Status {
 	t.Helper()
 	code, body := fetch(t, c, "GET", base+"/?status", nil)
 	var st gateway.Status

@@ -75,13 +75,13 @@ func TestHelper(t *testing.T) {
 
 // start runs role (supernode or node) with cfg (written as JSON) on h,
 // calling it name, and waits until it is ready.
-func start(t *testing.T, h *nattest.Host, role, name string, cfg any) *nattest.Proc {
+func start(t testing.TB, h *nattest.Host, role, name string, cfg any) *nattest.Proc {
 	t.Helper()
 	return startEnv(t, h, role, name, cfg)
 }
 
 // startEnv is start with more environment variables for the process.
-func startEnv(t *testing.T, h *nattest.Host, role, name string, cfg any, env ...string) *nattest.Proc {
+func startEnv(t testing.TB, h *nattest.Host, role, name string, cfg any, env ...string) *nattest.Proc {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".json")
 	b, err := json.MarshalIndent(cfg, "", "  ")

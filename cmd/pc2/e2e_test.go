@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pc2/pc2/internal/testing/proc"
 )
 
 // These tests run the real pc2 binary as separate processes on loopback:
@@ -77,7 +79,7 @@ func newKey(t testing.TB, bin, dir, name string) (keyFile, did string) {
 type supernodeProc struct {
 	cmd   *exec.Cmd
 	addrs []string
-	log   *bytes.Buffer
+	log   *proc.TailBuffer // written by the process while the test reads it
 }
 
 // startSupernode starts `pc2 supernode` (with more flags, if any) and
@@ -92,7 +94,7 @@ func startSupernode(t testing.TB, bin, dir string, cfg map[string]any, flags ...
 	if err := os.WriteFile(cfgFile, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := &supernodeProc{cmd: exec.Command(bin, append([]string{"supernode", "--config", cfgFile}, flags...)...), log: &bytes.Buffer{}}
+	p := &supernodeProc{cmd: exec.Command(bin, append([]string{"supernode", "--config", cfgFile}, flags...)...), log: &proc.TailBuffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
