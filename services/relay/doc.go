@@ -35,6 +35,22 @@
 //	relay -> node  detached          Error (replaced by a newer attach, relay shutting down,
 //	                                 an unexpected message); then the stream ends
 //
+// /pc2/attach/2 (ProtocolAttach2) is the same handshake, after which only
+// the relay writes on the stream, so that it holds no goroutine per
+// attached node (a goroutine blocked on a stream costs about 8.5 KB:
+// docs/benchmarks.md, "Relay: 10,000 attached nodes"):
+//
+//	relay -> node  ping      every KeepAlive; the node gives the session up after 3 x KeepAlive without one
+//	relay -> node  detached  Error; then the stream ends
+//
+// The relay ends the session when a ping cannot be written (the node
+// reset the stream, or its connection ended; a connection that died
+// silently ends at yamux's keep-alive). The node's requests each come on
+// a /pc2/control/1 (ProtocolControl) stream of their own, answered as on
+// attach/1 (ping -> pong, the node's probe after a network change; turn;
+// dialback -> dialback_result), only while the node is attached. A node
+// asks for attach/2 first and falls back to attach/1 on older relays.
+//
 // The supernode reaches an attached node by opening streams back over the
 // node's connection (never dialling it: it may be behind NAT):
 //

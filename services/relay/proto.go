@@ -16,8 +16,17 @@ import (
 
 // Protocols.
 const (
-	// ProtocolAttach is the control stream a node opens to attach.
+	// ProtocolAttach is the control stream a node opens to attach, which
+	// the relay reads for the session's life (the node's pings and
+	// requests).
 	ProtocolAttach protocol.ID = "/pc2/attach/1"
+	// ProtocolAttach2 is ProtocolAttach in which, once attached, only the
+	// relay writes (its pings, detached): the node's requests come on
+	// ProtocolControl streams, and the relay holds no goroutine per node.
+	ProtocolAttach2 protocol.ID = "/pc2/attach/2"
+	// ProtocolControl carries one request of an attached node (turn,
+	// dialback, ping) and the relay's answer.
+	ProtocolControl protocol.ID = "/pc2/control/1"
 	// ProtocolHTTP carries one HTTP/1.1 connection (keep-alive, upgrades)
 	// from the supernode to the node.
 	ProtocolHTTP protocol.ID = "/pc2/http/1"
@@ -48,7 +57,7 @@ const (
 	TypeAttach    = "attach"    // node -> relay, the signed answer
 	TypeAttached  = "attached"  // relay -> node: accepted
 	TypeRefused   = "refused"   // relay -> node: refused, then closed (also forward)
-	TypePing      = "ping"      // node -> relay, every KeepAlive
+	TypePing      = "ping"      // node -> relay every KeepAlive (attach/2: relay -> node, and a control request)
 	TypePong      = "pong"      // relay -> node, the answer
 	TypeDetached  = "detached"  // relay -> node: session ended (replaced, shutdown)
 	// TypeTURN asks for fresh TURN credentials (node -> relay) and carries

@@ -42,10 +42,11 @@ func (c *Client) attachOnce(ctx context.Context, ai peer.AddrInfo) (time.Duratio
 	}
 	since := c.cfg.Now()
 	c.setAttached(ai.ID, true, since, ok.Ports)
-	c.log.Info("attached", "supernode", ai.ID, "ports", ok.Ports, "turn", ok.TURN != nil)
+	c.log.Info("attached", "supernode", ai.ID, "protocol", st.Protocol(), "ports", ok.Ports, "turn", ok.TURN != nil)
 	defer c.setAttached(ai.ID, false, since, nil)
 
 	s := c.newSession(ai.ID, st, keepAliveOf(ok))
+	s.quiet = st.Protocol() == relay.ProtocolAttach2
 	s.turnDue = c.setTURN(ai.ID, ok.TURN)
 	if ok.TURN != nil {
 		go c.checkSTUN(ctx, ok.TURN.URIs)
@@ -90,7 +91,7 @@ func (c *Client) openAttach(ctx context.Context, ai peer.AddrInfo) (network.Stre
 	if err := h.Connect(ctx, ai); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	st, err := h.NewStream(ctx, ai.ID, relay.ProtocolAttach)
+	st, err := h.NewStream(ctx, ai.ID, c.cfg.attachProtocols...)
 	if err != nil {
 		return nil, fmt.Errorf("open attach stream: %w", err)
 	}
@@ -150,6 +151,9 @@ type session struct {
 	peer peer.ID
 	st   network.Stream
 	keep time.Duration
+	// quiet: attached with relay.ProtocolAttach2: the relay pings, and
+	// requests go on relay.ProtocolControl streams (ask).
+	quiet bool
 
 	wmu sync.Mutex // serializes write
 
@@ -178,28 +182,82 @@ func (s *session) read() {
 			s.errc <- err
 			return
 		}
-		switch m.Type {
-		case relay.TypePong:
-			select {
-			case s.pongs <- struct{}{}:
-			default:
-			}
-		case relay.TypeDetached:
+		if m.Type == relay.TypeDetached {
 			s.errc <- fmt.Errorf("detached: %s", m.Error)
 			return
-		case relay.TypeDialBackResult:
-			s.c.dialBackResult(s.peer, m)
-		case relay.TypeTURN:
-			if m.TURN == nil {
-				s.c.log.Warn("supernode gave no TURN credentials", "supernode", s.peer, "err", m.Error)
-				continue
-			}
-			select {
-			case s.turns <- m.TURN:
-			default:
-			}
+		}
+		s.handle(m)
+	}
+}
+
+// handle takes a message of the relay's: on the attach stream, or the
+// answer to a request (ask).
+func (s *session) handle(m *relay.Message) {
+	switch m.Type {
+	case relay.TypePong, relay.TypePing: // attach/2: the relay's pings show it is there
+		select {
+		case s.pongs <- struct{}{}:
+		default:
+		}
+	case relay.TypeDialBackResult:
+		s.c.dialBackResult(s.peer, m)
+	case relay.TypeTURN:
+		if m.TURN == nil {
+			s.c.log.Warn("supernode gave no TURN credentials", "supernode", s.peer, "err", m.Error)
+			return
+		}
+		select {
+		case s.turns <- m.TURN:
+		default:
 		}
 	}
+}
+
+// ask sends a request to the relay (ping, turn, dialback), whose answer
+// goes to handle: on the attach stream (attach/1), or on a control
+// stream of its own, in the background (attach/2).
+func (s *session) ask(m *relay.Message) error {
+	if !s.quiet {
+		return s.write(m)
+	}
+	go func() {
+		answer, err := s.control(m)
+		if err != nil {
+			// The keep-alive (or, for a probe, its timer) decides what a
+			// silent relay means.
+			s.c.log.Debug("control request failed", "supernode", s.peer, "type", m.Type, "err", err)
+			return
+		}
+		s.handle(answer)
+	}()
+	return nil
+}
+
+// control sends m on a new control stream and reads the answer.
+func (s *session) control(m *relay.Message) (*relay.Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), attachTimeout)
+	defer cancel()
+	st, err := s.c.cfg.Host.NewStream(ctx, s.peer, relay.ProtocolControl)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	// Wall clock: the stream compares its deadlines with time.Now; a
+	// dial-back takes up to 5 s at the relay.
+	st.SetDeadline(time.Now().Add(2 * attachTimeout))
+	if err := relay.WriteMessage(st, m); err != nil {
+		st.Reset()
+		return nil, err
+	}
+	answer, err := relay.ReadMessage(st)
+	if err != nil {
+		st.Reset()
+		return nil, err
+	}
+	if answer.Type == relay.TypeRefused {
+		return nil, fmt.Errorf("refused: %s", answer.Error)
+	}
+	return answer, nil
 }
 
 // write sends m; the keep-alive loop and the dial-back request share the
@@ -252,11 +310,15 @@ func (s *session) keepAlive(ctx context.Context, probe <-chan struct{}) error {
 	}
 }
 
-// ping checks that the last pong is recent and sends the next ping.
+// ping checks that the last pong (attach/2: the relay's last ping) is
+// recent and sends the next ping (attach/1).
 func (s *session) ping() error {
 	if s.c.cfg.Now().Sub(s.lastPong) > 3*s.keep {
 		dropConns(s.c.cfg.Host, s.peer)
 		return errors.New("keep-alive: no answer")
+	}
+	if s.quiet {
+		return nil
 	}
 	if err := s.write(&relay.Message{Type: relay.TypePing}); err != nil {
 		return fmt.Errorf("ping: %w", err)

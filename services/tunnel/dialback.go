@@ -37,7 +37,7 @@ func (c *Client) Direct() []string {
 // askDialBack asks the relay to dial the node back at port, at the
 // address it sees the node at; the answer comes to dialBackResult.
 func (s *session) askDialBack(port int) error {
-	if err := s.write(&relay.Message{Type: relay.TypeDialBack, Port: port}); err != nil {
+	if err := s.ask(&relay.Message{Type: relay.TypeDialBack, Port: port}); err != nil {
 		return fmt.Errorf("ask for a dial-back: %w", err)
 	}
 	return nil

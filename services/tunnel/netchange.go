@@ -98,7 +98,7 @@ func (c *Client) unwatchProbe(p peer.ID) {
 // probe pings at once after a network change; keepAlive gives up if no
 // pong comes within probeTimeout.
 func (s *session) probe() error {
-	if err := s.write(&relay.Message{Type: relay.TypePing}); err != nil {
+	if err := s.ask(&relay.Message{Type: relay.TypePing}); err != nil {
 		return fmt.Errorf("ping after a network change: %w", err)
 	}
 	s.probing = time.After(probeTimeout)

@@ -34,6 +34,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/pc2/pc2/internal/chanlisten"
 	"github.com/pc2/pc2/provisioning/identity"
@@ -97,6 +98,10 @@ type Config struct {
 	// and TURN refresh deadlines, the backoff's reset. Timers wait on the
 	// runtime's clock; deadlines handed to streams are wall-clock.
 	Now func() time.Time
+
+	// attachProtocols are asked for in order (default attach/2, then
+	// attach/1 for relays that do not speak it; tests set attach/1 alone).
+	attachProtocols []protocol.ID
 }
 
 // Client keeps a node attached.
@@ -153,6 +158,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.MaxAttached <= 0 {
 		cfg.MaxAttached = 2
+	}
+	if cfg.attachProtocols == nil {
+		cfg.attachProtocols = []protocol.ID{relay.ProtocolAttach2, relay.ProtocolAttach}
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = time.Second

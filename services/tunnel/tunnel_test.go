@@ -23,6 +23,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -666,4 +667,45 @@ func TestAttachIgnoresDialBackoff(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("attached %v after the failed dial", time.Since(start).Round(time.Millisecond))
+}
+
+// TestAttachProtocols: a node attaches with attach/2 where the relay
+// speaks it (the relay pings, requests go on control streams) and with
+// attach/1 as to a relay of before it (the node pings, requests on the
+// attach stream); either way it serves requests, stays attached through
+// many keep-alives (a relay that read a quiet node's silence as death,
+// or a node that missed the relay's pings, would reattach: a new session
+// time), and gets fresh TURN credentials when asked.
+func TestAttachProtocols(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		protos []protocol.ID
+	}{{"attach/2", nil}, {"attach/1", []protocol.ID{relay.ProtocolAttach}}} {
+		t.Run(c.name, func(t *testing.T) {
+			var issued atomic.Int32
+			sn := newSupernodeWith(t, func(c *relayserver.Config) {
+				c.KeepAlive = 200 * time.Millisecond
+				c.TURN = func(id identity.ID) relay.TURNInfo {
+					n := issued.Add(1)
+					return relay.TURNInfo{Username: fmt.Sprintf("%d:%s", n, id.DID()), Password: "secret",
+						Expires: time.Now().Add(2 * time.Second).Unix()}
+				}
+			})
+			_, key, _ := ed25519.GenerateKey(nil)
+			n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{sn.node.AddrInfo()}, func(cfg *Config) { cfg.attachProtocols = c.protos })
+			waitAttached(t, sn, nd.id)
+			since := sn.relay.Sessions()[0].Since
+			testenv.WaitFor(t, 10*time.Second, "fresh TURN credentials", func() bool { return issued.Load() >= 3 })
+			if code, body := get(t, sn, nd.id, "GET", "/hello", nil); code != 200 {
+				t.Fatalf("GET: %d %q", code, body)
+			}
+			if ss := sn.relay.Sessions(); len(ss) != 1 || !ss[0].Since.Equal(since) {
+				t.Fatalf("sessions after %d keep-alives: %+v, want the first one (since %v)", 2*time.Second/(200*time.Millisecond), ss, since)
+			}
+		})
+	}
 }

@@ -48,7 +48,7 @@ func (s *session) refreshTURN() error {
 	}
 	// Ask once per half-life; the answer sets the next time.
 	s.turnDue = s.c.cfg.Now().Add(turnRetry)
-	if err := s.write(&relay.Message{Type: relay.TypeTURN}); err != nil {
+	if err := s.ask(&relay.Message{Type: relay.TypeTURN}); err != nil {
 		return fmt.Errorf("ask for TURN credentials: %w", err)
 	}
 	return nil

@@ -130,6 +130,9 @@ type Relay struct {
 	connecting    shares.Counter[forwardKey]
 	connectingAll shares.Counter[identity.ID]
 	closed        bool
+
+	stopPings chan struct{} // closed by Close: ends pingLoop
+	notifee   network.Notifiee
 }
 
 // session is one attached node.
@@ -145,6 +148,9 @@ type session struct {
 	once    sync.Once
 	wmu     sync.Mutex  // serialises writes on stream
 	dialing atomic.Bool // a dial-back runs
+	// quiet: the node attached with relay.ProtocolAttach2, so nothing
+	// reads its stream; pingLoop pings it and notices its end.
+	quiet bool
 
 	// ports are mapped after the session is registered (a replaced
 	// session must free the node's preferred ports first), so Sessions,
@@ -237,22 +243,33 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{cfg: cfg, log: cfg.Logger, did: id.DID(), ports: pt,
-		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}}
+		sessions: map[peer.ID]*session{}, attaching: map[peer.ID]bool{}, stopPings: make(chan struct{})}
 	if r.m, err = newRelayMetrics(r, cfg.Metrics); err != nil {
 		return nil, err
 	}
 	cfg.Host.SetStreamHandler(relay.ProtocolAttach, r.handleAttach)
+	cfg.Host.SetStreamHandler(relay.ProtocolAttach2, r.handleAttach)
+	cfg.Host.SetStreamHandler(relay.ProtocolControl, r.handleControl)
 	cfg.Host.SetStreamHandler(relay.ProtocolForward, r.handleForward)
 	cfg.Host.SetStreamHandler(relay.ProtocolConnect, r.handleConnect)
+	r.notifee = &network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) { r.connClosed(c) }}
+	cfg.Host.Network().Notify(r.notifee)
+	go r.pingLoop()
 	return r, nil
 }
 
 // Close detaches every node and stops the mapped ports.
 func (r *Relay) Close() error {
 	r.cfg.Host.RemoveStreamHandler(relay.ProtocolAttach)
+	r.cfg.Host.RemoveStreamHandler(relay.ProtocolAttach2)
+	r.cfg.Host.RemoveStreamHandler(relay.ProtocolControl)
 	r.cfg.Host.RemoveStreamHandler(relay.ProtocolForward)
 	r.cfg.Host.RemoveStreamHandler(relay.ProtocolConnect)
+	r.cfg.Host.Network().StopNotify(r.notifee)
 	r.mu.Lock()
+	if !r.closed {
+		close(r.stopPings)
+	}
 	r.closed = true
 	ss := make([]*session, 0, len(r.sessions))
 	for p, s := range r.sessions {
@@ -413,6 +430,9 @@ func (r *Relay) handleAttach(st network.Stream) {
 		return
 	}
 	log.Info("node attached", "did", s.id.DID())
+	if s.quiet {
+		return // pingLoop keeps it, handleControl answers it
+	}
 	r.serveSession(s, log)
 }
 
@@ -464,7 +484,8 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 		streams: make(chan struct{}, r.cfg.Limits.Streams),
 		in:      newBandwidth(r.cfg.Limits.BytesPerSecond),
 		out:     newBandwidth(r.cfg.Limits.BytesPerSecond),
-		ports:   map[string]*mappedPort{}, done: make(chan struct{})}
+		ports:   map[string]*mappedPort{}, done: make(chan struct{}),
+		quiet: st.Protocol() == relay.ProtocolAttach2}
 	// Replace an older session of the same node at once.
 	r.mu.Lock()
 	old := r.sessions[p]
@@ -516,7 +537,8 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 	return s, nil
 }
 
-// serveSession answers pings until the stream ends or goes silent.
+// serveSession answers an attach/1 node's pings and requests until its
+// stream ends or goes silent.
 func (r *Relay) serveSession(s *session, log *slog.Logger) {
 	defer r.dropSession(s)
 	for {
@@ -530,21 +552,8 @@ func (r *Relay) serveSession(s *session, log *slog.Logger) {
 			}
 			return
 		}
-		switch m.Type {
-		case relay.TypePing:
-			if err := s.write(&relay.Message{Type: relay.TypePong}); err != nil {
-				return
-			}
-		case relay.TypeTURN:
-			if r.cfg.TURN == nil {
-				s.write(&relay.Message{Type: relay.TypeTURN, Error: "this supernode runs no TURN server"})
-				continue
-			}
-			t := r.cfg.TURN(s.id)
-			if err := s.write(&relay.Message{Type: relay.TypeTURN, TURN: &t}); err != nil {
-				return
-			}
-		case relay.TypeDialBack:
+		if m.Type == relay.TypeDialBack {
+			// Answered when done: the pings go on meanwhile.
 			if !s.dialing.CompareAndSwap(false, true) {
 				s.write(&relay.Message{Type: relay.TypeDialBackResult, Error: "a dial-back is already running"})
 				continue
@@ -553,12 +562,34 @@ func (r *Relay) serveSession(s *session, log *slog.Logger) {
 				defer s.dialing.Store(false)
 				s.write(r.dialBack(context.Background(), s, m.Port))
 			}()
-		default:
+			continue
+		}
+		answer := r.answer(s, m)
+		if answer == nil {
 			log.Warn("unexpected control message, ending session", "did", s.id.DID(), "type", m.Type)
 			s.write(&relay.Message{Type: relay.TypeDetached, Error: "unexpected " + m.Type})
 			return
 		}
+		if err := s.write(answer); err != nil {
+			return
+		}
 	}
+}
+
+// answer is the answer to an attached node's ping or turn request (nil
+// for any other message).
+func (r *Relay) answer(s *session, m *relay.Message) *relay.Message {
+	switch m.Type {
+	case relay.TypePing:
+		return &relay.Message{Type: relay.TypePong}
+	case relay.TypeTURN:
+		if r.cfg.TURN == nil {
+			return &relay.Message{Type: relay.TypeTURN, Error: "this supernode runs no TURN server"}
+		}
+		t := r.cfg.TURN(s.id)
+		return &relay.Message{Type: relay.TypeTURN, TURN: &t}
+	}
+	return nil
 }
 
 // dropSession removes s if it is still current, then ends it.
