@@ -9,8 +9,11 @@
 // first ones of the list at start; the rest wait as spares, tried when an
 // attached one fails), so losing a supernode leaves the node reachable
 // through another at once. Each loop connects, answers the relay's
-// challenge with the node key, then pings every KeepAlive; a failed ping,
-// a closed stream or a "detached" message ends the attachment and the loop
+// challenge with the node key (attach/2, or attach/1 at an older relay),
+// then keeps the attachment alive: on attach/2 the relay pings every
+// KeepAlive and the node's requests go on control streams, on attach/1
+// the node pings; 3 keep-alives without a ping or pong, a closed stream
+// or a "detached" message end the attachment and the loop
 // retries with jittered exponential backoff capped at MaxBackoff (default
 // 1 s, so a supernode that comes back is used again within a second).
 // Reconnect (called on network changes) closes the connections that lost
