@@ -3,6 +3,7 @@ package relayserver
 import (
 	"context"
 	"crypto/ed25519"
+	"os"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pc2/pc2/internal/testing/testenv"
 	"github.com/pc2/pc2/internal/testing/testlog"
+	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"
 )
@@ -111,4 +113,37 @@ func attach2(t *testing.T, ctx context.Context, keepAlive time.Duration) (*dht.N
 		t.Fatalf("attach/2: %+v %v", ok, err)
 	}
 	return sn, r, node, st
+}
+
+// stuckStream is an attach stream whose writes fail with err.
+type stuckStream struct {
+	network.Stream
+	err error
+}
+
+func (s stuckStream) Write([]byte) (int, error)        { return 0, s.err }
+func (s stuckStream) SetWriteDeadline(time.Time) error { return nil }
+func (s stuckStream) Reset() error                     { return nil }
+
+// TestPingSkipsBusyNode: a ping that times out (the node's connection
+// busy) leaves the session; one that fails otherwise (the stream reset)
+// ends it.
+func TestPingSkipsBusyNode(t *testing.T) {
+	_, r := newRelay(t)
+	for _, c := range []struct {
+		err  error
+		kept bool
+	}{{os.ErrDeadlineExceeded, true}, {network.ErrReset, false}} {
+		_, key, _ := ed25519.GenerateKey(nil)
+		id, _ := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+		p, _ := dht.IDToPeer(id)
+		s := &session{id: id, peer: p, quiet: true, done: make(chan struct{}), stream: stuckStream{err: c.err}, ports: map[string]*mappedPort{}}
+		r.mu.Lock()
+		r.sessions[p] = s
+		r.mu.Unlock()
+		r.pingAll([]*session{s})
+		if r.Attached(id) != c.kept {
+			t.Errorf("a ping failing with %v: attached %v, want %v", c.err, !c.kept, c.kept)
+		}
+	}
 }
