@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	mss "github.com/multiformats/go-multistream"
 
 	"github.com/pc2/pc2/services/relay"
 )
@@ -233,11 +234,13 @@ func (s *session) ask(m *relay.Message) error {
 	return nil
 }
 
-// control sends m on a new control stream and reads the answer.
+// control sends m on a new control stream over the attach stream's own
+// connection (a probe's answer over another one would prove nothing of
+// it) and reads the answer.
 func (s *session) control(m *relay.Message) (*relay.Message, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), attachTimeout)
 	defer cancel()
-	st, err := s.c.cfg.Host.NewStream(ctx, s.peer, relay.ProtocolControl)
+	st, err := s.st.Conn().NewStream(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -245,6 +248,14 @@ func (s *session) control(m *relay.Message) (*relay.Message, error) {
 	// Wall clock: the stream compares its deadlines with time.Now; a
 	// dial-back takes up to 5 s at the relay.
 	st.SetDeadline(time.Now().Add(2 * attachTimeout))
+	if err := st.SetProtocol(relay.ProtocolControl); err != nil {
+		st.Reset()
+		return nil, err
+	}
+	if err := mss.SelectProtoOrFail(relay.ProtocolControl, st); err != nil {
+		st.Reset()
+		return nil, err
+	}
 	if err := relay.WriteMessage(st, m); err != nil {
 		st.Reset()
 		return nil, err
