@@ -31,9 +31,10 @@ const pingWorkers = 64
 const pingTimeout = time.Second
 
 // pingLoop pings every quiet session each KeepAlive until Close. A ping
-// that cannot be written ends its session: the node reset the stream or
-// its connection ended (a connection that died silently ends at yamux's
-// keep-alive, and then so does the session).
+// that fails ends its session: the node reset the stream or its
+// connection ended (a connection that died silently ends at yamux's
+// keep-alive, and then so does the session); one that times out does
+// not (pingTimeout).
 func (r *Relay) pingLoop() {
 	t := time.NewTicker(r.cfg.KeepAlive)
 	defer t.Stop()
