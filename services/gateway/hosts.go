@@ -103,19 +103,17 @@ func (n *Names) registerHost(r *http.Request, domain string) (*namesapi.HostInfo
 	// The proofs of the DID's other hosts, read before the names API's
 	// lock: up to perNode DNS lookups, which would hold every claim at
 	// this supernode meanwhile. Only a new registration needs them.
-	var gone map[string]bool
+	gone := map[string]bool{}
 	if req.Invite != "" {
 		before, err := hosts()
 		if err != nil {
 			return nil, 0, err
 		}
-		gone = map[string]bool{}
-		for _, t := range before {
-			if t.Name == host {
-				continue
+		if !slices.ContainsFunc(before, func(t records.TalliedName) bool { return t.Name == host }) { // else a renewal
+			for _, t := range before {
+				pid, err := c.proof(ctx, t.Name)
+				gone[t.Name] = (err == nil && pid != id) || errors.Is(err, ErrNoRecord) || customdomain.Refused(err)
 			}
-			pid, err := c.proof(ctx, t.Name)
-			gone[t.Name] = (err == nil && pid != id) || errors.Is(err, ErrNoRecord) || customdomain.Refused(err)
 		}
 	}
 
