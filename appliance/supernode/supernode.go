@@ -42,6 +42,9 @@ type Options struct {
 	// MetricsListener, if set, serves the metrics instead of
 	// Config.MetricsListen's address.
 	MetricsListener net.Listener
+	// Running, if set, is called after Ready with the DHT node and the
+	// relay, for benchmarks that look inside a running supernode.
+	Running func(*dht.Node, *relayserver.Relay)
 }
 
 // Run starts the supernode's services and blocks until ctx ends.
@@ -93,6 +96,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		return err
 	}
 	maxNodes := sizeForFDs(cmp.Or(cfg.MaxNodes, dht.DefaultServerPeers), raiseFDLimit, log)
+	relayserver.TuneGC(ctx, log.With("service", "gc"))
 	node, err := dht.New(ctx, dht.Config{
 		Key:               key,
 		Mode:              dht.ModeServer,
@@ -169,6 +173,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	if opts.Ready != nil {
 		opts.Ready(addrs)
+	}
+	if opts.Running != nil {
+		opts.Running(node, rel)
 	}
 	var served []string
 	for _, d := range cfg.Domains {

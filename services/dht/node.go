@@ -27,6 +27,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
@@ -328,6 +329,9 @@ func newHost(cfg Config) (host.Host, error) {
 	if len(listen) == 0 {
 		opts = append(opts, libp2p.NoListenAddrs)
 	}
+	if cfg.Mode == ModeServer {
+		opts = append(opts, libp2p.Muxer(yamux.ID, serverMuxer()))
+	}
 	if cfg.PublicDialsOnly {
 		opts = append(opts, libp2p.ConnectionGater(publicDials{}))
 	}
@@ -388,6 +392,27 @@ func workedKey(a ma.Multiaddr) string {
 		}
 	}
 	return out.String()
+}
+
+// serverAcceptBacklog is a server's yamux AcceptBacklog: how many streams
+// of one connection may wait to be accepted, and how many the server may
+// have opened on it that the peer has not acknowledged yet (go-yamux
+// uses one figure for both; libp2p's default is 256). Each connection
+// holds a channel of that many pointers for its life: 2 KB at 256, a
+// twenty-fifth of what an idle attached node costs a supernode
+// (docs/benchmarks.md, "Relay: 10,000 attached nodes"). A supernode
+// opens streams to a node for its visitors; 64 unacknowledged at once
+// still let it open 1,280 a second to a node 50 ms away, beyond what a
+// home uplink serves, and an open past them waits for an
+// acknowledgement instead of failing. The swarm accepts the streams
+// peers open as they come, so 64 waiting is a burst no peer needs.
+const serverAcceptBacklog = 64
+
+// serverMuxer is libp2p's yamux with serverAcceptBacklog.
+func serverMuxer() *yamux.Transport {
+	t := *yamux.DefaultTransport
+	t.AcceptBacklog = serverAcceptBacklog
+	return &t
 }
 
 // rank is the dial ranker: tcpFirst, with the address that worked last

@@ -34,6 +34,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 
+	snapp "github.com/pc2/pc2/appliance/supernode"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/dht"
 	"github.com/pc2/pc2/services/relay"
@@ -50,6 +51,7 @@ var (
 	scaleOpeners     = flag.String("scale.openers", "1,16", "concurrent openers of each latency run")
 	scaleObserve     = flag.Duration("scale.observe", 75*time.Second, "how long to watch the sessions once attached (libp2p's connection manager trims connections older than 1 min)")
 	scaleHeapProfile = flag.String("scale.heapprofile", "", "write the supernode's heap profile at full load to this file")
+	scaleEnv         = flag.String("scale.env", "", "extra environment of the supernode process, comma-separated KEY=VALUE (GOGC=50)")
 )
 
 // scaleHelperEnv makes the test binary the supernode process.
@@ -232,28 +234,20 @@ func TestScaleSupernodeHelper(t *testing.T) {
 		// Fine sampling, so that small per-connection allocations show.
 		runtime.MemProfileRate = 4 << 10
 	}
-	// The supernode's host as `pc2 supernode` builds it with max_nodes
-	// (dht.Limits sized for them, the relay refusing more).
+	// The supernode as `pc2 supernode` runs it from its config, with
+	// max_nodes (dht.Limits sized for them, the relay refusing more).
 	peers, _ := strconv.Atoi(os.Getenv(scalePeersEnv))
 	seed, err := hex.DecodeString(os.Getenv(scaleSeedEnv))
 	if err != nil || len(seed) != ed25519.SeedSize {
 		reply(scaleStats{Error: fmt.Sprintf("%s: want a hex seed of %d bytes", scaleSeedEnv, ed25519.SeedSize)})
 		return
 	}
-	key := ed25519.NewKeyFromSeed(seed)
-	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeServer, ListenAddrs: []string{cmp.Or(os.Getenv(scaleListenEnv), "/ip4/127.0.0.1/tcp/0")},
-		Limits: dht.Limits{Peers: peers}})
+	n, r, stop, err := scaleRunSupernode(ed25519.NewKeyFromSeed(seed), cmp.Or(os.Getenv(scaleListenEnv), "/ip4/127.0.0.1/tcp/0"), peers)
 	if err != nil {
 		reply(scaleStats{Error: err.Error()})
 		return
 	}
-	defer n.Close()
-	r, err := relayserver.New(relayserver.Config{Host: n.Host(), ListenIP: "127.0.0.1", MaxNodes: peers})
-	if err != nil {
-		reply(scaleStats{Error: err.Error()})
-		return
-	}
-	defer r.Close()
+	defer stop()
 	var connects, disconnects atomic.Int64
 	n.Host().Network().Notify(&network.NotifyBundle{
 		ConnectedF:    func(network.Network, network.Conn) { connects.Add(1) },
@@ -321,6 +315,62 @@ func TestScaleSupernodeHelper(t *testing.T) {
 		default:
 			reply(scaleStats{Error: "unknown command " + f[0]})
 		}
+	}
+}
+
+// scaleRunSupernode runs the supernode as `pc2 supernode` does, from a
+// config file: key, listen address and max_nodes as given, a domain, the
+// gateway's plain HTTP on loopback, no TURN. It returns its DHT node and
+// relay, and stop, which ends it.
+func scaleRunSupernode(key ed25519.PrivateKey, listen string, peers int) (*dht.Node, *relayserver.Relay, func(), error) {
+	dir, err := os.MkdirTemp("", "pc2-scale-supernode")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keyFile := filepath.Join(dir, "supernode.key")
+	if err := identity.WriteKeyFile(keyFile, key); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	id, err := identity.IDFromPublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	data, _ := json.Marshal(map[string]any{
+		"key_file": keyFile, "data_dir": filepath.Join(dir, "data"), "listen": []string{listen},
+		"allow_private_dials": true, "relay_listen_ip": "127.0.0.1", "max_nodes": peers,
+		"domains": []map[string]string{{"domain": "pc2.test", "operator": id.DID()}},
+		"gateway": map[string]any{"http_listen": "127.0.0.1:0"},
+	})
+	cfgFile := filepath.Join(dir, "supernode.json")
+	if err := os.WriteFile(cfgFile, data, 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	cfg, err := snapp.LoadConfig(cfgFile)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	type running struct {
+		n *dht.Node
+		r *relayserver.Relay
+	}
+	up := make(chan running, 1)
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		done <- snapp.Run(ctx, cfg, snapp.Options{Running: func(n *dht.Node, r *relayserver.Relay) { up <- running{n, r} }})
+	}()
+	stop := func() { cancel(); <-done; os.RemoveAll(dir) }
+	select {
+	case run := <-up:
+		return run.n, run.r, stop, nil
+	case err := <-done:
+		cancel()
+		os.RemoveAll(dir)
+		return nil, nil, nil, fmt.Errorf("supernode: %w", err)
 	}
 }
 
@@ -478,6 +528,9 @@ func scaleStartHelper(b *testing.B, seed, listen string) (*scaleHelper, scaleSta
 	cmd.Env = append(os.Environ(), scaleHelperEnv+"=1", scalePeersEnv+"="+strconv.Itoa(*scaleNodes), scaleSeedEnv+"="+seed, scaleListenEnv+"="+listen)
 	if *scaleHeapProfile != "" {
 		cmd.Env = append(cmd.Env, scaleProfileEnv+"=1")
+	}
+	if *scaleEnv != "" {
+		cmd.Env = append(cmd.Env, strings.Split(*scaleEnv, ",")...)
 	}
 	h := &scaleHelper{cmd: cmd, replies: make(chan string, 1), stderr: &scaleTail{}}
 	cmd.Stderr = h.stderr

@@ -368,7 +368,7 @@ func connAddr(c network.Conn) string {
 // hold mapped ports.
 func (r *Relay) portNodesFrom(s *session) int {
 	r.mu.Lock()
-	others := make([]*session, 0, len(r.sessions))
+	var others []*session
 	for _, o := range r.sessions {
 		if o != s && o.addr == s.addr {
 			others = append(others, o)
@@ -509,9 +509,14 @@ func (r *Relay) attach(st network.Stream, p peer.ID) (*session, error) {
 		r.log.Warn("port table not saved", "err", err)
 	}
 	ports := map[string]int{}
-	if n := r.portNodesFrom(s); len(m.TCP) > 0 && n >= r.cfg.PortNodesPerAddr {
-		r.log.Warn("no ports for this node: its address's nodes hold ports already", "did", id.DID(), "addr", s.addr, "nodes", n)
-		m.TCP = nil
+	// Counted only for a node that asks for ports: portNodesFrom walks
+	// every session (an attach storm of 10,000 nodes would walk them
+	// 10,000 times).
+	if len(m.TCP) > 0 {
+		if n := r.portNodesFrom(s); n >= r.cfg.PortNodesPerAddr {
+			r.log.Warn("no ports for this node: its address's nodes hold ports already", "did", id.DID(), "addr", s.addr, "nodes", n)
+			m.TCP = nil
+		}
 	}
 	for _, name := range m.TCP {
 		mp, err := r.mapPort(s, name)
