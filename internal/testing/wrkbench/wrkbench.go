@@ -28,6 +28,47 @@ done = function(summary, latency, requests)
 end
 `
 
+// StatusScript is Script that also counts the answers of each status
+// above 399 and prints a "pc2-wrk-status code=N count=M" line for each
+// (ParseStatuses reads them): for finding out why answers failed, at a
+// cost in wrk's own speed (a Lua call per answer).
+const StatusScript = Script + `
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args) failed = {} end
+response = function(status, headers, body)
+  if status > 399 then failed[status] = (failed[status] or 0) + 1 end
+end
+local summarize = done
+done = function(summary, latency, requests)
+  summarize(summary, latency, requests)
+  local all = {}
+  for _, t in ipairs(threads) do
+    for code, n in pairs(t:get("failed")) do all[code] = (all[code] or 0) + n end
+  end
+  for code, n in pairs(all) do io.write(string.format("pc2-wrk-status code=%d count=%d\n", code, n)) end
+end
+`
+
+// ParseStatuses reads StatusScript's counts of failed answers by status.
+func ParseStatuses(out string) map[int]int64 {
+	m := map[int]int64{}
+	for _, l := range strings.Split(out, "\n") {
+		var code int
+		var n int64
+		if _, err := fmt.Sscanf(l, "pc2-wrk-status code=%d count=%d", &code, &n); err == nil {
+			m[code] += n
+		}
+	}
+	return m
+}
+
+// WriteStatusScript writes StatusScript into dir and returns its path.
+func WriteStatusScript(dir string) (string, error) {
+	p := filepath.Join(dir, "pc2-status.lua")
+	return p, os.WriteFile(p, []byte(StatusScript), 0o644)
+}
+
 // WriteScript writes Script into dir and returns its path.
 func WriteScript(dir string) (string, error) {
 	p := filepath.Join(dir, "pc2.lua")
