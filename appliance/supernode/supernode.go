@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		return err
 	}
 	maxNodes := sizeForFDs(cmp.Or(cfg.MaxNodes, dht.DefaultServerPeers), raiseFDLimit, log)
-	relayserver.TuneGC(ctx, log.With("service", "gc"))
+	tuneGC(ctx, log.With("service", "gc"))
 	node, err := dht.New(ctx, dht.Config{
 		Key:               key,
 		Mode:              dht.ModeServer,

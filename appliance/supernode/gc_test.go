@@ -1,4 +1,4 @@
-package relayserver
+package supernode
 
 import (
 	"context"
@@ -42,8 +42,8 @@ func TestGCTuner(t *testing.T) {
 
 func TestTuneGCLeavesGOGC(t *testing.T) {
 	t.Setenv("GOGC", "150")
-	if TuneGC(context.Background(), nil) {
-		t.Error("TuneGC tunes with GOGC set in the environment")
+	if tuneGC(context.Background(), nil) {
+		t.Error("tuneGC tunes with GOGC set in the environment")
 	}
 }
 

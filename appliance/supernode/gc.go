@@ -1,4 +1,4 @@
-package relayserver
+package supernode
 
 import (
 	"context"
@@ -117,10 +117,10 @@ func readGC() gcReading {
 	return r
 }
 
-// TuneGC keeps the collector's target as above until ctx ends, then sets
+// tuneGC keeps the collector's target as above until ctx ends, then sets
 // Go's default again; unless the environment sets GOGC, which stays the
 // operator's to choose. It returns at once, reporting whether it tunes.
-func TuneGC(ctx context.Context, log *slog.Logger) bool {
+func tuneGC(ctx context.Context, log *slog.Logger) bool {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
