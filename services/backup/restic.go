@@ -164,17 +164,27 @@ func (r *Restic) runOpts(ctx context.Context, failFast bool, onLine func([]byte)
 	}
 	stderr := &limitedBuffer{max: maxStderr}
 	var mu sync.Mutex
-	retried := ""
-	if failFast {
-		stderr.onLine = func(line string) {
-			if i := strings.Index(line, retryMark); i >= 0 {
-				mu.Lock()
-				if retried == "" {
-					_, retried, _ = strings.Cut(line[i+len(retryMark):], ": ")
-				}
-				mu.Unlock()
-				cancel()
-			}
+	retried, sawFull := "", false
+	stderr.onLine = func(line string) {
+		i := strings.Index(line, retryMark)
+		if i < 0 {
+			return
+		}
+		_, msg, _ := strings.Cut(line[i+len(retryMark):], ": ")
+		// A location that says it is full stays full while restic
+		// retries (for 15 minutes): stop now.
+		isFull := isFullMessage(msg)
+		mu.Lock()
+		if retried == "" || !failFast || isFull {
+			retried = msg
+		}
+		sawFull = sawFull || isFull
+		mu.Unlock()
+		if r.Log != nil {
+			r.Log.Warn("backup: restic retries a request", "cmd", args[0], "err", oneLine(msg))
+		}
+		if failFast || isFull {
+			cancel()
 		}
 	}
 	cmd.Stderr = stderr
@@ -197,12 +207,18 @@ func (r *Restic) runOpts(ctx context.Context, failFast bool, onLine func([]byte)
 	if err == nil {
 		return nil
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("restic %s: %w", args[0], ctx.Err())
-	}
 	mu.Lock()
 	defer mu.Unlock()
-	if retried != "" {
+	if sawFull {
+		return &RunError{Op: args[0], Code: -1, Msg: oneLine(retried)}
+	}
+	if ctx.Err() != nil {
+		if retried != "" {
+			return fmt.Errorf("restic %s: %w (it was retrying: %s)", args[0], ctx.Err(), oneLine(retried))
+		}
+		return fmt.Errorf("restic %s: %w", args[0], ctx.Err())
+	}
+	if failFast && retried != "" {
 		return locationError(retried)
 	}
 	return resticError(args[0], err, stderr.Bytes())
@@ -250,12 +266,20 @@ func (e *RunError) sentinel() error {
 	case 12:
 		return ErrWrongPassword
 	}
-	for _, m := range fullMarks {
-		if strings.Contains(e.Msg, m) {
-			return ErrFull
-		}
+	if isFullMessage(e.Msg) {
+		return ErrFull
 	}
 	return nil
+}
+
+// isFullMessage tells whether msg is a location saying it is full.
+func isFullMessage(msg string) bool {
+	for _, m := range fullMarks {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // fullMarks are how locations say they are full: rest-server's quota
