@@ -96,8 +96,17 @@ func (c *Client) unwatchProbe(p peer.ID) {
 }
 
 // probe pings at once after a network change; keepAlive gives up if no
-// pong comes within probeTimeout.
+// pong comes within probeTimeout. While the link is down it does not
+// ping: the ping would wait in TCP's resend backoff and, once the link
+// is back, hold up whatever follows it on the connection (a visitor's
+// answer) until TCP resends it, seconds later; and a ping that left
+// during the outage may be answered only after its time is up, though
+// the connection survived. The link-up's network change pings.
 func (s *session) probe() error {
+	if s.c.linkDown(s.peer) {
+		s.probing = nil
+		return nil
+	}
 	if err := s.ask(&relay.Message{Type: relay.TypePing}); err != nil {
 		return fmt.Errorf("ping after a network change: %w", err)
 	}

@@ -340,11 +340,13 @@ func waitLink(t *testing.T, nd *node, after time.Time) LinkStatus {
 }
 
 // freezeProxy forwards TCP connections to a target; freeze stops the
-// ones open at that moment without closing them.
+// ones open at that moment without closing them, and thaw lets what they
+// hold through (as TCP's resends do once a line is back).
 type freezeProxy struct {
 	addr   ma.Multiaddr
 	mu     sync.Mutex
 	frozen []*atomic.Bool
+	thawed chan struct{} // closed by thaw
 	stop   chan struct{}
 }
 
@@ -381,8 +383,15 @@ func newFreezeProxy(t *testing.T, target ma.Multiaddr) *freezeProxy {
 				for {
 					n, err := src.Read(buf)
 					if f.Load() {
-						<-p.stop // hold: nothing more passes, nothing closes
-						return
+						// Hold: nothing more passes, nothing closes.
+						p.mu.Lock()
+						thawed := p.thawed
+						p.mu.Unlock()
+						select {
+						case <-p.stop:
+							return
+						case <-thawed:
+						}
 					}
 					if n > 0 {
 						if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -406,9 +415,19 @@ func newFreezeProxy(t *testing.T, target ma.Multiaddr) *freezeProxy {
 func (p *freezeProxy) freeze() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.thawed = make(chan struct{})
 	for _, f := range p.frozen {
 		f.Store(true)
 	}
+}
+
+func (p *freezeProxy) thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.frozen {
+		f.Store(false)
+	}
+	close(p.thawed)
 }
 
 // TestStaleSessionReplaced: the same key attaching from a new host (a
@@ -561,27 +580,34 @@ func TestBandwidthLimit(t *testing.T) {
 	}
 }
 
-// TestReconnectWaitsWhileLinkDown: a connection that does not answer the
-// ping after a network change is kept while the link it goes out of is
-// down (Config.LinkDown: a line that drops for a few seconds, whose
-// connections survive it); once the link is up again, the next change's
-// ping decides, and a connection that still does not answer is replaced.
-func TestReconnectWaitsWhileLinkDown(t *testing.T) {
-	// Keep-alives as in production (5 s): the outage is shorter than the
-	// three missed ones that end a session either way.
-	sn := newSupernodeWith(t, func(c *relayserver.Config) { c.KeepAlive = 5 * time.Second })
-	px := newFreezeProxy(t, sn.node.Multiaddrs()[0])
+// newLinkNode is a node attached to a supernode through a freezeProxy,
+// whose link is down while down is true (Config.LinkDown). Keep-alives
+// are as in production (5 s): the tests' outages are shorter than the
+// three missed ones that end a session either way.
+func newLinkNode(t *testing.T) (sn *supernode, px *freezeProxy, nd *node, down *atomic.Bool) {
+	sn = newSupernodeWith(t, func(c *relayserver.Config) { c.KeepAlive = 5 * time.Second })
+	px = newFreezeProxy(t, sn.node.Multiaddrs()[0])
 	_, key, _ := ed25519.GenerateKey(nil)
 	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	var down atomic.Bool
-	nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{{ID: sn.node.Host().ID(), Addrs: []ma.Multiaddr{px.addr}}}, func(c *Config) {
+	down = new(atomic.Bool)
+	nd = newNodeAt(t, key, n, 0, []peer.AddrInfo{{ID: sn.node.Host().ID(), Addrs: []ma.Multiaddr{px.addr}}}, func(c *Config) {
 		c.LinkDown = func(netip.Addr) bool { return down.Load() }
 	})
 	waitAttached(t, sn, nd.id)
+	return sn, px, nd, down
+}
+
+// TestReconnectWaitsWhileLinkDown: a connection is kept through a network
+// change while the link it goes out of is down (Config.LinkDown: a line
+// that drops for a few seconds, whose connections survive it); once the
+// link is up again, the next change's ping decides, and a connection that
+// does not answer is replaced.
+func TestReconnectWaitsWhileLinkDown(t *testing.T) {
+	_, px, nd, down := newLinkNode(t)
 	before := waitLink(t, nd, time.Time{})
 	down.Store(true)
 	px.freeze() // nothing passes while the link is down
@@ -599,6 +625,33 @@ func TestReconnectWaitsWhileLinkDown(t *testing.T) {
 		if time.Since(start) > 10*time.Second {
 			t.Fatalf("the dead connection was not replaced once the link was up: %+v", nd.client.Status().Supernodes[0])
 		}
+	}
+}
+
+// TestProbeSentWhileLinkDown (issue 21): a network change while the
+// link is down sends no ping (it would wait in TCP's resend backoff, and
+// its answer come after its time was up: a 2 s flap's ping timed out just
+// before the link-up's change, and the node left a working supernode).
+// The link-up's change pings, and the connection, answering once the line
+// carries again, is kept.
+func TestProbeSentWhileLinkDown(t *testing.T) {
+	sn, px, nd, down := newLinkNode(t)
+	before := waitLink(t, nd, time.Time{})
+	down.Store(true)
+	px.freeze()
+	nd.client.Reconnect() // the link-down event
+	time.Sleep(probeTimeout - 300*time.Millisecond)
+	down.Store(false) // the line is back
+	time.Sleep(500 * time.Millisecond)
+	nd.client.Reconnect() // the link-up event, after the first ping's time
+	time.Sleep(300 * time.Millisecond)
+	px.thaw() // what the connection holds passes: the ping is answered
+	time.Sleep(probeTimeout + 500*time.Millisecond)
+	if st := nd.client.Status().Supernodes[0]; !st.Attached || !st.Since.Equal(before.Since) {
+		t.Fatalf("the attachment changed after a flap its connection survived: %+v (attached since %v before)", st, before.Since)
+	}
+	if code, body := get(t, sn, nd.id, "GET", "/hello", nil); code != 200 {
+		t.Fatalf("after the flap: %d %q", code, body)
 	}
 }
 
