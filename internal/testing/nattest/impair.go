@@ -184,17 +184,41 @@ func (tp *Topology) impairNetem(im Impairment, ports []string) (*Impaired, error
 }
 
 // impairUserspace takes the ports out of the bridge and starts the
-// emulator on them.
+// emulator on them. It holds the namespace lock only around its own uses
+// of the handles: the emulator's start takes it itself (Host.do), and a
+// read lock taken twice by one caller deadlocks once Close waits for it.
 func (tp *Topology) impairUserspace(im Impairment, ports []string, reason string) (*Impaired, error) {
+	if err := tp.bridgePorts(ports, false); err != nil {
+		return nil, err
+	}
+	// Only now: a packet socket on a bridge port would see the frames
+	// the bridge forwards too.
+	emu, err := startEmulator(tp.public, im, ports)
+	if err != nil {
+		return nil, errors.Join(err, tp.bridgePorts(ports, true))
+	}
+	return &Impaired{path: "userspace", reason: reason, emu: emu, undo: func() error {
+		emu.close()
+		return tp.bridgePorts(ports, true)
+	}}, nil
+}
+
+// bridgePorts puts ports back into br0 (in), or takes them out of it;
+// ports taken out before a failure go back in. Once the topology is torn
+// down there is nothing to put back.
+func (tp *Topology) bridgePorts(ports []string, in bool) error {
 	tp.nsMu.RLock()
 	defer tp.nsMu.RUnlock()
 	if tp.closed {
-		return nil, ErrClosed
+		if in {
+			return nil // the ports went with the namespaces
+		}
+		return ErrClosed
 	}
 	nl := tp.public.nl
 	br, err := nl.LinkByName("br0")
 	if err != nil {
-		return nil, fmt.Errorf("bridge: %w", err)
+		return fmt.Errorf("bridge: %w", err)
 	}
 	rejoin := func(ports []string) error {
 		var errs []error
@@ -203,30 +227,19 @@ func (tp *Topology) impairUserspace(im Impairment, ports []string, reason string
 		}
 		return errors.Join(errs...)
 	}
+	if in {
+		return rejoin(ports)
+	}
 	for i, p := range ports {
 		l, err := nl.LinkByName(p)
 		if err == nil {
 			err = nl.LinkSetNoMaster(l)
 		}
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("take %s out of the bridge: %w", p, err), rejoin(ports[:i]))
+			return errors.Join(fmt.Errorf("take %s out of the bridge: %w", p, err), rejoin(ports[:i]))
 		}
 	}
-	// Only now: a packet socket on a bridge port would see the frames
-	// the bridge forwards too.
-	emu, err := startEmulator(tp.public, im, ports)
-	if err != nil {
-		return nil, errors.Join(err, rejoin(ports))
-	}
-	return &Impaired{path: "userspace", reason: reason, emu: emu, undo: func() error {
-		emu.close()
-		tp.nsMu.RLock()
-		defer tp.nsMu.RUnlock()
-		if tp.closed {
-			return nil
-		}
-		return rejoin(ports)
-	}}, nil
+	return nil
 }
 
 // publicPorts lists the switch's ports: the interfaces in br0.
