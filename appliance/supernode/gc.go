@@ -128,25 +128,27 @@ func tuneGC(ctx context.Context, log *slog.Logger) bool {
 		log.Info("garbage collector target from the environment", "gogc", v)
 		return false
 	}
-	t := newGCTuner(readGC, debug.SetGCPercent)
-	go func() {
-		tick := time.NewTicker(gcCheckEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				// The process may go on without the supernode (the
-				// appliance's device process, tests): Go's default again.
-				if t.cur != 100 {
-					t.set(100)
-				}
-				return
-			case <-tick.C:
-			}
-			if p, changed := t.step(); changed {
-				log.Debug("garbage collector target", "gogc", p, "live_heap", t.last.live)
-			}
-		}
-	}()
+	go newGCTuner(readGC, debug.SetGCPercent).run(ctx, log)
 	return true
+}
+
+// run steps every gcCheckEvery until ctx ends, then sets Go's default
+// again: the process may go on without the supernode (the appliance's
+// device process, tests).
+func (t *gcTuner) run(ctx context.Context, log *slog.Logger) {
+	tick := time.NewTicker(gcCheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if t.cur != 100 {
+				t.set(100)
+			}
+			return
+		case <-tick.C:
+		}
+		if p, changed := t.step(); changed {
+			log.Debug("garbage collector target", "gogc", p, "live_heap", t.last.live)
+		}
+	}
 }

@@ -2,9 +2,13 @@ package supernode
 
 import (
 	"context"
+	"log/slog"
 	"runtime"
 	"slices"
+	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 func TestGCTuner(t *testing.T) {
@@ -38,6 +42,36 @@ func TestGCTuner(t *testing.T) {
 	if !slices.Equal(sets, want) {
 		t.Errorf("settings %v, want %v", sets, want)
 	}
+}
+
+// TestGCTunerRun: the tuner looks every gcCheckEvery, and sets Go's
+// default again when the supernode stops.
+func TestGCTunerRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var sets []int
+		got := func() []int { mu.Lock(); defer mu.Unlock(); return slices.Clone(sets) }
+		tu := newGCTuner(func() gcReading { return gcReading{live: 1 << 30} },
+			func(p int) int { mu.Lock(); sets = append(sets, p); mu.Unlock(); return 0 })
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { tu.run(ctx, slog.New(slog.DiscardHandler)); close(done) }()
+		time.Sleep(gcCheckEvery - time.Millisecond)
+		synctest.Wait()
+		if s := got(); len(s) != 0 {
+			t.Fatalf("set %v before the first look", s)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if s := got(); !slices.Equal(s, []int{gcMinPercent}) {
+			t.Fatalf("after the first look: %v, want [%d]", s, gcMinPercent)
+		}
+		cancel()
+		<-done
+		if s := got(); !slices.Equal(s, []int{gcMinPercent, 100}) {
+			t.Fatalf("after the stop: %v, want Go's default again", s)
+		}
+	})
 }
 
 func TestTuneGCLeavesGOGC(t *testing.T) {
