@@ -369,6 +369,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusNotFound, html.EscapeString(name)+" is not in use", html.EscapeString(name)+
 			" is held, but its owner's node has not renewed it lately. It is back once the node is online again.")
 		return
+	case err != nil && r.Context().Err() != nil:
+		// The visitor left (closed the connection) while the name was
+		// looked up: nobody reads an answer, and it is not the DHT's
+		// failure.
+		g.log.Debug("resolve abandoned: the visitor left", "name", name)
+		return
 	case err != nil:
 		g.log.Warn("resolve failed", "name", name, "err", err)
 		page(w, http.StatusBadGateway, "Cannot resolve "+html.EscapeString(name), "The name could not be looked up right now. Try again in a moment.")
@@ -612,8 +618,8 @@ func (g *Gateway) dial(ctx context.Context, id identity.ID) (net.Conn, error) {
 // resolution e: through the routes of the cached record, then, if none
 // works and the record came from the cache, through those of a fresh
 // one.
-func (g *Gateway) dialNode(ctx context.Context, e *entry, id identity.ID, proto protocol.ID) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
+func (g *Gateway) dialNode(parent context.Context, e *entry, id identity.ID, proto protocol.ID) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(parent, g.cfg.DialTimeout)
 	defer cancel()
 	conn, route, err := g.dialRoutes(ctx, id, e.res, proto)
 	// A busy node is busy on every route: a fresh record would not help,
@@ -625,10 +631,11 @@ func (g *Gateway) dialNode(ctx context.Context, e *entry, id identity.ID, proto 
 		}
 	}
 	e.mu.Lock()
-	if err != nil {
-		e.lastErr = visitorError(err)
-	} else {
+	switch {
+	case err == nil:
 		e.lastRoute, e.lastErr = route, ""
+	case parent.Err() == nil: // else the visitor left: that says nothing of the node
+		e.lastErr = visitorError(err)
 	}
 	e.mu.Unlock()
 	return conn, err
@@ -720,6 +727,10 @@ func (g *Gateway) dialDirect(ctx context.Context, id identity.ID, addrs []string
 // proxyError answers a request whose node could not be reached.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	host, _ := netaddr.CanonicalHost(r.Host)
+	if r.Context().Err() != nil {
+		g.log.Debug("request abandoned: the visitor left", "host", host, "err", err)
+		return // nobody reads an answer
+	}
 	g.log.Info("node unreachable", "host", host, "err", err)
 	if errors.Is(err, relay.ErrBusy) {
 		w.Header().Set("Retry-After", "1")

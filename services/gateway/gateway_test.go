@@ -587,6 +587,108 @@ func TestGatewayQueues(t *testing.T) {
 	}
 }
 
+// TestGatewayLineLetsGo (issue 21): requests and TLS connections whose
+// clients closed their connections leave the line at once, so that the
+// same client's next ones find room in it. Over HTTPS, a connection for a
+// name whose node may take TLS itself waits in line before its ClientHello
+// goes to the node (Gateway.splice); it used to hold its place until
+// QueueWait however early its client left, and a benchmark run right
+// after a warm-up at 1,000 connections got a full line's 503s for all of
+// its 10 s.
+func TestGatewayLineLetsGo(t *testing.T) {
+	for _, overTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", overTLS), func(t *testing.T) { testLineLetsGo(t, overTLS) })
+	}
+}
+
+func testLineLetsGo(t *testing.T, overTLS bool) {
+	w := newWorld(t, 1)
+	const share = 2
+	g, srv := w.gateway(w.sns[0], func(cfg *Config) {
+		cfg.Burst, cfg.StreamsPerClient, cfg.QueueWait = 10000, share, 20*time.Second
+		cfg.Rate = 1e4
+	})
+	alice := w.node(personal.ModeRelayed, w.sns[0])
+	w.grant("alice."+testDomain, alice.key)
+	w.waitRecord(w.sns[0], alice.id, listsSupernode(w.sns[0]))
+	url := srv.URL + "/hello"
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
+	}
+	var tlsConfig *tls.Config
+	if overTLS {
+		// A certificate of the gateway's for alice's name (her node has
+		// none: after the wait in line, the gateway terminates).
+		addr, pool := serveTLS(t, g, "alice."+testDomain)
+		tlsConfig = &tls.Config{RootCAs: pool}
+		url = "https://alice." + testDomain + "/hello"
+		dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}
+	}
+	// WebSockets (over plain HTTP, the same client) hold the client's
+	// share: the line does not move.
+	var held []*websocket.Conn
+	for range share {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+srv.Listener.Addr().String()+"/ws", http.Header{"Host": {"alice." + testDomain}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		held = append(held, ws)
+	}
+	// A full line (16 times the share), each on a connection of its own,
+	// given up on by their clients.
+	send := func(ctx context.Context) (int, error) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		req.Host = "alice." + testDomain
+		tr := &http.Transport{DialContext: dial, TLSClientConfig: tlsConfig}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	early := make(chan int, 16*share)
+	for range 16 * share {
+		wg.Go(func() {
+			if code, err := send(ctx); err == nil {
+				early <- code
+			}
+		})
+	}
+	time.Sleep(time.Second) // all in line
+	if n := len(early); n > 0 {
+		t.Fatalf("%d requests answered while the share was held, want all in line (first: %d)", n, <-early)
+	}
+	cancel()
+	wg.Wait()
+	// The next request finds room in the line, and is answered once a
+	// slot is free; before, it would have been a 503 at once.
+	got := make(chan int, 1)
+	start := time.Now()
+	go func() {
+		code, err := send(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- code
+	}()
+	select {
+	case code := <-got:
+		t.Fatalf("after the line's clients left, the next request got %d after %v, want a place in line", code, time.Since(start))
+	case <-time.After(500 * time.Millisecond):
+	}
+	held[0].Close()
+	if code := <-got; code != 200 {
+		t.Fatalf("the next request, once a slot was free: %d", code)
+	}
+}
+
 // TestGatewayNoScanning (issue 16, finding 6): a stranger grants itself a
 // name whose did record lists "direct" addresses on the supernode's own
 // loopback (a service there, and a closed port). A supernode dialling

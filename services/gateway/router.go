@@ -244,7 +244,10 @@ func (g *Gateway) splice(c net.Conn, client string, hello *sni.Hello) bool {
 		return atGateway(why)
 	}
 	id := e.res.Name.Grant.DID
-	release, ok := g.queue(context.Background(), client, id)
+	// A client that gives up while its connection waits leaves the line.
+	wctx, stopWatch := whileOpen(context.Background(), c)
+	release, ok := g.queue(wctx, client, id)
+	stopWatch()
 	if !ok {
 		g.log.Debug("TLS connection closed: over its client's or the node's streams for too long", "client", client, "name", name)
 		c.Close() // as a 503 would, but there is no HTTP yet

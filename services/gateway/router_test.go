@@ -2,16 +2,11 @@ package gateway
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -23,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/pc2/pc2/appliance/personal"
+	"github.com/pc2/pc2/internal/testing/tlstest"
 	"github.com/pc2/pc2/provisioning/identity"
 	"github.com/pc2/pc2/services/relay"
 )
@@ -41,23 +37,7 @@ func TestServeTLS(t *testing.T) {
 		cfg.PeekTimeout = 3 * time.Second
 		cfg.Rate, cfg.Burst = 1e4, 1e4
 	})
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: testDomain}, DNSNames: []string{testDomain},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	tc := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"h2", "http/1.1"}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := g.Server()
-	go g.ServeTLS(ln, tc, srv)
-	t.Cleanup(func() { ln.Close(); srv.Close() })
-	addr := ln.Addr().String()
-
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
+	addr, pool := serveTLS(t, g, testDomain, "h2", "http/1.1")
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true,
 		TLSClientConfig: &tls.Config{RootCAs: pool},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -233,18 +213,7 @@ func TestSpliceBusyNode(t *testing.T) {
 	w := newWorld(t, 1)
 	br := &busyRelay{}
 	g, srv := w.gateway(w.sns[0], func(cfg *Config) { br.LocalRelay, cfg.Relay = cfg.Relay, br })
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	wildcard := "*." + testDomain
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: wildcard}, DNSNames: []string{wildcard},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsSrv := g.Server()
-	go g.ServeTLS(ln, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, tlsSrv)
-	t.Cleanup(func() { ln.Close(); tlsSrv.Close() })
+	addr, _ := serveTLS(t, g, "*."+testDomain)
 
 	alice := w.node(personal.ModeRelayed, w.sns[0])
 	name := "alice." + testDomain
@@ -254,7 +223,7 @@ func TestSpliceBusyNode(t *testing.T) {
 		t.Fatalf("alice through the gateway: %d %q", code, body)
 	}
 	handshake := func() error {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", ln.Addr().String(),
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr,
 			&tls.Config{ServerName: name, InsecureSkipVerify: true})
 		if err == nil {
 			c.Close()
@@ -277,4 +246,20 @@ func TestSpliceBusyNode(t *testing.T) {
 	if n := br.tlsOpens.Load(); n < 2 {
 		t.Fatal("the connection after the busy one was not offered to the node (terminated at the gateway at once)")
 	}
+}
+
+// serveTLS serves g's port 443 (ServeTLS) on a loopback port, with a
+// self-signed certificate for name offering protos; it returns the
+// address and a pool that trusts the certificate.
+func serveTLS(t *testing.T, g *Gateway, name string, protos ...string) (addr string, roots *x509.CertPool) {
+	t.Helper()
+	cert, roots := tlstest.SelfSigned(t, name)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := g.Server()
+	go g.ServeTLS(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: protos}, srv)
+	t.Cleanup(func() { ln.Close(); srv.Close() })
+	return ln.Addr().String(), roots
 }

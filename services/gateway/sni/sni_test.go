@@ -2,18 +2,15 @@ package sni
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/pc2/pc2/internal/testing/tlstest"
 )
 
 // clientHello is the first flight of a Go TLS client asking for name.
@@ -55,14 +52,8 @@ func peekBytes(t *testing.T, pieces [][]byte, max int, timeout time.Duration) (*
 }
 
 func selfSigned(t *testing.T, name string) tls.Certificate {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	cert, _ := tlstest.SelfSigned(t, name)
+	return cert
 }
 
 // TestPeekThenTerminate: a real client's handshake completes through a
