@@ -39,7 +39,7 @@ type Space struct {
 	mu      sync.Mutex
 	friends map[identity.ID]*Friend
 	quotas  map[identity.ID]*quota.Manager
-	uploads map[identity.ID]*sync.Mutex // one upload at a time per friend (ServeHTTP)
+	uploads map[identity.ID]chan struct{} // one upload at a time per friend (ServeHTTP): a lock a waiter can leave
 }
 
 // Friend is a node the owner gives backup space.
@@ -72,7 +72,7 @@ func OpenSpace(dir string, log *slog.Logger, now func() time.Time) (*Space, erro
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup space: %w", err)
 	}
-	s := &Space{dir: dir, log: log, now: now, friends: map[identity.ID]*Friend{}, quotas: map[identity.ID]*quota.Manager{}, uploads: map[identity.ID]*sync.Mutex{}}
+	s := &Space{dir: dir, log: log, now: now, friends: map[identity.ID]*Friend{}, quotas: map[identity.ID]*quota.Manager{}, uploads: map[identity.ID]chan struct{}{}}
 	b, err := os.ReadFile(s.file())
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("backup space: %w", err)
@@ -237,13 +237,13 @@ func (s *Space) quotaLocked(id identity.ID) (*quota.Manager, error) {
 	return q, nil
 }
 
-// uploadLock is friend id's upload lock.
-func (s *Space) uploadLock(id identity.ID) *sync.Mutex {
+// uploadLock is friend id's upload lock: held while a value is in it.
+func (s *Space) uploadLock(id identity.ID) chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l, ok := s.uploads[id]
 	if !ok {
-		l = &sync.Mutex{}
+		l = make(chan struct{}, 1)
 		s.uploads[id] = l
 	}
 	return l
@@ -294,9 +294,15 @@ func (s *Space) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// 500, which restic retries for 15 minutes instead of saying
 		// "full" (a flaky TestSpace showed it). One upload at a time per
 		// friend makes the check exact.
+		// A request whose client gave up (restic aborts an upload that
+		// makes no progress for minutes) leaves the wait.
 		l := s.uploadLock(id)
-		l.Lock()
-		defer l.Unlock()
+		select {
+		case l <- struct{}{}:
+			defer func() { <-l }()
+		case <-r.Context().Done():
+			return
+		}
 	}
 	h.ServeHTTP(w, r)
 	// rest-server answers an upload over the quota (507) without reading
