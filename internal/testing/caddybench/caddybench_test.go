@@ -2,21 +2,19 @@ package caddybench
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pc2/pc2/internal/testing/tlstest"
 )
 
 // TestReverseProxy: a GET through Caddy reaches the upstream with the
@@ -48,13 +46,9 @@ func TestReverseProxyTLS(t *testing.T) {
 		fmt.Fprintf(w, "hello %s %s", r.Host, r.Header.Get("X-Forwarded-Proto"))
 	}))
 	t.Cleanup(web.Close)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "app.example.test"},
-		DNSNames: []string{"app.example.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, roots := tlstest.SelfSigned(t, "app.example.test")
+	der := cert.Certificate[0]
+	key := cert.PrivateKey.(*ecdsa.PrivateKey)
 	keyDER, _ := x509.MarshalECPrivateKey(key)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
@@ -66,9 +60,6 @@ func TestReverseProxyTLS(t *testing.T) {
 	}
 	p := ReverseProxyTLS(t, web.Listener.Addr().String(), certFile, keyFile)
 
-	leaf, _ := x509.ParseCertificate(der)
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{ServerName: "app.example.test", RootCAs: roots}}}
 	req, _ := http.NewRequest("GET", "https://"+p.Addr+"/", nil)
