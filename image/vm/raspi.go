@@ -25,8 +25,9 @@ import (
 // (see bootConfig). The rest of the boot is the board's: the kernel finds
 // the SD card, mounts root by PARTUUID and starts gokrazy's init.
 //
-// One addition is QEMU's, not the Pi's, and stays in the harness (never in
-// the image): initcall_blacklist=bcm2835_wdt_driver_init. gokrazy's init
+// Two additions to the command line are the harness's, never the
+// image's: an early console (see raspi.earlycon), and one that QEMU
+// needs: initcall_blacklist=bcm2835_wdt_driver_init. gokrazy's init
 // arms the hardware watchdog at start. On a real Pi the BCM2835's
 // power-management block then counts the watchdog down and resets the
 // board only if nobody pets it. QEMU's model of that block
@@ -55,11 +56,18 @@ type raspi struct {
 	// usb-net device. The raspi4b has neither its Ethernet (GENET) nor
 	// its PCIe xHCI USB emulated, so it has no network at all.
 	net bool
+	// earlycon is the harness's early console on the model's mini UART
+	// (the serial console the test reads): the kernel prints from its
+	// first line there, where the Pi's own console starts only when the
+	// 8250 driver comes up, late in the boot. A guest that stops before
+	// that (a boot seen once in CI under load printed nothing in five
+	// minutes) then shows how far it got.
+	earlycon string
 }
 
 var raspis = map[string]raspi{
-	MachineRaspi3b: {dtb: "bcm2710-rpi-3-b.dtb", filters: []string{"pi3"}, net: true},
-	MachineRaspi4b: {dtb: "bcm2711-rpi-4-b.dtb", filters: []string{"pi4"}},
+	MachineRaspi3b: {dtb: "bcm2710-rpi-3-b.dtb", filters: []string{"pi3"}, net: true, earlycon: "earlycon=uart8250,mmio32,0x3f215040"},
+	MachineRaspi4b: {dtb: "bcm2711-rpi-4-b.dtb", filters: []string{"pi4"}, earlycon: "earlycon=uart8250,mmio32,0xfe215040"},
 }
 
 // IsRaspi reports whether machine is one of QEMU's Raspberry Pi models.
@@ -150,7 +158,7 @@ func raspiCommand(image string, opts Options, netdev string) (*exec.Cmd, error) 
 		"-accel", "tcg,thread=multi",
 		"-kernel", kernel,
 		"-dtb", dtb,
-		"-append", boot.cmdline+" "+NoWatchdog,
+		"-append", boot.cmdline+" "+NoWatchdog+" "+m.earlycon,
 		"-drive", drive,
 		// The Pi's serial0 is the mini UART (ttyS0, see firmwareCmdline),
 		// QEMU's second serial port; the first is the PL011 that the
