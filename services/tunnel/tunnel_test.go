@@ -252,15 +252,7 @@ func TestFailover(t *testing.T) {
 // waiting for the missed keep-alives, and the node gets its port back.
 func TestReconnectReplacesDeadConnection(t *testing.T) {
 	sn := newSupernode(t, relay.Limits{})
-	px := newFreezeProxy(t, sn.node.Multiaddrs()[0])
-	_, key, _ := ed25519.GenerateKey(nil)
-	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{{ID: sn.node.Host().ID(), Addrs: []ma.Multiaddr{px.addr}}})
-	waitAttached(t, sn, nd.id)
+	px, _, nd := newProxiedNode(t, sn)
 	before := waitLink(t, nd, time.Time{})
 	px.freeze()
 	start := time.Now()
@@ -282,6 +274,24 @@ func TestReconnectReplacesDeadConnection(t *testing.T) {
 	if code, body := get(t, sn, nd.id, "GET", "/hello", nil); code != 200 {
 		t.Fatalf("after reattaching: %d %q", code, body)
 	}
+}
+
+// TestVanishedNodeDetached: a node attached with attach/2 that vanishes
+// without a word (its power cut: here its connection frozen, then the
+// node stopped behind it) leaves the supernode's table within its
+// server's yamux keep-alive (dht's serverKeepAlive, 5 s) and the
+// pong's 10 s, as attach/1's three missed pings did: libp2p's 30 s
+// default kept it there for 40 s, and gateways routed visitors to it.
+func TestVanishedNodeDetached(t *testing.T) {
+	sn := newSupernode(t, relay.Limits{})
+	px, n, nd := newProxiedNode(t, sn)
+	waitLink(t, nd, time.Time{})
+	px.freeze()
+	start := time.Now()
+	nd.cancel()
+	n.Close()
+	testenv.WaitFor(t, 25*time.Second, "the vanished node detached", func() bool { return !sn.relay.Attached(nd.id) })
+	t.Logf("detached %v after the node vanished", time.Since(start).Round(100*time.Millisecond))
 }
 
 // TestNetworkChangeClosesConnFromGoneAddress: after a network change, a
@@ -586,19 +596,27 @@ func TestBandwidthLimit(t *testing.T) {
 // three missed ones that end a session either way.
 func newLinkNode(t *testing.T) (sn *supernode, px *freezeProxy, nd *node, down *atomic.Bool) {
 	sn = newSupernodeWith(t, func(c *relayserver.Config) { c.KeepAlive = 5 * time.Second })
-	px = newFreezeProxy(t, sn.node.Multiaddrs()[0])
+	down = new(atomic.Bool)
+	px, _, nd = newProxiedNode(t, sn, func(c *Config) {
+		c.LinkDown = func(netip.Addr) bool { return down.Load() }
+	})
+	return sn, px, nd, down
+}
+
+// newProxiedNode is a node on a host of its own (returned), attached to
+// sn through a freezeProxy; edits change its config.
+func newProxiedNode(t *testing.T, sn *supernode, edits ...func(*Config)) (*freezeProxy, *dht.Node, *node) {
+	t.Helper()
+	px := newFreezeProxy(t, sn.node.Multiaddrs()[0])
 	_, key, _ := ed25519.GenerateKey(nil)
 	n, err := dht.New(context.Background(), dht.Config{Key: key, Mode: dht.ModeClient, Logger: testlog.New(t, 8)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	down = new(atomic.Bool)
-	nd = newNodeAt(t, key, n, 0, []peer.AddrInfo{{ID: sn.node.Host().ID(), Addrs: []ma.Multiaddr{px.addr}}}, func(c *Config) {
-		c.LinkDown = func(netip.Addr) bool { return down.Load() }
-	})
+	nd := newNodeAt(t, key, n, 0, []peer.AddrInfo{{ID: sn.node.Host().ID(), Addrs: []ma.Multiaddr{px.addr}}}, edits...)
 	waitAttached(t, sn, nd.id)
-	return sn, px, nd, down
+	return px, n, nd
 }
 
 // TestReconnectWaitsWhileLinkDown: a connection is kept through a network
