@@ -853,13 +853,24 @@ func BenchmarkRelayScale(b *testing.B) {
 		b.Logf("a node that did not attach says: %s", whyNot)
 	}
 
-	// Watch the sessions past the connection manager's grace period.
+	// Watch the sessions past the connection manager's grace period,
+	// and what keeping them attached costs while nobody visits: the
+	// relay's pings and the supernode's yamux keep-alives.
 	obsStart := time.Now()
+	idle0 := scaleCPUNow(h)
 	for time.Since(obsStart) < *scaleObserve {
 		time.Sleep(min(10*time.Second, *scaleObserve-time.Since(obsStart)))
 		s := h.stats(b, "stat")
 		b.Logf("+%3.0fs sessions %d, connections %d, connects %d, disconnects %d, goroutines %d",
 			time.Since(obsStart).Seconds(), s.Sessions, s.Conns, s.Connects, s.Disconnects, s.Goroutines)
+	}
+	if *scaleObserve > 0 {
+		idle1 := scaleCPUNow(h)
+		wall := idle1.at.Sub(idle0.at).Seconds()
+		super := float64(idle1.helper-idle0.helper) / scaleClockTick / wall
+		b.Logf("idle, %d nodes attached, over %.0f s: supernode %.3f cores, nodes %.3f cores", want, wall,
+			super, float64(idle1.self-idle0.self)/scaleClockTick/wall)
+		b.ReportMetric(super, "idle-supernode-cores")
 	}
 
 	runtime.GC()
