@@ -46,11 +46,12 @@
 // The relay ends the session when a ping fails (the node reset the
 // stream, or its connection ended; a connection that died silently ends
 // at the supernode's yamux keep-alive, within 15 s: services/dht); one
-// that waits over a second to be written is skipped. The node's requests each come on
-// a /pc2/control/1 (ProtocolControl) stream of their own, answered as on
-// attach/1 (ping -> pong, the node's probe after a network change; turn;
-// dialback -> dialback_result), only while the node is attached. A node
-// asks for attach/2 first and falls back to attach/1 on older relays.
+// that waits over a second to be written is skipped. The node's
+// requests each come on a /pc2/control/1 (ProtocolControl) stream of
+// their own, answered as on attach/1 (ping -> pong, the node's probe
+// after a network change; turn; dialback -> dialback_result), only
+// while the node is attached. A node asks for attach/2 first and falls
+// back to attach/1 on older relays.
 //
 // The supernode reaches an attached node by opening streams back over the
 // node's connection (never dialling it: it may be behind NAT):
