@@ -57,6 +57,9 @@ func checkPiBoot(t *testing.T, v *qemutest.VM, dev string) {
 	if !strings.Contains(serial, "EXT4-fs ("+dev+"p4): mounted filesystem") {
 		t.Errorf("perm (%sp4) was not mounted", dev)
 	}
+	if strings.Contains(serial, "vchiq platform") {
+		t.Errorf("the VCHIQ driver started, which can panic the kernel in QEMU (image/vm's NoVCHIQ)")
+	}
 	if strings.Contains(serial, "Could not mount permanent storage") {
 		t.Error("gokrazy could not mount perm")
 	}

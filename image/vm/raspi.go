@@ -25,10 +25,10 @@ import (
 // (see bootConfig). The rest of the boot is the board's: the kernel finds
 // the SD card, mounts root by PARTUUID and starts gokrazy's init.
 //
-// Two additions to the command line are the harness's, never the
-// image's: an early console (see raspi.earlycon), and one that QEMU
-// needs: initcall_blacklist=bcm2835_wdt_driver_init. gokrazy's init
-// arms the hardware watchdog at start. On a real Pi the BCM2835's
+// Three additions to the command line are the harness's, never the
+// image's: an early console (see raspi.earlycon), NoVCHIQ (below), and
+// initcall_blacklist=bcm2835_wdt_driver_init (NoWatchdog). gokrazy's
+// init arms the hardware watchdog at start. On a real Pi the BCM2835's
 // power-management block then counts the watchdog down and resets the
 // board only if nobody pets it. QEMU's model of that block
 // (hw/misc/bcm2835_powermgt.c, 7.2 and 10.0 alike) ignores the countdown
@@ -45,6 +45,19 @@ const (
 
 // NoWatchdog is the harness-only kernel parameter described above.
 const NoWatchdog = "initcall_blacklist=bcm2835_wdt_driver_init"
+
+// NoVCHIQ keeps the kernel's VCHIQ driver (the ARM side of the
+// VideoCore's services: camera, codecs, audio) from starting, in the
+// harness only. QEMU models no VideoCore, so the driver's probe always
+// fails ("failed to set channelbase", "Could not initialize vchiq
+// platform"), and in kernel 6.12.47 its slot handler thread, already
+// started, can then touch the memory that the failed probe freed: an
+// oops in slot_handler_func and a kernel panic about 4 s into the
+// boot. It is a race: one boot in 8 under load here, and once in CI,
+// where the console stayed empty until the early console showed it.
+// A real Pi's firmware answers the probe, and a node uses none of those
+// services.
+const NoVCHIQ = "initcall_blacklist=vchiq_driver_init"
 
 // raspi describes one QEMU Raspberry Pi machine.
 type raspi struct {
@@ -158,7 +171,7 @@ func raspiCommand(image string, opts Options, netdev string) (*exec.Cmd, error) 
 		"-accel", "tcg,thread=multi",
 		"-kernel", kernel,
 		"-dtb", dtb,
-		"-append", boot.cmdline+" "+NoWatchdog+" "+m.earlycon,
+		"-append", strings.Join([]string{boot.cmdline, NoWatchdog, NoVCHIQ, m.earlycon}, " "),
 		"-drive", drive,
 		// The Pi's serial0 is the mini UART (ttyS0, see firmwareCmdline),
 		// QEMU's second serial port; the first is the PL011 that the
